@@ -1,0 +1,165 @@
+// Package record owns the data types that flow from the probes, through the
+// queue, into the store: call records, per-function aggregates, resource
+// samples, probe gaps and tracing sessions. It has no behaviour beyond small
+// helpers, so every other package can depend on it without cycles.
+package record
+
+import "fmt"
+
+// Status is the outcome of one traced call.
+type Status uint8
+
+// Call outcomes. The numeric values are stored in the database and are shared
+// with the BPF programs (bpf/obs.h), so never renumber them.
+const (
+	StatusOK         Status = 0
+	StatusError      Status = 1 // returned a non-nil error
+	StatusPanic      Status = 2 // unwound by a panic
+	StatusUnfinished Status = 3 // still open when the process or the trace ended
+)
+
+var statusNames = [...]string{"ok", "error", "panic", "unfinished"}
+
+// String returns the name used in queries and JSON output.
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("status(%d)", uint8(s))
+}
+
+// ParseStatus is the inverse of String.
+func ParseStatus(s string) (Status, error) {
+	for i, n := range statusNames {
+		if n == s {
+			return Status(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown status %q (want one of ok, error, panic, unfinished)", s)
+}
+
+// Call is one completed (or abandoned) call of a traced function.
+type Call struct {
+	ID       uint64 // unique within a store
+	ParentID uint64 // 0 when the call is a root
+	PID      uint32
+	GoID     uint64
+	Function string // full symbol name as in the binary, e.g. main.(*Counter).Inc
+	Start    int64  // wall clock, Unix nanoseconds
+	Duration int64  // nanoseconds
+	Status   Status
+	// ErrorType is the dynamic type of a returned error or of a panic value,
+	// e.g. "*errors.errorString". Empty when there is none.
+	ErrorType string
+	// Error is the error or panic text, when it could be read. Empty when
+	// there is none or it could not be read without running code.
+	Error          string
+	ErrorTruncated bool // Error was cut at the read bound
+}
+
+// IsError reports whether the call belongs to the error lane: an error
+// return, a panic, or a call left unfinished.
+func (c *Call) IsError() bool { return c.Status != StatusOK }
+
+// HistBuckets is the number of log2 latency buckets kept per function.
+// Bucket i counts durations d with 2^(i-1) <= d < 2^i nanoseconds (bucket 0
+// counts d == 0).
+const HistBuckets = 64
+
+// FuncStats is the exact aggregate of one function's calls over an interval,
+// taken from the kernel counters: it does not depend on sampling or shedding.
+type FuncStats struct {
+	PID           uint32
+	Function      string
+	IntervalStart int64  // Unix ns
+	IntervalEnd   int64  // Unix ns
+	Calls         uint64 // every call made
+	Errors        uint64
+	Panics        uint64
+	Recorded      uint64 // calls written to the store
+	Sampled       uint64 // ok calls deliberately not kept by --sample
+	Dropped       uint64 // calls lost to pressure (ring full, queue bound)
+	TotalNs       uint64
+	MaxNs         uint64
+	Hist          [HistBuckets]uint64
+}
+
+// Lost is every call made but not recorded, for any reason.
+func (s *FuncStats) Lost() uint64 { return s.Sampled + s.Dropped }
+
+// ResourceSample is one sample of a traced process's resource use. A nil
+// field means the metric was unavailable, never zero.
+type ResourceSample struct {
+	PID            uint32
+	Time           int64 // Unix ns
+	CPUPercent     *float64
+	RSSBytes       *uint64
+	VMSBytes       *uint64
+	Threads        *int64
+	OpenFDs        *int64
+	ReadBytes      *uint64
+	WriteBytes     *uint64
+	VolCtxSwitches *uint64
+	InvCtxSwitches *uint64
+	Goroutines     *int64
+}
+
+// Gap records a span during which a function's probes were paused, so that
+// its missing calls are explained rather than silently absent.
+type Gap struct {
+	PID      uint32
+	Function string
+	Start    int64 // Unix ns
+	End      int64 // Unix ns; 0 while still open
+	Reason   string
+}
+
+// Session describes one run of the agent against one process.
+type Session struct {
+	ID            uint64
+	PID           uint32
+	Binary        string
+	GoVersion     string
+	Patterns      string
+	Start         int64 // Unix ns
+	End           int64 // Unix ns; 0 while running
+	CallsRecorded uint64
+	CallsLost     uint64
+	ExitReason    string
+}
+
+// Function names one traced function and the groups it rolls up into.
+type Function struct {
+	Name    string // full symbol name
+	Package string // Go package path, e.g. github.com/acme/api/server
+	Module  string // module path that holds the package, e.g. github.com/acme/api; "" when unknown
+}
+
+// PackageOf returns the package path of a Go symbol name:
+// "github.com/acme/api/v2.(*Server).Handle" gives "github.com/acme/api/v2",
+// "main.main.func1" gives "main". Generic instantiations keep their package:
+// "main.Map[go.shape.int]" gives "main".
+func PackageOf(symbol string) string {
+	// The package path ends at the first '.' after the last '/' that comes
+	// before any '[' (type arguments may contain slashes).
+	end := len(symbol)
+	for i := 0; i < len(symbol); i++ {
+		if symbol[i] == '[' || symbol[i] == '(' {
+			end = i
+			break
+		}
+	}
+	slash := -1
+	for i := end - 1; i >= 0; i-- {
+		if symbol[i] == '/' {
+			slash = i
+			break
+		}
+	}
+	for i := slash + 1; i < end; i++ {
+		if symbol[i] == '.' {
+			return symbol[:i]
+		}
+	}
+	return symbol[:end]
+}
