@@ -1,8 +1,94 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
 
-// newAttachCommand is a placeholder until the command lands.
+	"github.com/spf13/cobra"
+
+	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/store"
+)
+
+// traceFlags are shared by attach and run.
+type traceFlags struct {
+	include    []string
+	exclude    []string
+	db         string
+	duration   time.Duration
+	readyFile  string
+	maxProbes  int
+	sample     float64
+	single     bool
+	statsEvery time.Duration
+}
+
+func (f *traceFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&f.include, "func", "f", nil, "trace functions whose full symbol name matches this glob (repeatable; * matches anything incl. / . ( ), ? one character; append @RATE to sample ok calls, e.g. 'pkg.*@0.1')")
+	fl.StringArrayVarP(&f.exclude, "exclude", "x", nil, "do not trace functions matching this glob (repeatable)")
+	fl.StringVar(&f.db, "db", store.DefaultPath(), "store path (SQLite); default from $OBS_AGENT_DB, else /var/lib/obs-agent/obs.db as root")
+	fl.DurationVar(&f.duration, "duration", 0, "stop tracing after this long (0: until the target exits or Ctrl-C)")
+	fl.StringVar(&f.readyFile, "ready-file", "", "write the target pid to this file once every probe is live")
+	fl.IntVar(&f.maxProbes, "max-probes", 0, "allow up to this many probe sites (default 10000; -1: no limit)")
+	fl.Float64Var(&f.sample, "sample", 1, "share of ok calls to record, 0..1 (errors and panics are always recorded)")
+	fl.BoolVar(&f.single, "single-probes", false, "attach one perf-event uprobe per site instead of uprobe_multi links (slower; for kernels < 6.6)")
+	fl.DurationVar(&f.statsEvery, "stats-interval", 10*time.Second, "how often per-function aggregates are stored")
+}
+
+func (f *traceFlags) options(stderr io.Writer) agent.Options {
+	return agent.Options{
+		Include: f.include, Exclude: f.exclude, MaxProbes: f.maxProbes,
+		SampleRate: f.sample, DB: f.db, Duration: f.duration, ReadyFile: f.readyFile,
+		SingleProbes: f.single, StatsInterval: f.statsEvery, Logger: slog.Default(),
+	}
+}
+
+// checkRoot fails early with what to do when tracing cannot work.
+func checkRoot() error {
+	if os.Geteuid() != 0 {
+		return errors.New("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE): run it with sudo")
+	}
+	return nil
+}
+
+type attachFlags struct {
+	traceFlags
+	pid int
+}
+
 func newAttachCommand() *cobra.Command {
-	return &cobra.Command{Use: "attach", Short: "(not built yet)"}
+	f := &attachFlags{}
+	cmd := &cobra.Command{
+		Use:   "attach --pid PID -f PATTERN [-f PATTERN ...] [flags]",
+		Short: "Trace the functions of a running Go process",
+		Long: `Attach uprobes to the functions of a running Go program that match the -f
+patterns, record every call until the program exits, Ctrl-C arrives or
+--duration passes, then detach and report what was recorded and lost.
+The program keeps running, unchanged, after obs-agent detaches.`,
+		Example: `  sudo obs-agent attach --pid 4242 -f 'main.*'
+  sudo obs-agent attach --pid 4242 -f 'github.com/acme/api/*' -x '*.String' --duration 30s
+  sudo obs-agent attach --pid 4242 -f 'main.*@0.01'      # keep 1% of ok calls, every error`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.pid <= 0 {
+				return errors.New("--pid is required: the process id of the Go program to trace")
+			}
+			if err := checkRoot(); err != nil {
+				return err
+			}
+			res, err := agent.Attach(cmd.Context(), f.pid, f.options(cmd.ErrOrStderr()))
+			if res != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())
+			}
+			return err
+		},
+	}
+	cmd.Flags().IntVarP(&f.pid, "pid", "p", 0, "process id of the Go program to trace")
+	f.register(cmd)
+	return cmd
 }

@@ -1,0 +1,612 @@
+//go:build ignore
+
+/* obs-agent's uprobe programs for Go functions.
+ *
+ * obs_entry runs at a function's first instruction, obs_ret at each of its
+ * RET instructions (never a uretprobe: it corrupts Go stacks, NOTES §1). Each
+ * goroutine has a stack of open frames kept in the frames map, keyed by
+ * (tgid, goid, depth). A frame is identified by g.stack.hi - SP, which is the
+ * same at entry and at RET and survives stack copies, so:
+ *   - an entry whose function and SP offset equal the top frame's is the
+ *     re-execution after runtime.morestack, and is ignored (NOTES §2);
+ *   - a RET closes the frame with its SP offset, and any frame deeper than it
+ *     was abandoned by a panic (or Goexit) and is closed as such;
+ *   - an entry at or above an open frame's SP offset shows that frame is
+ *     dead too.
+ * Runtime hooks link goroutines to the call that spawned them
+ * (runtime.newproc1), record panic values (runtime.gopanic) and close what a
+ * goroutine leaves open when it exits (runtime.goexit1). */
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "obs.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by user space before loading. */
+volatile const __u64 goid_offset = 152;
+volatile const __u32 newproc_callergp_reg = 1;
+
+/* Keep the record types in BTF, so bpf2go generates their Go twins. */
+const struct call_event *_call_event __attribute__((unused));
+const struct err_event *_err_event __attribute__((unused));
+
+/* Call ids: user space starts them at session<<40 so they are unique in the
+ * store. */
+__u64 next_id = 1;
+
+#if defined(__TARGET_ARCH_x86)
+#define GO_G(ctx) ((ctx)->r14)
+#define GO_SP(ctx) ((ctx)->sp)
+#define GO_RET_ADDR_SIZE 8
+/* The Go ABI's integer registers, in order. Copied out first: the verifier
+ * refuses a context access at a variable offset. */
+static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
+{
+	__u64 r[9] = {ctx->ax, ctx->bx, ctx->cx, ctx->di, ctx->si,
+		      ctx->r8, ctx->r9, ctx->r10, ctx->r11};
+	if (i < 9)
+		return r[i];
+	return 0;
+}
+#elif defined(__TARGET_ARCH_arm64)
+#define GO_G(ctx) ((ctx)->regs[28])
+#define GO_SP(ctx) ((ctx)->sp)
+static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
+{
+	__u64 r[16];
+	__builtin_memcpy(r, ctx->regs, sizeof(r));
+	if (i < 16)
+		return r[i];
+	return 0;
+}
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} ring_ok SEC(".maps");
+
+/* Errors and panics never compete with ok calls for ring space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} ring_err SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* resized by user space */
+	__type(key, __u32);
+	__type(value, struct func_info);
+} funcs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1); /* resized by user space */
+	__type(key, __u32);
+	__type(value, struct func_stats);
+} fstats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} health SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gkey);
+	__type(value, struct gstate);
+} goroutines SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fkey);
+	__type(value, struct frame);
+} frames SEC(".maps");
+
+/* Between newproc1's entry and its RET, on one thread (it runs on the
+ * system stack and cannot be rescheduled), the parent call of the goroutine
+ * being created. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u64);
+	__type(value, __u64);
+} spawning SEC(".maps");
+
+static __always_inline struct counters *health_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&health, &zero);
+}
+
+#define COUNT(field)                                    \
+	do {                                            \
+		struct counters *__c = health_get();     \
+		if (__c)                                \
+			__c->field++;                   \
+	} while (0)
+
+static __always_inline int read_goroutine(struct pt_regs *ctx, __u64 *goid, __u64 *sp_off)
+{
+	__u64 g = GO_G(ctx);
+	__u64 stack[2]; /* g.stack.lo, g.stack.hi: the first words of runtime.g */
+
+	if (!g)
+		return -1;
+	if (bpf_probe_read_user(stack, sizeof(stack), (void *)g) ||
+	    bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + goid_offset))) {
+		COUNT(read_fail);
+		return -1;
+	}
+	*sp_off = stack[1] - GO_SP(ctx);
+	return 0;
+}
+
+static __always_inline __u32 log2_bucket(__u64 v)
+{
+	__u32 r = 0;
+	if (v == 0)
+		return 0;
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	return r + 1; /* 2^(b-1) <= v < 2^b */
+}
+
+static __always_inline struct func_stats *account(__u32 func_id, __u8 status, __u64 dur)
+{
+	struct func_stats *st = bpf_map_lookup_elem(&fstats, &func_id);
+	if (!st)
+		return 0;
+	st->calls++;
+	if (status == OBS_ERROR)
+		st->errors++;
+	else if (status == OBS_PANIC)
+		st->panics++;
+	else if (status == OBS_UNFINISHED)
+		st->unfinished++;
+	st->total_ns += dur;
+	if (dur > st->max_ns)
+		st->max_ns = dur;
+	__u32 b = log2_bucket(dur);
+	if (b < OBS_HIST_BUCKETS)
+		st->hist[b]++;
+	return st;
+}
+
+static __always_inline void fill_call(struct call_event *e, struct frame *f, __u32 tgid, __u64 goid,
+				      __u64 now, __u8 status)
+{
+	e->id = f->id;
+	e->parent_id = f->parent_id;
+	e->goid = goid;
+	e->start_ns = f->start_ns;
+	e->end_ns = now;
+	e->tgid = tgid;
+	e->func_id = f->func_id;
+	e->status = status;
+}
+
+/* Reads a Go string header (ptr, len) at addr into e->text, bounded. */
+static __always_inline void read_text(struct err_event *e, __u64 ptr, __u64 len)
+{
+	if (!ptr || !len || len > (1ULL << 30))
+		return;
+	__u32 n = OBS_TEXT_MAX;
+	if (len < OBS_TEXT_MAX)
+		n = len;
+	else if (len > OBS_TEXT_MAX)
+		e->truncated = 1;
+	if (bpf_probe_read_user(e->text, n, (void *)ptr) == 0)
+		e->text_len = n;
+}
+
+/* Fills the value part of an err_event from an interface (type word, data
+ * word): the type address, the two words behind the data pointer, and, when
+ * those words look like a string header, the bytes of that string. The
+ * string behind the data pointer is what *errors.errorString,
+ * *fmt.wrapError, *fmt.wrapErrors and a string panic value all hold; user
+ * space keeps the text only for types it knows hold one. */
+static __always_inline void read_iface(struct err_event *e, __u64 type_addr, __u64 data)
+{
+	__u64 words[2] = {};
+
+	e->type_addr = type_addr;
+	e->data_addr = data;
+	if (!data)
+		return;
+	if (bpf_probe_read_user(words, sizeof(words), (void *)data)) {
+		COUNT(read_fail);
+		return;
+	}
+	e->word0 = words[0];
+	e->word1 = words[1];
+	read_text(e, words[0], words[1]);
+}
+
+static __always_inline struct err_event *err_reserve(void)
+{
+	struct err_event *e = bpf_ringbuf_reserve(&ring_err, sizeof(*e), 0);
+	if (!e) {
+		COUNT(ring_err_full);
+		return 0;
+	}
+	e->type_addr = 0;
+	e->word0 = 0;
+	e->word1 = 0;
+	e->data_addr = 0;
+	e->text_len = 0;
+	e->truncated = 0;
+	e->kind = OBS_KIND_CALL;
+	e->_pad = 0;
+	return e;
+}
+
+/* Closes a frame that will never reach its RET. */
+static __always_inline void close_abandoned(struct frame *f, __u32 tgid, __u64 goid, __u64 now,
+					    __u8 status)
+{
+	struct func_stats *st = account(f->func_id, status, now - f->start_ns);
+	struct err_event *e = err_reserve();
+	if (!e) {
+		if (st)
+			st->dropped++;
+		return;
+	}
+	__builtin_memset(&e->call, 0, sizeof(e->call));
+	fill_call(&e->call, f, tgid, goid, now, status);
+	bpf_ringbuf_submit(e, 0);
+	COUNT(abandoned);
+}
+
+struct unwind_ctx {
+	__u32 tgid;
+	__u32 depth;
+	__u64 goid;
+	__u64 now;
+	__u64 sp_off;    /* frames deeper than this go */
+	__u32 keep_func; /* a frame at sp_off stays only if it is this function */
+	__u32 status;
+};
+
+static long unwind_one(__u64 i, void *data)
+{
+	struct unwind_ctx *u = data;
+	if (u->depth == 0)
+		return 1;
+	struct fkey k = {.tgid = u->tgid, .depth = u->depth - 1, .goid = u->goid};
+	struct frame *f = bpf_map_lookup_elem(&frames, &k);
+	if (!f) {
+		/* Lost frame (map was full): drop the level and go on. */
+		u->depth--;
+		return 0;
+	}
+	if (f->sp_off < u->sp_off || (f->sp_off == u->sp_off && f->func_id == u->keep_func))
+		return 1;
+	close_abandoned(f, u->tgid, u->goid, u->now, u->status);
+	bpf_map_delete_elem(&frames, &k);
+	u->depth--;
+	return 0;
+}
+
+#define NO_FUNC 0xffffffff
+
+/* Closes every open frame of the goroutine that is deeper than sp_off, and
+ * one at sp_off unless it belongs to keep_func. (Its callers must not branch
+ * on how many it closed: that trips the 6.18 verifier's precision tracking
+ * through bpf_loop callbacks, which fails the load with EFAULT.) */
+static __always_inline void unwind(struct gstate *gs, __u32 tgid, __u64 goid, __u64 now,
+				    __u64 sp_off, __u32 keep_func, __u8 status)
+{
+	struct unwind_ctx u = {
+		.tgid = tgid,
+		.depth = gs->depth,
+		.goid = goid,
+		.now = now,
+		.sp_off = sp_off,
+		.keep_func = keep_func,
+		.status = status,
+	};
+	bpf_loop(1 << 16, unwind_one, &u, 0);
+	gs->depth = u.depth;
+}
+
+static __always_inline struct gstate *gstate_get(struct gkey *k)
+{
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, k);
+	if (gs)
+		return gs;
+	struct gstate zero = {};
+	/* NOEXIST: another CPU cannot create it (a goroutine runs on one
+	 * thread at a time), but never overwrite. */
+	bpf_map_update_elem(&goroutines, k, &zero, BPF_NOEXIST);
+	gs = bpf_map_lookup_elem(&goroutines, k);
+	if (!gs)
+		COUNT(map_full);
+	return gs;
+}
+
+SEC("uprobe.multi")
+int obs_entry(struct pt_regs *ctx)
+{
+	__u32 func_id = bpf_get_attach_cookie(ctx);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 goid, sp_off;
+
+	if (read_goroutine(ctx, &goid, &sp_off))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct gkey gk = {.tgid = tgid, .goid = goid};
+	struct gstate *gs = gstate_get(&gk);
+	if (!gs)
+		return 0;
+	gs->last_ns = now;
+
+	__u64 parent = gs->spawn_parent;
+	__u32 depth = gs->depth;
+	if (depth > 0) {
+		struct fkey tk = {.tgid = tgid, .depth = depth - 1, .goid = goid};
+		struct frame *top = bpf_map_lookup_elem(&frames, &tk);
+		if (top) {
+			if (top->sp_off == sp_off && top->func_id == func_id) {
+				COUNT(morestack_reentry);
+				return 0;
+			}
+			if (top->sp_off >= sp_off) {
+				/* Open frames at or above this call are dead
+				 * (the top one at least): a panic was recovered
+				 * in an untraced frame. */
+				__u8 st = gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED;
+				unwind(gs, tgid, goid, now, sp_off, NO_FUNC, st);
+				gs->panic_seq = 0;
+				depth = gs->depth;
+				if (depth > 0) {
+					tk.depth = depth - 1;
+					top = bpf_map_lookup_elem(&frames, &tk);
+				} else {
+					top = 0;
+				}
+			}
+			if (top)
+				parent = top->id;
+		}
+	}
+
+	struct frame f = {
+		.id = __sync_fetch_and_add(&next_id, 1),
+		.parent_id = parent,
+		.start_ns = now,
+		.sp_off = sp_off,
+		.func_id = func_id,
+	};
+	struct fkey fk = {.tgid = tgid, .depth = depth, .goid = goid};
+	if (bpf_map_update_elem(&frames, &fk, &f, BPF_ANY)) {
+		COUNT(map_full);
+		return 0;
+	}
+	gs->depth = depth + 1;
+	return 0;
+}
+
+/* Reads the error result at a RET; returns 1 when it is non-nil. */
+static __always_inline int read_error(struct pt_regs *ctx, struct func_info *fi, __u64 *itab,
+				      __u64 *data)
+{
+	if (fi->err_mode == 1) {
+		*itab = go_int_reg(ctx, fi->itab_reg);
+		*data = go_int_reg(ctx, fi->data_reg);
+	} else if (fi->err_mode == 2) {
+		__u64 w[2];
+		if (bpf_probe_read_user(w, sizeof(w), (void *)(GO_SP(ctx) + (__s64)fi->stack_off))) {
+			COUNT(read_fail);
+			return 0;
+		}
+		*itab = w[0];
+		*data = w[1];
+	} else {
+		return 0;
+	}
+	return *itab != 0;
+}
+
+SEC("uprobe.multi")
+int obs_ret(struct pt_regs *ctx)
+{
+	__u32 func_id = bpf_get_attach_cookie(ctx);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 goid, sp_off;
+
+	if (read_goroutine(ctx, &goid, &sp_off))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct gkey gk = {.tgid = tgid, .goid = goid};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	if (!gs || gs->depth == 0) {
+		COUNT(unmatched_ret);
+		return 0;
+	}
+	gs->last_ns = now;
+
+	struct fkey fk = {.tgid = tgid, .depth = gs->depth - 1, .goid = goid};
+	struct frame *f = bpf_map_lookup_elem(&frames, &fk);
+	if (f && (f->sp_off > sp_off || (f->sp_off == sp_off && f->func_id != func_id))) {
+		/* Frames deeper than the one returning (or another function's
+		 * at its level) were unwound by a panic that this frame, or an
+		 * untraced one below it, recovered. */
+		unwind(gs, tgid, goid, now, sp_off, func_id,
+		       gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED);
+		gs->panic_seq = 0;
+		f = 0;
+		if (gs->depth > 0) {
+			fk.depth = gs->depth - 1;
+			f = bpf_map_lookup_elem(&frames, &fk);
+		}
+	}
+	if (!f || f->sp_off != sp_off || f->func_id != func_id) {
+		COUNT(unmatched_ret);
+		return 0;
+	}
+
+	struct frame fr = *f;
+	bpf_map_delete_elem(&frames, &fk);
+	gs->depth--;
+
+	__u64 itab = 0, data = 0;
+	__u8 status = OBS_OK;
+	struct func_info *fi = bpf_map_lookup_elem(&funcs, &func_id);
+	if (fi && read_error(ctx, fi, &itab, &data))
+		status = OBS_ERROR;
+
+	struct func_stats *st = account(func_id, status, now - fr.start_ns);
+	if (status == OBS_OK) {
+		if (fi && !fi->sample_all && bpf_get_prandom_u32() >= fi->sample_thresh) {
+			if (st)
+				st->sampled++;
+			return 0;
+		}
+		struct call_event *e = bpf_ringbuf_reserve(&ring_ok, sizeof(*e), 0);
+		if (!e) {
+			COUNT(ring_ok_full);
+			if (st)
+				st->dropped++;
+			return 0;
+		}
+		fill_call(e, &fr, tgid, goid, now, status);
+		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+		bpf_ringbuf_submit(e, 0);
+		return 0;
+	}
+
+	struct err_event *e = err_reserve();
+	if (!e) {
+		if (st)
+			st->dropped++;
+		return 0;
+	}
+	__builtin_memset(&e->call, 0, sizeof(e->call));
+	fill_call(&e->call, &fr, tgid, goid, now, status);
+	read_iface(e, itab, data);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* runtime.newproc1(fn, callergp, ...) runs on the system stack, so R14 is
+ * g0 here: the creating goroutine comes from the callergp argument. */
+SEC("uprobe.multi")
+int obs_newproc_entry(struct pt_regs *ctx)
+{
+	__u64 callergp = go_int_reg(ctx, newproc_callergp_reg);
+	__u64 goid;
+	if (!callergp || bpf_probe_read_user(&goid, sizeof(goid), (void *)(callergp + goid_offset)))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct gkey gk = {.tgid = tgid, .goid = goid};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	if (!gs)
+		return 0;
+	__u64 parent = gs->spawn_parent;
+	if (gs->depth > 0) {
+		struct fkey fk = {.tgid = tgid, .depth = gs->depth - 1, .goid = goid};
+		struct frame *f = bpf_map_lookup_elem(&frames, &fk);
+		if (f)
+			parent = f->id;
+	}
+	if (!parent)
+		return 0;
+	__u64 tid = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&spawning, &tid, &parent, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int obs_newproc_ret(struct pt_regs *ctx)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 *parent = bpf_map_lookup_elem(&spawning, &tid);
+	if (!parent)
+		return 0;
+	__u64 p = *parent;
+	bpf_map_delete_elem(&spawning, &tid);
+	__u64 newg = go_int_reg(ctx, 0);
+	__u64 goid;
+	if (!newg || bpf_probe_read_user(&goid, sizeof(goid), (void *)(newg + goid_offset))) {
+		COUNT(read_fail);
+		return 0;
+	}
+	struct gkey gk = {.tgid = tid >> 32, .goid = goid};
+	struct gstate gs = {.spawn_parent = p, .last_ns = bpf_ktime_get_ns()};
+	if (bpf_map_update_elem(&goroutines, &gk, &gs, BPF_ANY))
+		COUNT(map_full);
+	else
+		COUNT(spawn_links);
+	return 0;
+}
+
+/* runtime.gopanic(e any): remember that the goroutine is panicking and send
+ * the panic value. */
+SEC("uprobe.multi")
+int obs_gopanic(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 goid, sp_off;
+	if (read_goroutine(ctx, &goid, &sp_off))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct gkey gk = {.tgid = tgid, .goid = goid};
+	struct gstate *gs = gstate_get(&gk);
+	if (gs) {
+		gs->panic_seq++;
+		gs->last_ns = now;
+	}
+	struct err_event *e = err_reserve();
+	if (!e)
+		return 0;
+	__builtin_memset(&e->call, 0, sizeof(e->call));
+	e->call.goid = goid;
+	e->call.tgid = tgid;
+	e->call.start_ns = now;
+	e->call.end_ns = now;
+	e->call.status = OBS_PANIC;
+	e->kind = OBS_KIND_PANIC_VALUE;
+	read_iface(e, go_int_reg(ctx, 0), go_int_reg(ctx, 1));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* runtime.goexit1 runs on a goroutine that has finished: close what it left
+ * open (runtime.Goexit unwinds without RETs) and forget it. */
+SEC("uprobe.multi")
+int obs_goexit(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 goid, sp_off;
+	if (read_goroutine(ctx, &goid, &sp_off))
+		return 0;
+	struct gkey gk = {.tgid = tgid, .goid = goid};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	if (!gs)
+		return 0;
+	if (gs->depth > 0)
+		unwind(gs, tgid, goid, bpf_ktime_get_ns(), 0, NO_FUNC,
+		       gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED);
+	bpf_map_delete_elem(&goroutines, &gk);
+	return 0;
+}
+
+/* Empty programs on the same sites: the floor that overhead figures are
+ * measured against. */
+SEC("uprobe.multi")
+int obs_empty(struct pt_regs *ctx)
+{
+	return 0;
+}

@@ -1,0 +1,436 @@
+// Package agent owns one tracing session end to end: it reads the target's
+// binary, selects functions, attaches the probes, moves records from the
+// kernel rings through the error-first queue into the store, and, when the
+// target exits or the session ends, detaches, closes what was left open and
+// writes the final aggregates. The attach and run commands are thin wrappers
+// around it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/queue"
+	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/selector"
+	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/symbols"
+	"github.com/obs-agent/obs-agent/internal/uprobe"
+)
+
+// Options configure a session.
+type Options struct {
+	Include    []string // -f patterns
+	Exclude    []string // -x patterns
+	MaxProbes  int      // 0: selector default
+	SampleRate float64  // share of ok calls kept; errors are always kept
+	DB         string   // store path
+	Duration   time.Duration
+	ReadyFile  string // written once every probe is live
+	// StatsInterval is how often aggregates are written; 0 means 10 s.
+	StatsInterval time.Duration
+	// QueueBytes bounds the memory held by ok records waiting for the
+	// store; 0 means queue.DefaultOKBytes.
+	QueueBytes int64
+	// SingleProbes forces one perf-event uprobe per site.
+	SingleProbes bool
+	Logger       *slog.Logger
+}
+
+// Result summarises a finished session.
+type Result struct {
+	PID        int
+	Recorded   uint64 // calls written to the store
+	Lost       uint64 // calls made but not recorded, for any reason
+	Sampled    uint64
+	Dropped    uint64
+	Calls      uint64 // calls made, from the kernel counters
+	Sites      int
+	Functions  int
+	AttachTime time.Duration
+	DetachTime time.Duration
+	ExitReason string // "target exited", "duration elapsed", "interrupted"
+	ExitCode   int    // the target's exit code when known (run), else -1
+	Signaled   bool   // the target died of a signal
+	Health     uprobe.Health
+}
+
+// Summary is the one-line report printed when the agent exits.
+func (r *Result) Summary() string {
+	return fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
+		r.PID, r.ExitReason, r.Recorded, r.Lost, r.Sampled, r.Dropped, r.Functions, r.Sites)
+}
+
+// session is the state shared by the parts of one run.
+type session struct {
+	opts   Options
+	log    *slog.Logger
+	bin    *symbols.Binary
+	sel    *selector.Selection
+	names  []string // function id -> name
+	st     *store.Store
+	sess   record.Session
+	tr     *uprobe.Tracer
+	q      *queue.Queue
+	conv   *converter
+	pid    int
+	result Result
+	stats  statsState
+	totals []record.FuncStats
+}
+
+// target is what a session traces: a process to watch until it exits.
+type target interface {
+	PID() int
+	ExePath() string
+	// Exited is closed when the process has exited.
+	Exited() <-chan struct{}
+	// Resume lets a process held before its first instruction run; a
+	// no-op for a process that was already running.
+	Resume() error
+	// ExitStatus is valid after Exited: the code, and whether a signal
+	// killed it.
+	ExitStatus() (code int, signaled bool)
+	Close()
+}
+
+// prepare opens the binary, selects functions and opens the store.
+func prepare(opts Options, exe string) (*session, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if len(opts.Include) == 0 {
+		return nil, errors.New("no functions selected: give at least one -f PATTERN (e.g. -f 'main.*')")
+	}
+	s := &session{opts: opts, log: opts.Logger.With("component", "agent")}
+	bin, err := symbols.Open(exe)
+	if err != nil {
+		return nil, err
+	}
+	s.bin = bin
+	selOpts := selector.DefaultOptions()
+	if opts.MaxProbes != 0 {
+		selOpts.MaxProbes = opts.MaxProbes
+	}
+	selOpts.SampleRate = opts.SampleRate
+	sel, err := selector.Select(bin, opts.Include, opts.Exclude, selOpts)
+	if err != nil {
+		bin.Close()
+		return nil, err
+	}
+	if len(sel.Funcs) == 0 {
+		bin.Close()
+		var why []string
+		for i, sk := range sel.Skipped {
+			if i == 5 {
+				why = append(why, fmt.Sprintf("… and %d more", len(sel.Skipped)-5))
+				break
+			}
+			why = append(why, sk.Name+": "+sk.Reason)
+		}
+		return nil, fmt.Errorf("the patterns match only functions that cannot be probed:\n  %s", strings.Join(why, "\n  "))
+	}
+	for _, sk := range sel.Skipped {
+		s.log.Warn("matched function cannot be probed", "function", sk.Name, "reason", sk.Reason)
+	}
+	s.sel = sel
+	s.names = make([]string, len(sel.Funcs))
+	for i, f := range sel.Funcs {
+		s.names[i] = f.Func.Name
+	}
+	return s, nil
+}
+
+func (s *session) openStore(pid int) error {
+	st, err := store.Open(s.opts.DB, store.Options{})
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", s.opts.DB, err)
+	}
+	s.st = st
+	fns := make([]record.Function, len(s.names))
+	for i, n := range s.names {
+		pkg := record.PackageOf(n)
+		fns[i] = record.Function{Name: n, Package: pkg, Module: s.bin.ModuleOf(pkg)}
+	}
+	if err := st.RegisterFunctions(fns); err != nil {
+		return fmt.Errorf("register functions: %w", err)
+	}
+	s.sess = record.Session{
+		PID: uint32(pid), Binary: s.bin.Path, GoVersion: s.bin.GoVersion,
+		Patterns: strings.Join(s.opts.Include, " "), Start: time.Now().UnixNano(),
+	}
+	id, err := st.BeginSession(s.sess)
+	if err != nil {
+		return fmt.Errorf("begin session: %w", err)
+	}
+	s.sess.ID = id
+	return nil
+}
+
+// tracerConfig turns the selection into probe sites.
+func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
+	cfg := uprobe.Config{
+		Binary:     exe,
+		PID:        pid,
+		GoidOffset: s.bin.GoidOffset,
+		IDBase:     s.sess.ID<<40 | 1,
+		Single:     s.opts.SingleProbes,
+		Logger:     s.log,
+	}
+	for _, sel := range s.sel.Funcs {
+		f := sel.Func
+		entry, err := s.bin.FileOffset(f.Entry)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", f.Name, err)
+		}
+		rets, err := s.fileOffsets(f.Rets)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", f.Name, err)
+		}
+		uf := uprobe.Func{Entry: entry, Rets: rets, SampleRate: sel.SampleRate}
+		if er := f.ErrResult; er != nil {
+			if er.InRegs {
+				uf.Err = uprobe.ErrorLoc{Mode: 1, ItabReg: uint8(er.ItabReg), DataReg: uint8(er.DataReg)}
+			} else {
+				uf.Err = uprobe.ErrorLoc{Mode: 2, StackOff: int32(er.StackOff)}
+			}
+		}
+		cfg.Funcs = append(cfg.Funcs, uf)
+	}
+	rt, err := s.runtimeHooks()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Runtime = rt
+	return cfg, nil
+}
+
+func (s *session) fileOffsets(vaddrs []uint64) ([]uint64, error) {
+	out := make([]uint64, len(vaddrs))
+	for i, v := range vaddrs {
+		o, err := s.bin.FileOffset(v)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = o
+	}
+	return out, nil
+}
+
+// runtimeHooks finds the runtime functions the tracer needs. newproc1 links
+// goroutines to their spawning call, gopanic gives panic values, goexit1
+// closes what an exiting goroutine left open. A missing hook degrades the
+// trace, so it is logged, not fatal.
+func (s *session) runtimeHooks() (uprobe.Runtime, error) {
+	var rt uprobe.Runtime
+	if f := s.bin.Lookup("runtime.newproc1"); f != nil && len(f.Rets) > 0 {
+		e, err := s.bin.FileOffset(f.Entry)
+		if err != nil {
+			return rt, err
+		}
+		rets, err := s.fileOffsets(f.Rets)
+		if err != nil {
+			return rt, err
+		}
+		rt.Newproc1, rt.Newproc1Rets = e, rets
+		rt.NewprocGPReg = newprocCallerGPReg(s.bin.GoVersion)
+	} else {
+		s.log.Warn("runtime.newproc1 not probeable: goroutines will not be linked to the call that spawned them")
+	}
+	for _, h := range []struct {
+		name string
+		dst  *uint64
+		lost string
+	}{
+		{"runtime.gopanic", &rt.Gopanic, "panic values will not be recorded"},
+		{"runtime.goexit1", &rt.Goexit1, "frames left open by runtime.Goexit stay open until the trace ends"},
+	} {
+		f := s.bin.Lookup(h.name)
+		if f == nil {
+			s.log.Warn(h.name+" not found: "+h.lost, "function", h.name)
+			continue
+		}
+		o, err := s.bin.FileOffset(f.Entry)
+		if err != nil {
+			return rt, err
+		}
+		*h.dst = o
+	}
+	return rt, nil
+}
+
+// newprocCallerGPReg is the ABI register of newproc1's callergp argument:
+// Go 1.17 passed (fn, argp, narg, callergp, callerpc), later versions
+// (fn, callergp, callerpc, ...).
+func newprocCallerGPReg(goVersion string) uint32 {
+	if strings.HasPrefix(goVersion, "go1.17") {
+		return 3
+	}
+	return 1
+}
+
+// run drives an attached session until the target exits, the context is
+// done or the duration passes.
+func (s *session) run(ctx context.Context, t target) (*Result, error) {
+	s.pid = t.PID()
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
+	if err := s.openStore(s.pid); err != nil {
+		return nil, err
+	}
+	defer s.st.Close()
+
+	cfg, err := s.tracerConfig(s.pid, t.ExePath())
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	tr, err := uprobe.Attach(cfg)
+	if err != nil {
+		select {
+		case <-t.Exited():
+			return nil, fmt.Errorf("pid %d exited while the probes were being attached: %w", s.pid, uprobe.ErrProcessGone)
+		default:
+		}
+		return nil, err
+	}
+	s.tr = tr
+	defer tr.Close()
+	s.result.AttachTime = time.Since(start)
+	s.result.Sites = tr.Sites()
+	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.names), "sites", tr.Sites(),
+		"uprobe_multi", tr.Multi(), "took", s.result.AttachTime.Round(time.Millisecond))
+
+	s.conv = newConverter(s.names, s.bin, tr, s.pid)
+	qb := s.opts.QueueBytes
+	s.q = queue.New(queue.Options{OKBytes: qb, Logger: s.log})
+
+	var wg sync.WaitGroup
+	lanes := []*uprobe.Lane{tr.Errors(), tr.OK()}
+	for _, l := range lanes {
+		wg.Add(1)
+		go func(l *uprobe.Lane) {
+			defer wg.Done()
+			s.readLane(l)
+		}(l)
+	}
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- s.q.Drain(s.st) }()
+	statsCtx, stopStats := context.WithCancel(context.Background())
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		s.statsLoop(statsCtx)
+	}()
+
+	if s.opts.ReadyFile != "" {
+		if err := writeReady(s.opts.ReadyFile, s.pid); err != nil {
+			s.log.Error("write ready file", "err", err)
+		}
+	}
+	if err := t.Resume(); err != nil {
+		return nil, fmt.Errorf("resume pid %d: %w", s.pid, err)
+	}
+
+	var timeout <-chan time.Time
+	if s.opts.Duration > 0 {
+		tm := time.NewTimer(s.opts.Duration)
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	select {
+	case <-t.Exited():
+		code, sig := t.ExitStatus()
+		s.result.ExitCode, s.result.Signaled = code, sig
+		switch {
+		case sig:
+			s.result.ExitReason = fmt.Sprintf("target killed by signal %d", code)
+		case code >= 0:
+			s.result.ExitReason = fmt.Sprintf("target exited with code %d", code)
+		default:
+			s.result.ExitReason = "target exited"
+		}
+	case <-timeout:
+		s.result.ExitReason = "duration elapsed"
+	case <-ctx.Done():
+		s.result.ExitReason = "interrupted"
+	}
+
+	s.result.DetachTime = tr.Detach()
+	// Every probe is gone: what the rings hold now is all there is.
+	for _, l := range lanes {
+		l.Flush()
+	}
+	wg.Wait()
+	s.closeOpen()
+	stopStats()
+	<-statsDone
+	s.q.Close()
+	werr := <-writerDone
+	if err := s.writeStats(true); err != nil {
+		s.log.Error("write final aggregates", "err", err)
+	}
+	s.finishResult()
+	s.sess.End = time.Now().UnixNano()
+	s.sess.CallsRecorded = s.result.Recorded
+	s.sess.CallsLost = s.result.Lost
+	s.sess.ExitReason = s.result.ExitReason
+	if err := s.st.EndSession(s.sess); err != nil {
+		s.log.Error("end session", "err", err)
+	}
+	if werr != nil {
+		return &s.result, fmt.Errorf("store: %w", werr)
+	}
+	return &s.result, nil
+}
+
+// readLane moves one ring's events into the queue until the ring is closed
+// or flushed empty after detach.
+func (s *session) readLane(l *uprobe.Lane) {
+	var ev uprobe.Event
+	for {
+		err := l.Read(&ev)
+		if err != nil {
+			if uprobe.IsTimeout(err) || errors.Is(err, uprobe.ErrClosed) || errors.Is(err, uprobe.ErrFlushed) {
+				return
+			}
+			s.log.Error("read ring", "err", err)
+			return
+		}
+		if ev.PanicValue {
+			s.conv.panicValue(&ev)
+			continue
+		}
+		c := s.conv.call(&ev)
+		s.q.Push(c)
+	}
+}
+
+// closeOpen records the calls still open at the end: status panic when
+// their goroutine was panicking (the process died of it), else unfinished,
+// with the time their goroutine was last seen.
+func (s *session) closeOpen() {
+	open, err := s.tr.TakeOpen(uint32(s.pid))
+	if err != nil {
+		s.log.Error("read open frames", "err", err)
+		return
+	}
+	for i := range open {
+		c := s.conv.open(&open[i])
+		s.q.Push(c)
+	}
+	s.conv.addOpen(open)
+}
+
+func writeReady(path string, pid int) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", pid)), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

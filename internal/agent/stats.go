@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// statsLoop writes the per-function aggregates every StatsInterval.
+func (s *session) statsLoop(ctx context.Context) {
+	every := s.opts.StatsInterval
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.writeStats(false); err != nil {
+				s.log.Warn("write aggregates", "err", err)
+			}
+		}
+	}
+}
+
+// statsState is what was last written, so each interval stores a delta.
+type statsState struct {
+	last     []record.FuncStats
+	lastTime int64
+}
+
+// snapshot reads the cumulative aggregates: kernel counters, plus calls
+// closed in user space, plus the queue's recorded and dropped counts.
+func (s *session) snapshot() ([]record.FuncStats, error) {
+	ks, err := s.tr.Stats()
+	if err != nil {
+		return nil, err
+	}
+	recorded, dropped := s.q.Counts()
+	s.conv.mu.Lock()
+	defer s.conv.mu.Unlock()
+	out := make([]record.FuncStats, len(ks))
+	for i, k := range ks {
+		e := &s.conv.extra[i]
+		f := &out[i]
+		f.PID = uint32(s.pid)
+		f.Function = s.names[i]
+		f.Calls = k.Calls + e.calls
+		f.Errors = k.Errors
+		f.Panics = k.Panics + e.panics
+		f.Sampled = k.Sampled
+		f.Dropped = k.Dropped + dropped[f.Function]
+		f.Recorded = recorded[f.Function]
+		f.TotalNs = k.TotalNs + e.totalNs
+		f.MaxNs = max(k.MaxNs, e.maxNs)
+		for b := range f.Hist {
+			f.Hist[b] = k.Hist[b] + e.hist[b]
+		}
+	}
+	return out, nil
+}
+
+// writeStats stores the change since the last call. With final, it also
+// keeps the totals in the session result.
+func (s *session) writeStats(final bool) error {
+	now := time.Now().UnixNano()
+	cur, err := s.snapshot()
+	if err != nil {
+		return err
+	}
+	st := &s.stats
+	if st.lastTime == 0 {
+		st.lastTime = s.sess.Start
+	}
+	var delta []record.FuncStats
+	for i := range cur {
+		d := cur[i]
+		if st.last != nil {
+			p := &st.last[i]
+			d.Calls -= p.Calls
+			d.Errors -= p.Errors
+			d.Panics -= p.Panics
+			d.Sampled -= p.Sampled
+			d.Dropped -= p.Dropped
+			d.Recorded -= p.Recorded
+			d.TotalNs -= p.TotalNs
+			for b := range d.Hist {
+				d.Hist[b] -= p.Hist[b]
+			}
+			// MaxNs stays the running maximum: a per-interval maximum
+			// cannot be derived from cumulative counters.
+		}
+		if d.Calls == 0 && d.Recorded == 0 && d.Dropped == 0 {
+			continue
+		}
+		d.IntervalStart, d.IntervalEnd = st.lastTime, now
+		delta = append(delta, d)
+	}
+	if len(delta) > 0 {
+		if err := s.st.WriteStats(delta); err != nil {
+			return err
+		}
+	}
+	st.last, st.lastTime = cur, now
+	if final {
+		s.totals = cur
+	}
+	return nil
+}
+
+// finishResult fills the session result from the final totals and the
+// tracer's health counters.
+func (s *session) finishResult() {
+	r := &s.result
+	for _, f := range s.totals {
+		r.Calls += f.Calls
+		r.Recorded += f.Recorded
+		r.Sampled += f.Sampled
+		r.Dropped += f.Dropped
+	}
+	r.Lost = r.Sampled + r.Dropped
+	if h, err := s.tr.Health(); err == nil {
+		r.Health = h
+	}
+}
+

@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoProcess is returned when the pid names no process.
+var ErrNoProcess = errors.New("no such process")
+
+// Attach traces an already running process until it exits, ctx is done or
+// opts.Duration passes.
+func Attach(ctx context.Context, pid int, opts Options) (*Result, error) {
+	t, err := openProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	s, err := prepare(opts, t.ExePath())
+	if err != nil {
+		return nil, err
+	}
+	defer s.bin.Close()
+	return s.run(ctx, t)
+}
+
+// Run starts argv with the probes attached before its first instruction,
+// passes its stdio through, and traces it until it exits.
+func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer, opts Options) (*Result, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("no program to run: give it after --, e.g. obs-agent run -f 'main.*' -- ./myservice")
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return nil, fmt.Errorf("program %q: %w", argv[0], err)
+	}
+	s, err := prepare(opts, path)
+	if err != nil {
+		return nil, err
+	}
+	defer s.bin.Close()
+	t, err := spawnHeld(path, argv, stdin, stdout, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	res, err := s.run(ctx, t)
+	if err != nil {
+		// The program must not be left stopped or orphaned.
+		t.kill()
+	}
+	return res, err
+}
+
+// process is a running process found by pid. It is watched through a
+// pidfd, which stays valid (and unambiguous) even if the pid is reused.
+type process struct {
+	pid    int
+	exe    string
+	pidfd  int
+	exited chan struct{}
+	once   sync.Once
+}
+
+func openProcess(pid int) (*process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("invalid pid %d", pid)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("pid %d: %w (is the program running? check with 'ps -p %d')", pid, ErrNoProcess, pid)
+		}
+		return nil, fmt.Errorf("pid %d: open pidfd: %w", pid, err)
+	}
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	if _, err := os.Stat(exe); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("pid %d: cannot read its executable (%s): run as root or as the process's user with CAP_SYS_PTRACE: %w", pid, exe, err)
+		}
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	p := &process{pid: pid, exe: exe, pidfd: fd, exited: make(chan struct{})}
+	go p.watch()
+	return p, nil
+}
+
+// watch closes exited when the pidfd becomes readable: the process ended.
+func (p *process) watch() {
+	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if err == nil || !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	p.once.Do(func() { close(p.exited) })
+}
+
+func (p *process) PID() int                { return p.pid }
+func (p *process) ExePath() string         { return p.exe }
+func (p *process) Exited() <-chan struct{} { return p.exited }
+func (p *process) Resume() error           { return nil }
+func (p *process) ExitStatus() (int, bool) { return -1, false }
+func (p *process) Close()                  { unix.Close(p.pidfd) }
+
+// child is a program started by Run. It is started under ptrace so that it
+// stops right after execve, before its first instruction: the probes go in
+// while it is stopped, and Resume detaches ptrace to let it run.
+type child struct {
+	cmd      *exec.Cmd
+	exe      string
+	exited   chan struct{}
+	status   syscall.WaitStatus
+	lockDone chan struct{} // the thread that owns the ptrace link
+	resume   chan struct{}
+	resumed  chan error
+}
+
+func spawnHeld(path string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (*child, error) {
+	c := &child{
+		exe:     path,
+		exited:  make(chan struct{}),
+		resume:  make(chan struct{}),
+		resumed: make(chan error, 1),
+	}
+	started := make(chan error, 1)
+	// ptrace requests must come from the thread that started the tracee,
+	// so one locked goroutine starts it, later detaches it, and reaps it.
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cmd := exec.Command(path, argv[1:]...)
+		cmd.Args = argv
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
+		if err := cmd.Start(); err != nil {
+			started <- fmt.Errorf("start %s: %w", path, err)
+			return
+		}
+		c.cmd = cmd
+		// The child stops with SIGTRAP after execve.
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(cmd.Process.Pid, &ws, 0, nil); err != nil {
+			started <- fmt.Errorf("wait for %s to exec: %w", path, err)
+			return
+		}
+		if !ws.Stopped() {
+			c.status = ws
+			close(c.exited)
+			started <- fmt.Errorf("%s exited before it started (status %v)", path, ws)
+			return
+		}
+		started <- nil
+		<-c.resume
+		c.resumed <- syscall.PtraceDetach(cmd.Process.Pid)
+		// Reap it; cmd.Wait also waits for the stdio copies to finish.
+		err := cmd.Wait()
+		if cmd.ProcessState != nil {
+			c.status = cmd.ProcessState.Sys().(syscall.WaitStatus)
+		} else if err != nil {
+			c.status = syscall.WaitStatus(0xff00)
+		}
+		close(c.exited)
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *child) PID() int                { return c.cmd.Process.Pid }
+func (c *child) ExePath() string         { return c.exe }
+func (c *child) Exited() <-chan struct{} { return c.exited }
+
+func (c *child) Resume() error {
+	select {
+	case <-c.resume:
+		return nil // already resumed
+	default:
+	}
+	close(c.resume)
+	return <-c.resumed
+}
+
+func (c *child) ExitStatus() (int, bool) {
+	if c.status.Signaled() {
+		return int(c.status.Signal()), true
+	}
+	return c.status.ExitStatus(), false
+}
+
+// kill ends the child and lets it be reaped, for when tracing could not
+// start.
+func (c *child) kill() {
+	c.cmd.Process.Kill()
+	select {
+	case <-c.resume:
+	default:
+		close(c.resume)
+		<-c.resumed
+	}
+	<-c.exited
+}
+
+func (c *child) Close() {}
+

@@ -1,0 +1,111 @@
+package uprobe
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Event is one record from either ring, decoded.
+type Event struct {
+	ID, ParentID uint64
+	GoID         uint64
+	StartMono    uint64 // CLOCK_MONOTONIC ns; see Tracer.WallNs
+	EndMono      uint64
+	PID          uint32
+	FuncID       uint32
+	Status       uint8
+	// Error lane only.
+	PanicValue bool   // a runtime.gopanic value, not a call
+	TypeAddr   uint64 // itab of an error, _type of a panic value
+	DataAddr   uint64
+	Word0      uint64 // the two words behind the data pointer
+	Word1      uint64
+	Text       []byte // string behind the data pointer; valid until the next read
+	Truncated  bool
+}
+
+const (
+	callEventSize = int(unsafe.Sizeof(obsCallEvent{}))
+	errEventSize  = int(unsafe.Sizeof(obsErrEvent{}))
+)
+
+// Lane is one of the two rings.
+type Lane struct {
+	r   *ringbuf.Reader
+	rec ringbuf.Record
+	err bool
+}
+
+// OK returns the ok lane: calls that returned normally.
+func (t *Tracer) OK() *Lane { return &Lane{r: t.okRing} }
+
+// Errors returns the error lane: error returns, panics and panic values.
+func (t *Tracer) Errors() *Lane { return &Lane{r: t.errRing, err: true} }
+
+// ErrClosed is returned by Read after the tracer is closed.
+var ErrClosed = errors.New("tracer closed")
+
+// ErrFlushed is returned by Read once a Flush has drained the ring.
+var ErrFlushed = ringbuf.ErrFlushed
+
+// Read blocks until a record arrives, the deadline passes
+// (os.ErrDeadlineExceeded) or the tracer is closed (ErrClosed), and decodes
+// it into ev. Text aliases an internal buffer.
+func (l *Lane) Read(ev *Event) error {
+	if err := l.r.ReadInto(&l.rec); err != nil {
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return ErrClosed
+		}
+		return err
+	}
+	return decode(l.rec.RawSample, l.err, ev)
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded when nothing
+// arrives by t; the zero time means no deadline.
+func (l *Lane) SetDeadline(t time.Time) { l.r.SetDeadline(t) }
+
+// Pending reports the bytes waiting in the ring.
+func (l *Lane) Pending() int { return l.r.AvailableBytes() }
+
+// Flush makes a blocked or next Read return everything already in the ring
+// and then os.ErrDeadlineExceeded, instead of waiting.
+func (l *Lane) Flush() { l.r.Flush() }
+
+func decode(raw []byte, errLane bool, ev *Event) error {
+	if len(raw) < callEventSize {
+		return fmt.Errorf("short ring record: %d bytes", len(raw))
+	}
+	c := (*obsCallEvent)(unsafe.Pointer(&raw[0]))
+	*ev = Event{
+		ID: c.Id, ParentID: c.ParentId, GoID: c.Goid,
+		StartMono: c.StartNs, EndMono: c.EndNs,
+		PID: c.Tgid, FuncID: c.FuncId, Status: c.Status,
+	}
+	if !errLane {
+		return nil
+	}
+	if len(raw) < errEventSize {
+		return fmt.Errorf("short error record: %d bytes", len(raw))
+	}
+	e := (*obsErrEvent)(unsafe.Pointer(&raw[0]))
+	ev.PanicValue = e.Kind == 1
+	ev.TypeAddr = e.TypeAddr
+	ev.DataAddr = e.DataAddr
+	ev.Word0, ev.Word1 = e.Word0, e.Word1
+	n := int(e.TextLen)
+	if n > len(e.Text) {
+		n = len(e.Text)
+	}
+	ev.Text = unsafe.Slice((*byte)(unsafe.Pointer(&e.Text[0])), n)
+	ev.Truncated = e.Truncated != 0
+	return nil
+}
+
+// IsTimeout reports whether err is a deadline from Read.
+func IsTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

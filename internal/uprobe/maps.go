@@ -1,0 +1,128 @@
+package uprobe
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Stats is the exact aggregate of one function, summed over CPUs.
+type Stats struct {
+	Calls, Errors, Panics, Unfinished uint64
+	Dropped, Sampled                  uint64
+	TotalNs, MaxNs                    uint64
+	Hist                              [64]uint64
+}
+
+// Stats reads every function's aggregate; the index is the function id.
+func (t *Tracer) Stats() ([]Stats, error) {
+	out := make([]Stats, t.nfuncs)
+	var per []obsFuncStats
+	for i := range out {
+		if err := t.objs.Fstats.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read stats of function %d: %w", i, err)
+		}
+		s := &out[i]
+		for _, c := range per {
+			s.Calls += c.Calls
+			s.Errors += c.Errors
+			s.Panics += c.Panics
+			s.Unfinished += c.Unfinished
+			s.Dropped += c.Dropped
+			s.Sampled += c.Sampled
+			s.TotalNs += c.TotalNs
+			s.MaxNs = max(s.MaxNs, c.MaxNs)
+			for b := range s.Hist {
+				s.Hist[b] += c.Hist[b]
+			}
+		}
+	}
+	return out, nil
+}
+
+// Health is the tracer's own counters, summed over CPUs.
+type Health struct {
+	RingOKFull       uint64 // ok calls lost because the ok ring was full
+	RingErrFull      uint64 // error-lane records lost because its ring was full
+	MapFull          uint64
+	UnmatchedRet     uint64
+	MorestackReentry uint64
+	ReadFail         uint64
+	Abandoned        uint64
+	SpawnLinks       uint64
+}
+
+// Health reads the health counters.
+func (t *Tracer) Health() (Health, error) {
+	var per []obsCounters
+	if err := t.objs.Health.Lookup(uint32(0), &per); err != nil {
+		return Health{}, fmt.Errorf("read health counters: %w", err)
+	}
+	var h Health
+	for _, c := range per {
+		h.RingOKFull += c.RingOkFull
+		h.RingErrFull += c.RingErrFull
+		h.MapFull += c.MapFull
+		h.UnmatchedRet += c.UnmatchedRet
+		h.MorestackReentry += c.MorestackReentry
+		h.ReadFail += c.ReadFail
+		h.Abandoned += c.Abandoned
+		h.SpawnLinks += c.SpawnLinks
+	}
+	return h, nil
+}
+
+// OpenFrame is a call that has not returned.
+type OpenFrame struct {
+	ID, ParentID uint64
+	GoID         uint64
+	PID          uint32
+	FuncID       uint32
+	StartMono    uint64
+	LastSeenMono uint64 // last probe hit on its goroutine
+	Panicking    bool   // its goroutine was panicking
+}
+
+// TakeOpen removes and returns the open frames of process pid (every
+// process when pid is 0): what was still running when the process died or
+// the trace ended.
+func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
+	var out []OpenFrame
+	var gk obsGkey
+	var gs obsGstate
+	type gref struct {
+		key obsGkey
+		st  obsGstate
+	}
+	var gor []gref
+	it := t.objs.Goroutines.Iterate()
+	for it.Next(&gk, &gs) {
+		if pid == 0 || gk.Tgid == pid {
+			gor = append(gor, gref{gk, gs})
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read goroutines: %w", err)
+	}
+	for _, g := range gor {
+		for d := int(g.st.Depth) - 1; d >= 0; d-- {
+			fk := obsFkey{Tgid: g.key.Tgid, Depth: uint32(d), Goid: g.key.Goid}
+			var f obsFrame
+			if err := t.objs.Frames.LookupAndDelete(&fk, &f); err != nil {
+				if errors.Is(err, ebpf.ErrKeyNotExist) {
+					continue
+				}
+				return nil, fmt.Errorf("read frame: %w", err)
+			}
+			out = append(out, OpenFrame{
+				ID: f.Id, ParentID: f.ParentId, GoID: g.key.Goid, PID: g.key.Tgid,
+				FuncID: f.FuncId, StartMono: f.StartNs, LastSeenMono: g.st.LastNs,
+				Panicking: g.st.PanicSeq != 0,
+			})
+		}
+		k := g.key
+		_ = t.objs.Goroutines.Delete(&k)
+	}
+	return out, nil
+}

@@ -1,0 +1,3 @@
+module example.com/calltree
+
+go 1.21
