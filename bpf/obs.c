@@ -336,20 +336,13 @@ static __always_inline struct gstate *gstate_get(struct gkey *k)
 	return gs;
 }
 
-SEC("uprobe.multi")
-int obs_entry(struct pt_regs *ctx)
+/* A function's entry: push a frame. */
+static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u64 sp_off, __u64 now)
 {
-	__u32 func_id = bpf_get_attach_cookie(ctx);
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 goid, sp_off;
-
-	if (read_goroutine(ctx, &goid, &sp_off))
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
 	struct gkey gk = {.tgid = tgid, .goid = goid};
 	struct gstate *gs = gstate_get(&gk);
 	if (!gs)
-		return 0;
+		return;
 	gs->last_ns = now;
 
 	__u64 parent = gs->spawn_parent;
@@ -360,7 +353,7 @@ int obs_entry(struct pt_regs *ctx)
 		if (top) {
 			if (top->sp_off == sp_off && top->func_id == func_id) {
 				COUNT(morestack_reentry);
-				return 0;
+				return;
 			}
 			if (top->sp_off >= sp_off) {
 				/* Open frames at or above this call are dead
@@ -392,9 +385,20 @@ int obs_entry(struct pt_regs *ctx)
 	struct fkey fk = {.tgid = tgid, .depth = depth, .goid = goid};
 	if (bpf_map_update_elem(&frames, &fk, &f, BPF_ANY)) {
 		COUNT(map_full);
-		return 0;
+		return;
 	}
 	gs->depth = depth + 1;
+}
+
+SEC("uprobe.multi")
+int obs_entry(struct pt_regs *ctx)
+{
+	__u64 goid, sp_off;
+
+	if (read_goroutine(ctx, &goid, &sp_off))
+		return 0;
+	do_entry(bpf_get_attach_cookie(ctx), bpf_get_current_pid_tgid() >> 32, goid, sp_off,
+		 bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -419,21 +423,15 @@ static __always_inline int read_error(struct pt_regs *ctx, struct func_info *fi,
 	return *itab != 0;
 }
 
-SEC("uprobe.multi")
-int obs_ret(struct pt_regs *ctx)
+/* A RET: pop the frame and send the call. */
+static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgid, __u64 goid,
+				   __u64 sp_off, __u64 now)
 {
-	__u32 func_id = bpf_get_attach_cookie(ctx);
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 goid, sp_off;
-
-	if (read_goroutine(ctx, &goid, &sp_off))
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
 	struct gkey gk = {.tgid = tgid, .goid = goid};
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
 	if (!gs || gs->depth == 0) {
 		COUNT(unmatched_ret);
-		return 0;
+		return;
 	}
 	gs->last_ns = now;
 
@@ -454,7 +452,7 @@ int obs_ret(struct pt_regs *ctx)
 	}
 	if (!f || f->sp_off != sp_off || f->func_id != func_id) {
 		COUNT(unmatched_ret);
-		return 0;
+		return;
 	}
 
 	struct frame fr = *f;
@@ -472,33 +470,63 @@ int obs_ret(struct pt_regs *ctx)
 		if (fi && !fi->sample_all && bpf_get_prandom_u32() >= fi->sample_thresh) {
 			if (st)
 				st->sampled++;
-			return 0;
+			return;
 		}
 		struct call_event *e = bpf_ringbuf_reserve(&ring_ok, sizeof(*e), 0);
 		if (!e) {
 			COUNT(ring_ok_full);
 			if (st)
 				st->dropped++;
-			return 0;
+			return;
 		}
 		fill_call(e, &fr, tgid, goid, now, status);
 		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 		bpf_ringbuf_submit(e, 0);
-		return 0;
+		return;
 	}
 
 	struct err_event *e = err_reserve();
 	if (!e) {
 		if (st)
 			st->dropped++;
-		return 0;
+		return;
 	}
 	__builtin_memset(&e->call, 0, sizeof(e->call));
 	fill_call(&e->call, &fr, tgid, goid, now, status);
 	read_iface(e, itab, data);
 	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("uprobe.multi")
+int obs_ret(struct pt_regs *ctx)
+{
+	__u64 goid, sp_off;
+
+	if (read_goroutine(ctx, &goid, &sp_off))
+		return 0;
+	do_ret(ctx, bpf_get_attach_cookie(ctx), bpf_get_current_pid_tgid() >> 32, goid, sp_off,
+	       bpf_ktime_get_ns());
 	return 0;
 }
+
+/* A function whose first instruction is its RET (a frameless leaf such as
+ * a value-receiver getter): entry and return are one site, and two probes
+ * there would run in no defined order. */
+SEC("uprobe.multi")
+int obs_leaf(struct pt_regs *ctx)
+{
+	__u64 goid, sp_off;
+
+	if (read_goroutine(ctx, &goid, &sp_off))
+		return 0;
+	__u32 func_id = bpf_get_attach_cookie(ctx);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 now = bpf_ktime_get_ns();
+	do_entry(func_id, tgid, goid, sp_off, now);
+	do_ret(ctx, func_id, tgid, goid, sp_off, now);
+	return 0;
+}
+
 
 /* runtime.newproc1(fn, callergp, ...) runs on the system stack, so R14 is
  * g0 here: the creating goroutine comes from the callergp argument. */

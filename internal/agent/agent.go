@@ -33,6 +33,9 @@ type Options struct {
 	DB         string   // store path
 	Duration   time.Duration
 	ReadyFile  string // written once every probe is live
+	// OnReady, when set, is called once every probe is live (before a
+	// program started by Run is let go).
+	OnReady func(pid int)
 	// StatsInterval is how often aggregates are written; 0 means 10 s.
 	StatsInterval time.Duration
 	// QueueBytes bounds the memory held by ok records waiting for the
@@ -306,7 +309,9 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.names), "sites", tr.Sites(),
 		"uprobe_multi", tr.Multi(), "took", s.result.AttachTime.Round(time.Millisecond))
 
-	s.conv = newConverter(s.names, s.bin, tr, s.pid)
+	if s.conv, err = newConverter(s.names, s.bin, tr, s.pid); err != nil {
+		return nil, err
+	}
 	qb := s.opts.QueueBytes
 	s.q = queue.New(queue.Options{OKBytes: qb, Logger: s.log})
 
@@ -322,6 +327,7 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- s.q.Drain(s.st) }()
 	statsCtx, stopStats := context.WithCancel(context.Background())
+	defer stopStats()
 	statsDone := make(chan struct{})
 	go func() {
 		defer close(statsDone)
@@ -333,32 +339,15 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 			s.log.Error("write ready file", "err", err)
 		}
 	}
-	if err := t.Resume(); err != nil {
-		return nil, fmt.Errorf("resume pid %d: %w", s.pid, err)
+	if s.opts.OnReady != nil {
+		s.opts.OnReady(s.pid)
 	}
-
-	var timeout <-chan time.Time
-	if s.opts.Duration > 0 {
-		tm := time.NewTimer(s.opts.Duration)
-		defer tm.Stop()
-		timeout = tm.C
-	}
-	select {
-	case <-t.Exited():
-		code, sig := t.ExitStatus()
-		s.result.ExitCode, s.result.Signaled = code, sig
-		switch {
-		case sig:
-			s.result.ExitReason = fmt.Sprintf("target killed by signal %d", code)
-		case code >= 0:
-			s.result.ExitReason = fmt.Sprintf("target exited with code %d", code)
-		default:
-			s.result.ExitReason = "target exited"
-		}
-	case <-timeout:
-		s.result.ExitReason = "duration elapsed"
-	case <-ctx.Done():
-		s.result.ExitReason = "interrupted"
+	runErr := t.Resume()
+	if runErr != nil {
+		runErr = fmt.Errorf("resume pid %d: %w", s.pid, runErr)
+		s.result.ExitReason = "could not start the target"
+	} else {
+		s.wait(ctx, t)
 	}
 
 	s.result.DetachTime = tr.Detach()
@@ -383,10 +372,41 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	if err := s.st.EndSession(s.sess); err != nil {
 		s.log.Error("end session", "err", err)
 	}
+	if runErr != nil {
+		return &s.result, runErr
+	}
 	if werr != nil {
 		return &s.result, fmt.Errorf("store: %w", werr)
 	}
 	return &s.result, nil
+}
+
+// wait blocks until the target exits, the duration passes or ctx is done,
+// and records why in the result.
+func (s *session) wait(ctx context.Context, t target) {
+	var timeout <-chan time.Time
+	if s.opts.Duration > 0 {
+		tm := time.NewTimer(s.opts.Duration)
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	select {
+	case <-t.Exited():
+		code, sig := t.ExitStatus()
+		s.result.ExitCode, s.result.Signaled = code, sig
+		switch {
+		case sig:
+			s.result.ExitReason = fmt.Sprintf("target killed by signal %d", code)
+		case code >= 0:
+			s.result.ExitReason = fmt.Sprintf("target exited with code %d", code)
+		default:
+			s.result.ExitReason = "target exited"
+		}
+	case <-timeout:
+		s.result.ExitReason = "duration elapsed"
+	case <-ctx.Done():
+		s.result.ExitReason = "interrupted"
+	}
 }
 
 // readLane moves one ring's events into the queue until the ring is closed

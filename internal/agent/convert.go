@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"debug/elf"
 	"fmt"
 	"os"
 	"strconv"
@@ -30,10 +31,9 @@ type converter struct {
 	tr    *uprobe.Tracer
 	pid   int
 
-	mu        sync.Mutex
-	panics    map[uint64]panicValue // goid -> the value it is panicking with
-	bias      uint64                // load bias of a PIE target
-	biasKnown bool
+	mu     sync.Mutex
+	panics map[uint64]panicValue // goid -> the value it is panicking with
+	bias   uint64                // load bias of a PIE target
 	// extra holds per-function outcomes of calls closed in user space
 	// (open at the end), which the kernel counters do not include.
 	extra []extraCounts
@@ -49,12 +49,24 @@ type extraCounts struct {
 	hist                                      [record.HistBuckets]uint64
 }
 
-func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid int) *converter {
-	return &converter{
+// newConverter must be called while the target is alive and its binary
+// mapped (a program started by Run is held right after execve): the load
+// bias of a PIE target is read from its memory map now, since its events may
+// be decoded after it exited.
+func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid int) (*converter, error) {
+	c := &converter{
 		names: names, bin: bin, tr: tr, pid: pid,
 		panics: map[uint64]panicValue{},
 		extra:  make([]extraCounts, len(names)),
 	}
+	if bin.PIE {
+		b, err := loadBias(pid, bin.Path)
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: find where its executable is mapped: %w", pid, err)
+		}
+		c.bias = b
+	}
+	return c, nil
 }
 
 func (c *converter) name(id uint32) string {
@@ -171,30 +183,31 @@ func (c *converter) typeOfItab(addr uint64) string {
 	if addr == 0 {
 		return ""
 	}
-	static := addr
-	if c.bin.PIE {
-		c.mu.Lock()
-		if !c.biasKnown {
-			if b, err := loadBias(c.pid, c.bin.Path); err == nil {
-				c.bias, c.biasKnown = b, true
-			}
-		}
-		bias, known := c.bias, c.biasKnown
-		c.mu.Unlock()
-		if !known {
-			return fmt.Sprintf("itab@0x%x", addr)
-		}
-		static = addr - bias
-	}
+	static := addr - c.bias
 	if n, ok := c.bin.Itabs[static]; ok {
 		return n
 	}
 	return fmt.Sprintf("itab@0x%x", static)
 }
 
-// loadBias finds where a PIE executable is mapped in pid: the start of its
-// mapping at file offset 0 (Go PIE binaries link at address 0).
+// loadBias finds how far a PIE executable was moved when mapped in pid:
+// where its mapping at file offset 0 starts, less the address the first
+// PT_LOAD segment was linked at (Go links amd64 PIE at 0x400000, not 0).
 func loadBias(pid int, exe string) (uint64, error) {
+	ef, err := elf.Open(exe)
+	if err != nil {
+		return 0, err
+	}
+	linked := ^uint64(0)
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_LOAD && p.Off == 0 {
+			linked = min(linked, p.Vaddr&^(p.Align-1))
+		}
+	}
+	ef.Close()
+	if linked == ^uint64(0) {
+		return 0, fmt.Errorf("%s: no PT_LOAD segment at file offset 0", exe)
+	}
 	real, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
@@ -212,7 +225,11 @@ func loadBias(pid int, exe string) (uint64, error) {
 			continue
 		}
 		lo, _, _ := strings.Cut(fields[0], "-")
-		return strconv.ParseUint(lo, 16, 64)
+		start, err := strconv.ParseUint(lo, 16, 64)
+		if err != nil {
+			return 0, err
+		}
+		return start - linked, nil
 	}
 	return 0, fmt.Errorf("pid %d: no mapping of %s", pid, exe)
 }

@@ -127,4 +127,3 @@ func (s *session) finishResult() {
 		r.Health = h
 	}
 }
-

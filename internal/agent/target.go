@@ -214,4 +214,3 @@ func (c *child) kill() {
 }
 
 func (c *child) Close() {}
-

@@ -121,8 +121,9 @@ func (q *Queue) Close() {
 }
 
 // take waits for a batch: a full one, or whatever is there after
-// FlushEvery, or the rest after Close. It returns nil when closed and empty.
-func (q *Queue) take(buf []record.Call) []record.Call {
+// FlushEvery, or the rest after Close. The batch may be empty after a
+// timeout; done is true once the queue is closed and empty.
+func (q *Queue) take(buf []record.Call) (batch []record.Call, done bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	deadline := time.Now().Add(q.opts.FlushEvery)
@@ -147,10 +148,7 @@ func (q *Queue) take(buf []record.Call) []record.Call {
 		buf = append(buf, q.oks[:m]...)
 		q.oks = shift(q.oks, m)
 	}
-	if len(buf) == 0 && q.closed {
-		return nil
-	}
-	return buf
+	return buf, len(buf) == 0 && q.closed
 }
 
 // shift drops the first n elements, releasing the backing array when the
@@ -170,8 +168,9 @@ func shift(s []record.Call, n int) []record.Call {
 func (q *Queue) Drain(w Writer) error {
 	var buf []record.Call
 	for {
-		buf = q.take(buf)
-		if buf == nil {
+		var done bool
+		buf, done = q.take(buf)
+		if done {
 			return nil
 		}
 		if len(buf) == 0 {

@@ -125,6 +125,7 @@ const (
 	obsProgObsEntry          = "obs_entry"
 	obsProgObsGoexit         = "obs_goexit"
 	obsProgObsGopanic        = "obs_gopanic"
+	obsProgObsLeaf           = "obs_leaf"
 	obsProgObsNewprocEntry   = "obs_newproc_entry"
 	obsProgObsNewprocRet     = "obs_newproc_ret"
 	obsProgObsRet            = "obs_ret"
@@ -181,6 +182,7 @@ type obsProgramSpecs struct {
 	ObsEntry        *ebpf.ProgramSpec `ebpf:"obs_entry"`
 	ObsGoexit       *ebpf.ProgramSpec `ebpf:"obs_goexit"`
 	ObsGopanic      *ebpf.ProgramSpec `ebpf:"obs_gopanic"`
+	ObsLeaf         *ebpf.ProgramSpec `ebpf:"obs_leaf"`
 	ObsNewprocEntry *ebpf.ProgramSpec `ebpf:"obs_newproc_entry"`
 	ObsNewprocRet   *ebpf.ProgramSpec `ebpf:"obs_newproc_ret"`
 	ObsRet          *ebpf.ProgramSpec `ebpf:"obs_ret"`
@@ -273,6 +275,7 @@ type obsPrograms struct {
 	ObsEntry        *ebpf.Program `ebpf:"obs_entry"`
 	ObsGoexit       *ebpf.Program `ebpf:"obs_goexit"`
 	ObsGopanic      *ebpf.Program `ebpf:"obs_gopanic"`
+	ObsLeaf         *ebpf.Program `ebpf:"obs_leaf"`
 	ObsNewprocEntry *ebpf.Program `ebpf:"obs_newproc_entry"`
 	ObsNewprocRet   *ebpf.Program `ebpf:"obs_newproc_ret"`
 	ObsRet          *ebpf.Program `ebpf:"obs_ret"`
@@ -284,6 +287,7 @@ func (p *obsPrograms) Close() error {
 		p.ObsEntry,
 		p.ObsGoexit,
 		p.ObsGopanic,
+		p.ObsLeaf,
 		p.ObsNewprocEntry,
 		p.ObsNewprocRet,
 		p.ObsRet,

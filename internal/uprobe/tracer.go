@@ -175,18 +175,28 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("attach: open %s: %w", cfg.Binary, err)
 	}
-	entryProg, retProg := t.objs.ObsEntry, t.objs.ObsRet
+	entryProg, retProg, leafProg := t.objs.ObsEntry, t.objs.ObsRet, t.objs.ObsLeaf
 	if cfg.Empty {
-		entryProg, retProg = t.objs.ObsEmpty, t.objs.ObsEmpty
+		entryProg, retProg, leafProg = t.objs.ObsEmpty, t.objs.ObsEmpty, t.objs.ObsEmpty
 	}
-	var entries, rets []site
+	var entries, rets, leaves []site
 	for i, f := range cfg.Funcs {
-		entries = append(entries, site{f.Entry, uint64(i)})
+		leaf := false
 		for _, r := range f.Rets {
+			if r == f.Entry {
+				// The first instruction is a RET: one probe does both.
+				leaf = true
+				continue
+			}
 			rets = append(rets, site{r, uint64(i)})
 		}
+		if leaf {
+			leaves = append(leaves, site{f.Entry, uint64(i)})
+		} else {
+			entries = append(entries, site{f.Entry, uint64(i)})
+		}
 	}
-	groups := []group{{entryProg, entries}, {retProg, rets}}
+	groups := []group{{entryProg, entries}, {retProg, rets}, {leafProg, leaves}}
 	if !cfg.Empty {
 		groups = append(groups, runtimeGroups(&t.objs, cfg.Runtime)...)
 	}

@@ -1,0 +1,129 @@
+// Package testutil owns what the privileged end-to-end tests share:
+// skipping without root, and building the target programs in testdata/
+// with a chosen Go toolchain and build mode, once per test binary.
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// RequireRoot skips the test, with the reason, when not running as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: attaches real uprobes with BPF (run the tests with sudo, as CI does)")
+	}
+}
+
+// Build describes one build of a testdata program.
+type Build struct {
+	Program   string // directory under testdata/, e.g. "calltree"
+	Toolchain string // GOTOOLCHAIN value, e.g. "go1.22.12"; "" = the local go
+	Stripped  bool   // -ldflags=-s -w
+	PIE       bool   // -buildmode=pie
+}
+
+func (b Build) String() string {
+	s := b.Program
+	if b.Toolchain != "" {
+		s += "-" + b.Toolchain
+	}
+	if b.Stripped {
+		s += "-stripped"
+	}
+	if b.PIE {
+		s += "-pie"
+	}
+	return s
+}
+
+var (
+	mu     sync.Mutex
+	built  = map[Build]string{}
+	outDir string
+)
+
+// RepoRoot finds the repository root from the test's working directory.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "testdata")); err == nil {
+				return dir
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("repository root not found")
+		}
+		dir = parent
+	}
+}
+
+// BuildProgram builds b (once per test binary) and returns the path.
+func BuildProgram(t testing.TB, b Build) string {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if p, ok := built[b]; ok {
+		return p
+	}
+	if outDir == "" {
+		d, err := os.MkdirTemp("", "obs-agent-targets-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		outDir = d
+	}
+	src := filepath.Join(RepoRoot(t), "testdata", b.Program)
+	out := filepath.Join(outDir, b.String())
+	args := []string{"build", "-o", out}
+	if b.Stripped {
+		args = append(args, "-ldflags=-s -w")
+	}
+	if b.PIE {
+		args = append(args, "-buildmode=pie")
+	}
+	args = append(args, ".")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if b.Toolchain != "" {
+		cmd.Env = append(cmd.Env, "GOTOOLCHAIN="+b.Toolchain)
+	} else {
+		cmd.Env = append(cmd.Env, "GOTOOLCHAIN=local")
+	}
+	if outp, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", b, err, outp)
+	}
+	built[b] = out
+	return out
+}
+
+// GoVersion reports the version string of a toolchain ("" = local).
+func GoVersion(toolchain string) string {
+	if toolchain == "" {
+		return runtime.Version()
+	}
+	return toolchain
+}
+
+// HasGowrap reports whether a toolchain wraps `go f(args)` in a
+// compiler-generated gowrap closure (Go 1.22+).
+func HasGowrap(toolchain string) bool {
+	v := strings.TrimPrefix(GoVersion(toolchain), "go")
+	var major, minor int
+	fmt.Sscanf(v, "%d.%d", &major, &minor)
+	return major > 1 || minor >= 22
+}
