@@ -4,7 +4,8 @@
  *
  * obs_entry runs at a function's first instruction, obs_ret at each of its
  * RET instructions (never a uretprobe: it corrupts Go stacks, NOTES §1). Each
- * goroutine has a stack of open frames kept in the frames map, keyed by
+ * goroutine has a stack of open frames: the innermost ones inline in its
+ * state in the goroutines map, deeper ones in the frames map keyed by
  * (tgid, goid, depth). A frame is identified by g.stack.hi - SP, which is the
  * same at entry and at RET and survives stack copies, so:
  *   - an entry whose function and SP offset equal the top frame's is the
@@ -110,6 +111,14 @@ struct {
 	__type(value, struct frame);
 } frames SEC(".maps");
 
+/* A zeroed gstate to insert from: it is too big for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gstate);
+} gstate_zero SEC(".maps");
+
 /* Between newproc1's entry and its RET, on one thread (it runs on the
  * system stack and cannot be rescheduled), the parent call of the goroutine
  * being created. */
@@ -119,6 +128,47 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } spawning SEC(".maps");
+
+/* The frame at depth d of a goroutine: inline in its state, or in the
+ * frames map when deeper. */
+static __always_inline struct frame *frame_get(struct gstate *gs, __u32 tgid, __u64 goid, __u32 d)
+{
+	if (d < OBS_INLINE_FRAMES)
+		return &gs->frames[d & (OBS_INLINE_FRAMES - 1)];
+	struct fkey k = {.tgid = tgid, .depth = d, .goid = goid};
+	return bpf_map_lookup_elem(&frames, &k);
+}
+
+static __always_inline int frame_put(struct gstate *gs, __u32 tgid, __u64 goid, __u32 d,
+				     struct frame *f)
+{
+	if (d < OBS_INLINE_FRAMES) {
+		gs->frames[d & (OBS_INLINE_FRAMES - 1)] = *f;
+		return 0;
+	}
+	struct fkey k = {.tgid = tgid, .depth = d, .goid = goid};
+	return bpf_map_update_elem(&frames, &k, f, BPF_ANY);
+}
+
+static __always_inline void frame_drop(__u32 tgid, __u64 goid, __u32 d)
+{
+	if (d < OBS_INLINE_FRAMES)
+		return;
+	struct fkey k = {.tgid = tgid, .depth = d, .goid = goid};
+	bpf_map_delete_elem(&frames, &k);
+}
+
+/* Waking the reader costs the traced thread several microseconds, so a
+ * record wakes it only once the ring holds this much; the reader also polls
+ * every few milliseconds (internal/agent). */
+#define OK_WAKE_BYTES (1 << 20)
+#define ERR_WAKE_BYTES (64 << 10)
+
+static __always_inline __u64 wake_flag(void *ring, __u64 threshold)
+{
+	return bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= threshold ? BPF_RB_FORCE_WAKEUP
+									 : BPF_RB_NO_WAKEUP;
+}
 
 static __always_inline struct counters *health_get(void)
 {
@@ -265,7 +315,7 @@ static __always_inline void close_abandoned(struct frame *f, __u32 tgid, __u64 g
 	}
 	__builtin_memset(&e->call, 0, sizeof(e->call));
 	fill_call(&e->call, f, tgid, goid, now, status);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wake_flag(&ring_err, ERR_WAKE_BYTES));
 	COUNT(abandoned);
 }
 
@@ -284,8 +334,11 @@ static long unwind_one(__u64 i, void *data)
 	struct unwind_ctx *u = data;
 	if (u->depth == 0)
 		return 1;
-	struct fkey k = {.tgid = u->tgid, .depth = u->depth - 1, .goid = u->goid};
-	struct frame *f = bpf_map_lookup_elem(&frames, &k);
+	struct gkey gk = {.tgid = u->tgid, .goid = u->goid};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	if (!gs)
+		return 1;
+	struct frame *f = frame_get(gs, u->tgid, u->goid, u->depth - 1);
 	if (!f) {
 		/* Lost frame (map was full): drop the level and go on. */
 		u->depth--;
@@ -294,7 +347,7 @@ static long unwind_one(__u64 i, void *data)
 	if (f->sp_off < u->sp_off || (f->sp_off == u->sp_off && f->func_id == u->keep_func))
 		return 1;
 	close_abandoned(f, u->tgid, u->goid, u->now, u->status);
-	bpf_map_delete_elem(&frames, &k);
+	frame_drop(u->tgid, u->goid, u->depth - 1);
 	u->depth--;
 	return 0;
 }
@@ -326,10 +379,13 @@ static __always_inline struct gstate *gstate_get(struct gkey *k)
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, k);
 	if (gs)
 		return gs;
-	struct gstate zero = {};
+	__u32 zk = 0;
+	struct gstate *zero = bpf_map_lookup_elem(&gstate_zero, &zk);
+	if (!zero)
+		return 0;
 	/* NOEXIST: another CPU cannot create it (a goroutine runs on one
 	 * thread at a time), but never overwrite. */
-	bpf_map_update_elem(&goroutines, k, &zero, BPF_NOEXIST);
+	bpf_map_update_elem(&goroutines, k, zero, BPF_NOEXIST);
 	gs = bpf_map_lookup_elem(&goroutines, k);
 	if (!gs)
 		COUNT(map_full);
@@ -348,8 +404,7 @@ static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u6
 	__u64 parent = gs->spawn_parent;
 	__u32 depth = gs->depth;
 	if (depth > 0) {
-		struct fkey tk = {.tgid = tgid, .depth = depth - 1, .goid = goid};
-		struct frame *top = bpf_map_lookup_elem(&frames, &tk);
+		struct frame *top = frame_get(gs, tgid, goid, depth - 1);
 		if (top) {
 			if (top->sp_off == sp_off && top->func_id == func_id) {
 				COUNT(morestack_reentry);
@@ -363,12 +418,7 @@ static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u6
 				unwind(gs, tgid, goid, now, sp_off, NO_FUNC, st);
 				gs->panic_seq = 0;
 				depth = gs->depth;
-				if (depth > 0) {
-					tk.depth = depth - 1;
-					top = bpf_map_lookup_elem(&frames, &tk);
-				} else {
-					top = 0;
-				}
+				top = depth > 0 ? frame_get(gs, tgid, goid, depth - 1) : 0;
 			}
 			if (top)
 				parent = top->id;
@@ -382,8 +432,7 @@ static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u6
 		.sp_off = sp_off,
 		.func_id = func_id,
 	};
-	struct fkey fk = {.tgid = tgid, .depth = depth, .goid = goid};
-	if (bpf_map_update_elem(&frames, &fk, &f, BPF_ANY)) {
+	if (frame_put(gs, tgid, goid, depth, &f)) {
 		COUNT(map_full);
 		return;
 	}
@@ -435,8 +484,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 	}
 	gs->last_ns = now;
 
-	struct fkey fk = {.tgid = tgid, .depth = gs->depth - 1, .goid = goid};
-	struct frame *f = bpf_map_lookup_elem(&frames, &fk);
+	struct frame *f = frame_get(gs, tgid, goid, gs->depth - 1);
 	if (f && (f->sp_off > sp_off || (f->sp_off == sp_off && f->func_id != func_id))) {
 		/* Frames deeper than the one returning (or another function's
 		 * at its level) were unwound by a panic that this frame, or an
@@ -444,11 +492,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 		unwind(gs, tgid, goid, now, sp_off, func_id,
 		       gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED);
 		gs->panic_seq = 0;
-		f = 0;
-		if (gs->depth > 0) {
-			fk.depth = gs->depth - 1;
-			f = bpf_map_lookup_elem(&frames, &fk);
-		}
+		f = gs->depth > 0 ? frame_get(gs, tgid, goid, gs->depth - 1) : 0;
 	}
 	if (!f || f->sp_off != sp_off || f->func_id != func_id) {
 		COUNT(unmatched_ret);
@@ -456,7 +500,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 	}
 
 	struct frame fr = *f;
-	bpf_map_delete_elem(&frames, &fk);
+	frame_drop(tgid, goid, gs->depth - 1);
 	gs->depth--;
 
 	__u64 itab = 0, data = 0;
@@ -481,7 +525,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 		}
 		fill_call(e, &fr, tgid, goid, now, status);
 		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, wake_flag(&ring_ok, OK_WAKE_BYTES));
 		return;
 	}
 
@@ -494,7 +538,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 	__builtin_memset(&e->call, 0, sizeof(e->call));
 	fill_call(&e->call, &fr, tgid, goid, now, status);
 	read_iface(e, itab, data);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wake_flag(&ring_err, ERR_WAKE_BYTES));
 }
 
 SEC("uprobe.multi")
@@ -544,8 +588,7 @@ int obs_newproc_entry(struct pt_regs *ctx)
 		return 0;
 	__u64 parent = gs->spawn_parent;
 	if (gs->depth > 0) {
-		struct fkey fk = {.tgid = tgid, .depth = gs->depth - 1, .goid = goid};
-		struct frame *f = bpf_map_lookup_elem(&frames, &fk);
+		struct frame *f = frame_get(gs, tgid, goid, gs->depth - 1);
 		if (f)
 			parent = f->id;
 	}
@@ -572,11 +615,14 @@ int obs_newproc_ret(struct pt_regs *ctx)
 		return 0;
 	}
 	struct gkey gk = {.tgid = tid >> 32, .goid = goid};
-	struct gstate gs = {.spawn_parent = p, .last_ns = bpf_ktime_get_ns()};
-	if (bpf_map_update_elem(&goroutines, &gk, &gs, BPF_ANY))
-		COUNT(map_full);
-	else
-		COUNT(spawn_links);
+	/* A reused g may have left state under an old goid, never this one:
+	 * goids are not reused. */
+	struct gstate *gs = gstate_get(&gk);
+	if (!gs)
+		return 0;
+	gs->spawn_parent = p;
+	gs->last_ns = bpf_ktime_get_ns();
+	COUNT(spawn_links);
 	return 0;
 }
 
@@ -607,7 +653,7 @@ int obs_gopanic(struct pt_regs *ctx)
 	e->call.status = OBS_PANIC;
 	e->kind = OBS_KIND_PANIC_VALUE;
 	read_iface(e, go_int_reg(ctx, 0), go_int_reg(ctx, 1));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wake_flag(&ring_err, ERR_WAKE_BYTES));
 	return 0;
 }
 

@@ -93,20 +93,6 @@ struct gkey {
 	__u64 goid;
 };
 
-struct gstate {
-	__u64 spawn_parent; /* call active in the creating goroutine at `go` */
-	__u64 last_ns;      /* last probe hit on this goroutine */
-	__u64 panic_seq;    /* bumped at each gopanic; 0: not panicking */
-	__u32 depth;        /* open traced frames */
-	__u32 _pad;
-};
-
-struct fkey {
-	__u32 tgid;
-	__u32 depth;
-	__u64 goid;
-};
-
 struct frame {
 	__u64 id;
 	__u64 parent_id;
@@ -114,6 +100,26 @@ struct frame {
 	__u64 sp_off; /* g.stack.hi - SP at entry: survives stack copies */
 	__u32 func_id;
 	__u32 _pad;
+};
+
+/* The innermost open frames of a goroutine live in its state, so a call
+ * costs one map lookup at entry and one at return; deeper frames (deep
+ * recursion) go to the frames map. */
+#define OBS_INLINE_FRAMES 16
+
+struct gstate {
+	__u64 spawn_parent; /* call active in the creating goroutine at `go` */
+	__u64 last_ns;      /* last probe hit on this goroutine */
+	__u64 panic_seq;    /* bumped at each gopanic; 0: not panicking */
+	__u32 depth;        /* open traced frames */
+	__u32 _pad;
+	struct frame frames[OBS_INLINE_FRAMES];
+};
+
+struct fkey {
+	__u32 tgid;
+	__u32 depth;
+	__u64 goid;
 };
 
 #endif

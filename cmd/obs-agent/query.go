@@ -1,8 +1,437 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
 
-// newQueryCommand is a placeholder until the command lands.
+	"github.com/spf13/cobra"
+
+	"github.com/obs-agent/obs-agent/internal/query"
+	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
+)
+
+// queryFlags are the filters every query subcommand shares.
+type queryFlags struct {
+	db          string
+	since       string
+	until       string
+	pid         uint32
+	fn          string
+	status      []string
+	minDuration time.Duration
+	limit       int
+	format      string
+}
+
+// defaultSince is the window a query looks back over unless --since says
+// otherwise: recent enough to be fast on a busy store.
+const defaultSince = "1h"
+
+func (f *queryFlags) register(cmd *cobra.Command, filters bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.db, "db", store.DefaultPath(), "store file (default: $OBS_AGENT_DB, /var/lib/obs-agent/obs.db as root, else ~/.local/state/obs-agent/obs.db)")
+	if !filters {
+		return
+	}
+	fl.StringVar(&f.since, "since", defaultSince, "start of the range: a duration back from now (10m, 2h) or an RFC 3339 time; 0 = all time")
+	fl.StringVar(&f.until, "until", "", "end of the range (exclusive): a duration back from now or an RFC 3339 time; empty = now")
+	fl.Uint32Var(&f.pid, "pid", 0, "only this process")
+	fl.StringVar(&f.fn, "func", "", "only functions matching this glob ('*' any run, '?' one character; '[' is literal)")
+	fl.StringSliceVar(&f.status, "status", nil, "only these outcomes: ok, error, panic, unfinished (repeat or comma-separate)")
+	fl.DurationVar(&f.minDuration, "min-duration", 0, "only calls that took at least this long (e.g. 5ms)")
+	fl.IntVar(&f.limit, "limit", 100, "at most this many rows (0 = all)")
+}
+
+// parseWhen reads a --since/--until value: a duration back from now, or an
+// RFC 3339 time. "0" and "" mean unbounded.
+func parseWhen(flag, v string, now time.Time) (time.Time, error) {
+	if v == "" || v == "0" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("--%s %s: give a positive duration back from now", flag, v)
+		}
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--%s %q: want a duration such as 10m or 2h, or an RFC 3339 time such as 2026-11-27T10:00:00Z", flag, v)
+}
+
+func (f *queryFlags) filter() (store.Filter, error) {
+	now := time.Now()
+	var out store.Filter
+	var err error
+	if out.Since, err = parseWhen("since", f.since, now); err != nil {
+		return out, err
+	}
+	if out.Until, err = parseWhen("until", f.until, now); err != nil {
+		return out, err
+	}
+	for _, s := range f.status {
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part == "" {
+				continue
+			}
+			st, err := record.ParseStatus(part)
+			if err != nil {
+				return out, fmt.Errorf("--status: %w", err)
+			}
+			out.Status = append(out.Status, st)
+		}
+	}
+	if f.limit < 0 {
+		return out, fmt.Errorf("--limit %d: want 0 (all) or more", f.limit)
+	}
+	out.PID, out.Func, out.MinDuration, out.Limit = f.pid, f.fn, f.minDuration, f.limit
+	return out, nil
+}
+
+// openStore opens the store read-only; a missing file is an error, never
+// created.
+func openStore(path string) (*store.Store, error) {
+	s, err := store.Open(path, store.Options{ReadOnly: true})
+	if errors.Is(err, store.ErrNoStore) {
+		return nil, fmt.Errorf("no store at %s; run `obs-agent attach` first or pass --db", path)
+	}
+	return s, err
+}
+
+// withStore opens the store, runs fn and closes the store.
+func withStore(path string, fn func(s *store.Store) error) error {
+	s, err := openStore(path)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(s)
+}
+
 func newQueryCommand() *cobra.Command {
-	return &cobra.Command{Use: "query", Short: "(not built yet)"}
+	cmd := &cobra.Command{
+		Use:   "query",
+		Short: "Query the recorded calls, errors, statistics and resources",
+		Long: `Query reads the store that 'obs-agent attach' and 'obs-agent run' write.
+It only reads: it never creates a store or changes one, and it can run while
+the agent is writing. Time ranges default to the last hour (--since 1h);
+--since 0 means all time. Times are shown in UTC.`,
+		Example: `  obs-agent query calls --since 10m --func 'main.*'
+  obs-agent query errors --format json
+  obs-agent query stats --by package
+  obs-agent query tree 1099511627777
+  obs-agent query calls --db /archive/obs-2026112710.db --since 0`,
+		SilenceUsage: true,
+	}
+	cmd.AddCommand(
+		newQueryCallsCommand(),
+		newQueryErrorsCommand(),
+		newQueryStatsCommand(),
+		newQueryTreeCommand(),
+		newQueryResourcesCommand(),
+		newQueryGroupsCommand(),
+	)
+	return cmd
+}
+
+type queryCallsFlags struct{ queryFlags }
+
+func newQueryCallsCommand() *cobra.Command {
+	f := &queryCallsFlags{}
+	cmd := &cobra.Command{
+		Use:   "calls",
+		Short: "List calls, oldest first",
+		Example: `  obs-agent query calls --since 10m
+  obs-agent query calls --func 'github.com/acme/api/*' --min-duration 5ms --format json
+  obs-agent query calls --status error,panic --pid 4242 --limit 0 --format csv`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runQueryCalls(cmd.Context(), cmd.OutOrStdout(), f)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
+	return cmd
+}
+
+func runQueryCalls(ctx context.Context, w io.Writer, f *queryCallsFlags) error {
+	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
+	if err != nil {
+		return err
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return err
+	}
+	return withStore(f.db, func(s *store.Store) error {
+		calls, err := s.Calls(ctx, filter)
+		if err != nil {
+			return err
+		}
+		return query.Calls(w, format, calls)
+	})
+}
+
+type queryErrorsFlags struct{ queryFlags }
+
+func newQueryErrorsCommand() *cobra.Command {
+	f := &queryErrorsFlags{}
+	cmd := &cobra.Command{
+		Use:   "errors",
+		Short: "List errors, panics and unfinished calls, newest first, with their parent chains",
+		Example: `  obs-agent query errors --since 30m
+  obs-agent query errors --status panic --format json`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runQueryErrors(cmd.Context(), cmd.OutOrStdout(), f)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
+	return cmd
+}
+
+func runQueryErrors(ctx context.Context, w io.Writer, f *queryErrorsFlags) error {
+	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
+	if err != nil {
+		return err
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return err
+	}
+	for _, st := range filter.Status {
+		if st == record.StatusOK {
+			return errors.New("--status ok: errors lists error, panic and unfinished calls; use `query calls --status ok`")
+		}
+	}
+	return withStore(f.db, func(s *store.Store) error {
+		calls, err := s.Errors(ctx, filter)
+		if err != nil {
+			return err
+		}
+		out := make([]query.ErrorChain, len(calls))
+		for i, c := range calls {
+			out[i].Call = c
+			if c.ParentID == 0 {
+				continue
+			}
+			chain, err := s.Ancestors(ctx, c.ParentID)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			out[i].Chain = chain
+		}
+		return query.Errors(w, format, out)
+	})
+}
+
+type queryStatsFlags struct {
+	queryFlags
+	by string
+}
+
+func newQueryStatsCommand() *cobra.Command {
+	f := &queryStatsFlags{}
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Per-function (or package, module) call counts, errors, loss and latency percentiles",
+		Long: `Stats merges the exact per-interval aggregates the agent takes from the
+kernel counters, so counts include calls that were sampled out or lost.
+Percentiles come from log2 histograms: each is the upper bound of its bucket
+(the true value is at most that and more than half of it), capped at the
+exact maximum. Probe gaps (spans when a function's probes were paused) are
+counted per row and listed under the table.`,
+		Example: `  obs-agent query stats --since 6h
+  obs-agent query stats --by module --format json`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runQueryStats(cmd.Context(), cmd.OutOrStdout(), f)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
+	cmd.Flags().StringVar(&f.by, "by", "function", "group by function, package or module")
+	return cmd
+}
+
+func runQueryStats(ctx context.Context, w io.Writer, f *queryStatsFlags) error {
+	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
+	if err != nil {
+		return err
+	}
+	switch f.by {
+	case "function", "package", "module":
+	default:
+		return fmt.Errorf("--by %q: want function, package or module", f.by)
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return err
+	}
+	return withStore(f.db, func(s *store.Store) error {
+		rows, err := s.Stats(ctx, filter, f.by)
+		if err != nil {
+			return err
+		}
+		var gaps []record.Gap
+		if format == query.Table {
+			gf := filter
+			gf.Limit = 0
+			if gaps, err = s.Gaps(ctx, gf); err != nil {
+				return err
+			}
+		}
+		return query.Stats(w, format, f.by, rows, gaps)
+	})
+}
+
+type queryTreeFlags struct {
+	queryFlags
+}
+
+func newQueryTreeCommand() *cobra.Command {
+	f := &queryTreeFlags{}
+	cmd := &cobra.Command{
+		Use:   "tree ID",
+		Short: "Show the call tree under one call, with durations and statuses",
+		Long: `Tree prints call ID and every call beneath it, including calls on
+goroutines it started, as an indented tree, children oldest first. Take IDs
+from 'query calls' or 'query errors'.`,
+		Example: `  obs-agent query tree 1099511627777
+  obs-agent query tree 1099511627777 --limit 0 --format json`,
+		Args:         cobra.ExactArgs(1),
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runQueryTree(cmd.Context(), cmd.OutOrStdout(), f, args[0])
+		},
+	}
+	f.register(cmd, false)
+	cmd.Flags().IntVar(&f.limit, "limit", 1000, "at most this many calls (0 = all)")
+	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table (indented tree) or json (JSON Lines with depth)")
+	return cmd
+}
+
+func runQueryTree(ctx context.Context, w io.Writer, f *queryTreeFlags, arg string) error {
+	format, err := query.ParseFormat(f.format, query.Table, query.JSON)
+	if err != nil {
+		return err
+	}
+	id, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil || id == 0 {
+		return fmt.Errorf("call id %q: want a positive integer from `query calls`", arg)
+	}
+	if f.limit < 0 {
+		return fmt.Errorf("--limit %d: want 0 (all) or more", f.limit)
+	}
+	return withStore(f.db, func(s *store.Store) error {
+		calls, depth, truncated, err := s.Subtree(ctx, id, f.limit)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("no call %d in %s (expired, or not recorded)", id, s.Path())
+		}
+		if err != nil {
+			return err
+		}
+		return query.Tree(w, format, calls, depth, truncated)
+	})
+}
+
+type queryResourcesFlags struct{ queryFlags }
+
+func newQueryResourcesCommand() *cobra.Command {
+	f := &queryResourcesFlags{}
+	cmd := &cobra.Command{
+		Use:   "resources",
+		Short: "Resource samples of the traced processes: CPU, memory, threads, FDs, I/O, goroutines",
+		Long: `Resources lists the samples taken of each traced process, oldest first.
+A metric that could not be read is shown as '-' (null in JSON), never 0.`,
+		Example: `  obs-agent query resources --pid 4242 --since 15m
+  obs-agent query resources --format json --limit 0`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runQueryResources(cmd.Context(), cmd.OutOrStdout(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.db, "db", store.DefaultPath(), "store file")
+	fl.StringVar(&f.since, "since", defaultSince, "start of the range: a duration back from now or an RFC 3339 time; 0 = all time")
+	fl.StringVar(&f.until, "until", "", "end of the range (exclusive); empty = now")
+	fl.Uint32Var(&f.pid, "pid", 0, "only this process")
+	fl.IntVar(&f.limit, "limit", 100, "at most this many rows (0 = all)")
+	fl.StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
+	return cmd
+}
+
+func runQueryResources(ctx context.Context, w io.Writer, f *queryResourcesFlags) error {
+	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
+	if err != nil {
+		return err
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return err
+	}
+	return withStore(f.db, func(s *store.Store) error {
+		rs, err := s.Samples(ctx, filter)
+		if err != nil {
+			return err
+		}
+		return query.Resources(w, format, rs)
+	})
+}
+
+type queryGroupsFlags struct {
+	queryFlags
+	by string
+}
+
+func newQueryGroupsCommand() *cobra.Command {
+	f := &queryGroupsFlags{}
+	cmd := &cobra.Command{
+		Use:   "groups",
+		Short: "Calls, errors and p99 latency rolled up by module or package",
+		Example: `  obs-agent query groups
+  obs-agent query groups --by package --format json`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runQueryGroups(cmd.Context(), cmd.OutOrStdout(), f)
+		},
+	}
+	f.register(cmd, true)
+	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
+	cmd.Flags().StringVar(&f.by, "by", "module", "group by module or package")
+	return cmd
+}
+
+func runQueryGroups(ctx context.Context, w io.Writer, f *queryGroupsFlags) error {
+	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
+	if err != nil {
+		return err
+	}
+	if f.by != "module" && f.by != "package" {
+		return fmt.Errorf("--by %q: want module or package", f.by)
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return err
+	}
+	return withStore(f.db, func(s *store.Store) error {
+		rows, err := s.Stats(ctx, filter, f.by)
+		if err != nil {
+			return err
+		}
+		return query.Groups(w, format, f.by, rows)
+	})
 }

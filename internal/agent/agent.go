@@ -43,7 +43,10 @@ type Options struct {
 	QueueBytes int64
 	// SingleProbes forces one perf-event uprobe per site.
 	SingleProbes bool
-	Logger       *slog.Logger
+	// EmptyPrograms attaches empty BPF programs to the same sites and
+	// records nothing: the floor that overhead is measured against.
+	EmptyPrograms bool
+	Logger        *slog.Logger
 }
 
 // Result summarises a finished session.
@@ -184,6 +187,7 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		GoidOffset: s.bin.GoidOffset,
 		IDBase:     s.sess.ID<<40 | 1,
 		Single:     s.opts.SingleProbes,
+		Empty:      s.opts.EmptyPrograms,
 		Logger:     s.log,
 	}
 	for _, sel := range s.sel.Funcs {
@@ -411,12 +415,25 @@ func (s *session) wait(ctx context.Context, t target) {
 
 // readLane moves one ring's events into the queue until the ring is closed
 // or flushed empty after detach.
+//
+// The BPF side wakes the reader only when a ring fills past a threshold (a
+// wakeup costs the traced thread microseconds), so the reader also polls:
+// its deadline makes Read return what is pending at least every
+// pollInterval.
 func (s *session) readLane(l *uprobe.Lane) {
+	const pollInterval = 20 * time.Millisecond
 	var ev uprobe.Event
+	deadline := time.Now().Add(pollInterval)
+	l.SetDeadline(deadline)
 	for {
 		err := l.Read(&ev)
 		if err != nil {
-			if uprobe.IsTimeout(err) || errors.Is(err, uprobe.ErrClosed) || errors.Is(err, uprobe.ErrFlushed) {
+			if uprobe.IsTimeout(err) {
+				deadline = time.Now().Add(pollInterval)
+				l.SetDeadline(deadline)
+				continue
+			}
+			if errors.Is(err, uprobe.ErrClosed) || errors.Is(err, uprobe.ErrFlushed) {
 				return
 			}
 			s.log.Error("read ring", "err", err)

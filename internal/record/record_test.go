@@ -4,9 +4,9 @@ import "testing"
 
 func TestPackageOf(t *testing.T) {
 	cases := map[string]string{
-		"main.main":                                   "main",
-		"main.main.func1":                             "main",
-		"main.(*Counter).Inc":                         "main",
+		"main.main":           "main",
+		"main.main.func1":     "main",
+		"main.(*Counter).Inc": "main",
 		"github.com/acme/api/v2.(*Server).Handle":     "github.com/acme/api/v2",
 		"github.com/acme/api.Handle.func2.1":          "github.com/acme/api",
 		"main.Map[go.shape.int]":                      "main",

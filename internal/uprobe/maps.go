@@ -107,13 +107,17 @@ func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
 	}
 	for _, g := range gor {
 		for d := int(g.st.Depth) - 1; d >= 0; d-- {
-			fk := obsFkey{Tgid: g.key.Tgid, Depth: uint32(d), Goid: g.key.Goid}
 			var f obsFrame
-			if err := t.objs.Frames.LookupAndDelete(&fk, &f); err != nil {
-				if errors.Is(err, ebpf.ErrKeyNotExist) {
-					continue
+			if d < len(g.st.Frames) {
+				f = g.st.Frames[d]
+			} else {
+				fk := obsFkey{Tgid: g.key.Tgid, Depth: uint32(d), Goid: g.key.Goid}
+				if err := t.objs.Frames.LookupAndDelete(&fk, &f); err != nil {
+					if errors.Is(err, ebpf.ErrKeyNotExist) {
+						continue
+					}
+					return nil, fmt.Errorf("read frame: %w", err)
 				}
-				return nil, fmt.Errorf("read frame: %w", err)
 			}
 			out = append(out, OpenFrame{
 				ID: f.Id, ParentID: f.ParentId, GoID: g.key.Goid, PID: g.key.Tgid,

@@ -107,6 +107,7 @@ type obsGstate struct {
 	PanicSeq    uint64
 	Depth       uint32
 	Pad         uint32
+	Frames      [16]obsFrame
 }
 
 // Names of all BPF objects in the ELF.
@@ -117,6 +118,7 @@ const (
 	obsMapFstats             = "fstats"
 	obsMapFuncs              = "funcs"
 	obsMapGoroutines         = "goroutines"
+	obsMapGstateZero         = "gstate_zero"
 	obsMapHealth             = "health"
 	obsMapRingErr            = "ring_err"
 	obsMapRingOk             = "ring_ok"
@@ -196,6 +198,7 @@ type obsMapSpecs struct {
 	Fstats     *ebpf.MapSpec `ebpf:"fstats"`
 	Funcs      *ebpf.MapSpec `ebpf:"funcs"`
 	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
+	GstateZero *ebpf.MapSpec `ebpf:"gstate_zero"`
 	Health     *ebpf.MapSpec `ebpf:"health"`
 	RingErr    *ebpf.MapSpec `ebpf:"ring_err"`
 	RingOk     *ebpf.MapSpec `ebpf:"ring_ok"`
@@ -237,6 +240,7 @@ type obsMaps struct {
 	Fstats     *ebpf.Map `ebpf:"fstats"`
 	Funcs      *ebpf.Map `ebpf:"funcs"`
 	Goroutines *ebpf.Map `ebpf:"goroutines"`
+	GstateZero *ebpf.Map `ebpf:"gstate_zero"`
 	Health     *ebpf.Map `ebpf:"health"`
 	RingErr    *ebpf.Map `ebpf:"ring_err"`
 	RingOk     *ebpf.Map `ebpf:"ring_ok"`
@@ -249,6 +253,7 @@ func (m *obsMaps) Close() error {
 		m.Fstats,
 		m.Funcs,
 		m.Goroutines,
+		m.GstateZero,
 		m.Health,
 		m.RingErr,
 		m.RingOk,

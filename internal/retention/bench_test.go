@@ -1,0 +1,134 @@
+package retention
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
+)
+
+// BenchmarkDropStall measures how long a writer, writing 5,000-call batches
+// back to back, is held up while retention drops a 1M-call hour (and, with
+// an archive directory, while it first copies the hour out).
+//
+// Metrics: base-max-ms is the worst batch latency with no retention
+// running, drop-max-ms the worst latency of a batch overlapping the drop,
+// stall-ms their difference over the median batch, drop-ms how long the
+// DROP transaction took; archive-max-ms is the worst batch overlapping the
+// archive copy.
+func BenchmarkDropStall(b *testing.B) {
+	const perHour = 1_000_000
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dir := b.TempDir()
+		path := filepath.Join(dir, "obs.db")
+		now := t0.Add(10 * time.Hour)
+		s, err := store.Open(path, store.Options{Clock: func() time.Time { return now }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mk := func(id uint64, start int64, n int) []record.Call {
+			cs := make([]record.Call, n)
+			for j := range cs {
+				cs[j] = record.Call{ID: id + uint64(j), ParentID: id + uint64(j) - 1, PID: 1, GoID: 1,
+					Function: "main.f", Start: start + int64(j)*3000, Duration: 100}
+				if j%5 == 0 {
+					cs[j].Status, cs[j].Error = record.StatusError, "open /var/data/file-000001.json: denied"
+				}
+			}
+			return cs
+		}
+		for j := 0; j < perHour; j += 10000 {
+			if err := s.WriteCalls(mk(uint64(1+j), t0.UnixNano()+int64(j)*3000, 10000)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second) // let the checkpointer catch up
+
+		type sample struct {
+			start, end time.Time
+		}
+		var (
+			mu      sync.Mutex
+			samples []sample
+			stop    atomic.Bool
+			wg      sync.WaitGroup
+		)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := uint64(10 * perHour)
+			for !stop.Load() {
+				batch := mk(id, now.UnixNano()+int64(id), 5000)
+				st := time.Now()
+				if err := s.WriteCalls(batch); err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				samples = append(samples, sample{st, time.Now()})
+				mu.Unlock()
+				id += 5000
+			}
+		}()
+		worst := func(from, to time.Time) (time.Duration, []time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			var w time.Duration
+			var all []time.Duration
+			for _, sm := range samples {
+				if sm.end.After(from) && sm.start.Before(to) {
+					d := sm.end.Sub(sm.start)
+					w = max(w, d)
+					all = append(all, d)
+				}
+			}
+			return w, all
+		}
+		b.StartTimer()
+		base0 := time.Now()
+		time.Sleep(2 * time.Second)
+		baseMax, baseAll := worst(base0, time.Now())
+
+		// Archive copy (separate connection), then the drop.
+		arch := filepath.Join(dir, "archive")
+		m := &Manager{Store: s, ArchiveDir: arch, Clock: func() time.Time { return now }}
+		a0 := time.Now()
+		if err := m.archive(context.Background(), t0, filepath.Join(arch, ArchiveName(t0))); err != nil {
+			b.Fatal(err)
+		}
+		a1 := time.Now()
+		time.Sleep(200 * time.Millisecond)
+		archMax, _ := worst(a0, a1)
+
+		d0 := time.Now()
+		if err := s.DropHour(context.Background(), t0, ""); err != nil {
+			b.Fatal(err)
+		}
+		d1 := time.Now()
+		time.Sleep(200 * time.Millisecond)
+		dropMax, _ := worst(d0, d1)
+		stop.Store(true)
+		wg.Wait()
+		b.StopTimer()
+		s.Close()
+
+		slices.Sort(baseAll)
+		median := baseAll[len(baseAll)/2]
+		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+		b.ReportMetric(ms(baseMax), "base-max-ms")
+		b.ReportMetric(ms(median), "batch-median-ms")
+		b.ReportMetric(ms(dropMax), "drop-max-ms")
+		b.ReportMetric(ms(max(0, dropMax-median)), "stall-ms")
+		b.ReportMetric(ms(d1.Sub(d0)), "drop-ms")
+		b.ReportMetric(ms(archMax), "archive-max-ms")
+		b.ReportMetric(ms(a1.Sub(a0)), "archive-ms")
+		b.StartTimer()
+	}
+}

@@ -1,0 +1,433 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Partition describes one hour table.
+type Partition struct {
+	Name       string
+	Kind       string // calls, stats, samples or gaps
+	Start, End time.Time
+	Created    time.Time
+	Rows       int64
+	// Bytes is the space the table and its indexes take, from SQLite's
+	// dbstat virtual table (compiled into modernc.org/sqlite): the sum of
+	// the pages of the table's b-trees. -1 when dbstat is unavailable.
+	Bytes int64
+}
+
+// Partitions lists every partition, oldest hour first, with its row count
+// (count(*), a b-tree walk: tens of ms per million rows) and size.
+func (s *Store) Partitions(ctx context.Context) ([]Partition, error) {
+	var out []Partition
+	err := s.read(ctx, "list partitions", func(r *rtx) error {
+		rows, err := r.tx.QueryContext(r.ctx, `SELECT name, kind, start_ns, end_ns, created_ns FROM partitions ORDER BY start_ns, name`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var p Partition
+			var st, en, cr int64
+			if err := rows.Scan(&p.Name, &p.Kind, &st, &en, &cr); err != nil {
+				rows.Close()
+				return err
+			}
+			p.Start, p.End, p.Created = time.Unix(0, st).UTC(), time.Unix(0, en).UTC(), time.Unix(0, cr).UTC()
+			out = append(out, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		sizes := map[string]int64{}
+		haveStat := true
+		srows, err := r.tx.QueryContext(r.ctx, `SELECT name, sum(pgsize) FROM dbstat WHERE aggregate = TRUE GROUP BY name`)
+		if err != nil {
+			haveStat = false
+		} else {
+			for srows.Next() {
+				var n string
+				var b int64
+				if err := srows.Scan(&n, &b); err != nil {
+					srows.Close()
+					return err
+				}
+				// Indexes are named <table>__<column>.
+				if i := strings.Index(n, "__"); i > 0 {
+					n = n[:i]
+				}
+				sizes[n] += b
+			}
+			srows.Close()
+		}
+		for i := range out {
+			if _, _, ok := ParsePartitionName(out[i].Name); !ok {
+				return fmt.Errorf("%w: bad partition name %q in catalog", ErrCorrupt, out[i].Name)
+			}
+			if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM `+out[i].Name).Scan(&out[i].Rows); err != nil {
+				return err
+			}
+			out[i].Bytes = -1
+			if haveStat {
+				out[i].Bytes = sizes[out[i].Name]
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DropPartition drops one partition table (DROP TABLE, never DELETE) and
+// its catalog row in one transaction.
+func (s *Store) DropPartition(ctx context.Context, name string) error {
+	if _, _, ok := ParsePartitionName(name); !ok {
+		return fmt.Errorf("store: drop partition: %q is not a partition name (want e.g. calls_2026112710)", name)
+	}
+	return s.dropTables(ctx, "drop partition "+name, []string{name}, nil)
+}
+
+// DropHour drops the four partitions of the UTC hour holding t and records
+// the drop in retention_log, all in one transaction: after a crash either
+// everything of the hour is gone and logged, or nothing is.
+func (s *Store) DropHour(ctx context.Context, t time.Time, archive string) error {
+	hour := t.UTC().Truncate(time.Hour)
+	var names []string
+	for _, k := range Kinds {
+		names = append(names, tableName(k, hour))
+	}
+	return s.dropTables(ctx, "drop hour "+hour.Format("2006010215"), names, func(tx *wtx) error {
+		_, err := tx.exec(`INSERT INTO retention_log (hour_start_ns, state, archive, updated_ns) VALUES (?, 'dropped', ?, ?)
+			ON CONFLICT (hour_start_ns) DO UPDATE SET state = 'dropped', archive = excluded.archive, updated_ns = excluded.updated_ns`,
+			hour.UnixNano(), archive, s.clock().UnixNano())
+		return err
+	})
+}
+
+func (s *Store) dropTables(ctx context.Context, op string, names []string, also func(tx *wtx) error) error {
+	var dropped []string
+	err := s.writeTx(op, false, func(tx *wtx) error {
+		tx.ctx = ctx
+		for _, n := range names {
+			var exists int
+			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, n).Scan(&exists); err != nil {
+				return err
+			}
+			if exists > 0 {
+				// Free the cached statements first: a prepared statement
+				// on the table would keep the schema busy.
+				for q, st := range s.stmts {
+					if strings.Contains(q, " "+n+" ") {
+						st.Close()
+						delete(s.stmts, q)
+					}
+				}
+				if err := s.wc.Raw(func(any) error {
+					for q, st := range s.dstmts {
+						if strings.Contains(q, " "+n+" ") {
+							st.Close()
+							delete(s.dstmts, q)
+						}
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+				if _, err := tx.exec(`DROP TABLE ` + n); err != nil {
+					return err
+				}
+				dropped = append(dropped, n)
+			}
+			if _, err := tx.exec(`DELETE FROM partitions WHERE name = ?`, n); err != nil {
+				return err
+			}
+		}
+		if also != nil {
+			return also(tx)
+		}
+		return nil
+	})
+	if err == nil {
+		s.wmu.Lock()
+		for _, n := range names {
+			delete(s.known, n)
+		}
+		s.wmu.Unlock()
+	}
+	return err
+}
+
+// RetentionEntry is one row of retention_log.
+type RetentionEntry struct {
+	Hour    time.Time
+	State   string // "archiving" (intent, not finished) or "dropped"
+	Archive string // archive file, "" when not archived
+	Updated time.Time
+}
+
+// LogRetention records the state of an hour's retention (an intent such as
+// "archiving" before the archive is written).
+func (s *Store) LogRetention(ctx context.Context, hour time.Time, state, archive string) error {
+	return s.writeTx("log retention", false, func(tx *wtx) error {
+		tx.ctx = ctx
+		_, err := tx.exec(`INSERT INTO retention_log (hour_start_ns, state, archive, updated_ns) VALUES (?, ?, ?, ?)
+			ON CONFLICT (hour_start_ns) DO UPDATE SET state = excluded.state, archive = excluded.archive, updated_ns = excluded.updated_ns`,
+			hour.UTC().Truncate(time.Hour).UnixNano(), state, archive, s.clock().UnixNano())
+		return err
+	})
+}
+
+// RetentionLog returns retention_log, oldest hour first.
+func (s *Store) RetentionLog(ctx context.Context) ([]RetentionEntry, error) {
+	var out []RetentionEntry
+	err := s.read(ctx, "read retention log", func(r *rtx) error {
+		rows, err := r.tx.QueryContext(r.ctx, `SELECT hour_start_ns, state, archive, updated_ns FROM retention_log ORDER BY hour_start_ns`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e RetentionEntry
+			var h, u int64
+			if err := rows.Scan(&h, &e.State, &e.Archive, &u); err != nil {
+				return err
+			}
+			e.Hour, e.Updated = time.Unix(0, h).UTC(), time.Unix(0, u).UTC()
+			out = append(out, e)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// CopyHourTo copies the partitions of the UTC hour holding t, with the
+// functions and sessions they reference, into dst, which must be an obs-agent
+// store file created by Open and closed. It runs on its own connection: the
+// source is read from a WAL snapshot and only dst is written, so the writer
+// is never blocked. dst is switched to journal_mode=DELETE (a single
+// self-contained file) and fsynced before CopyHourTo returns. Partitions
+// already present in dst are left as they are.
+func (s *Store) CopyHourTo(ctx context.Context, t time.Time, dst string) (err error) {
+	hour := t.UTC().Truncate(time.Hour)
+	op := "archive hour " + hour.Format("2006010215")
+	p := url.Values{}
+	p.Add("_pragma", "busy_timeout(5000)")
+	db, err := sql.Open("sqlite", dsn(s.path, p))
+	if err != nil {
+		return classify(op, err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return classify(op, err)
+	}
+	defer conn.Close()
+	absDst, err := filepath.Abs(dst)
+	if err != nil {
+		return classify(op, err)
+	}
+	if _, err := conn.ExecContext(ctx, `ATTACH DATABASE ? AS arc`, dsn(absDst, nil)); err != nil {
+		return classify(op, err)
+	}
+	defer func() {
+		if _, derr := conn.ExecContext(context.Background(), `DETACH DATABASE arc`); derr != nil && err == nil {
+			err = classify(op, derr)
+		}
+	}()
+	var mode string
+	if err := conn.QueryRowContext(ctx, `PRAGMA arc.journal_mode = DELETE`).Scan(&mode); err != nil {
+		return classify(op, err)
+	}
+	if v, err := readVersion(ctx, attachedVersion{conn}); err != nil || v != SchemaVersion {
+		if err == nil {
+			err = fmt.Errorf("archive %s has schema version %d, want %d", dst, v, SchemaVersion)
+		}
+		return classify(op, err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		return classify(op, err)
+	}
+	defer func() {
+		if err != nil {
+			_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		}
+	}()
+	var present []string
+	for _, k := range Kinds {
+		n := tableName(k, hour)
+		var inMain, inArc int
+		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM main.sqlite_master WHERE type='table' AND name = ?`, n).Scan(&inMain); err != nil {
+			return classify(op, err)
+		}
+		if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM arc.sqlite_master WHERE type='table' AND name = ?`, n).Scan(&inArc); err != nil {
+			return classify(op, err)
+		}
+		if inMain == 0 || inArc > 0 {
+			continue
+		}
+		present = append(present, n)
+		for _, q := range partitionDDL("arc", k, n) {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				return classify(op, err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT INTO arc.`+n+` SELECT * FROM main.`+n); err != nil {
+			return classify(op, err)
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO arc.partitions SELECT * FROM main.partitions WHERE name = ?`, n); err != nil {
+			return classify(op, err)
+		}
+	}
+	var fsrc []string
+	for _, n := range present {
+		if k, _, _ := ParsePartitionName(n); k != KindSamples {
+			fsrc = append(fsrc, `SELECT func_id FROM main.`+n)
+		}
+	}
+	if len(fsrc) > 0 {
+		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO arc.functions SELECT * FROM main.functions WHERE id IN (`+strings.Join(fsrc, " UNION ")+`)`); err != nil {
+			return classify(op, err)
+		}
+	}
+	// Sessions running during the hour (call ids carry their session).
+	if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO arc.sessions SELECT * FROM main.sessions
+		WHERE start_ns < ? AND (end_ns = 0 OR end_ns >= ?)`, hour.Add(time.Hour).UnixNano(), hour.UnixNano()); err != nil {
+		return classify(op, err)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return classify(op, err)
+	}
+	return classify(op, syncFile(absDst))
+}
+
+// attachedVersion reads schema_version of the attached "arc" database.
+type attachedVersion struct{ c *sql.Conn }
+
+func (a attachedVersion) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return a.c.ExecContext(ctx, q, args...)
+}
+
+func (a attachedVersion) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	q = strings.ReplaceAll(q, "sqlite_master", "arc.sqlite_master")
+	q = strings.ReplaceAll(q, "FROM schema_version", "FROM arc.schema_version")
+	return a.c.QueryRowContext(ctx, q, args...)
+}
+
+// syncFile fsyncs a file.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// Freelist returns the number of free pages and the total pages of the file.
+func (s *Store) Freelist(ctx context.Context) (free, total int64, err error) {
+	err = s.read(ctx, "freelist", func(r *rtx) error {
+		if err := r.tx.QueryRowContext(r.ctx, `PRAGMA freelist_count`).Scan(&free); err != nil {
+			return err
+		}
+		return r.tx.QueryRowContext(r.ctx, `PRAGMA page_count`).Scan(&total)
+	})
+	return free, total, err
+}
+
+// IncrementalVacuum returns up to pages free pages to the file system
+// (PRAGMA incremental_vacuum; the store is created with
+// auto_vacuum=INCREMENTAL). It holds the write lock while it runs, so call
+// it in small steps when writes are quiet.
+func (s *Store) IncrementalVacuum(ctx context.Context, pages int) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.writable(); err != nil {
+		return err
+	}
+	// incremental_vacuum returns no rows but must be stepped to the end.
+	rows, err := s.wc.QueryContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", pages))
+	if err != nil {
+		return classify("incremental vacuum", err)
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+	return classify("incremental vacuum", rows.Err())
+}
+
+// Hours returns the distinct partition hours in the catalog, oldest first.
+func (s *Store) Hours(ctx context.Context) ([]time.Time, error) {
+	parts, err := s.catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var hours []time.Time
+	for _, p := range parts {
+		if len(hours) == 0 || !hours[len(hours)-1].Equal(p.Start) {
+			hours = append(hours, p.Start)
+		}
+	}
+	return hours, nil
+}
+
+// catalog lists the partitions without counting rows.
+func (s *Store) catalog(ctx context.Context) ([]Partition, error) {
+	var out []Partition
+	err := s.read(ctx, "list partitions", func(r *rtx) error {
+		rows, err := r.tx.QueryContext(r.ctx, `SELECT name, kind, start_ns, end_ns, created_ns FROM partitions ORDER BY start_ns, name`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var p Partition
+			var st, en, cr int64
+			if err := rows.Scan(&p.Name, &p.Kind, &st, &en, &cr); err != nil {
+				return err
+			}
+			p.Start, p.End, p.Created = time.Unix(0, st).UTC(), time.Unix(0, en).UTC(), time.Unix(0, cr).UTC()
+			out = append(out, p)
+		}
+		return rows.Err()
+	})
+	slices.SortStableFunc(out, func(a, b Partition) int { return a.Start.Compare(b.Start) })
+	return out, err
+}
+
+// IntegrityCheck runs PRAGMA integrity_check and returns an error matching
+// ErrCorrupt listing the problems, if any.
+func (s *Store) IntegrityCheck(ctx context.Context) error {
+	return s.read(ctx, "integrity check", func(r *rtx) error {
+		rows, err := r.tx.QueryContext(r.ctx, "PRAGMA integrity_check")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var msgs []string
+		for rows.Next() {
+			var m string
+			if err := rows.Scan(&m); err != nil {
+				return err
+			}
+			if m != "ok" {
+				msgs = append(msgs, m)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(msgs) > 0 {
+			return fmt.Errorf("%w: integrity_check: %s", ErrCorrupt, strings.Join(msgs, "; "))
+		}
+		return nil
+	})
+}

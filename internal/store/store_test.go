@@ -1,0 +1,613 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+var t0 = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+
+func fixedClock(t time.Time) func() time.Time { return func() time.Time { return t } }
+
+func openTest(t *testing.T, clock func() time.Time) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "obs.db")
+	s, err := Open(path, Options{Clock: clock, BusyTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestRoundTrip(t *testing.T) {
+	s, _ := openTest(t, fixedClock(t0.Add(30*time.Minute)))
+	ctx := context.Background()
+	sid, err := s.BeginSession(record.Session{PID: 42, Binary: "/bin/app", GoVersion: "go1.26.0", Patterns: "main.*", Start: t0.UnixNano()})
+	if err != nil || sid != 1 {
+		t.Fatalf("BeginSession = %d, %v", sid, err)
+	}
+	if err := s.RegisterFunctions([]record.Function{
+		{Name: "main.main", Package: "main", Module: "example.com/app"},
+		{Name: "main.(*T).Get", Package: "main", Module: "example.com/app"},
+		{Name: "main.Map[go.shape.int]", Package: "main", Module: "example.com/app"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	base := sid << 40
+	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
+	calls := []record.Call{
+		{ID: base + 1, PID: 42, GoID: 1, Function: "main.main", Start: at(time.Minute), Duration: 5e9, Status: record.StatusOK},
+		{ID: base + 2, ParentID: base + 1, PID: 42, GoID: 1, Function: "main.(*T).Get", Start: at(time.Minute + time.Second), Duration: 1000, Status: record.StatusError, ErrorType: "*errors.errorString", Error: "not found"},
+		{ID: base + 3, ParentID: base + 2, PID: 42, GoID: 7, Function: "main.Map[go.shape.int]", Start: at(time.Minute + 2*time.Second), Duration: 10, Status: record.StatusPanic, Error: "index out of range", ErrorTruncated: true},
+		{ID: base + 4, ParentID: base + 1, PID: 42, GoID: 1, Function: "main.(*T).Get", Start: at(2 * time.Minute), Duration: 2000},
+		{ID: base + 5, PID: 43, GoID: 1, Function: "other.Unregistered", Start: at(3 * time.Minute), Duration: 1, Status: record.StatusUnfinished},
+	}
+	if err := s.WriteCalls(calls); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Calls(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(calls) {
+		t.Fatalf("Calls = %d rows, want %d", len(got), len(calls))
+	}
+	for i := range calls {
+		if got[i] != calls[i] {
+			t.Errorf("call %d:\n got %+v\nwant %+v", i, got[i], calls[i])
+		}
+	}
+	check := func(name string, f Filter, want ...uint64) {
+		t.Helper()
+		got, err := s.Calls(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint64
+		for _, c := range got {
+			ids = append(ids, c.ID-base)
+		}
+		if len(ids) != len(want) || (len(want) > 0 && !equal(ids, want)) {
+			t.Errorf("%s: ids %v, want %v", name, ids, want)
+		}
+	}
+	check("pid", Filter{PID: 43}, 5)
+	check("glob", Filter{Func: "main.(*T).*"}, 2, 4)
+	check("generic literal bracket", Filter{Func: "main.Map[go.shape.*]"}, 3)
+	check("question mark", Filter{Func: "main.ma?n"}, 1)
+	check("no match", Filter{Func: "nothing.*"})
+	check("status", Filter{Status: []record.Status{record.StatusError, record.StatusPanic}}, 2, 3)
+	check("min duration", Filter{MinDuration: time.Microsecond}, 1, 2, 4)
+	check("since/until", Filter{Since: t0.Add(time.Minute + time.Second), Until: t0.Add(2 * time.Minute)}, 2, 3)
+	check("limit", Filter{Limit: 2}, 1, 2)
+
+	errs, err := s.Errors(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 3 || errs[0].ID != base+5 || errs[2].ID != base+2 {
+		t.Errorf("Errors not newest first: %+v", errs)
+	}
+	c, err := s.Call(ctx, base+3)
+	if err != nil || c != calls[2] {
+		t.Errorf("Call = %+v, %v", c, err)
+	}
+	if _, err := s.Call(ctx, 999); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Call(missing) err = %v, want ErrNotFound", err)
+	}
+	kids, err := s.Children(ctx, base+1)
+	if err != nil || len(kids) != 2 || kids[0].ID != base+2 || kids[1].ID != base+4 {
+		t.Errorf("Children = %+v, %v", kids, err)
+	}
+	chain, err := s.Ancestors(ctx, base+3)
+	if err != nil || len(chain) != 3 || chain[0].ID != base+1 || chain[2].ID != base+3 {
+		t.Errorf("Ancestors = %+v, %v", chain, err)
+	}
+	tree, depth, trunc, err := s.Subtree(ctx, base+1, 0)
+	if err != nil || trunc || len(tree) != 4 {
+		t.Fatalf("Subtree = %d, %v, %v", len(tree), trunc, err)
+	}
+	wantTree := []uint64{1, 2, 3, 4}
+	wantDepth := []int{0, 1, 2, 1}
+	for i := range tree {
+		if tree[i].ID-base != wantTree[i] || depth[i] != wantDepth[i] {
+			t.Errorf("Subtree[%d] = id %d depth %d, want %d %d", i, tree[i].ID-base, depth[i], wantTree[i], wantDepth[i])
+		}
+	}
+	if _, _, trunc, _ := s.Subtree(ctx, base+1, 2); !trunc {
+		t.Error("Subtree limit 2: not truncated")
+	}
+
+	// Samples with missing metrics.
+	samples := []record.ResourceSample{
+		{PID: 42, Time: at(time.Minute), CPUPercent: ptr(12.5), RSSBytes: ptr(uint64(1 << 30)), Threads: ptr(int64(9)), Goroutines: ptr(int64(100))},
+		{PID: 42, Time: at(2 * time.Minute)},
+	}
+	if err := s.WriteSamples(samples); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := s.Samples(ctx, Filter{PID: 42})
+	if err != nil || len(gs) != 2 {
+		t.Fatalf("Samples = %v, %v", gs, err)
+	}
+	if *gs[0].CPUPercent != 12.5 || *gs[0].RSSBytes != 1<<30 || gs[0].VMSBytes != nil || *gs[0].Goroutines != 100 || gs[1].CPUPercent != nil {
+		t.Errorf("Samples = %+v", gs)
+	}
+
+	// Gaps, updated when closed.
+	if err := s.WriteGaps([]record.Gap{{PID: 42, Function: "main.(*T).Get", Start: at(4 * time.Minute), Reason: "ring full"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteGaps([]record.Gap{{PID: 42, Function: "main.(*T).Get", Start: at(4 * time.Minute), End: at(5 * time.Minute), Reason: "ring full"}}); err != nil {
+		t.Fatal(err)
+	}
+	gaps, err := s.Gaps(ctx, Filter{})
+	if err != nil || len(gaps) != 1 || gaps[0].End != at(5*time.Minute) || gaps[0].Function != "main.(*T).Get" {
+		t.Errorf("Gaps = %+v, %v", gaps, err)
+	}
+
+	// Stats.
+	var h [record.HistBuckets]uint64
+	h[10] = 90 // 512..1023
+	h[20] = 10 // 524288..1048575
+	if err := s.WriteStats([]record.FuncStats{
+		{PID: 42, Function: "main.(*T).Get", IntervalStart: at(time.Minute), IntervalEnd: at(2 * time.Minute), Calls: 60, Errors: 3, Recorded: 50, Sampled: 5, Dropped: 5, TotalNs: 6000, MaxNs: 900000, Hist: h},
+		{PID: 42, Function: "main.(*T).Get", IntervalStart: at(2 * time.Minute), IntervalEnd: at(3 * time.Minute), Calls: 40, Panics: 1, Recorded: 40, TotalNs: 4000, MaxNs: 1000},
+		{PID: 42, Function: "main.main", IntervalStart: at(time.Minute), IntervalEnd: at(2 * time.Minute), Calls: 1, Recorded: 1, TotalNs: 5e9, MaxNs: 5e9},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Stats(ctx, Filter{}, "function")
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("Stats = %+v, %v", rows, err)
+	}
+	r := rows[0]
+	if r.Key != "main.(*T).Get" || r.Calls != 100 || r.Errors != 3 || r.Panics != 1 || r.Lost() != 10 || r.MeanNs != 100 || r.MaxNs != 900000 {
+		t.Errorf("Stats row = %+v", r)
+	}
+	if r.P50 != 1023 || r.P90 != 1023 || r.P99 != 900000 {
+		t.Errorf("percentiles = %d %d %d, want 1023 1023 900000", r.P50, r.P90, r.P99)
+	}
+	if r.Gaps != 1 || r.GapTime != time.Minute {
+		t.Errorf("gaps = %d %v", r.Gaps, r.GapTime)
+	}
+	mods, err := s.Stats(ctx, Filter{}, "module")
+	if err != nil || len(mods) != 1 || mods[0].Key != "example.com/app" || mods[0].Calls != 101 {
+		t.Errorf("Stats by module = %+v, %v", mods, err)
+	}
+
+	// Sessions.
+	if err := s.EndSession(record.Session{ID: sid, End: at(time.Hour), CallsRecorded: 5, CallsLost: 1, ExitReason: "exited 0"}); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := s.Sessions(ctx)
+	if err != nil || len(ss) != 1 || ss[0].ExitReason != "exited 0" || ss[0].CallsLost != 1 || ss[0].Binary != "/bin/app" {
+		t.Errorf("Sessions = %+v, %v", ss, err)
+	}
+	if err := s.EndSession(record.Session{ID: 77}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("EndSession(unknown) = %v", err)
+	}
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPartitionRouting(t *testing.T) {
+	now := t0.Add(59*time.Minute + 59*time.Second)
+	clock := func() time.Time { return now }
+	s, _ := openTest(t, clock)
+	ctx := context.Background()
+	before := t0.Add(time.Hour - time.Millisecond).UnixNano()
+	after := t0.Add(time.Hour + time.Millisecond).UnixNano()
+	late := t0.Add(-3 * time.Hour).UnixNano() // a late record: hour not pre-created
+	if err := s.WriteCalls([]record.Call{
+		{ID: 1, Function: "main.a", Start: before},
+		{ID: 2, Function: "main.b", Start: after},
+		{ID: 3, Function: "main.c", Start: late},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := s.Partitions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]int64{}
+	for _, p := range parts {
+		rows[p.Name] = p.Rows
+		if p.End.Sub(p.Start) != time.Hour {
+			t.Errorf("%s spans %v", p.Name, p.End.Sub(p.Start))
+		}
+		if p.Bytes <= 0 {
+			t.Errorf("%s: bytes = %d", p.Name, p.Bytes)
+		}
+	}
+	for name, want := range map[string]int64{"calls_2026112710": 1, "calls_2026112711": 1, "calls_2026112707": 1, "stats_2026112711": 0, "gaps_2026112707": 0} {
+		if got, ok := rows[name]; !ok || got != want {
+			t.Errorf("partition %s rows = %d (present %v), want %d", name, got, ok, want)
+		}
+	}
+	// The clock moves on: the writer creates the current and the next hour.
+	now = t0.Add(5 * time.Hour)
+	if err := s.WriteCalls([]record.Call{{ID: 4, Function: "main.a", Start: now.UnixNano()}}); err != nil {
+		t.Fatal(err)
+	}
+	hours, _ := s.Hours(ctx)
+	if last := hours[len(hours)-1]; !last.Equal(t0.Add(6 * time.Hour)) {
+		t.Errorf("last hour = %v, want the next hour %v", last, t0.Add(6*time.Hour))
+	}
+	// Queries span partitions transparently, in start order.
+	got, err := s.Calls(ctx, Filter{})
+	if err != nil || len(got) != 4 || got[0].ID != 3 || got[1].ID != 1 || got[2].ID != 2 || got[3].ID != 4 {
+		t.Errorf("Calls across hours = %+v, %v", got, err)
+	}
+	got, _ = s.Calls(ctx, Filter{Since: t0.Add(59 * time.Minute), Until: t0.Add(61 * time.Minute)})
+	if len(got) != 2 {
+		t.Errorf("boundary range = %d calls, want 2", len(got))
+	}
+	// A reopened store knows its partitions and functions.
+	s.Close()
+	s2, err := Open(s.Path(), Options{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.WriteCalls([]record.Call{{ID: 5, Function: "main.a", Start: before + 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.DropPartition(ctx, "calls_2026112707"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.DropPartition(ctx, "sessions"); err == nil {
+		t.Error("DropPartition(sessions) succeeded")
+	}
+	got, _ = s2.Calls(ctx, Filter{})
+	if len(got) != 4 || got[0].ID != 1 {
+		t.Errorf("after drop: %+v", got)
+	}
+}
+
+func TestFailedBatchLeavesNothing(t *testing.T) {
+	s, _ := openTest(t, fixedClock(t0))
+	ctx := context.Background()
+	if err := s.WriteCalls([]record.Call{{ID: 1, Function: "main.a", Start: t0.UnixNano()}}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []record.Call{
+		{ID: 2, Function: "main.new", Start: t0.Add(2 * time.Hour).UnixNano()},
+		{ID: 1, Function: "main.a", Start: t0.UnixNano()}, // duplicate id
+	}
+	if err := s.WriteCalls(batch); err == nil {
+		t.Fatal("duplicate id: no error")
+	}
+	got, _ := s.Calls(ctx, Filter{})
+	if len(got) != 1 {
+		t.Fatalf("after failed batch: %d calls, want 1", len(got))
+	}
+	hours, _ := s.Hours(ctx)
+	for _, h := range hours {
+		if h.Equal(t0.Add(2 * time.Hour)) {
+			t.Error("failed batch left its partition behind")
+		}
+	}
+	// The caches were rolled back too: the same new function and hour work.
+	batch[1].ID = 3
+	if err := s.WriteCalls(batch); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Calls(ctx, Filter{Func: "main.new"})
+	if len(got) != 1 {
+		t.Errorf("retry: %d calls of main.new", len(got))
+	}
+}
+
+func TestMigrateFromV1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, _ := db.Conn(context.Background())
+	if err := migrate(context.Background(), conn, path, 1); err != nil {
+		t.Fatal(err)
+	}
+	conn.ExecContext(context.Background(), `INSERT INTO functions (name, package) VALUES ('main.old', 'main')`)
+	conn.Close()
+	db.Close()
+
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v int
+	s.rdb.QueryRow(`SELECT version FROM schema_version`).Scan(&v)
+	if v != SchemaVersion {
+		t.Errorf("version after migrate = %d, want %d", v, SchemaVersion)
+	}
+	if _, err := s.RetentionLog(context.Background()); err != nil {
+		t.Errorf("retention_log after migrate: %v", err)
+	}
+	if err := s.WriteCalls([]record.Call{{ID: 1, Function: "main.old", Start: t0.UnixNano()}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	s, path := openTest(t, nil)
+	s.wc.ExecContext(context.Background(), `UPDATE schema_version SET version = 99`)
+	s.Close()
+	for _, ro := range []bool{false, true} {
+		_, err := Open(path, Options{ReadOnly: ro})
+		if !errors.Is(err, ErrNewerSchema) {
+			t.Fatalf("ReadOnly=%v: err = %v, want ErrNewerSchema", ro, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "99") || !strings.Contains(msg, "upgrade obs-agent") {
+			t.Errorf("message %q doesn't name the version and the fix", msg)
+		}
+	}
+}
+
+func TestCorruptFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "junk.db")
+	os.WriteFile(path, []byte(strings.Repeat("this is not a database ", 400)), 0o600)
+	for _, ro := range []bool{false, true} {
+		_, err := Open(path, Options{ReadOnly: ro})
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("ReadOnly=%v: err = %v, want ErrCorrupt", ro, err)
+		}
+		if !strings.Contains(err.Error(), "move it aside") {
+			t.Errorf("message %q says nothing actionable", err)
+		}
+	}
+}
+
+func TestMissingStoreReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "none", "obs.db")
+	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("err = %v, want ErrNoStore", err)
+	}
+	if _, err := os.Stat(filepath.Dir(path)); !os.IsNotExist(err) {
+		t.Error("read-only Open created the directory")
+	}
+}
+
+func TestReadOnlyFile(t *testing.T) {
+	dir := t.TempDir()
+	if os.Geteuid() == 0 {
+		// Root ignores file modes: make the file system read-only instead.
+		requireRoot(t)
+		mount(t, dir, "size=4m")
+	}
+	path := filepath.Join(dir, "obs.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteCalls([]record.Call{{ID: 1, Function: "main.a", Start: t0.UnixNano()}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if os.Geteuid() == 0 {
+		if out, err := exec.Command("mount", "-o", "remount,ro", dir).CombinedOutput(); err != nil {
+			t.Skipf("remount read-only: %v: %s", err, out)
+		}
+	} else {
+		os.Chmod(path, 0o444)
+		os.Chmod(dir, 0o555)
+		t.Cleanup(func() { os.Chmod(dir, 0o755) })
+	}
+	s, err = Open(path, Options{})
+	if err == nil {
+		err = s.WriteCalls([]record.Call{{ID: 2, Function: "main.a", Start: t0.UnixNano()}})
+		s.Close()
+	}
+	if !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("err = %v, want ErrReadOnly", err)
+	}
+	// Queries still work on a read-only file.
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if got, err := ro.Calls(context.Background(), Filter{}); err != nil || len(got) != 1 {
+		t.Errorf("read-only query = %d, %v", len(got), err)
+	}
+}
+
+func TestLocked(t *testing.T) {
+	s, path := openTest(t, fixedClock(t0))
+	batch := []record.Call{{ID: 1, Function: "main.a", Start: t0.UnixNano()}, {ID: 2, Function: "main.b", Start: t0.UnixNano()}}
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	err = s.WriteCalls(batch)
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("err = %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), "retry") {
+		t.Errorf("message %q says nothing actionable", err)
+	}
+	conn.ExecContext(context.Background(), "ROLLBACK")
+	conn.Close()
+	if err := s.WriteCalls(batch); err != nil {
+		t.Fatalf("retry after unlock: %v", err)
+	}
+	got, _ := s.Calls(context.Background(), Filter{})
+	if len(got) != 2 {
+		t.Errorf("%d calls after retry, want 2", len(got))
+	}
+}
+
+// requireRoot skips the test unless it runs as root.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (mounts a tmpfs); run `sudo go test` to cover it")
+	}
+}
+
+func mount(t *testing.T, dir, opts string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "obs-test", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+}
+
+func TestDiskFull(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	mount(t, dir, "size=1m")
+	s, err := Open(filepath.Join(dir, "obs.db"), Options{Clock: fixedClock(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rngCalls := make([]record.Call, 2000)
+	var id uint64
+	var werr error
+	for i := 0; i < 200 && werr == nil; i++ {
+		for j := range rngCalls {
+			id++
+			rngCalls[j] = record.Call{ID: id, Function: "main.a", Start: t0.UnixNano() + int64(id), Status: record.StatusError, Error: strings.Repeat("x", 200)}
+		}
+		werr = s.WriteCalls(rngCalls)
+	}
+	if !errors.Is(werr, ErrDiskFull) {
+		t.Fatalf("err = %v, want ErrDiskFull", werr)
+	}
+	if !strings.Contains(werr.Error(), "free space") {
+		t.Errorf("message %q says nothing actionable", werr)
+	}
+	// Nothing of the failed batch is visible; earlier batches are intact.
+	got, err := s.Calls(context.Background(), Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got)%len(rngCalls) != 0 {
+		t.Errorf("%d calls: a partial batch was stored", len(got))
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var h [record.HistBuckets]uint64
+	if Percentile(&h, 0, 0.5) != 0 {
+		t.Error("empty histogram")
+	}
+	h[0] = 1 // d == 0
+	h[1] = 1 // d == 1
+	h[4] = 2 // 8..15
+	h[11] = 6
+	cases := []struct {
+		q    float64
+		max  uint64
+		want uint64
+	}{
+		{0.10, 0, 0},    // rank 1 -> bucket 0
+		{0.20, 0, 1},    // rank 2 -> bucket 1 (exact)
+		{0.30, 0, 15},   // rank 3 -> bucket 4 -> 2^4-1
+		{0.40, 0, 15},   // rank 4
+		{0.50, 0, 2047}, // rank 5 -> bucket 11
+		{0.99, 0, 2047},
+		{0.99, 1500, 1500}, // capped at the exact max
+		{1.00, 0, 2047},
+	}
+	for _, c := range cases {
+		if got := Percentile(&h, c.max, c.q); got != c.want {
+			t.Errorf("Percentile(q=%v, max=%d) = %d, want %d", c.q, c.max, got, c.want)
+		}
+	}
+	var top [record.HistBuckets]uint64
+	top[63] = 1
+	if got := Percentile(&top, 0, 0.5); got != 1<<63-1 {
+		t.Errorf("bucket 63 = %d", got)
+	}
+}
+
+func TestMatchGlob(t *testing.T) {
+	cases := []struct {
+		pat, name string
+		want      bool
+	}{
+		{"main.*", "main.main", true},
+		{"main.*", "main.(*T).M", true},
+		{"*", "github.com/a/b.F", true},
+		{"github.com/*/b.*", "github.com/a/x/b.F", true},
+		{"main.?", "main.F", true},
+		{"main.?", "main.FG", false},
+		{"main.Map[go.shape.int]", "main.Map[go.shape.int]", true},
+		{"main.Map[*]", "main.Map[go.shape.int]", true},
+		{"main.Map[ab]", "main.Mapa", false},
+		{"main.(*T).*", "main.(*T).Get", true},
+		{"main.(*T).*", "main.(*U).Get", false},
+		{"*.Get", "main.(*T).Get", true},
+		{"", "", true},
+		{"", "x", false},
+		{"a*b*c", "aXbYbZc", true},
+		{"a*b*c", "aXbYbZ", false},
+		{"?", "é", true},
+	}
+	for _, c := range cases {
+		if got := MatchGlob(c.pat, c.name); got != c.want {
+			t.Errorf("MatchGlob(%q, %q) = %v, want %v", c.pat, c.name, got, c.want)
+		}
+	}
+}
+
+func TestDefaultPath(t *testing.T) {
+	t.Setenv("OBS_AGENT_DB", "/x/y.db")
+	if got := DefaultPath(); got != "/x/y.db" {
+		t.Errorf("with OBS_AGENT_DB: %s", got)
+	}
+	t.Setenv("OBS_AGENT_DB", "")
+	t.Setenv("XDG_STATE_HOME", "/state")
+	want := "/state/obs-agent/obs.db"
+	if os.Geteuid() == 0 {
+		want = "/var/lib/obs-agent/obs.db"
+	}
+	if got := DefaultPath(); got != want {
+		t.Errorf("DefaultPath = %s, want %s", got, want)
+	}
+}
+
+func TestNewStoreIsIncrementalWAL(t *testing.T) {
+	s, _ := openTest(t, nil)
+	var av int
+	var mode string
+	s.rdb.QueryRow("PRAGMA auto_vacuum").Scan(&av)
+	s.rdb.QueryRow("PRAGMA journal_mode").Scan(&mode)
+	if av != 2 || mode != "wal" {
+		t.Errorf("auto_vacuum = %d, journal_mode = %s; want 2 (incremental), wal", av, mode)
+	}
+}

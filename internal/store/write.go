@@ -1,0 +1,537 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// callsPerStmt is the number of rows in one multi-row INSERT. NOTES §6: 100
+// rows per statement is where modernc's per-statement overhead stops
+// mattering; 1100 bound parameters stay below SQLite's 32766 limit.
+const callsPerStmt = 100
+
+const callCols = 11
+
+// wtx is one write transaction on the writer connection. Cache changes made
+// inside it (new partitions, new function ids) are applied only on commit,
+// so a rolled-back batch leaves the caches as they were.
+type wtx struct {
+	s        *Store
+	ctx      context.Context
+	newParts []string
+	newFuncs []string
+}
+
+// write runs fn in one BEGIN IMMEDIATE transaction on the writer connection
+// and classifies its error. On any error the transaction is rolled back.
+func (s *Store) write(op string, fn func(tx *wtx) error) error {
+	return s.writeTx(op, true, fn)
+}
+
+// writeTx is write; track says whether the transaction counts as data
+// written for LastWrite (retention's own drops and log rows don't).
+func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.writable(); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	tx := &wtx{s: s, ctx: ctx}
+	if _, err := s.wc.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return classify(op, err)
+	}
+	err := fn(tx)
+	if err == nil {
+		_, err = s.wc.ExecContext(ctx, "COMMIT")
+	}
+	if err != nil {
+		// SQLite may already have rolled back (SQLITE_FULL, IOERR);
+		// a failing ROLLBACK then only says so.
+		_, _ = s.wc.ExecContext(ctx, "ROLLBACK")
+		for _, n := range tx.newFuncs {
+			delete(s.funcIDs, n)
+		}
+		return classify(op, err)
+	}
+	for _, p := range tx.newParts {
+		s.known[p] = true
+	}
+	if track {
+		s.lastWrite.Store(time.Now().UnixNano())
+	}
+	return nil
+}
+
+// exec runs a statement on the writer connection.
+func (tx *wtx) exec(q string, args ...any) (sql.Result, error) {
+	return tx.s.wc.ExecContext(tx.ctx, q, args...)
+}
+
+// stmt returns the cached prepared statement for q.
+func (tx *wtx) stmt(q string) (*sql.Stmt, error) {
+	if st, ok := tx.s.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := tx.s.wc.PrepareContext(tx.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	tx.s.stmts[q] = st
+	return st, nil
+}
+
+// ensureHour creates the four partitions of hour unless they are known to
+// exist, together with their catalog rows. It also creates the partitions
+// of the clock's current and next hour, so the writer normally finds its
+// tables ready; records that fall elsewhere (late records, clock moves) get
+// their hour created on demand.
+func (tx *wtx) ensureHour(hour time.Time) error {
+	now := tx.s.clock().UTC().Truncate(time.Hour)
+	for _, h := range []time.Time{hour, now, now.Add(time.Hour)} {
+		if err := tx.createHour(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (tx *wtx) createHour(hour time.Time) error {
+	if tx.s.known[tableName(KindCalls, hour)] {
+		return nil
+	}
+	for _, n := range tx.newParts {
+		if n == tableName(KindCalls, hour) {
+			return nil
+		}
+	}
+	now := tx.s.clock().UnixNano()
+	for _, kind := range Kinds {
+		t := tableName(kind, hour)
+		for _, q := range partitionDDL("main", kind, t) {
+			if _, err := tx.exec(q); err != nil {
+				return fmt.Errorf("create partition %s: %w", t, err)
+			}
+		}
+		if _, err := tx.exec(`INSERT OR IGNORE INTO partitions (name, kind, start_ns, end_ns, created_ns) VALUES (?, ?, ?, ?, ?)`,
+			t, kind, hour.UnixNano(), hour.Add(time.Hour).UnixNano(), now); err != nil {
+			return err
+		}
+		tx.newParts = append(tx.newParts, t)
+	}
+	return nil
+}
+
+// funcID returns the id of a function name, registering it (with the package
+// derived from the name and an unknown module) when it is new.
+func (tx *wtx) funcID(name string) (int64, error) {
+	if id, ok := tx.s.funcIDs[name]; ok {
+		return id, nil
+	}
+	return tx.upsertFunction(record.Function{Name: name, Package: record.PackageOf(name)}, false)
+}
+
+func (tx *wtx) upsertFunction(fn record.Function, overwrite bool) (int64, error) {
+	q := `INSERT INTO functions (name, package, module) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO NOTHING`
+	if overwrite {
+		q = `INSERT INTO functions (name, package, module) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET
+			package = CASE WHEN excluded.package != '' THEN excluded.package ELSE package END,
+			module = CASE WHEN excluded.module != '' THEN excluded.module ELSE module END`
+	}
+	st, err := tx.stmt(q)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := st.ExecContext(tx.ctx, fn.Name, fn.Package, fn.Module); err != nil {
+		return 0, fmt.Errorf("register function %s: %w", fn.Name, err)
+	}
+	var id int64
+	if err := tx.s.wc.QueryRowContext(tx.ctx, `SELECT id FROM functions WHERE name = ?`, fn.Name).Scan(&id); err != nil {
+		return 0, err
+	}
+	if _, ok := tx.s.funcIDs[fn.Name]; !ok {
+		tx.newFuncs = append(tx.newFuncs, fn.Name)
+	}
+	tx.s.funcIDs[fn.Name] = id
+	return id, nil
+}
+
+// RegisterFunctions records the functions' packages and modules. It is
+// idempotent: a known name keeps its id, and its package and module are
+// updated when the new values are not empty. WriteCalls registers unknown
+// names on its own (package from the name, module unknown), so calling this
+// first is what gives `query groups` its modules.
+func (s *Store) RegisterFunctions(fns []record.Function) error {
+	if len(fns) == 0 {
+		return nil
+	}
+	return s.write("register functions", func(tx *wtx) error {
+		for _, fn := range fns {
+			if fn.Package == "" {
+				fn.Package = record.PackageOf(fn.Name)
+			}
+			if _, err := tx.upsertFunction(fn, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// BeginSession inserts a session row and returns its new id (>= 1). The id
+// field of sess is ignored.
+func (s *Store) BeginSession(sess record.Session) (uint64, error) {
+	var id int64
+	err := s.write("begin session", func(tx *wtx) error {
+		res, err := tx.exec(`INSERT INTO sessions (pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			int64(sess.PID), sess.Binary, sess.GoVersion, sess.Patterns, sess.Start, sess.End,
+			int64(sess.CallsRecorded), int64(sess.CallsLost), sess.ExitReason)
+		if err != nil {
+			return err
+		}
+		id, err = res.LastInsertId()
+		return err
+	})
+	return uint64(id), err
+}
+
+// EndSession stores End, the counts and ExitReason of the session sess.ID.
+func (s *Store) EndSession(sess record.Session) error {
+	return s.write("end session", func(tx *wtx) error {
+		res, err := tx.exec(`UPDATE sessions SET end_ns = ?, calls_recorded = ?, calls_lost = ?, exit_reason = ? WHERE id = ?`,
+			sess.End, int64(sess.CallsRecorded), int64(sess.CallsLost), sess.ExitReason, int64(sess.ID))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("session %d: %w", sess.ID, ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// splitByHour groups records by the hour of key, keeping their order.
+// The common case (all in one hour) returns the input without copying.
+func splitByHour[T any](recs []T, key func(*T) int64) ([]time.Time, [][]T) {
+	first := hourOf(key(&recs[0]))
+	same := true
+	for i := range recs {
+		if !hourOf(key(&recs[i])).Equal(first) {
+			same = false
+			break
+		}
+	}
+	if same {
+		return []time.Time{first}, [][]T{recs}
+	}
+	var hours []time.Time
+	var groups [][]T
+	idx := map[int64]int{}
+	for i := range recs {
+		h := hourOf(key(&recs[i]))
+		j, ok := idx[h.Unix()]
+		if !ok {
+			j = len(hours)
+			idx[h.Unix()] = j
+			hours = append(hours, h)
+			groups = append(groups, nil)
+		}
+		groups[j] = append(groups[j], recs[i])
+	}
+	return hours, groups
+}
+
+func insertSQL(table string, cols int, rows int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(table)
+	b.WriteString(" VALUES ")
+	row := "(" + strings.Repeat("?,", cols-1) + "?)"
+	for i := 0; i < rows; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
+	}
+	return b.String()
+}
+
+// WriteCalls stores a batch of calls in one transaction, each in the hour
+// partition of its Start, with multi-row prepared INSERTs of 100 rows. On
+// error nothing of the batch is stored; the error matches ErrLocked,
+// ErrReadOnly, ErrDiskFull or ErrCorrupt when it is one of those, so the
+// caller can spill the batch and retry it as is. Call ids must be unique in
+// the store; a duplicate id fails the whole batch.
+func (s *Store) WriteCalls(calls []record.Call) error {
+	if len(calls) == 0 {
+		return nil
+	}
+	return s.write("write calls", func(tx *wtx) error {
+		hours, groups := splitByHour(calls, func(c *record.Call) int64 { return c.Start })
+		for i, h := range hours {
+			if err := tx.ensureHour(h); err != nil {
+				return err
+			}
+			if err := tx.insertCalls(tableName(KindCalls, h), groups[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (tx *wtx) insertCalls(table string, calls []record.Call) error {
+	// The rows are bound through the driver directly (sql.Conn.Raw):
+	// database/sql's per-argument checks and conversions cost ~15% of a
+	// batch at 1,100 arguments per statement.
+	return tx.s.wc.Raw(func(dc any) error {
+		pc, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
+		}
+		for len(calls) > 0 {
+			n := callsPerStmt
+			switch {
+			case len(calls) >= callsPerStmt:
+			case len(calls) >= 10:
+				n = 10
+			default:
+				n = 1
+			}
+			q := insertSQL(table, callCols, n)
+			st, ok := tx.s.dstmts[q]
+			if !ok {
+				var err error
+				if st, err = pc.PrepareContext(tx.ctx, q); err != nil {
+					return err
+				}
+				tx.s.dstmts[q] = st
+			}
+			args := tx.s.nargs[:0]
+			for i := range calls[:n] {
+				c := &calls[i]
+				fid, err := tx.funcIDRaw(pc, c.Function)
+				if err != nil {
+					return err
+				}
+				var parent, etype, emsg any
+				if c.ParentID != 0 {
+					parent = int64(c.ParentID)
+				}
+				if c.ErrorType != "" {
+					etype = c.ErrorType
+				}
+				if c.Error != "" {
+					emsg = c.Error
+				}
+				trunc := int64(0)
+				if c.ErrorTruncated {
+					trunc = 1
+				}
+				k := len(args)
+				args = append(args,
+					driver.NamedValue{Ordinal: k + 1, Value: int64(c.ID)},
+					driver.NamedValue{Ordinal: k + 2, Value: parent},
+					driver.NamedValue{Ordinal: k + 3, Value: int64(c.PID)},
+					driver.NamedValue{Ordinal: k + 4, Value: int64(c.GoID)},
+					driver.NamedValue{Ordinal: k + 5, Value: fid},
+					driver.NamedValue{Ordinal: k + 6, Value: c.Start},
+					driver.NamedValue{Ordinal: k + 7, Value: c.Duration},
+					driver.NamedValue{Ordinal: k + 8, Value: int64(c.Status)},
+					driver.NamedValue{Ordinal: k + 9, Value: etype},
+					driver.NamedValue{Ordinal: k + 10, Value: emsg},
+					driver.NamedValue{Ordinal: k + 11, Value: trunc},
+				)
+			}
+			tx.s.nargs = args
+			if _, err := st.(driver.StmtExecContext).ExecContext(tx.ctx, args); err != nil {
+				return fmt.Errorf("insert into %s: %w", table, err)
+			}
+			calls = calls[n:]
+		}
+		return nil
+	})
+}
+
+// funcIDRaw is funcID for use inside a Raw callback: a new name is
+// registered through the driver connection.
+func (tx *wtx) funcIDRaw(pc driver.ConnPrepareContext, name string) (int64, error) {
+	if id, ok := tx.s.funcIDs[name]; ok {
+		return id, nil
+	}
+	ec, ok := pc.(driver.ExecerContext)
+	if !ok {
+		return 0, fmt.Errorf("sqlite driver connection %T cannot exec", pc)
+	}
+	if _, err := ec.ExecContext(tx.ctx, `INSERT INTO functions (name, package, module) VALUES (?, ?, '') ON CONFLICT (name) DO NOTHING`,
+		[]driver.NamedValue{{Ordinal: 1, Value: name}, {Ordinal: 2, Value: record.PackageOf(name)}}); err != nil {
+		return 0, fmt.Errorf("register function %s: %w", name, err)
+	}
+	qc, ok := pc.(driver.QueryerContext)
+	if !ok {
+		return 0, fmt.Errorf("sqlite driver connection %T cannot query", pc)
+	}
+	rows, err := qc.QueryContext(tx.ctx, `SELECT id FROM functions WHERE name = ?`, []driver.NamedValue{{Ordinal: 1, Value: name}})
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, 1)
+	if err := rows.Next(dest); err != nil {
+		return 0, fmt.Errorf("register function %s: %w", name, err)
+	}
+	id, ok := dest[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("register function %s: id is %T", name, dest[0])
+	}
+	tx.newFuncs = append(tx.newFuncs, name)
+	tx.s.funcIDs[name] = id
+	return id, nil
+}
+
+// encodeHist packs a histogram as uvarints with trailing zero buckets cut.
+func encodeHist(h *[record.HistBuckets]uint64) []byte {
+	last := -1
+	for i := range h {
+		if h[i] != 0 {
+			last = i
+		}
+	}
+	buf := make([]byte, 0, (last+1)*2)
+	for i := 0; i <= last; i++ {
+		buf = binary.AppendUvarint(buf, h[i])
+	}
+	return buf
+}
+
+// decodeHist adds an encoded histogram into h.
+func decodeHist(b []byte, h *[record.HistBuckets]uint64) error {
+	for i := 0; len(b) > 0; i++ {
+		v, n := binary.Uvarint(b)
+		if n <= 0 || i >= record.HistBuckets {
+			return fmt.Errorf("%w: bad histogram encoding", ErrCorrupt)
+		}
+		h[i] += v
+		b = b[n:]
+	}
+	return nil
+}
+
+// WriteStats stores per-function aggregates, each in the hour of its
+// IntervalStart, in one transaction.
+func (s *Store) WriteStats(st []record.FuncStats) error {
+	if len(st) == 0 {
+		return nil
+	}
+	return s.write("write stats", func(tx *wtx) error {
+		hours, groups := splitByHour(st, func(r *record.FuncStats) int64 { return r.IntervalStart })
+		for i, h := range hours {
+			if err := tx.ensureHour(h); err != nil {
+				return err
+			}
+			table := tableName(KindStats, h)
+			ins, err := tx.stmt(insertSQL(table, 13, 1))
+			if err != nil {
+				return err
+			}
+			for j := range groups[i] {
+				r := &groups[i][j]
+				fid, err := tx.funcID(r.Function)
+				if err != nil {
+					return err
+				}
+				if _, err := ins.ExecContext(tx.ctx, int64(r.PID), fid, r.IntervalStart, r.IntervalEnd,
+					int64(r.Calls), int64(r.Errors), int64(r.Panics), int64(r.Recorded), int64(r.Sampled),
+					int64(r.Dropped), int64(r.TotalNs), int64(r.MaxNs), encodeHist(&r.Hist)); err != nil {
+					return fmt.Errorf("insert into %s: %w", table, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func nullable[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	switch v := any(*p).(type) {
+	case uint64:
+		return int64(v)
+	default:
+		return v
+	}
+}
+
+// WriteSamples stores resource samples, each in the hour of its Time. A nil
+// field is stored as NULL (unavailable), never as zero.
+func (s *Store) WriteSamples(rs []record.ResourceSample) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	return s.write("write samples", func(tx *wtx) error {
+		hours, groups := splitByHour(rs, func(r *record.ResourceSample) int64 { return r.Time })
+		for i, h := range hours {
+			if err := tx.ensureHour(h); err != nil {
+				return err
+			}
+			table := tableName(KindSamples, h)
+			ins, err := tx.stmt(insertSQL(table, 12, 1))
+			if err != nil {
+				return err
+			}
+			for _, r := range groups[i] {
+				if _, err := ins.ExecContext(tx.ctx, int64(r.PID), r.Time, nullable(r.CPUPercent),
+					nullable(r.RSSBytes), nullable(r.VMSBytes), nullable(r.Threads), nullable(r.OpenFDs),
+					nullable(r.ReadBytes), nullable(r.WriteBytes), nullable(r.VolCtxSwitches),
+					nullable(r.InvCtxSwitches), nullable(r.Goroutines)); err != nil {
+					return fmt.Errorf("insert into %s: %w", table, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// WriteGaps stores probe gaps in the hour of their Start. A gap is keyed by
+// (PID, Function, Start): writing it again (for example to set End once the
+// probes resume) updates End and Reason.
+func (s *Store) WriteGaps(g []record.Gap) error {
+	if len(g) == 0 {
+		return nil
+	}
+	return s.write("write gaps", func(tx *wtx) error {
+		hours, groups := splitByHour(g, func(r *record.Gap) int64 { return r.Start })
+		for i, h := range hours {
+			if err := tx.ensureHour(h); err != nil {
+				return err
+			}
+			table := tableName(KindGaps, h)
+			ins, err := tx.stmt(`INSERT INTO ` + table + ` (pid, func_id, start_ns, end_ns, reason) VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (pid, func_id, start_ns) DO UPDATE SET end_ns = excluded.end_ns, reason = excluded.reason`)
+			if err != nil {
+				return err
+			}
+			for _, r := range groups[i] {
+				fid, err := tx.funcID(r.Function)
+				if err != nil {
+					return err
+				}
+				if _, err := ins.ExecContext(tx.ctx, int64(r.PID), fid, r.Start, r.End, r.Reason); err != nil {
+					return fmt.Errorf("insert into %s: %w", table, err)
+				}
+			}
+		}
+		return nil
+	})
+}

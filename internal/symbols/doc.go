@@ -1,0 +1,21 @@
+// Package symbols reads a Go ELF executable and says what can be probed and
+// where.
+//
+// It owns everything the agent learns from the target file before attaching:
+// the function table (from .gopclntab, so it works on binaries stripped with
+// -s -w, PIE or not, including Go 1.26 pclntabs that no longer store
+// textStart), the RET instruction sites of every function (linear-sweep
+// disassembly, never guessing past an undecodable byte), the file offsets
+// uprobes are attached at, the offset of goid inside runtime.g (DWARF, or a
+// table verified per Go version), where an `error` result lives at RET time
+// (DWARF plus the Go internal register ABI), inlining facts from DWARF, and
+// the itab symbols that name the dynamic types of errors.
+//
+// Everything is computed eagerly by Open: when Open returns, every Func has
+// its Rets, Probeable and Reason filled. The package holds no global mutable
+// state; a *Binary is read-only after Open and safe for concurrent readers.
+//
+// Supported: Go 1.17+ on amd64 and Go 1.18+ on arm64 (register ABI). Only
+// amd64 is tested against real binaries; arm64 paths (RET decoding, ABI
+// register counts, goid table) are unit-tested only.
+package symbols

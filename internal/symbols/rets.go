@@ -1,0 +1,85 @@
+package symbols
+
+import (
+	"fmt"
+
+	"golang.org/x/arch/arm64/arm64asm"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// scanRets linearly disassembles code (one function, starting at its entry)
+// and returns the offsets of every RET instruction. Go never puts data in
+// .text, so a linear sweep from the entry stays on instruction boundaries.
+// Trailing padding (INT3 on amd64, zero words on arm64) is accepted. On an
+// undecodable byte sequence it stops and returns its offset with an error:
+// it never guesses past it.
+func scanRets(arch string, code []byte) (rets []int, badOff int, err error) {
+	switch arch {
+	case "amd64":
+		return scanRetsAMD64(code)
+	case "arm64":
+		return scanRetsARM64(code)
+	default:
+		return nil, 0, fmt.Errorf("scan rets: %w: %s", ErrUnsupportedArch, arch)
+	}
+}
+
+func scanRetsAMD64(code []byte) ([]int, int, error) {
+	var rets []int
+	for off := 0; off < len(code); {
+		if allBytes(code[off:], 0xcc) {
+			break
+		}
+		inst, err := x86asm.Decode(code[off:], 64)
+		// x86asm reports a dangling prefix or truncated opcode as a
+		// successful decode with Op 0; that is a failure too.
+		if err == nil && inst.Op == 0 {
+			err = fmt.Errorf("incomplete instruction")
+		}
+		if err != nil || inst.Len <= 0 || inst.Len > len(code)-off {
+			return rets, off, fmt.Errorf("decode amd64 at +%#x: %w", off, errOrTruncated(err))
+		}
+		// RET (C3), RET imm16 (C2), possibly with prefixes (REP RET).
+		if inst.Op == x86asm.RET {
+			rets = append(rets, off)
+		}
+		off += inst.Len
+	}
+	return rets, 0, nil
+}
+
+func scanRetsARM64(code []byte) ([]int, int, error) {
+	var rets []int
+	for off := 0; off < len(code); off += 4 {
+		if len(code)-off < 4 {
+			return rets, off, fmt.Errorf("decode arm64 at +%#x: %w", off, errOrTruncated(nil))
+		}
+		if allBytes(code[off:], 0) {
+			break
+		}
+		inst, err := arm64asm.Decode(code[off : off+4])
+		if err != nil {
+			return rets, off, fmt.Errorf("decode arm64 at +%#x: %w", off, err)
+		}
+		if inst.Op == arm64asm.RET {
+			rets = append(rets, off)
+		}
+	}
+	return rets, 0, nil
+}
+
+func errOrTruncated(err error) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("truncated instruction")
+}
+
+func allBytes(b []byte, v byte) bool {
+	for _, c := range b {
+		if c != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,3 @@
+module example.com/oldfixture
+
+go 1.16
