@@ -1,4 +1,4 @@
-//go:build ignore
+// go:build ignore
 
 /* obs-agent's uprobe programs for Go functions.
  *
@@ -37,21 +37,21 @@ const struct err_event *_err_event __attribute__((unused));
 __u64 next_id = 1;
 
 #if defined(__TARGET_ARCH_x86)
-#define GO_G(ctx) ((ctx)->r14)
-#define GO_SP(ctx) ((ctx)->sp)
+#define GO_G(ctx)	 ((ctx)->r14)
+#define GO_SP(ctx)	 ((ctx)->sp)
 #define GO_RET_ADDR_SIZE 8
 /* The Go ABI's integer registers, in order. Copied out first: the verifier
  * refuses a context access at a variable offset. */
 static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
 {
-	__u64 r[9] = {ctx->ax, ctx->bx, ctx->cx, ctx->di, ctx->si,
+	__u64 r[9] = {ctx->ax, ctx->bx, ctx->cx,  ctx->di, ctx->si,
 		      ctx->r8, ctx->r9, ctx->r10, ctx->r11};
 	if (i < 9)
 		return r[i];
 	return 0;
 }
 #elif defined(__TARGET_ARCH_arm64)
-#define GO_G(ctx) ((ctx)->regs[28])
+#define GO_G(ctx)  ((ctx)->regs[28])
 #define GO_SP(ctx) ((ctx)->sp)
 static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
 {
@@ -161,13 +161,13 @@ static __always_inline void frame_drop(__u32 tgid, __u64 goid, __u32 d)
 /* Waking the reader costs the traced thread several microseconds, so a
  * record wakes it only once the ring holds this much; the reader also polls
  * every few milliseconds (internal/agent). */
-#define OK_WAKE_BYTES (1 << 20)
+#define OK_WAKE_BYTES  (1 << 20)
 #define ERR_WAKE_BYTES (64 << 10)
 
 static __always_inline __u64 wake_flag(void *ring, __u64 threshold)
 {
 	return bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= threshold ? BPF_RB_FORCE_WAKEUP
-									 : BPF_RB_NO_WAKEUP;
+								       : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline struct counters *health_get(void)
@@ -176,11 +176,11 @@ static __always_inline struct counters *health_get(void)
 	return bpf_map_lookup_elem(&health, &zero);
 }
 
-#define COUNT(field)                                    \
-	do {                                            \
-		struct counters *__c = health_get();     \
-		if (__c)                                \
-			__c->field++;                   \
+#define COUNT(field)                                                                               \
+	do {                                                                                       \
+		struct counters *__c = health_get();                                               \
+		if (__c)                                                                           \
+			__c->field++;                                                              \
 	} while (0)
 
 static __always_inline int read_goroutine(struct pt_regs *ctx, __u64 *goid, __u64 *sp_off)
@@ -204,12 +204,29 @@ static __always_inline __u32 log2_bucket(__u64 v)
 	__u32 r = 0;
 	if (v == 0)
 		return 0;
-	if (v >> 32) { v >>= 32; r += 32; }
-	if (v >> 16) { v >>= 16; r += 16; }
-	if (v >> 8) { v >>= 8; r += 8; }
-	if (v >> 4) { v >>= 4; r += 4; }
-	if (v >> 2) { v >>= 2; r += 2; }
-	if (v >> 1) { r += 1; }
+	if (v >> 32) {
+		v >>= 32;
+		r += 32;
+	}
+	if (v >> 16) {
+		v >>= 16;
+		r += 16;
+	}
+	if (v >> 8) {
+		v >>= 8;
+		r += 8;
+	}
+	if (v >> 4) {
+		v >>= 4;
+		r += 4;
+	}
+	if (v >> 2) {
+		v >>= 2;
+		r += 2;
+	}
+	if (v >> 1) {
+		r += 1;
+	}
 	return r + 1; /* 2^(b-1) <= v < 2^b */
 }
 
@@ -324,7 +341,7 @@ struct unwind_ctx {
 	__u32 depth;
 	__u64 goid;
 	__u64 now;
-	__u64 sp_off;    /* frames deeper than this go */
+	__u64 sp_off;	 /* frames deeper than this go */
 	__u32 keep_func; /* a frame at sp_off stays only if it is this function */
 	__u32 status;
 };
@@ -359,16 +376,16 @@ static long unwind_one(__u64 i, void *data)
  * on how many it closed: that trips the 6.18 verifier's precision tracking
  * through bpf_loop callbacks, which fails the load with EFAULT.) */
 static __always_inline void unwind(struct gstate *gs, __u32 tgid, __u64 goid, __u64 now,
-				    __u64 sp_off, __u32 keep_func, __u8 status)
+				   __u64 sp_off, __u32 keep_func, __u8 status)
 {
 	struct unwind_ctx u = {
-		.tgid = tgid,
-		.depth = gs->depth,
-		.goid = goid,
-		.now = now,
-		.sp_off = sp_off,
-		.keep_func = keep_func,
-		.status = status,
+	    .tgid = tgid,
+	    .depth = gs->depth,
+	    .goid = goid,
+	    .now = now,
+	    .sp_off = sp_off,
+	    .keep_func = keep_func,
+	    .status = status,
 	};
 	bpf_loop(1 << 16, unwind_one, &u, 0);
 	gs->depth = u.depth;
@@ -426,11 +443,11 @@ static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u6
 	}
 
 	struct frame f = {
-		.id = __sync_fetch_and_add(&next_id, 1),
-		.parent_id = parent,
-		.start_ns = now,
-		.sp_off = sp_off,
-		.func_id = func_id,
+	    .id = __sync_fetch_and_add(&next_id, 1),
+	    .parent_id = parent,
+	    .start_ns = now,
+	    .sp_off = sp_off,
+	    .func_id = func_id,
 	};
 	if (frame_put(gs, tgid, goid, depth, &f)) {
 		COUNT(map_full);
@@ -460,7 +477,8 @@ static __always_inline int read_error(struct pt_regs *ctx, struct func_info *fi,
 		*data = go_int_reg(ctx, fi->data_reg);
 	} else if (fi->err_mode == 2) {
 		__u64 w[2];
-		if (bpf_probe_read_user(w, sizeof(w), (void *)(GO_SP(ctx) + (__s64)fi->stack_off))) {
+		if (bpf_probe_read_user(w, sizeof(w),
+					(void *)(GO_SP(ctx) + (__s64)fi->stack_off))) {
 			COUNT(read_fail);
 			return 0;
 		}
@@ -570,7 +588,6 @@ int obs_leaf(struct pt_regs *ctx)
 	do_ret(ctx, func_id, tgid, goid, sp_off, now);
 	return 0;
 }
-
 
 /* runtime.newproc1(fn, callergp, ...) runs on the system stack, so R14 is
  * g0 here: the creating goroutine comes from the callergp argument. */

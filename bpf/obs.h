@@ -17,11 +17,11 @@ enum obs_status {
 
 /* What an err_event carries. */
 enum obs_err_kind {
-	OBS_KIND_CALL = 0,        /* a call that ended in error, panic or unfinished */
+	OBS_KIND_CALL = 0,	  /* a call that ended in error, panic or unfinished */
 	OBS_KIND_PANIC_VALUE = 1, /* runtime.gopanic was entered: the panic value */
 };
 
-#define OBS_TEXT_MAX 256
+#define OBS_TEXT_MAX	 256
 #define OBS_HIST_BUCKETS 64
 
 /* One finished call, in the ok lane. */
@@ -41,12 +41,12 @@ struct call_event {
 struct err_event {
 	struct call_event call;
 	__u64 type_addr; /* itab of a returned error, or _type of a panic value */
-	__u64 word0;     /* first two words behind the data pointer */
+	__u64 word0;	 /* first two words behind the data pointer */
 	__u64 word1;
 	__u64 data_addr;
 	__u16 text_len; /* bytes of text read */
 	__u8 truncated; /* the string was longer than OBS_TEXT_MAX */
-	__u8 kind;      /* enum obs_err_kind */
+	__u8 kind;	/* enum obs_err_kind */
 	__u32 _pad;
 	char text[OBS_TEXT_MAX];
 };
@@ -55,8 +55,8 @@ struct err_event {
 struct func_info {
 	__u32 sample_thresh; /* keep an ok call when prandom < thresh */
 	__u8 sample_all;     /* 1: keep every ok call */
-	__u8 err_mode;       /* 0: no error result, 1: in registers, 2: on the stack */
-	__u8 itab_reg;       /* integer result register index (ABI order) */
+	__u8 err_mode;	     /* 0: no error result, 1: in registers, 2: on the stack */
+	__u8 itab_reg;	     /* integer result register index (ABI order) */
 	__u8 data_reg;
 	__s32 stack_off; /* err_mode 2: from SP at RET to the itab word */
 	__u32 _pad;
@@ -79,12 +79,12 @@ struct func_stats {
 struct counters {
 	__u64 ring_ok_full;
 	__u64 ring_err_full;
-	__u64 map_full;         /* goroutine or frame map could not take an entry */
-	__u64 unmatched_ret;    /* RET without a recorded entry (e.g. attached mid-call) */
-	__u64 morestack_reentry;/* entry fired again after stack growth, ignored */
-	__u64 read_fail;        /* user memory that could not be read */
-	__u64 abandoned;        /* frames closed because a panic or Goexit unwound them */
-	__u64 spawn_links;      /* goroutines linked to a parent call at `go` */
+	__u64 map_full;		 /* goroutine or frame map could not take an entry */
+	__u64 unmatched_ret;	 /* RET without a recorded entry (e.g. attached mid-call) */
+	__u64 morestack_reentry; /* entry fired again after stack growth, ignored */
+	__u64 read_fail;	 /* user memory that could not be read */
+	__u64 abandoned;	 /* frames closed because a panic or Goexit unwound them */
+	__u64 spawn_links;	 /* goroutines linked to a parent call at `go` */
 };
 
 struct gkey {
@@ -109,9 +109,9 @@ struct frame {
 
 struct gstate {
 	__u64 spawn_parent; /* call active in the creating goroutine at `go` */
-	__u64 last_ns;      /* last probe hit on this goroutine */
+	__u64 last_ns;	    /* last probe hit on this goroutine */
 	__u64 panic_seq;    /* bumped at each gopanic; 0: not panicking */
-	__u32 depth;        /* open traced frames */
+	__u32 depth;	    /* open traced frames */
 	__u32 _pad;
 	struct frame frames[OBS_INLINE_FRAMES];
 };

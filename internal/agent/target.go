@@ -118,13 +118,12 @@ func (p *process) Close()                  { unix.Close(p.pidfd) }
 // stops right after execve, before its first instruction: the probes go in
 // while it is stopped, and Resume detaches ptrace to let it run.
 type child struct {
-	cmd      *exec.Cmd
-	exe      string
-	exited   chan struct{}
-	status   syscall.WaitStatus
-	lockDone chan struct{} // the thread that owns the ptrace link
-	resume   chan struct{}
-	resumed  chan error
+	cmd     *exec.Cmd
+	exe     string
+	exited  chan struct{}
+	status  syscall.WaitStatus
+	resume  chan struct{}
+	resumed chan error
 }
 
 func spawnHeld(path string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (*child, error) {

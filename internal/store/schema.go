@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 )
 
@@ -256,9 +255,6 @@ func migrate(ctx context.Context, conn *sql.Conn, path string, target int) (err 
 	_, err = conn.ExecContext(ctx, "COMMIT")
 	return err
 }
-
-// quoteIdent quotes an SQL identifier.
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // benchIndexes selects the secondary indexes of the calls partitions; only
 // benchmarks change it (OBS_BENCH_INDEXES), to measure what an index costs:
