@@ -1,22 +1,27 @@
-// go:build ignore
+//go:build ignore
 
 /* obs-agent's uprobe programs for Go functions.
  *
  * obs_entry runs at a function's first instruction, obs_ret at each of its
- * RET instructions (never a uretprobe: it corrupts Go stacks, NOTES §1). Each
- * goroutine has a stack of open frames: the innermost ones inline in its
- * state in the goroutines map, deeper ones in the frames map keyed by
- * (tgid, goid, depth). A frame is identified by g.stack.hi - SP, which is the
- * same at entry and at RET and survives stack copies, so:
+ * RET instructions (never a uretprobe: it corrupts Go stacks, NOTES §1), and
+ * obs_leaf where the first instruction is the RET. Each goroutine has a
+ * stack of open frames: the innermost ones inline in its state in the
+ * goroutines map, deeper ones in the frames map. A frame is identified by
+ * g.stack.hi - SP, which is the same at entry and at RET and survives stack
+ * copies, so:
  *   - an entry whose function and SP offset equal the top frame's is the
  *     re-execution after runtime.morestack, and is ignored (NOTES §2);
  *   - a RET closes the frame with its SP offset, and any frame deeper than it
  *     was abandoned by a panic (or Goexit) and is closed as such;
  *   - an entry at or above an open frame's SP offset shows that frame is
  *     dead too.
+ * Goroutine state is keyed by the g pointer (R14 on amd64, X28 on arm64)
+ * and caches goid and the stack bounds, so the common probe reads no user
+ * memory at all: a bpf_probe_read_user costs ~200 ns here.
  * Runtime hooks link goroutines to the call that spawned them
- * (runtime.newproc1), record panic values (runtime.gopanic) and close what a
- * goroutine leaves open when it exits (runtime.goexit1). */
+ * (runtime.newproc1), record panic values (runtime.gopanic), mark moved
+ * stacks (runtime.copystack) and close what a goroutine leaves open when it
+ * exits (runtime.goexit1). */
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -27,6 +32,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by user space before loading. */
 volatile const __u64 goid_offset = 152;
 volatile const __u32 newproc_callergp_reg = 1;
+/* The traced process; 0 traces whatever the links' pid filter lets in.
+ * Checked here as well because the uprobe_multi pid filter is only
+ * reliable from Linux 6.10. */
+volatile const __u32 target_tgid = 0;
 
 /* Keep the record types in BTF, so bpf2go generates their Go twins. */
 const struct call_event *_call_event __attribute__((unused));
@@ -37,9 +46,8 @@ const struct err_event *_err_event __attribute__((unused));
 __u64 next_id = 1;
 
 #if defined(__TARGET_ARCH_x86)
-#define GO_G(ctx)	 ((ctx)->r14)
-#define GO_SP(ctx)	 ((ctx)->sp)
-#define GO_RET_ADDR_SIZE 8
+#define GO_G(ctx)  ((ctx)->r14)
+#define GO_SP(ctx) ((ctx)->sp)
 /* The Go ABI's integer registers, in order. Copied out first: the verifier
  * refuses a context access at a variable offset. */
 static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
@@ -129,33 +137,26 @@ struct {
 	__type(value, __u64);
 } spawning SEC(".maps");
 
-/* The frame at depth d of a goroutine: inline in its state, or in the
- * frames map when deeper. */
-static __always_inline struct frame *frame_get(struct gstate *gs, __u32 tgid, __u64 goid, __u32 d)
+static __always_inline struct counters *health_get(void)
 {
-	if (d < OBS_INLINE_FRAMES)
-		return &gs->frames[d & (OBS_INLINE_FRAMES - 1)];
-	struct fkey k = {.tgid = tgid, .depth = d, .goid = goid};
-	return bpf_map_lookup_elem(&frames, &k);
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&health, &zero);
 }
 
-static __always_inline int frame_put(struct gstate *gs, __u32 tgid, __u64 goid, __u32 d,
-				     struct frame *f)
+#define COUNT(field)                                                                               \
+	do {                                                                                       \
+		struct counters *__c = health_get();                                               \
+		if (__c)                                                                           \
+			__c->field++;                                                              \
+	} while (0)
+
+/* Returns the current process's tgid, or 0 when it is not the target. */
+static __always_inline __u32 traced_tgid(void)
 {
-	if (d < OBS_INLINE_FRAMES) {
-		gs->frames[d & (OBS_INLINE_FRAMES - 1)] = *f;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (target_tgid && tgid != target_tgid)
 		return 0;
-	}
-	struct fkey k = {.tgid = tgid, .depth = d, .goid = goid};
-	return bpf_map_update_elem(&frames, &k, f, BPF_ANY);
-}
-
-static __always_inline void frame_drop(__u32 tgid, __u64 goid, __u32 d)
-{
-	if (d < OBS_INLINE_FRAMES)
-		return;
-	struct fkey k = {.tgid = tgid, .depth = d, .goid = goid};
-	bpf_map_delete_elem(&frames, &k);
+	return tgid;
 }
 
 /* Waking the reader costs the traced thread several microseconds, so a
@@ -170,33 +171,101 @@ static __always_inline __u64 wake_flag(void *ring, __u64 threshold)
 								       : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline struct counters *health_get(void)
+/* The frame at depth d of a goroutine: inline in its state, or in the
+ * frames map when deeper. */
+static __always_inline struct frame *frame_get(struct gstate *gs, __u32 tgid, __u64 g, __u32 d)
 {
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&health, &zero);
+	if (d < OBS_INLINE_FRAMES)
+		return &gs->frames[d & (OBS_INLINE_FRAMES - 1)];
+	struct fkey k = {.tgid = tgid, .depth = d, .g = g};
+	return bpf_map_lookup_elem(&frames, &k);
 }
 
-#define COUNT(field)                                                                               \
-	do {                                                                                       \
-		struct counters *__c = health_get();                                               \
-		if (__c)                                                                           \
-			__c->field++;                                                              \
-	} while (0)
-
-static __always_inline int read_goroutine(struct pt_regs *ctx, __u64 *goid, __u64 *sp_off)
+static __always_inline int frame_put(struct gstate *gs, __u32 tgid, __u64 g, __u32 d,
+				     struct frame *f)
 {
-	__u64 g = GO_G(ctx);
-	__u64 stack[2]; /* g.stack.lo, g.stack.hi: the first words of runtime.g */
+	if (d < OBS_INLINE_FRAMES) {
+		gs->frames[d & (OBS_INLINE_FRAMES - 1)] = *f;
+		return 0;
+	}
+	struct fkey k = {.tgid = tgid, .depth = d, .g = g};
+	return bpf_map_update_elem(&frames, &k, f, BPF_ANY);
+}
 
-	if (!g)
-		return -1;
-	if (bpf_probe_read_user(stack, sizeof(stack), (void *)g) ||
-	    bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + goid_offset))) {
+static __always_inline void frame_drop(__u32 tgid, __u64 g, __u32 d)
+{
+	if (d < OBS_INLINE_FRAMES)
+		return;
+	struct fkey k = {.tgid = tgid, .depth = d, .g = g};
+	bpf_map_delete_elem(&frames, &k);
+}
+
+/* Words of runtime.g read at once: g.stack (the first field) through goid,
+ * which is at byte 152 or 160 in every Go version verified so far; another
+ * offset costs a second read. */
+#define G_READ_WORDS 21
+
+/* Reads goid and the stack bounds of g into its state. */
+static __always_inline int refresh(struct gstate *gs, __u64 g)
+{
+	__u64 gw[G_READ_WORDS];
+
+	if (bpf_probe_read_user(gw, sizeof(gw), (void *)g)) {
 		COUNT(read_fail);
 		return -1;
 	}
-	*sp_off = stack[1] - GO_SP(ctx);
+	gs->stack_lo = gw[0];
+	gs->stack_hi = gw[1];
+	if (goid_offset == 152)
+		gs->goid = gw[19];
+	else if (goid_offset == 160)
+		gs->goid = gw[20];
+	else if (bpf_probe_read_user(&gs->goid, sizeof(gs->goid), (void *)(g + goid_offset))) {
+		COUNT(read_fail);
+		return -1;
+	}
+	gs->stale = 0;
 	return 0;
+}
+
+static __always_inline struct gstate *gstate_new(struct gkey *k)
+{
+	__u32 zk = 0;
+	struct gstate *zero = bpf_map_lookup_elem(&gstate_zero, &zk);
+	if (!zero)
+		return 0;
+	if (bpf_map_update_elem(&goroutines, k, zero, BPF_ANY)) {
+		COUNT(map_full);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&goroutines, k);
+}
+
+/* The state of the goroutine running the probe, fresh: its cached stack
+ * bounds contain SP. With create, a goroutine seen for the first time gets
+ * a state. *sp_off is g.stack.hi - SP. */
+static __always_inline struct gstate *goroutine(struct pt_regs *ctx, __u32 tgid, int create,
+						__u64 *sp_off)
+{
+	__u64 g = GO_G(ctx);
+	if (!g)
+		return 0;
+	struct gkey k = {.tgid = tgid, .g = g};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &k);
+	if (!gs) {
+		if (!create)
+			return 0;
+		gs = gstate_new(&k);
+		if (!gs)
+			return 0;
+	}
+	__u64 sp = GO_SP(ctx);
+	if (gs->stale || sp <= gs->stack_lo || sp > gs->stack_hi) {
+		if (refresh(gs, g))
+			return 0;
+	}
+	*sp_off = gs->stack_hi - sp;
+	return gs;
 }
 
 static __always_inline __u32 log2_bucket(__u64 v)
@@ -264,7 +333,7 @@ static __always_inline void fill_call(struct call_event *e, struct frame *f, __u
 	e->status = status;
 }
 
-/* Reads a Go string header (ptr, len) at addr into e->text, bounded. */
+/* Reads a Go string (ptr, len) into e->text, bounded. */
 static __always_inline void read_text(struct err_event *e, __u64 ptr, __u64 len)
 {
 	if (!ptr || !len || len > (1ULL << 30))
@@ -308,6 +377,7 @@ static __always_inline struct err_event *err_reserve(void)
 		COUNT(ring_err_full);
 		return 0;
 	}
+	__builtin_memset(&e->call, 0, sizeof(e->call));
 	e->type_addr = 0;
 	e->word0 = 0;
 	e->word1 = 0;
@@ -330,18 +400,17 @@ static __always_inline void close_abandoned(struct frame *f, __u32 tgid, __u64 g
 			st->dropped++;
 		return;
 	}
-	__builtin_memset(&e->call, 0, sizeof(e->call));
 	fill_call(&e->call, f, tgid, goid, now, status);
 	bpf_ringbuf_submit(e, wake_flag(&ring_err, ERR_WAKE_BYTES));
 	COUNT(abandoned);
 }
 
 struct unwind_ctx {
+	__u64 g;
+	__u64 now;
+	__u64 sp_off; /* frames deeper than this go */
 	__u32 tgid;
 	__u32 depth;
-	__u64 goid;
-	__u64 now;
-	__u64 sp_off;	 /* frames deeper than this go */
 	__u32 keep_func; /* a frame at sp_off stays only if it is this function */
 	__u32 status;
 };
@@ -351,11 +420,11 @@ static long unwind_one(__u64 i, void *data)
 	struct unwind_ctx *u = data;
 	if (u->depth == 0)
 		return 1;
-	struct gkey gk = {.tgid = u->tgid, .goid = u->goid};
+	struct gkey gk = {.tgid = u->tgid, .g = u->g};
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
 	if (!gs)
 		return 1;
-	struct frame *f = frame_get(gs, u->tgid, u->goid, u->depth - 1);
+	struct frame *f = frame_get(gs, u->tgid, u->g, u->depth - 1);
 	if (!f) {
 		/* Lost frame (map was full): drop the level and go on. */
 		u->depth--;
@@ -363,8 +432,8 @@ static long unwind_one(__u64 i, void *data)
 	}
 	if (f->sp_off < u->sp_off || (f->sp_off == u->sp_off && f->func_id == u->keep_func))
 		return 1;
-	close_abandoned(f, u->tgid, u->goid, u->now, u->status);
-	frame_drop(u->tgid, u->goid, u->depth - 1);
+	close_abandoned(f, u->tgid, gs->goid, u->now, u->status);
+	frame_drop(u->tgid, u->g, u->depth - 1);
 	u->depth--;
 	return 0;
 }
@@ -375,15 +444,15 @@ static long unwind_one(__u64 i, void *data)
  * one at sp_off unless it belongs to keep_func. (Its callers must not branch
  * on how many it closed: that trips the 6.18 verifier's precision tracking
  * through bpf_loop callbacks, which fails the load with EFAULT.) */
-static __always_inline void unwind(struct gstate *gs, __u32 tgid, __u64 goid, __u64 now,
-				   __u64 sp_off, __u32 keep_func, __u8 status)
+static __always_inline void unwind(struct gstate *gs, __u32 tgid, __u64 g, __u64 now, __u64 sp_off,
+				   __u32 keep_func, __u8 status)
 {
 	struct unwind_ctx u = {
-	    .tgid = tgid,
-	    .depth = gs->depth,
-	    .goid = goid,
+	    .g = g,
 	    .now = now,
 	    .sp_off = sp_off,
+	    .tgid = tgid,
+	    .depth = gs->depth,
 	    .keep_func = keep_func,
 	    .status = status,
 	};
@@ -391,37 +460,15 @@ static __always_inline void unwind(struct gstate *gs, __u32 tgid, __u64 goid, __
 	gs->depth = u.depth;
 }
 
-static __always_inline struct gstate *gstate_get(struct gkey *k)
-{
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, k);
-	if (gs)
-		return gs;
-	__u32 zk = 0;
-	struct gstate *zero = bpf_map_lookup_elem(&gstate_zero, &zk);
-	if (!zero)
-		return 0;
-	/* NOEXIST: another CPU cannot create it (a goroutine runs on one
-	 * thread at a time), but never overwrite. */
-	bpf_map_update_elem(&goroutines, k, zero, BPF_NOEXIST);
-	gs = bpf_map_lookup_elem(&goroutines, k);
-	if (!gs)
-		COUNT(map_full);
-	return gs;
-}
-
 /* A function's entry: push a frame. */
-static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u64 sp_off, __u64 now)
+static __always_inline void do_entry(struct gstate *gs, __u64 g, __u32 func_id, __u32 tgid,
+				     __u64 sp_off, __u64 now)
 {
-	struct gkey gk = {.tgid = tgid, .goid = goid};
-	struct gstate *gs = gstate_get(&gk);
-	if (!gs)
-		return;
 	gs->last_ns = now;
-
 	__u64 parent = gs->spawn_parent;
 	__u32 depth = gs->depth;
 	if (depth > 0) {
-		struct frame *top = frame_get(gs, tgid, goid, depth - 1);
+		struct frame *top = frame_get(gs, tgid, g, depth - 1);
 		if (top) {
 			if (top->sp_off == sp_off && top->func_id == func_id) {
 				COUNT(morestack_reentry);
@@ -432,10 +479,10 @@ static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u6
 				 * (the top one at least): a panic was recovered
 				 * in an untraced frame. */
 				__u8 st = gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED;
-				unwind(gs, tgid, goid, now, sp_off, NO_FUNC, st);
+				unwind(gs, tgid, g, now, sp_off, NO_FUNC, st);
 				gs->panic_seq = 0;
 				depth = gs->depth;
-				top = depth > 0 ? frame_get(gs, tgid, goid, depth - 1) : 0;
+				top = depth > 0 ? frame_get(gs, tgid, g, depth - 1) : 0;
 			}
 			if (top)
 				parent = top->id;
@@ -449,23 +496,11 @@ static __always_inline void do_entry(__u32 func_id, __u32 tgid, __u64 goid, __u6
 	    .sp_off = sp_off,
 	    .func_id = func_id,
 	};
-	if (frame_put(gs, tgid, goid, depth, &f)) {
+	if (frame_put(gs, tgid, g, depth, &f)) {
 		COUNT(map_full);
 		return;
 	}
 	gs->depth = depth + 1;
-}
-
-SEC("uprobe.multi")
-int obs_entry(struct pt_regs *ctx)
-{
-	__u64 goid, sp_off;
-
-	if (read_goroutine(ctx, &goid, &sp_off))
-		return 0;
-	do_entry(bpf_get_attach_cookie(ctx), bpf_get_current_pid_tgid() >> 32, goid, sp_off,
-		 bpf_ktime_get_ns());
-	return 0;
 }
 
 /* Reads the error result at a RET; returns 1 when it is non-nil. */
@@ -491,26 +526,24 @@ static __always_inline int read_error(struct pt_regs *ctx, struct func_info *fi,
 }
 
 /* A RET: pop the frame and send the call. */
-static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgid, __u64 goid,
-				   __u64 sp_off, __u64 now)
+static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64 g, __u32 func_id,
+				   __u32 tgid, __u64 sp_off, __u64 now)
 {
-	struct gkey gk = {.tgid = tgid, .goid = goid};
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
-	if (!gs || gs->depth == 0) {
+	if (gs->depth == 0) {
 		COUNT(unmatched_ret);
 		return;
 	}
 	gs->last_ns = now;
 
-	struct frame *f = frame_get(gs, tgid, goid, gs->depth - 1);
+	struct frame *f = frame_get(gs, tgid, g, gs->depth - 1);
 	if (f && (f->sp_off > sp_off || (f->sp_off == sp_off && f->func_id != func_id))) {
 		/* Frames deeper than the one returning (or another function's
 		 * at its level) were unwound by a panic that this frame, or an
 		 * untraced one below it, recovered. */
-		unwind(gs, tgid, goid, now, sp_off, func_id,
+		unwind(gs, tgid, g, now, sp_off, func_id,
 		       gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED);
 		gs->panic_seq = 0;
-		f = gs->depth > 0 ? frame_get(gs, tgid, goid, gs->depth - 1) : 0;
+		f = gs->depth > 0 ? frame_get(gs, tgid, g, gs->depth - 1) : 0;
 	}
 	if (!f || f->sp_off != sp_off || f->func_id != func_id) {
 		COUNT(unmatched_ret);
@@ -518,7 +551,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 	}
 
 	struct frame fr = *f;
-	frame_drop(tgid, goid, gs->depth - 1);
+	frame_drop(tgid, g, gs->depth - 1);
 	gs->depth--;
 
 	__u64 itab = 0, data = 0;
@@ -541,7 +574,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 				st->dropped++;
 			return;
 		}
-		fill_call(e, &fr, tgid, goid, now, status);
+		fill_call(e, &fr, tgid, gs->goid, now, status);
 		__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 		bpf_ringbuf_submit(e, wake_flag(&ring_ok, OK_WAKE_BYTES));
 		return;
@@ -553,21 +586,38 @@ static __always_inline void do_ret(struct pt_regs *ctx, __u32 func_id, __u32 tgi
 			st->dropped++;
 		return;
 	}
-	__builtin_memset(&e->call, 0, sizeof(e->call));
-	fill_call(&e->call, &fr, tgid, goid, now, status);
+	fill_call(&e->call, &fr, tgid, gs->goid, now, status);
 	read_iface(e, itab, data);
 	bpf_ringbuf_submit(e, wake_flag(&ring_err, ERR_WAKE_BYTES));
 }
 
 SEC("uprobe.multi")
+int obs_entry(struct pt_regs *ctx)
+{
+	__u32 tgid = traced_tgid();
+	__u64 sp_off;
+	if (!tgid)
+		return 0;
+	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
+	if (!gs)
+		return 0;
+	do_entry(gs, GO_G(ctx), bpf_get_attach_cookie(ctx), tgid, sp_off, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("uprobe.multi")
 int obs_ret(struct pt_regs *ctx)
 {
-	__u64 goid, sp_off;
-
-	if (read_goroutine(ctx, &goid, &sp_off))
+	__u32 tgid = traced_tgid();
+	__u64 sp_off;
+	if (!tgid)
 		return 0;
-	do_ret(ctx, bpf_get_attach_cookie(ctx), bpf_get_current_pid_tgid() >> 32, goid, sp_off,
-	       bpf_ktime_get_ns());
+	struct gstate *gs = goroutine(ctx, tgid, 0, &sp_off);
+	if (!gs) {
+		COUNT(unmatched_ret);
+		return 0;
+	}
+	do_ret(ctx, gs, GO_G(ctx), bpf_get_attach_cookie(ctx), tgid, sp_off, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -577,15 +627,18 @@ int obs_ret(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int obs_leaf(struct pt_regs *ctx)
 {
-	__u64 goid, sp_off;
-
-	if (read_goroutine(ctx, &goid, &sp_off))
+	__u32 tgid = traced_tgid();
+	__u64 sp_off;
+	if (!tgid)
+		return 0;
+	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
+	if (!gs)
 		return 0;
 	__u32 func_id = bpf_get_attach_cookie(ctx);
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 now = bpf_ktime_get_ns();
-	do_entry(func_id, tgid, goid, sp_off, now);
-	do_ret(ctx, func_id, tgid, goid, sp_off, now);
+	__u64 g = GO_G(ctx);
+	do_entry(gs, g, func_id, tgid, sp_off, now);
+	do_ret(ctx, gs, g, func_id, tgid, sp_off, now);
 	return 0;
 }
 
@@ -594,18 +647,17 @@ int obs_leaf(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int obs_newproc_entry(struct pt_regs *ctx)
 {
-	__u64 callergp = go_int_reg(ctx, newproc_callergp_reg);
-	__u64 goid;
-	if (!callergp || bpf_probe_read_user(&goid, sizeof(goid), (void *)(callergp + goid_offset)))
+	__u32 tgid = traced_tgid();
+	if (!tgid)
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct gkey gk = {.tgid = tgid, .goid = goid};
+	__u64 callergp = go_int_reg(ctx, newproc_callergp_reg);
+	struct gkey gk = {.tgid = tgid, .g = callergp};
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
 	if (!gs)
 		return 0;
 	__u64 parent = gs->spawn_parent;
 	if (gs->depth > 0) {
-		struct frame *f = frame_get(gs, tgid, goid, gs->depth - 1);
+		struct frame *f = frame_get(gs, tgid, callergp, gs->depth - 1);
 		if (f)
 			parent = f->id;
 	}
@@ -616,30 +668,49 @@ int obs_newproc_entry(struct pt_regs *ctx)
 	return 0;
 }
 
+/* At newproc1's RET the new g is the result. A g is reused after its
+ * goroutine exits, so its state is reset here whatever happens. */
 SEC("uprobe.multi")
 int obs_newproc_ret(struct pt_regs *ctx)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	__u64 *parent = bpf_map_lookup_elem(&spawning, &tid);
-	if (!parent)
+	__u32 tgid = traced_tgid();
+	if (!tgid)
 		return 0;
-	__u64 p = *parent;
-	bpf_map_delete_elem(&spawning, &tid);
+	__u64 tid = bpf_get_current_pid_tgid();
 	__u64 newg = go_int_reg(ctx, 0);
-	__u64 goid;
-	if (!newg || bpf_probe_read_user(&goid, sizeof(goid), (void *)(newg + goid_offset))) {
-		COUNT(read_fail);
+	struct gkey gk = {.tgid = tgid, .g = newg};
+	__u64 *parent = bpf_map_lookup_elem(&spawning, &tid);
+	if (!parent) {
+		bpf_map_delete_elem(&goroutines, &gk);
 		return 0;
 	}
-	struct gkey gk = {.tgid = tid >> 32, .goid = goid};
-	/* A reused g may have left state under an old goid, never this one:
-	 * goids are not reused. */
-	struct gstate *gs = gstate_get(&gk);
+	__u64 p = *parent;
+	bpf_map_delete_elem(&spawning, &tid);
+	if (!newg)
+		return 0;
+	struct gstate *gs = gstate_new(&gk);
 	if (!gs)
 		return 0;
 	gs->spawn_parent = p;
+	gs->stale = 1;
 	gs->last_ns = bpf_ktime_get_ns();
 	COUNT(spawn_links);
+	return 0;
+}
+
+/* runtime.copystack(gp, newsize) moves gp's stack: its cached bounds are
+ * stale. (A moved stack is also caught by SP leaving the cached bounds, but
+ * a new stack could overlap the old one.) */
+SEC("uprobe.multi")
+int obs_copystack(struct pt_regs *ctx)
+{
+	__u32 tgid = traced_tgid();
+	if (!tgid)
+		return 0;
+	struct gkey gk = {.tgid = tgid, .g = go_int_reg(ctx, 0)};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	if (gs)
+		gs->stale = 1;
 	return 0;
 }
 
@@ -648,22 +719,20 @@ int obs_newproc_ret(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int obs_gopanic(struct pt_regs *ctx)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 goid, sp_off;
-	if (read_goroutine(ctx, &goid, &sp_off))
+	__u32 tgid = traced_tgid();
+	__u64 sp_off;
+	if (!tgid)
+		return 0;
+	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
+	if (!gs)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	struct gkey gk = {.tgid = tgid, .goid = goid};
-	struct gstate *gs = gstate_get(&gk);
-	if (gs) {
-		gs->panic_seq++;
-		gs->last_ns = now;
-	}
+	gs->panic_seq++;
+	gs->last_ns = now;
 	struct err_event *e = err_reserve();
 	if (!e)
 		return 0;
-	__builtin_memset(&e->call, 0, sizeof(e->call));
-	e->call.goid = goid;
+	e->call.goid = gs->goid;
 	e->call.tgid = tgid;
 	e->call.start_ns = now;
 	e->call.end_ns = now;
@@ -675,20 +744,21 @@ int obs_gopanic(struct pt_regs *ctx)
 }
 
 /* runtime.goexit1 runs on a goroutine that has finished: close what it left
- * open (runtime.Goexit unwinds without RETs) and forget it. */
+ * open (runtime.Goexit unwinds without RETs) and forget it, since its g
+ * will be reused. */
 SEC("uprobe.multi")
 int obs_goexit(struct pt_regs *ctx)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 goid, sp_off;
-	if (read_goroutine(ctx, &goid, &sp_off))
+	__u32 tgid = traced_tgid();
+	if (!tgid)
 		return 0;
-	struct gkey gk = {.tgid = tgid, .goid = goid};
+	__u64 g = GO_G(ctx);
+	struct gkey gk = {.tgid = tgid, .g = g};
 	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
 	if (!gs)
 		return 0;
 	if (gs->depth > 0)
-		unwind(gs, tgid, goid, bpf_ktime_get_ns(), 0, NO_FUNC,
+		unwind(gs, tgid, g, bpf_ktime_get_ns(), 0, NO_FUNC,
 		       gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED);
 	bpf_map_delete_elem(&goroutines, &gk);
 	return 0;

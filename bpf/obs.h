@@ -87,10 +87,14 @@ struct counters {
 	__u64 spawn_links;	 /* goroutines linked to a parent call at `go` */
 };
 
+/* A goroutine is keyed by the address of its runtime.g, which is in a
+ * register at every probe: no memory read is needed to find its state. A g
+ * is reused only after its goroutine exits, and runtime.goexit1 (probed)
+ * deletes the state first; newproc1's RET resets it too. */
 struct gkey {
 	__u32 tgid;
 	__u32 _pad;
-	__u64 goid;
+	__u64 g;
 };
 
 struct frame {
@@ -108,18 +112,21 @@ struct frame {
 #define OBS_INLINE_FRAMES 16
 
 struct gstate {
+	__u64 goid;	    /* cached from g.goid */
+	__u64 stack_lo;	    /* cached g.stack; refreshed when SP leaves it or */
+	__u64 stack_hi;	    /* runtime.copystack moves the stack */
 	__u64 spawn_parent; /* call active in the creating goroutine at `go` */
 	__u64 last_ns;	    /* last probe hit on this goroutine */
 	__u64 panic_seq;    /* bumped at each gopanic; 0: not panicking */
 	__u32 depth;	    /* open traced frames */
-	__u32 _pad;
+	__u32 stale;	    /* 1: read the cached stack bounds again */
 	struct frame frames[OBS_INLINE_FRAMES];
 };
 
 struct fkey {
 	__u32 tgid;
 	__u32 depth;
-	__u64 goid;
+	__u64 g;
 };
 
 #endif

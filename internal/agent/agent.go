@@ -257,6 +257,7 @@ func (s *session) runtimeHooks() (uprobe.Runtime, error) {
 	}{
 		{"runtime.gopanic", &rt.Gopanic, "panic values will not be recorded"},
 		{"runtime.goexit1", &rt.Goexit1, "frames left open by runtime.Goexit stay open until the trace ends"},
+		{"runtime.copystack", &rt.Copystack, "a goroutine stack moved onto memory overlapping its old stack could misplace a frame"},
 	} {
 		f := s.bin.Lookup(h.name)
 		if f == nil {

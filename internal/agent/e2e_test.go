@@ -230,7 +230,7 @@ func checkOutcomes(t *testing.T, calls []record.Call, pid int, stripped bool) {
 		want := record.Call{Status: record.StatusOK}
 		switch {
 		case c.Function == "main.panicky":
-			want = record.Call{Status: record.StatusPanic, ErrorType: "panic", Error: "panicky: 3"}
+			want = record.Call{Status: record.StatusPanic, ErrorType: "string", Error: "panicky: 3"}
 		case c.Function == "main.recovered" && !stripped:
 			want = record.Call{Status: record.StatusError, ErrorType: "*errors.errorString", Error: "recovered: panicky: 3"}
 		}

@@ -111,7 +111,7 @@ func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
 			if d < len(g.st.Frames) {
 				f = g.st.Frames[d]
 			} else {
-				fk := obsFkey{Tgid: g.key.Tgid, Depth: uint32(d), Goid: g.key.Goid}
+				fk := obsFkey{Tgid: g.key.Tgid, Depth: uint32(d), G: g.key.G}
 				if err := t.objs.Frames.LookupAndDelete(&fk, &f); err != nil {
 					if errors.Is(err, ebpf.ErrKeyNotExist) {
 						continue
@@ -120,7 +120,7 @@ func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
 				}
 			}
 			out = append(out, OpenFrame{
-				ID: f.Id, ParentID: f.ParentId, GoID: g.key.Goid, PID: g.key.Tgid,
+				ID: f.Id, ParentID: f.ParentId, GoID: g.st.Goid, PID: g.key.Tgid,
 				FuncID: f.FuncId, StartMono: f.StartNs, LastSeenMono: g.st.LastNs,
 				Panicking: g.st.PanicSeq != 0,
 			})

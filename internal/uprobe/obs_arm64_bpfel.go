@@ -56,7 +56,7 @@ type obsFkey struct {
 	_     structs.HostLayout
 	Tgid  uint32
 	Depth uint32
-	Goid  uint64
+	G     uint64
 }
 
 type obsFrame struct {
@@ -97,16 +97,19 @@ type obsGkey struct {
 	_    structs.HostLayout
 	Tgid uint32
 	Pad  uint32
-	Goid uint64
+	G    uint64
 }
 
 type obsGstate struct {
 	_           structs.HostLayout
+	Goid        uint64
+	StackLo     uint64
+	StackHi     uint64
 	SpawnParent uint64
 	LastNs      uint64
 	PanicSeq    uint64
 	Depth       uint32
-	Pad         uint32
+	Stale       uint32
 	Frames      [16]obsFrame
 }
 
@@ -123,6 +126,7 @@ const (
 	obsMapRingErr            = "ring_err"
 	obsMapRingOk             = "ring_ok"
 	obsMapSpawning           = "spawning"
+	obsProgObsCopystack      = "obs_copystack"
 	obsProgObsEmpty          = "obs_empty"
 	obsProgObsEntry          = "obs_entry"
 	obsProgObsGoexit         = "obs_goexit"
@@ -136,6 +140,7 @@ const (
 	obsVarGoidOffset         = "goid_offset"
 	obsVarNewprocCallergpReg = "newproc_callergp_reg"
 	obsVarNextId             = "next_id"
+	obsVarTargetTgid         = "target_tgid"
 )
 
 // loadObs returns the embedded CollectionSpec for obs.
@@ -180,6 +185,7 @@ type obsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type obsProgramSpecs struct {
+	ObsCopystack    *ebpf.ProgramSpec `ebpf:"obs_copystack"`
 	ObsEmpty        *ebpf.ProgramSpec `ebpf:"obs_empty"`
 	ObsEntry        *ebpf.ProgramSpec `ebpf:"obs_entry"`
 	ObsGoexit       *ebpf.ProgramSpec `ebpf:"obs_goexit"`
@@ -214,6 +220,7 @@ type obsVariableSpecs struct {
 	GoidOffset         *ebpf.VariableSpec `ebpf:"goid_offset"`
 	NewprocCallergpReg *ebpf.VariableSpec `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.VariableSpec `ebpf:"next_id"`
+	TargetTgid         *ebpf.VariableSpec `ebpf:"target_tgid"`
 }
 
 // obsObjects contains all objects after they have been loaded into the kernel.
@@ -270,12 +277,14 @@ type obsVariables struct {
 	GoidOffset         *ebpf.Variable `ebpf:"goid_offset"`
 	NewprocCallergpReg *ebpf.Variable `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.Variable `ebpf:"next_id"`
+	TargetTgid         *ebpf.Variable `ebpf:"target_tgid"`
 }
 
 // obsPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadObsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type obsPrograms struct {
+	ObsCopystack    *ebpf.Program `ebpf:"obs_copystack"`
 	ObsEmpty        *ebpf.Program `ebpf:"obs_empty"`
 	ObsEntry        *ebpf.Program `ebpf:"obs_entry"`
 	ObsGoexit       *ebpf.Program `ebpf:"obs_goexit"`
@@ -288,6 +297,7 @@ type obsPrograms struct {
 
 func (p *obsPrograms) Close() error {
 	return _ObsClose(
+		p.ObsCopystack,
 		p.ObsEmpty,
 		p.ObsEntry,
 		p.ObsGoexit,

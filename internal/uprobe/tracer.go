@@ -61,6 +61,7 @@ type Runtime struct {
 	NewprocGPReg uint32   // ABI integer register holding newproc1's callergp
 	Gopanic      uint64
 	Goexit1      uint64
+	Copystack    uint64 // runtime.copystack entry
 }
 
 // Config describes one attachment.
@@ -131,6 +132,9 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	}
 	if err := spec.Variables["newproc_callergp_reg"].Set(cfg.Runtime.NewprocGPReg); err != nil {
 		return nil, fmt.Errorf("attach: set newproc register: %w", err)
+	}
+	if err := spec.Variables["target_tgid"].Set(uint32(cfg.PID)); err != nil {
+		return nil, fmt.Errorf("attach: set target pid: %w", err)
 	}
 	idBase := cfg.IDBase
 	if idBase == 0 {
@@ -232,6 +236,9 @@ func runtimeGroups(objs *obsObjects, rt Runtime) []group {
 	}
 	if rt.Goexit1 != 0 {
 		gs = append(gs, group{objs.ObsGoexit, []site{{off: rt.Goexit1}}})
+	}
+	if rt.Copystack != 0 {
+		gs = append(gs, group{objs.ObsCopystack, []site{{off: rt.Copystack}}})
 	}
 	return gs
 }
