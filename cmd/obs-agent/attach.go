@@ -25,6 +25,9 @@ type traceFlags struct {
 	sample     float64
 	single     bool
 	statsEvery time.Duration
+	retention  time.Duration
+	archive    string
+	sampleRes  time.Duration
 }
 
 func (f *traceFlags) register(cmd *cobra.Command) {
@@ -38,6 +41,9 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.Float64Var(&f.sample, "sample", 1, "share of ok calls to record, 0..1 (errors and panics are always recorded)")
 	fl.BoolVar(&f.single, "single-probes", false, "attach one perf-event uprobe per site instead of uprobe_multi links (slower; for kernels < 6.6)")
 	fl.DurationVar(&f.statsEvery, "stats-interval", 10*time.Second, "how often per-function aggregates are stored")
+	fl.DurationVar(&f.retention, "retention", 6*time.Hour, "keep records this long; older hours are dropped every minute while tracing")
+	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
+	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 }
 
 func (f *traceFlags) options(stderr io.Writer) agent.Options {
@@ -45,6 +51,7 @@ func (f *traceFlags) options(stderr io.Writer) agent.Options {
 		Include: f.include, Exclude: f.exclude, MaxProbes: f.maxProbes,
 		SampleRate: f.sample, DB: f.db, Duration: f.duration, ReadyFile: f.readyFile,
 		SingleProbes: f.single, StatsInterval: f.statsEvery, Logger: slog.Default(),
+		Retention: f.retention, ArchiveDir: f.archive, SampleInterval: sampleInterval(f.sampleRes),
 	}
 }
 
@@ -91,4 +98,12 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 	cmd.Flags().IntVarP(&f.pid, "pid", "p", 0, "process id of the Go program to trace")
 	f.register(cmd)
 	return cmd
+}
+
+// sampleInterval maps the flag's 0 ("never") to the agent's negative.
+func sampleInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

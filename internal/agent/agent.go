@@ -8,8 +8,11 @@ package agent
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/obs-agent/obs-agent/internal/resources"
+	"github.com/obs-agent/obs-agent/internal/retention"
 	"log/slog"
 	"os"
 	"strings"
@@ -43,6 +46,14 @@ type Options struct {
 	QueueBytes int64
 	// SingleProbes forces one perf-event uprobe per site.
 	SingleProbes bool
+	// Retention is how long records are kept (default 6h); a pass runs
+	// every minute while tracing. ArchiveDir, when set, receives each hour
+	// before it is dropped.
+	Retention  time.Duration
+	ArchiveDir string
+	// SampleInterval is how often the target's resource use is sampled;
+	// 0 means 5 s, negative disables sampling.
+	SampleInterval time.Duration
 	// EmptyPrograms attaches empty BPF programs to the same sites and
 	// records nothing: the floor that overhead is measured against.
 	EmptyPrograms bool
@@ -338,6 +349,8 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 		defer close(statsDone)
 		s.statsLoop(statsCtx)
 	}()
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	bgDone := s.background(bgCtx)
 
 	if s.opts.ReadyFile != "" {
 		if err := writeReady(s.opts.ReadyFile, s.pid); err != nil {
@@ -364,6 +377,8 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	s.closeOpen()
 	stopStats()
 	<-statsDone
+	stopBackground()
+	bgDone.Wait()
 	s.q.Close()
 	werr := <-writerDone
 	if err := s.writeStats(true); err != nil {
@@ -471,4 +486,50 @@ func writeReady(path string, pid int) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// background starts the work that runs beside tracing: the retention
+// manager, and the resource sampler of the target. Both stop with ctx.
+func (s *session) background(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	m := &retention.Manager{
+		Store: s.st, Window: s.opts.Retention, ArchiveDir: s.opts.ArchiveDir,
+		Logger: s.log.With("component", "retention"),
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.Run(ctx)
+	}()
+	if s.opts.SampleInterval >= 0 {
+		every := s.opts.SampleInterval
+		if every == 0 {
+			every = 5 * time.Second
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			goroutines := func() *int64 {
+				n, err := s.tr.Goroutines(uint32(s.pid))
+				if err != nil {
+					return nil
+				}
+				v := int64(n)
+				return &v
+			}
+			err := resources.Run(ctx, int32(s.pid), every, goroutines, func(rs record.ResourceSample) {
+				if err := s.st.WriteSamples([]record.ResourceSample{rs}); err != nil {
+					s.log.Warn("write resource sample", "err", err)
+				}
+			})
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.Is(err, resources.ErrNoProcess):
+				s.log.Debug("resource sampling stopped: the target exited", "err", err)
+			default:
+				s.log.Warn("resource sampling stopped", "err", err)
+			}
+		}()
+	}
+	return &wg
 }

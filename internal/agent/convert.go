@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"debug/elf"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -30,6 +31,9 @@ type converter struct {
 	bin   *symbols.Binary
 	tr    *uprobe.Tracer
 	pid   int
+	// types names the dynamic types of panic values; nil when the
+	// binary's type data could not be read.
+	types *symbols.Types
 
 	mu     sync.Mutex
 	panics map[uint64]panicValue // goid -> the value it is panicking with
@@ -65,6 +69,10 @@ func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid in
 			return nil, fmt.Errorf("pid %d: find where its executable is mapped: %w", pid, err)
 		}
 		c.bias = b
+	}
+	// Read now, like the bias: the file may be gone when events arrive.
+	if t, err := symbols.ReadTypes(bin.Path); err == nil {
+		c.types = t
 	}
 	return c, nil
 }
@@ -105,17 +113,86 @@ func (c *converter) call(ev *uprobe.Event) record.Call {
 // panicValue remembers the value a goroutine is panicking with, for the
 // frames the panic unwinds.
 func (c *converter) panicValue(ev *uprobe.Event) {
-	pv := panicValue{typ: "panic"}
-	// A string value, and an error whose struct starts with its message,
-	// both put a string header behind the data pointer.
-	if len(ev.Text) > 0 && (ev.Word1 == uint64(len(ev.Text)) || ev.Truncated) && utf8.Valid(ev.Text) {
-		pv.text, pv.truncated = string(ev.Text), ev.Truncated
-	} else {
-		pv.text = fmt.Sprintf("panic value at 0x%x (type not readable)", ev.DataAddr)
-	}
+	pv := c.describePanic(ev)
 	c.mu.Lock()
 	c.panics[ev.GoID] = pv
 	c.mu.Unlock()
+}
+
+// describePanic names a panic value's dynamic type from its descriptor and
+// formats what can be read without running code: the text of a string or
+// of an error whose struct starts with its message, the value of a number
+// or bool (the eface's data word points at the value, which the BPF side
+// read as word0), and for anything else only the type name.
+func (c *converter) describePanic(ev *uprobe.Event) panicValue {
+	if ev.TypeAddr == 0 {
+		// panic(nil): the probe at gopanic's entry sees the nil before
+		// Go 1.21+ replaces it with a *runtime.PanicNilError.
+		return panicValue{typ: "nil", text: "panic(nil)"}
+	}
+	ty, ok := c.types.Lookup(ev.TypeAddr - c.bias)
+	if !ok {
+		// The type data could not be read: fall back on the shape of the
+		// value. A string, and an error whose struct starts with its
+		// message, both put a string header behind the data pointer; this
+		// cannot tell them apart, nor from another struct that starts
+		// with a string.
+		pv := panicValue{typ: "panic"}
+		if c.looksLikeString(ev) && utf8.Valid(ev.Text) {
+			pv.text, pv.truncated = string(ev.Text), ev.Truncated
+		} else {
+			pv.text = fmt.Sprintf("panic value at 0x%x (type not readable)", ev.DataAddr)
+		}
+		return pv
+	}
+	pv := panicValue{typ: ty.Name}
+	w := ev.Word0
+	switch ty.Kind {
+	case symbols.KindString:
+		if ev.Word1 == 0 {
+			break
+		}
+		if c.looksLikeString(ev) {
+			pv.text, pv.truncated = text(ev.Text), ev.Truncated
+		}
+	case symbols.KindBool:
+		pv.text = strconv.FormatBool(w&0xff != 0)
+	case symbols.KindInt, symbols.KindInt64:
+		pv.text = strconv.FormatInt(int64(w), 10)
+	case symbols.KindInt8:
+		pv.text = strconv.FormatInt(int64(int8(w)), 10)
+	case symbols.KindInt16:
+		pv.text = strconv.FormatInt(int64(int16(w)), 10)
+	case symbols.KindInt32:
+		pv.text = strconv.FormatInt(int64(int32(w)), 10)
+	case symbols.KindUint, symbols.KindUint64, symbols.KindUintptr:
+		pv.text = strconv.FormatUint(w, 10)
+	case symbols.KindUint8:
+		pv.text = strconv.FormatUint(uint64(uint8(w)), 10)
+	case symbols.KindUint16:
+		pv.text = strconv.FormatUint(uint64(uint16(w)), 10)
+	case symbols.KindUint32:
+		pv.text = strconv.FormatUint(uint64(uint32(w)), 10)
+	case symbols.KindFloat32:
+		pv.text = strconv.FormatFloat(float64(math.Float32frombits(uint32(w))), 'g', -1, 32)
+	case symbols.KindFloat64:
+		pv.text = strconv.FormatFloat(math.Float64frombits(w), 'g', -1, 64)
+	case symbols.KindComplex64:
+		pv.text = fmt.Sprint(complex(math.Float32frombits(uint32(w)), math.Float32frombits(uint32(w>>32))))
+	case symbols.KindComplex128:
+		pv.text = fmt.Sprint(complex(math.Float64frombits(w), math.Float64frombits(ev.Word1)))
+	default:
+		if stringAtZero[ty.Name] && c.looksLikeString(ev) {
+			pv.text, pv.truncated = text(ev.Text), ev.Truncated
+		}
+	}
+	return pv
+}
+
+// looksLikeString reports whether the event's text is the whole string
+// whose header (word0, word1) the BPF side read behind the data pointer.
+func (c *converter) looksLikeString(ev *uprobe.Event) bool {
+	return len(ev.Text) > 0 && (ev.Word1 == uint64(len(ev.Text)) || ev.Truncated)
 }
 
 // open converts a frame still open at the end of the trace.

@@ -1,36 +1,74 @@
 // Package queue owns the path from decoded call records to the store: an
-// error-first queue with two lanes. Error, panic and unfinished records go
-// in the error lane, which is never dropped; ok records go in the ok lane,
-// which is bounded in memory and sheds the newest records when full,
-// counting every loss per function. One writer goroutine (Drain) takes
-// batches, error lane first, and writes them to the store; when the store
-// fails (locked, read-only, full), the batch is kept and retried with
-// backoff, so nothing already queued is lost while the store recovers.
+// error-first queue with two lanes.
+//
+// Error, panic and unfinished records go in the error lane, which never
+// drops a record. It is bounded in memory (Options.ErrBytes); past the
+// bound, and whenever the store is failing, its records spill to an
+// append-only journal on disk (Options.SpillDir, see journal.go). If the
+// journal can't be written either (disk full), they stay in memory.
+//
+// Ok records go in the ok lane, which is bounded in memory
+// (Options.OKBytes) and sheds the newest records when full, counting every
+// loss per function.
+//
+// One writer goroutine (Drain) writes, in this order: journal segments,
+// oldest first, each as one store transaction (the segment file is deleted
+// only after that commit); then batches from memory, error records first.
+// When the store fails (locked, read-only, full, corrupt), the batch goes
+// back to its lanes and is retried with backoff. After Close, Drain keeps
+// retrying for Options.CloseTimeout; then the ok records still unwritten
+// are counted as dropped and the error records are left in the journal,
+// which the next run on the same store replays (Recover).
+//
+// For every function, records pushed == recorded + dropped + error records
+// still in the journal (SpillCounts), once Drain has returned.
 package queue
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
 )
 
 // DefaultOKBytes bounds the memory held by ok records: 64 MiB.
 const DefaultOKBytes = 64 << 20
 
-// Writer is the store's write side.
+// DefaultErrBytes bounds the memory held by error records before they
+// spill to the journal: 16 MiB.
+const DefaultErrBytes = 16 << 20
+
+// DefaultCloseTimeout is how long Drain keeps retrying a failing store
+// after Close.
+const DefaultCloseTimeout = 30 * time.Second
+
+// journalRetry is how long spilling pauses after the journal failed to
+// take a write (the records stay in memory meanwhile).
+const journalRetry = time.Second
+
+// Writer is the store's write side. A failed WriteCalls must write nothing.
 type Writer interface {
 	WriteCalls([]record.Call) error
 }
 
 // Options tune a Queue.
 type Options struct {
-	OKBytes    int64         // memory bound of the ok lane; 0: DefaultOKBytes
-	BatchSize  int           // records per store transaction; 0: 5000
+	OKBytes  int64 // memory bound of the ok lane; 0: DefaultOKBytes
+	ErrBytes int64 // memory bound of the error lane before it spills; 0: DefaultErrBytes
+	// SpillDir is the journal directory, e.g. "<db>.spill". "" means no
+	// journal: error records are then only ever kept in memory, and
+	// those still unwritten when Drain gives up are lost (and counted).
+	SpillDir   string
+	BatchSize  int           // records per store transaction and per journal segment; 0: 5000
 	FlushEvery time.Duration // longest a record waits for a fuller batch; 0: 200 ms
-	Logger     *slog.Logger
+	// CloseTimeout is how long Drain keeps retrying a failing store after
+	// Close; 0: DefaultCloseTimeout.
+	CloseTimeout time.Duration
+	Logger       *slog.Logger
 	// RetryMin and RetryMax bound the backoff after a failed write; 0: 50 ms and 5 s.
 	RetryMin, RetryMax time.Duration
 }
@@ -41,27 +79,63 @@ type Queue struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	errs     []record.Call
-	oks      []record.Call
-	okBytes  int64
-	closed   bool
-	recorded map[string]uint64
-	dropped  map[string]uint64
-	storeErr error // last write error, nil once writes succeed again
+	mu        sync.Mutex
+	cond      *sync.Cond
+	errs      []record.Call
+	errBytes  int64
+	oks       []record.Call
+	okBytes   int64
+	closed    bool
+	closedAt  time.Time
+	closeCh   chan struct{}
+	recorded  map[string]uint64 // written to the store
+	dropped   map[string]uint64 // lost: ok records shed, error records that could not be kept
+	spilled   map[string]uint64 // error records written to the journal
+	journaled map[string]uint64 // error records of this run in the journal now
+	storeErr  error             // last write error, nil once writes succeed again
+	storePath string
+	down      *outage
+
+	// The journal. jready counts records in readable segments (including
+	// an earlier run's); the writer replays them before taking from memory.
+	jr         *journal // nil without SpillDir
+	jready     int
+	spilling   bool  // a spill is in flight (its records are in neither lane)
+	jrDisabled error // the journal can't be opened: no spilling at all
+	jrErr      error // last append failure, logged once; nil when it works
+	jrRetryAt  time.Time
+	memWarned  bool
+	recovered  struct{ found, replayed int }
+
+	jmu sync.Mutex // serialises journal I/O; taken before mu, never inside it
+
+	testIdle func() // tests: called when take times out with nothing
 }
 
-// New makes a queue.
+// outage is one period of failing store writes.
+type outage struct {
+	start    time.Time
+	logged   map[error]bool // failure kinds already logged
+	replayed int            // journal records written since it began
+}
+
+// New makes a queue. It does no I/O: the journal is opened by Recover,
+// by Drain, or by the first spill, whichever comes first.
 func New(opts Options) *Queue {
 	if opts.OKBytes <= 0 {
 		opts.OKBytes = DefaultOKBytes
+	}
+	if opts.ErrBytes <= 0 {
+		opts.ErrBytes = DefaultErrBytes
 	}
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 5000
 	}
 	if opts.FlushEvery <= 0 {
 		opts.FlushEvery = 200 * time.Millisecond
+	}
+	if opts.CloseTimeout <= 0 {
+		opts.CloseTimeout = DefaultCloseTimeout
 	}
 	if opts.RetryMin <= 0 {
 		opts.RetryMin = 50 * time.Millisecond
@@ -73,12 +147,18 @@ func New(opts Options) *Queue {
 		opts.Logger = slog.Default()
 	}
 	q := &Queue{
-		opts:     opts,
-		log:      opts.Logger.With("component", "queue"),
-		recorded: map[string]uint64{},
-		dropped:  map[string]uint64{},
+		opts:      opts,
+		log:       opts.Logger.With("component", "queue"),
+		closeCh:   make(chan struct{}),
+		recorded:  map[string]uint64{},
+		dropped:   map[string]uint64{},
+		spilled:   map[string]uint64{},
+		journaled: map[string]uint64{},
 	}
 	q.cond = sync.NewCond(&q.mu)
+	if opts.SpillDir != "" {
+		q.jr = &journal{dir: opts.SpillDir, maxRecs: opts.BatchSize}
+	}
 	return q
 }
 
@@ -94,6 +174,13 @@ func (q *Queue) Push(c record.Call) {
 	q.mu.Lock()
 	if c.IsError() {
 		q.errs = append(q.errs, c)
+		q.errBytes += recordSize(&c)
+		if q.errBytes > q.opts.ErrBytes && q.jr == nil && !q.memWarned {
+			q.memWarned = true
+			q.log.Warn("error records exceed their memory bound and there is no spill directory: they are kept in memory, none are dropped",
+				"bound_bytes", q.opts.ErrBytes)
+		}
+		q.kickSpill()
 	} else {
 		sz := recordSize(&c)
 		if q.okBytes+sz > q.opts.OKBytes {
@@ -112,34 +199,222 @@ func (q *Queue) Push(c record.Call) {
 }
 
 // Close says no more records will come. Drain writes what is queued and
-// returns.
+// returns; if the store is failing, it gives up after CloseTimeout.
 func (q *Queue) Close() {
 	q.mu.Lock()
-	q.closed = true
+	if !q.closed {
+		q.closed = true
+		q.closedAt = time.Now()
+		close(q.closeCh)
+	}
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }
 
+// wantSpill reports whether the error lane should go to the journal now:
+// it is over its bound or the store is failing. Called with mu held.
+func (q *Queue) wantSpill() bool {
+	if q.jr == nil || q.jrDisabled != nil || len(q.errs) == 0 {
+		return false
+	}
+	if q.errBytes <= q.opts.ErrBytes && q.storeErr == nil {
+		return false
+	}
+	return q.jrErr == nil || !time.Now().Before(q.jrRetryAt)
+}
+
+// kickSpill starts the spiller when there is work and none runs. Called
+// with mu held.
+func (q *Queue) kickSpill() {
+	if !q.spilling && q.wantSpill() {
+		q.spilling = true
+		go q.spill()
+	}
+}
+
+// spill moves the whole error lane, oldest first, to the journal, with one
+// fsync, and ends: the next Push or failed write starts another. Records
+// that can't be written go back to the front of the lane.
+func (q *Queue) spill() {
+	q.mu.Lock()
+	if !q.wantSpill() {
+		q.spilling = false
+		q.mu.Unlock()
+		q.cond.Broadcast()
+		return
+	}
+	recs := q.errs
+	q.errs, q.errBytes = nil, 0
+	q.mu.Unlock()
+
+	q.jmu.Lock()
+	n, err := q.journalAppend(recs)
+	q.jmu.Unlock()
+
+	q.mu.Lock()
+	q.noteSpilled(recs[:n])
+	if err != nil {
+		q.requeueErrs(recs[n:])
+		q.journalFailed(err)
+	} else if q.jrErr != nil {
+		q.log.Info("spill journal is writable again", "dir", q.opts.SpillDir)
+		q.jrErr = nil
+	}
+	q.spilling = false
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// journalAppend opens the journal if need be and appends recs. Called with
+// jmu held.
+func (q *Queue) journalAppend(recs []record.Call) (int, error) {
+	if err := q.openJournal(); err != nil {
+		return 0, err
+	}
+	return q.jr.appendRecords(recs)
+}
+
+// noteSpilled counts records made durable in the journal. Called with mu held.
+func (q *Queue) noteSpilled(recs []record.Call) {
+	for i := range recs {
+		q.spilled[recs[i].Function]++
+		q.journaled[recs[i].Function]++
+	}
+	q.jready += len(recs)
+}
+
+// requeueErrs puts error records back at the front of their lane.
+func (q *Queue) requeueErrs(recs []record.Call) {
+	if len(recs) == 0 {
+		return
+	}
+	all := make([]record.Call, 0, len(recs)+len(q.errs))
+	all = append(append(all, recs...), q.errs...)
+	q.errs = all
+	for i := range recs {
+		q.errBytes += recordSize(&recs[i])
+	}
+}
+
+// requeueOKs puts ok records back at the front of their lane. They were
+// accepted once, so they are kept even past the bound; new ones are shed.
+func (q *Queue) requeueOKs(recs []record.Call) {
+	if len(recs) == 0 {
+		return
+	}
+	all := make([]record.Call, 0, len(recs)+len(q.oks))
+	all = append(append(all, recs...), q.oks...)
+	q.oks = all
+	for i := range recs {
+		q.okBytes += recordSize(&recs[i])
+	}
+}
+
+// journalFailed notes a failed append: the records stay in memory and
+// spilling pauses for journalRetry. Logged once until the journal works
+// again. Called with mu held.
+func (q *Queue) journalFailed(err error) {
+	if q.jrDisabled != nil {
+		return
+	}
+	if q.jrErr == nil {
+		q.log.Error("cannot write the spill journal: error records are kept in memory instead (none are dropped); spilling is retried",
+			"dir", q.opts.SpillDir, "in_memory", len(q.errs), "err", err)
+	}
+	q.jrErr = err
+	q.jrRetryAt = time.Now().Add(journalRetry)
+}
+
+// Recover opens the spill journal and registers the records an earlier run
+// left in it (after a crash, or after giving up on a failing store),
+// truncating a torn last record and logging what was cut. Drain replays
+// these records before anything else. Drain calls Recover itself; call it
+// earlier to learn the count. It returns the number of records found and
+// is idempotent. Without SpillDir it does nothing.
+func (q *Queue) Recover() (int, error) {
+	if q.jr == nil {
+		return 0, nil
+	}
+	q.jmu.Lock()
+	err := q.openJournal()
+	q.jmu.Unlock()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.recovered.found, err
+}
+
+// openJournal opens the journal once, logs what recovery found and counts
+// the records. Called with jmu held.
+func (q *Queue) openJournal() error {
+	if q.jr.opened {
+		return q.jr.openErr
+	}
+	notes, err := q.jr.open()
+	for _, n := range notes {
+		if n.setAside != "" {
+			q.log.Error("spill journal: a file that is not a journal segment was moved aside; its records (if any) are not replayed",
+				"file", n.path, "moved_to", n.setAside, "reason", n.reason)
+			continue
+		}
+		q.log.Warn("spill journal: torn record found after a crash and truncated; the intact records before it are replayed",
+			"file", n.path, "intact_records", n.intact, "offset", n.offset, "bytes_cut", n.dropped, "reason", n.reason)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err != nil {
+		q.jrDisabled = err
+		q.log.Error("spill journal can't be used: error records are kept in memory only", "dir", q.opts.SpillDir, "err", err)
+		return err
+	}
+	found := 0
+	for _, s := range q.jr.segs {
+		found += s.n
+	}
+	q.recovered.found = found
+	q.jready += found
+	if found > 0 {
+		q.log.Info("spill journal holds error records from an earlier run; they are written to the store first",
+			"dir", q.opts.SpillDir, "records", found)
+	}
+	return nil
+}
+
 // take waits for a batch: a full one, or whatever is there after
-// FlushEvery, or the rest after Close. The batch may be empty after a
-// timeout; done is true once the queue is closed and empty.
-func (q *Queue) take(buf []record.Call) (batch []record.Call, done bool) {
+// FlushEvery (at once when !wait), or the rest after Close. It returns an
+// empty batch at once when the journal has records, which go first, and
+// waits out a spill in flight, so error records keep their order. done is
+// true once the queue is closed and every lane and the journal are empty.
+func (q *Queue) take(buf []record.Call, wait bool) (batch []record.Call, done bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	deadline := time.Now().Add(q.opts.FlushEvery)
-	for !q.closed && len(q.errs)+len(q.oks) < q.opts.BatchSize {
-		wait := time.Until(deadline)
-		if wait <= 0 {
+	for {
+		if q.jready > 0 {
+			return buf[:0], false
+		}
+		if q.spilling {
+			q.cond.Wait() // one fsync; its records land in the journal
+			continue
+		}
+		n := len(q.errs) + len(q.oks)
+		if q.closed || n >= q.opts.BatchSize || (!wait && n > 0) {
+			break
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
 			break
 		}
 		// sync.Cond has no timed wait: a timer wakes us.
-		t := time.AfterFunc(wait, q.cond.Broadcast)
+		t := time.AfterFunc(left, q.cond.Broadcast)
 		q.cond.Wait()
 		t.Stop()
 	}
 	buf = buf[:0]
 	n := min(len(q.errs), q.opts.BatchSize)
 	buf = append(buf, q.errs[:n]...)
+	for i := range q.errs[:n] {
+		q.errBytes -= recordSize(&q.errs[i])
+	}
 	q.errs = shift(q.errs, n)
 	if m := min(len(q.oks), q.opts.BatchSize-n); m > 0 {
 		for i := range q.oks[:m] {
@@ -148,6 +423,11 @@ func (q *Queue) take(buf []record.Call) (batch []record.Call, done bool) {
 		buf = append(buf, q.oks[:m]...)
 		q.oks = shift(q.oks, m)
 	}
+	if len(buf) == 0 && !q.closed && q.testIdle != nil {
+		q.testIdle()
+	}
+	// Empty and closed: the lanes are empty, no spill is in flight and
+	// the journal has nothing readable.
 	return buf, len(buf) == 0 && q.closed
 }
 
@@ -161,74 +441,379 @@ func shift(s []record.Call, n int) []record.Call {
 	return s[n:]
 }
 
-// Drain writes batches to w until Close and the queue is empty. A failed
-// write is retried with backoff until it succeeds; Drain returns the last
-// store error only if records remained unwritten when it gave up, which it
-// does only after Close and ten consecutive failures.
+// Drain writes to w until Close and every lane and the journal are empty:
+// first it recovers the journal an earlier run left (Recover), then it
+// replays journal segments, oldest first, and writes batches from memory,
+// error records first. A failed write is retried with backoff. After Close
+// it retries for at most CloseTimeout; it then counts the ok records still
+// unwritten as dropped, moves the error records to the journal, and returns
+// an error that says how many wait there.
 func (q *Queue) Drain(w Writer) error {
-	var buf []record.Call
-	for {
-		var done bool
-		buf, done = q.take(buf)
-		if done {
-			return nil
-		}
-		if len(buf) == 0 {
-			continue
-		}
-		if err := q.write(w, buf); err != nil {
-			return err
-		}
+	if p, ok := w.(interface{ Path() string }); ok {
+		q.mu.Lock()
+		q.storePath = p.Path()
+		q.mu.Unlock()
 	}
-}
-
-func (q *Queue) write(w Writer, batch []record.Call) error {
+	if q.jr != nil {
+		q.Recover() // logged; without a journal errors stay in memory
+	}
+	var buf []record.Call
 	backoff := q.opts.RetryMin
-	failures := 0
+	retrying := false
 	for {
+		seg, batch := q.nextSegment()
+		if seg == nil {
+			var done bool
+			buf, done = q.take(buf, !retrying)
+			if done {
+				q.closeJournal()
+				return nil
+			}
+			if len(buf) == 0 {
+				continue
+			}
+			batch = buf
+		}
 		err := w.WriteCalls(batch)
 		if err == nil {
-			q.mu.Lock()
-			for i := range batch {
-				q.recorded[batch[i].Function]++
-			}
-			if q.storeErr != nil {
-				q.log.Info("store writes resumed")
-				q.storeErr = nil
-			}
-			q.mu.Unlock()
-			return nil
+			q.committed(seg, batch)
+			retrying, backoff = false, q.opts.RetryMin
+			continue
 		}
-		failures++
-		q.mu.Lock()
-		first := q.storeErr == nil || q.storeErr.Error() != err.Error()
-		q.storeErr = err
-		closed := q.closed
-		q.mu.Unlock()
-		if first {
-			q.log.Error("store write failed; records are kept and retried", "err", err, "batch", len(batch))
+		q.failed(err, seg, batch)
+		retrying = true
+		if q.closeExpired() {
+			return q.giveUp(err)
 		}
-		if closed && failures >= 10 {
-			return errors.Join(err, errors.New("gave up writing after the trace ended; unwritten records were counted as dropped"))
-		}
-		time.Sleep(backoff)
+		q.sleep(backoff)
 		backoff = min(backoff*2, q.opts.RetryMax)
 	}
 }
 
-// Counts returns per-function records written and ok records dropped.
+// nextSegment returns the oldest readable journal segment and its records,
+// or nil. Records lost to damage in a segment this run wrote are counted
+// as dropped; an unreadable segment is left on disk and skipped.
+func (q *Queue) nextSegment() (*segment, []record.Call) {
+	q.mu.Lock()
+	ready := q.jready
+	q.mu.Unlock()
+	if ready == 0 {
+		return nil, nil
+	}
+	q.jmu.Lock()
+	defer q.jmu.Unlock()
+	for {
+		s, recs, note, err := q.jr.oldest()
+		if s == nil {
+			q.mu.Lock()
+			if q.jready != 0 {
+				// Never expected: don't spin on a count with no segment.
+				q.log.Error("spill journal: record count out of step with the segments; resetting it", "count", q.jready)
+				q.jready = 0
+			}
+			q.mu.Unlock()
+			return nil, nil
+		}
+		if err != nil {
+			q.mu.Lock()
+			q.jready -= s.n
+			q.mu.Unlock()
+			q.log.Error("spill journal segment can't be read: it is left on disk and skipped; its records are not in the store",
+				"file", s.path, "records", s.n, "err", err)
+			continue
+		}
+		if note == nil {
+			return s, recs
+		}
+		// The segment reads back shorter than written: count what's gone.
+		lost := map[string]uint64{}
+		for f, n := range s.funcs {
+			lost[f] = n
+		}
+		for i := range recs {
+			lost[recs[i].Function]--
+		}
+		q.mu.Lock()
+		for f, n := range lost {
+			if n == 0 {
+				continue
+			}
+			if s.recovered {
+				q.recovered.found -= int(n)
+			} else {
+				q.journaled[f] -= n
+				q.dropped[f] += n
+			}
+		}
+		q.jready -= s.n - len(recs)
+		q.mu.Unlock()
+		q.log.Error("spill journal segment is damaged: the records after the damage are lost",
+			"file", note.path, "intact_records", len(recs), "lost_records", s.n-len(recs), "offset", note.offset, "reason", note.reason)
+		s.n = len(recs)
+		s.funcs = map[string]uint64{}
+		for i := range recs {
+			s.funcs[recs[i].Function]++
+		}
+		if len(recs) > 0 {
+			return s, recs
+		}
+		if err := q.jr.remove(s); err != nil {
+			q.log.Error("spill journal: remove empty segment", "err", err)
+		}
+	}
+}
+
+// committed counts a batch the store has committed and, for a journal
+// segment, deletes the segment.
+func (q *Queue) committed(seg *segment, batch []record.Call) {
+	if seg != nil {
+		q.jmu.Lock()
+		err := q.jr.remove(seg)
+		q.jmu.Unlock()
+		if err != nil {
+			q.log.Error("spill journal: the store has the segment's records but the segment can't be deleted; delete it by hand, or the next run replays it again",
+				"file", seg.path, "err", err)
+		}
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case seg == nil:
+		for i := range batch {
+			q.recorded[batch[i].Function]++
+		}
+	case seg.recovered:
+		q.jready -= len(batch)
+		q.recovered.replayed += len(batch)
+		if q.recovered.replayed == q.recovered.found {
+			q.log.Info("replayed the error records an earlier run left in the spill journal", "records", q.recovered.replayed)
+		}
+	default:
+		q.jready -= len(batch)
+		for i := range batch {
+			q.recorded[batch[i].Function]++
+			q.journaled[batch[i].Function]--
+		}
+	}
+	if q.down == nil {
+		return
+	}
+	q.storeErr = nil
+	if seg != nil {
+		q.down.replayed += len(batch)
+	}
+	if q.jready == 0 {
+		q.log.Info(fmt.Sprintf("store writes resumed (replayed %d spilled records)", q.down.replayed),
+			"store", q.storePath, "down_for", time.Since(q.down.start).Round(time.Millisecond))
+		q.down = nil
+	}
+}
+
+// failed handles a failed write: a batch from memory goes back to its
+// lanes (a journal segment just stays on disk), the failure is logged once
+// per kind, and the error lane starts spilling.
+func (q *Queue) failed(err error, seg *segment, batch []record.Call) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if seg == nil {
+		n := 0
+		for n < len(batch) && batch[n].IsError() {
+			n++
+		}
+		q.requeueErrs(batch[:n])
+		q.requeueOKs(batch[n:])
+	}
+	q.storeErr = err
+	if q.down == nil {
+		q.down = &outage{start: time.Now(), logged: map[error]bool{}}
+	}
+	kind := failureKind(err)
+	if !q.down.logged[kind] {
+		q.down.logged[kind] = true
+		q.log.Error(q.failureMessage(kind), "err", err)
+	}
+	q.kickSpill()
+}
+
+var failureKinds = []error{store.ErrDiskFull, store.ErrLocked, store.ErrReadOnly, store.ErrCorrupt, store.ErrNewerSchema}
+
+// errOther is the failure kind of errors that match no store sentinel.
+var errOther = errors.New("other")
+
+func failureKind(err error) error {
+	for _, k := range failureKinds {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	return errOther
+}
+
+// failureMessage says what is wrong and what happens to the records; the
+// error it is logged with says what to do.
+func (q *Queue) failureMessage(kind error) string {
+	what := map[error]string{
+		store.ErrDiskFull:    "is on a full disk",
+		store.ErrLocked:      "is locked by another writer",
+		store.ErrReadOnly:    "is read-only",
+		store.ErrCorrupt:     "is corrupt",
+		store.ErrNewerSchema: "was created by a newer obs-agent",
+	}[kind]
+	if what == "" {
+		what = "can't be written"
+	}
+	name := "store"
+	if q.storePath != "" {
+		name += " " + q.storePath
+	}
+	var errs string
+	switch {
+	case q.jr == nil:
+		errs = "error records are kept in memory (no spill directory)"
+	case q.jrDisabled != nil:
+		errs = "error records are kept in memory (the spill journal can't be used)"
+	default:
+		n := 0
+		for _, v := range q.spilled {
+			n += int(v)
+		}
+		errs = "error records are spilling to " + q.opts.SpillDir
+		if n > 0 {
+			errs += fmt.Sprintf(" (%d so far)", n)
+		}
+	}
+	return fmt.Sprintf("%s %s: %s; ok records are kept up to %d bytes, then shed and counted; writing resumes by itself once the store accepts writes",
+		name, what, errs, q.opts.OKBytes)
+}
+
+func (q *Queue) closeExpired() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed && time.Since(q.closedAt) >= q.opts.CloseTimeout
+}
+
+// sleep waits d, cut short by Close; after Close it never waits past the
+// close deadline.
+func (q *Queue) sleep(d time.Duration) {
+	q.mu.Lock()
+	closed, at := q.closed, q.closedAt
+	q.mu.Unlock()
+	if closed {
+		d = min(d, time.Until(at.Add(q.opts.CloseTimeout)))
+		if d <= 0 {
+			return
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	if closed {
+		<-t.C
+		return
+	}
+	select {
+	case <-t.C:
+	case <-q.closeCh:
+	}
+}
+
+// giveUp ends Drain on a store that is still failing after CloseTimeout:
+// ok records still unwritten are dropped and counted, error records go to
+// the journal for the next run. Only error records that can't be journaled
+// either are lost; they are counted as dropped and reported.
+func (q *Queue) giveUp(storeErr error) error {
+	q.mu.Lock()
+	for q.spilling {
+		q.cond.Wait()
+	}
+	okLost := len(q.oks)
+	for i := range q.oks {
+		q.dropped[q.oks[i].Function]++
+	}
+	q.oks, q.okBytes = nil, 0
+	errs := q.errs
+	q.errs, q.errBytes = nil, 0
+	q.spilling = true // keeps any late spiller out
+	q.mu.Unlock()
+
+	var jerr error
+	n := 0
+	if len(errs) > 0 {
+		if q.jr == nil {
+			jerr = errors.New("no spill directory")
+		} else {
+			q.jmu.Lock()
+			n, jerr = q.journalAppend(errs)
+			q.jmu.Unlock()
+		}
+	}
+	q.closeJournal()
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.spilling = false
+	q.noteSpilled(errs[:n])
+	lost := errs[n:]
+	for i := range lost {
+		q.dropped[lost[i].Function]++
+	}
+	waiting := q.jready
+	msg := fmt.Sprintf("store still failing %s after the trace ended: ", q.opts.CloseTimeout)
+	if waiting > 0 {
+		msg += fmt.Sprintf("%d error records are waiting in the spill journal %s and are written to the store by the next obs-agent run on it; ", waiting, q.opts.SpillDir)
+	}
+	if len(lost) > 0 {
+		msg += fmt.Sprintf("%d error records could not be kept and are lost (%v); ", len(lost), jerr)
+	}
+	msg += fmt.Sprintf("%d ok records were dropped", okLost)
+	return fmt.Errorf("queue: %s: %w", msg, storeErr)
+}
+
+func (q *Queue) closeJournal() {
+	if q.jr == nil {
+		return
+	}
+	q.jmu.Lock()
+	q.jr.close()
+	q.jmu.Unlock()
+}
+
+// Counts returns per-function records written and records dropped (ok
+// records shed, and error records that could not be kept at all).
 func (q *Queue) Counts() (recorded, dropped map[string]uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	recorded = make(map[string]uint64, len(q.recorded))
-	for k, v := range q.recorded {
-		recorded[k] = v
+	return clone(q.recorded), clone(q.dropped)
+}
+
+// SpillCounts returns per function the error records written to the
+// journal (cumulative) and those of this run still in it, not yet in the
+// store.
+func (q *Queue) SpillCounts() (spilled, journaled map[string]uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	j := make(map[string]uint64, len(q.journaled))
+	for k, v := range q.journaled {
+		if v > 0 {
+			j[k] = v
+		}
 	}
-	dropped = make(map[string]uint64, len(q.dropped))
-	for k, v := range q.dropped {
-		dropped[k] = v
+	return clone(q.spilled), j
+}
+
+// Recovered returns how many records an earlier run left in the journal
+// and how many of them have been written to the store.
+func (q *Queue) Recovered() (found, replayed int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.recovered.found, q.recovered.replayed
+}
+
+func clone(m map[string]uint64) map[string]uint64 {
+	c := make(map[string]uint64, len(m))
+	for k, v := range m {
+		c[k] = v
 	}
-	return recorded, dropped
+	return c
 }
 
 // StoreError is the last store failure, nil when writes succeed.

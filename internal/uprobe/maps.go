@@ -130,3 +130,26 @@ func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
 	}
 	return out, nil
 }
+
+// Goroutines counts the goroutines of pid that the tracer holds state for:
+// those that made a traced call or were spawned inside one, and have not
+// exited.
+func (t *Tracer) Goroutines(pid uint32) (int, error) {
+	var key, next obsGkey
+	n := 0
+	var prev any // nil: start from the first key
+	for {
+		err := t.objs.Goroutines.NextKey(prev, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("count goroutines: %w", err)
+		}
+		if next.Tgid == pid {
+			n++
+		}
+		key = next
+		prev = &key
+	}
+}
