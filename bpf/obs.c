@@ -460,6 +460,17 @@ static __always_inline void unwind(struct gstate *gs, __u32 tgid, __u64 g, __u64
 	gs->depth = u.depth;
 }
 
+/* A call whose frame could not be kept (a map is full, or g unreadable) is
+ * counted as made and dropped, so that the loss is shown. */
+static __always_inline void lost_entry(__u32 func_id)
+{
+	struct func_stats *st = bpf_map_lookup_elem(&fstats, &func_id);
+	if (st) {
+		st->calls++;
+		st->dropped++;
+	}
+}
+
 /* A function's entry: push a frame. */
 static __always_inline void do_entry(struct gstate *gs, __u64 g, __u32 func_id, __u32 tgid,
 				     __u64 sp_off, __u64 now)
@@ -498,6 +509,7 @@ static __always_inline void do_entry(struct gstate *gs, __u64 g, __u32 func_id, 
 	};
 	if (frame_put(gs, tgid, g, depth, &f)) {
 		COUNT(map_full);
+		lost_entry(func_id);
 		return;
 	}
 	gs->depth = depth + 1;
@@ -598,10 +610,13 @@ int obs_entry(struct pt_regs *ctx)
 	__u64 sp_off;
 	if (!tgid)
 		return 0;
+	__u32 func_id = bpf_get_attach_cookie(ctx);
 	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
-	if (!gs)
+	if (!gs) {
+		lost_entry(func_id);
 		return 0;
-	do_entry(gs, GO_G(ctx), bpf_get_attach_cookie(ctx), tgid, sp_off, bpf_ktime_get_ns());
+	}
+	do_entry(gs, GO_G(ctx), func_id, tgid, sp_off, bpf_ktime_get_ns());
 	return 0;
 }
 

@@ -54,6 +54,13 @@ export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 PROFILE
 }
 
+# `sudo` resets PATH to secure_path and `vagrant ssh -c` reads no profile:
+# put go and gofmt where both look.
+link_go() {
+	ln -sf "$GOROOT_DIR/bin/go" /usr/local/bin/go
+	ln -sf "$GOROOT_DIR/bin/gofmt" /usr/local/bin/gofmt
+}
+
 build_and_demo() {
 	export PATH="$GOROOT_DIR/bin:$PATH"
 	# The synced folder belongs to another user than root, so git would
@@ -72,5 +79,6 @@ build_and_demo() {
 
 install_packages
 install_go
+link_go
 build_and_demo
 log "done: uname -r = $(uname -r); try 'cd /vagrant && sudo ./bin/obs-agent version'"

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -55,12 +57,43 @@ func (f *traceFlags) options(stderr io.Writer) agent.Options {
 	}
 }
 
-// checkRoot fails early with what to do when tracing cannot work.
-func checkRoot() error {
-	if os.Geteuid() != 0 {
-		return errors.New("tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE): run it with sudo")
+// Linux capability numbers (linux/capability.h).
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// checkPrivileges fails early, saying what to do, when tracing cannot work:
+// loading BPF programs and attaching uprobes needs CAP_BPF and
+// CAP_PERFMON (or CAP_SYS_ADMIN, which root has).
+func checkPrivileges() error {
+	eff, err := effectiveCaps()
+	if err != nil {
+		if os.Geteuid() == 0 {
+			return nil
+		}
+		return fmt.Errorf("cannot read this process's capabilities (%v); tracing needs root, or CAP_BPF and CAP_PERFMON: run it with sudo", err)
 	}
-	return nil
+	has := func(c uint) bool { return eff&(1<<c) != 0 }
+	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
+		return nil
+	}
+	return errors.New("tracing needs root, or the capabilities CAP_BPF and CAP_PERFMON (plus CAP_SYS_PTRACE to trace another user's process): run it with sudo, or grant them with 'sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep obs-agent'")
+}
+
+// effectiveCaps reads CapEff from /proc/self/status.
+func effectiveCaps() (uint64, error) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("no CapEff line in /proc/self/status")
 }
 
 type attachFlags struct {
@@ -85,7 +118,7 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 			if f.pid <= 0 {
 				return errors.New("--pid is required: the process id of the Go program to trace")
 			}
-			if err := checkRoot(); err != nil {
+			if err := checkPrivileges(); err != nil {
 				return err
 			}
 			res, err := agent.Attach(cmd.Context(), f.pid, f.options(cmd.ErrOrStderr()))

@@ -30,7 +30,7 @@ obs-agent exits with the program's exit code (128+N when signal N killed it).`,
 			if cmd.ArgsLenAtDash() != 0 {
 				return errors.New("put the program after --, e.g. obs-agent run -f 'main.*' -- ./myservice")
 			}
-			if err := checkRoot(); err != nil {
+			if err := checkPrivileges(); err != nil {
 				return err
 			}
 			res, err := agent.Run(cmd.Context(), args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f.options(cmd.ErrOrStderr()))

@@ -78,10 +78,20 @@ type Result struct {
 	Health     uprobe.Health
 }
 
-// Summary is the one-line report printed when the agent exits.
+// Summary is the report printed when the agent exits: one line, plus one
+// for the tracer's own trouble when there was any.
 func (r *Result) Summary() string {
-	return fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
+	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
 		r.PID, r.ExitReason, r.Recorded, r.Lost, r.Sampled, r.Dropped, r.Functions, r.Sites)
+	h := r.Health
+	if h.RingOKFull+h.RingErrFull+h.MapFull+h.ReadFail > 0 {
+		s += fmt.Sprintf("\n  kernel side: ok ring full %d, error ring full %d, goroutine/frame map full %d, unreadable goroutine %d (all counted as dropped)",
+			h.RingOKFull, h.RingErrFull, h.MapFull, h.ReadFail)
+	}
+	if h.UnmatchedRet > 0 {
+		s += fmt.Sprintf("\n  %d returns of calls that began before the probes were attached were not recorded", h.UnmatchedRet)
+	}
+	return s
 }
 
 // session is the state shared by the parts of one run.

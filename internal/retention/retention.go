@@ -61,8 +61,8 @@ type Manager struct {
 
 	QuietFor       time.Duration // vacuum only after this long without writes; default 10s
 	VacuumMinFree  float64       // vacuum only when free pages >= this share of the file; default 0.25
-	VacuumStep     int           // pages per incremental_vacuum step; default 2048
-	VacuumMinPages int64         // and only when at least this many pages are free; default 1024 (4 MiB)
+	VacuumStep     int           // pages per incremental_vacuum step; default 512
+	VacuumMinPages int64         // and only when at least this many pages are free; default 256 (4 MiB of 16 KiB pages)
 
 	// hook, when set (tests), is called after each step of a pass with the
 	// step's name; the crash tests kill the process there.

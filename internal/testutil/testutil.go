@@ -14,9 +14,13 @@ import (
 	"testing"
 )
 
-// RequireRoot skips the test, with the reason, when not running as root.
+// RequireRoot skips the test, with the reason, when not running as root or
+// when -short asks for unit tests only.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping a test that attaches real uprobes")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: attaches real uprobes with BPF (run the tests with sudo, as CI does)")
 	}

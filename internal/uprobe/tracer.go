@@ -248,8 +248,28 @@ type site struct {
 	cookie uint64
 }
 
+// multiPIDFilterWorks reports whether the kernel's uprobe_multi pid filter
+// admits every thread of the process: before Linux 6.10 (commit
+// 46ba0e49b642) it admitted only the thread whose id equals the pid, so
+// calls on the Go program's other threads would be missed.
+func multiPIDFilterWorks() bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	return major > 6 || (major == 6 && minor >= 10)
+}
+
 func (t *Tracer) attachGroup(ex *link.Executable, prog *ebpf.Program, sites []site, pid int) error {
 	if t.multi {
+		if !multiPIDFilterWorks() {
+			// Probe every process of the binary; the programs keep only
+			// the target (target_tgid). Other processes of the same
+			// binary pay the trap cost meanwhile.
+			pid = 0
+		}
 		offs := make([]uint64, len(sites))
 		cookies := make([]uint64, len(sites))
 		for i, s := range sites {
