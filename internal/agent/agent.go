@@ -94,6 +94,10 @@ func (r *Result) Summary() string {
 	return s
 }
 
+// testHookBeforeAttach, when set by a test, runs just before the probes
+// are attached.
+var testHookBeforeAttach func(pid int)
+
 // session is the state shared by the parts of one run.
 type session struct {
 	opts   Options
@@ -319,17 +323,28 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 		return nil, err
 	}
 	start := time.Now()
+	if testHookBeforeAttach != nil {
+		testHookBeforeAttach(s.pid)
+	}
 	tr, err := uprobe.Attach(cfg)
+	exitedErr := fmt.Errorf("pid %d exited while the probes were being attached; nothing was traced: %w", s.pid, uprobe.ErrProcessGone)
 	if err != nil {
 		select {
 		case <-t.Exited():
-			return nil, fmt.Errorf("pid %d exited while the probes were being attached: %w", s.pid, uprobe.ErrProcessGone)
+			return nil, exitedErr
 		default:
 		}
 		return nil, err
 	}
 	s.tr = tr
 	defer tr.Close()
+	select {
+	case <-t.Exited():
+		// Probes on a dead process record nothing: say so, do not
+		// report an empty trace as a success.
+		return nil, exitedErr
+	default:
+	}
 	s.result.AttachTime = time.Since(start)
 	s.result.Sites = tr.Sites()
 	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.names), "sites", tr.Sites(),

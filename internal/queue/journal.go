@@ -238,6 +238,9 @@ type segment struct {
 	funcs     map[string]uint64
 	recovered bool // written by an earlier run
 	bad       bool // can't be read back; left on disk, skipped
+	// done holds the ids already written one by one (or rejected) after
+	// the store refused the segment as a whole; they are not written again.
+	done map[uint64]bool
 }
 
 // journal owns the segment files. Its methods are called by the spiller

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -480,6 +481,17 @@ func (q *Queue) Drain(w Writer) error {
 			retrying, backoff = false, q.opts.RetryMin
 			continue
 		}
+		if seg != nil && failureKind(err) == errOther {
+			// Not a store outage: the store refuses this segment (after a
+			// crash between a commit and the segment's deletion, its
+			// records are already stored: duplicate ids). Write it record
+			// by record so one refused record can't block the journal.
+			if err = q.replaySingly(w, seg, batch); err == nil {
+				q.committed(seg, nil)
+				retrying, backoff = false, q.opts.RetryMin
+				continue
+			}
+		}
 		q.failed(err, seg, batch)
 		retrying = true
 		if q.closeExpired() {
@@ -521,6 +533,9 @@ func (q *Queue) nextSegment() (*segment, []record.Call) {
 			q.log.Error("spill journal segment can't be read: it is left on disk and skipped; its records are not in the store",
 				"file", s.path, "records", s.n, "err", err)
 			continue
+		}
+		if s.done != nil {
+			recs = slices.DeleteFunc(recs, func(c record.Call) bool { return s.done[c.ID] })
 		}
 		if note == nil {
 			return s, recs
@@ -607,6 +622,54 @@ func (q *Queue) committed(seg *segment, batch []record.Call) {
 			"store", q.storePath, "down_for", time.Since(q.down.start).Round(time.Millisecond))
 		q.down = nil
 	}
+}
+
+// replaySingly writes a journal segment's records one at a time. Records
+// the store refuses for a reason other than an outage are counted as
+// dropped and reported; an outage error stops it, and the records written
+// so far are not written again.
+func (q *Queue) replaySingly(w Writer, seg *segment, recs []record.Call) error {
+	if seg.done == nil {
+		seg.done = map[uint64]bool{}
+	}
+	var refused []record.Call
+	var firstErr error
+	defer func() {
+		if len(refused) > 0 {
+			q.log.Error("the store refused error records replayed from the spill journal; they are counted as dropped (a duplicate id means the record was already stored before a crash)",
+				"file", seg.path, "refused", len(refused), "first_id", refused[0].ID, "err", firstErr)
+		}
+	}()
+	for i := range recs {
+		c := recs[i : i+1]
+		err := w.WriteCalls(c)
+		if err != nil && failureKind(err) != errOther {
+			return err
+		}
+		seg.done[c[0].ID] = true
+		q.mu.Lock()
+		q.jready--
+		switch {
+		case err == nil && seg.recovered:
+			q.recovered.replayed++
+		case err == nil:
+			q.recorded[c[0].Function]++
+			q.journaled[c[0].Function]--
+		case seg.recovered:
+			q.recovered.found--
+		default:
+			q.journaled[c[0].Function]--
+			q.dropped[c[0].Function]++
+		}
+		q.mu.Unlock()
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			refused = append(refused, c[0])
+		}
+	}
+	return nil
 }
 
 // failed handles a failed write: a batch from memory goes back to its
