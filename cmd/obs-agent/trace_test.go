@@ -120,4 +120,3 @@ func TestUnprivileged(t *testing.T) {
 		t.Fatal("a store was created before the privilege check")
 	}
 }
-
