@@ -41,6 +41,22 @@ volatile const __u32 target_tgid = 0;
 const struct call_event *_call_event __attribute__((unused));
 const struct err_event *_err_event __attribute__((unused));
 
+/* Site generation. Function sites are attached with cookie
+ * (generation << 32 | function id); to pause or resume functions user space
+ * attaches a new generation beside the old one, flips active_gen, then
+ * detaches the old, so each trap is handled once. */
+__u32 active_gen = 0;
+
+/* The function id of a site's cookie, or -1 when the site belongs to
+ * another generation. */
+static __always_inline __s64 site_func(void *ctx)
+{
+	__u64 c = bpf_get_attach_cookie(ctx);
+	if ((__u32)(c >> 32) != active_gen)
+		return -1;
+	return (__u32)c;
+}
+
 /* Call ids: user space starts them at session<<40 so they are unique in the
  * store. */
 __u64 next_id = 1;
@@ -610,7 +626,10 @@ int obs_entry(struct pt_regs *ctx)
 	__u64 sp_off;
 	if (!tgid)
 		return 0;
-	__u32 func_id = bpf_get_attach_cookie(ctx);
+	__s64 fid = site_func(ctx);
+	if (fid < 0)
+		return 0;
+	__u32 func_id = fid;
 	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
 	if (!gs) {
 		lost_entry(func_id);
@@ -627,12 +646,15 @@ int obs_ret(struct pt_regs *ctx)
 	__u64 sp_off;
 	if (!tgid)
 		return 0;
+	__s64 fid = site_func(ctx);
+	if (fid < 0)
+		return 0;
 	struct gstate *gs = goroutine(ctx, tgid, 0, &sp_off);
 	if (!gs) {
 		COUNT(unmatched_ret);
 		return 0;
 	}
-	do_ret(ctx, gs, GO_G(ctx), bpf_get_attach_cookie(ctx), tgid, sp_off, bpf_ktime_get_ns());
+	do_ret(ctx, gs, GO_G(ctx), fid, tgid, sp_off, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -646,10 +668,13 @@ int obs_leaf(struct pt_regs *ctx)
 	__u64 sp_off;
 	if (!tgid)
 		return 0;
+	__s64 fid = site_func(ctx);
+	if (fid < 0)
+		return 0;
+	__u32 func_id = fid;
 	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
 	if (!gs)
 		return 0;
-	__u32 func_id = bpf_get_attach_cookie(ctx);
 	__u64 now = bpf_ktime_get_ns();
 	__u64 g = GO_G(ctx);
 	do_entry(gs, g, func_id, tgid, sp_off, now);

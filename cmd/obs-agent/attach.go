@@ -30,6 +30,7 @@ type traceFlags struct {
 	retention  time.Duration
 	archive    string
 	sampleRes  time.Duration
+	maxOver    float64
 }
 
 func (f *traceFlags) register(cmd *cobra.Command) {
@@ -45,6 +46,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.statsEvery, "stats-interval", 10*time.Second, "how often per-function aggregates are stored")
 	fl.DurationVar(&f.retention, "retention", 6*time.Hour, "keep records this long; older hours are dropped every minute while tracing")
 	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
+	fl.Float64Var(&f.maxOver, "max-overhead", 1.0, "circuit breaker: when the probe traps are estimated to cost the target more than this fraction of one CPU, pause the hottest functions' probes for a while (recorded as gaps); 0 disables it")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 }
 
@@ -54,6 +56,7 @@ func (f *traceFlags) options(stderr io.Writer) agent.Options {
 		SampleRate: f.sample, DB: f.db, Duration: f.duration, ReadyFile: f.readyFile,
 		SingleProbes: f.single, StatsInterval: f.statsEvery, Logger: slog.Default(),
 		Retention: f.retention, ArchiveDir: f.archive, SampleInterval: sampleInterval(f.sampleRes),
+		MaxOverhead: f.maxOver,
 	}
 }
 

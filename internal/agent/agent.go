@@ -54,6 +54,10 @@ type Options struct {
 	// SampleInterval is how often the target's resource use is sampled;
 	// 0 means 5 s, negative disables sampling.
 	SampleInterval time.Duration
+	// MaxOverhead is the circuit breaker's budget: the fraction of one CPU
+	// the probe traps may cost the target before the hottest functions'
+	// probes are paused (see breaker). 0 disables the breaker.
+	MaxOverhead float64
 	// EmptyPrograms attaches empty BPF programs to the same sites and
 	// records nothing: the floor that overhead is measured against.
 	EmptyPrograms bool
@@ -75,6 +79,7 @@ type Result struct {
 	ExitReason string // "target exited", "duration elapsed", "interrupted"
 	ExitCode   int    // the target's exit code when known (run), else -1
 	Signaled   bool   // the target died of a signal
+	Gaps       int    // probe pauses by the circuit breaker (stored as gaps)
 	Health     uprobe.Health
 }
 
@@ -83,13 +88,16 @@ type Result struct {
 func (r *Result) Summary() string {
 	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
 		r.PID, r.ExitReason, r.Recorded, r.Lost, r.Sampled, r.Dropped, r.Functions, r.Sites)
+	if r.Gaps > 0 {
+		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", (r.Gaps+1)/2)
+	}
 	h := r.Health
 	if h.RingOKFull+h.RingErrFull+h.MapFull+h.ReadFail > 0 {
 		s += fmt.Sprintf("\n  kernel side: ok ring full %d, error ring full %d, goroutine/frame map full %d, unreadable goroutine %d (all counted as dropped)",
 			h.RingOKFull, h.RingErrFull, h.MapFull, h.ReadFail)
 	}
 	if h.UnmatchedRet > 0 {
-		s += fmt.Sprintf("\n  %d returns of calls that began before the probes were attached were not recorded", h.UnmatchedRet)
+		s += fmt.Sprintf("\n  %d returns had no recorded entry (calls that began before the probes were attached, or while the breaker had paused the entry probe)", h.UnmatchedRet)
 	}
 	return s
 }
@@ -354,7 +362,9 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 		return nil, err
 	}
 	qb := s.opts.QueueBytes
-	s.q = queue.New(queue.Options{OKBytes: qb, Logger: s.log})
+	// Error records that cannot reach the store spill to a journal beside
+	// it, and the next run on this store replays what is left there.
+	s.q = queue.New(queue.Options{OKBytes: qb, SpillDir: s.opts.DB + ".spill", Logger: s.log})
 
 	var wg sync.WaitGroup
 	lanes := []*uprobe.Lane{tr.Errors(), tr.OK()}
@@ -376,6 +386,17 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	}()
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	bgDone := s.background(bgCtx)
+	var brk *breaker
+	brkDone := make(chan struct{})
+	if s.opts.MaxOverhead > 0 {
+		brk = newBreaker(s)
+		go func() {
+			defer close(brkDone)
+			brk.run(bgCtx)
+		}()
+	} else {
+		close(brkDone)
+	}
 
 	if s.opts.ReadyFile != "" {
 		if err := writeReady(s.opts.ReadyFile, s.pid); err != nil {
@@ -404,6 +425,10 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	<-statsDone
 	stopBackground()
 	bgDone.Wait()
+	<-brkDone
+	if brk != nil {
+		brk.close(time.Now())
+	}
 	s.q.Close()
 	werr := <-writerDone
 	if err := s.writeStats(true); err != nil {

@@ -164,3 +164,22 @@ func TestDiskFullRealStore(t *testing.T) {
 		})
 	}
 }
+
+// TestRealStoreDuplicateIsConstraint pins what replaySingly relies on: the
+// real store refuses a duplicate id with a constraint violation, which is
+// not one of the outage sentinels.
+func TestRealStoreDuplicateIsConstraint(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "obs.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c := []record.Call{call("main.once", record.StatusError)}
+	if err := st.WriteCalls(c); err != nil {
+		t.Fatal(err)
+	}
+	err = st.WriteCalls(c)
+	if !isConstraint(err) || failureKind(err) != errOther {
+		t.Fatalf("duplicate write: %v (constraint %v, kind %v)", err, isConstraint(err), failureKind(err))
+	}
+}

@@ -481,11 +481,11 @@ func (q *Queue) Drain(w Writer) error {
 			retrying, backoff = false, q.opts.RetryMin
 			continue
 		}
-		if seg != nil && failureKind(err) == errOther {
-			// Not a store outage: the store refuses this segment (after a
-			// crash between a commit and the segment's deletion, its
-			// records are already stored: duplicate ids). Write it record
-			// by record so one refused record can't block the journal.
+		if seg != nil && isConstraint(err) {
+			// Not an outage: the store refuses this segment's records
+			// (after a crash between a commit and the segment's deletion,
+			// they are already stored: duplicate ids). Write it record by
+			// record so refused records can't block the journal.
 			if err = q.replaySingly(w, seg, batch); err == nil {
 				q.committed(seg, nil)
 				retrying, backoff = false, q.opts.RetryMin
@@ -625,9 +625,9 @@ func (q *Queue) committed(seg *segment, batch []record.Call) {
 }
 
 // replaySingly writes a journal segment's records one at a time. Records
-// the store refuses for a reason other than an outage are counted as
-// dropped and reported; an outage error stops it, and the records written
-// so far are not written again.
+// the store refuses with a constraint violation (in practice: already
+// stored) are counted as dropped and reported; any other error stops it,
+// and the records written so far are not written again.
 func (q *Queue) replaySingly(w Writer, seg *segment, recs []record.Call) error {
 	if seg.done == nil {
 		seg.done = map[uint64]bool{}
@@ -643,7 +643,7 @@ func (q *Queue) replaySingly(w Writer, seg *segment, recs []record.Call) error {
 	for i := range recs {
 		c := recs[i : i+1]
 		err := w.WriteCalls(c)
-		if err != nil && failureKind(err) != errOther {
+		if err != nil && !isConstraint(err) {
 			return err
 		}
 		seg.done[c[0].ID] = true
@@ -702,6 +702,18 @@ var failureKinds = []error{store.ErrDiskFull, store.ErrLocked, store.ErrReadOnly
 
 // errOther is the failure kind of errors that match no store sentinel.
 var errOther = errors.New("other")
+
+// sqliteConstraint is SQLITE_CONSTRAINT, the primary result code of a
+// UNIQUE or PRIMARY KEY violation (the store refuses a duplicate id).
+const sqliteConstraint = 19
+
+// isConstraint reports whether err is a constraint violation from the
+// SQLite driver (whose errors have a Code method): the store refuses the
+// data, it is not failing.
+func isConstraint(err error) bool {
+	var ce interface{ Code() int }
+	return errors.As(err, &ce) && ce.Code()&0xff == sqliteConstraint
+}
 
 func failureKind(err error) error {
 	for _, k := range failureKinds {

@@ -28,7 +28,6 @@ type fakeWriter struct {
 	nfail   int
 	calls   chan error                // optional: each call's result, sent without blocking
 	hook    func(batch []record.Call) // optional: runs first, outside mu
-	dupErr  bool                      // fail a batch with a duplicate id, as the store does
 }
 
 func (w *fakeWriter) WriteCalls(batch []record.Call) error {
@@ -43,7 +42,7 @@ func (w *fakeWriter) WriteCalls(batch []record.Call) error {
 		}
 		for i := range batch {
 			if w.ids[batch[i].ID] {
-				err = fmt.Errorf("duplicate id %d", batch[i].ID)
+				err = fmt.Errorf("store: write calls: constraint failed: UNIQUE constraint failed: calls.id (%d): %w", batch[i].ID, codeErr(1555))
 			}
 		}
 	}
@@ -64,6 +63,12 @@ func (w *fakeWriter) WriteCalls(batch []record.Call) error {
 	}
 	return err
 }
+
+// codeErr carries a SQLite result code the way the driver's errors do.
+type codeErr int
+
+func (e codeErr) Error() string { return fmt.Sprintf("sqlite code %d", int(e)) }
+func (e codeErr) Code() int     { return int(e) }
 
 func (w *fakeWriter) setFail(err error) {
 	w.mu.Lock()
@@ -616,3 +621,74 @@ func BenchmarkPushDrain(b *testing.B) {
 type nopWriter struct{}
 
 func (nopWriter) WriteCalls([]record.Call) error { return nil }
+
+// TestReplayAfterCommitBeforeDelete: a crash after the store committed a
+// segment but before the segment was deleted makes the next run replay
+// records the store already has. The store refuses the batch (duplicate
+// ids); the queue must not wedge on it: it writes the segment record by
+// record, reports the refused ones, and goes on.
+func TestReplayAfterCommitBeforeDelete(t *testing.T) {
+	spill := filepath.Join(t.TempDir(), "spill")
+	log, _ := newLogger()
+	q := New(fastOpts(Options{SpillDir: spill, CloseTimeout: time.Millisecond, Logger: log}))
+	var errs []record.Call
+	for range 20 {
+		c := call("main.dup", record.StatusError)
+		errs = append(errs, c)
+		q.Push(c)
+	}
+	done := startDrain(q, &fakeWriter{fail: storeErr(store.ErrLocked)})
+	q.Close()
+	if err := <-done; err == nil {
+		t.Fatal("want the give-up error")
+	}
+	// The "store" already holds the first 10 of them.
+	w := &fakeWriter{ids: map[uint64]bool{}}
+	for _, c := range errs[:10] {
+		w.ids[c.ID] = true
+	}
+	log2, lb2 := newLogger()
+	q2 := New(fastOpts(Options{SpillDir: spill, Logger: log2}))
+	q2.Push(call("main.after", record.StatusError))
+	done2 := startDrain(q2, w)
+	q2.Close()
+	if err := <-done2; err != nil {
+		t.Fatal(err)
+	}
+	got := w.snapshot()
+	if len(got) != 11 || got[10].Function != "main.after" {
+		t.Fatalf("wrote %d records (%v), want the 10 new replayed ones, then main.after", len(got), got)
+	}
+	if !strings.Contains(lb2.String(), "refused=10") {
+		t.Errorf("refused records not reported:\n%s", lb2)
+	}
+	if _, err := os.Stat(spill); !os.IsNotExist(err) {
+		t.Errorf("journal left: %v", err)
+	}
+}
+
+func BenchmarkPushDrainParallel(b *testing.B) {
+	q := New(Options{OKBytes: 256 << 20, Logger: slog.New(slog.DiscardHandler)})
+	done := startDrain(q, nopWriter{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c := call("main.bench", record.StatusOK)
+		e := call("main.bench", record.StatusError)
+		i := 0
+		for pb.Next() {
+			if i%100 == 0 {
+				q.Push(e)
+			} else {
+				q.Push(c)
+			}
+			i++
+		}
+	})
+	q.Close()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}

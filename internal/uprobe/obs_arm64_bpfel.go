@@ -137,6 +137,7 @@ const (
 	obsProgObsRet            = "obs_ret"
 	obsVarCallEvent          = "_call_event"
 	obsVarErrEvent           = "_err_event"
+	obsVarActiveGen          = "active_gen"
 	obsVarGoidOffset         = "goid_offset"
 	obsVarNewprocCallergpReg = "newproc_callergp_reg"
 	obsVarNextId             = "next_id"
@@ -217,6 +218,7 @@ type obsMapSpecs struct {
 type obsVariableSpecs struct {
 	CallEvent          *ebpf.VariableSpec `ebpf:"_call_event"`
 	ErrEvent           *ebpf.VariableSpec `ebpf:"_err_event"`
+	ActiveGen          *ebpf.VariableSpec `ebpf:"active_gen"`
 	GoidOffset         *ebpf.VariableSpec `ebpf:"goid_offset"`
 	NewprocCallergpReg *ebpf.VariableSpec `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.VariableSpec `ebpf:"next_id"`
@@ -274,6 +276,7 @@ func (m *obsMaps) Close() error {
 type obsVariables struct {
 	CallEvent          *ebpf.Variable `ebpf:"_call_event"`
 	ErrEvent           *ebpf.Variable `ebpf:"_err_event"`
+	ActiveGen          *ebpf.Variable `ebpf:"active_gen"`
 	GoidOffset         *ebpf.Variable `ebpf:"goid_offset"`
 	NewprocCallergpReg *ebpf.Variable `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.Variable `ebpf:"next_id"`

@@ -81,15 +81,20 @@ type Config struct {
 
 // Tracer is a loaded and attached set of probes.
 type Tracer struct {
-	objs     obsObjects
-	links    []link.Link
-	okRing   *ringbuf.Reader
-	errRing  *ringbuf.Reader
-	nfuncs   int
-	sites    int
-	multi    bool
-	monoWall int64 // wall - monotonic, ns
-	log      *slog.Logger
+	objs         obsObjects
+	cfg          Config
+	ex           *link.Executable
+	siteLinks    []link.Link // function sites of the active generation
+	runtimeLinks []link.Link // runtime hooks
+	gen          uint32
+	runtimeSites int
+	okRing       *ringbuf.Reader
+	errRing      *ringbuf.Reader
+	nfuncs       int
+	sites        int
+	multi        bool
+	monoWall     int64 // wall - monotonic, ns
+	log          *slog.Logger
 }
 
 // Sites returns how many probe sites are attached.
@@ -179,12 +184,43 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("attach: open %s: %w", cfg.Binary, err)
 	}
+	t.ex, t.cfg = ex, cfg
+	var nsites int
+	if t.siteLinks, nsites, err = t.attachSites(0, nil); err != nil {
+		return nil, err
+	}
+	if !cfg.Empty {
+		for _, g := range runtimeGroups(&t.objs, cfg.Runtime) {
+			ls, err := t.attachGroup(g.prog, g.sites)
+			t.runtimeLinks = append(t.runtimeLinks, ls...)
+			if err != nil {
+				return nil, err
+			}
+			t.runtimeSites += len(g.sites)
+		}
+	}
+	t.sites = nsites + t.runtimeSites
+	t.monoWall = monoToWall()
+	return t, nil
+}
+
+// Removed says which sites of a function are left out of an attachment.
+type Removed struct {
+	Entry bool // no new calls are seen
+	Rets  bool // calls already open are not closed either
+}
+
+// attachSites attaches the function sites of generation gen, leaving out
+// what removed says. Cookies carry gen << 32 | function id.
+func (t *Tracer) attachSites(gen uint32, removed map[int]Removed) ([]link.Link, int, error) {
 	entryProg, retProg, leafProg := t.objs.ObsEntry, t.objs.ObsRet, t.objs.ObsLeaf
-	if cfg.Empty {
+	if t.cfg.Empty {
 		entryProg, retProg, leafProg = t.objs.ObsEmpty, t.objs.ObsEmpty, t.objs.ObsEmpty
 	}
 	var entries, rets, leaves []site
-	for i, f := range cfg.Funcs {
+	for i, f := range t.cfg.Funcs {
+		rm := removed[i]
+		cookie := uint64(gen)<<32 | uint64(i)
 		leaf := false
 		for _, r := range f.Rets {
 			if r == f.Entry {
@@ -192,28 +228,57 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 				leaf = true
 				continue
 			}
-			rets = append(rets, site{r, uint64(i)})
+			if !rm.Rets {
+				rets = append(rets, site{r, cookie})
+			}
 		}
-		if leaf {
-			leaves = append(leaves, site{f.Entry, uint64(i)})
-		} else {
-			entries = append(entries, site{f.Entry, uint64(i)})
-		}
-	}
-	groups := []group{{entryProg, entries}, {retProg, rets}, {leafProg, leaves}}
-	if !cfg.Empty {
-		groups = append(groups, runtimeGroups(&t.objs, cfg.Runtime)...)
-	}
-	for _, g := range groups {
-		if len(g.sites) == 0 {
-			continue
-		}
-		if err := t.attachGroup(ex, g.prog, g.sites, cfg.PID); err != nil {
-			return nil, err
+		switch {
+		case rm.Entry:
+		case leaf:
+			leaves = append(leaves, site{f.Entry, cookie})
+		default:
+			entries = append(entries, site{f.Entry, cookie})
 		}
 	}
-	t.monoWall = monoToWall()
-	return t, nil
+	var all []link.Link
+	for _, g := range []group{{entryProg, entries}, {retProg, rets}, {leafProg, leaves}} {
+		ls, err := t.attachGroup(g.prog, g.sites)
+		all = append(all, ls...)
+		if err != nil {
+			closeLinks(all)
+			return nil, 0, err
+		}
+	}
+	return all, len(entries) + len(rets) + len(leaves), nil
+}
+
+// Reattach replaces the function sites with a set that leaves out what
+// removed says (nil: every site), as used to pause and resume functions.
+// The new set is attached beside the old one under a new generation, the
+// programs switch to it at once, and then the old set is detached, so no
+// trap is handled twice and none is missed outside the instant of the
+// switch. It returns how long the whole switch took.
+func (t *Tracer) Reattach(removed map[int]Removed) (time.Duration, error) {
+	start := time.Now()
+	gen := t.gen + 1
+	ls, n, err := t.attachSites(gen, removed)
+	if err != nil {
+		return time.Since(start), err
+	}
+	if err := t.objs.ActiveGen.Set(gen); err != nil {
+		closeLinks(ls)
+		return time.Since(start), fmt.Errorf("switch probe generation: %w", err)
+	}
+	old := t.siteLinks
+	t.siteLinks, t.gen, t.sites = ls, gen, n+t.runtimeSites
+	closeLinks(old)
+	return time.Since(start), nil
+}
+
+func closeLinks(ls []link.Link) {
+	for _, l := range ls {
+		l.Close()
+	}
 }
 
 // group is a set of sites that run one program.
@@ -262,7 +327,12 @@ func multiPIDFilterWorks() bool {
 	return major > 6 || (major == 6 && minor >= 10)
 }
 
-func (t *Tracer) attachGroup(ex *link.Executable, prog *ebpf.Program, sites []site, pid int) error {
+// attachGroup attaches prog to sites, filtered by the target pid.
+func (t *Tracer) attachGroup(prog *ebpf.Program, sites []site) ([]link.Link, error) {
+	if len(sites) == 0 {
+		return nil, nil
+	}
+	pid := t.cfg.PID
 	if t.multi {
 		if !multiPIDFilterWorks() {
 			// Probe every process of the binary; the programs keep only
@@ -275,23 +345,21 @@ func (t *Tracer) attachGroup(ex *link.Executable, prog *ebpf.Program, sites []si
 		for i, s := range sites {
 			offs[i], cookies[i] = s.off, s.cookie
 		}
-		l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: offs, Cookies: cookies, PID: uint32(pid)})
+		l, err := t.ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: offs, Cookies: cookies, PID: uint32(pid)})
 		if err != nil {
-			return attachErr(err, pid)
+			return nil, attachErr(err, t.cfg.PID)
 		}
-		t.links = append(t.links, l)
-		t.sites += len(sites)
-		return nil
+		return []link.Link{l}, nil
 	}
+	var ls []link.Link
 	for _, s := range sites {
-		l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: s.off, PID: pid, Cookie: s.cookie})
+		l, err := t.ex.Uprobe("", prog, &link.UprobeOptions{Address: s.off, PID: pid, Cookie: s.cookie})
 		if err != nil {
-			return attachErr(err, pid)
+			return ls, attachErr(err, pid)
 		}
-		t.links = append(t.links, l)
-		t.sites++
+		ls = append(ls, l)
 	}
-	return nil
+	return ls, nil
 }
 
 func attachErr(err error, pid int) error {
@@ -336,10 +404,9 @@ func funcInfo(f Func) obsFuncInfo {
 // order.
 func (t *Tracer) Detach() time.Duration {
 	start := time.Now()
-	for _, l := range t.links {
-		l.Close()
-	}
-	t.links = nil
+	closeLinks(t.siteLinks)
+	closeLinks(t.runtimeLinks)
+	t.siteLinks, t.runtimeLinks = nil, nil
 	return time.Since(start)
 }
 

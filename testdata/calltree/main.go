@@ -12,6 +12,8 @@
 //	burst N         N goroutines alive at once, each calling burstWork
 //	hot N           N calls of hot in one goroutine; prints ns/call
 //	multi N         run the tree N times
+//	hotcool N M     N calls of hot in a tight loop, then M calls one
+//	                millisecond apart (a hot phase, then a cool one)
 package main
 
 import (
@@ -56,6 +58,20 @@ func main() {
 		}
 		el := time.Since(start)
 		fmt.Printf("hot calls=%d ns_per_call=%.1f sum=%d\n", n, float64(el.Nanoseconds())/float64(n), s)
+	case "hotcool":
+		m := 0
+		if len(args) > 2 {
+			m, _ = strconv.Atoi(args[2])
+		}
+		s := 0
+		for i := 0; i < n; i++ {
+			s += hot(i)
+		}
+		for i := 0; i < m; i++ {
+			s += hot(i)
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Printf("hotcool calls=%d sum=%d\n", n+m, s)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", mode)
 		os.Exit(2)

@@ -1,0 +1,320 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/obs-agent/obs-agent/internal/testutil"
+)
+
+// What the cost figures measure, and why they are computed this way.
+//
+// The real obs-agent binary runs as a subprocess of the test, and the
+// traced program runs as obs-agent's child: obs-agent starts it under
+// ptrace and reaps it with wait4. The rusage that the test's wait4 returns
+// for obs-agent (cmd.ProcessState.SysUsage) is not obs-agent's alone. The
+// kernel fills it with getrusage(child, RUSAGE_BOTH) (kernel/exit.c,
+// wait_task_zombie): obs-agent's own CPU plus that of every child it reaped,
+// here the target. Its ru_maxrss is the larger of obs-agent's own peak and
+// its reaped children's peak.
+//
+// So the agent's own figures are taken as follows:
+//   - CPU: the wait4 user+sys time minus the target's own CPU. The load
+//     target prints its getrusage(RUSAGE_SELF) as its last act ("self
+//     cpu_us=..."). The cross-check is obs-agent's own utime+stime from
+//     /proc/PID/stat, polled every 50 ms while it runs; that excludes
+//     children but misses the last poll interval.
+//   - Peak RSS: VmHWM from /proc/PID/status, polled the same way. It is
+//     obs-agent's own high-water mark, and it only grows. When the wait4
+//     ru_maxrss is larger than the target's own maxrss, it can only be
+//     obs-agent's, and it is exact, so that value is used instead.
+//   - Steady-state CPU: the slope of obs-agent's own utime+stime over
+//     the polls taken while the target runs. Startup (reading symbols,
+//     loading BPF) and shutdown (detach, final flush) are left out.
+
+var (
+	agentBinOnce sync.Once
+	agentBinPath string
+	agentBinErr  error
+)
+
+// agentBinary builds ./cmd/obs-agent once per test binary.
+func agentBinary(tb testing.TB) string {
+	tb.Helper()
+	root := testutil.RepoRoot(tb)
+	agentBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "obs-agent-bin-")
+		if err != nil {
+			agentBinErr = err
+			return
+		}
+		out := filepath.Join(dir, "obs-agent")
+		cmd := exec.Command("go", "build", "-o", out, "./cmd/obs-agent")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			agentBinErr = fmt.Errorf("build obs-agent: %v\n%s", err, b)
+			return
+		}
+		agentBinPath = out
+	})
+	if agentBinErr != nil {
+		tb.Fatal(agentBinErr)
+	}
+	return agentBinPath
+}
+
+// made is what the load target says it did, per function.
+type made struct{ calls, errors uint64 }
+
+// loadOutput is the parsed stdout of testdata/load.
+type loadOutput struct {
+	made        map[string]made
+	selfCPU     time.Duration
+	selfRSSKiB  int64
+	sawSelfLine bool
+}
+
+func parseLoad(tb testing.TB, out string) loadOutput {
+	tb.Helper()
+	lo := loadOutput{made: map[string]made{}}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		var fn string
+		var m made
+		var us, kb int64
+		switch {
+		case strings.HasPrefix(line, "made "):
+			if _, err := fmt.Sscanf(line, "made %s calls=%d errors=%d", &fn, &m.calls, &m.errors); err != nil {
+				tb.Fatalf("parse %q: %v", line, err)
+			}
+			lo.made[fn] = m
+		case strings.HasPrefix(line, "self "):
+			if _, err := fmt.Sscanf(line, "self cpu_us=%d maxrss_kb=%d", &us, &kb); err != nil {
+				tb.Fatalf("parse %q: %v", line, err)
+			}
+			lo.selfCPU, lo.selfRSSKiB, lo.sawSelfLine = time.Duration(us)*time.Microsecond, kb, true
+		}
+	}
+	if len(lo.made) == 0 {
+		tb.Fatalf("load printed no counts: %q", out)
+	}
+	return lo
+}
+
+// agentCost is one obs-agent run of the load target, seen from outside.
+type agentCost struct {
+	Wall           time.Duration // obs-agent start to exit
+	CPU            time.Duration // obs-agent's own user+sys (wait4 total minus the target's own)
+	Wait4CPU       time.Duration // wait4 user+sys: obs-agent plus its reaped target
+	PolledCPU      time.Duration // obs-agent's own utime+stime at the last /proc poll
+	SteadyCPUPct   float64       // % of one core while the target ran (own CPU slope); -1 if too short
+	PeakRSSKiB     int64         // obs-agent's own peak RSS (see the comment above)
+	PolledHWMKiB   int64         // last VmHWM polled
+	Wait4MaxRSSKiB int64         // wait4 ru_maxrss: max(obs-agent, target)
+	Target         loadOutput
+	Stderr         string
+	Recorded, Lost uint64 // from the exit line
+}
+
+// procSample is one poll of /proc/PID.
+type procSample struct {
+	at     time.Time
+	own    time.Duration // utime+stime
+	hwmKiB int64
+}
+
+var clockTick = time.Second / 100 // USER_HZ is 100 on Linux
+
+func pollProc(pid int) (procSample, bool) {
+	s := procSample{at: time.Now()}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, false
+	}
+	// Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return s, false
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	s.own = time.Duration(ut+st) * clockTick
+	st2, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, false
+	}
+	for _, line := range strings.Split(string(st2), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &s.hwmKiB)
+		}
+	}
+	return s, true
+}
+
+// runAgentBinary runs `obs-agent run --db DB -f PATTERN -- load ARGS...`
+// and measures obs-agent's own cost. runFor is how long the target is
+// meant to run: the steady-state CPU figure uses the polls from 1 s after
+// the start to 0.5 s before the target's expected end.
+func runAgentBinary(tb testing.TB, pattern string, runFor time.Duration, loadArgs ...string) agentCost {
+	tb.Helper()
+	agent := agentBinary(tb)
+	load := testutil.BuildProgram(tb, testutil.Build{Program: "load"})
+	db := filepath.Join(tb.TempDir(), "obs.db")
+	args := append([]string{"run", "--db", db, "-f", pattern, "--", load}, loadArgs...)
+	cmd := exec.Command(agent, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	var samples []procSample
+	done := make(chan struct{})
+	var pollWG sync.WaitGroup
+	pollWG.Add(1)
+	go func() {
+		defer pollWG.Done()
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			if s, ok := pollProc(cmd.Process.Pid); ok {
+				samples = append(samples, s)
+			}
+			select {
+			case <-done:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	// Wait for the exit without reaping, so the last poll sees the
+	// finished process's final counters (a zombie's /proc/PID/stat
+	// still holds them; its status has no VmHWM any more).
+	waitExited(cmd.Process.Pid)
+	close(done)
+	pollWG.Wait()
+	if s, ok := pollProc(cmd.Process.Pid); ok {
+		samples = append(samples, s)
+	}
+	err := cmd.Wait()
+	c := agentCost{Wall: time.Since(t0), Stderr: stderr.String()}
+	if err != nil {
+		tb.Fatalf("obs-agent %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	c.Target = parseLoad(tb, stdout.String())
+	if !c.Target.sawSelfLine {
+		tb.Fatalf("load printed no rusage line: %q", stdout.String())
+	}
+	ps := cmd.ProcessState
+	ru := ps.SysUsage().(*syscall.Rusage)
+	c.Wait4CPU = ps.UserTime() + ps.SystemTime()
+	c.CPU = c.Wait4CPU - c.Target.selfCPU
+	c.Wait4MaxRSSKiB = ru.Maxrss
+	for _, s := range samples {
+		c.PolledCPU = max(c.PolledCPU, s.own)
+		c.PolledHWMKiB = max(c.PolledHWMKiB, s.hwmKiB)
+	}
+	c.PeakRSSKiB = c.PolledHWMKiB
+	if c.Wait4MaxRSSKiB > c.Target.selfRSSKiB {
+		c.PeakRSSKiB = c.Wait4MaxRSSKiB
+	}
+	c.SteadyCPUPct = -1
+	var first, last *procSample
+	for i := range samples {
+		s := &samples[i]
+		if s.at.Sub(t0) < time.Second || s.at.Sub(t0) > runFor-500*time.Millisecond {
+			continue
+		}
+		if first == nil {
+			first = s
+		}
+		last = s
+	}
+	if first != nil && last.at.Sub(first.at) >= time.Second {
+		c.SteadyCPUPct = 100 * float64(last.own-first.own) / float64(last.at.Sub(first.at))
+	}
+	if _, err := fmt.Sscanf(exitLine(c.Stderr), "obs-agent: pid %d: target exited with code 0; recorded %d calls, lost %d",
+		new(int), &c.Recorded, &c.Lost); err != nil {
+		tb.Fatalf("parse the exit line: %v\nstderr: %s", err, c.Stderr)
+	}
+	return c
+}
+
+func exitLine(stderr string) string {
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "obs-agent: pid ") {
+			return l
+		}
+	}
+	return ""
+}
+
+// waitExited blocks until pid has exited, leaving it a zombie (WNOWAIT)
+// for cmd.Wait to reap.
+func waitExited(pid int) {
+	var si unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &si, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+func (c agentCost) String() string {
+	steady := "n/a"
+	if c.SteadyCPUPct >= 0 {
+		steady = fmt.Sprintf("%.1f%%", c.SteadyCPUPct)
+	}
+	return fmt.Sprintf("agent CPU %v over %v wall (%.1f%% of one core for the session; steady %s while the target ran); "+
+		"wait4 CPU %v = agent + target's own %v; agent's own CPU polled from /proc %v; "+
+		"agent peak RSS %.1f MiB (polled VmHWM %.1f MiB, wait4 maxrss %.1f MiB, target's own maxrss %.1f MiB)",
+		c.CPU.Round(time.Millisecond), c.Wall.Round(time.Millisecond), 100*c.CPU.Seconds()/c.Wall.Seconds(), steady,
+		c.Wait4CPU.Round(time.Millisecond), c.Target.selfCPU.Round(time.Millisecond), c.PolledCPU,
+		float64(c.PeakRSSKiB)/1024, float64(c.PolledHWMKiB)/1024, float64(c.Wait4MaxRSSKiB)/1024, float64(c.Target.selfRSSKiB)/1024)
+}
+
+// BenchmarkAgentCost runs the real obs-agent binary on `load rate 20000 5`
+// (20,000 calls/s of main.work for 5 s, 1% errors) and reports the agent's
+// own CPU, as a share of one core, and its peak RSS.
+func BenchmarkAgentCost(b *testing.B) {
+	testutil.RequireRoot(b)
+	const rate, secs = 20000, 5
+	agentBinary(b)
+	testutil.BuildProgram(b, testutil.Build{Program: "load"})
+	b.ResetTimer()
+	var steady, session, rss, usPerCall float64
+	for i := 0; i < b.N; i++ {
+		c := runAgentBinary(b, "main.work", secs*time.Second, "rate", fmt.Sprint(rate), fmt.Sprint(secs), "1")
+		m := c.Target.made["main.work"]
+		if m.calls != rate*secs || c.Recorded+c.Lost != m.calls {
+			b.Fatalf("made %d calls, agent recorded %d lost %d", m.calls, c.Recorded, c.Lost)
+		}
+		b.Logf("%s", c)
+		steady += c.SteadyCPUPct
+		session += 100 * c.CPU.Seconds() / c.Wall.Seconds()
+		rss = max(rss, float64(c.PeakRSSKiB)/1024)
+		usPerCall += float64(c.CPU.Microseconds()) / float64(m.calls)
+	}
+	n := float64(b.N)
+	b.ReportMetric(steady/n, "agent-cpu-%")
+	b.ReportMetric(session/n, "agent-session-cpu-%")
+	b.ReportMetric(usPerCall/n, "agent-cpu-us/call")
+	b.ReportMetric(rss, "agent-peak-rss-MiB")
+	b.ReportMetric(rate, "calls/s")
+}
