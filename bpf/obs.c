@@ -456,6 +456,39 @@ static long unwind_one(__u64 i, void *data)
 
 #define NO_FUNC 0xffffffff
 
+struct keep_ctx {
+	__u64 g;
+	__u32 tgid;
+	__u32 depth;
+};
+
+static long keep_one(__u64 i, void *data)
+{
+	struct keep_ctx *k = data;
+	if (k->depth == 0)
+		return 1;
+	struct gkey gk = {.tgid = k->tgid, .g = k->g};
+	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	if (!gs)
+		return 1;
+	k->depth--;
+	struct frame *f = frame_get(gs, k->tgid, k->g, k->depth);
+	if (!f)
+		return 0;
+	if (f->keep)
+		return 1; /* and so are all above it */
+	f->keep = 1;
+	return 0;
+}
+
+/* Marks every open ancestor of a failed call so sampling never drops it:
+ * an error's chain of parents is always recorded. */
+static __always_inline void keep_ancestors(__u32 tgid, __u64 g, __u32 depth)
+{
+	struct keep_ctx k = {.g = g, .tgid = tgid, .depth = depth};
+	bpf_loop(1 << 16, keep_one, &k, 0);
+}
+
 /* Closes every open frame of the goroutine that is deeper than sp_off, and
  * one at sp_off unless it belongs to keep_func. (Its callers must not branch
  * on how many it closed: that trips the 6.18 verifier's precision tracking
@@ -508,6 +541,8 @@ static __always_inline void do_entry(struct gstate *gs, __u64 g, __u32 func_id, 
 				__u8 st = gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED;
 				unwind(gs, tgid, g, now, sp_off, NO_FUNC, st);
 				gs->panic_seq = 0;
+				if (st == OBS_PANIC && gs->depth > 0)
+					keep_ancestors(tgid, g, gs->depth);
 				depth = gs->depth;
 				top = depth > 0 ? frame_get(gs, tgid, g, depth - 1) : 0;
 			}
@@ -568,9 +603,13 @@ static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64
 		/* Frames deeper than the one returning (or another function's
 		 * at its level) were unwound by a panic that this frame, or an
 		 * untraced one below it, recovered. */
-		unwind(gs, tgid, g, now, sp_off, func_id,
-		       gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED);
+		__u8 st = gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED;
+		unwind(gs, tgid, g, now, sp_off, func_id, st);
 		gs->panic_seq = 0;
+		/* The panicked frames' ancestors, this one included, are
+		 * never sampled out. */
+		if (st == OBS_PANIC && gs->depth > 0)
+			keep_ancestors(tgid, g, gs->depth);
 		f = gs->depth > 0 ? frame_get(gs, tgid, g, gs->depth - 1) : 0;
 	}
 	if (!f || f->sp_off != sp_off || f->func_id != func_id) {
@@ -590,7 +629,8 @@ static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64
 
 	struct func_stats *st = account(func_id, status, now - fr.start_ns);
 	if (status == OBS_OK) {
-		if (fi && !fi->sample_all && bpf_get_prandom_u32() >= fi->sample_thresh) {
+		if (!fr.keep && fi && !fi->sample_all &&
+		    bpf_get_prandom_u32() >= fi->sample_thresh) {
 			if (st)
 				st->sampled++;
 			return;
@@ -608,6 +648,8 @@ static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64
 		return;
 	}
 
+	if (gs->depth > 0)
+		keep_ancestors(tgid, g, gs->depth);
 	struct err_event *e = err_reserve();
 	if (!e) {
 		if (st)

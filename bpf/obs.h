@@ -103,7 +103,7 @@ struct frame {
 	__u64 start_ns;
 	__u64 sp_off; /* g.stack.hi - SP at entry: survives stack copies */
 	__u32 func_id;
-	__u32 _pad;
+	__u32 keep; /* 1: a descendant failed; never sampled out */
 };
 
 /* The innermost open frames of a goroutine live in its state, so a call

@@ -379,3 +379,33 @@ func TestTwoProcessesSameBinary(t *testing.T) {
 		checkResult(t, r.res, len(calls))
 	}
 }
+
+// TestSamplingKeepsErrorChains keeps no ok call at all (@0): every error
+// and panic is still recorded, with its whole chain of parents, and every
+// call left out is counted as sampled.
+func TestSamplingKeepsErrorChains(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
+	opts := testOptions(t)
+	opts.Include = []string{"main.*@0"}
+	res, err := Run(context.Background(), []string{bin}, nil, io.Discard, io.Discard, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := readCalls(t, opts.DB)
+	got := paths(t, calls) // fails on any dangling parent
+	want := map[string]int{
+		"main.main":                                      1,
+		"main.main>main.run":                             1,
+		"main.main>main.run>main.recovered":              1,
+		"main.main>main.run>main.recovered>main.panicky": 1,
+	}
+	diffPaths(t, got, want)
+	total := 0
+	for _, n := range treePaths("") {
+		total += n
+	}
+	if res.Calls != uint64(total) || res.Recorded != 4 || res.Sampled != uint64(total-4) || res.Dropped != 0 {
+		t.Fatalf("calls %d recorded %d sampled %d dropped %d; want %d, 4, %d, 0", res.Calls, res.Recorded, res.Sampled, res.Dropped, total, total-4)
+	}
+}

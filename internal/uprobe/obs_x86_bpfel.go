@@ -66,7 +66,7 @@ type obsFrame struct {
 	StartNs  uint64
 	SpOff    uint64
 	FuncId   uint32
-	Pad      uint32
+	Keep     uint32
 }
 
 type obsFuncInfo struct {
