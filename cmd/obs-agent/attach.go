@@ -46,7 +46,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.statsEvery, "stats-interval", 10*time.Second, "how often per-function aggregates are stored")
 	fl.DurationVar(&f.retention, "retention", 6*time.Hour, "keep records this long; older hours are dropped every minute while tracing")
 	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
-	fl.Float64Var(&f.maxOver, "max-overhead", 1.0, "circuit breaker: when the probe traps are estimated to cost the target more than this fraction of one CPU, pause the hottest functions' probes for a while (recorded as gaps); 0 disables it")
+	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 }
 
