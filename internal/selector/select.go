@@ -111,7 +111,7 @@ func Select(bin *symbols.Binary, include, exclude []string, opts Options) (*Sele
 		for i := range inc {
 			if inc[i].Selects(name, generated && !opts.Generated) {
 				incHit[i] = true
-				if best < 0 || len(inc[i].g.prefix) >= len(inc[best].g.prefix) {
+				if best < 0 || len(inc[i].g.LiteralPrefix()) >= len(inc[best].g.LiteralPrefix()) {
 					best = i
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/obs-agent/obs-agent/internal/glob"
 	"math"
 	"slices"
 	"strconv"
@@ -135,10 +136,11 @@ func (r *rtx) funcCond(pattern string) (cond string, ok bool, err error) {
 	if err := r.loadFuncs(); err != nil {
 		return "", false, err
 	}
+	g := glob.Compile(pattern)
 	r.s.fmu.Lock()
 	var ids []int64
 	for id, f := range r.s.funcs {
-		if MatchGlob(pattern, f.name) {
+		if g.Match(f.name) {
 			ids = append(ids, id)
 		}
 	}

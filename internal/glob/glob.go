@@ -1,16 +1,22 @@
-package selector
+// Package glob owns the pattern language of obs-agent: shell-style globs
+// over full Go symbol names, used to select functions to trace and to
+// filter queries. '*' matches any run of characters (including none) and
+// '?' exactly one character; every other byte is literal, so the '(', ')',
+// '*' receivers and '[', ']' type arguments of Go symbol names need no
+// escaping.
+package glob
 
 import (
 	"strings"
 	"unicode/utf8"
 )
 
-// glob is a compiled shell-style pattern over Go symbol names. '*' matches
+// Glob is a compiled shell-style pattern over Go symbol names. '*' matches
 // any run of characters (including none) and '?' exactly one character;
 // every other byte is literal, so the '(', ')', '*' receivers and '[', ']'
 // type arguments of Go symbol names need no escaping. A '*' inside a name,
 // as in "main.(*T).M", is still a wildcard: it matches the literal '*' too.
-type glob struct {
+type Glob struct {
 	pat string // consecutive '*' collapsed to one
 	// prefix is the literal text before the first wildcard and suffix the
 	// literal text after the last '*' when no '?' follows it. They let
@@ -24,7 +30,8 @@ type glob struct {
 	prefixOnly bool
 }
 
-func compileGlob(pat string) glob {
+// Compile compiles a pattern; every string is a valid pattern.
+func Compile(pat string) Glob {
 	var b strings.Builder
 	b.Grow(len(pat))
 	for i := 0; i < len(pat); i++ {
@@ -33,7 +40,7 @@ func compileGlob(pat string) glob {
 		}
 		b.WriteByte(pat[i])
 	}
-	g := glob{pat: b.String()}
+	g := Glob{pat: b.String()}
 	first := strings.IndexAny(g.pat, "*?")
 	if first < 0 {
 		g.prefix = g.pat
@@ -48,12 +55,12 @@ func compileGlob(pat string) glob {
 	return g
 }
 
-// literalPrefix is the text a matching name must start with.
-func (g *glob) literalPrefix() string { return g.prefix }
+// LiteralPrefix is the text a matching name must start with.
+func (g *Glob) LiteralPrefix() string { return g.prefix }
 
-// match reports whether name matches the whole pattern. A '?' consumes one
+// Match reports whether name matches the whole pattern. A '?' consumes one
 // UTF-8 encoded rune (one byte of an invalid sequence).
-func (g *glob) match(name string) bool {
+func (g *Glob) Match(name string) bool {
 	if !g.wild {
 		return name == g.pat
 	}
@@ -105,4 +112,11 @@ func matchWild(pat, name string) bool {
 		p++
 	}
 	return p == len(pat)
+}
+
+// Match reports whether name matches pattern, compiling it each time; use
+// Compile for many names.
+func Match(pattern, name string) bool {
+	g := Compile(pattern)
+	return g.Match(name)
 }
