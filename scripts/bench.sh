@@ -3,7 +3,7 @@
 # prints one table of the figures (figure, value, what it is).
 #   scripts/bench.sh            (as root: the probe benchmarks attach real uprobes)
 # Raw `go test -bench` output is kept in a temporary directory, whose path is
-# printed at the end. Takes about 2 minutes on the 2-core dev VM.
+# printed at the end. Takes about a minute on the 2-core dev VM.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 GO=${GO:-go}
@@ -75,11 +75,11 @@ row "overhead/floor" "$(fmtnum "$(metric overhead BenchmarkOverhead overhead/flo
 row "traced calls lost" "$(metric overhead BenchmarkOverhead lost)" "calls not recorded in the traced runs (want 0)"
 row "store records/s" "$(fmtnum "$(metric store BenchmarkWriteCalls records/s)" 0)" "WriteCalls, 5,000-record batches, wall clock"
 row "store records/cpu-s" "$(fmtnum "$(metric store BenchmarkWriteCalls records/cpu-s)" 0)" "same, per CPU second of the writer process"
-row "attach ms, 5000 sites" "$(metric attach BenchmarkAttachDetach5000/multi-5000 attach-ms)" "uprobe_multi links, mean of 3"
-row "detach ms, 5000 sites" "$(metric attach BenchmarkAttachDetach5000/multi-5000 detach-ms)" "uprobe_multi links, mean of 3"
-row "agent CPU % (steady)" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-cpu-%)" 1)" "obs-agent's own CPU, % of one core, at $(metric cost BenchmarkAgentCost calls/s) calls/s (load rate, 5 s)"
-row "agent CPU % (session)" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-session-cpu-%)" 1)" "same run, whole session incl. startup and final flush"
-row "agent CPU us/call" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-cpu-us/call)" 2)" "same run: session CPU / calls made"
+row "attach ms, 5000 sites" "$(fmtnum "$(metric attach BenchmarkAttachDetach5000/multi-5000 attach-ms)" 1)" "uprobe_multi links, mean of 3"
+row "detach ms, 5000 sites" "$(fmtnum "$(metric attach BenchmarkAttachDetach5000/multi-5000 detach-ms)" 1)" "uprobe_multi links, mean of 3"
+row "agent CPU % (steady)" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-cpu-%)" 1)" "obs-agent's own CPU, % of one core, at $(metric cost BenchmarkAgentCost calls/s) calls/s (load rate, 5 s; mean of 3)"
+row "agent CPU % (session)" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-session-cpu-%)" 1)" "same runs, whole session incl. startup and final flush"
+row "agent CPU us/call" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-cpu-us/call)" 2)" "same runs: session CPU / calls made"
 row "agent peak RSS MiB" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-peak-rss-MiB)" 1)" "same runs: obs-agent's own VmHWM (includes ~48 MiB of mmapped BPF rings)"
 row "agent peak anon MiB" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-peak-anon-MiB)" 1)" "same runs: largest RssAnon seen (heap, stacks)"
 row "retention stall ms" "$(fmtnum "$(metric retention BenchmarkDropStall stall-ms)" 1)" "writer delay while DROP of a 1M-call hour runs"

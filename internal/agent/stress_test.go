@@ -157,11 +157,12 @@ func TestStressBurst(t *testing.T) {
 // binary and logs obs-agent's own CPU and peak RSS (see cost_test.go for
 // what exactly is measured). It also checks the exit line's accounting.
 //
-// The flood (over 100k calls/s) trips the CLI's default circuit breaker
-// (--max-overhead 1), which pauses the probes: calls made during a pause
-// are seen by no one, so the exact accounting cannot hold. The breaker is
-// off here, as it is for agent.Run with a zero Options.MaxOverhead, so the
-// figures are those of tracing every call.
+// A circuit breaker budget (--max-overhead) would trip on this flood (over
+// 100k calls/s, an estimated 1.2 CPUs of traps) and pause the probes:
+// calls made during a pause are seen by no one, so the exact accounting
+// could not hold. The breaker is off by default; --max-overhead 0 says so
+// explicitly, as agent.Run's zero Options.MaxOverhead does, so the figures
+// are those of tracing every call.
 func TestStressFloodAgentCost(t *testing.T) {
 	testutil.RequireRoot(t)
 	c := runAgentBinary(t, []string{"-f", "main.work", "--max-overhead", "0"}, 3*time.Second, "flood", "4", "3", "1")
