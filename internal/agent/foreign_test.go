@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,7 +120,11 @@ func (h *hitCounter) counts() map[string]uint64 {
 // must equal an independent count of their returns.
 func TestForeignBinaryGofmt(t *testing.T) {
 	testutil.RequireRoot(t)
-	gofmt := filepath.Join(runtime.GOROOT(), "bin", "gofmt")
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gofmt := filepath.Join(strings.TrimSpace(string(goroot)), "bin", "gofmt")
 	b, err := symbols.Open(gofmt)
 	if err != nil {
 		t.Fatal(err)
