@@ -68,7 +68,7 @@ printf 'load average before %s, after %s; benchmarks took %ds\n\n' "$load_before
 row() { printf '%-28s %12s  %s\n' "$1" "$2" "$3"; }
 row figure value "what it is"
 row "------" "-----" "----------"
-row "untraced ns/call" "$(fmtnum "$(metric overhead BenchmarkOverhead untraced-ns/call)" 1)" "single-thread hot loop, no probes (median of 3)"
+row "untraced ns/call" "$(fmtnum "$(metric overhead BenchmarkOverhead untraced-ns/call)" 1)" "single-thread hot loop, no probes (fastest of 7 interleaved rounds)"
 row "floor ns/call" "$(fmtnum "$(metric overhead BenchmarkOverhead floor-ns/call)" 0)" "same sites, empty BPF programs: the uprobe trap cost"
 row "traced ns/call" "$(fmtnum "$(metric overhead BenchmarkOverhead traced-ns/call)" 0)" "same sites, real programs, every call recorded"
 row "overhead/floor" "$(fmtnum "$(metric overhead BenchmarkOverhead overhead/floor)" 2)" "(traced-untraced)/(floor-untraced); target 1.10"
