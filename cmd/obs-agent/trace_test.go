@@ -79,7 +79,7 @@ func TestRunExitCode(t *testing.T) {
 	calltree := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
 	db := filepath.Join(t.TempDir(), "obs.db")
 	out, _, err := cli(t, "run", "-f", "main.*", "--db", db, "--", calltree)
-	if err != nil || !strings.Contains(out, "result 218") {
+	if err != nil || !strings.Contains(out, "result 419") {
 		t.Fatalf("run: out %q err %v", out, err)
 	}
 	// An unknown mode makes calltree exit 2.

@@ -27,12 +27,17 @@ func treePaths(toolchain string) map[string]int {
 		r = m + ">main.run"
 	)
 	want := map[string]int{
-		m:                             1,
-		r:                             1,
-		r + ">main.leaf":              1, // leaf(7), after the recovered panic
-		r + ">main.(*Counter).Inc":    3,
-		r + ">main.Counter.Get":       1,
-		r + ">main.Map[go.shape.int]": 1,
+		m:                1,
+		r:                1,
+		r + ">main.leaf": 1, // leaf(7), after the recovered panic
+		// worker's goroutine was started by untraced hop, in a goroutine
+		// relay started: its parent is still relay.
+		r + ">main.relay":                            1,
+		r + ">main.relay>main.worker":                1,
+		r + ">main.relay>main.worker>main.leaf":      1,
+		r + ">main.(*Counter).Inc":                   3,
+		r + ">main.Counter.Get":                      1,
+		r + ">main.Map[go.shape.int]":                1,
 		r + ">main.Map[go.shape.int]>main.run.func1": 4,
 		r + ">main.classify":                         4,
 		r + ">main.spawn":                            1,
@@ -49,6 +54,13 @@ func treePaths(toolchain string) map[string]int {
 		sp += ">main.spawn.func2"
 		want[sp] = 5
 		want[sp+">main.spawn.func1>main.spawn.func1.1"] = 5
+		// `go hop(done)` is wrapped in relay.func1, traced, which is
+		// active in its goroutine when hop starts worker's.
+		delete(want, r+">main.relay>main.worker")
+		delete(want, r+">main.relay>main.worker>main.leaf")
+		want[r+">main.relay>main.relay.func1"] = 1
+		want[r+">main.relay>main.relay.func1>main.worker"] = 1
+		want[r+">main.relay>main.relay.func1>main.worker>main.leaf"] = 1
 	}
 	want[sp+">main.spawn.func1"] = 5
 	want[sp+">main.spawn.func1>main.worker"] = 5
@@ -167,6 +179,13 @@ func testOptions(t *testing.T) Options {
 	return Options{Include: []string{"main.*"}, DB: filepath.Join(t.TempDir(), "obs.db"), SampleRate: 1}
 }
 
+// treeOptions traces calltree's tree, leaving hop untraced.
+func treeOptions(t *testing.T) Options {
+	o := testOptions(t)
+	o.Exclude = []string{"main.hop*"}
+	return o
+}
+
 // checkResult asserts the agent's own accounting: nothing lost, and the
 // recorded count equals the calls in the store.
 func checkResult(t *testing.T, res *Result, stored int) {
@@ -197,13 +216,13 @@ func TestRunTree(t *testing.T) {
 	for _, b := range builds {
 		t.Run(b.String(), func(t *testing.T) {
 			bin := testutil.BuildProgram(t, b)
-			opts := testOptions(t)
+			opts := treeOptions(t)
 			var out bytes.Buffer
 			res, err := Run(context.Background(), []string{bin}, nil, &out, io.Discard, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.ExitCode != 0 || !strings.Contains(out.String(), "result 218") {
+			if res.ExitCode != 0 || !strings.Contains(out.String(), "result 419") {
 				t.Fatalf("traced program misbehaved: exit %d, output %q", res.ExitCode, out.String())
 			}
 			calls := readCalls(t, opts.DB)
@@ -277,12 +296,12 @@ func TestAttachTree(t *testing.T) {
 		t.Run(b.String(), func(t *testing.T) {
 			bin := testutil.BuildProgram(t, b)
 			cmd, in, out := startHeld(t, bin)
-			opts := testOptions(t)
+			opts := treeOptions(t)
 			res, err := attachAndRelease(t, cmd, in, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(out.String(), "result 218") {
+			if !strings.Contains(out.String(), "result 419") {
 				t.Fatalf("traced program misbehaved: output %q", out.String())
 			}
 			calls := readCalls(t, opts.DB)
@@ -346,7 +365,7 @@ func TestTwoProcessesSameBinary(t *testing.T) {
 	release := make(chan struct{})
 	for i := range runs {
 		cmd, in, _ := startHeld(t, bin)
-		r := &run{cmd: cmd, opts: testOptions(t)}
+		r := &run{cmd: cmd, opts: treeOptions(t)}
 		runs[i] = r
 		// Release both programs only when both agents are attached, so
 		// they run at the same time.
@@ -386,7 +405,7 @@ func TestTwoProcessesSameBinary(t *testing.T) {
 func TestSamplingKeepsErrorChains(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
-	opts := testOptions(t)
+	opts := treeOptions(t)
 	opts.Include = []string{"main.*@0"}
 	res, err := Run(context.Background(), []string{bin}, nil, io.Discard, io.Discard, opts)
 	if err != nil {

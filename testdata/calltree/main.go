@@ -89,9 +89,14 @@ func main() {
 //	├─ classify ×4                                   four RET paths
 //	├─ spawn(5)                                      goroutines spawned inside
 //	│   └─ spawn.func1 ×5 (each in its own goroutine) ─ worker ─ leaf
-//	└─ recovered ─ panicky                           panicky panics, recovered
-//	                                                  in recovered
-//	then after the recovery: leaf(7) with parent run.
+//	├─ recovered ─ panicky                           panicky panics, recovered
+//	│                                                 in recovered
+//	├─ leaf(7), after the recovery
+//	└─ relay ─ worker ─ leaf                         worker runs in a goroutine
+//	                                                  started by hop, in a
+//	                                                  goroutine relay started;
+//	                                                  the tests never trace hop
+
 func run() int {
 	total := nest(3)
 	total += grow(200)
@@ -112,7 +117,24 @@ func run() int {
 		total++
 	}
 	total += leaf(7)
+	total += relay()
 	return total
+}
+
+// relay starts a goroutine running hop, which starts the goroutine that
+// calls worker. The tests exclude main.hop*, so the link from worker's call
+// to relay passes through a goroutine with no traced call.
+//
+//go:noinline
+func relay() int {
+	done := make(chan int)
+	go hop(done)
+	return <-done
+}
+
+//go:noinline
+func hop(done chan int) {
+	go func() { done <- worker(100) }()
 }
 
 //go:noinline
