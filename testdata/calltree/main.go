@@ -21,9 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
+
+	"example.com/calltree/settle"
 )
 
 func main() {
@@ -195,6 +198,7 @@ func classify(n int) string {
 
 //go:noinline
 func spawn(k int) int {
+	base := runtime.NumGoroutine()
 	var wg sync.WaitGroup
 	results := make([]int, k)
 	for i := 0; i < k; i++ {
@@ -205,6 +209,7 @@ func spawn(k int) int {
 		}(i)
 	}
 	wg.Wait()
+	settle.Wait(base) // no defer: Go 1.21 would wrap it in a traced closure
 	s := 0
 	for _, r := range results {
 		s += r
@@ -241,6 +246,7 @@ func panicky(n int) int {
 //
 //go:noinline
 func burst(n int) int {
+	base := runtime.NumGoroutine()
 	var started, done sync.WaitGroup
 	gate := make(chan struct{})
 	started.Add(n)
@@ -261,6 +267,7 @@ func burst(n int) int {
 	started.Wait()
 	close(gate)
 	done.Wait()
+	settle.Wait(base)
 	return sum
 }
 
