@@ -79,7 +79,7 @@ type Result struct {
 	ExitReason string // "target exited", "duration elapsed", "interrupted"
 	ExitCode   int    // the target's exit code when known (run), else -1
 	Signaled   bool   // the target died of a signal
-	Gaps       int    // probe pauses by the circuit breaker (stored as gaps)
+	Gaps       int    // probe pauses by the circuit breaker, each stored as a gap
 	Health     uprobe.Health
 }
 
@@ -89,7 +89,7 @@ func (r *Result) Summary() string {
 	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
 		r.PID, r.ExitReason, r.Recorded, r.Lost, r.Sampled, r.Dropped, r.Functions, r.Sites)
 	if r.Gaps > 0 {
-		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", (r.Gaps+1)/2)
+		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", r.Gaps)
 	}
 	h := r.Health
 	if h.RingOKFull+h.RingErrFull+h.MapFull+h.ReadFail > 0 {

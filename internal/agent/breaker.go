@@ -134,6 +134,7 @@ func (b *breaker) tick(now time.Time) error {
 				Reason: fmt.Sprintf("circuit breaker: %.0f calls/s cost the target about %.2f CPU in probe traps; budget --max-overhead %.2f", rates[id], cpu, b.budget),
 			}}
 			b.paused[id] = p
+			b.s.result.Gaps++
 			b.writeGap(p.gap)
 			b.s.log.Warn("pausing probes: calls while paused are not recorded (see gaps in 'obs-agent query stats')",
 				"function", b.s.names[id], "calls_per_s", int(rates[id]), "est_cpu", fmt.Sprintf("%.2f", cpu),
@@ -166,7 +167,6 @@ func (b *breaker) close(now time.Time) {
 }
 
 func (b *breaker) writeGap(g record.Gap) {
-	b.s.result.Gaps++
 	if err := b.s.st.WriteGaps([]record.Gap{g}); err != nil {
 		b.s.log.Error("store a probe gap", "function", g.Function, "err", err)
 	}
