@@ -43,7 +43,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.maxProbes, "max-probes", 0, "allow up to this many probe sites (default 10000; -1: no limit)")
 	fl.Float64Var(&f.sample, "sample", 1, "share of ok calls to record, 0..1 (errors and panics are always recorded)")
 	fl.BoolVar(&f.single, "single-probes", false, "attach one perf-event uprobe per site instead of uprobe_multi links (slower; for kernels < 6.6)")
-	fl.DurationVar(&f.statsEvery, "stats-interval", 10*time.Second, "how often per-function aggregates are stored")
+	fl.DurationVar(&f.statsEvery, "stats-interval", time.Minute, "how often per-function aggregates are stored: the time resolution of query stats (shorter makes long-range stats queries read more rows)")
 	fl.DurationVar(&f.retention, "retention", 6*time.Hour, "keep records this long; older hours are dropped every minute while tracing")
 	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
 	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")

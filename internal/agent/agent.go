@@ -39,7 +39,9 @@ type Options struct {
 	// OnReady, when set, is called once every probe is live (before a
 	// program started by Run is let go).
 	OnReady func(pid int)
-	// StatsInterval is how often aggregates are written; 0 means 10 s.
+	// StatsInterval is how often aggregates are written; 0 means 1 min. It is
+	// the time resolution of query stats, and sets how many rows a long
+	// range reads (BenchmarkStatsSixHours in internal/store).
 	StatsInterval time.Duration
 	// QueueBytes bounds the memory held by ok records waiting for the
 	// store; 0 means queue.DefaultOKBytes.

@@ -11,7 +11,7 @@ import (
 func (s *session) statsLoop(ctx context.Context) {
 	every := s.opts.StatsInterval
 	if every <= 0 {
-		every = 10 * time.Second
+		every = time.Minute
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
