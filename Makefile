@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DEMO_DB ?= /tmp/obs-agent-demo.db
 
-.PHONY: help build generate check-generated test test-short bench demo lint install clean deps
+.PHONY: help build generate check-generated test test-arm64 test-short bench demo lint install clean deps
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,9 @@ check-generated: generate ## fail if the committed BPF objects differ from bpf/
 
 test: ## run every test; the probe tests need root (sudo make test)
 	$(GO) test -count=1 -timeout 30m ./...
+
+test-arm64: ## build the unit tests for arm64 and run them under qemu-user (needs qemu-user-static)
+	./scripts/test-arm64.sh
 
 test-short: ## unit tests only, no root, no toolchain downloads
 	$(GO) test -short -count=1 ./...

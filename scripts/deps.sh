@@ -7,4 +7,5 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-	ca-certificates git make gcc clang llvm libbpf-dev clang-format shellcheck "$@"
+	ca-certificates git make gcc clang llvm libbpf-dev clang-format shellcheck \
+	qemu-user-static "$@"
