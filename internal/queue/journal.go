@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -314,18 +315,8 @@ func (j *journal) open() (notes []recoveryNote, err error) {
 			j.segs = append(j.segs, s)
 		}
 	}
-	slices.SortFunc(j.segs, func(a, b *segment) int { return cmpU64(a.seq, b.seq) })
+	slices.SortFunc(j.segs, func(a, b *segment) int { return cmp.Compare(a.seq, b.seq) })
 	return notes, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // recoverSegment validates one segment from an earlier run. An empty one is

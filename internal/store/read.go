@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -501,10 +502,10 @@ func (s *Store) Subtree(ctx context.Context, id uint64, limit int) (calls []reco
 			depth = append(depth, d)
 			ks := kids[n]
 			slices.SortFunc(ks, func(a, b uint64) int {
-				if c := cmpInt(byID[a].Start, byID[b].Start); c != 0 {
+				if c := cmp.Compare(byID[a].Start, byID[b].Start); c != 0 {
 					return c
 				}
-				return cmpInt(int64(a), int64(b))
+				return cmp.Compare(int64(a), int64(b))
 			})
 			for _, k := range ks {
 				walk(k, d+1)
@@ -514,16 +515,6 @@ func (s *Store) Subtree(ctx context.Context, id uint64, limit int) (calls []reco
 		return nil
 	})
 	return calls, depth, truncated, err
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // StatsRow is the merged aggregate of one function, package or module.
