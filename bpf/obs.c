@@ -3,8 +3,9 @@
 /* obs-agent's uprobe programs for Go functions.
  *
  * obs_entry runs at a function's first instruction, obs_ret at each of its
- * RET instructions (never a uretprobe: it corrupts Go stacks, NOTES §1), and
- * obs_leaf where the first instruction is the RET. Each goroutine has a
+ * RET instructions, and obs_leaf where the first instruction is the RET.
+ * Never a return probe that swaps the return address: Go's own stack walks
+ * crash on it (NOTES §1). Each goroutine has a
  * stack of open frames: the innermost ones inline in its state in the
  * goroutines map, deeper ones in the frames map. A frame is identified by
  * g.stack.hi - SP, which is the same at entry and at RET and survives stack
