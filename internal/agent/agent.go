@@ -327,79 +327,126 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 		return nil, err
 	}
 	defer s.st.Close()
+	if err := s.attach(t); err != nil {
+		return nil, err
+	}
+	defer s.tr.Close()
+	if err := s.newQueue(); err != nil {
+		return nil, err
+	}
 
+	p := s.start()
+	s.announceReady()
+	runErr := t.Resume()
+	if runErr != nil {
+		runErr = fmt.Errorf("resume pid %d: %w", s.pid, runErr)
+		s.result.ExitReason = "could not start the target"
+	} else {
+		s.wait(ctx, t)
+	}
+	werr := s.stop(p)
+	s.finish()
+	if runErr != nil {
+		return &s.result, runErr
+	}
+	if werr != nil {
+		return &s.result, fmt.Errorf("store: %w", werr)
+	}
+	return &s.result, nil
+}
+
+// attach puts the probes in. A target that exits meanwhile is an error:
+// probes on a dead process record nothing, and an empty trace must not be
+// reported as a success.
+func (s *session) attach(t target) error {
 	cfg, err := s.tracerConfig(s.pid, t.ExePath())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	start := time.Now()
 	if testHookBeforeAttach != nil {
 		testHookBeforeAttach(s.pid)
 	}
 	tr, err := uprobe.Attach(cfg)
-	exitedErr := fmt.Errorf("pid %d exited while the probes were being attached; nothing was traced: %w", s.pid, uprobe.ErrProcessGone)
-	if err != nil {
+	exited := func() bool {
 		select {
 		case <-t.Exited():
-			return nil, exitedErr
+			return true
 		default:
+			return false
 		}
-		return nil, err
+	}
+	if err == nil && exited() {
+		tr.Close()
+		err = uprobe.ErrProcessGone
+	}
+	if err != nil {
+		if exited() {
+			return fmt.Errorf("pid %d exited while the probes were being attached; nothing was traced: %w", s.pid, uprobe.ErrProcessGone)
+		}
+		return err
 	}
 	s.tr = tr
-	defer tr.Close()
-	select {
-	case <-t.Exited():
-		// Probes on a dead process record nothing: say so, do not
-		// report an empty trace as a success.
-		return nil, exitedErr
-	default:
-	}
 	s.result.AttachTime = time.Since(start)
 	s.result.Sites = tr.Sites()
 	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.names), "sites", tr.Sites(),
 		"uprobe_multi", tr.Multi(), "took", s.result.AttachTime.Round(time.Millisecond))
+	return nil
+}
 
-	if s.conv, err = newConverter(s.names, s.bin, tr, s.pid); err != nil {
-		return nil, err
+// newQueue sets up the record converter and the error-first queue.
+func (s *session) newQueue() error {
+	var err error
+	if s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid); err != nil {
+		return err
 	}
-	qb := s.opts.QueueBytes
 	// Error records that cannot reach the store spill to a journal beside
 	// it, and the next run on this store replays what is left there.
-	s.q = queue.New(queue.Options{OKBytes: qb, SpillDir: s.opts.DB + ".spill", Logger: s.log})
+	s.q = queue.New(queue.Options{OKBytes: s.opts.QueueBytes, SpillDir: s.opts.DB + ".spill", Logger: s.log})
+	return nil
+}
 
-	var wg sync.WaitGroup
-	lanes := []*uprobe.Lane{tr.Errors(), tr.OK()}
-	for _, l := range lanes {
-		wg.Add(1)
+// pipeline is the set of goroutines that run while the target is traced.
+type pipeline struct {
+	lanes      []*uprobe.Lane
+	readers    sync.WaitGroup // one per ring
+	writerDone chan error     // the queue's writer
+	helpers    sync.WaitGroup // aggregates, retention, resources, breaker
+	stop       context.CancelFunc
+	brk        *breaker
+}
+
+// start launches the ring readers, the store writer and the helpers.
+func (s *session) start() *pipeline {
+	p := &pipeline{lanes: []*uprobe.Lane{s.tr.Errors(), s.tr.OK()}, writerDone: make(chan error, 1)}
+	for _, l := range p.lanes {
+		p.readers.Add(1)
 		go func(l *uprobe.Lane) {
-			defer wg.Done()
+			defer p.readers.Done()
 			s.readLane(l)
 		}(l)
 	}
-	writerDone := make(chan error, 1)
-	go func() { writerDone <- s.q.Drain(s.st) }()
-	statsCtx, stopStats := context.WithCancel(context.Background())
-	defer stopStats()
-	statsDone := make(chan struct{})
-	go func() {
-		defer close(statsDone)
-		s.statsLoop(statsCtx)
-	}()
-	bgCtx, stopBackground := context.WithCancel(context.Background())
-	bgDone := s.background(bgCtx)
-	var brk *breaker
-	brkDone := make(chan struct{})
-	if s.opts.MaxOverhead > 0 {
-		brk = newBreaker(s)
-		go func() {
-			defer close(brkDone)
-			brk.run(bgCtx)
-		}()
-	} else {
-		close(brkDone)
-	}
+	go func() { p.writerDone <- s.q.Drain(s.st) }()
 
+	var ctx context.Context
+	ctx, p.stop = context.WithCancel(context.Background())
+	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop}
+	if s.opts.MaxOverhead > 0 {
+		p.brk = newBreaker(s)
+		helpers = append(helpers, p.brk.run)
+	}
+	for _, h := range helpers {
+		p.helpers.Add(1)
+		go func(h func(context.Context)) {
+			defer p.helpers.Done()
+			h(ctx)
+		}(h)
+	}
+	return p
+}
+
+// announceReady tells scripts and callers that every probe is live.
+func (s *session) announceReady() {
 	if s.opts.ReadyFile != "" {
 		if err := writeReady(s.opts.ReadyFile, s.pid); err != nil {
 			s.log.Error("write ready file", "err", err)
@@ -408,31 +455,30 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	if s.opts.OnReady != nil {
 		s.opts.OnReady(s.pid)
 	}
-	runErr := t.Resume()
-	if runErr != nil {
-		runErr = fmt.Errorf("resume pid %d: %w", s.pid, runErr)
-		s.result.ExitReason = "could not start the target"
-	} else {
-		s.wait(ctx, t)
-	}
+}
 
-	s.result.DetachTime = tr.Detach()
+// stop detaches the probes, drains the rings, records the calls left open,
+// stops the helpers and waits for the store writer. It returns the writer's
+// error.
+func (s *session) stop(p *pipeline) error {
+	s.result.DetachTime = s.tr.Detach()
 	// Every probe is gone: what the rings hold now is all there is.
-	for _, l := range lanes {
+	for _, l := range p.lanes {
 		l.Flush()
 	}
-	wg.Wait()
+	p.readers.Wait()
 	s.closeOpen()
-	stopStats()
-	<-statsDone
-	stopBackground()
-	bgDone.Wait()
-	<-brkDone
-	if brk != nil {
-		brk.close(time.Now())
+	p.stop()
+	p.helpers.Wait()
+	if p.brk != nil {
+		p.brk.close(time.Now())
 	}
 	s.q.Close()
-	werr := <-writerDone
+	return <-p.writerDone
+}
+
+// finish writes the final aggregates and closes the session row.
+func (s *session) finish() {
 	if err := s.writeStats(true); err != nil {
 		s.log.Error("write final aggregates", "err", err)
 	}
@@ -444,13 +490,6 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	if err := s.st.EndSession(s.sess); err != nil {
 		s.log.Error("end session", "err", err)
 	}
-	if runErr != nil {
-		return &s.result, runErr
-	}
-	if werr != nil {
-		return &s.result, fmt.Errorf("store: %w", werr)
-	}
-	return &s.result, nil
 }
 
 // wait blocks until the target exits, the duration passes or ctx is done,
@@ -540,48 +579,42 @@ func writeReady(path string, pid int) error {
 	return os.Rename(tmp, path)
 }
 
-// background starts the work that runs beside tracing: the retention
-// manager, and the resource sampler of the target. Both stop with ctx.
-func (s *session) background(ctx context.Context) *sync.WaitGroup {
-	var wg sync.WaitGroup
+// retentionLoop expires old hours of the store while tracing.
+func (s *session) retentionLoop(ctx context.Context) {
 	m := &retention.Manager{
 		Store: s.st, Window: s.opts.Retention, ArchiveDir: s.opts.ArchiveDir,
 		Logger: s.log.With("component", "retention"),
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.Run(ctx)
-	}()
-	if s.opts.SampleInterval >= 0 {
-		every := s.opts.SampleInterval
-		if every == 0 {
-			every = 5 * time.Second
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			goroutines := func() *int64 {
-				n, err := s.tr.Goroutines(uint32(s.pid))
-				if err != nil {
-					return nil
-				}
-				v := int64(n)
-				return &v
-			}
-			err := resources.Run(ctx, int32(s.pid), every, goroutines, func(rs record.ResourceSample) {
-				if err := s.st.WriteSamples([]record.ResourceSample{rs}); err != nil {
-					s.log.Warn("write resource sample", "err", err)
-				}
-			})
-			switch {
-			case err == nil || ctx.Err() != nil:
-			case errors.Is(err, resources.ErrNoProcess):
-				s.log.Debug("resource sampling stopped: the target exited", "err", err)
-			default:
-				s.log.Warn("resource sampling stopped", "err", err)
-			}
-		}()
+	m.Run(ctx)
+}
+
+// samplerLoop samples the target's resource use every SampleInterval.
+func (s *session) samplerLoop(ctx context.Context) {
+	if s.opts.SampleInterval < 0 {
+		return
 	}
-	return &wg
+	every := s.opts.SampleInterval
+	if every == 0 {
+		every = 5 * time.Second
+	}
+	goroutines := func() *int64 {
+		n, err := s.tr.Goroutines(uint32(s.pid))
+		if err != nil {
+			return nil
+		}
+		v := int64(n)
+		return &v
+	}
+	err := resources.Run(ctx, int32(s.pid), every, goroutines, func(rs record.ResourceSample) {
+		if err := s.st.WriteSamples([]record.ResourceSample{rs}); err != nil {
+			s.log.Warn("write resource sample", "err", err)
+		}
+	})
+	switch {
+	case err == nil || ctx.Err() != nil:
+	case errors.Is(err, resources.ErrNoProcess):
+		s.log.Debug("resource sampling stopped: the target exited", "err", err)
+	default:
+		s.log.Warn("resource sampling stopped", "err", err)
+	}
 }
