@@ -31,6 +31,7 @@ type traceFlags struct {
 	archive    string
 	sampleRes  time.Duration
 	maxOver    float64
+	queueMiB   int
 }
 
 func (f *traceFlags) register(cmd *cobra.Command) {
@@ -47,6 +48,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.retention, "retention", 6*time.Hour, "keep records this long; older hours are dropped every minute while tracing")
 	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
 	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")
+	fl.IntVar(&f.queueMiB, "queue-memory", 64, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (errors never are: they spill to a journal beside the store)")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 }
 
@@ -56,7 +58,7 @@ func (f *traceFlags) options(stderr io.Writer) agent.Options {
 		SampleRate: f.sample, DB: f.db, Duration: f.duration, ReadyFile: f.readyFile,
 		SingleProbes: f.single, StatsInterval: f.statsEvery, Logger: slog.Default(),
 		Retention: f.retention, ArchiveDir: f.archive, SampleInterval: sampleInterval(f.sampleRes),
-		MaxOverhead: f.maxOver,
+		MaxOverhead: f.maxOver, QueueBytes: int64(f.queueMiB) << 20,
 	}
 }
 
