@@ -160,6 +160,17 @@ func spawnHeld(path string, argv []string, stdin io.Reader, stdout, stderr io.Wr
 			started <- fmt.Errorf("%s exited before it started (status %v)", path, ws)
 			return
 		}
+		// Should obs-agent die before letting the program go, the kernel
+		// would detach it with the exec SIGTRAP still pending, which kills
+		// it with a core dump. Exit-kill ends it cleanly instead: it has
+		// not run a single instruction of its own yet.
+		if err := syscall.PtraceSetOptions(cmd.Process.Pid, unix.PTRACE_O_EXITKILL); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			close(c.exited)
+			started <- fmt.Errorf("hold %s at exec: %w", path, err)
+			return
+		}
 		started <- nil
 		<-c.resume
 		c.resumed <- syscall.PtraceDetach(cmd.Process.Pid)
