@@ -108,6 +108,9 @@ func (r *Result) Summary() string {
 // are attached.
 var testHookBeforeAttach func(pid int)
 
+// testNoKernelPIDFilter, set by a test, attaches as on kernels before 6.10.
+var testNoKernelPIDFilter bool
+
 // session is the state shared by the parts of one run.
 type session struct {
 	opts   Options
@@ -223,7 +226,9 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		IDBase:     s.sess.ID<<40 | 1,
 		Single:     s.opts.SingleProbes,
 		Empty:      s.opts.EmptyPrograms,
-		Logger:     s.log,
+
+		NoKernelPIDFilter: testNoKernelPIDFilter,
+		Logger:            s.log,
 	}
 	for _, sel := range s.sel.Funcs {
 		f := sel.Func

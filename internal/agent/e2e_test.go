@@ -350,8 +350,25 @@ func TestBurst20000(t *testing.T) {
 
 // TestTwoProcessesSameBinary traces two processes of one binary at once,
 // each with its own agent: each store holds exactly its own process's tree.
+// It runs twice: with the kernel's uprobe_multi pid filter, and without it
+// as on kernels before 6.10, where only the BPF programs' tgid check keeps
+// each agent to its own process.
 func TestTwoProcessesSameBinary(t *testing.T) {
 	testutil.RequireRoot(t)
+	for _, noFilter := range []bool{false, true} {
+		name := "kernel-pid-filter"
+		if noFilter {
+			name = "bpf-tgid-filter-only"
+		}
+		t.Run(name, func(t *testing.T) {
+			testNoKernelPIDFilter = noFilter
+			defer func() { testNoKernelPIDFilter = false }()
+			twoProcesses(t)
+		})
+	}
+}
+
+func twoProcesses(t *testing.T) {
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
 	type run struct {
 		cmd  *exec.Cmd

@@ -76,7 +76,11 @@ type Config struct {
 	Empty bool
 	// Single forces one perf-event uprobe per site instead of uprobe_multi.
 	Single bool
-	Logger *slog.Logger
+	// NoKernelPIDFilter attaches uprobe_multi links without the kernel's
+	// pid filter, as on kernels before 6.10, leaving the filtering to the
+	// BPF programs (for tests of that path).
+	NoKernelPIDFilter bool
+	Logger            *slog.Logger
 }
 
 // Tracer is a loaded and attached set of probes.
@@ -334,7 +338,7 @@ func (t *Tracer) attachGroup(prog *ebpf.Program, sites []site) ([]link.Link, err
 	}
 	pid := t.cfg.PID
 	if t.multi {
-		if !multiPIDFilterWorks() {
+		if t.cfg.NoKernelPIDFilter || !multiPIDFilterWorks() {
 			// Probe every process of the binary; the programs keep only
 			// the target (target_tgid). Other processes of the same
 			// binary pay the trap cost meanwhile.
