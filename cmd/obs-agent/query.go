@@ -105,6 +105,17 @@ func openStore(path string) (*store.Store, error) {
 	return s, err
 }
 
+// parsed checks the --format (table, json or csv) and the filter flags
+// that the list-style queries share.
+func (f *queryFlags) parsed() (query.Format, store.Filter, error) {
+	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
+	if err != nil {
+		return format, store.Filter{}, err
+	}
+	filter, err := f.filter()
+	return format, filter, err
+}
+
 // withStore opens the store, runs fn and closes the store.
 func withStore(path string, fn func(s *store.Store) error) error {
 	s, err := openStore(path)
@@ -163,11 +174,7 @@ func newQueryCallsCommand() *cobra.Command {
 }
 
 func runQueryCalls(ctx context.Context, w io.Writer, f *queryCallsFlags) error {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
-	if err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	format, filter, err := f.parsed()
 	if err != nil {
 		return err
 	}
@@ -201,11 +208,7 @@ func newQueryErrorsCommand() *cobra.Command {
 }
 
 func runQueryErrors(ctx context.Context, w io.Writer, f *queryErrorsFlags) error {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
-	if err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	format, filter, err := f.parsed()
 	if err != nil {
 		return err
 	}
@@ -266,16 +269,12 @@ counted per row and listed under the table.`,
 }
 
 func runQueryStats(ctx context.Context, w io.Writer, f *queryStatsFlags) error {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
-	if err != nil {
-		return err
-	}
 	switch f.by {
 	case "function", "package", "module":
 	default:
 		return fmt.Errorf("--by %q: want function, package or module", f.by)
 	}
-	filter, err := f.filter()
+	format, filter, err := f.parsed()
 	if err != nil {
 		return err
 	}
@@ -374,11 +373,7 @@ A metric that could not be read is shown as '-' (null in JSON), never 0.`,
 }
 
 func runQueryResources(ctx context.Context, w io.Writer, f *queryResourcesFlags) error {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
-	if err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	format, filter, err := f.parsed()
 	if err != nil {
 		return err
 	}
@@ -416,14 +411,10 @@ func newQueryGroupsCommand() *cobra.Command {
 }
 
 func runQueryGroups(ctx context.Context, w io.Writer, f *queryGroupsFlags) error {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
-	if err != nil {
-		return err
-	}
 	if f.by != "module" && f.by != "package" {
 		return fmt.Errorf("--by %q: want module or package", f.by)
 	}
-	filter, err := f.filter()
+	format, filter, err := f.parsed()
 	if err != nil {
 		return err
 	}
