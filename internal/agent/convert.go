@@ -35,9 +35,15 @@ type converter struct {
 	// binary's type data could not be read.
 	types *symbols.Types
 
-	mu     sync.Mutex
-	panics map[uint64]panicValue // goid -> the value it is panicking with
-	bias   uint64                // load bias of a PIE target
+	mu sync.Mutex
+	// panics maps a goroutine id to the value it last panicked with, for
+	// the frames that panic unwinds. Nothing says when a recovered
+	// goroutine is done with it, so the table is bounded: past
+	// maxPanics entries the oldest is forgotten (its late frames would
+	// then be recorded as panics without the value's text).
+	panics     map[uint64]panicValue
+	panicOrder []uint64 // goids in insertion order, oldest first
+	bias       uint64   // load bias of a PIE target
 	// extra holds per-function outcomes of calls closed in user space
 	// (open at the end), which the kernel counters do not include.
 	extra []extraCounts
@@ -100,14 +106,23 @@ func (c *converter) call(ev *uprobe.Event) record.Call {
 			r.Error, r.ErrorTruncated = text(ev.Text), ev.Truncated
 		}
 	case record.StatusPanic:
-		c.mu.Lock()
-		pv, ok := c.panics[ev.GoID]
-		c.mu.Unlock()
-		if ok {
-			r.ErrorType, r.Error, r.ErrorTruncated = pv.typ, pv.text, pv.truncated
-		}
+		c.withPanic(&r)
 	}
 	return r
+}
+
+// maxPanics bounds the panic table (see converter.panics).
+const maxPanics = 1 << 16
+
+// withPanic fills a panicked call's type and text from the value its
+// goroutine panicked with.
+func (c *converter) withPanic(r *record.Call) {
+	c.mu.Lock()
+	pv, ok := c.panics[r.GoID]
+	c.mu.Unlock()
+	if ok {
+		r.ErrorType, r.Error, r.ErrorTruncated = pv.typ, pv.text, pv.truncated
+	}
 }
 
 // panicValue remembers the value a goroutine is panicking with, for the
@@ -115,8 +130,15 @@ func (c *converter) call(ev *uprobe.Event) record.Call {
 func (c *converter) panicValue(ev *uprobe.Event) {
 	pv := c.describePanic(ev)
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.panics[ev.GoID]; !ok {
+		if len(c.panicOrder) >= maxPanics {
+			delete(c.panics, c.panicOrder[0])
+			c.panicOrder = c.panicOrder[1:]
+		}
+		c.panicOrder = append(c.panicOrder, ev.GoID)
+	}
 	c.panics[ev.GoID] = pv
-	c.mu.Unlock()
 }
 
 // describePanic names a panic value's dynamic type from its descriptor and
@@ -207,11 +229,7 @@ func (c *converter) open(f *uprobe.OpenFrame) record.Call {
 	}
 	if f.Panicking {
 		r.Status = record.StatusPanic
-		c.mu.Lock()
-		if pv, ok := c.panics[f.GoID]; ok {
-			r.ErrorType, r.Error, r.ErrorTruncated = pv.typ, pv.text, pv.truncated
-		}
-		c.mu.Unlock()
+		c.withPanic(&r)
 	}
 	return r
 }
