@@ -8,11 +8,8 @@ package agent
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	"github.com/obs-agent/obs-agent/internal/resources"
-	"github.com/obs-agent/obs-agent/internal/retention"
 	"log/slog"
 	"os"
 	"strings"
@@ -21,6 +18,8 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/queue"
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/resources"
+	"github.com/obs-agent/obs-agent/internal/retention"
 	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/symbols"
@@ -70,7 +69,6 @@ type Options struct {
 type Result struct {
 	PID        int
 	Recorded   uint64 // calls written to the store
-	Lost       uint64 // calls made but not recorded, for any reason
 	Sampled    uint64
 	Dropped    uint64
 	Calls      uint64 // calls made, from the kernel counters
@@ -85,11 +83,14 @@ type Result struct {
 	Health     uprobe.Health
 }
 
+// Lost is every call made but not recorded, for any reason.
+func (r *Result) Lost() uint64 { return r.Sampled + r.Dropped }
+
 // Summary is the report printed when the agent exits: one line, plus one
 // for the tracer's own trouble when there was any.
 func (r *Result) Summary() string {
 	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
-		r.PID, r.ExitReason, r.Recorded, r.Lost, r.Sampled, r.Dropped, r.Functions, r.Sites)
+		r.PID, r.ExitReason, r.Recorded, r.Lost(), r.Sampled, r.Dropped, r.Functions, r.Sites)
 	if r.Gaps > 0 {
 		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", r.Gaps)
 	}
@@ -126,7 +127,6 @@ type session struct {
 	pid    int
 	result Result
 	stats  statsState
-	totals []record.FuncStats
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -167,6 +167,10 @@ func prepare(opts Options, exe string) (*session, error) {
 	if err != nil {
 		bin.Close()
 		return nil, err
+	}
+	if len(sel.Funcs) == 0 && len(sel.Skipped) == 0 {
+		bin.Close()
+		return nil, errors.New("every function the -f patterns match is excluded by a -x pattern: nothing to trace")
 	}
 	if len(sel.Funcs) == 0 {
 		bin.Close()
@@ -228,7 +232,6 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		Empty:      s.opts.EmptyPrograms,
 
 		NoKernelPIDFilter: testNoKernelPIDFilter,
-		Logger:            s.log,
 	}
 	for _, sel := range s.sel.Funcs {
 		f := sel.Func
@@ -484,13 +487,15 @@ func (s *session) stop(p *pipeline) error {
 
 // finish writes the final aggregates and closes the session row.
 func (s *session) finish() {
-	if err := s.writeStats(true); err != nil {
+	totals, err := s.writeStats()
+	if err != nil {
 		s.log.Error("write final aggregates", "err", err)
 	}
-	s.finishResult()
+	s.finishResult(totals)
+	s.log.Debug("tracer health", "counters", fmt.Sprintf("%+v", s.result.Health))
 	s.sess.End = time.Now().UnixNano()
 	s.sess.CallsRecorded = s.result.Recorded
-	s.sess.CallsLost = s.result.Lost
+	s.sess.CallsLost = s.result.Lost()
 	s.sess.ExitReason = s.result.ExitReason
 	if err := s.st.EndSession(s.sess); err != nil {
 		s.log.Error("end session", "err", err)

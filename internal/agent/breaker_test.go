@@ -62,8 +62,8 @@ func TestCircuitBreaker(t *testing.T) {
 	if res.Recorded >= hotN+coolN {
 		t.Fatalf("recorded %d calls: nothing was paused", res.Recorded)
 	}
-	if res.Lost != 0 {
-		t.Fatalf("lost %d: paused calls must show as a gap, not as losses of seen calls", res.Lost)
+	if res.Lost() != 0 {
+		t.Fatalf("lost %d: paused calls must show as a gap, not as losses of seen calls", res.Lost())
 	}
 	t.Logf("gap %.2fs; recorded %d of %d calls, %d after the gap", float64(g.End-g.Start)/1e9, res.Recorded, hotN+coolN, after)
 }

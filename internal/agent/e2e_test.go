@@ -190,8 +190,8 @@ func treeOptions(t *testing.T) Options {
 // recorded count equals the calls in the store.
 func checkResult(t *testing.T, res *Result, stored int) {
 	t.Helper()
-	if res.Lost != 0 || res.Dropped != 0 {
-		t.Errorf("lost %d calls (dropped %d, sampled %d)", res.Lost, res.Dropped, res.Sampled)
+	if res.Lost() != 0 || res.Dropped != 0 {
+		t.Errorf("lost %d calls (dropped %d, sampled %d)", res.Lost(), res.Dropped, res.Sampled)
 	}
 	if res.Recorded != uint64(stored) || res.Calls != uint64(stored) {
 		t.Errorf("result says recorded %d of %d calls, store holds %d", res.Recorded, res.Calls, stored)

@@ -20,7 +20,7 @@ func (s *session) statsLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.writeStats(false); err != nil {
+			if _, err := s.writeStats(); err != nil {
 				s.log.Warn("write aggregates", "err", err)
 			}
 		}
@@ -64,13 +64,13 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 	return out, nil
 }
 
-// writeStats stores the change since the last call. With final, it also
-// keeps the totals in the session result.
-func (s *session) writeStats(final bool) error {
+// writeStats stores the change since the last call. It returns the totals
+// so far, even when the store refused the write.
+func (s *session) writeStats() ([]record.FuncStats, error) {
 	now := time.Now().UnixNano()
 	cur, err := s.snapshot()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st := &s.stats
 	if st.lastTime == 0 {
@@ -102,27 +102,23 @@ func (s *session) writeStats(final bool) error {
 	}
 	if len(delta) > 0 {
 		if err := s.st.WriteStats(delta); err != nil {
-			return err
+			return cur, err
 		}
 	}
 	st.last, st.lastTime = cur, now
-	if final {
-		s.totals = cur
-	}
-	return nil
+	return cur, nil
 }
 
 // finishResult fills the session result from the final totals and the
 // tracer's health counters.
-func (s *session) finishResult() {
+func (s *session) finishResult(totals []record.FuncStats) {
 	r := &s.result
-	for _, f := range s.totals {
+	for _, f := range totals {
 		r.Calls += f.Calls
 		r.Recorded += f.Recorded
 		r.Sampled += f.Sampled
 		r.Dropped += f.Dropped
 	}
-	r.Lost = r.Sampled + r.Dropped
 	if h, err := s.tr.Health(); err == nil {
 		r.Health = h
 	}

@@ -55,7 +55,7 @@ func runLoad(t *testing.T, args ...string) (*Result, string, loadOutput) {
 func checkExact(t *testing.T, res *Result, db string, lo loadOutput) {
 	t.Helper()
 	t.Logf("result: calls %d, recorded %d, lost %d (sampled %d, dropped %d); health %+v",
-		res.Calls, res.Recorded, res.Lost, res.Sampled, res.Dropped, res.Health)
+		res.Calls, res.Recorded, res.Lost(), res.Sampled, res.Dropped, res.Health)
 	var madeCalls uint64
 	for _, m := range lo.made {
 		madeCalls += m.calls
@@ -63,8 +63,8 @@ func checkExact(t *testing.T, res *Result, db string, lo loadOutput) {
 	if res.Calls != madeCalls {
 		t.Errorf("kernel aggregates count %d calls, the program made %d", res.Calls, madeCalls)
 	}
-	if res.Recorded+res.Lost != res.Calls {
-		t.Errorf("recorded %d + lost %d != %d calls", res.Recorded, res.Lost, res.Calls)
+	if res.Recorded+res.Lost() != res.Calls {
+		t.Errorf("recorded %d + lost %d != %d calls", res.Recorded, res.Lost(), res.Calls)
 	}
 	if res.Health.RingErrFull != 0 {
 		t.Errorf("error ring full %d times: error-lane records were lost", res.Health.RingErrFull)

@@ -15,7 +15,6 @@ package uprobe
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"time"
 
@@ -80,7 +79,6 @@ type Config struct {
 	// pid filter, as on kernels before 6.10, leaving the filtering to the
 	// BPF programs (for tests of that path).
 	NoKernelPIDFilter bool
-	Logger            *slog.Logger
 }
 
 // Tracer is a loaded and attached set of probes.
@@ -94,11 +92,9 @@ type Tracer struct {
 	runtimeSites int
 	okRing       *ringbuf.Reader
 	errRing      *ringbuf.Reader
-	nfuncs       int
 	sites        int
 	multi        bool
 	monoWall     int64 // wall - monotonic, ns
-	log          *slog.Logger
 }
 
 // Sites returns how many probe sites are attached.
@@ -113,9 +109,6 @@ func HaveUprobeMulti() error { return features.HaveBPFLinkUprobeMulti() }
 // Attach loads the programs and attaches them. On error nothing stays
 // attached or loaded.
 func Attach(cfg Config) (_ *Tracer, err error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
 	if len(cfg.Funcs) == 0 {
 		return nil, errors.New("attach: no functions to trace")
 	}
@@ -153,7 +146,7 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("attach: set id base: %w", err)
 	}
 
-	t := &Tracer{nfuncs: len(cfg.Funcs), multi: multi, log: cfg.Logger}
+	t := &Tracer{cfg: cfg, multi: multi}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -188,7 +181,7 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("attach: open %s: %w", cfg.Binary, err)
 	}
-	t.ex, t.cfg = ex, cfg
+	t.ex = ex
 	var nsites int
 	if t.siteLinks, nsites, err = t.attachSites(0, nil); err != nil {
 		return nil, err
