@@ -126,3 +126,34 @@ func BenchmarkMatch(b *testing.B) {
 		}
 	}
 }
+
+// TestMatchCases are the cases the store once kept for its own matcher.
+func TestMatchCases(t *testing.T) {
+	cases := []struct {
+		pat, name string
+		want      bool
+	}{
+		{"main.*", "main.main", true},
+		{"main.*", "main.(*T).M", true},
+		{"*", "github.com/a/b.F", true},
+		{"github.com/*/b.*", "github.com/a/x/b.F", true},
+		{"main.?", "main.F", true},
+		{"main.?", "main.FG", false},
+		{"main.Map[go.shape.int]", "main.Map[go.shape.int]", true},
+		{"main.Map[*]", "main.Map[go.shape.int]", true},
+		{"main.Map[ab]", "main.Mapa", false},
+		{"main.(*T).*", "main.(*T).Get", true},
+		{"main.(*T).*", "main.(*U).Get", false},
+		{"*.Get", "main.(*T).Get", true},
+		{"", "", true},
+		{"", "x", false},
+		{"a*b*c", "aXbYbZc", true},
+		{"a*b*c", "aXbYbZ", false},
+		{"?", "é", true},
+	}
+	for _, c := range cases {
+		if got := Match(c.pat, c.name); got != c.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", c.pat, c.name, got, c.want)
+		}
+	}
+}

@@ -20,7 +20,7 @@ import (
 type Filter struct {
 	Since, Until time.Time // [Since, Until) on the record's start time
 	PID          uint32
-	// Func is a glob over full function names; see MatchGlob.
+	// Func is a glob over full function names (package internal/glob).
 	Func        string
 	Status      []record.Status
 	MinDuration time.Duration

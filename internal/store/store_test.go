@@ -555,35 +555,6 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-func TestMatchGlob(t *testing.T) {
-	cases := []struct {
-		pat, name string
-		want      bool
-	}{
-		{"main.*", "main.main", true},
-		{"main.*", "main.(*T).M", true},
-		{"*", "github.com/a/b.F", true},
-		{"github.com/*/b.*", "github.com/a/x/b.F", true},
-		{"main.?", "main.F", true},
-		{"main.?", "main.FG", false},
-		{"main.Map[go.shape.int]", "main.Map[go.shape.int]", true},
-		{"main.Map[*]", "main.Map[go.shape.int]", true},
-		{"main.Map[ab]", "main.Mapa", false},
-		{"main.(*T).*", "main.(*T).Get", true},
-		{"main.(*T).*", "main.(*U).Get", false},
-		{"*.Get", "main.(*T).Get", true},
-		{"", "", true},
-		{"", "x", false},
-		{"a*b*c", "aXbYbZc", true},
-		{"a*b*c", "aXbYbZ", false},
-		{"?", "é", true},
-	}
-	for _, c := range cases {
-		if got := MatchGlob(c.pat, c.name); got != c.want {
-			t.Errorf("MatchGlob(%q, %q) = %v, want %v", c.pat, c.name, got, c.want)
-		}
-	}
-}
 
 func TestDefaultPath(t *testing.T) {
 	t.Setenv("OBS_AGENT_DB", "/x/y.db")
