@@ -555,7 +555,6 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-
 func TestDefaultPath(t *testing.T) {
 	t.Setenv("OBS_AGENT_DB", "/x/y.db")
 	if got := DefaultPath(); got != "/x/y.db" {
