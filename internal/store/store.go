@@ -31,6 +31,8 @@ import (
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
 // Options tune Open.
@@ -44,6 +46,9 @@ type Options struct {
 	// BusyTimeout is how long a write waits for another connection's lock
 	// before failing with ErrLocked. 0 means 5s.
 	BusyTimeout time.Duration
+	// Exclusive makes a writable Open fail when the file already exists
+	// (retention creates each archive as a new file).
+	Exclusive bool
 }
 
 // pageSize is the page size of new stores.
@@ -108,9 +113,11 @@ func dsn(path string, params url.Values) string {
 }
 
 // Open opens the store at path. A writable Open creates the parent
-// directory (0750) and the file when missing, sets auto_vacuum=INCREMENTAL on
-// a new file (before any table exists), switches to WAL and migrates an older
-// schema. A store with a newer schema is refused with ErrNewerSchema.
+// directories (0700, or 0750 with a data group) and the file (0600, or
+// 0640) when missing, by the rules of internal/safefile, sets
+// auto_vacuum=INCREMENTAL on a new file (before any table exists), switches
+// to WAL and migrates an older schema. A store with a newer schema is refused
+// with ErrNewerSchema.
 func Open(path string, opts Options) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -135,12 +142,26 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, classify("open "+abs, err)
 		}
 	} else {
-		if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
+		d, err := safefile.MkdirAll(filepath.Dir(abs))
+		if err != nil {
 			return nil, classify("create directory for "+abs, err)
+		}
+		defer d.Close()
+		base := filepath.Base(abs)
+		// SQLite opens by path: give it the resolved one, on which no
+		// other user can swap a name (see internal/safefile).
+		s.path = filepath.Join(d.Path(), base)
+		id, err := prepareFiles(d, base, opts.Exclusive)
+		if err != nil {
+			return nil, classify("open "+abs, err)
 		}
 		if err := s.openWriter(ctx, busyPragma); err != nil {
 			s.Close()
 			return nil, explainCantOpen(abs, err)
+		}
+		if err := checkFiles(d, base, id); err != nil {
+			s.Close()
+			return nil, classify("open "+abs, err)
 		}
 	}
 
@@ -148,7 +169,7 @@ func Open(path string, opts Options) (*Store, error) {
 	rp.Set("mode", "ro")
 	rp.Add("_pragma", busyPragma)
 	rp.Add("_pragma", "query_only(1)")
-	s.rdb, err = sql.Open("sqlite", dsn(abs, rp))
+	s.rdb, err = sql.Open("sqlite", dsn(s.path, rp))
 	if err != nil {
 		s.Close()
 		return nil, classify("open "+abs, err)
@@ -164,7 +185,7 @@ func Open(path string, opts Options) (*Store, error) {
 			// was closed cleanly has an empty WAL, so nothing is missed.
 			s.rdb.Close()
 			rp.Set("immutable", "1")
-			if s.rdb, err = sql.Open("sqlite", dsn(abs, rp)); err != nil {
+			if s.rdb, err = sql.Open("sqlite", dsn(s.path, rp)); err != nil {
 				return nil, classify("open "+abs, err)
 			}
 			v, err = readVersion(ctx, s.rdb)
