@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/store"
 )
 
@@ -99,10 +100,15 @@ func BenchmarkDropStall(b *testing.B) {
 		// Archive copy (separate connection), then the drop.
 		arch := filepath.Join(dir, "archive")
 		m := &Manager{Store: s, ArchiveDir: arch, Clock: func() time.Time { return now }}
-		a0 := time.Now()
-		if err := m.archive(context.Background(), t0, filepath.Join(arch, ArchiveName(t0))); err != nil {
+		ad, err := safefile.MkdirAll(arch)
+		if err != nil {
 			b.Fatal(err)
 		}
+		a0 := time.Now()
+		if _, _, err := m.archive(context.Background(), ad, t0); err != nil {
+			b.Fatal(err)
+		}
+		ad.Close()
 		a1 := time.Now()
 		time.Sleep(200 * time.Millisecond)
 		archMax, _ := worst(a0, a1)

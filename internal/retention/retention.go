@@ -6,18 +6,45 @@
 // With an ArchiveDir, each hour is first copied into its own store file,
 // DIR/obs-YYYYMMDDHH.db, readable with `obs-agent query ... --db FILE`.
 //
+// # An hour is dropped only when its archive verifiably holds it
+//
+// While an ArchiveDir is set, an hour is dropped only after an archive this
+// store wrote holds exactly its rows:
+//
+//   - The archive gets a name nothing in the directory uses:
+//     obs-YYYYMMDDHH.db, or obs-YYYYMMDDHH-1.db, -2 ... when that is taken
+//     (another store archiving into the same directory, late rows of an
+//     hour dropped before, a file or a link someone else put there). An
+//     existing file is never reused, overwritten or written through, and
+//     the final rename is renameat2(RENAME_NOREPLACE).
+//   - Files are created through internal/safefile: no link is followed and
+//     the directory must be one no other user can swap names in.
+//   - The archive's fingerprint (rows per partition and sums of their
+//     identifying columns, store.Fingerprint) is read back from the file and
+//     compared with the hour's inside the transaction that drops it, so a
+//     row written to the hour after the copy stops the drop: the short
+//     archive, which this pass just created, is removed and the hour
+//     archived again (up to three times, then the hour is kept and the pass
+//     fails).
+//   - retention_log's archive column names the file that holds the rows.
+//
 // # Crash safety
 //
 // Every step can be interrupted by kill -9 and is redone by the next pass:
 //
-//  1. retention_log gets an "archiving" intent row for the hour.
-//  2. The archive is written to FILE.tmp (a fresh store plus a copy of the
-//     hour), fsynced, renamed to FILE and the directory fsynced. A leftover
-//     .tmp is a half-written archive: the next pass deletes and redoes it.
-//     An existing FILE is complete, because it only appears by rename.
+//  1. retention_log gets an "archiving" intent row for the hour, naming the
+//     archive file it is going to write.
+//  2. The archive is written to FILE.tmp (a fresh store, created
+//     exclusively, plus a copy of the hour), fsynced, renamed to FILE and the
+//     directory fsynced. The next pass removes a FILE.tmp its intent names.
 //  3. DROP TABLE of the hour's four partitions, the removal of their catalog
 //     rows and the "dropped" row of retention_log commit in one
 //     transaction: either the hour is gone and logged, or it is intact.
+//
+// After a crash between 2 and 3 the next pass drops the hour against the
+// FILE its intent names, if FILE's fingerprint equals the hour's; otherwise
+// (a crash before the rename, and someone else took the name since) it
+// leaves FILE alone and archives the hour again under a new name.
 //
 // # Space
 //
@@ -41,6 +68,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/store"
 )
 
@@ -143,17 +171,13 @@ func (m *Manager) Pass(ctx context.Context, olderThan time.Duration) (PassResult
 		olderThan = DefaultWindow
 	}
 	cutoff := m.clock().Add(-olderThan)
+	var ad *safefile.Dir
 	if m.ArchiveDir != "" {
-		if err := os.MkdirAll(m.ArchiveDir, 0o750); err != nil {
+		var err error
+		if ad, err = safefile.MkdirAll(m.ArchiveDir); err != nil {
 			return res, fmt.Errorf("retention: archive directory: %w", err)
 		}
-		// A .tmp is an archive a crash interrupted: it is redone below.
-		tmps, _ := filepath.Glob(filepath.Join(m.ArchiveDir, "obs-*.db.tmp*"))
-		for _, t := range tmps {
-			if err := os.Remove(t); err == nil {
-				res.Cleaned = append(res.Cleaned, t)
-			}
-		}
+		defer ad.Close()
 	}
 	hours, err := m.Store.Hours(ctx)
 	if err != nil {
@@ -172,77 +196,192 @@ func (m *Manager) Pass(ctx context.Context, olderThan time.Duration) (PassResult
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		archive := ""
-		if m.ArchiveDir != "" {
-			archive = filepath.Join(m.ArchiveDir, ArchiveName(h))
-			prev, seen := logged[h.UnixNano()]
-			if _, err := os.Stat(archive); err == nil && seen && prev.State == "dropped" {
-				// The hour was archived and dropped before, and late records
-				// brought it back: archive those separately.
-				archive = strings.TrimSuffix(archive, ".db") + fmt.Sprintf("-late-%d.db", m.clock().Unix())
+		if ad == nil {
+			if err := m.Store.DropHour(ctx, h, ""); err != nil {
+				return res, fmt.Errorf("retention: %w", err)
 			}
-			if _, err := os.Stat(archive); errors.Is(err, os.ErrNotExist) {
-				if err := m.archive(ctx, h, archive); err != nil {
-					return res, err
-				}
-				res.Archives = append(res.Archives, archive)
-			}
-			// An existing archive was completed (it only appears by
-			// rename) by a pass that crashed before the drop.
-		}
-		if err := m.Store.DropHour(ctx, h, archive); err != nil {
-			return res, fmt.Errorf("retention: %w", err)
+		} else if err := m.archiveAndDrop(ctx, ad, h, logged[h.UnixNano()], &res); err != nil {
+			return res, err
 		}
 		m.step("dropped")
 		res.Dropped = append(res.Dropped, h)
-		m.logger().Debug("dropped hour", "hour", h.Format(time.RFC3339), "archive", archive)
 	}
 	n, err := m.vacuum(ctx)
 	res.Vacuumed = n
 	return res, err
 }
 
-// archive writes the hour to path via path.tmp, crash-safely.
-func (m *Manager) archive(ctx context.Context, h time.Time, path string) error {
-	if err := m.Store.LogRetention(ctx, h, "archiving", path); err != nil {
-		return fmt.Errorf("retention: %w", err)
+// archiveAttempts bounds how often a pass archives one hour again when
+// rows reached the hour between the copy and the drop.
+const archiveAttempts = 3
+
+// archiveAndDrop archives the hour and drops it only once the archive is
+// verified to hold exactly its rows (see package comment).
+func (m *Manager) archiveAndDrop(ctx context.Context, ad *safefile.Dir, h time.Time, prev store.RetentionEntry, res *PassResult) error {
+	if prev.State == "archiving" && prev.Archive != "" && filepath.Dir(prev.Archive) == ad.Path() {
+		// A pass stopped between its intent and its drop. Its temporary
+		// file is ours (the name was free when the intent was logged):
+		// remove it. Its archive, if the rename happened, is used when it
+		// holds exactly the hour's rows; anything else at that name is left
+		// alone and the hour is archived again under a new name.
+		name := filepath.Base(prev.Archive)
+		if ad.Exists(name + tmpSuffix) {
+			if err := removeArchive(ad, name+tmpSuffix); err != nil {
+				return fmt.Errorf("retention: remove half-written archive: %w", err)
+			}
+			res.Cleaned = append(res.Cleaned, prev.Archive+tmpSuffix)
+		}
+		if fp, err := m.verify(ctx, ad, name, h); err == nil {
+			err = m.Store.DropHourIf(ctx, h, prev.Archive, fp)
+			if err == nil {
+				m.logger().Debug("dropped hour", "hour", h.Format(time.RFC3339), "archive", prev.Archive)
+				return nil
+			}
+			if !errors.Is(err, store.ErrArchiveMismatch) {
+				return fmt.Errorf("retention: %w", err)
+			}
+			m.logger().Warn("an earlier pass's archive does not hold the hour's rows; archiving the hour again", "archive", prev.Archive, "err", err)
+		}
 	}
-	m.step("intent")
-	tmp := path + ".tmp"
-	_ = os.Remove(tmp)
-	a, err := store.Open(tmp, store.Options{Clock: m.Clock})
-	if err != nil {
-		return fmt.Errorf("retention: create archive: %w", err)
+	var lastErr error
+	for range archiveAttempts {
+		name, id, err := m.archive(ctx, ad, h)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(ad.Path(), name)
+		res.Archives = append(res.Archives, path)
+		fp, err := m.verify(ctx, ad, name, h)
+		if err == nil {
+			err = m.Store.DropHourIf(ctx, h, path, fp)
+			if err == nil {
+				m.logger().Debug("dropped hour", "hour", h.Format(time.RFC3339), "archive", path)
+				return nil
+			}
+		}
+		if !errors.Is(err, store.ErrArchiveMismatch) {
+			return fmt.Errorf("retention: %w", err)
+		}
+		// Rows reached the hour after the copy: this archive is short.
+		// It is the file this pass just created (same inode), so it is
+		// removed and the hour archived again.
+		lastErr = err
+		res.Archives = res.Archives[:len(res.Archives)-1]
+		if st, serr := ad.Lstat(name); serr == nil && st.Dev == id.Dev && st.Ino == id.Ino {
+			if err := removeArchive(ad, name); err != nil {
+				return fmt.Errorf("retention: %w", err)
+			}
+		}
 	}
-	if err := a.Close(); err != nil {
-		return fmt.Errorf("retention: create archive: %w", err)
-	}
-	m.step("tmp-created")
-	if err := m.Store.CopyHourTo(ctx, h, tmp); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("retention: %w", err)
-	}
-	for _, sfx := range []string{"-wal", "-shm"} {
-		os.Remove(tmp + sfx)
-	}
-	m.step("archive-written")
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("retention: archive: %w", err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("retention: archive: %w", err)
-	}
-	m.step("archive-renamed")
-	return nil
+	return fmt.Errorf("retention: hour %s kept: it changed while it was archived, %d times: %w", h.Format(time.RFC3339), archiveAttempts, lastErr)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
+// tmpSuffix names an archive being written: FILE.tmp becomes FILE by a
+// rename once complete.
+const tmpSuffix = ".tmp"
+
+// archiveName picks the first name for the hour's archive that nothing in
+// the directory uses, neither as an archive nor as its temporary file:
+// obs-YYYYMMDDHH.db, then obs-YYYYMMDDHH-1.db and so on. Another store
+// archiving into the same directory, a file someone created or a link
+// someone planted there is never reused or written through.
+func archiveName(ad *safefile.Dir, h time.Time) (string, error) {
+	base := strings.TrimSuffix(ArchiveName(h), ".db")
+	for i := range maxArchiveNames {
+		name := base + ".db"
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d.db", base, i)
+		}
+		taken := ad.Exists(name) || ad.Exists(name+tmpSuffix)
+		for _, sfx := range store.Sidecars {
+			taken = taken || ad.Exists(name+tmpSuffix+sfx)
+		}
+		if !taken {
+			return name, nil
+		}
 	}
-	defer d.Close()
-	return d.Sync()
+	return "", fmt.Errorf("retention: %d archive names for hour %s are taken in %s", maxArchiveNames, h.Format(time.RFC3339), ad.Path())
+}
+
+const maxArchiveNames = 1000
+
+// archive writes the hour to a new file, crash-safely: the intent is
+// logged with the file's name, the copy goes to FILE.tmp, created
+// exclusively, which is fsynced and renamed to FILE only if FILE still does
+// not exist. It returns the name and the file's identity.
+func (m *Manager) archive(ctx context.Context, ad *safefile.Dir, h time.Time) (string, fileID, error) {
+	name, err := archiveName(ad, h)
+	if err != nil {
+		return "", fileID{}, err
+	}
+	path := filepath.Join(ad.Path(), name)
+	tmp := name + tmpSuffix
+	tmpPath := path + tmpSuffix
+	if err := m.Store.LogRetention(ctx, h, "archiving", path); err != nil {
+		return "", fileID{}, fmt.Errorf("retention: %w", err)
+	}
+	m.step("intent")
+	a, err := store.Open(tmpPath, store.Options{Clock: m.Clock, Exclusive: true})
+	if err != nil {
+		return "", fileID{}, fmt.Errorf("retention: create archive: %w", err)
+	}
+	if err := a.Close(); err != nil {
+		removeArchive(ad, tmp)
+		return "", fileID{}, fmt.Errorf("retention: create archive: %w", err)
+	}
+	m.step("tmp-created")
+	if err := m.Store.CopyHourTo(ctx, h, tmpPath); err != nil {
+		removeArchive(ad, tmp)
+		return "", fileID{}, fmt.Errorf("retention: %w", err)
+	}
+	for _, sfx := range store.Sidecars {
+		if err := ad.Remove(tmp + sfx); err != nil {
+			return "", fileID{}, fmt.Errorf("retention: archive: %w", err)
+		}
+	}
+	m.step("archive-written")
+	st, err := ad.Lstat(tmp)
+	if err != nil {
+		return "", fileID{}, fmt.Errorf("retention: archive: %w", err)
+	}
+	if err := ad.RenameNoReplace(tmp, name); err != nil {
+		removeArchive(ad, tmp)
+		return "", fileID{}, fmt.Errorf("retention: archive (the name was taken meanwhile; the next pass picks another): %w", err)
+	}
+	if err := ad.Sync(); err != nil {
+		return "", fileID{}, fmt.Errorf("retention: archive: %w", err)
+	}
+	m.step("archive-renamed")
+	return name, fileID{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+type fileID struct{ Dev, Ino uint64 }
+
+// verify checks that name is a regular file of root's (or the effective
+// user's) and returns the fingerprint of the hour it holds.
+func (m *Manager) verify(ctx context.Context, ad *safefile.Dir, name string, h time.Time) (store.Fingerprint, error) {
+	f, err := ad.Open(name, os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	fp, err := store.ArchiveFingerprint(ctx, filepath.Join(ad.Path(), name), h)
+	if err != nil {
+		return nil, err
+	}
+	if len(fp) == 0 {
+		return nil, fmt.Errorf("%w: %s holds no partition of the hour", store.ErrArchiveMismatch, name)
+	}
+	return fp, nil
+}
+
+// removeArchive removes an archive file this store wrote and its sidecars.
+func removeArchive(ad *safefile.Dir, name string) error {
+	errs := []error{ad.Remove(name)}
+	for _, sfx := range store.Sidecars {
+		errs = append(errs, ad.Remove(name+sfx))
+	}
+	return errors.Join(errs...)
 }
 
 // vacuum returns free pages to the file system when writes are quiet and

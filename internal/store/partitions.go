@@ -3,13 +3,17 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
 // Partition describes one hour table.
@@ -92,7 +96,7 @@ func (s *Store) DropPartition(ctx context.Context, name string) error {
 	if _, _, ok := ParsePartitionName(name); !ok {
 		return fmt.Errorf("store: drop partition: %q is not a partition name (want e.g. calls_2026112710)", name)
 	}
-	return s.dropTables(ctx, "drop partition "+name, []string{name}, nil)
+	return s.dropTables(ctx, "drop partition "+name, []string{name}, nil, nil)
 }
 
 // DropHour drops the four partitions of the UTC hour holding t and records
@@ -100,11 +104,38 @@ func (s *Store) DropPartition(ctx context.Context, name string) error {
 // everything of the hour is gone and logged, or nothing is.
 func (s *Store) DropHour(ctx context.Context, t time.Time, archive string) error {
 	hour := t.UTC().Truncate(time.Hour)
+	return s.dropHour(ctx, hour, archive, nil)
+}
+
+// ErrArchiveMismatch is returned by DropHourIf when the hour's rows are not
+// the rows of the archive: the hour is not dropped.
+var ErrArchiveMismatch = errors.New("the archive does not hold the hour's rows")
+
+// DropHourIf drops the hour as DropHour does, but only when the
+// fingerprint of its partitions, taken inside the dropping transaction
+// (so no write can slip in between), equals want, the fingerprint of the
+// archive that is to hold them. Otherwise nothing is dropped and the error
+// wraps ErrArchiveMismatch.
+func (s *Store) DropHourIf(ctx context.Context, t time.Time, archive string, want Fingerprint) error {
+	hour := t.UTC().Truncate(time.Hour)
+	return s.dropHour(ctx, hour, archive, func(tx *wtx) error {
+		got, err := hourFingerprint(ctx, s.wc, "main", hour)
+		if err != nil {
+			return err
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Errorf("%w: %s has %s, the store %s", ErrArchiveMismatch, archive, want, got)
+		}
+		return nil
+	})
+}
+
+func (s *Store) dropHour(ctx context.Context, hour time.Time, archive string, check func(tx *wtx) error) error {
 	var names []string
 	for _, k := range Kinds {
 		names = append(names, tableName(k, hour))
 	}
-	return s.dropTables(ctx, "drop hour "+hour.Format("2006010215"), names, func(tx *wtx) error {
+	return s.dropTables(ctx, "drop hour "+hour.Format("2006010215"), names, check, func(tx *wtx) error {
 		_, err := tx.exec(`INSERT INTO retention_log (hour_start_ns, state, archive, updated_ns) VALUES (?, 'dropped', ?, ?)
 			ON CONFLICT (hour_start_ns) DO UPDATE SET state = 'dropped', archive = excluded.archive, updated_ns = excluded.updated_ns`,
 			hour.UnixNano(), archive, s.clock().UnixNano())
@@ -112,10 +143,91 @@ func (s *Store) DropHour(ctx context.Context, t time.Time, archive string) error
 	})
 }
 
-func (s *Store) dropTables(ctx context.Context, op string, names []string, also func(tx *wtx) error) error {
+// Fingerprint sums up the rows of one hour, partition by partition: the
+// row count and sums (mod 2^31-1) of columns that tell rows apart. Two
+// copies of the same rows have equal fingerprints; a copy missing rows,
+// holding extra ones or holding another store's rows of the same hour
+// does not.
+type Fingerprint map[string][4]int64
+
+func (f Fingerprint) String() string {
+	var parts []string
+	for _, k := range Kinds {
+		for n, v := range f {
+			if strings.HasPrefix(n, k+"_") {
+				parts = append(parts, fmt.Sprintf("%s: %d rows", n, v[0]))
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return "no partitions of the hour"
+	}
+	return strings.Join(parts, ", ")
+}
+
+var fingerprintCols = map[string][3]string{
+	KindCalls:   {"id", "start_ns", "duration_ns"},
+	KindStats:   {"func_id", "interval_start_ns", "calls"},
+	KindSamples: {"pid", "time_ns", "coalesce(rss_bytes, 0)"},
+	KindGaps:    {"func_id", "start_ns", "end_ns"},
+}
+
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func hourFingerprint(ctx context.Context, q rowQuerier, schema string, hour time.Time) (Fingerprint, error) {
+	fp := Fingerprint{}
+	for _, k := range Kinds {
+		n := tableName(k, hour)
+		var exists int
+		if err := q.QueryRowContext(ctx, `SELECT count(*) FROM `+schema+`.sqlite_master WHERE type = 'table' AND name = ?`, n).Scan(&exists); err != nil {
+			return nil, err
+		}
+		if exists == 0 {
+			continue
+		}
+		sel := "count(*)"
+		for _, c := range fingerprintCols[k] {
+			sel += ", coalesce(sum((" + c + ") % 2147483647), 0)"
+		}
+		var v [4]int64
+		if err := q.QueryRowContext(ctx, `SELECT `+sel+` FROM `+schema+`.`+n).Scan(&v[0], &v[1], &v[2], &v[3]); err != nil {
+			return nil, err
+		}
+		fp[n] = v
+	}
+	return fp, nil
+}
+
+// ArchiveFingerprint reads the fingerprint of the hour holding t from the
+// store file at path, an archive that is complete and no longer written:
+// it is opened read-only and immutable, so SQLite looks at no journal or
+// WAL file beside it.
+func ArchiveFingerprint(ctx context.Context, path string, t time.Time) (Fingerprint, error) {
+	hour := t.UTC().Truncate(time.Hour)
+	op := "read archive " + path
+	p := url.Values{}
+	p.Set("mode", "ro")
+	p.Set("immutable", "1")
+	db, err := sql.Open("sqlite", dsn(path, p))
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	defer db.Close()
+	fp, err := hourFingerprint(ctx, db, "main", hour)
+	return fp, classify(op, err)
+}
+
+func (s *Store) dropTables(ctx context.Context, op string, names []string, check, also func(tx *wtx) error) error {
 	var dropped []string
 	err := s.writeTx(op, false, func(tx *wtx) error {
 		tx.ctx = ctx
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
+		}
 		for _, n := range names {
 			var exists int
 			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, n).Scan(&exists); err != nil {
@@ -212,7 +324,7 @@ func (s *Store) RetentionLog(ctx context.Context) ([]RetentionEntry, error) {
 // functions and sessions they reference, into dst, which must be an obs-agent
 // store file created by Open and closed. It runs on its own connection: the
 // source is read from a WAL snapshot and only dst is written, so the writer
-// is never blocked. dst is switched to journal_mode=DELETE (a single
+// is never blocked. dst is switched out of WAL (journal_mode=MEMORY: a single
 // self-contained file) and fsynced before CopyHourTo returns. Partitions
 // already present in dst are left as they are.
 func (s *Store) CopyHourTo(ctx context.Context, t time.Time, dst string) (err error) {
@@ -243,8 +355,12 @@ func (s *Store) CopyHourTo(ctx context.Context, t time.Time, dst string) (err er
 			err = classify(op, derr)
 		}
 	}()
+	// MEMORY: an archive that fails half-way is thrown away whole, so it
+	// needs no journal on disk, and no -journal name appears beside it
+	// (in a shared directory another user could take that name first).
+	// The file is left in rollback mode: a single self-contained file.
 	var mode string
-	if err := conn.QueryRowContext(ctx, `PRAGMA arc.journal_mode = DELETE`).Scan(&mode); err != nil {
+	if err := conn.QueryRowContext(ctx, `PRAGMA arc.journal_mode = MEMORY`).Scan(&mode); err != nil {
 		return classify(op, err)
 	}
 	if v, err := readVersion(ctx, attachedVersion{conn}); err != nil || v != SchemaVersion {
@@ -324,7 +440,7 @@ func (a attachedVersion) QueryRowContext(ctx context.Context, q string, args ...
 
 // syncFile fsyncs a file.
 func syncFile(path string) error {
-	f, err := os.Open(path)
+	f, err := safefile.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
