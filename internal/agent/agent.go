@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/resources"
 	"github.com/obs-agent/obs-agent/internal/retention"
+	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/symbols"
@@ -581,12 +581,11 @@ func (s *session) closeOpen() {
 	s.conv.addOpen(open)
 }
 
+// writeReady writes the pid to path atomically, without following a link
+// another user planted there or at a temporary name (internal/safefile).
+// It holds no traced data, so scripts of any user may read it.
 func writeReady(path string, pid int) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", pid)), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return safefile.WriteFileAtomic(path, []byte(fmt.Sprintf("%d\n", pid)), 0o644)
 }
 
 // retentionLoop expires old hours of the store while tracing.

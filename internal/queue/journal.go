@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
 // The spill journal is a directory of segment files, named by a
@@ -277,10 +278,12 @@ func (j *journal) open() (notes []recoveryNote, err error) {
 	}
 	j.opened = true
 	defer func() { j.openErr = err }()
-	if err := os.MkdirAll(j.dir, 0o700); err != nil {
+	d, err := safefile.MkdirAll(j.dir)
+	if err != nil {
 		return nil, fmt.Errorf("spill journal: %w", err)
 	}
-	lf, err := os.OpenFile(filepath.Join(j.dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	d.Close()
+	lf, err := safefile.OpenFile(filepath.Join(j.dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spill journal: %w", err)
 	}
@@ -289,7 +292,7 @@ func (j *journal) open() (notes []recoveryNote, err error) {
 		return nil, fmt.Errorf("spill journal %s is in use by another obs-agent writing the same store: %w", j.dir, err)
 	}
 	j.lock = lf
-	ents, err := os.ReadDir(j.dir)
+	ents, err := safefile.ReadDir(j.dir)
 	if err != nil {
 		return nil, fmt.Errorf("spill journal: %w", err)
 	}
@@ -323,7 +326,7 @@ func (j *journal) open() (notes []recoveryNote, err error) {
 // removed; a damaged tail is truncated (and described in the note); a file
 // that is not a journal segment is renamed aside.
 func recoverSegment(path string, seq uint64) (*segment, *recoveryNote, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("spill journal: %w", err)
 	}
@@ -333,7 +336,7 @@ func recoverSegment(path string, seq uint64) (*segment, *recoveryNote, error) {
 			return nil, nil, removeFile(path)
 		}
 		aside := path + ".bad"
-		if err := os.Rename(path, aside); err != nil {
+		if err := safefile.Rename(path, aside); err != nil {
 			return nil, nil, fmt.Errorf("spill journal: %w", err)
 		}
 		return nil, &recoveryNote{path: path, reason: errors.New("not a journal segment (bad magic)"), setAside: aside, dropped: int64(len(data))}, nil
@@ -345,7 +348,7 @@ func recoverSegment(path string, seq uint64) (*segment, *recoveryNote, error) {
 		c, n, err := DecodeRecord(data[off:])
 		if err != nil {
 			note = &recoveryNote{path: path, intact: s.n, offset: int64(off), dropped: int64(len(data) - off), reason: err}
-			if err := os.Truncate(path, int64(off)); err != nil {
+			if err := safefile.Truncate(path, int64(off)); err != nil {
 				return nil, note, fmt.Errorf("spill journal: truncate torn tail: %w", err)
 			}
 			if err := syncFile(path); err != nil {
@@ -365,7 +368,7 @@ func recoverSegment(path string, seq uint64) (*segment, *recoveryNote, error) {
 }
 
 func syncFile(path string) error {
-	f, err := os.Open(path)
+	f, err := safefile.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("spill journal: %w", err)
 	}
@@ -377,7 +380,7 @@ func syncFile(path string) error {
 }
 
 func removeFile(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := safefile.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("spill journal: %w", err)
 	}
 	return nil
@@ -385,7 +388,7 @@ func removeFile(path string) error {
 
 // syncDir makes created and removed names durable.
 func (j *journal) syncDir() error {
-	d, err := os.Open(j.dir)
+	d, err := safefile.OpenDir(j.dir)
 	if err != nil {
 		return fmt.Errorf("spill journal: %w", err)
 	}
@@ -451,14 +454,14 @@ func (j *journal) newSegment() error {
 	j.seal()
 	seq := j.nextSeq
 	path := filepath.Join(j.dir, fmt.Sprintf("%016x%s", seq, segmentSuffix))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := safefile.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, safefile.DataMode())
 	if err != nil {
 		return fmt.Errorf("spill journal: %w", err)
 	}
 	j.nextSeq++
 	fail := func(err error) error {
 		f.Close()
-		os.Remove(path)
+		safefile.Remove(path)
 		return fmt.Errorf("spill journal: create %s: %w", path, err)
 	}
 	if _, err := f.WriteString(journalMagic); err != nil {
@@ -483,7 +486,7 @@ func (j *journal) seal() {
 	}
 	if n := len(j.segs); n > 0 && j.segs[n-1].n == 0 && !j.segs[n-1].recovered {
 		// Never written: don't leave empty files behind.
-		os.Remove(j.segs[n-1].path)
+		safefile.Remove(j.segs[n-1].path)
 		j.segs = j.segs[:n-1]
 	}
 }
@@ -499,7 +502,7 @@ func (j *journal) oldest() (*segment, []record.Call, *recoveryNote, error) {
 		if j.active != nil && s == j.segs[len(j.segs)-1] {
 			j.seal()
 		}
-		data, err := os.ReadFile(s.path)
+		data, err := safefile.ReadFile(s.path)
 		if err != nil {
 			s.bad = true
 			return s, nil, nil, fmt.Errorf("spill journal: read %s: %w", s.path, err)
@@ -548,11 +551,11 @@ func (j *journal) close() {
 	}
 	empty := len(j.segs) == 0
 	if empty {
-		os.Remove(filepath.Join(j.dir, "LOCK"))
+		safefile.Remove(filepath.Join(j.dir, "LOCK"))
 	}
 	j.lock.Close()
 	j.lock = nil
 	if empty {
-		os.Remove(j.dir) // fails, harmlessly, if anything else is in it
+		safefile.RemoveDir(j.dir) // fails, harmlessly, if anything else is in it
 	}
 }
