@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/store"
 )
 
@@ -32,6 +34,7 @@ type traceFlags struct {
 	sampleRes  time.Duration
 	maxOver    float64
 	queueMiB   int
+	group      string
 }
 
 func (f *traceFlags) register(cmd *cobra.Command) {
@@ -50,6 +53,26 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")
 	fl.IntVar(&f.queueMiB, "queue-memory", 64, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (errors never are: they spill to a journal beside the store)")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
+	registerGroup(fl, &f.group)
+}
+
+// registerGroup adds --group to a command that writes traced data.
+func registerGroup(fl *pflag.FlagSet, group *string) {
+	fl.StringVar(group, "group", "", "make the files holding traced data (store, spill journal, archives) 0640 and owned by this group, and new directories 0750, so its members can read them without root (default: 0600 and 0700, root only)")
+}
+
+// applyGroup validates --group and sets it for every file written from
+// now on.
+func applyGroup(name string) error {
+	if name == "" {
+		return nil
+	}
+	gid, err := safefile.LookupGroup(name)
+	if err != nil {
+		return fmt.Errorf("--group: %w", err)
+	}
+	safefile.SetDataGroup(gid)
+	return nil
 }
 
 func (f *traceFlags) options(stderr io.Writer) agent.Options {
@@ -124,6 +147,9 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 				return errors.New("--pid is required: the process id of the Go program to trace")
 			}
 			if err := checkPrivileges(); err != nil {
+				return err
+			}
+			if err := applyGroup(f.group); err != nil {
 				return err
 			}
 			res, err := agent.Attach(cmd.Context(), f.pid, f.options(cmd.ErrOrStderr()))

@@ -74,6 +74,7 @@ type retentionRunFlags struct {
 	db        string
 	olderThan time.Duration
 	archive   string
+	group     string
 }
 
 func newRetentionRunCommand() *cobra.Command {
@@ -97,12 +98,16 @@ pass finishes what an interrupted one left.`,
 	cmd.Flags().StringVar(&f.db, "db", store.DefaultPath(), "store file")
 	cmd.Flags().DurationVar(&f.olderThan, "older-than", retention.DefaultWindow, "drop hours that ended at least this long ago")
 	cmd.Flags().StringVar(&f.archive, "archive", "", "archive each hour to this directory before dropping it")
+	registerGroup(cmd.Flags(), &f.group)
 	return cmd
 }
 
 func runRetentionRun(ctx context.Context, w io.Writer, f *retentionRunFlags) error {
 	if f.olderThan <= 0 {
 		return fmt.Errorf("--older-than %v: want a positive duration", f.olderThan)
+	}
+	if err := applyGroup(f.group); err != nil {
+		return err
 	}
 	if _, err := os.Stat(f.db); errors.Is(err, fs.ErrNotExist) { // never create a store here
 		return fmt.Errorf("no store at %s; run `obs-agent attach` first or pass --db", f.db)

@@ -25,6 +25,14 @@ func Attach(ctx context.Context, pid int, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer t.Close()
+	if err := refuseSelf(pid, t.ExePath()); err != nil {
+		return nil, err
+	}
+	lock, err := lockTarget(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.release()
 	s, err := prepare(opts, t.ExePath())
 	if err != nil {
 		return nil, err
@@ -43,6 +51,9 @@ func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return nil, fmt.Errorf("program %q: %w", argv[0], err)
 	}
+	if err := refuseSelf(0, path); err != nil {
+		return nil, err
+	}
 	s, err := prepare(opts, path)
 	if err != nil {
 		return nil, err
@@ -53,6 +64,12 @@ func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 		return nil, err
 	}
 	defer t.Close()
+	lock, err := lockTarget(t.PID())
+	if err != nil {
+		t.kill()
+		return nil, err
+	}
+	defer lock.release()
 	res, err := s.run(ctx, t)
 	if err != nil {
 		// The program must not be left stopped or orphaned.
