@@ -20,8 +20,15 @@ import (
 // more probes (a feedback loop that grows without bound).
 var ErrSelf = errors.New("refusing to trace obs-agent itself")
 
-// ErrTargetBusy is returned when another obs-agent is tracing the target.
+// ErrTargetBusy is matched (errors.Is) by the error returned when another
+// obs-agent is tracing the target.
 var ErrTargetBusy = errors.New("the process is already traced by another obs-agent")
+
+// busyError says which agent holds the target; it is ErrTargetBusy.
+type busyError struct{ msg string }
+
+func (e *busyError) Error() string        { return e.msg }
+func (e *busyError) Is(target error) bool { return target == ErrTargetBusy }
 
 // agentMainPackage is obs-agent's main package in the Go build info, which
 // every build of obs-agent carries, whatever its path or version.
@@ -111,7 +118,7 @@ func lockTarget(pid int) (*targetLock, error) {
 				if holder > 0 {
 					by = fmt.Sprintf("obs-agent pid %d", holder)
 				}
-				return nil, fmt.Errorf("%w: pid %d is being traced by %s; stop that agent first (two agents on one process would store every call twice)", ErrTargetBusy, pid, by)
+				return nil, &busyError{fmt.Sprintf("pid %d is already traced by %s; stop that agent first (two agents on one process would store every call twice)", pid, by)}
 			}
 			return nil, fmt.Errorf("per-target lock %s: %w", filepath.Join(d.Path(), name), err)
 		}
