@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -94,4 +96,66 @@ func TestSecondAgentAndSelf(t *testing.T) {
 	if _, stderr, err := cli(t, "attach", "--pid", tpid, "-f", "main.*", "--db", db, "--duration", "1s"); err != nil {
 		t.Fatalf("attach after the first agent was killed: %v\n%s", err, stderr)
 	}
+}
+
+// TestTraceFiles runs `run` end to end against files planted by uid 65534
+// at --db and --archive in a sticky shared directory (refused, exit
+// non-zero, nothing written through them), then with --group: the store is
+// 0640 and the group's. An unknown group is refused before anything runs.
+func TestTraceFiles(t *testing.T) {
+	testutil.RequireRoot(t)
+	calltree := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
+	for _, flag := range []string{"--db", "--ready-file"} {
+		for _, p := range testutil.Plants {
+			t.Run(flag+"/"+p.Name, func(t *testing.T) {
+				dirs := testutil.NewSharedDirs(t)
+				planted := filepath.Join(dirs.Sticky, "planted")
+				testutil.AsNobody(t, p.Script(planted, dirs.Victim))
+				db := filepath.Join(t.TempDir(), "obs.db")
+				args := []string{"run", "-f", "main.*", "--db", db, "--ready-file", filepath.Join(t.TempDir(), "ready")}
+				if flag == "--db" {
+					args[4] = planted
+				} else {
+					args[6] = planted
+				}
+				_, stderr, err := cli(t, append(args, "--", calltree)...)
+				if flag == "--db" && err == nil {
+					t.Fatal("a planted --db was accepted")
+				}
+				// The session goes on without its ready file (logged).
+				if st, err := os.Lstat(planted); err != nil || st.Sys().(*syscall.Stat_t).Uid != testutil.Nobody {
+					t.Errorf("the planted name was replaced: %v", err)
+				}
+				t.Log(err, stderr)
+				dirs.CheckVictim(t)
+				if _, err := os.Lstat(dirs.Victim + ".new"); err == nil {
+					t.Fatal("the dangling link's target was created")
+				}
+			})
+		}
+	}
+	t.Run("--group", func(t *testing.T) {
+		defer safefile.SetDataGroup(-1)
+		db := filepath.Join(t.TempDir(), "obs.db")
+		if _, _, err := cli(t, "run", "-f", "main.*", "--db", db, "--group", "no-such-group-obs", "--", calltree); err == nil || !strings.Contains(err.Error(), "--group") {
+			t.Fatalf("unknown group: err = %v", err)
+		}
+		if _, err := os.Stat(db); err == nil {
+			t.Fatal("a store was created with an unknown group")
+		}
+		g, err := user.LookupGroup("nogroup")
+		if err != nil {
+			t.Skip("no group nogroup on this host")
+		}
+		if _, _, err := cli(t, "run", "-f", "main.*", "--db", db, "--group", "nogroup", "--", calltree); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gid := strconv.Itoa(int(st.Sys().(*syscall.Stat_t).Gid)); st.Mode() != 0o640 || gid != g.Gid {
+			t.Errorf("store mode %v group %s, want 0640 group %s", st.Mode(), gid, g.Gid)
+		}
+	})
 }
