@@ -2,8 +2,10 @@
 // binary, selects functions, attaches the probes, moves records from the
 // kernel rings through the error-first queue into the store, and, when the
 // target exits or the session ends, detaches, closes what was left open and
-// writes the final aggregates. The attach and run commands are thin wrappers
-// around it.
+// writes the final aggregates. It refuses to trace obs-agent itself, and
+// holds a lock on its target so that a second agent refuses the same
+// process (guard.go). The attach and run commands are thin wrappers around
+// it.
 package agent
 
 import (
