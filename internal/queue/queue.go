@@ -60,7 +60,7 @@ type Writer interface {
 
 // Options tune a Queue.
 type Options struct {
-	OKBytes  int64 // memory bound of the ok lane; 0: DefaultOKBytes
+	OKBytes int64 // memory bound of the ok lane; 0: DefaultOKBytes
 	// ErrBytes bounds the memory held by error records (queued, and being
 	// spilled); spilling starts at half of it. 0: DefaultErrBytes.
 	ErrBytes int64
