@@ -160,3 +160,23 @@ func sizeClass(n int64) int64 {
 }
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// ElementCost is the kernel memory one more entry of the hash map name
+// costs at full capacity: its element in its size class plus up to two
+// buckets (the bucket array is a power of two). Used to fit the goroutine
+// and frame maps to a memory share.
+func ElementCost(name string) (int64, error) {
+	spec, err := loadObs()
+	if err != nil {
+		return 0, fmt.Errorf("load BPF spec: %w", err)
+	}
+	m := spec.Maps[name]
+	if m == nil || m.Type != ebpf.Hash {
+		return 0, fmt.Errorf("BPF hash map %q not found in the object", name)
+	}
+	elem := htabElemHeader + roundUp(int64(m.KeySize), 8) + roundUp(int64(m.ValueSize), 8)
+	if m.Flags&bpfFNoPrealloc != 0 {
+		elem = sizeClass(elem + 8)
+	}
+	return elem + 2*16, nil
+}
