@@ -32,7 +32,18 @@ import (
 // in the first session's row. In the end, for the first session:
 // errors made == error records stored + errors lost (exit line == row)
 // + error-ring drops in the kernel (also counted).
+//
+// It runs at the default limit and at the smallest one, where the rings
+// and queues are smallest.
 func TestMemoryLimitFloodFullDisk(t *testing.T) {
+	for _, limit := range []int{DefaultMemoryLimit >> 20, MinMemoryLimit >> 20} {
+		t.Run(fmt.Sprintf("%dMiB", limit), func(t *testing.T) {
+			floodFullDisk(t, limit)
+		})
+	}
+}
+
+func floodFullDisk(t *testing.T, limitMiB int) {
 	testutil.RequireRoot(t)
 	cg := testutil.NewMemCgroup(t)
 	agentBin := agentBinary(t)
@@ -63,7 +74,7 @@ func TestMemoryLimitFloodFullDisk(t *testing.T) {
 		t.Fatalf("load did not wait: %q %v", touts.Text(), touts.Err())
 	}
 	pid := strconv.Itoa(target.Process.Pid)
-	attachArgs := []string{"attach", "--pid", pid, "-f", "main.work"}
+	attachArgs := []string{"attach", "--pid", pid, "-f", "main.work", "--memory-limit", strconv.Itoa(limitMiB)}
 
 	// The need, as a first short session against the idle target prints it.
 	first, err := exec.Command(agentBin, append(attachArgs, "--db", filepath.Join(t.TempDir(), "first.db"), "--duration", "1ms")...).CombinedOutput()

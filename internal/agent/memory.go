@@ -17,8 +17,9 @@ import (
 const DefaultMemoryLimit = 128 << 20
 
 // MinMemoryLimit is the smallest limit that leaves the rings, maps and
-// queues a useful size on top of the fixed costs.
-const MinMemoryLimit = 48 << 20
+// queues a useful size on top of the fixed costs (about 36 MiB, most of
+// it the allowances below).
+const MinMemoryLimit = 64 << 20
 
 // Fixed allowances, measured on the test machine (amd64, 2 CPUs, Linux
 // 6.18) with TestMemoryLimitFloodFullDisk and rounded up:
