@@ -35,6 +35,27 @@ type traceFlags struct {
 	maxOver    float64
 	queueMiB   int
 	group      string
+	memoryMiB  int
+	spillDir   string
+}
+
+// maxMemoryMiB bounds --memory-limit: 1 TiB.
+const maxMemoryMiB = 1 << 20
+
+// validateMemory range-checks --memory-limit and --queue-memory (which
+// must fit in it) and --spill-dir.
+func (f *traceFlags) validateMemory(cmd *cobra.Command) error {
+	minMiB := int(agent.MinMemoryLimit >> 20)
+	if f.memoryMiB < minMiB || f.memoryMiB > maxMemoryMiB {
+		return fmt.Errorf("--memory-limit %d is out of range: give MiB from %d to %d (default %d)", f.memoryMiB, minMiB, maxMemoryMiB, agent.DefaultMemoryLimit>>20)
+	}
+	if cmd.Flags().Changed("queue-memory") && (f.queueMiB < 1 || f.queueMiB >= f.memoryMiB) {
+		return fmt.Errorf("--queue-memory %d is out of range: give MiB from 1 to less than --memory-limit (%d)", f.queueMiB, f.memoryMiB)
+	}
+	if cmd.Flags().Changed("spill-dir") && f.spillDir == "" {
+		return errors.New("--spill-dir is empty: give a directory, ideally on another file system than the store")
+	}
+	return nil
 }
 
 func (f *traceFlags) register(cmd *cobra.Command) {
@@ -51,7 +72,9 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.retention, "retention", 6*time.Hour, "keep records this long; older hours are dropped every minute while tracing")
 	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
 	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")
-	fl.IntVar(&f.queueMiB, "queue-memory", 64, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (errors never are: they spill to a journal beside the store)")
+	fl.IntVar(&f.queueMiB, "queue-memory", 0, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (default: the ok lane's share of --memory-limit)")
+	fl.IntVar(&f.memoryMiB, "memory-limit", int(agent.DefaultMemoryLimit>>20), "MiB the agent may use, kernel memory (BPF rings and maps) included: sizes the rings, the goroutine and frame maps, the queues and SQLite's cache; the need is printed at start")
+	fl.StringVar(&f.spillDir, "spill-dir", "", "directory of the journal that keeps error records while the store can't take them (default: <db>.spill); put it on another file system so errors survive the store's disk filling up")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 	registerGroup(fl, &f.group)
 }
@@ -82,6 +105,7 @@ func (f *traceFlags) options(stderr io.Writer) agent.Options {
 		SingleProbes: f.single, StatsInterval: f.statsEvery, Logger: slog.Default(),
 		Retention: f.retention, ArchiveDir: f.archive, SampleInterval: sampleInterval(f.sampleRes),
 		MaxOverhead: f.maxOver, QueueBytes: int64(f.queueMiB) << 20,
+		MemoryLimit: int64(f.memoryMiB) << 20, SetGoMemoryLimit: true, SpillDir: f.spillDir,
 	}
 }
 
@@ -145,6 +169,9 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.pid <= 0 {
 				return errors.New("--pid is required: the process id of the Go program to trace")
+			}
+			if err := f.validateMemory(cmd); err != nil {
+				return err
 			}
 			if err := checkPrivileges(); err != nil {
 				return err

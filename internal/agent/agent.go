@@ -9,10 +9,14 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +49,21 @@ type Options struct {
 	// range reads (BenchmarkStatsSixHours in internal/store).
 	StatsInterval time.Duration
 	// QueueBytes bounds the memory held by ok records waiting for the
-	// store; 0 means queue.DefaultOKBytes.
+	// store; 0 means the ok lane's share of MemoryLimit.
 	QueueBytes int64
+	// MemoryLimit is the memory the agent may use, kernel memory
+	// included; it sizes the rings, the goroutine and frame maps, both
+	// queue lanes and SQLite's cache (see Budget). 0 means
+	// DefaultMemoryLimit.
+	MemoryLimit int64
+	// SetGoMemoryLimit applies the budget's Go part to the Go runtime
+	// (runtime/debug.SetMemoryLimit). It is process-wide, so only the
+	// command sets it, not tests that run sessions in their own process.
+	SetGoMemoryLimit bool
+	// SpillDir is the spill journal's directory; "" means <DB>.spill. On
+	// another file system than the store, error records survive the
+	// store's disk filling up.
+	SpillDir string
 	// SingleProbes forces one perf-event uprobe per site.
 	SingleProbes bool
 	// Retention is how long records are kept (default 6h); a pass runs
@@ -83,6 +100,10 @@ type Result struct {
 	Signaled   bool   // the target died of a signal
 	Gaps       int    // probe pauses by the circuit breaker, each stored as a gap
 	Health     uprobe.Health
+	// ErrorsLost counts per function the error records that could not be
+	// kept (also in Dropped): see queue.Queue.ErrorsLost.
+	ErrorsLost map[string]uint64
+	Budget     *Budget
 }
 
 // Lost is every call made but not recorded, for any reason.
@@ -93,6 +114,10 @@ func (r *Result) Lost() uint64 { return r.Sampled + r.Dropped }
 func (r *Result) Summary() string {
 	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
 		r.PID, r.ExitReason, r.Recorded, r.Lost(), r.Sampled, r.Dropped, r.Functions, r.Sites)
+	if n := r.errorsLostTotal(); n > 0 {
+		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept (the store and the spill journal both failed and the error lane was full): %s",
+			n, formatLost(r.ErrorsLost))
+	}
 	if r.Gaps > 0 {
 		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", r.Gaps)
 	}
@@ -105,6 +130,39 @@ func (r *Result) Summary() string {
 		s += fmt.Sprintf("\n  %d returns had no recorded entry (calls that began before the probes were attached, or while the breaker had paused the entry probe)", h.UnmatchedRet)
 	}
 	return s
+}
+
+func (r *Result) errorsLostTotal() uint64 {
+	var n uint64
+	for _, v := range r.ErrorsLost {
+		n += v
+	}
+	return n
+}
+
+// formatLost lists per-function counts, largest first.
+func formatLost(m map[string]uint64) string {
+	type fc struct {
+		f string
+		n uint64
+	}
+	var l []fc
+	for f, n := range m {
+		if n > 0 {
+			l = append(l, fc{f, n})
+		}
+	}
+	slices.SortFunc(l, func(a, b fc) int {
+		if c := cmp.Compare(b.n, a.n); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.f, b.f)
+	})
+	parts := make([]string, len(l))
+	for i, x := range l {
+		parts[i] = fmt.Sprintf("%s %d", x.f, x.n)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // testHookBeforeAttach, when set by a test, runs just before the probes
@@ -129,6 +187,7 @@ type session struct {
 	pid    int
 	result Result
 	stats  statsState
+	budget *Budget
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -194,15 +253,30 @@ func prepare(opts Options, exe string) (*session, error) {
 	for i, f := range sel.Funcs {
 		s.names[i] = f.Func.Name
 	}
+	limit := opts.MemoryLimit
+	if limit == 0 {
+		limit = DefaultMemoryLimit
+	}
+	if s.budget, err = planBudget(limit, len(s.names), opts.QueueBytes); err != nil {
+		bin.Close()
+		return nil, err
+	}
+	s.log.Info(s.budget.String(), "need_bytes", s.budget.Need(), "limit_bytes", limit)
 	return s, nil
 }
 
 func (s *session) openStore(pid int) error {
-	st, err := store.Open(s.opts.DB, store.Options{})
+	st, err := store.Open(s.opts.DB, store.Options{CacheBytes: s.budget.SQLite})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", s.opts.DB, err)
 	}
 	s.st = st
+	self, err := selfIdentity()
+	if err != nil {
+		return err
+	}
+	s.checkFreeSpace()
+	s.closeLeftSessions(self)
 	fns := make([]record.Function, len(s.names))
 	for i, n := range s.names {
 		pkg := record.PackageOf(n)
@@ -214,6 +288,7 @@ func (s *session) openStore(pid int) error {
 	s.sess = record.Session{
 		PID: uint32(pid), Binary: s.bin.Path, GoVersion: s.bin.GoVersion,
 		Patterns: strings.Join(s.opts.Include, " "), Start: time.Now().UnixNano(),
+		AgentPID: self.pid, AgentStart: self.start, BootID: self.boot,
 	}
 	id, err := st.BeginSession(s.sess)
 	if err != nil {
@@ -232,6 +307,7 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		IDBase:     s.sess.ID<<40 | 1,
 		Single:     s.opts.SingleProbes,
 		Empty:      s.opts.EmptyPrograms,
+		Sizes:      s.budget.Sizes,
 
 		NoKernelPIDFilter: testNoKernelPIDFilter,
 	}
@@ -332,7 +408,10 @@ func newprocCallerGPReg(goVersion string) uint32 {
 // done or the duration passes.
 func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	s.pid = t.PID()
-	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names), Budget: s.budget}
+	if s.opts.SetGoMemoryLimit {
+		debug.SetMemoryLimit(s.budget.GoLimit())
+	}
 	if err := s.openStore(s.pid); err != nil {
 		return nil, err
 	}
@@ -410,9 +489,10 @@ func (s *session) newQueue() error {
 	if s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid); err != nil {
 		return err
 	}
-	// Error records that cannot reach the store spill to a journal beside
-	// it, and the next run on this store replays what is left there.
-	s.q = queue.New(queue.Options{OKBytes: s.opts.QueueBytes, SpillDir: s.opts.DB + ".spill", Logger: s.log})
+	// Error records that cannot reach the store spill to a journal (beside
+	// it unless --spill-dir), and the next run on this store replays what
+	// is left there.
+	s.q = queue.New(queue.Options{OKBytes: s.budget.OKLane, ErrBytes: s.budget.ErrLane, SpillDir: s.spillDir(), Logger: s.log})
 	return nil
 }
 
@@ -494,13 +574,23 @@ func (s *session) finish() {
 		s.log.Error("write final aggregates", "err", err)
 	}
 	s.finishResult(totals)
+	s.result.ErrorsLost = s.q.ErrorsLost()
+	for f, n := range s.result.ErrorsLost {
+		s.log.Error("error records lost: they could not be kept in the store, the spill journal or memory", "function", f, "count", n)
+	}
 	s.log.Debug("tracer health", "counters", fmt.Sprintf("%+v", s.result.Health))
 	s.sess.End = time.Now().UnixNano()
 	s.sess.CallsRecorded = s.result.Recorded
 	s.sess.CallsLost = s.result.Lost()
 	s.sess.ExitReason = s.result.ExitReason
+	s.sess.ErrorsLost = s.result.ErrorsLost
 	if err := s.st.EndSession(s.sess); err != nil {
-		s.log.Error("end session", "err", err)
+		// Keep the end where the next run on this store finds it.
+		if perr := savePendingEnd(s.spillDir(), s.sess); perr != nil {
+			s.log.Error("cannot store the session's end, nor keep it for the next run: the next run closes the row as killed", "session", s.sess.ID, "err", err, "keep_err", perr)
+			return
+		}
+		s.log.Error("cannot store the session's end; it is kept in the spill directory and stored by the next run on this store", "session", s.sess.ID, "err", err, "dir", s.spillDir())
 	}
 }
 

@@ -7,45 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/testutil"
 )
-
-// tinyTmpfs mounts a 2 MiB tmpfs, or skips with the reason.
-func tinyTmpfs(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts a 2 MiB tmpfs to fill the store's disk (run the tests with sudo, as CI does)")
-	}
-	mnt := t.TempDir()
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=2m"); err != nil {
-		t.Skipf("needs a tmpfs mount, which failed (%v): run as root outside a restricted container", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
-	return mnt
-}
-
-// fill writes a file until the file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 4096)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			return
-		}
-	}
-}
 
 // notifyWriter passes writes to the store and reports each result.
 type notifyWriter struct {
@@ -74,7 +41,7 @@ func TestDiskFullRealStore(t *testing.T) {
 			name = "journal-on-the-full-disk"
 		}
 		t.Run(name, func(t *testing.T) {
-			mnt := tinyTmpfs(t)
+			mnt := testutil.Tmpfs(t, 2<<20)
 			db := filepath.Join(mnt, "obs.db")
 			st, err := store.Open(db, store.Options{})
 			if err != nil {
@@ -86,7 +53,7 @@ func TestDiskFullRealStore(t *testing.T) {
 				spill = db + ".spill"
 			}
 			filler := filepath.Join(mnt, "filler")
-			fill(t, filler)
+			testutil.Fill(t, filler)
 
 			log, lb := newLogger()
 			q := New(fastOpts(Options{SpillDir: spill, BatchSize: 500, Logger: log}))

@@ -1,11 +1,14 @@
 // Package queue owns the path from decoded call records to the store: an
 // error-first queue with two lanes.
 //
-// Error, panic and unfinished records go in the error lane, which never
-// drops a record. It is bounded in memory (Options.ErrBytes); past the
-// bound, and whenever the store is failing, its records spill to an
-// append-only journal on disk (Options.SpillDir, see journal.go). If the
-// journal can't be written either (disk full), they stay in memory.
+// Error, panic and unfinished records go in the error lane. It is bounded
+// in memory (Options.ErrBytes, counting a spill in flight); from half the
+// bound on, and whenever the store is failing, its records spill to an
+// append-only journal on disk (Options.SpillDir, see journal.go). A record
+// that finds the lane full waits for a spill in flight (one fsync). Only
+// when the journal can't be written either (disk full, no spill directory)
+// and the lane is full is an error record lost: it is counted per
+// function (ErrorsLost) and the loss is logged.
 //
 // Ok records go in the ok lane, which is bounded in memory
 // (Options.OKBytes) and sheds the newest records when full, counting every
@@ -39,8 +42,7 @@ import (
 // DefaultOKBytes bounds the memory held by ok records: 64 MiB.
 const DefaultOKBytes = 64 << 20
 
-// DefaultErrBytes bounds the memory held by error records before they
-// spill to the journal: 16 MiB.
+// DefaultErrBytes bounds the memory held by error records: 16 MiB.
 const DefaultErrBytes = 16 << 20
 
 // DefaultCloseTimeout is how long Drain keeps retrying a failing store
@@ -58,11 +60,14 @@ type Writer interface {
 
 // Options tune a Queue.
 type Options struct {
-	OKBytes  int64 // memory bound of the ok lane; 0: DefaultOKBytes
-	ErrBytes int64 // memory bound of the error lane before it spills; 0: DefaultErrBytes
+	OKBytes int64 // memory bound of the ok lane; 0: DefaultOKBytes
+	// ErrBytes bounds the memory held by error records (queued, and being
+	// spilled); spilling starts at half of it. 0: DefaultErrBytes.
+	ErrBytes int64
 	// SpillDir is the journal directory, e.g. "<db>.spill". "" means no
-	// journal: error records are then only ever kept in memory, and
-	// those still unwritten when Drain gives up are lost (and counted).
+	// journal: error records are then only ever kept in memory, up to
+	// ErrBytes; those that don't fit, and those still unwritten when Drain
+	// gives up, are lost (and counted).
 	SpillDir   string
 	BatchSize  int           // records per store transaction and per journal segment; 0: 5000
 	FlushEvery time.Duration // longest a record waits for a fuller batch; 0: 200 ms
@@ -91,6 +96,8 @@ type Queue struct {
 	closeCh   chan struct{}
 	recorded  map[string]uint64 // written to the store
 	dropped   map[string]uint64 // lost: ok records shed, error records that could not be kept
+	errLost   map[string]uint64 // the error records among dropped
+	spillSize int64             // bytes of the records of a spill in flight
 	spilled   map[string]uint64 // error records written to the journal
 	journaled map[string]uint64 // error records of this run in the journal now
 	storeErr  error             // last write error, nil once writes succeed again
@@ -105,7 +112,7 @@ type Queue struct {
 	jrDisabled error // the journal can't be opened: no spilling at all
 	jrErr      error // last append failure, logged once; nil when it works
 	jrRetryAt  time.Time
-	memWarned  bool
+	lostWarned bool
 	recovered  struct{ found, replayed int }
 
 	jmu sync.Mutex // serialises journal I/O; taken before mu, never inside it
@@ -153,6 +160,7 @@ func New(opts Options) *Queue {
 		closeCh:   make(chan struct{}),
 		recorded:  map[string]uint64{},
 		dropped:   map[string]uint64{},
+		errLost:   map[string]uint64{},
 		spilled:   map[string]uint64{},
 		journaled: map[string]uint64{},
 	}
@@ -169,19 +177,17 @@ func recordSize(c *record.Call) int64 {
 	return fixed + int64(len(c.Error)+len(c.ErrorType))
 }
 
-// Push queues one record. Error-lane records are always kept; an ok record
-// that does not fit the bound is dropped and counted.
+// Push queues one record. An ok record that does not fit its bound is
+// dropped and counted. An error record that does not fit waits for a
+// spill in flight; it is lost, and counted, only when the journal can't
+// take records (see pushErr).
 func (q *Queue) Push(c record.Call) {
 	q.mu.Lock()
 	if c.IsError() {
-		q.errs = append(q.errs, c)
-		q.errBytes += recordSize(&c)
-		if q.errBytes > q.opts.ErrBytes && q.jr == nil && !q.memWarned {
-			q.memWarned = true
-			q.log.Warn("error records exceed their memory bound and there is no spill directory: they are kept in memory, none are dropped",
-				"bound_bytes", q.opts.ErrBytes)
+		if !q.pushErr(&c) {
+			q.mu.Unlock()
+			return
 		}
-		q.kickSpill()
 	} else {
 		sz := recordSize(&c)
 		if q.okBytes+sz > q.opts.OKBytes {
@@ -197,6 +203,42 @@ func (q *Queue) Push(c record.Call) {
 	if n >= q.opts.BatchSize {
 		q.cond.Signal()
 	}
+}
+
+// pushErr adds an error record to its lane, spilling the lane to make
+// room. While the journal takes writes, the caller waits for the spill in
+// flight (one fsync; the kernel ring buffers the records meanwhile) rather
+// than lose the record. When the journal can't be used and the lane is at
+// its bound, the record is lost: counted per function, and logged once.
+// Called with mu held; it may release it while waiting.
+func (q *Queue) pushErr(c *record.Call) bool {
+	sz := recordSize(c)
+	// A record larger than the whole bound is taken into an empty lane.
+	for q.errBytes+q.spillSize+sz > q.opts.ErrBytes && q.errBytes+q.spillSize > 0 {
+		q.kickSpill()
+		if !q.spilling {
+			q.dropped[c.Function]++
+			q.errLost[c.Function]++
+			if !q.lostWarned {
+				q.lostWarned = true
+				why := "there is no spill directory"
+				switch {
+				case q.jrDisabled != nil:
+					why = fmt.Sprintf("the spill journal can't be used (%v)", q.jrDisabled)
+				case q.jrErr != nil:
+					why = fmt.Sprintf("the spill journal can't be written (%v)", q.jrErr)
+				}
+				q.log.Error("error records are being lost: the error lane is full and "+why+"; each lost record is counted per function and reported at the end",
+					"bound_bytes", q.opts.ErrBytes, "in_memory", len(q.errs), "store_err", q.storeErr)
+			}
+			return false
+		}
+		q.cond.Wait()
+	}
+	q.errs = append(q.errs, *c)
+	q.errBytes += sz
+	q.kickSpill()
+	return true
 }
 
 // Close says no more records will come. Drain writes what is queued and
@@ -218,7 +260,7 @@ func (q *Queue) wantSpill() bool {
 	if q.jr == nil || q.jrDisabled != nil || len(q.errs) == 0 {
 		return false
 	}
-	if q.errBytes <= q.opts.ErrBytes && q.storeErr == nil {
+	if q.errBytes <= q.opts.ErrBytes/2 && q.storeErr == nil {
 		return false
 	}
 	return q.jrErr == nil || !time.Now().Before(q.jrRetryAt)
@@ -245,7 +287,7 @@ func (q *Queue) spill() {
 		return
 	}
 	recs := q.errs
-	q.errs, q.errBytes = nil, 0
+	q.errs, q.spillSize, q.errBytes = nil, q.errBytes, 0
 	q.mu.Unlock()
 
 	q.jmu.Lock()
@@ -261,7 +303,7 @@ func (q *Queue) spill() {
 		q.log.Info("spill journal is writable again", "dir", q.opts.SpillDir)
 		q.jrErr = nil
 	}
-	q.spilling = false
+	q.spilling, q.spillSize = false, 0
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }
@@ -319,8 +361,8 @@ func (q *Queue) journalFailed(err error) {
 		return
 	}
 	if q.jrErr == nil {
-		q.log.Error("cannot write the spill journal: error records are kept in memory instead (none are dropped); spilling is retried",
-			"dir", q.opts.SpillDir, "in_memory", len(q.errs), "err", err)
+		q.log.Error("cannot write the spill journal: error records are kept in memory instead, up to bound_bytes (past it they are lost and counted); spilling is retried",
+			"dir", q.opts.SpillDir, "bound_bytes", q.opts.ErrBytes, "in_memory", len(q.errs), "err", err)
 	}
 	q.jrErr = err
 	q.jrRetryAt = time.Now().Add(journalRetry)
@@ -364,7 +406,7 @@ func (q *Queue) openJournal() error {
 	defer q.mu.Unlock()
 	if err != nil {
 		q.jrDisabled = err
-		q.log.Error("spill journal can't be used: error records are kept in memory only", "dir", q.opts.SpillDir, "err", err)
+		q.log.Error("spill journal can't be used: error records are kept in memory only, up to bound_bytes (past it they are lost and counted)", "dir", q.opts.SpillDir, "bound_bytes", q.opts.ErrBytes, "err", err)
 		return err
 	}
 	found := 0
@@ -558,6 +600,7 @@ func (q *Queue) nextSegment() (*segment, []record.Call) {
 			} else {
 				q.journaled[f] -= n
 				q.dropped[f] += n
+				q.errLost[f] += n
 			}
 		}
 		q.jready -= s.n - len(recs)
@@ -660,6 +703,7 @@ func (q *Queue) replaySingly(w Writer, seg *segment, recs []record.Call) error {
 		default:
 			q.journaled[c[0].Function]--
 			q.dropped[c[0].Function]++
+			q.errLost[c[0].Function]++
 		}
 		q.mu.Unlock()
 		if err != nil {
@@ -744,9 +788,9 @@ func (q *Queue) failureMessage(kind error) string {
 	var errs string
 	switch {
 	case q.jr == nil:
-		errs = "error records are kept in memory (no spill directory)"
+		errs = fmt.Sprintf("error records are kept in memory up to %d bytes (no spill directory)", q.opts.ErrBytes)
 	case q.jrDisabled != nil:
-		errs = "error records are kept in memory (the spill journal can't be used)"
+		errs = fmt.Sprintf("error records are kept in memory up to %d bytes (the spill journal can't be used)", q.opts.ErrBytes)
 	default:
 		n := 0
 		for _, v := range q.spilled {
@@ -826,10 +870,12 @@ func (q *Queue) giveUp(storeErr error) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.spilling = false
+	q.cond.Broadcast()
 	q.noteSpilled(errs[:n])
 	lost := errs[n:]
 	for i := range lost {
 		q.dropped[lost[i].Function]++
+		q.errLost[lost[i].Function]++
 	}
 	waiting := q.jready
 	msg := fmt.Sprintf("store still failing %s after the trace ended: ", q.opts.CloseTimeout)
@@ -858,6 +904,17 @@ func (q *Queue) Counts() (recorded, dropped map[string]uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return clone(q.recorded), clone(q.dropped)
+}
+
+// ErrorsLost returns per function the error records that could not be
+// kept at all: the error lane was full while the journal could not take
+// them, or the store and the journal both still failed when Drain gave up,
+// or a journal segment this run wrote was damaged. They are also in the
+// dropped counts of Counts.
+func (q *Queue) ErrorsLost() map[string]uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return clone(q.errLost)
 }
 
 // SpillCounts returns per function the error records written to the

@@ -503,7 +503,8 @@ func waitSpilled(t *testing.T, q *Queue, n int) {
 }
 
 // TestJournalUnwritable: when the journal can't be written either, error
-// records stay in memory (none dropped) and it is said once.
+// records stay in memory within their bound (none dropped) and it is said
+// once.
 func TestJournalUnwritable(t *testing.T) {
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "not-a-dir")
@@ -511,7 +512,7 @@ func TestJournalUnwritable(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, lb := newLogger()
-	q := New(fastOpts(Options{SpillDir: filepath.Join(blocker, "spill"), ErrBytes: 1, BatchSize: 8, Logger: log}))
+	q := New(fastOpts(Options{SpillDir: filepath.Join(blocker, "spill"), ErrBytes: 1 << 20, BatchSize: 8, Logger: log}))
 	w := &fakeWriter{fail: storeErr(store.ErrDiskFull), calls: make(chan error, 1)}
 	var p pushed
 	for range 40 {
@@ -534,6 +535,78 @@ func TestJournalUnwritable(t *testing.T) {
 	}
 	if !strings.Contains(lb.String(), "kept in memory") {
 		t.Errorf("log does not say where the records are:\n%s", lb)
+	}
+	checkInvariant(t, q, &p)
+}
+
+// TestErrorLaneBoundLosesCounted: with the store and the journal both
+// failing, the error lane holds what fits its bound; every error record
+// past it is lost, counted per function, and the loss is logged once.
+// Once the store is back, what was kept is written.
+func TestErrorLaneBoundLosesCounted(t *testing.T) {
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, lb := newLogger()
+	one := call("main.a", record.StatusError)
+	const fit = 10
+	q := New(fastOpts(Options{SpillDir: filepath.Join(blocker, "spill"), ErrBytes: fit * recordSize(&one), BatchSize: 8, Logger: log}))
+	if _, err := q.Recover(); err == nil {
+		t.Fatal("journal under a regular file opened")
+	}
+	var p pushed
+	for i := range 100 {
+		p.push(q, call([]string{"main.a", "main.b"}[i%2], record.StatusError))
+	}
+	lost := q.ErrorsLost()
+	if lost["main.a"]+lost["main.b"] != 100-fit || lost["main.a"] != lost["main.b"] {
+		t.Fatalf("errors lost %v, want %d split evenly", lost, 100-fit)
+	}
+	if n := lb.count(`msg="error records are being lost`); n != 1 {
+		t.Errorf("loss logged %d times, want 1:\n%s", n, lb)
+	}
+	w := &fakeWriter{}
+	done := startDrain(q, w)
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := len(w.snapshot()); got != fit {
+		t.Errorf("%d error records written, want the %d kept", got, fit)
+	}
+	checkInvariant(t, q, &p)
+	if _, drop := q.Counts(); drop["main.a"] != lost["main.a"] {
+		t.Errorf("dropped %v does not include the lost errors %v", drop, lost)
+	}
+}
+
+// TestErrorLaneBoundWaitsForJournal: with a working journal, a lane far
+// smaller than the burst loses nothing: pushers wait for the spill.
+func TestErrorLaneBoundWaitsForJournal(t *testing.T) {
+	one := call("main.w", record.StatusError)
+	q := New(fastOpts(Options{SpillDir: filepath.Join(t.TempDir(), "spill"), ErrBytes: 4 * recordSize(&one), BatchSize: 50}))
+	var p pushed
+	for range 500 {
+		p.push(q, call("main.w", record.StatusError))
+	}
+	if lost := q.ErrorsLost(); len(lost) != 0 {
+		t.Fatalf("errors lost %v with a working journal", lost)
+	}
+	q.mu.Lock()
+	inMem := q.errBytes + q.spillSize
+	q.mu.Unlock()
+	if inMem > q.opts.ErrBytes {
+		t.Errorf("error lane holds %d bytes, bound %d", inMem, q.opts.ErrBytes)
+	}
+	w := &fakeWriter{}
+	done := startDrain(q, w)
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := errsByFunc(w.snapshot())["main.w"]; got != 500 {
+		t.Errorf("%d error records written, want 500", got)
 	}
 	checkInvariant(t, q, &p)
 }

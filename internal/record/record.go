@@ -126,6 +126,24 @@ type Session struct {
 	CallsRecorded uint64
 	CallsLost     uint64
 	ExitReason    string
+	// The agent that owns the row: its pid, its start time (clock ticks
+	// after boot, /proc/PID/stat field 22) and the kernel's boot id. The
+	// next run on the store closes the row of an owner that is gone.
+	AgentPID   uint32
+	AgentStart uint64
+	BootID     string
+	// ErrorsLost counts the error, panic and unfinished records the agent
+	// could not keep (also in CallsLost), per function.
+	ErrorsLost map[string]uint64
+}
+
+// ErrorsLostTotal sums ErrorsLost.
+func (s *Session) ErrorsLostTotal() uint64 {
+	var n uint64
+	for _, v := range s.ErrorsLost {
+		n += v
+	}
+	return n
 }
 
 // Function names one traced function and the groups it rolls up into.

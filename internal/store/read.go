@@ -871,18 +871,25 @@ func i64p(v sql.NullInt64) *int64 {
 func (s *Store) Sessions(ctx context.Context) ([]record.Session, error) {
 	var out []record.Session
 	err := s.read(ctx, "query sessions", func(r *rtx) error {
-		rows, err := r.tx.QueryContext(r.ctx, `SELECT id, pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason FROM sessions ORDER BY id`)
+		rows, err := r.tx.QueryContext(r.ctx, `SELECT id, pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason,
+			agent_pid, agent_start, boot_id, errors_lost_by_function FROM sessions ORDER BY id`)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var ss record.Session
-			var id, pid, rec, lost int64
-			if err := rows.Scan(&id, &pid, &ss.Binary, &ss.GoVersion, &ss.Patterns, &ss.Start, &ss.End, &rec, &lost, &ss.ExitReason); err != nil {
+			var id, pid, rec, lost, apid, astart int64
+			var errsLost string
+			if err := rows.Scan(&id, &pid, &ss.Binary, &ss.GoVersion, &ss.Patterns, &ss.Start, &ss.End, &rec, &lost, &ss.ExitReason,
+				&apid, &astart, &ss.BootID, &errsLost); err != nil {
 				return err
 			}
 			ss.ID, ss.PID, ss.CallsRecorded, ss.CallsLost = uint64(id), uint32(pid), uint64(rec), uint64(lost)
+			ss.AgentPID, ss.AgentStart = uint32(apid), uint64(astart)
+			if ss.ErrorsLost, err = parseLost(errsLost); err != nil {
+				return fmt.Errorf("session %d: errors_lost_by_function: %w", id, err)
+			}
 			out = append(out, ss)
 		}
 		return rows.Err()

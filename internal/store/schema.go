@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -61,6 +61,15 @@ var migrations = [][]string{
 			updated_ns INTEGER NOT NULL
 		)`,
 		`CREATE INDEX partitions_by_start ON partitions (start_ns)`,
+	},
+	// 2 -> 3: who owns a session row (so the next run can tell a killed
+	// agent's row from a live one) and the error records it could not keep.
+	{
+		`ALTER TABLE sessions ADD COLUMN agent_pid INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE sessions ADD COLUMN agent_start INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE sessions ADD COLUMN boot_id TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE sessions ADD COLUMN errors_lost INTEGER NOT NULL DEFAULT 0`,
+		`ALTER TABLE sessions ADD COLUMN errors_lost_by_function TEXT NOT NULL DEFAULT ''`,
 	},
 }
 

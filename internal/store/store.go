@@ -49,6 +49,32 @@ type Options struct {
 	// Exclusive makes a writable Open fail when the file already exists
 	// (retention creates each archive as a new file).
 	Exclusive bool
+	// CacheBytes bounds SQLite's page caches, which live outside the Go
+	// heap: the writer connection gets half, the checkpointer and each of
+	// the (at most 4) reader connections a tenth. It also sets SQLite's
+	// soft heap limit to twice that, past which SQLite frees cache pages.
+	// 0 keeps SQLite's defaults (about 2 MB of cache per connection).
+	CacheBytes int64
+}
+
+// cachePragma returns the cache_size pragma that gives a connection share
+// of CacheBytes, or "" for SQLite's default.
+func (o Options) cachePragma(share int64) string {
+	if o.CacheBytes <= 0 {
+		return ""
+	}
+	kib := max(o.CacheBytes/share/1024, 64)
+	return fmt.Sprintf("cache_size(-%d)", kib)
+}
+
+// addPragmas adds the memory pragmas of a connection: its cache share and
+// no memory-mapped I/O (mapped pages of a large store would be charged to
+// the agent's memory without a bound).
+func (o Options) addPragmas(v url.Values, share int64) {
+	if p := o.cachePragma(share); p != "" {
+		v.Add("_pragma", p)
+	}
+	v.Add("_pragma", "mmap_size(0)")
 }
 
 // pageSize is the page size of new stores.
@@ -169,6 +195,7 @@ func Open(path string, opts Options) (*Store, error) {
 	rp.Set("mode", "ro")
 	rp.Add("_pragma", busyPragma)
 	rp.Add("_pragma", "query_only(1)")
+	opts.addPragmas(rp, 10)
 	s.rdb, err = sql.Open("sqlite", dsn(s.path, rp))
 	if err != nil {
 		s.Close()
@@ -213,6 +240,12 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	// on its own connection, so the copy into the main file and its fsync
 	// run on the other core instead of stalling a WriteCalls.
 	wp.Add("_pragma", "wal_autocheckpoint(0)")
+	s.opts.addPragmas(wp, 2)
+	if s.opts.CacheBytes > 0 {
+		// Process-wide in SQLite: past it, SQLite frees cache pages
+		// before it allocates more.
+		wp.Add("_pragma", fmt.Sprintf("soft_heap_limit(%d)", 2*s.opts.CacheBytes))
+	}
 	var err error
 	s.wdb, err = sql.Open("sqlite", dsn(s.path, wp))
 	if err != nil {
@@ -366,6 +399,7 @@ const checkpointEvery = 500 * time.Millisecond
 func (s *Store) startCheckpointer(busyPragma string) error {
 	p := url.Values{}
 	p.Add("_pragma", busyPragma)
+	s.opts.addPragmas(p, 10)
 	db, err := sql.Open("sqlite", dsn(s.path, p))
 	if err != nil {
 		return classify("open checkpointer", err)

@@ -192,10 +192,11 @@ func (s *Store) RegisterFunctions(fns []record.Function) error {
 func (s *Store) BeginSession(sess record.Session) (uint64, error) {
 	var id int64
 	err := s.write("begin session", func(tx *wtx) error {
-		res, err := tx.exec(`INSERT INTO sessions (pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		res, err := tx.exec(`INSERT INTO sessions (pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason, agent_pid, agent_start, boot_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			int64(sess.PID), sess.Binary, sess.GoVersion, sess.Patterns, sess.Start, sess.End,
-			int64(sess.CallsRecorded), int64(sess.CallsLost), sess.ExitReason)
+			int64(sess.CallsRecorded), int64(sess.CallsLost), sess.ExitReason,
+			int64(sess.AgentPID), int64(sess.AgentStart), sess.BootID)
 		if err != nil {
 			return err
 		}
@@ -205,11 +206,14 @@ func (s *Store) BeginSession(sess record.Session) (uint64, error) {
 	return uint64(id), err
 }
 
-// EndSession stores End, the counts and ExitReason of the session sess.ID.
+// EndSession stores End, the counts, the errors lost and ExitReason of the
+// session sess.ID.
 func (s *Store) EndSession(sess record.Session) error {
 	return s.write("end session", func(tx *wtx) error {
-		res, err := tx.exec(`UPDATE sessions SET end_ns = ?, calls_recorded = ?, calls_lost = ?, exit_reason = ? WHERE id = ?`,
-			sess.End, int64(sess.CallsRecorded), int64(sess.CallsLost), sess.ExitReason, int64(sess.ID))
+		res, err := tx.exec(`UPDATE sessions SET end_ns = ?, calls_recorded = ?, calls_lost = ?, exit_reason = ?,
+			errors_lost = ?, errors_lost_by_function = ? WHERE id = ?`,
+			sess.End, int64(sess.CallsRecorded), int64(sess.CallsLost), sess.ExitReason,
+			int64(sess.ErrorsLostTotal()), lostJSON(sess.ErrorsLost), int64(sess.ID))
 		if err != nil {
 			return err
 		}

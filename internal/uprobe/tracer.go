@@ -75,6 +75,9 @@ type Config struct {
 	Empty bool
 	// Single forces one perf-event uprobe per site instead of uprobe_multi.
 	Single bool
+	// Sizes sets the ring buffers and the goroutine and frame maps (see
+	// EstimateKernelMemory); zero fields keep bpf/obs.c's sizes.
+	Sizes Sizes
 	// NoKernelPIDFilter attaches uprobe_multi links without the kernel's
 	// pid filter, as on kernels before 6.10, leaving the filtering to the
 	// BPF programs (for tests of that path).
@@ -125,6 +128,9 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		for _, p := range spec.Programs {
 			p.AttachType = ebpf.AttachNone
 		}
+	}
+	if err := cfg.Sizes.apply(spec); err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
 	}
 	n := uint32(len(cfg.Funcs))
 	spec.Maps["funcs"].MaxEntries = n

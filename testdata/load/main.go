@@ -24,9 +24,14 @@
 //	rate R SECS [ERRPCT] R calls per second for SECS seconds from one
 //	                     goroutine, in batches every 10 ms: exactly R*SECS
 //	                     calls
+//
+// With LOAD_WAIT_STDIN=1 in the environment the program first prints
+// "waiting" and reads one line from stdin, so that a tracer attached to
+// the running process sees every call.
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -73,6 +78,12 @@ func main() {
 func run(args []string) error {
 	if len(args) == 0 {
 		return errors.New("usage: load flood G SECS ERRPCT | burst N ERRPCT | rate R SECS [ERRPCT]")
+	}
+	if os.Getenv("LOAD_WAIT_STDIN") == "1" {
+		fmt.Println("waiting")
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			return fmt.Errorf("wait for stdin: %w", err)
+		}
 	}
 	mode, rest := args[0], args[1:]
 	nums := make([]float64, len(rest))

@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"fmt"
+	"math/bits"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+
+	"github.com/obs-agent/obs-agent/internal/uprobe"
+)
+
+// DefaultMemoryLimit is the memory an agent may use when Options gives
+// none: kernel memory (rings, maps, programs) plus its own. Tracing 20
+// functions under a flood against a full disk measured a peak under it
+// (TestMemoryLimitFloodFullDisk).
+const DefaultMemoryLimit = 128 << 20
+
+// MinMemoryLimit is the smallest limit that leaves the rings, maps and
+// queues a useful size on top of the fixed costs (about 36 MiB, most of
+// it the allowances below).
+const MinMemoryLimit = 64 << 20
+
+// Fixed allowances, measured on the test machine (amd64, 2 CPUs, Linux
+// 6.18) with TestMemoryLimitFloodFullDisk and rounded up:
+const (
+	// programsAllowance: the BPF programs, their JIT images, the links
+	// and perf events, and the verifier's memory while they load, which
+	// are charged to the agent's cgroup but are not maps.
+	programsAllowance = 8 << 20
+	// workAllowance: the Go memory of a session beyond what is in use
+	// after reading the binary and beyond the queues: ring read buffers,
+	// the store writer's batch and its statement arguments, aggregates,
+	// helpers' stacks, and garbage between two collections.
+	workAllowance = 16 << 20
+	// laneFactor: a queued record's real memory over what the queue
+	// counts for it. Lanes are slices that double when they grow.
+	laneFactor = 2
+	// sqliteFactor: SQLite's memory over its page-cache budget (its soft
+	// heap limit is twice the cache).
+	sqliteFactor = 2
+)
+
+// Budget splits a memory limit among the parts of the agent that can
+// grow, and says what the agent needs in total. Every figure is bytes.
+type Budget struct {
+	Limit int64
+	// Base is the Go memory in use after the binary was read and the
+	// functions selected (runtime/metrics, after a collection).
+	Base     int64
+	Work     int64 // workAllowance
+	Programs int64 // programsAllowance
+	Kernel   uprobe.KernelMemory
+	Sizes    uprobe.Sizes
+	OKLane   int64 // the ok lane's bound, as the queue counts it
+	ErrLane  int64 // the error lane's bound, as the queue counts it
+	SQLite   int64 // SQLite's page caches (store.Options.CacheBytes)
+}
+
+// GoLimit is the Go runtime's memory limit: everything the Go heap and
+// runtime hold. Kernel memory and SQLite (which allocates outside the Go
+// heap) are not in it.
+func (b *Budget) GoLimit() int64 {
+	return b.Base + b.Work + laneFactor*(b.OKLane+b.ErrLane)
+}
+
+// Need is the agent's total memory need, as charged to its memory cgroup:
+// the Go part, SQLite, the kernel maps and rings, and the programs.
+func (b *Budget) Need() int64 {
+	return b.GoLimit() + sqliteFactor*b.SQLite + b.Kernel.Total() + b.Programs
+}
+
+// String is the line printed at start.
+func (b *Budget) String() string {
+	return fmt.Sprintf("memory: need %s of the %s limit: kernel %s (rings %s + %s, maps %s for %d goroutines and %d deep frames, programs %s); agent %s (Go %s: base %s, work %s, ok lane %s, error lane %s; SQLite %s)",
+		mib(b.Need()), mib(b.Limit), mib(b.Kernel.Total()+b.Programs), mib(int64(b.Sizes.RingOK)), mib(int64(b.Sizes.RingErr)),
+		mib(b.Kernel.Maps), b.Sizes.Goroutines, b.Sizes.Frames, mib(b.Programs),
+		mib(b.GoLimit()+sqliteFactor*b.SQLite), mib(b.GoLimit()), mib(b.Base), mib(b.Work),
+		mib(laneFactor*b.OKLane), mib(laneFactor*b.ErrLane), mib(sqliteFactor*b.SQLite))
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// planBudget sizes the rings, maps, queues and SQLite cache for limit.
+// What remains after the fixed costs (base, work, programs, the maps that
+// don't scale) is shared: rings 30% (ok:error 2:1), goroutine and frame
+// maps 22% (4:1), ok lane 25%, error lane 13%, SQLite 10%. okLane, when
+// not 0, replaces the ok lane's share (--queue-memory) and must fit.
+func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
+	if limit < MinMemoryLimit {
+		return nil, fmt.Errorf("memory limit %s is below the minimum of %s", mib(limit), mib(MinMemoryLimit))
+	}
+	b := &Budget{Limit: limit, Base: goMemoryInUse(), Work: workAllowance, Programs: programsAllowance}
+	// The maps that don't scale with the limit: their cost with the
+	// scaled ones at their smallest.
+	small := uprobe.Sizes{RingOK: 1 << 16, RingErr: 1 << 16, Goroutines: 1, Frames: 1}
+	k, err := uprobe.EstimateKernelMemory(nfuncs, small)
+	if err != nil {
+		return nil, err
+	}
+	fixed := b.Base + b.Work + b.Programs + k.Total()
+	avail := limit - fixed
+	if avail < 16<<20 {
+		return nil, fmt.Errorf("memory limit %s leaves %s after the fixed costs (Go base %s, work %s, BPF programs %s, fixed maps %s): raise it to at least %s",
+			mib(limit), mib(max(avail, 0)), mib(b.Base), mib(b.Work), mib(b.Programs), mib(k.Total()), mib(fixed+16<<20))
+	}
+	share := func(pct int64) int64 { return avail * pct / 100 }
+	rings := share(30)
+	b.Sizes.RingOK = pow2Floor(rings * 2 / 3)
+	b.Sizes.RingErr = pow2Floor(rings / 3)
+	maps := share(22)
+	gCost, err := uprobe.ElementCost("goroutines")
+	if err != nil {
+		return nil, err
+	}
+	fCost, err := uprobe.ElementCost("frames")
+	if err != nil {
+		return nil, err
+	}
+	b.Sizes.Goroutines = uint32(min(maps*4/5/gCost, 1<<22))
+	b.Sizes.Frames = uint32(min(maps/5/fCost, 1<<24))
+	b.OKLane = share(25) / laneFactor
+	if okLane > 0 {
+		b.OKLane = okLane
+	}
+	b.ErrLane = share(13) / laneFactor
+	b.SQLite = share(10) / sqliteFactor
+	if b.Kernel, err = uprobe.EstimateKernelMemory(nfuncs, b.Sizes); err != nil {
+		return nil, err
+	}
+	if b.Need() > limit {
+		return nil, fmt.Errorf("--queue-memory %s does not fit the memory limit %s: the agent would need %s; raise --memory-limit or lower --queue-memory",
+			mib(b.OKLane), mib(limit), mib(b.Need()))
+	}
+	return b, nil
+}
+
+// pow2Floor is the largest power of two <= n, at least 64 KiB (a ring
+// must be a power of two of pages).
+func pow2Floor(n int64) uint32 {
+	if n < 1<<16 {
+		return 1 << 16
+	}
+	return uint32(1) << (bits.Len64(uint64(min(n, 1<<30))) - 1)
+}
+
+// goMemoryInUse is what the Go runtime holds from the OS and has not
+// released, after a collection: the figure that runtime/debug's memory
+// limit bounds.
+func goMemoryInUse() int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
+}

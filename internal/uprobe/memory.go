@@ -1,0 +1,182 @@
+package uprobe
+
+import (
+	"fmt"
+	"math/bits"
+	"os"
+
+	"github.com/cilium/ebpf"
+)
+
+// Sizes are the capacities of the maps whose size is a memory choice. They
+// are set on the collection spec before it is loaded, so the same BPF
+// object serves every memory limit. A zero field keeps the size compiled
+// into bpf/obs.c.
+type Sizes struct {
+	RingOK     uint32 // bytes of the ok ring; a power of two, at least a page
+	RingErr    uint32 // bytes of the error ring; the same rules
+	Goroutines uint32 // goroutines with traced state at once
+	Frames     uint32 // open frames deeper than the inline ones, all goroutines
+}
+
+// The maps Sizes applies to, by their name in bpf/obs.c.
+const (
+	mapRingOK     = "ring_ok"
+	mapRingErr    = "ring_err"
+	mapGoroutines = "goroutines"
+	mapFrames     = "frames"
+)
+
+// apply sets the sizes on spec.
+func (s Sizes) apply(spec *ebpf.CollectionSpec) error {
+	for _, m := range []struct {
+		name string
+		v    uint32
+		ring bool
+	}{{mapRingOK, s.RingOK, true}, {mapRingErr, s.RingErr, true}, {mapGoroutines, s.Goroutines, false}, {mapFrames, s.Frames, false}} {
+		if m.v == 0 {
+			continue
+		}
+		ms := spec.Maps[m.name]
+		if ms == nil {
+			return fmt.Errorf("BPF map %q not found in the object", m.name)
+		}
+		if m.ring && (m.v&(m.v-1) != 0 || int(m.v) < os.Getpagesize()) {
+			return fmt.Errorf("ring %s: %d bytes is not a power of two of at least a page", m.name, m.v)
+		}
+		ms.MaxEntries = m.v
+	}
+	return nil
+}
+
+// KernelMemory is what the loaded maps can take of kernel memory, which
+// is charged to the agent's memory cgroup, at their full capacity.
+type KernelMemory struct {
+	Rings int64 // both ring buffers
+	Maps  int64 // every other map, at max_entries
+	// PerMap is the estimate per map name.
+	PerMap map[string]int64
+}
+
+// Total is Rings + Maps.
+func (k KernelMemory) Total() int64 { return k.Rings + k.Maps }
+
+// EstimateKernelMemory returns the kernel memory of the maps that Attach
+// loads for nfuncs functions with sizes, at full capacity. It follows the
+// kernel's allocations (kernel/bpf/ringbuf.c, arraymap.c, hashtab.c,
+// memalloc.c) with some rounding up:
+//
+//   - a ring buffer: its data pages plus the consumer and producer pages
+//     and the page array (the data pages are mapped twice but exist once);
+//   - an array: max_entries values, per possible CPU for a per-CPU array;
+//   - a hash map: a bucket array of max_entries rounded up to a power of
+//     two (16 bytes each), plus the elements: preallocated ones up front,
+//     and for BPF_F_NO_PREALLOC maps each element in the next size class
+//     of the BPF memory allocator, up to max_entries, plus the free
+//     elements that allocator caches per CPU.
+//
+// BPF programs, links and the verifier's working memory are not maps;
+// the caller adds an allowance for them.
+func EstimateKernelMemory(nfuncs int, sizes Sizes) (KernelMemory, error) {
+	spec, err := loadObs()
+	if err != nil {
+		return KernelMemory{}, fmt.Errorf("load BPF spec: %w", err)
+	}
+	if err := sizes.apply(spec); err != nil {
+		return KernelMemory{}, err
+	}
+	n := uint32(max(nfuncs, 1))
+	spec.Maps["funcs"].MaxEntries = n
+	spec.Maps["fstats"].MaxEntries = n
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return KernelMemory{}, err
+	}
+	page := int64(os.Getpagesize())
+	k := KernelMemory{PerMap: map[string]int64{}}
+	for name, m := range spec.Maps {
+		var b int64
+		entries := int64(m.MaxEntries)
+		val := roundUp(int64(m.ValueSize), 8)
+		switch m.Type {
+		case ebpf.RingBuf:
+			pages := entries/page + 2
+			b = (pages + pages/(page/8) + 1) * page
+			k.Rings += b
+		case ebpf.Array:
+			b = entries*val + page
+		case ebpf.PerCPUArray:
+			b = entries*val*int64(cpus) + page
+		case ebpf.Hash:
+			b = hashMemory(entries, int64(m.KeySize), val, m.Flags&bpfFNoPrealloc != 0, int64(cpus))
+		default:
+			// Not used by obs.c today; count a page per entry rather
+			// than nothing.
+			b = entries * page
+		}
+		if m.Type != ebpf.RingBuf {
+			k.Maps += b
+		}
+		k.PerMap[name] = b
+	}
+	return k, nil
+}
+
+// bpfFNoPrealloc is BPF_F_NO_PREALLOC.
+const bpfFNoPrealloc = 1
+
+// htabElemHeader is sizeof(struct htab_elem) before the key, rounded up.
+const htabElemHeader = 48
+
+// hashMemory estimates a BPF hash map at max_entries.
+func hashMemory(entries, key, val int64, noPrealloc bool, cpus int64) int64 {
+	buckets := int64(1) << bits.Len64(uint64(max(entries, 1)-1)) * 16
+	elem := htabElemHeader + roundUp(key, 8) + val
+	if !noPrealloc {
+		// Preallocated, with one extra element per CPU for updates.
+		return buckets + (entries+cpus)*elem
+	}
+	// bpf_mem_alloc adds an 8-byte list node and serves from size classes;
+	// each CPU's cache may hold up to its high watermark of free elements.
+	// (memalloc.c: the high watermark is 96 up to 256 bytes, then scaled
+	// down, at least 3).
+	class := sizeClass(elem + 8)
+	cached := int64(96)
+	if class > 256 {
+		cached = max(96*256/class, 3)
+	}
+	return buckets + entries*class + cpus*cached*class
+}
+
+// sizeClass is the BPF memory allocator's size class for n bytes
+// (kernel/bpf/memalloc.c: sizes[]), or n rounded up to a page above it.
+func sizeClass(n int64) int64 {
+	for _, c := range []int64{16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096} {
+		if n <= c {
+			return c
+		}
+	}
+	return roundUp(n, int64(os.Getpagesize()))
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// ElementCost is the kernel memory one more entry of the hash map name
+// costs at full capacity: its element in its size class plus up to two
+// buckets (the bucket array is a power of two). Used to fit the goroutine
+// and frame maps to a memory share.
+func ElementCost(name string) (int64, error) {
+	spec, err := loadObs()
+	if err != nil {
+		return 0, fmt.Errorf("load BPF spec: %w", err)
+	}
+	m := spec.Maps[name]
+	if m == nil || m.Type != ebpf.Hash {
+		return 0, fmt.Errorf("BPF hash map %q not found in the object", name)
+	}
+	elem := htabElemHeader + roundUp(int64(m.KeySize), 8) + roundUp(int64(m.ValueSize), 8)
+	if m.Flags&bpfFNoPrealloc != 0 {
+		elem = sizeClass(elem + 8)
+	}
+	return elem + 2*16, nil
+}

@@ -1,0 +1,39 @@
+package uprobe
+
+import (
+	"testing"
+)
+
+// TestEstimateKernelMemory pins the estimate's arithmetic for the maps
+// whose size is chosen from the memory limit, and checks that Sizes reach
+// the maps.
+func TestEstimateKernelMemory(t *testing.T) {
+	sz := Sizes{RingOK: 1 << 20, RingErr: 1 << 19, Goroutines: 1000, Frames: 4096}
+	k, err := EstimateKernelMemory(10, sz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := int64(4096)
+	// A ring: data pages + 2, plus its page array.
+	if got, want := k.PerMap[mapRingOK], int64((256+2)+(258/512)+1)*page; got != want {
+		t.Errorf("ok ring %d, want %d", got, want)
+	}
+	if k.Rings != k.PerMap[mapRingOK]+k.PerMap[mapRingErr] || k.Rings < 3<<19 {
+		t.Errorf("rings %d", k.Rings)
+	}
+	// goroutines: 1024 buckets of 16 bytes, elements in the 1024-byte class.
+	if g := k.PerMap[mapGoroutines]; g < 1024*16+1000*1024 || g > 1024*16+1000*1024+256*1024*24 {
+		t.Errorf("goroutines map %d bytes, outside what 1000 1 KiB elements need", g)
+	}
+	big, err := EstimateKernelMemory(10, Sizes{RingOK: 1 << 20, RingErr: 1 << 19, Goroutines: 2000, Frames: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := big.PerMap[mapGoroutines] - k.PerMap[mapGoroutines]; d < 1000*1024 {
+		t.Errorf("1000 more goroutines cost %d bytes more, want >= 1000 KiB", d)
+	}
+	if _, err := EstimateKernelMemory(10, Sizes{RingOK: 3 << 20}); err == nil {
+		t.Error("a ring that is not a power of two was accepted")
+	}
+	t.Logf("estimate: rings %d, maps %d: %v", k.Rings, k.Maps, k.PerMap)
+}
