@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -101,7 +100,7 @@ func lockTarget(pid int) (*targetLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("per-target lock: %w", err)
 	}
-	name := fmt.Sprintf("pid-%d-%s.lock", pid, start)
+	name := fmt.Sprintf("pid-%d-%d.lock", pid, start)
 	for range 10 {
 		f, _, err := d.Ensure(name, 0o600)
 		if err != nil {
@@ -162,25 +161,4 @@ func (l *targetLock) release() {
 	l.dir.Remove(l.name)
 	l.f.Close()
 	l.dir.Close()
-}
-
-// startTime is field 22 of /proc/PID/stat: when the process started, in
-// clock ticks since boot. With the pid it names one process for good.
-func startTime(pid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", err
-	}
-	// The command name (field 2) may hold spaces and parentheses: fields
-	// are counted from the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return "", errors.New("unreadable /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state), so field 22 is f[19].
-	if len(f) < 20 {
-		return "", errors.New("unreadable /proc stat")
-	}
-	return f[19], nil
 }
