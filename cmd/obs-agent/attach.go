@@ -6,14 +6,18 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // traceFlags are shared by attach and run.
@@ -41,7 +45,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.db, "db", store.DefaultPath(), "store path (SQLite); default from $OBS_AGENT_DB, else /var/lib/obs-agent/obs.db as root")
 	fl.DurationVar(&f.duration, "duration", 0, "stop tracing after this long (0: until the target exits or Ctrl-C)")
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the target pid to this file once every probe is live")
-	fl.IntVar(&f.maxProbes, "max-probes", 0, "allow up to this many probe sites (default 10000; -1: no limit)")
+	fl.IntVar(&f.maxProbes, "max-probes", selector.DefaultMaxProbes, "allow up to this many probe sites (-1: no limit)")
 	fl.Float64Var(&f.sample, "sample", 1, "share of ok calls to record, 0..1 (errors and panics are always recorded)")
 	fl.BoolVar(&f.single, "single-probes", false, "attach one perf-event uprobe per site instead of uprobe_multi links (slower; for kernels < 6.6)")
 	fl.DurationVar(&f.statsEvery, "stats-interval", time.Minute, "how often per-function aggregates are stored: the time resolution of query stats (shorter makes long-range stats queries read more rows)")
@@ -50,6 +54,53 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")
 	fl.IntVar(&f.queueMiB, "queue-memory", 64, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (errors never are: they spill to a journal beside the store)")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
+}
+
+// The allowed values of the numeric trace flags. The minimums keep a typo
+// from hurting the host: a 1ns --stats-interval would write a row per
+// function hundreds of times a second.
+var (
+	durationRange  = validate.Range[time.Duration]{Min: time.Millisecond, Special: []validate.Special[time.Duration]{{Value: 0, Means: "until the target exits or Ctrl-C"}}}
+	maxProbesRange = validate.Range[int]{Min: 1, Special: []validate.Special[int]{{Value: -1, Means: "no limit"}}}
+	rateRange      = validate.Range[float64]{Min: 0, Max: 1}
+	statsRange     = validate.Range[time.Duration]{Min: time.Second, Max: time.Hour}
+	// Retention drops whole hours, so a window under an hour would promise
+	// an expiry finer than the store has.
+	retentionRange = validate.Range[time.Duration]{Min: time.Hour}
+	sampleRange    = validate.Range[time.Duration]{Min: 100 * time.Millisecond, Max: time.Hour, Special: []validate.Special[time.Duration]{{Value: 0, Means: "never"}}}
+)
+
+// overheadRange is the breaker budget: a fraction of one CPU, up to every
+// CPU this machine has (a larger budget could never be reached).
+func overheadRange() validate.Range[float64] {
+	return validate.Range[float64]{Min: 0.001, Max: float64(runtime.NumCPU()), Special: []validate.Special[float64]{{Value: 0, Means: "off"}}}
+}
+
+// queueRange bounds --queue-memory by the machine's memory: more could
+// never be held.
+func queueRange() validate.Range[int] {
+	r := validate.Range[int]{Min: 1, Max: 1 << 20}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil && si.Totalram > 0 {
+		r.Max = int(uint64(si.Totalram) * uint64(si.Unit) >> 20)
+	}
+	return r
+}
+
+// validate range-checks every trace flag; it runs before anything else.
+func (f *traceFlags) validate() error {
+	return validate.First(
+		durationRange.Check("duration", f.duration),
+		maxProbesRange.Check("max-probes", f.maxProbes),
+		rateRange.Check("sample", f.sample),
+		statsRange.Check("stats-interval", f.statsEvery),
+		retentionRange.Check("retention", f.retention),
+		sampleRange.Check("sample-interval", f.sampleRes),
+		overheadRange().Check("max-overhead", f.maxOver),
+		queueRange().Check("queue-memory", f.queueMiB),
+		validate.NotDir("ready-file", f.readyFile),
+		validate.WritableDir("archive", f.archive),
+	)
 }
 
 func (f *traceFlags) options(stderr io.Writer) agent.Options {
@@ -120,8 +171,11 @@ The program keeps running, unchanged, after obs-agent detaches.`,
   sudo obs-agent attach --pid 4242 -f 'main.*@0.01'      # keep 1% of ok calls, every error`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.pid <= 0 {
+			if !cmd.Flags().Changed("pid") {
 				return errors.New("--pid is required: the process id of the Go program to trace")
+			}
+			if err := validate.First(pidRange().Check("pid", f.pid), f.validate()); err != nil {
+				return err
 			}
 			if err := checkPrivileges(); err != nil {
 				return err
@@ -136,6 +190,17 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 	cmd.Flags().IntVarP(&f.pid, "pid", "p", 0, "process id of the Go program to trace")
 	f.register(cmd)
 	return cmd
+}
+
+// pidRange is the process ids the kernel can hand out.
+func pidRange() validate.Range[int] {
+	r := validate.Range[int]{Min: 1, Max: 1 << 22} // PID_MAX_LIMIT on 64-bit
+	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			r.Max = n - 1 // pid_max itself is never handed out
+		}
+	}
+	return r
 }
 
 // sampleInterval maps the flag's 0 ("never") to the agent's negative.

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,8 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/obs-agent/obs-agent/internal/agent"
 	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/symbols"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // listFlags are the flags of `obs-agent list`.
@@ -61,6 +61,11 @@ list reads the binary only: it needs no root. With --pid it reads
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("pid") {
+				if err := pidRange().Check("pid", f.pid); err != nil {
+					return err
+				}
+			}
 			return runList(cmd.OutOrStdout(), f)
 		},
 	}
@@ -117,11 +122,11 @@ type listOutput struct {
 
 func runList(w io.Writer, f *listFlags) error {
 	if f.format != "table" && f.format != "json" {
-		return fmt.Errorf("list: --format %q: want table or json", f.format)
+		return fmt.Errorf("list: --format %s: want table or json", validate.Quote(f.format))
 	}
 	path := f.binary
 	if f.pid != 0 {
-		p, err := listProcExe(f.pid)
+		p, err := agent.ProcessExe(f.pid)
 		if err != nil {
 			return fmt.Errorf("list: %w", err)
 		}
@@ -151,30 +156,6 @@ func runList(w io.Writer, f *listFlags) error {
 		return enc.Encode(out)
 	}
 	return writeListTable(w, out)
-}
-
-// listProcExe returns the path that opens the executable of process pid.
-func listProcExe(pid int) (string, error) {
-	if pid < 0 {
-		return "", fmt.Errorf("--pid %d: not a process id", pid)
-	}
-	dir := "/proc/" + strconv.Itoa(pid)
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("no process with pid %d", pid)
-	}
-	exe := dir + "/exe"
-	fh, err := os.Open(exe)
-	switch {
-	case errors.Is(err, fs.ErrPermission):
-		return "", fmt.Errorf("reading %s needs the same user as process %d, or root: %w", exe, pid, err)
-	case errors.Is(err, fs.ErrNotExist):
-		// The process exited meanwhile, or it is a kernel thread.
-		return "", fmt.Errorf("process %d has no executable (exited, or a kernel thread)", pid)
-	case err != nil:
-		return "", err
-	}
-	fh.Close()
-	return exe, nil
 }
 
 // listOpenBinary opens a Go executable and explains the errors a user can act

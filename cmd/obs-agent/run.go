@@ -30,6 +30,9 @@ obs-agent exits with the program's exit code (128+N when signal N killed it).`,
 			if cmd.ArgsLenAtDash() != 0 {
 				return errors.New("put the program after --, e.g. obs-agent run -f 'main.*' -- ./myservice")
 			}
+			if err := f.validate(); err != nil {
+				return err
+			}
 			if err := checkPrivileges(); err != nil {
 				return err
 			}

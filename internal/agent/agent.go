@@ -198,7 +198,7 @@ func prepare(opts Options, exe string) (*session, error) {
 func (s *session) openStore(pid int) error {
 	st, err := store.Open(s.opts.DB, store.Options{})
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", s.opts.DB, err)
+		return fmt.Errorf("--db: %w", err)
 	}
 	s.st = st
 	fns := make([]record.Function, len(s.names))

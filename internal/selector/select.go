@@ -14,6 +14,7 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/symbols"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // DefaultMaxProbes is the default limit on probe sites (one entry plus one
@@ -99,7 +100,7 @@ func Select(bin *symbols.Binary, include, exclude []string, opts Options) (*Sele
 	}
 	for _, p := range exc {
 		if p.HasRate {
-			return nil, fmt.Errorf("selector: exclude pattern %q: a sample rate only applies to -f patterns", p.String())
+			return nil, fmt.Errorf("selector: exclude pattern %s: a sample rate only applies to -f patterns", validate.Quote(p.String()))
 		}
 	}
 
