@@ -98,9 +98,16 @@ func (f *traceFlags) validate() error {
 		sampleRange.Check("sample-interval", f.sampleRes),
 		overheadRange().Check("max-overhead", f.maxOver),
 		queueRange().Check("queue-memory", f.queueMiB),
+		patternsError(f.include, f.exclude),
 		validate.NotDir("ready-file", f.readyFile),
 		validate.WritableDir("archive", f.archive),
 	)
+}
+
+// patternsError parses the -f and -x patterns (only the error matters).
+func patternsError(include, exclude []string) error {
+	_, _, err := selector.ParsePatterns(include, exclude)
+	return err
 }
 
 func (f *traceFlags) options(stderr io.Writer) agent.Options {

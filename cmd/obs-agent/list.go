@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -65,6 +64,9 @@ list reads the binary only: it needs no root. With --pid it reads
 				if err := pidRange().Check("pid", f.pid); err != nil {
 					return err
 				}
+			}
+			if err := patternsError(f.include, f.exclude); err != nil {
+				return err
 			}
 			return runList(cmd.OutOrStdout(), f)
 		},
@@ -132,7 +134,7 @@ func runList(w io.Writer, f *listFlags) error {
 		}
 		path = p
 	}
-	bin, err := listOpenBinary(path)
+	bin, err := symbols.OpenProgram(path)
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
 	}
@@ -156,22 +158,6 @@ func runList(w io.Writer, f *listFlags) error {
 		return enc.Encode(out)
 	}
 	return writeListTable(w, out)
-}
-
-// listOpenBinary opens a Go executable and explains the errors a user can act
-// on.
-func listOpenBinary(path string) (*symbols.Binary, error) {
-	bin, err := symbols.Open(path)
-	switch {
-	case err == nil:
-		return bin, nil
-	case errors.Is(err, symbols.ErrNotGo), errors.Is(err, symbols.ErrNotELF):
-		return nil, fmt.Errorf("%s is not a Go program, and obs-agent traces only Go programs; "+
-			"if it is a wrapper script, point at the Go binary it starts: %w", path, err)
-	case errors.Is(err, symbols.ErrGoTooOld):
-		return nil, fmt.Errorf("%s was built by a Go release without the register ABI; rebuild it with go1.17 or later: %w", path, err)
-	}
-	return nil, err
 }
 
 func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {

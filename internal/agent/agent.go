@@ -153,7 +153,7 @@ func prepare(opts Options, exe string) (*session, error) {
 		return nil, errors.New("no functions selected: give at least one -f PATTERN (e.g. -f 'main.*')")
 	}
 	s := &session{opts: opts, log: opts.Logger.With("component", "agent")}
-	bin, err := symbols.Open(exe)
+	bin, err := symbols.OpenProgram(exe)
 	if err != nil {
 		return nil, err
 	}

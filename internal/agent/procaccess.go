@@ -145,4 +145,3 @@ func userName(uid int) string {
 	}
 	return fmt.Sprintf("uid %d", uid)
 }
-
