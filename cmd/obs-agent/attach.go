@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/agent"
 	"github.com/obs-agent/obs-agent/internal/safefile"
+	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // traceFlags are shared by attach and run.
@@ -45,12 +48,16 @@ const maxMemoryMiB = 1 << 20
 // validateMemory range-checks --memory-limit and --queue-memory (which
 // must fit in it) and --spill-dir.
 func (f *traceFlags) validateMemory(cmd *cobra.Command) error {
-	minMiB := int(agent.MinMemoryLimit >> 20)
-	if f.memoryMiB < minMiB || f.memoryMiB > maxMemoryMiB {
-		return fmt.Errorf("--memory-limit %d is out of range: give MiB from %d to %d (default %d)", f.memoryMiB, minMiB, maxMemoryMiB, agent.DefaultMemoryLimit>>20)
+	memRange := validate.Range[int]{Min: int(agent.MinMemoryLimit >> 20), Max: maxMemoryMiB}
+	if err := memRange.Check("memory-limit", f.memoryMiB); err != nil {
+		return err
 	}
-	if cmd.Flags().Changed("queue-memory") && (f.queueMiB < 1 || f.queueMiB >= f.memoryMiB) {
-		return fmt.Errorf("--queue-memory %d is out of range: give MiB from 1 to less than --memory-limit (%d)", f.queueMiB, f.memoryMiB)
+	if cmd.Flags().Changed("queue-memory") {
+		// The ok lane is one part of --memory-limit: it can't take all of it.
+		queueRange := validate.Range[int]{Min: 1, Max: f.memoryMiB - 1}
+		if err := queueRange.Check("queue-memory", f.queueMiB); err != nil {
+			return err
+		}
 	}
 	if cmd.Flags().Changed("spill-dir") && f.spillDir == "" {
 		return errors.New("--spill-dir is empty: give a directory, ideally on another file system than the store")
@@ -65,7 +72,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.db, "db", store.DefaultPath(), "store path (SQLite); default from $OBS_AGENT_DB, else /var/lib/obs-agent/obs.db as root")
 	fl.DurationVar(&f.duration, "duration", 0, "stop tracing after this long (0: until the target exits or Ctrl-C)")
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the target pid to this file once every probe is live")
-	fl.IntVar(&f.maxProbes, "max-probes", 0, "allow up to this many probe sites (default 10000; -1: no limit)")
+	fl.IntVar(&f.maxProbes, "max-probes", selector.DefaultMaxProbes, "allow up to this many probe sites (-1: no limit)")
 	fl.Float64Var(&f.sample, "sample", 1, "share of ok calls to record, 0..1 (errors and panics are always recorded)")
 	fl.BoolVar(&f.single, "single-probes", false, "attach one perf-event uprobe per site instead of uprobe_multi links (slower; for kernels < 6.6)")
 	fl.DurationVar(&f.statsEvery, "stats-interval", time.Minute, "how often per-function aggregates are stored: the time resolution of query stats (shorter makes long-range stats queries read more rows)")
@@ -96,6 +103,48 @@ func applyGroup(name string) error {
 	}
 	safefile.SetDataGroup(gid)
 	return nil
+}
+
+// The allowed values of the numeric trace flags. The minimums keep a typo
+// from hurting the host: a 1ns --stats-interval would write a row per
+// function hundreds of times a second.
+var (
+	durationRange  = validate.Range[time.Duration]{Min: time.Millisecond, Special: []validate.Special[time.Duration]{{Value: 0, Means: "until the target exits or Ctrl-C"}}}
+	maxProbesRange = validate.Range[int]{Min: 1, Special: []validate.Special[int]{{Value: -1, Means: "no limit"}}}
+	rateRange      = validate.Range[float64]{Min: 0, Max: 1}
+	statsRange     = validate.Range[time.Duration]{Min: time.Second, Max: time.Hour}
+	// Retention drops whole hours, so a window under an hour would promise
+	// an expiry finer than the store has.
+	retentionRange = validate.Range[time.Duration]{Min: time.Hour}
+	sampleRange    = validate.Range[time.Duration]{Min: 100 * time.Millisecond, Max: time.Hour, Special: []validate.Special[time.Duration]{{Value: 0, Means: "never"}}}
+)
+
+// overheadRange is the breaker budget: a fraction of one CPU, up to every
+// CPU this machine has (a larger budget could never be reached).
+func overheadRange() validate.Range[float64] {
+	return validate.Range[float64]{Min: 0.001, Max: float64(runtime.NumCPU()), Special: []validate.Special[float64]{{Value: 0, Means: "off"}}}
+}
+
+// validate range-checks every trace flag; it runs before anything else.
+func (f *traceFlags) validate() error {
+	return validate.First(
+		durationRange.Check("duration", f.duration),
+		maxProbesRange.Check("max-probes", f.maxProbes),
+		rateRange.Check("sample", f.sample),
+		statsRange.Check("stats-interval", f.statsEvery),
+		retentionRange.Check("retention", f.retention),
+		sampleRange.Check("sample-interval", f.sampleRes),
+		overheadRange().Check("max-overhead", f.maxOver),
+		patternsError(f.include, f.exclude),
+		validate.NotDir("ready-file", f.readyFile),
+		validate.WritableDir("archive", f.archive),
+	)
+}
+
+// patternsError parses the -f and -x patterns (only the error matters).
+func patternsError(include, exclude []string) error {
+	_, _, err := selector.ParsePatterns(include, exclude)
+	return err
 }
 
 func (f *traceFlags) options(stderr io.Writer) agent.Options {
@@ -167,10 +216,10 @@ The program keeps running, unchanged, after obs-agent detaches.`,
   sudo obs-agent attach --pid 4242 -f 'main.*@0.01'      # keep 1% of ok calls, every error`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.pid <= 0 {
+			if !cmd.Flags().Changed("pid") {
 				return errors.New("--pid is required: the process id of the Go program to trace")
 			}
-			if err := f.validateMemory(cmd); err != nil {
+			if err := validate.First(pidRange().Check("pid", f.pid), f.validate(), f.validateMemory(cmd)); err != nil {
 				return err
 			}
 			if err := checkPrivileges(); err != nil {
@@ -189,6 +238,17 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 	cmd.Flags().IntVarP(&f.pid, "pid", "p", 0, "process id of the Go program to trace")
 	f.register(cmd)
 	return cmd
+}
+
+// pidRange is the process ids the kernel can hand out.
+func pidRange() validate.Range[int] {
+	r := validate.Range[int]{Min: 1, Max: 1 << 22} // PID_MAX_LIMIT on 64-bit
+	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			r.Max = n - 1 // pid_max itself is never handed out
+		}
+	}
+	return r
 }
 
 // sampleInterval maps the flag's 0 ("never") to the agent's negative.

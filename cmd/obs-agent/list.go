@@ -2,11 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,8 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/obs-agent/obs-agent/internal/agent"
 	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/symbols"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // listFlags are the flags of `obs-agent list`.
@@ -61,6 +60,14 @@ list reads the binary only: it needs no root. With --pid it reads
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("pid") {
+				if err := pidRange().Check("pid", f.pid); err != nil {
+					return err
+				}
+			}
+			if err := patternsError(f.include, f.exclude); err != nil {
+				return err
+			}
 			return runList(cmd.OutOrStdout(), f)
 		},
 	}
@@ -117,17 +124,17 @@ type listOutput struct {
 
 func runList(w io.Writer, f *listFlags) error {
 	if f.format != "table" && f.format != "json" {
-		return fmt.Errorf("list: --format %q: want table or json", f.format)
+		return fmt.Errorf("list: --format %s: want table or json", validate.Quote(f.format))
 	}
 	path := f.binary
 	if f.pid != 0 {
-		p, err := listProcExe(f.pid)
+		p, err := agent.ProcessExe(f.pid)
 		if err != nil {
 			return fmt.Errorf("list: %w", err)
 		}
 		path = p
 	}
-	bin, err := listOpenBinary(path)
+	bin, err := symbols.OpenProgram(path)
 	if err != nil {
 		return fmt.Errorf("list: %w", err)
 	}
@@ -151,46 +158,6 @@ func runList(w io.Writer, f *listFlags) error {
 		return enc.Encode(out)
 	}
 	return writeListTable(w, out)
-}
-
-// listProcExe returns the path that opens the executable of process pid.
-func listProcExe(pid int) (string, error) {
-	if pid < 0 {
-		return "", fmt.Errorf("--pid %d: not a process id", pid)
-	}
-	dir := "/proc/" + strconv.Itoa(pid)
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("no process with pid %d", pid)
-	}
-	exe := dir + "/exe"
-	fh, err := os.Open(exe)
-	switch {
-	case errors.Is(err, fs.ErrPermission):
-		return "", fmt.Errorf("reading %s needs the same user as process %d, or root: %w", exe, pid, err)
-	case errors.Is(err, fs.ErrNotExist):
-		// The process exited meanwhile, or it is a kernel thread.
-		return "", fmt.Errorf("process %d has no executable (exited, or a kernel thread)", pid)
-	case err != nil:
-		return "", err
-	}
-	fh.Close()
-	return exe, nil
-}
-
-// listOpenBinary opens a Go executable and explains the errors a user can act
-// on.
-func listOpenBinary(path string) (*symbols.Binary, error) {
-	bin, err := symbols.Open(path)
-	switch {
-	case err == nil:
-		return bin, nil
-	case errors.Is(err, symbols.ErrNotGo), errors.Is(err, symbols.ErrNotELF):
-		return nil, fmt.Errorf("%s is not a Go program, and obs-agent traces only Go programs; "+
-			"if it is a wrapper script, point at the Go binary it starts: %w", path, err)
-	case errors.Is(err, symbols.ErrGoTooOld):
-		return nil, fmt.Errorf("%s was built by a Go release without the register ABI; rebuild it with go1.17 or later: %w", path, err)
-	}
-	return nil, err
 }
 
 func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {

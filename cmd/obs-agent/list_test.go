@@ -119,6 +119,9 @@ type buildError struct {
 func (e *buildError) Error() string { return e.variant + ": " + e.err.Error() + "\n" + e.out }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(landlockEnv) != "" {
+		landlockExec(os.Args[1:]) // TestDeniedProcess: does not return
+	}
 	code := m.Run()
 	if listFixtureDir != "" {
 		os.RemoveAll(listFixtureDir)
@@ -288,7 +291,8 @@ func TestListErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"missing pid", []string{"--pid", "2147483647"}, []string{"no process with pid 2147483647"}},
+		{"pid out of range", []string{"--pid", "2147483647"}, []string{"--pid 2147483647 is out of range"}},
+		{"missing pid", []string{"--pid", itoa(exitedPid(t))}, []string{"no such process"}},
 		{"not Go", []string{"--binary", notGo}, []string{"is not a Go program"}},
 		{"no such file", []string{"--binary", "/nonexistent/app"}, []string{"/nonexistent/app"}},
 		{"neither", nil, []string{"pid", "binary"}},

@@ -14,6 +14,7 @@ import (
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // queryFlags are the filters every query subcommand shares.
@@ -61,9 +62,31 @@ func parseWhen(flag, v string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return t, nil
+		return t, validate.Time(flag, v, t)
 	}
-	return time.Time{}, fmt.Errorf("--%s %q: want a duration such as 10m or 2h, or an RFC 3339 time such as 2026-11-27T10:00:00Z", flag, v)
+	return time.Time{}, fmt.Errorf("--%s %s: want a duration such as 10m or 2h, or an RFC 3339 time such as 2026-11-27T10:00:00Z", flag, validate.Quote(v))
+}
+
+// Ranges of the numeric query flags.
+var (
+	limitRange       = validate.Range[int]{Min: 1, Special: []validate.Special[int]{{Value: 0, Means: "all"}}}
+	minDurationRange = validate.Range[time.Duration]{Min: 0}
+)
+
+// check range-checks the query flags once the times are parsed: an --until
+// at or before --since selects nothing, which is never what was meant.
+func (f *queryFlags) check(out store.Filter) error {
+	if !out.Since.IsZero() && !out.Until.IsZero() && !out.Until.After(out.Since) {
+		return fmt.Errorf("--until %s (%s) is not after --since %s (%s): want an end later than the start",
+			validate.Clip(f.until), out.Until.UTC().Format(time.RFC3339), validate.Clip(f.since), out.Since.UTC().Format(time.RFC3339))
+	}
+	pids := pidRange()
+	pids.Special = []validate.Special[int]{{Value: 0, Means: "every process"}}
+	return validate.First(
+		pids.Check("pid", int(f.pid)),
+		minDurationRange.Check("min-duration", f.minDuration),
+		limitRange.Check("limit", f.limit),
+	)
 }
 
 func (f *queryFlags) filter() (store.Filter, error) {
@@ -88,8 +111,8 @@ func (f *queryFlags) filter() (store.Filter, error) {
 			out.Status = append(out.Status, st)
 		}
 	}
-	if f.limit < 0 {
-		return out, fmt.Errorf("--limit %d: want 0 (all) or more", f.limit)
+	if err := f.check(out); err != nil {
+		return out, err
 	}
 	out.PID, out.Func, out.MinDuration, out.Limit = f.pid, f.fn, f.minDuration, f.limit
 	return out, nil
@@ -149,7 +172,7 @@ the agent is writing. Time ranges default to the last hour (--since 1h);
 		newQueryResourcesCommand(),
 		newQueryGroupsCommand(),
 	)
-	return cmd
+	return groupCommand(cmd)
 }
 
 type queryCallsFlags struct{ queryFlags }
@@ -272,7 +295,7 @@ func runQueryStats(ctx context.Context, w io.Writer, f *queryStatsFlags) error {
 	switch f.by {
 	case "function", "package", "module":
 	default:
-		return fmt.Errorf("--by %q: want function, package or module", f.by)
+		return fmt.Errorf("--by %s: want function, package or module", validate.Quote(f.by))
 	}
 	format, filter, err := f.parsed()
 	if err != nil {
@@ -328,10 +351,10 @@ func runQueryTree(ctx context.Context, w io.Writer, f *queryTreeFlags, arg strin
 	}
 	id, err := strconv.ParseUint(arg, 10, 64)
 	if err != nil || id == 0 {
-		return fmt.Errorf("call id %q: want a positive integer from `query calls`", arg)
+		return fmt.Errorf("call id %s: want a positive integer from `query calls`", validate.Quote(arg))
 	}
-	if f.limit < 0 {
-		return fmt.Errorf("--limit %d: want 0 (all) or more", f.limit)
+	if err := limitRange.Check("limit", f.limit); err != nil {
+		return err
 	}
 	return withStore(f.db, func(s *store.Store) error {
 		calls, depth, truncated, err := s.Subtree(ctx, id, f.limit)
@@ -412,7 +435,7 @@ func newQueryGroupsCommand() *cobra.Command {
 
 func runQueryGroups(ctx context.Context, w io.Writer, f *queryGroupsFlags) error {
 	if f.by != "module" && f.by != "package" {
-		return fmt.Errorf("--by %q: want module or package", f.by)
+		return fmt.Errorf("--by %s: want module or package", validate.Quote(f.by))
 	}
 	format, filter, err := f.parsed()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/retention"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 func newRetentionCommand() *cobra.Command {
@@ -30,7 +31,7 @@ pass by hand, optionally archiving each hour to its own file first.`,
 		SilenceUsage: true,
 	}
 	cmd.AddCommand(newRetentionStatusCommand(), newRetentionRunCommand())
-	return cmd
+	return groupCommand(cmd)
 }
 
 type retentionStatusFlags struct {
@@ -103,8 +104,11 @@ pass finishes what an interrupted one left.`,
 }
 
 func runRetentionRun(ctx context.Context, w io.Writer, f *retentionRunFlags) error {
-	if f.olderThan <= 0 {
-		return fmt.Errorf("--older-than %v: want a positive duration", f.olderThan)
+	if err := validate.First(
+		retentionRange.Check("older-than", f.olderThan),
+		validate.WritableDir("archive", f.archive),
+	); err != nil {
+		return err
 	}
 	if err := applyGroup(f.group); err != nil {
 		return err

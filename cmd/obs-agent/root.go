@@ -2,10 +2,14 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // exitCoder is an error that carries the process exit code, such as the
@@ -58,4 +62,27 @@ local SQLite store that you query with 'obs-agent query'.
 		newVersionCommand(),
 	)
 	return root
+}
+
+// groupCommand makes a command that only holds subcommands (query,
+// retention) report a wrong subcommand as such. Left to cobra, `obs-agent
+// query bogus --db x` parses the flags first and says "unknown flag: --db",
+// which points at the wrong word.
+func groupCommand(cmd *cobra.Command) *cobra.Command {
+	// Flags that belong to a subcommand are skipped, so the unknown
+	// subcommand itself is what gets reported.
+	cmd.FParseErrWhitelist.UnknownFlags = true
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2 // cobra's own default for the root
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		msg := fmt.Sprintf("unknown command %s for %q", validate.Quote(args[0]), c.CommandPath())
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return errors.New(msg + " (run '" + c.CommandPath() + " --help' for its commands)")
+	}
+	return cmd
 }

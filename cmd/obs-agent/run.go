@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // exitCodeError carries the traced program's exit code out of `run`.
@@ -30,7 +31,7 @@ obs-agent exits with the program's exit code (128+N when signal N killed it).`,
 			if cmd.ArgsLenAtDash() != 0 {
 				return errors.New("put the program after --, e.g. obs-agent run -f 'main.*' -- ./myservice")
 			}
-			if err := f.validateMemory(cmd); err != nil {
+			if err := validate.First(f.validate(), f.validateMemory(cmd)); err != nil {
 				return err
 			}
 			if err := checkPrivileges(); err != nil {

@@ -213,7 +213,7 @@ func prepare(opts Options, exe string) (*session, error) {
 		return nil, errors.New("no functions selected: give at least one -f PATTERN (e.g. -f 'main.*')")
 	}
 	s := &session{opts: opts, log: opts.Logger.With("component", "agent")}
-	bin, err := symbols.Open(exe)
+	bin, err := symbols.OpenProgram(exe)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +267,7 @@ func prepare(opts Options, exe string) (*session, error) {
 func (s *session) openStore(pid int) error {
 	st, err := store.Open(s.opts.DB, store.Options{CacheBytes: s.budget.SQLite})
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", s.opts.DB, err)
+		return fmt.Errorf("--db: %w", err)
 	}
 	s.st = st
 	self, err := selfIdentity()

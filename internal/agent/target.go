@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"runtime"
 	"sync"
@@ -99,13 +98,10 @@ func openProcess(pid int) (*process, error) {
 		}
 		return nil, fmt.Errorf("pid %d: open pidfd: %w", pid, err)
 	}
-	exe := fmt.Sprintf("/proc/%d/exe", pid)
-	if _, err := os.Stat(exe); err != nil {
+	exe, err := ProcessExe(pid)
+	if err != nil {
 		unix.Close(fd)
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("pid %d: cannot read its executable (%s): run as root or as the process's user with CAP_SYS_PTRACE: %w", pid, exe, err)
-		}
-		return nil, fmt.Errorf("pid %d: %w", pid, err)
+		return nil, err
 	}
 	p := &process{pid: pid, exe: exe, pidfd: fd, exited: make(chan struct{})}
 	go p.watch()

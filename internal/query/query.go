@@ -18,6 +18,7 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // Format is an output format.
@@ -41,7 +42,7 @@ func ParseFormat(s string, allowed ...Format) (Format, error) {
 	for i, f := range allowed {
 		names[i] = string(f)
 	}
-	return "", fmt.Errorf("unknown format %q (want %s)", s, strings.Join(names, ", "))
+	return "", fmt.Errorf("--format %s: want %s", validate.Quote(s), strings.Join(names, ", "))
 }
 
 // TimeLayout is RFC 3339 with nanoseconds.

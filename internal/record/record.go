@@ -4,7 +4,11 @@
 // helpers, so every other package can depend on it without cycles.
 package record
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/obs-agent/obs-agent/internal/validate"
+)
 
 // Status is the outcome of one traced call.
 type Status uint8
@@ -35,7 +39,7 @@ func ParseStatus(s string) (Status, error) {
 			return Status(i), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown status %q (want one of ok, error, panic, unfinished)", s)
+	return 0, fmt.Errorf("unknown status %s (want one of ok, error, panic, unfinished)", validate.Quote(s))
 }
 
 // Call is one completed (or abandoned) call of a traced function.

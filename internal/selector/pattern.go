@@ -10,6 +10,7 @@ import (
 	"github.com/obs-agent/obs-agent/internal/glob"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/symbols"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // ErrBadPattern is wrapped by every error Parse returns.
@@ -35,12 +36,12 @@ func Parse(s string) (Pattern, error) {
 		text = s[:at]
 		rate, err := strconv.ParseFloat(s[at+1:], 64)
 		if err != nil || math.IsNaN(rate) || rate < 0 || rate > 1 {
-			return Pattern{}, fmt.Errorf("%w %q: sample rate %q after '@' must be a number from 0 to 1, e.g. 'main.*@0.01'", ErrBadPattern, s, s[at+1:])
+			return Pattern{}, fmt.Errorf("%w %s: sample rate %s after '@' must be a number from 0 to 1, e.g. 'main.*@0.01'", ErrBadPattern, validate.Quote(s), validate.Quote(s[at+1:]))
 		}
 		p.SampleRate, p.HasRate = rate, true
 	}
 	if text == "" {
-		return Pattern{}, fmt.Errorf("%w %q: empty glob; use '*' to match every function", ErrBadPattern, s)
+		return Pattern{}, fmt.Errorf("%w %s: empty glob; use '*' to match every function", ErrBadPattern, validate.Quote(s))
 	}
 	p.Glob = text
 	p.g = glob.Compile(text)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/symbols"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // DefaultMaxProbes is the default limit on probe sites (one entry plus one
@@ -89,18 +90,9 @@ func Select(bin *symbols.Binary, include, exclude []string, opts Options) (*Sele
 	if opts.SampleRate < 0 || opts.SampleRate > 1 || math.IsNaN(opts.SampleRate) {
 		return nil, fmt.Errorf("selector: sample rate %v is not between 0 and 1", opts.SampleRate)
 	}
-	inc, err := parseAll(include)
+	inc, exc, err := ParsePatterns(include, exclude)
 	if err != nil {
 		return nil, err
-	}
-	exc, err := parseAll(exclude)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range exc {
-		if p.HasRate {
-			return nil, fmt.Errorf("selector: exclude pattern %q: a sample rate only applies to -f patterns", p.String())
-		}
 	}
 
 	incHit := make([]bool, len(inc))
@@ -173,6 +165,23 @@ func Select(bin *symbols.Binary, include, exclude []string, opts Options) (*Sele
 		return nil, tooMany(sel, limit)
 	}
 	return sel, nil
+}
+
+// ParsePatterns parses the -f and -x patterns. Commands call it before
+// anything else, so a bad pattern fails before a binary is read.
+func ParsePatterns(include, exclude []string) (inc, exc []Pattern, err error) {
+	if inc, err = parseAll(include); err != nil {
+		return nil, nil, err
+	}
+	if exc, err = parseAll(exclude); err != nil {
+		return nil, nil, err
+	}
+	for _, p := range exc {
+		if p.HasRate {
+			return nil, nil, fmt.Errorf("selector: exclude pattern %s: a sample rate only applies to -f patterns", validate.Quote(p.String()))
+		}
+	}
+	return inc, exc, nil
 }
 
 func parseAll(ss []string) ([]Pattern, error) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/obs-agent/obs-agent/internal/symbols"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 // maxSuggestions is how many close names a NoMatchError offers.
@@ -25,7 +26,7 @@ type NoMatchError struct {
 
 func (e *NoMatchError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "pattern %q matches no function in %s", e.Pattern, e.Binary)
+	fmt.Fprintf(&b, "pattern %s matches no function in %s", validate.Quote(e.Pattern), e.Binary)
 	if e.GeneratedOnly {
 		b.WriteString(" (it matches only runtime or compiler-generated functions, which a pattern must name by package, e.g. 'runtime.*')")
 	}

@@ -4,7 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -21,9 +25,12 @@ var (
 	ErrLocked = errors.New("store is locked by another writer: retry the batch later, or stop the other process writing this file (only one obs-agent may write a store)")
 	// ErrReadOnly: the file, its directory or the file system can't be
 	// written (SQLITE_READONLY, EROFS, EACCES, EPERM).
-	ErrReadOnly = errors.New("store is read-only: check the permissions of the file and its directory and that the file system is mounted read-write, or pass another --db")
-	// ErrDiskFull: the file system is full (SQLITE_FULL, ENOSPC, EDQUOT).
-	ErrDiskFull = errors.New("disk full: free space on the store's file system, shorten the retention window, or pass a --db on a larger file system")
+	// The texts name no flag: the file may be the store (--db) or an
+	// archive (--archive); the caller says which.
+	ErrReadOnly = errors.New("read-only: check the permissions of the file and its directory, and that the file system is mounted read-write")
+	// ErrDiskFull: the file system is full (SQLITE_FULL, ENOSPC, EDQUOT, or
+	// an I/O error while the file system has no space left).
+	ErrDiskFull = errors.New("disk full: free space on the file system, or shorten the retention window")
 	// ErrCorrupt: the file is not a SQLite database or is damaged
 	// (SQLITE_CORRUPT, SQLITE_NOTADB).
 	ErrCorrupt = errors.New("store file is corrupt or not an obs-agent database: move it aside (it may be recoverable with `sqlite3 FILE .recover`) and let obs-agent create a new one")
@@ -42,9 +49,82 @@ func classify(op string, err error) error {
 		return nil
 	}
 	if kind := kindOf(err); kind != nil {
-		return fmt.Errorf("store: %s: %w: %w", op, kind, err)
+		return fmt.Errorf("store: %s: %w: %s%w", op, kind, words(err), err)
 	}
-	return fmt.Errorf("store: %s: %w", op, err)
+	return fmt.Errorf("store: %s: %s%w", op, words(err), err)
+}
+
+// ioWords are SQLite's extended I/O result codes in plain words: the
+// driver's own text is "disk I/O error (4874)" for every one of them.
+var ioWords = map[int]string{
+	sqlite3.SQLITE_IOERR_READ:              "reading the file failed",
+	sqlite3.SQLITE_IOERR_SHORT_READ:        "the file is shorter than it should be (truncated?)",
+	sqlite3.SQLITE_IOERR_WRITE:             "writing the file failed",
+	sqlite3.SQLITE_IOERR_FSYNC:             "flushing the file to disk failed",
+	sqlite3.SQLITE_IOERR_DIR_FSYNC:         "flushing the directory to disk failed",
+	sqlite3.SQLITE_IOERR_TRUNCATE:          "truncating the file failed",
+	sqlite3.SQLITE_IOERR_FSTAT:             "reading the file's size failed",
+	sqlite3.SQLITE_IOERR_UNLOCK:            "unlocking the file failed",
+	sqlite3.SQLITE_IOERR_RDLOCK:            "locking the file failed (a file system without POSIX locks?)",
+	sqlite3.SQLITE_IOERR_LOCK:              "locking the file failed (a file system without POSIX locks?)",
+	sqlite3.SQLITE_IOERR_CHECKRESERVEDLOCK: "locking the file failed (a file system without POSIX locks?)",
+	sqlite3.SQLITE_IOERR_DELETE:            "deleting a journal file failed",
+	sqlite3.SQLITE_IOERR_ACCESS:            "checking the file's permissions failed",
+	sqlite3.SQLITE_IOERR_NOMEM:             "out of memory",
+	sqlite3.SQLITE_IOERR_SHMOPEN:           "opening the shared-memory file (-shm) beside it failed",
+	sqlite3.SQLITE_IOERR_SHMSIZE:           "growing the shared-memory file (-shm) beside it failed",
+	sqlite3.SQLITE_IOERR_SHMLOCK:           "locking the shared-memory file (-shm) beside it failed",
+	sqlite3.SQLITE_IOERR_SHMMAP:            "mapping the shared-memory file (-shm) beside it failed",
+	sqlite3.SQLITE_IOERR_MMAP:              "memory-mapping the file failed",
+	sqlite3.SQLITE_IOERR:                   "an I/O error (is it a directory, or a device?)",
+	sqlite3.SQLITE_CANTOPEN:                "cannot open the file",
+	sqlite3.SQLITE_CANTOPEN_ISDIR:          "it is a directory",
+}
+
+// words prefixes a driver error with its plain meaning, when it has one.
+func words(err error) string {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		if w, ok := ioWords[se.Code()]; ok {
+			return w + ": "
+		}
+	}
+	return ""
+}
+
+// explainOpen finds the cause behind the errors SQLite reports vaguely
+// when it opens a file: SQLITE_CANTOPEN or an I/O error may be a directory
+// named as the file, a read-only file or directory, or a full file system
+// (SQLITE_IOERR_SHMSIZE when the -shm can't grow). op is "open PATH".
+func explainOpen(path string, err error) error {
+	var se *sqlite.Error
+	if err == nil || !errors.As(err, &se) || kindOf(err) != nil {
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR:
+	default:
+		return err
+	}
+	if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+		return fmt.Errorf("store: open %s: it is a directory; a store is a file, e.g. %s: %w", path, filepath.Join(path, "obs.db"), se)
+	}
+	dir := filepath.Dir(path)
+	var fs unix.Statfs_t
+	// A few pages: SQLite needs room for a page and a -shm block to open.
+	if unix.Statfs(dir, &fs) == nil && uint64(fs.Bavail)*uint64(fs.Bsize) < 64<<10 {
+		return fmt.Errorf("store: open %s: %w: %d bytes free in %s; %s%w", path, ErrDiskFull, uint64(fs.Bavail)*uint64(fs.Bsize), dir, words(se), se)
+	}
+	if se.Code()&0xff == sqlite3.SQLITE_CANTOPEN {
+		target := path
+		if _, serr := os.Stat(path); serr != nil {
+			target = dir
+		}
+		if aerr := unix.Access(target, unix.W_OK); aerr != nil {
+			return fmt.Errorf("store: open %s: %w: %w (%w)", path, ErrReadOnly, se, aerr)
+		}
+	}
+	return err
 }
 
 func kindOf(err error) error {

@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
@@ -183,7 +182,7 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if err := s.openWriter(ctx, busyPragma); err != nil {
 			s.Close()
-			return nil, explainCantOpen(abs, err)
+			return nil, explainOpen(abs, err)
 		}
 		if err := checkFiles(d, base, id); err != nil {
 			s.Close()
@@ -225,7 +224,7 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if err != nil {
 			s.Close()
-			return nil, classify("open "+abs, err)
+			return nil, explainOpen(abs, classify("open "+abs, err))
 		}
 	}
 	return s, nil
@@ -424,21 +423,4 @@ func (s *Store) startCheckpointer(busyPragma string) error {
 		}
 	}()
 	return nil
-}
-
-// explainCantOpen turns SQLITE_CANTOPEN into ErrReadOnly when the reason is
-// that the file or its directory can't be written (EROFS, EACCES).
-func explainCantOpen(path string, err error) error {
-	var se *sqlite.Error
-	if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_CANTOPEN {
-		return err
-	}
-	target := path
-	if _, serr := os.Stat(path); serr != nil {
-		target = filepath.Dir(path)
-	}
-	if aerr := syscall.Access(target, 2 /* W_OK */); aerr != nil {
-		return fmt.Errorf("store: open %s: %w: %w (%w)", path, ErrReadOnly, se, aerr)
-	}
-	return err
 }

@@ -581,3 +581,48 @@ func TestNewStoreIsIncrementalWAL(t *testing.T) {
 		t.Errorf("auto_vacuum = %d, journal_mode = %s; want 2 (incremental), wal", av, mode)
 	}
 }
+
+// TestOpenExplains checks that the vague errors SQLite gives on open are
+// turned into their cause, in plain words: a directory named as the store
+// ("unable to open database file (14)", "disk I/O error (10)") and a full
+// file system under an existing store ("disk I/O error (4874)": the -shm
+// can't grow). Neither message may name a flag: the file may be an archive.
+func TestOpenExplains(t *testing.T) {
+	dir := t.TempDir()
+	for _, ro := range []bool{false, true} {
+		_, err := Open(dir, Options{ReadOnly: ro})
+		if err == nil || !strings.Contains(err.Error(), "it is a directory; a store is a file, e.g. "+filepath.Join(dir, "obs.db")) {
+			t.Errorf("read-only %v: directory as store: %v", ro, err)
+		}
+	}
+
+	requireRoot(t)
+	full := t.TempDir()
+	mount(t, full, "size=1m")
+	path := filepath.Join(full, "obs.db")
+	s, err := Open(path, Options{Clock: fixedClock(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for _, sfx := range []string{"-wal", "-shm"} {
+		os.Remove(path + sfx)
+	}
+	f, err := os.Create(filepath.Join(full, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = f.Write(make([]byte, 4096))
+	}
+	f.Close()
+	for _, ro := range []bool{false, true} {
+		_, err := Open(path, Options{ReadOnly: ro})
+		if !errors.Is(err, ErrDiskFull) || !strings.Contains(err.Error(), "bytes free in "+full) {
+			t.Errorf("read-only %v: open on a full disk: %v, want ErrDiskFull saying how much is free", ro, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "--") {
+			t.Errorf("the store layer names a flag: %v", err)
+		}
+	}
+}

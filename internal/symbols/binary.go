@@ -18,7 +18,7 @@ import (
 // Sentinel errors callers branch on. Open wraps them with context.
 var (
 	ErrNotELF          = errors.New("not an ELF executable")
-	ErrNotGo           = errors.New("not a Go binary (no .gopclntab / build info)")
+	ErrNotGo           = errors.New("not a Go binary")
 	ErrGoTooOld        = errors.New("go version too old: stack ABI (need go1.17+ on amd64, go1.18+ on arm64)")
 	ErrUnsupportedArch = errors.New("unsupported architecture (only amd64 and arm64)")
 )
@@ -95,6 +95,28 @@ func Open(path string) (*Binary, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return b, nil
+}
+
+// OpenProgram is Open for a program a user named (attach, run, list): the
+// errors a user can act on say what to do, once.
+func OpenProgram(path string) (*Binary, error) {
+	bin, err := Open(path)
+	name := path
+	if strings.HasPrefix(path, "/proc/") { // a running process: name its program
+		if target, lerr := os.Readlink(path); lerr == nil {
+			name = target
+		}
+	}
+	switch {
+	case err == nil:
+		return bin, nil
+	case errors.Is(err, ErrNotGo), errors.Is(err, ErrNotELF):
+		return nil, fmt.Errorf("%s is not a Go program, and obs-agent traces only Go programs; "+
+			"if it is a wrapper script, point at the Go binary it starts (%w)", name, err)
+	case errors.Is(err, ErrGoTooOld):
+		return nil, fmt.Errorf("%s was built by a Go release without the register ABI; rebuild it with go1.17 or later (%w)", name, err)
+	}
+	return nil, err
 }
 
 // Close releases the binary's buffers. The Binary must not be used after.
@@ -224,7 +246,8 @@ func openBytes(path string, data []byte) (*Binary, error) {
 	tabData, tabAddr, err := findPclntab(ef, data, syms)
 	if err != nil {
 		if biErr != nil {
-			return nil, fmt.Errorf("%w: %v; build info: %v", ErrNotGo, err, biErr)
+			// err already wraps ErrNotGo, with what was looked for.
+			return nil, fmt.Errorf("%w; build info: %v", err, biErr)
 		}
 		return nil, err
 	}
