@@ -113,6 +113,10 @@ func TestFlagRanges(t *testing.T) {
 		{"", "queue-memory", "99999999999", "--queue-memory 99999999999 is out of range"},
 		{"", "ready-file", dir, "--ready-file " + dir + " is a directory"},
 		{"", "archive", plainFile, "--archive " + plainFile + ": " + plainFile + " is not a directory"},
+		{"", "memory-limit", "1", "--memory-limit 1 is out of range: want from 64 to"},
+		{"", "memory-limit", "-128", "--memory-limit -128 is out of range"},
+		{"", "spill-dir", "", "--spill-dir is empty"},
+		{"", "group", "no-such-group-obs", `--group: group "no-such-group-obs" does not exist on this host`},
 	}
 	patterns := []flagCase{
 		{"", "func", "main.*@2", `bad pattern "main.*@2": sample rate "2" after '@' must be a number from 0 to 1`},
@@ -144,6 +148,7 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"retention run", "older-than", "-1h", "--older-than -1h is out of range: want at least 1h"},
 		flagCase{"retention run", "older-than", "10m", "--older-than 10m is out of range"},
 		flagCase{"retention run", "archive", plainFile, "--archive " + plainFile + ": " + plainFile + " is not a directory"},
+		flagCase{"retention run", "group", "no-such-group-obs", `--group: group "no-such-group-obs" does not exist on this host`},
 		flagCase{"retention status", "format", "csv", `--format "csv": want table, json`},
 	)
 	for _, q := range []string{"calls", "errors", "stats", "groups", "resources"} {
