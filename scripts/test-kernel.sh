@@ -27,6 +27,9 @@
 # the serial console are built into Debian's kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole script is one block, which bash parses before running any of
+# it: editing the file during a 20-minute run cannot derail the run.
+{
 
 die() { echo "test-kernel: $*" >&2; exit 2; }
 
@@ -60,12 +63,13 @@ accel=${ACCEL:-auto}
 timeout_s=${GUEST_TIMEOUT:-1500}
 mkdir -p "$cache"
 
-# The reduced guest set: attach and run with exact call trees and parents
+# The reduced guest set: the attach path chosen from what the kernel can do,
+# attach and run with exact call trees and parents
 # (stripped too), error returns, recovered and unrecovered panics (the
 # error lane of the queue), sampling that must still keep every error chain,
 # two processes of one binary (the pid filters), calls open at exit, and a
 # detach that leaves the target running unchanged.
-default_run='^(TestRunTree|TestAttachTree|TestErrorReturns|TestRecoveredPanics|TestUnrecoveredPanic|TestSamplingKeepsErrorChains|TestTwoProcessesSameBinary|TestExitWhileOpen|TestDetachLeavesTargetRunning)$/^(calltree|calltree-stripped|errs|errs-stripped|kernel-pid-filter|bpf-tgid-filter-only)$'
+default_run='^(TestKernelPathChosen|TestRunTree|TestAttachTree|TestErrorReturns|TestRecoveredPanics|TestUnrecoveredPanic|TestSamplingKeepsErrorChains|TestTwoProcessesSameBinary|TestExitWhileOpen|TestDetachLeavesTargetRunning)$/^(calltree|calltree-stripped|errs|errs-stripped|kernel-pid-filter|bpf-tgid-filter-only)$'
 run=${GUEST_RUN:-$default_run}
 # Every testdata build the set above asks testutil.BuildProgram for.
 prebuilt=(calltree calltree-stripped errs errs-stripped)
@@ -121,6 +125,7 @@ cp "$work/bin/busybox" "$root/bin/busybox"
 export GOARCH=$arch CGO_ENABLED=0
 echo "== building the test binaries for linux/$arch"
 go test -c -o "$root/t/agent.test" ./internal/agent
+go test -c -o "$root/t/kernel.test" ./internal/kernel
 go build -o "$root/t/obs-agent" ./cmd/obs-agent
 if [[ ${GUEST_BENCH:-0} == 1 ]]; then
 	go test -c -o "$root/t/uprobe.test" ./internal/uprobe
@@ -152,9 +157,11 @@ echo "guest: uname -m \$(uname -m)"
 echo "guest: \$(nproc) CPUs, \$(awk '/MemTotal/ {print \$2 / 1024 " MiB"}' /proc/meminfo)"
 /t/obs-agent version
 cd /t
+./kernel.test -test.v -test.count=1 || kfail=1
 start=\$(cut -d. -f1 /proc/uptime)
 OBS_AGENT_PREBUILT=/t/prebuilt ./agent.test -test.v -test.count=1 -test.timeout=${timeout_s}s -test.run '${run}'
 rc=\$?
+[ -z "\$kfail" ] || rc=1
 echo "guest: agent tests took \$(( \$(cut -d. -f1 /proc/uptime) - start )) s"
 if [ -x /t/uprobe.test ]; then
 	OBS_AGENT_PREBUILT=/t/prebuilt ./uprobe.test -test.run '^\$' -test.bench BenchmarkAttachDetach5000 -test.benchtime 1x -test.timeout=${timeout_s}s || rc=1
@@ -225,3 +232,4 @@ if [[ -z $rc ]]; then
 	exit 1
 fi
 exit "$rc"
+}
