@@ -30,6 +30,7 @@ cd "$(dirname "$0")/.."
 # The whole script is one block, which bash parses before running any of
 # it: editing the file during a 20-minute run cannot derail the run.
 {
+t0=$(date +%s)
 
 die() { echo "test-kernel: $*" >&2; exit 2; }
 
@@ -226,7 +227,7 @@ echo "== summary: Debian $(basename "$kdeb" .deb) on $arch ($accel)"
 grep -oE 'guest: uname -[rm] .*' "$log" | tr -d '\r'
 echo "tests: $(grep -cE '^ *--- PASS' "$log") passed, $(grep -cE '^ *--- FAIL' "$log") failed, $(grep -cE '^ *--- SKIP' "$log") skipped (top-level and subtests)"
 grep -E '^ *--- (FAIL|SKIP)' "$log" | tr -d '\r' || true
-echo "guest wall time: ${secs} s (boot to power-off)"
+echo "guest wall time: ${secs} s (boot to power-off); test-kernel total: $(($(date +%s) - t0)) s (download, build, boot, tests)"
 if [[ -z $rc ]]; then
 	echo "test-kernel: the guest did not report an exit status (timeout after ${timeout_s} s, or a kernel panic)" >&2
 	exit 1
