@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DEMO_DB ?= /tmp/obs-agent-demo.db
 
-.PHONY: help build generate check-generated test test-arm64 test-short bench demo lint install clean deps
+.PHONY: help build generate check-generated test test-arm64 test-kernel test-short bench demo lint install clean deps
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,9 @@ test: ## run every test; the probe tests need root (sudo make test)
 
 test-arm64: ## build the unit tests for arm64 and run them under qemu-user (needs qemu-user-static)
 	./scripts/test-arm64.sh
+
+test-kernel: ## boot Debian's KERNEL=6.1|6.12 (ARCH=amd64|arm64) under qemu and run the probe tests in it (root)
+	./scripts/test-kernel.sh $(KERNEL) $(or $(ARCH),amd64)
 
 test-short: ## unit tests only, no root, no toolchain downloads
 	$(GO) test -short -count=1 ./...

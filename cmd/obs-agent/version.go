@@ -8,11 +8,10 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/features"
-	"github.com/cilium/ebpf/rlimit"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/obs-agent/obs-agent/internal/kernel"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3". When
@@ -26,9 +25,14 @@ func newVersionCommand() *cobra.Command {
 		Long: `Print the obs-agent version, the Go toolchain that built it, the running
 kernel, and whether the kernel has the BPF features obs-agent uses:
 
+  ring buffer, bpf_probe_read_user, uprobe cookies, bpf_loop
+                required (Linux 5.8, 5.5, 5.15, 5.17): without any of them
+                obs-agent refuses to trace, naming what is missing
   uprobe_multi  attaches every probe of a function set in one call (Linux 6.6+);
                 without it obs-agent attaches one uprobe per site, which is slower
-  ring buffer   the BPF ring buffer that carries call records (Linux 5.8+)
+  uprobe_multi pid filter
+                reliable from Linux 6.10; before it the BPF programs filter by
+                process themselves
 
 Probing the kernel loads small BPF programs, which needs root (or
 CAP_BPF and CAP_PERFMON); without it the features show as unknown.`,
@@ -37,7 +41,7 @@ CAP_BPF and CAP_PERFMON); without it the features show as unknown.`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			writeVersion(cmd.OutOrStdout(), versionString(), kernelRelease(), os.Geteuid() == 0, probeKernelFeatures)
+			writeVersion(cmd.OutOrStdout(), versionString(), kernel.Release(), os.Geteuid() == 0, probeKernelFeatures)
 			return nil
 		},
 	}
@@ -77,55 +81,40 @@ func versionString() string {
 	return v
 }
 
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
 // kernelFeature is the outcome of one feature probe.
-type kernelFeature struct {
-	name string
-	err  error // nil: supported
-}
+type kernelFeature = kernel.Feature
 
-// probeKernelFeatures asks the kernel, through cilium/ebpf's feature probes,
-// for what obs-agent uses.
-func probeKernelFeatures() []kernelFeature {
-	// Kernels before 5.11 charge BPF objects to RLIMIT_MEMLOCK.
-	_ = rlimit.RemoveMemlock()
-	return []kernelFeature{
-		{"uprobe_multi", features.HaveBPFLinkUprobeMulti()},
-		{"ring buffer", features.HaveMapType(ebpf.RingBuf)},
-	}
-}
+// probeKernelFeatures asks the kernel for every feature obs-agent needs or
+// can use (internal/kernel).
+func probeKernelFeatures() []kernelFeature { return kernel.Probe() }
 
-func writeVersion(w io.Writer, ver, kernel string, root bool, probe func() []kernelFeature) {
+func writeVersion(w io.Writer, ver, release string, root bool, probe func() []kernelFeature) {
 	fmt.Fprintf(w, "obs-agent %s\n", ver)
 	fmt.Fprintf(w, "go:     %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(w, "kernel: %s\n", kernel)
-	for _, f := range probe() {
-		fmt.Fprintf(w, "  %-13s %s\n", f.name+":", featureVerdict(f, root))
+	fmt.Fprintf(w, "kernel: %s\n", release)
+	fs := probe()
+	for _, f := range fs {
+		fmt.Fprintf(w, "  %-24s %s\n", f.Name+":", featureVerdict(f, root))
+	}
+	if err := kernel.Check(fs); err != nil {
+		fmt.Fprintf(w, "tracing: not possible: %v\n", err)
 	}
 }
 
 func featureVerdict(f kernelFeature, root bool) string {
 	switch {
-	case f.err == nil:
+	case f.Err == nil:
 		return "yes"
-	case errors.Is(f.err, ebpf.ErrNotSupported):
-		what := "the kernel lacks it"
-		if f.name == "uprobe_multi" {
-			what += " (needs Linux 6.6+); probes are attached one at a time"
+	case f.Missing():
+		if f.Required {
+			return fmt.Sprintf("no: the kernel lacks it (Linux %s+); obs-agent needs it: it %s", f.Since, f.Use)
 		}
-		return "no: " + what
-	case errors.Is(f.err, unix.EPERM), errors.Is(f.err, unix.EACCES):
+		return fmt.Sprintf("no: the kernel lacks it (Linux %s+); instead: %s", f.Since, f.Without)
+	case errors.Is(f.Err, unix.EPERM), errors.Is(f.Err, unix.EACCES):
 		if !root {
 			return "unknown: probing needs root (run 'sudo obs-agent version')"
 		}
-		return fmt.Sprintf("unknown: the kernel refused the probe even to root (lockdown or a seccomp policy?): %v", f.err)
+		return fmt.Sprintf("unknown: the kernel refused the probe even to root (lockdown or a seccomp policy?): %v", f.Err)
 	}
-	return fmt.Sprintf("unknown: %v", f.err)
+	return fmt.Sprintf("unknown: %v", f.Err)
 }

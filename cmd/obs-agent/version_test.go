@@ -16,8 +16,8 @@ import (
 func TestVersionOutput(t *testing.T) {
 	probe := func() []kernelFeature {
 		return []kernelFeature{
-			{"uprobe_multi", fmt.Errorf("probe: %w", ebpf.ErrNotSupported)},
-			{"ring buffer", nil},
+			{Name: "uprobe_multi", Since: "6.6", Without: "one perf-event uprobe per site", Err: fmt.Errorf("probe: %w", ebpf.ErrNotSupported)},
+			{Name: "ring buffer", Since: "5.8", Required: true},
 		}
 	}
 	var b bytes.Buffer
@@ -27,8 +27,35 @@ func TestVersionOutput(t *testing.T) {
 		"obs-agent v1.2.3\n",
 		"go:     " + runtime.Version(),
 		"kernel: 6.8.0-45-generic\n",
-		"uprobe_multi: no: the kernel lacks it (needs Linux 6.6+)",
-		"ring buffer:  yes\n",
+		"uprobe_multi:",
+		"no: the kernel lacks it (Linux 6.6+); instead: one perf-event uprobe per site\n",
+		"ring buffer:",
+		" yes\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "tracing: not possible") {
+		t.Errorf("an optional feature missing must not make tracing impossible:\n%s", out)
+	}
+}
+
+// TestVersionRequiredMissing: a kernel without a required feature is
+// reported as unable to trace, naming the feature and the minimum kernel.
+func TestVersionRequiredMissing(t *testing.T) {
+	probe := func() []kernelFeature {
+		return []kernelFeature{{Name: "bpf_loop", Since: "5.17", Required: true, Use: "closes the frames a panic unwound",
+			Err: fmt.Errorf("probe: %w", ebpf.ErrNotSupported)}}
+	}
+	var b bytes.Buffer
+	writeVersion(&b, "v1", "5.15.0-100-generic", true, probe)
+	out := b.String()
+	for _, want := range []string{
+		"bpf_loop:",
+		"no: the kernel lacks it (Linux 5.17+); obs-agent needs it: it closes the frames a panic unwound\n",
+		"tracing: not possible: kernel too old for obs-agent:",
+		"needs Linux 5.17 or later",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -49,7 +76,7 @@ func TestFeatureVerdict(t *testing.T) {
 		{errors.New("boom"), true, "unknown: boom"},
 	}
 	for _, tt := range tests {
-		if got := featureVerdict(kernelFeature{"ring buffer", tt.err}, tt.root); !strings.HasPrefix(got, tt.want) {
+		if got := featureVerdict(kernelFeature{Name: "ring buffer", Since: "5.8", Required: true, Err: tt.err}, tt.root); !strings.HasPrefix(got, tt.want) {
 			t.Errorf("featureVerdict(%v, root=%v) = %q, want prefix %q", tt.err, tt.root, got, tt.want)
 		}
 	}
@@ -75,7 +102,7 @@ func TestVersionCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"version"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"obs-agent ", "kernel: ", "uprobe_multi: ", "ring buffer: "} {
+	for _, want := range []string{"obs-agent ", "kernel: ", "uprobe_multi: ", "ring buffer: ", "bpf_loop: ", "uprobe_multi pid filter: "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -213,6 +213,9 @@ func prepare(opts Options, exe string) (*session, error) {
 		return nil, errors.New("no functions selected: give at least one -f PATTERN (e.g. -f 'main.*')")
 	}
 	s := &session{opts: opts, log: opts.Logger.With("component", "agent")}
+	if err := checkKernel(s.log, opts.SingleProbes); err != nil {
+		return nil, err
+	}
 	bin, err := symbols.OpenProgram(exe)
 	if err != nil {
 		return nil, err

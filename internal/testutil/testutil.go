@@ -75,12 +75,29 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
-// BuildProgram builds b (once per test binary) and returns the path.
+// PrebuiltEnv names the environment variable that points BuildProgram at a
+// directory of programs built beforehand, each named by Build.String(). A
+// guest kernel booted by scripts/test-kernel.sh has no Go toolchain (and
+// compiling under emulation would take far longer than the tests), so the
+// script builds the programs on the host for the guest's architecture.
+const PrebuiltEnv = "OBS_AGENT_PREBUILT"
+
+// BuildProgram builds b (once per test binary) and returns the path. When
+// $OBS_AGENT_PREBUILT is set it returns the prebuilt program from there
+// instead, and fails the test if that build was not prepared.
 func BuildProgram(t testing.TB, b Build) string {
 	t.Helper()
 	mu.Lock()
 	defer mu.Unlock()
 	if p, ok := built[b]; ok {
+		return p
+	}
+	if dir := os.Getenv(PrebuiltEnv); dir != "" {
+		p := filepath.Join(dir, b.String())
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s=%s, but %s was not prebuilt there (add it to the script's list): %v", PrebuiltEnv, dir, b, err)
+		}
+		built[b] = p
 		return p
 	}
 	if outDir == "" {

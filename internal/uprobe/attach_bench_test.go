@@ -57,7 +57,7 @@ func BenchmarkAttachDetach5000(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			var att, det time.Duration
-			sites := 0
+			sites, multi := 0, 0.0
 			for i := 0; i < b.N; i++ {
 				start := time.Now()
 				tr, err := Attach(Config{Binary: bin, PID: cmd.Process.Pid, GoidOffset: 152, Funcs: fs, Single: single})
@@ -66,10 +66,16 @@ func BenchmarkAttachDetach5000(b *testing.B) {
 				}
 				att += time.Since(start)
 				sites = tr.Sites()
+				if tr.Multi() {
+					multi = 1
+				}
 				det += tr.Detach()
 				tr.Close()
 			}
 			b.ReportMetric(float64(sites), "sites")
+			// 0 on a kernel without uprobe_multi (Linux 6.1), where the
+			// "multi" case falls back to single uprobes as a session would.
+			b.ReportMetric(multi, "uprobe_multi")
 			b.ReportMetric(float64(att.Milliseconds())/float64(b.N), "attach-ms")
 			b.ReportMetric(float64(det.Milliseconds())/float64(b.N), "detach-ms")
 		})

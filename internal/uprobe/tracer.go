@@ -24,6 +24,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/obs-agent/obs-agent/internal/kernel"
 )
 
 // Sentinel errors that callers branch on.
@@ -316,20 +318,6 @@ type site struct {
 	cookie uint64
 }
 
-// multiPIDFilterWorks reports whether the kernel's uprobe_multi pid filter
-// admits every thread of the process: before Linux 6.10 (commit
-// 46ba0e49b642) it admitted only the thread whose id equals the pid, so
-// calls on the Go program's other threads would be missed.
-func multiPIDFilterWorks() bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return false
-	}
-	var major, minor int
-	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
-	return major > 6 || (major == 6 && minor >= 10)
-}
-
 // attachGroup attaches prog to sites, filtered by the target pid.
 func (t *Tracer) attachGroup(prog *ebpf.Program, sites []site) ([]link.Link, error) {
 	if len(sites) == 0 {
@@ -337,7 +325,7 @@ func (t *Tracer) attachGroup(prog *ebpf.Program, sites []site) ([]link.Link, err
 	}
 	pid := t.cfg.PID
 	if t.multi {
-		if t.cfg.NoKernelPIDFilter || !multiPIDFilterWorks() {
+		if t.cfg.NoKernelPIDFilter || !kernel.MultiPIDFilterWorks() {
 			// Probe every process of the binary; the programs keep only
 			// the target (target_tgid). Other processes of the same
 			// binary pay the trap cost meanwhile.
