@@ -100,7 +100,6 @@ type Result struct {
 	// ErrorsLost counts per function the error records that could not be
 	// kept (also in Dropped): see queue.Queue.ErrorsLost.
 	ErrorsLost map[string]uint64
-	Budget     *Budget
 }
 
 // Lost is every call made but not recorded, for any reason.
@@ -405,7 +404,7 @@ func newprocCallerGPReg(goVersion string) uint32 {
 // done or the duration passes.
 func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	s.pid = t.PID()
-	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names), Budget: s.budget}
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
 	if s.opts.SetGoMemoryLimit {
 		debug.SetMemoryLimit(s.budget.GoLimit())
 	}
