@@ -2,8 +2,9 @@
 // binary, selects functions, attaches the probes, moves records from the
 // kernel rings through the error-first queue into the store, and, when the
 // target exits or the session ends, detaches, closes what was left open and
-// writes the final aggregates. The attach and run commands are thin wrappers
-// around it.
+// writes the final aggregates. It sizes the session's memory from one
+// limit (memory.go) and closes the session rows of agents that were killed
+// (owner.go). The attach and run commands are thin wrappers around it.
 package agent
 
 import (
