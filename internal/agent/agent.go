@@ -112,7 +112,7 @@ func (r *Result) Summary() string {
 	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
 		r.PID, r.ExitReason, r.Recorded, r.Lost(), r.Sampled, r.Dropped, r.Functions, r.Sites)
 	if n := r.errorsLostTotal(); n > 0 {
-		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept (the store and the spill journal both failed and the error lane was full): %s",
+		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept in the store, the spill journal or memory: %s",
 			n, formatLost(r.ErrorsLost))
 	}
 	if r.Gaps > 0 {
