@@ -4,8 +4,9 @@
 // target exits or the session ends, detaches, closes what was left open and
 // writes the final aggregates. It refuses to trace obs-agent itself, and
 // holds a lock on its target so that a second agent refuses the same
-// process (guard.go). The attach and run commands are thin wrappers around
-// it.
+// process (guard.go). It sizes the session's memory from one limit
+// (memory.go) and closes the session rows of agents that were killed
+// (owner.go). The attach and run commands are thin wrappers around it.
 package agent
 
 import (
@@ -102,7 +103,6 @@ type Result struct {
 	// ErrorsLost counts per function the error records that could not be
 	// kept (also in Dropped): see queue.Queue.ErrorsLost.
 	ErrorsLost map[string]uint64
-	Budget     *Budget
 }
 
 // Lost is every call made but not recorded, for any reason.
@@ -114,7 +114,7 @@ func (r *Result) Summary() string {
 	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
 		r.PID, r.ExitReason, r.Recorded, r.Lost(), r.Sampled, r.Dropped, r.Functions, r.Sites)
 	if n := r.errorsLostTotal(); n > 0 {
-		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept (the store and the spill journal both failed and the error lane was full): %s",
+		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept in the store, the spill journal or memory: %s",
 			n, formatLost(r.ErrorsLost))
 	}
 	if r.Gaps > 0 {
@@ -410,7 +410,7 @@ func newprocCallerGPReg(goVersion string) uint32 {
 // done or the duration passes.
 func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	s.pid = t.PID()
-	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names), Budget: s.budget}
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
 	if s.opts.SetGoMemoryLimit {
 		debug.SetMemoryLimit(s.budget.GoLimit())
 	}

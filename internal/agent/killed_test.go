@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,29 +26,12 @@ func TestKilledAgentRowClosedByNextRun(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "obs.db")
 
 	agent := exec.Command(agentBin, "run", "--db", db, "-f", "main.work", "--sample-interval", "0", "--", load, "rate", "200", "120")
-	aerr, err := agent.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer agent.Process.Kill()
-	sc := bufio.NewScanner(aerr)
-	targetPID := 0
-	for targetPID == 0 && sc.Scan() {
-		if _, rest, ok := strings.Cut(sc.Text(), `msg="probes attached" component=agent pid=`); ok {
-			targetPID, _ = strconv.Atoi(strings.Fields(rest)[0])
-		}
-	}
+	la := startLoggedAgent(t, agent)
+	targetPID := la.targetPID
 	if targetPID == 0 {
-		t.Fatalf("the agent never attached: %v", sc.Err())
+		t.Fatalf("the agent never attached:\n%s", la.wait())
 	}
 	defer syscall.Kill(targetPID, syscall.SIGKILL)
-	go func() { // keep the pipe drained
-		for sc.Scan() {
-		}
-	}()
 
 	// Wait until the agent has stored calls: the store is polled, as a
 	// reader would, until they are there.
@@ -75,8 +56,10 @@ func TestKilledAgentRowClosedByNextRun(t *testing.T) {
 	if err := agent.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	agent.Wait()
+	// The target shares the agent's stderr: it must go too for the
+	// agent's log to end.
 	syscall.Kill(targetPID, syscall.SIGKILL)
+	la.wait()
 
 	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {

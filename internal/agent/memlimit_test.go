@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/obs-agent/obs-agent/internal/record"
@@ -53,98 +52,30 @@ func floodFullDisk(t *testing.T, limitMiB int) {
 	db := filepath.Join(storeFS, "obs.db")
 	spill := filepath.Join(spillFS, "spill")
 
-	// The target runs outside the cgroup and waits on stdin, so the
-	// agent sees every call it makes.
-	target := exec.Command(load, "flood", "2", "4", "50")
-	target.Env = append(os.Environ(), "LOAD_WAIT_STDIN=1")
-	gate, err := target.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tout, err := target.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer target.Process.Kill()
-	touts := bufio.NewScanner(tout)
-	if !touts.Scan() || touts.Text() != "waiting" {
-		t.Fatalf("load did not wait: %q %v", touts.Text(), touts.Err())
-	}
-	pid := strconv.Itoa(target.Process.Pid)
-	attachArgs := []string{"attach", "--pid", pid, "-f", "main.work", "--memory-limit", strconv.Itoa(limitMiB)}
-
-	// The need, as a first short session against the idle target prints it.
-	first, err := exec.Command(agentBin, append(attachArgs, "--db", filepath.Join(t.TempDir(), "first.db"), "--duration", "1ms")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("first session: %v\n%s", err, first)
-	}
-	m := regexp.MustCompile(`need_bytes=(\d+)`).FindSubmatch(first)
-	if m == nil {
-		t.Fatalf("no need_bytes in the first session's output:\n%s", first)
-	}
-	need, _ := strconv.ParseInt(string(m[1]), 10, 64)
-	if err := cg.SetLimit(need); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("cgroup %s (v2 %v): hard limit %d bytes, the need printed by a first session", cg.Dir, cg.V2(), need)
+	target := startGatedLoad(t, load, "flood", "2", "4", "50")
+	attachArgs := []string{"attach", "--pid", strconv.Itoa(target.cmd.Process.Pid), "-f", "main.work", "--memory-limit", strconv.Itoa(limitMiB)}
+	need := limitToNeed(t, cg, agentBin, attachArgs)
 
 	agent := cg.Command(append([]string{agentBin}, append(attachArgs, "--db", db, "--spill-dir", spill)...)...)
-	aerr, err := agent.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	la := startLoggedAgent(t, agent)
+	if la.targetPID == 0 {
+		t.Fatalf("the agent never attached:\n%s", la.wait())
 	}
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer agent.Process.Kill()
-	var logMu sync.Mutex
-	var logBuf strings.Builder
-	attached := make(chan struct{})
-	logDone := make(chan struct{})
-	go func() {
-		defer close(logDone)
-		sc := bufio.NewScanner(aerr)
-		sc.Buffer(nil, 1<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			logMu.Lock()
-			logBuf.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			if strings.Contains(sc.Text(), `msg="probes attached"`) {
-				once.Do(func() { close(attached) })
-			}
-		}
-		once.Do(func() { close(attached) })
-	}()
-	<-attached
 
 	// Nothing can be written from here on: fill both disks, then flood.
 	filler := filepath.Join(storeFS, "filler")
 	testutil.Fill(t, filler)
 	spillFiller := filepath.Join(spillFS, "filler")
 	testutil.Fill(t, spillFiller)
-	if _, err := io.WriteString(gate, "go\n"); err != nil {
-		t.Fatal(err)
-	}
-	rest, _ := io.ReadAll(tout)
-	if err := target.Wait(); err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	lo := parseLoad(t, "waiting\n"+string(rest))
+	lo := target.run(t)
 	made := lo.made["main.work"]
 	// The target is gone: free the journal's disk, so that the error
 	// records kept in memory and the session's end can be kept there.
 	if err := os.Remove(spillFiller); err != nil {
 		t.Fatal(err)
 	}
-	werr := agent.Wait()
-	<-logDone
-	logMu.Lock()
-	log := logBuf.String()
-	logMu.Unlock()
+	log := la.wait()
+	werr := la.err
 	kills, kerr := cg.OOMKills()
 	peak, _ := cg.Peak()
 	hits, _ := cg.LimitHits()
@@ -178,8 +109,11 @@ func floodFullDisk(t *testing.T, limitMiB int) {
 		t.Errorf("no per-function loss line in the log")
 	}
 
-	if !strings.Contains(log, "it is kept in the spill directory and stored by the next run") {
-		t.Errorf("the session's end was not kept for the next run:\n%s", tail(log, 20))
+	// A full disk may still take the one-row update that ends the
+	// session; if it did not, the end must have been kept for the next run.
+	kept := strings.Contains(log, "it is kept in the spill directory and stored by the next run")
+	if !kept && strings.Contains(log, "cannot store the session's end") {
+		t.Errorf("the session's end was neither stored nor kept:\n%s", tail(log, 20))
 	}
 
 	// The next run, with the store's disk freed.
@@ -190,7 +124,7 @@ func floodFullDisk(t *testing.T, limitMiB int) {
 	if err != nil {
 		t.Fatalf("next run: %v\n%s", err, next)
 	}
-	if !strings.Contains(string(next), "stored the end of an earlier session") {
+	if kept && !strings.Contains(string(next), "stored the end of an earlier session") {
 		t.Errorf("the next run did not store the kept session end:\n%s", next)
 	}
 
@@ -221,6 +155,167 @@ func floodFullDisk(t *testing.T, limitMiB int) {
 	if got := ss[0].ErrorsLost["main.work"]; got != lost || ss[0].End == 0 || ss[0].ExitReason != "target exited" {
 		t.Errorf("session row: errors lost %v, end %d, reason %q; want main.work %d, an end, target exited", ss[0].ErrorsLost, ss[0].End, ss[0].ExitReason, lost)
 	}
+}
+
+// TestMemoryLimitGoroutineMapFull fills the goroutine map to its capacity
+// under the smallest limit: main.burst, traced, starts 40,000 goroutines,
+// and each gets traced state when it is created, so the map is full and
+// its kernel memory at its maximum. The agent, in a cgroup limited to its
+// printed need, must not be OOM-killed, and the calls the full map kept
+// out must show in the exit line.
+func TestMemoryLimitGoroutineMapFull(t *testing.T) {
+	testutil.RequireRoot(t)
+	cg := testutil.NewMemCgroup(t)
+	agentBin := agentBinary(t)
+	load := testutil.BuildProgram(t, testutil.Build{Program: "load"})
+	target := startGatedLoad(t, load, "burst", "40000", "10")
+	args := []string{"attach", "--pid", strconv.Itoa(target.cmd.Process.Pid), "-f", "main.work", "-f", "main.burst",
+		"--memory-limit", strconv.Itoa(MinMemoryLimit >> 20), "--db", filepath.Join(t.TempDir(), "obs.db")}
+	need := limitToNeed(t, cg, agentBin, args)
+	la := startLoggedAgent(t, cg.Command(append([]string{agentBin}, args...)...))
+	if la.targetPID == 0 {
+		t.Fatalf("the agent never attached:\n%s", la.wait())
+	}
+	lo := target.run(t)
+	log := la.wait()
+	kills, kerr := cg.OOMKills()
+	peak, _ := cg.Peak()
+	t.Logf("made %d calls; cgroup peak %d of %d bytes (%.2f), oom kills %d", lo.made["main.work"].calls, peak, need, float64(peak)/float64(need), kills)
+	if kerr != nil || kills != 0 {
+		t.Fatalf("the agent was OOM-killed under its own printed need (%d kills, %v); log:\n%s", kills, kerr, tail(log, 30))
+	}
+	if la.err != nil {
+		t.Fatalf("obs-agent: %v\n%s", la.err, tail(log, 30))
+	}
+	m := regexp.MustCompile(`goroutine/frame map full (\d+)`).FindStringSubmatch(exitSection(log))
+	if m == nil || m[1] == "0" {
+		t.Fatalf("the exit line does not show the full goroutine map:\n%s", exitSection(log))
+	}
+	t.Logf("exit line:\n%s", exitSection(log))
+}
+
+// gatedLoad is testdata/load started outside any test cgroup, waiting on
+// its stdin before it begins, so an agent attached meanwhile sees every
+// call.
+type gatedLoad struct {
+	cmd  *exec.Cmd
+	gate io.WriteCloser
+	out  io.Reader
+}
+
+func startGatedLoad(t *testing.T, load string, args ...string) *gatedLoad {
+	t.Helper()
+	cmd := exec.Command(load, args...)
+	cmd.Env = append(os.Environ(), "LOAD_WAIT_STDIN=1")
+	gate, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	br := bufio.NewReader(out)
+	if line, err := br.ReadString('\n'); line != "waiting\n" {
+		t.Fatalf("load did not wait: %q %v", line, err)
+	}
+	return &gatedLoad{cmd: cmd, gate: gate, out: br}
+}
+
+// run opens the gate and returns what the program says it made.
+func (g *gatedLoad) run(t *testing.T) loadOutput {
+	t.Helper()
+	if _, err := io.WriteString(g.gate, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(g.out)
+	if err := g.cmd.Wait(); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	return parseLoad(t, string(rest))
+}
+
+// limitToNeed runs a first short session with args (an attach to an idle
+// target) to learn the need the agent prints, and sets the cgroup's hard
+// limit to it.
+func limitToNeed(t *testing.T, cg *testutil.MemCgroup, agentBin string, args []string) int64 {
+	t.Helper()
+	var a []string
+	for i := 0; i < len(args); i++ { // a store of its own
+		if args[i] == "--db" {
+			i++
+			continue
+		}
+		a = append(a, args[i])
+	}
+	first, err := exec.Command(agentBin, append(a, "--db", filepath.Join(t.TempDir(), "first.db"), "--duration", "1ms")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("first session: %v\n%s", err, first)
+	}
+	m := regexp.MustCompile(`need_bytes=(\d+)`).FindSubmatch(first)
+	if m == nil {
+		t.Fatalf("no need_bytes in the first session's output:\n%s", first)
+	}
+	need, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	if err := cg.SetLimit(need); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cgroup %s (v2 %v): hard limit %d bytes, the need printed by a first session", cg.Dir, cg.V2(), need)
+	return need
+}
+
+// loggedAgent is an obs-agent process whose stderr is collected.
+type loggedAgent struct {
+	cmd       *exec.Cmd
+	targetPID int // from the "probes attached" line; 0 if it never came
+	done      chan struct{}
+	log       strings.Builder // complete once done is closed
+	err       error           // the process's exit, once wait returned
+}
+
+// startLoggedAgent starts cmd and returns once the agent has attached (or
+// ended without attaching); its stderr keeps being collected.
+func startLoggedAgent(t *testing.T, cmd *exec.Cmd) *loggedAgent {
+	t.Helper()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	la := &loggedAgent{cmd: cmd, done: make(chan struct{})}
+	attached := make(chan int, 1)
+	go func() {
+		defer close(la.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		pid := 0
+		for sc.Scan() {
+			la.log.WriteString(sc.Text() + "\n")
+			if _, rest, ok := strings.Cut(sc.Text(), `msg="probes attached" component=agent pid=`); ok && pid == 0 {
+				pid, _ = strconv.Atoi(strings.Fields(rest)[0])
+				attached <- pid
+			}
+		}
+		if pid == 0 {
+			attached <- 0
+		}
+	}()
+	la.targetPID = <-attached
+	return la
+}
+
+// wait waits for the agent to exit and returns its whole stderr.
+func (la *loggedAgent) wait() string {
+	<-la.done
+	la.err = la.cmd.Wait()
+	return la.log.String()
 }
 
 // exitSection is the exit line and the lines indented under it.

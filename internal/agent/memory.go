@@ -11,8 +11,9 @@ import (
 )
 
 // DefaultMemoryLimit is the memory an agent may use when Options gives
-// none: kernel memory (rings, maps, programs) plus its own. Tracing 20
-// functions under a flood against a full disk measured a peak under it
+// none: kernel memory (rings, maps, programs) plus its own. It gives the
+// rings the sizes bpf/obs.c had before they followed the limit (16 and 8
+// MiB); a flood against full disks peaked at 0.70 of the need it prints
 // (TestMemoryLimitFloodFullDisk).
 const DefaultMemoryLimit = 128 << 20
 
@@ -83,9 +84,12 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // planBudget sizes the rings, maps, queues and SQLite cache for limit.
 // What remains after the fixed costs (base, work, programs, the maps that
-// don't scale) is shared: rings 30% (ok:error 2:1), goroutine and frame
-// maps 22% (4:1), ok lane 25%, error lane 13%, SQLite 10%. okLane, when
-// not 0, replaces the ok lane's share (--queue-memory) and must fit.
+// don't scale) is shared: rings 27% (ok:error 2:1), goroutine map 36%,
+// frame map 4%, ok lane 17%, error lane 9%, SQLite 5%. At the default
+// limit that keeps the rings at 16 and 8 MiB and leaves room for about
+// 32,000 goroutines in traced calls at once (TestBurst20000 has 20,000).
+// okLane, when not 0, replaces the ok lane's share (--queue-memory) and
+// must fit.
 func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
 	if limit < MinMemoryLimit {
 		return nil, fmt.Errorf("memory limit %s is below the minimum of %s", mib(limit), mib(MinMemoryLimit))
@@ -105,10 +109,9 @@ func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
 			mib(limit), mib(max(avail, 0)), mib(b.Base), mib(b.Work), mib(b.Programs), mib(k.Total()), mib(fixed+16<<20))
 	}
 	share := func(pct int64) int64 { return avail * pct / 100 }
-	rings := share(30)
+	rings := share(27)
 	b.Sizes.RingOK = pow2Floor(rings * 2 / 3)
 	b.Sizes.RingErr = pow2Floor(rings / 3)
-	maps := share(22)
 	gCost, err := uprobe.ElementCost("goroutines")
 	if err != nil {
 		return nil, err
@@ -117,14 +120,14 @@ func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.Sizes.Goroutines = uint32(min(maps*4/5/gCost, 1<<22))
-	b.Sizes.Frames = uint32(min(maps/5/fCost, 1<<24))
-	b.OKLane = share(25) / laneFactor
+	b.Sizes.Goroutines = uint32(min(share(36)/gCost, 1<<22))
+	b.Sizes.Frames = uint32(min(share(4)/fCost, 1<<24))
+	b.OKLane = share(17) / laneFactor
 	if okLane > 0 {
 		b.OKLane = okLane
 	}
-	b.ErrLane = share(13) / laneFactor
-	b.SQLite = share(10) / sqliteFactor
+	b.ErrLane = share(9) / laneFactor
+	b.SQLite = share(5) / sqliteFactor
 	if b.Kernel, err = uprobe.EstimateKernelMemory(nfuncs, b.Sizes); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,48 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestPlanBudget: for every limit from the minimum up, the need fits the
+// limit, the rings are powers of two that grow with it, and the queues
+// and maps grow with it too; a limit below the minimum, or an ok lane that
+// can't fit, is refused with a message that says what to change.
+func TestPlanBudget(t *testing.T) {
+	var prev *Budget
+	for _, mib := range []int64{64, 96, 128, 256, 1024, 4096} {
+		b, err := planBudget(mib<<20, 50, 0)
+		if err != nil {
+			t.Fatalf("%d MiB: %v", mib, err)
+		}
+		if b.Need() > b.Limit {
+			t.Errorf("%d MiB: need %d over the limit", mib, b.Need())
+		}
+		for _, r := range []uint32{b.Sizes.RingOK, b.Sizes.RingErr} {
+			if r&(r-1) != 0 || r < 1<<16 {
+				t.Errorf("%d MiB: ring of %d bytes", mib, r)
+			}
+		}
+		if b.Kernel.Rings < int64(b.Sizes.RingOK)+int64(b.Sizes.RingErr) {
+			t.Errorf("%d MiB: ring memory %d below the ring sizes", mib, b.Kernel.Rings)
+		}
+		if prev != nil && (b.Sizes.Goroutines <= prev.Sizes.Goroutines || b.OKLane <= prev.OKLane || b.ErrLane <= prev.ErrLane || b.SQLite <= prev.SQLite || b.Sizes.RingOK < prev.Sizes.RingOK) {
+			t.Errorf("%d MiB does not grow every part over the smaller limit: %+v after %+v", mib, b, prev)
+		}
+		t.Logf("%s", b)
+		prev = b
+	}
+	if b, _ := planBudget(DefaultMemoryLimit, 50, 0); b.Sizes.RingOK != 16<<20 || b.Sizes.RingErr != 8<<20 || b.Sizes.Goroutines < 20000 {
+		t.Errorf("default budget: rings %d + %d, %d goroutines; want 16 + 8 MiB and room for TestBurst20000", b.Sizes.RingOK, b.Sizes.RingErr, b.Sizes.Goroutines)
+	}
+	if _, err := planBudget(32<<20, 50, 0); err == nil || !strings.Contains(err.Error(), "below the minimum") {
+		t.Errorf("32 MiB: %v", err)
+	}
+	if _, err := planBudget(128<<20, 50, 100<<20); err == nil || !strings.Contains(err.Error(), "--queue-memory") {
+		t.Errorf("a 100 MiB ok lane in 128 MiB: %v", err)
+	}
+	if b, err := planBudget(256<<20, 50, 8<<20); err != nil || b.OKLane != 8<<20 {
+		t.Errorf("--queue-memory 8 in 256 MiB: %v, ok lane %d", err, b.OKLane)
+	}
+}
