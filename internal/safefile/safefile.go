@@ -518,6 +518,71 @@ func (d *Dir) Ensure(name string, perm os.FileMode) (f *os.File, created bool, e
 	return nil, false, err
 }
 
+// Prepare makes sure name is a file obs-agent may write, for a library
+// that opens it by path itself (SQLite): a missing file is created empty
+// with perm, an existing one is checked as by Open and given perm (and the
+// data group) when its mode differs. It returns the file's stat.
+//
+// An existing file is never opened for reading or writing here, only with
+// O_PATH: closing any ordinary descriptor of a file drops every POSIX lock
+// the process holds on it, and SQLite in this process may hold locks on
+// it (another connection to the same store). An O_PATH descriptor holds
+// and drops no locks.
+func (d *Dir) Prepare(name string, perm os.FileMode) (*unix.Stat_t, error) {
+	if err := d.checkName(name); err != nil {
+		return nil, err
+	}
+	for range 3 {
+		fd, err := unix.Openat(d.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			f, err := d.Create(name, unix.O_RDWR, perm)
+			if errors.Is(err, fs.ErrExist) {
+				continue // created meanwhile: check it
+			}
+			if err != nil {
+				return nil, err
+			}
+			// A new file: nobody holds a lock on it yet.
+			var st unix.Stat_t
+			err = unix.Fstat(int(f.Fd()), &st)
+			f.Close()
+			return &st, err
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: d.join(name), Err: err}
+		}
+		st, err := d.prepareExisting(fd, name, perm)
+		unix.Close(fd)
+		return st, err
+	}
+	return nil, fmt.Errorf("%s keeps appearing and disappearing", d.join(name))
+}
+
+func (d *Dir) prepareExisting(fd int, name string, perm os.FileMode) (*unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: d.join(name), Err: err}
+	}
+	if err := d.checkFile(name, &st); err != nil {
+		return nil, err
+	}
+	if os.FileMode(st.Mode).Perm() != perm.Perm() {
+		// fchmod refuses O_PATH descriptors; the /proc link names this
+		// very inode.
+		if err := unix.Fchmodat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), uint32(perm.Perm()), 0); err != nil {
+			return nil, &fs.PathError{Op: "chmod", Path: d.join(name), Err: err}
+		}
+		st.Mode = st.Mode&^0o777 | uint32(perm.Perm())
+	}
+	if g := DataGroup(); g >= 0 && perm&0o070 != 0 && perm&0o007 == 0 && int(st.Gid) != g {
+		if err := unix.Fchownat(fd, "", -1, g, unix.AT_EMPTY_PATH); err != nil {
+			return nil, &fs.PathError{Op: "chown", Path: d.join(name), Err: err}
+		}
+		st.Gid = uint32(g)
+	}
+	return &st, nil
+}
+
 // Remove removes a file obs-agent owns; a missing file is not an error, a
 // file another user owns is refused.
 func (d *Dir) Remove(name string) error {
