@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -226,5 +227,32 @@ func TestIntentNamesAForeignFile(t *testing.T) {
 	checkArchive(t, want, t0, 100)
 	if fileText(t, foreign) != before {
 		t.Fatal("the other store's archive was changed")
+	}
+}
+
+// TestArchiveGroup: with a data group, archives are 0640 and the group's,
+// and a new archive directory 0750.
+func TestArchiveGroup(t *testing.T) {
+	testutil.RequireRootToPlant(t)
+	gid := testutil.OtherGroup(t)
+	safefile.SetDataGroup(gid)
+	defer safefile.SetDataGroup(-1)
+	arch := filepath.Join(t.TempDir(), "archive")
+	_, res, err := passInto(t, t.TempDir(), arch, 10)
+	if err != nil || len(res.Archives) != 3 {
+		t.Fatalf("archives %v, %v", res.Archives, err)
+	}
+	for _, p := range append(res.Archives, arch) {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := os.FileMode(0o640)
+		if st.IsDir() {
+			want = 0o750
+		}
+		if g := int(st.Sys().(*syscall.Stat_t).Gid); st.Mode().Perm() != want || g != gid {
+			t.Errorf("%s: mode %v group %d, want %v group %d", p, st.Mode(), g, want, gid)
+		}
 	}
 }
