@@ -681,19 +681,30 @@ func TempName(name string) string {
 	return "." + name + ".tmp-" + hex.EncodeToString(b[:])
 }
 
+// CheckReplaceable fails unless name is missing or is a file obs-agent may
+// replace: a regular file of root's (or the effective user's) with one link.
+func (d *Dir) CheckReplaceable(name string) error {
+	if err := d.checkName(name); err != nil {
+		return err
+	}
+	st, err := d.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return d.checkFile(name, st)
+}
+
 // WriteFileAtomic replaces name with data: a temporary file is created
 // exclusively, written, fsynced and renamed over name. An existing name
 // must be a file obs-agent may replace (a regular file of root's or the
 // effective user's); a symlink there is refused, and even one planted
 // after that check is replaced by the rename, never followed.
 func (d *Dir) WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
-	if err := d.checkName(name); err != nil {
+	if err := d.CheckReplaceable(name); err != nil {
 		return err
-	}
-	if st, err := d.Lstat(name); err == nil {
-		if err := d.checkFile(name, st); err != nil {
-			return err
-		}
 	}
 	tmp := TempName(name)
 	f, err := d.Create(tmp, unix.O_WRONLY, perm)
