@@ -105,6 +105,9 @@ var Plants = []Plant{
 // running as root: it plants files as another user and writes as root.
 func RequireRootToPlant(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping a test that plants files as another user")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: plants files as another user (uid 65534) and writes as root (run the tests with sudo, as CI does)")
 	}
