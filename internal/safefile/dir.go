@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -38,11 +39,27 @@ func (d *Dir) Close() error {
 }
 
 // OpenDir opens an existing directory that files may be written in.
-func OpenDir(path string) (*Dir, error) { return resolve(path, false) }
+func OpenDir(path string) (*Dir, error) { return resolve(path, nil) }
 
 // MkdirAll opens the directory, creating it and any missing parent with
 // DirMode. Existing directories are left as they are.
-func MkdirAll(path string) (*Dir, error) { return resolve(path, true) }
+func MkdirAll(path string) (*Dir, error) {
+	return resolve(path, &dirAttrs{mode: DirMode(), gid: DataGroup()})
+}
+
+// MkdirAllPrivate is MkdirAll for directories of root's own, which hold
+// no traced data (the per-target locks): created 0700, whatever the data
+// group.
+func MkdirAllPrivate(path string) (*Dir, error) {
+	return resolve(path, &dirAttrs{mode: 0o700, gid: -1})
+}
+
+// dirAttrs are the mode and group (-1: none) of directories resolve
+// creates; nil creates none.
+type dirAttrs struct {
+	mode os.FileMode
+	gid  int
+}
 
 type level struct {
 	fd   int
@@ -54,7 +71,7 @@ type level struct {
 // kernel's ELOOP limit does.
 const maxLinks = 40
 
-func resolve(path string, create bool) (*Dir, error) {
+func resolve(path string, create *dirAttrs) (*Dir, error) {
 	if path == "" {
 		return nil, errors.New("empty path")
 	}
@@ -93,8 +110,8 @@ func resolve(path string, create bool) (*Dir, error) {
 		}
 		top := &stack[len(stack)-1]
 		fd, err := unix.Openat(top.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if errors.Is(err, unix.ENOENT) && create {
-			if err := mkdirat(top, name); err != nil {
+		if errors.Is(err, unix.ENOENT) && create != nil {
+			if err := mkdirat(top, name, create); err != nil {
 				closeAll()
 				return nil, err
 			}
@@ -161,10 +178,10 @@ func resolve(path string, create bool) (*Dir, error) {
 
 func splitPath(p string) []string { return strings.Split(p, "/") }
 
-// mkdirat creates one directory with DirMode and the data group.
-func mkdirat(parent *level, name string) error {
+// mkdirat creates one directory with the attributes.
+func mkdirat(parent *level, name string, a *dirAttrs) error {
 	p := filepath.Join(parent.path, name)
-	err := unix.Mkdirat(parent.fd, name, uint32(DirMode()))
+	err := unix.Mkdirat(parent.fd, name, uint32(a.mode))
 	if errors.Is(err, unix.EEXIST) {
 		return nil // raced with another creator: checked like any entry
 	}
@@ -177,11 +194,11 @@ func mkdirat(parent *level, name string) error {
 	}
 	defer unix.Close(fd)
 	// The umask may have cut the mode; set it exactly.
-	if err := unix.Fchmod(fd, uint32(DirMode())); err != nil {
+	if err := unix.Fchmod(fd, uint32(a.mode)); err != nil {
 		return &fs.PathError{Op: "chmod", Path: p, Err: err}
 	}
-	if g := DataGroup(); g >= 0 {
-		if err := unix.Fchown(fd, -1, g); err != nil {
+	if a.gid >= 0 {
+		if err := unix.Fchown(fd, -1, a.gid); err != nil {
 			return &fs.PathError{Op: "chown", Path: p, Err: err}
 		}
 	}
