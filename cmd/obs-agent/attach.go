@@ -77,7 +77,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.single, "single-probes", false, "attach one perf-event uprobe per site instead of uprobe_multi links (slower; for kernels < 6.6)")
 	fl.DurationVar(&f.statsEvery, "stats-interval", time.Minute, "how often per-function aggregates are stored: the time resolution of query stats (shorter makes long-range stats queries read more rows)")
 	fl.DurationVar(&f.retention, "retention", 6*time.Hour, "keep records this long; older hours are dropped every minute while tracing")
-	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
+	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory (an hour is dropped only once its archive holds all its rows)")
 	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")
 	fl.IntVar(&f.queueMiB, "queue-memory", 0, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (default: the ok lane's share of --memory-limit)")
 	fl.IntVar(&f.memoryMiB, "memory-limit", int(agent.DefaultMemoryLimit>>20), "MiB the agent may use, kernel memory (BPF rings and maps) included: sizes the rings, the goroutine and frame maps, the queues and SQLite's cache; the need is printed at start")

@@ -84,8 +84,10 @@ func newRetentionRunCommand() *cobra.Command {
 		Use:   "run",
 		Short: "Run one retention pass now",
 		Long: `Run drops every hour whose end is at least --older-than ago, whole tables at
-a time. With --archive DIR each hour is first copied to DIR/obs-YYYYMMDDHH.db,
-a store of its own: read it with 'obs-agent query calls --db FILE --since 0'.
+a time. With --archive DIR each hour is first copied to DIR/obs-YYYYMMDDHH.db
+(or obs-YYYYMMDDHH-1.db and so on when that name is taken), a store of its
+own: read it with 'obs-agent query calls --db FILE --since 0'. The hour is
+dropped only once that file holds exactly its rows.
 It is safe to run while the agent writes, and safe to interrupt: the next
 pass finishes what an interrupted one left.`,
 		Example: `  obs-agent retention run

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -213,6 +214,9 @@ func prepare(opts Options, exe string) (*session, error) {
 		return nil, errors.New("no functions selected: give at least one -f PATTERN (e.g. -f 'main.*')")
 	}
 	s := &session{opts: opts, log: opts.Logger.With("component", "agent")}
+	if err := checkOutputDirs(opts); err != nil {
+		return nil, err
+	}
 	if err := checkKernel(s.log, opts.SingleProbes); err != nil {
 		return nil, err
 	}
@@ -673,6 +677,31 @@ func (s *session) closeOpen() {
 		s.q.Push(c)
 	}
 	s.conv.addOpen(open)
+}
+
+// checkOutputDirs refuses, before anything runs, a --ready-file or
+// --archive directory that files could not be written in safely (see
+// internal/safefile); otherwise the failure would only show later, in the
+// log. The archive directory is created, as the first retention pass would.
+func checkOutputDirs(opts Options) error {
+	if opts.ReadyFile != "" {
+		d, err := safefile.OpenDir(filepath.Dir(opts.ReadyFile))
+		if err == nil {
+			err = d.CheckReplaceable(filepath.Base(opts.ReadyFile))
+			d.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("--ready-file %s: %w", opts.ReadyFile, err)
+		}
+	}
+	if opts.ArchiveDir != "" {
+		d, err := safefile.MkdirAll(opts.ArchiveDir)
+		if err != nil {
+			return fmt.Errorf("--archive %s: %w", opts.ArchiveDir, err)
+		}
+		d.Close()
+	}
+	return nil
 }
 
 // writeReady writes the pid to path atomically, without following a link

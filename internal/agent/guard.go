@@ -96,7 +96,7 @@ func lockTarget(pid int) (*targetLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	d, err := safefile.MkdirAll(lockDir())
+	d, err := safefile.MkdirAllPrivate(lockDir())
 	if err != nil {
 		return nil, fmt.Errorf("per-target lock: %w", err)
 	}

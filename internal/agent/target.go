@@ -63,6 +63,12 @@ func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 		return nil, err
 	}
 	defer t.Close()
+	// Checked again on what was really executed: the path could have been
+	// replaced since the first check.
+	if err := refuseSelf(t.PID(), fmt.Sprintf("/proc/%d/exe", t.PID())); err != nil {
+		t.kill()
+		return nil, err
+	}
 	lock, err := lockTarget(t.PID())
 	if err != nil {
 		t.kill()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,9 +15,10 @@ import (
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
-// passInto fills a store with 3 hours of perHour calls and runs one pass
-// that archives the three into arch. It returns the store, open.
-func passInto(t *testing.T, dir, arch string, perHour int) (*store.Store, PassResult, error) {
+// filled fills a store in dir with 3 hours of perHour calls and opens it
+// (closed by the test's cleanup) with a manager archiving into arch, at
+// 14:00, when a 7h window expires the three.
+func filled(t *testing.T, dir, arch string, perHour int) (*store.Store, *Manager) {
 	t.Helper()
 	path := filepath.Join(dir, "obs.db")
 	fill(t, path, 3, perHour)
@@ -26,7 +28,13 @@ func passInto(t *testing.T, dir, arch string, perHour int) (*store.Store, PassRe
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	m := &Manager{Store: s, ArchiveDir: arch, Clock: func() time.Time { return now }}
+	return s, &Manager{Store: s, ArchiveDir: arch, Clock: func() time.Time { return now }}
+}
+
+// passInto runs one pass of a filled store that archives into arch.
+func passInto(t *testing.T, dir, arch string, perHour int) (*store.Store, PassResult, error) {
+	t.Helper()
+	s, m := filled(t, dir, arch, perHour)
 	res, err := m.Pass(context.Background(), 7*time.Hour)
 	return s, res, err
 }
@@ -93,9 +101,7 @@ func TestArchiveNameTakenByAnotherStore(t *testing.T) {
 // hour's archive name (or at its temporary name). The archive goes to a free
 // name; nothing is written through the planted name.
 func TestArchiveNamePlanted(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: plants files as another user (uid 65534)")
-	}
+	testutil.RequireRootToPlant(t)
 	for _, at := range []string{ArchiveName(t0), ArchiveName(t0) + ".tmp"} {
 		for _, p := range testutil.Plants {
 			t.Run(at+"/"+p.Name, func(t *testing.T) {
@@ -129,9 +135,7 @@ func TestArchiveNamePlanted(t *testing.T) {
 // TestArchiveDirPlanted: a link or another user's directory planted at the
 // archive directory's name stops the pass before any hour is dropped.
 func TestArchiveDirPlanted(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: plants files as another user (uid 65534)")
-	}
+	testutil.RequireRootToPlant(t)
 	plants := append([]testutil.Plant{{Name: "directory of another user", Script: func(p, _ string) string { return "mkdir -m 777 " + p }}}, testutil.Plants...)
 	for _, p := range plants {
 		t.Run(p.Name, func(t *testing.T) {
@@ -158,26 +162,18 @@ func TestArchiveDirPlanted(t *testing.T) {
 // removes it, archives the hour again, and only then drops it.
 func TestLateRowsStopTheDrop(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "obs.db")
-	fill(t, path, 3, 100)
-	now := t0.Add(10 * time.Hour)
-	s, err := store.Open(path, store.Options{Clock: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	arch := filepath.Join(dir, "archive")
+	s, m := filled(t, dir, arch, 100)
 	late := 0
-	m := &Manager{Store: s, ArchiveDir: arch, Clock: func() time.Time { return now },
-		hook: func(step string) {
-			if step == "archive-renamed" && late == 0 {
-				late++
-				c := record.Call{ID: 1 << 39, PID: 7, Function: "main.work", Start: t0.Add(time.Minute).UnixNano(), Status: record.StatusUnfinished}
-				if err := s.WriteCalls([]record.Call{c}); err != nil {
-					t.Error(err)
-				}
+	m.hook = func(step string) {
+		if step == "archive-renamed" && late == 0 {
+			late++
+			c := record.Call{ID: 1 << 39, PID: 7, Function: "main.work", Start: t0.Add(time.Minute).UnixNano(), Status: record.StatusUnfinished}
+			if err := s.WriteCalls([]record.Call{c}); err != nil {
+				t.Error(err)
 			}
-		}}
+		}
+	}
 	res, err := m.Pass(context.Background(), 7*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -211,14 +207,7 @@ func TestIntentNamesAForeignFile(t *testing.T) {
 	}
 	foreign := filepath.Join(arch, ArchiveName(t0))
 	before := fileText(t, foreign)
-	path := filepath.Join(base, "b", "obs.db")
-	fill(t, path, 3, 100)
-	now := t0.Add(10 * time.Hour)
-	s, err := store.Open(path, store.Options{Clock: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, m := filled(t, filepath.Join(base, "b"), arch, 100)
 	ad, err := safefile.OpenDir(arch)
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +217,6 @@ func TestIntentNamesAForeignFile(t *testing.T) {
 	if err := s.LogRetention(context.Background(), t0, "archiving", resolved); err != nil {
 		t.Fatal(err)
 	}
-	m := &Manager{Store: s, ArchiveDir: arch, Clock: func() time.Time { return now }}
 	if _, err := m.Pass(context.Background(), 7*time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -239,5 +227,32 @@ func TestIntentNamesAForeignFile(t *testing.T) {
 	checkArchive(t, want, t0, 100)
 	if fileText(t, foreign) != before {
 		t.Fatal("the other store's archive was changed")
+	}
+}
+
+// TestArchiveGroup: with a data group, archives are 0640 and the group's,
+// and a new archive directory 0750.
+func TestArchiveGroup(t *testing.T) {
+	testutil.RequireRootToPlant(t)
+	gid := testutil.OtherGroup(t)
+	safefile.SetDataGroup(gid)
+	defer safefile.SetDataGroup(-1)
+	arch := filepath.Join(t.TempDir(), "archive")
+	_, res, err := passInto(t, t.TempDir(), arch, 10)
+	if err != nil || len(res.Archives) != 3 {
+		t.Fatalf("archives %v, %v", res.Archives, err)
+	}
+	for _, p := range append(res.Archives, arch) {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := os.FileMode(0o640)
+		if st.IsDir() {
+			want = 0o750
+		}
+		if g := int(st.Sys().(*syscall.Stat_t).Gid); st.Mode().Perm() != want || g != gid {
+			t.Errorf("%s: mode %v group %d, want %v group %d", p, st.Mode(), g, want, gid)
+		}
 	}
 }

@@ -28,32 +28,27 @@ type fileID struct{ dev, ino uint64 }
 // is created here, owned by root; others can't remove or rename root's
 // files there.
 func prepareFiles(d *safefile.Dir, base string, exclusive bool) (fileID, error) {
-	var id fileID
-	var f interface{ Close() error }
-	var fd int
+	var st *unix.Stat_t
 	if exclusive {
-		nf, err := d.Create(base, unix.O_RDWR, safefile.DataMode())
+		f, err := d.Create(base, unix.O_RDWR, safefile.DataMode())
 		if err != nil {
-			return id, err
+			return fileID{}, err
 		}
-		f, fd = nf, int(nf.Fd())
+		var nst unix.Stat_t
+		err = unix.Fstat(int(f.Fd()), &nst)
+		f.Close() // a new file: no lock of SQLite's on it
+		if err != nil {
+			return fileID{}, err
+		}
+		st = &nst
 	} else {
-		nf, _, err := d.Ensure(base, safefile.DataMode())
-		if err != nil {
-			return id, err
+		var err error
+		// Never an ordinary open of an existing store: see safefile.Prepare.
+		if st, err = d.Prepare(base, safefile.DataMode()); err != nil {
+			return fileID{}, err
 		}
-		f, fd = nf, int(nf.Fd())
 	}
-	var st unix.Stat_t
-	err := unix.Fstat(fd, &st)
-	// Closed before SQLite opens the file: closing any descriptor of a file
-	// drops every POSIX lock the process holds on it, SQLite's included.
-	f.Close()
-	if err != nil {
-		return id, err
-	}
-	id = fileID{dev: st.Dev, ino: st.Ino}
-	return id, prepareSidecars(d, base)
+	return fileID{dev: st.Dev, ino: st.Ino}, prepareSidecars(d, base)
 }
 
 func prepareSidecars(d *safefile.Dir, base string) error {
@@ -62,11 +57,9 @@ func prepareSidecars(d *safefile.Dir, base string) error {
 		if !d.Exists(name) && !d.Shared() {
 			continue
 		}
-		f, _, err := d.Ensure(name, safefile.DataMode())
-		if err != nil {
+		if _, err := d.Prepare(name, safefile.DataMode()); err != nil {
 			return err
 		}
-		f.Close()
 	}
 	return nil
 }

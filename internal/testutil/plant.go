@@ -1,11 +1,16 @@
 package testutil
 
 import (
+	"errors"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
+
+	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
 // Nobody is the unprivileged user (and group) the file-safety tests plant
@@ -94,4 +99,45 @@ var Plants = []Plant{
 	{"symlink", func(p, v string) string { return "ln -s " + v + " " + p }},
 	{"dangling symlink", func(p, v string) string { return "ln -s " + v + ".new " + p }},
 	{"file of another user", func(p, v string) string { return "touch " + p }},
+}
+
+// RequireRootToPlant skips a file-safety test, with the reason, when not
+// running as root: it plants files as another user and writes as root.
+func RequireRootToPlant(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping a test that plants files as another user")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: plants files as another user (uid 65534) and writes as root (run the tests with sudo, as CI does)")
+	}
+}
+
+// CheckRefused checks that a write to a planted name was refused as
+// unsafe and that nothing was written through it: the victim is unchanged
+// and a dangling link's target was not created.
+func (d SharedDirs) CheckRefused(t testing.TB, err error) {
+	t.Helper()
+	if !errors.Is(err, safefile.ErrUnsafe) {
+		t.Fatalf("err = %v, want safefile.ErrUnsafe", err)
+	}
+	t.Log(err)
+	d.CheckVictim(t)
+	if _, err := os.Lstat(d.Victim + ".new"); err == nil {
+		t.Fatal("the dangling link's target was created")
+	}
+}
+
+// OtherGroup is an existing group other than root's, for --group tests.
+func OtherGroup(t testing.TB) int {
+	t.Helper()
+	for _, n := range []string{"nogroup", "nobody", "daemon"} {
+		if g, err := user.LookupGroup(n); err == nil {
+			if id, err := strconv.Atoi(g.Gid); err == nil {
+				return id
+			}
+		}
+	}
+	t.Skip("no group nogroup, nobody or daemon on this host")
+	return -1
 }
