@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DEMO_DB ?= /tmp/obs-agent-demo.db
 
-.PHONY: help build generate check-generated test test-arm64 test-kernel test-short bench demo lint install clean deps
+.PHONY: help build generate check-generated test test-race fuzz test-arm64 test-kernel test-short bench demo lint install clean deps
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,8 +24,20 @@ generate: ## regenerate the BPF objects and their Go bindings from bpf/ (needs c
 check-generated: generate ## fail if the committed BPF objects differ from bpf/
 	@git diff --exit-code --stat -- internal/uprobe || { echo "generated BPF files drifted from bpf/: run 'make generate' and commit"; exit 1; }
 
-test: ## run every test; the probe tests need root (sudo make test)
+test: ## run every test, then the live pipeline under -race and each fuzz target; the probe tests need root (sudo make test)
 	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) test-race fuzz
+
+# The root end-to-end tests of the live pipeline (BPF rings -> agent ->
+# queue -> store) under the race detector. The load tests are left out: they
+# measure throughput, and under -race TestCircuitBreaker alone takes 9 min.
+RACE_SKIP ?= TestCircuitBreaker|TestBurst20000|TestStress|TestHotLoopAllRecorded
+test-race: ## the root end-to-end tests of internal/agent and internal/queue under the race detector (root)
+	$(GO) test -race -count=1 -timeout 30m -skip '$(RACE_SKIP)' ./internal/agent/ ./internal/queue/
+
+FUZZTIME ?= 20s
+fuzz: ## run every fuzz target for FUZZTIME (20s) each, failing on a crash or a target that did not run
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 test-arm64: ## build the unit tests for arm64 and run them under qemu-user (needs qemu-user-static)
 	./scripts/test-arm64.sh

@@ -92,11 +92,12 @@ func words(err error) string {
 	return ""
 }
 
-// explainOpen finds the cause behind the errors SQLite reports vaguely
-// when it opens a file: SQLITE_CANTOPEN or an I/O error may be a directory
-// named as the file, a read-only file or directory, or a full file system
-// (SQLITE_IOERR_SHMSIZE when the -shm can't grow). op is "open PATH".
-func explainOpen(path string, err error) error {
+// explain finds the cause behind the errors SQLite reports vaguely:
+// SQLITE_CANTOPEN or an I/O error may be a directory named as the file, a
+// read-only file or directory, or a full file system (SQLITE_IOERR_SHMSIZE
+// when the -shm can't grow, SQLITE_IOERR_WRITE when a page can't be
+// written). op says what was being done, path is the store file.
+func explain(op, path string, err error) error {
 	var se *sqlite.Error
 	if err == nil || !errors.As(err, &se) || kindOf(err) != nil {
 		return err
@@ -107,13 +108,13 @@ func explainOpen(path string, err error) error {
 		return err
 	}
 	if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
-		return fmt.Errorf("store: open %s: it is a directory; a store is a file, e.g. %s: %w", path, filepath.Join(path, "obs.db"), se)
+		return fmt.Errorf("store: %s: it is a directory; a store is a file, e.g. %s: %w", op, filepath.Join(path, "obs.db"), se)
 	}
 	dir := filepath.Dir(path)
 	var fs unix.Statfs_t
-	// A few pages: SQLite needs room for a page and a -shm block to open.
+	// A few pages: SQLite needs room for a page and a -shm block.
 	if unix.Statfs(dir, &fs) == nil && uint64(fs.Bavail)*uint64(fs.Bsize) < 64<<10 {
-		return fmt.Errorf("store: open %s: %w: %d bytes free in %s; %s%w", path, ErrDiskFull, uint64(fs.Bavail)*uint64(fs.Bsize), dir, words(se), se)
+		return fmt.Errorf("store: %s: %w: %d bytes free in %s; %s%w", op, ErrDiskFull, uint64(fs.Bavail)*uint64(fs.Bsize), dir, words(se), se)
 	}
 	if se.Code()&0xff == sqlite3.SQLITE_CANTOPEN {
 		target := path
@@ -121,7 +122,7 @@ func explainOpen(path string, err error) error {
 			target = dir
 		}
 		if aerr := unix.Access(target, unix.W_OK); aerr != nil {
-			return fmt.Errorf("store: open %s: %w: %w (%w)", path, ErrReadOnly, se, aerr)
+			return fmt.Errorf("store: %s: %w: %w (%w)", op, ErrReadOnly, se, aerr)
 		}
 	}
 	return err

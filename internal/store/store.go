@@ -182,7 +182,7 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if err := s.openWriter(ctx, busyPragma); err != nil {
 			s.Close()
-			return nil, explainOpen(abs, err)
+			return nil, explain("open "+abs, abs, err)
 		}
 		if err := checkFiles(d, base, id); err != nil {
 			s.Close()
@@ -224,7 +224,7 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		if err != nil {
 			s.Close()
-			return nil, explainOpen(abs, classify("open "+abs, err))
+			return nil, explain("open "+abs, abs, classify("open "+abs, err))
 		}
 	}
 	return s, nil

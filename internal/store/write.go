@@ -46,7 +46,7 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 	ctx := context.Background()
 	tx := &wtx{s: s, ctx: ctx}
 	if _, err := s.wc.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return classify(op, err)
+		return explain(op, s.path, classify(op, err))
 	}
 	err := fn(tx)
 	if err == nil {
@@ -59,7 +59,7 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 		for _, n := range tx.newFuncs {
 			delete(s.funcIDs, n)
 		}
-		return classify(op, err)
+		return explain(op, s.path, classify(op, err))
 	}
 	for _, p := range tx.newParts {
 		s.known[p] = true
