@@ -14,6 +14,7 @@
 #                 TCG), kvm or tcg
 #   GUEST_RUN     -test.run pattern for the agent tests (default: the reduced
 #                 set below)
+#   GUEST_COUNT   -test.count for the agent tests (default 1)
 #   GUEST_BENCH   1: also time attaching and detaching 5,000 sites
 #                 (BenchmarkAttachDetach5000)
 #   GUEST_TIMEOUT seconds before the guest is killed (default 1500)
@@ -62,6 +63,9 @@ done
 cache=${KERNEL_CACHE:-$PWD/.cache/kernels}
 accel=${ACCEL:-auto}
 timeout_s=${GUEST_TIMEOUT:-1500}
+# The tests time out first, so that a hang prints every goroutine's stack
+# before qemu is killed.
+test_timeout=$((timeout_s > 240 ? timeout_s - 120 : timeout_s / 2))
 mkdir -p "$cache"
 
 # The reduced guest set: the attach path chosen from what the kernel can do,
@@ -160,12 +164,12 @@ echo "guest: \$(nproc) CPUs, \$(awk '/MemTotal/ {print \$2 / 1024 " MiB"}' /proc
 cd /t
 ./kernel.test -test.v -test.count=1 || kfail=1
 start=\$(cut -d. -f1 /proc/uptime)
-OBS_AGENT_PREBUILT=/t/prebuilt ./agent.test -test.v -test.count=1 -test.timeout=${timeout_s}s -test.run '${run}'
+OBS_AGENT_PREBUILT=/t/prebuilt ./agent.test -test.v -test.count=${GUEST_COUNT:-1} -test.timeout=${test_timeout}s -test.run '${run}'
 rc=\$?
 [ -z "\$kfail" ] || rc=1
 echo "guest: agent tests took \$(( \$(cut -d. -f1 /proc/uptime) - start )) s"
 if [ -x /t/uprobe.test ]; then
-	OBS_AGENT_PREBUILT=/t/prebuilt ./uprobe.test -test.run '^\$' -test.bench BenchmarkAttachDetach5000 -test.benchtime 1x -test.timeout=${timeout_s}s || rc=1
+	OBS_AGENT_PREBUILT=/t/prebuilt ./uprobe.test -test.run '^\$' -test.bench BenchmarkAttachDetach5000 -test.benchtime 1x -test.timeout=${test_timeout}s || rc=1
 fi
 echo "OBS-GUEST-EXIT \$rc"
 poweroff -f

@@ -1,6 +1,7 @@
 package symbols
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"golang.org/x/arch/arm64/arm64asm"
@@ -59,6 +60,9 @@ func scanRetsARM64(code []byte) ([]int, int, error) {
 		}
 		inst, err := arm64asm.Decode(code[off : off+4])
 		if err != nil {
+			if isLSEAtomic(binary.LittleEndian.Uint32(code[off:])) {
+				continue
+			}
 			return rets, off, fmt.Errorf("decode arm64 at +%#x: %w", off, err)
 		}
 		if inst.Op == arm64asm.RET {
@@ -66,6 +70,27 @@ func scanRetsARM64(code []byte) ([]int, int, error) {
 		}
 	}
 	return rets, 0, nil
+}
+
+// isLSEAtomic reports whether w is an ARMv8.1 LSE atomic instruction
+// (CAS*, CASP*, LDADD*, LDCLR*, LDEOR*, LDSET*, LD[SU]MAX/MIN*, SWP*), which
+// arm64asm cannot decode. The Go compiler inlines them into ordinary
+// functions (sync.Mutex.Lock, atomic.Add, runtime.newproc1), guarded by a
+// CPU check beside a load/store-exclusive loop, so without this every such
+// function would be refused on arm64. None of them changes control flow,
+// and arm64 instructions are all 4 bytes, so accepting one never moves the
+// sweep off an instruction boundary; any other undecodable word still
+// stops it.
+func isLSEAtomic(w uint32) bool {
+	switch {
+	case w&0x3fa07c00 == 0x08a07c00: // CAS, CASA, CASL, CASAL (B, H, W, X)
+		return true
+	case w&0xbfa07c00 == 0x08207c00: // CASP, CASPA, CASPL, CASPAL
+		return true
+	case w&0x3f200c00 == 0x38200000: // atomic memory operations: LD<op>, SWP, LDAPR
+		return true
+	}
+	return false
 }
 
 func errOrTruncated(err error) error {

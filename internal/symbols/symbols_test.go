@@ -537,6 +537,11 @@ func TestScanRets(t *testing.T) {
 		{"arm64", []byte{0xc0, 0x03, 0x5f, 0xd6, 0, 0, 0, 0}, []int{0}, -1},             // RET; zero padding
 		{"arm64", []byte{0x1f, 0x20, 0x03, 0xd5, 0xc0, 0x03, 0x5f, 0xd6}, []int{4}, -1}, // NOP; RET
 		{"arm64", []byte{0xc0, 0x03, 0x5f}, nil, 0},                                     // truncated
+		// LSE atomics arm64asm cannot decode, as the Go compiler inlines
+		// them (Mutex.Lock, atomic.Add): CASALW W27, W3, (R2); LDADDAL
+		// X2, X3, (R1); CASAL X27, X5, (R3); then RET.
+		{"arm64", []byte{0x43, 0xfc, 0xfb, 0x88, 0x23, 0x00, 0xe2, 0xf8, 0x65, 0xfc, 0xfb, 0xc8, 0xc0, 0x03, 0x5f, 0xd6}, []int{12}, -1},
+		{"arm64", []byte{0x1f, 0x20, 0x03, 0xd5, 0x18, 0x00, 0x00, 0x02, 0xc0, 0x03, 0x5f, 0xd6}, nil, 4}, // NOP; a word that is no instruction
 	} {
 		rets, bad, err := scanRets(c.arch, c.code)
 		if c.bad >= 0 {
@@ -721,4 +726,41 @@ func FuzzScanRets(f *testing.F) {
 			t.Fatalf("bad offset %d for len %d", bad, len(code))
 		}
 	})
+}
+
+// TestARM64CompiledCodeDecodes builds testdata/calltree for arm64 and
+// requires every Go-compiled function to decode: the compiler inlines LSE
+// atomics (sync.Mutex.Lock, runtime.newproc1), which arm64asm cannot
+// decode, and refusing them refused main.burst.func1 and the runtime hook
+// that links goroutines to their parents on a real arm64 kernel.
+func TestARM64CompiledCodeDecodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds a program")
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("go tool not in PATH: %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "calltree-arm64")
+	cmd := exec.Command(goBin, "build", "-o", out, ".")
+	cmd.Dir = filepath.Join("..", "..", "testdata", "calltree")
+	cmd.Env = append(os.Environ(), "GOARCH=arm64", "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOFLAGS=-mod=mod")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, b)
+	}
+	b := openT(t, out)
+	if b.Arch != "arm64" {
+		t.Fatalf("arch %s", b.Arch)
+	}
+	for _, f := range b.Funcs {
+		// go:text* are section markers, not functions.
+		if strings.Contains(f.Reason, "do not decode") && !strings.HasPrefix(f.Name, "go:") {
+			t.Errorf("%s: %s", f.Name, f.Reason)
+		}
+	}
+	for _, name := range []string{"runtime.newproc1", "main.burst.func1", "sync.(*WaitGroup).Add"} {
+		if f := b.Lookup(name); f == nil || !f.Probeable {
+			t.Errorf("%s not probeable: %+v", name, f)
+		}
+	}
 }

@@ -121,6 +121,11 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("attach: remove memlock limit: %w", permErr(err))
 	}
 	multi := !cfg.Single && HaveUprobeMulti() == nil
+	if !multi {
+		if err := ensureFDs(singleSites(cfg)); err != nil {
+			return nil, fmt.Errorf("attach: %w", err)
+		}
+	}
 
 	spec, err := loadObs()
 	if err != nil {
