@@ -3,7 +3,6 @@ package agent
 import (
 	"fmt"
 	"math/bits"
-	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 
@@ -154,8 +153,7 @@ func pow2Floor(n int64) uint32 {
 // released, after a collection: the figure that runtime/debug's memory
 // limit bounds.
 func goMemoryInUse() int64 {
-	runtime.GC()
-	debug.FreeOSMemory()
+	debug.FreeOSMemory() // a collection, and what it freed goes back
 	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	metrics.Read(s)
 	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
