@@ -11,7 +11,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
@@ -79,8 +81,9 @@ func floodFullDisk(t *testing.T, limitMiB int) {
 	kills, kerr := cg.OOMKills()
 	peak, _ := cg.Peak()
 	hits, _ := cg.LimitHits()
-	t.Logf("made %d calls, %d errors; cgroup peak %d of %d bytes (%.2f), limit reached %d times, oom kills %d",
-		made.calls, made.errors, peak, need, float64(peak)/float64(need), hits, kills)
+	t.Logf("made %d calls, %d errors; cgroup peak %d of %d bytes (%.2f), limit reached %d times, oom kills %d; agent RssAnon peak %.1f MiB (its budget: %s)",
+		made.calls, made.errors, peak, need, float64(peak)/float64(need), hits, kills,
+		float64(la.anonPeakKiB.Load())/1024, regexp.MustCompile(`agent [0-9.]+ MiB \([^)]*\)`).FindString(log))
 	if kerr != nil || kills != 0 {
 		t.Fatalf("the agent was OOM-killed under its own printed need (%d kills, %v); exit %v; log:\n%s", kills, kerr, werr, tail(log, 40))
 	}
@@ -275,6 +278,9 @@ type loggedAgent struct {
 	done      chan struct{}
 	log       strings.Builder // complete once done is closed
 	err       error           // the process's exit, once wait returned
+	// anonPeakKiB is the largest RssAnon (heap, stacks, SQLite's memory)
+	// polled every 20 ms while the agent ran: a measurement only.
+	anonPeakKiB atomic.Int64
 }
 
 // startLoggedAgent starts cmd and returns once the agent has attached (or
@@ -308,6 +314,20 @@ func startLoggedAgent(t *testing.T, cmd *exec.Cmd) *loggedAgent {
 		}
 	}()
 	la.targetPID = <-attached
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-la.done:
+				return
+			case <-tick.C:
+				if ps, ok := pollProc(cmd.Process.Pid); ok && ps.anonKiB > la.anonPeakKiB.Load() {
+					la.anonPeakKiB.Store(ps.anonKiB)
+				}
+			}
+		}
+	}()
 	return la
 }
 
