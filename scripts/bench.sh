@@ -82,8 +82,8 @@ row "agent CPU % (session)" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-se
 row "agent CPU us/call" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-cpu-us/call)" 2)" "same runs: session CPU / calls made"
 row "agent peak RSS MiB" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-peak-rss-MiB)" 1)" "same runs: obs-agent's own VmHWM (includes ~48 MiB of mmapped BPF rings)"
 row "agent peak anon MiB" "$(fmtnum "$(metric cost BenchmarkAgentCost agent-peak-anon-MiB)" 1)" "same runs: largest RssAnon seen (heap, stacks)"
-row "retention stall ms" "$(fmtnum "$(metric retention BenchmarkDropStall stall-ms)" 1)" "writer delay while DROP of a 1M-call hour runs"
-row "retention drop ms" "$(fmtnum "$(metric retention BenchmarkDropStall drop-ms)" 1)" "the DROP transaction itself"
+row "retention stall ms" "$(fmtnum "$(metric retention BenchmarkDropStall stall-ms)" 1)" "writer delay while a 1M-call hour is verified against its archive and dropped"
+row "retention drop ms" "$(fmtnum "$(metric retention BenchmarkDropStall drop-ms)" 1)" "the verified drop: the hour's fingerprint on a read snapshot, then the DROP transaction"
 row "archive max batch ms" "$(fmtnum "$(metric retention BenchmarkDropStall archive-max-ms)" 1)" "worst 5,000-call batch during the hour's archive copy"
 row "batch median ms" "$(fmtnum "$(metric retention BenchmarkDropStall batch-median-ms)" 1)" "5,000-call batch, no retention running"
 

@@ -1,10 +1,13 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/safefile"
@@ -103,4 +106,71 @@ func TestStoreFileModes(t *testing.T) {
 			t.Errorf("directory %v, %v; want 0750", st.Mode(), err)
 		}
 	})
+}
+
+// TestDropHourIfLateWrite writes a row into the hour between DropHourIf's
+// snapshot and its dropping transaction, from this Store and from another
+// connection (as another process would): the hour must not be dropped. A
+// write to another hour in between does not stop the drop.
+func TestDropHourIfLateWrite(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		sameHour bool
+		other    bool // another Store on the same file
+		wantDrop bool
+	}{
+		{"this store, same hour", true, false, false},
+		{"other connection, same hour", true, true, false},
+		{"this store, another hour", false, false, true},
+		{"other connection, another hour", false, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			now := t0.Add(5 * time.Hour)
+			s, path := openTest(t, fixedClock(now))
+			calls := []record.Call{{ID: 1, Function: "main.f", Start: t0.UnixNano()}, {ID: 2, Function: "main.f", Start: t0.UnixNano() + 5}}
+			if err := s.WriteCalls(calls); err != nil {
+				t.Fatal(err)
+			}
+			arch := filepath.Join(t.TempDir(), "a.db")
+			a, err := Open(arch, Options{Clock: fixedClock(now)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			if err := s.CopyHourTo(ctx, t0, arch); err != nil {
+				t.Fatal(err)
+			}
+			fp, err := ArchiveFingerprint(ctx, arch, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := s
+			if c.other {
+				if w, err = Open(path, Options{Clock: fixedClock(now)}); err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close()
+			}
+			late := record.Call{ID: 3, Function: "main.f", Start: t0.UnixNano() + 10}
+			if !c.sameHour {
+				late.Start = now.UnixNano()
+			}
+			testHookAfterSnapshot = func() {
+				if err := w.WriteCalls([]record.Call{late}); err != nil {
+					t.Error(err)
+				}
+			}
+			defer func() { testHookAfterSnapshot = nil }()
+			err = s.DropHourIf(ctx, t0, arch, fp)
+			hours, _ := s.Hours(ctx)
+			dropped := len(hours) == 0 || !hours[0].Equal(t0)
+			if c.wantDrop != (err == nil) || dropped != c.wantDrop {
+				t.Fatalf("err = %v, hour dropped %v; want dropped %v", err, dropped, c.wantDrop)
+			}
+			if !c.wantDrop && !errors.Is(err, ErrArchiveMismatch) {
+				t.Fatalf("err = %v, want ErrArchiveMismatch", err)
+			}
+		})
+	}
 }

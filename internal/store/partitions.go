@@ -112,22 +112,93 @@ func (s *Store) DropHour(ctx context.Context, t time.Time, archive string) error
 var ErrArchiveMismatch = errors.New("the archive does not hold the hour's rows")
 
 // DropHourIf drops the hour as DropHour does, but only when the
-// fingerprint of its partitions, taken inside the dropping transaction
-// (so no write can slip in between), equals want, the fingerprint of the
-// archive that is to hold them. Otherwise nothing is dropped and the error
-// wraps ErrArchiveMismatch.
+// fingerprint of its partitions equals want, the fingerprint of the archive
+// that is to hold them. Otherwise nothing is dropped and the error wraps
+// ErrArchiveMismatch.
+//
+// The fingerprint is summed on a read snapshot, outside the write lock:
+// summing a 1M-call hour takes seconds (BenchmarkDropStall in
+// internal/retention), and every writer would wait for it. Inside the
+// dropping transaction, where no write can slip in, the hour is known
+// unchanged since the snapshot when neither this Store inserted into it
+// (hourGen) nor any other connection or process committed anything
+// (PRAGMA data_version of the writer connection). Otherwise what can have
+// changed is compared again: the calls tables are append-only (rows are
+// inserted, never updated or deleted), so their row count, and the small
+// stats, samples and gaps tables in full.
 func (s *Store) DropHourIf(ctx context.Context, t time.Time, archive string, want Fingerprint) error {
 	hour := t.UTC().Truncate(time.Hour)
+	op := "fingerprint hour " + hour.Format("2006010215")
+	s.wmu.Lock()
+	if err := s.writable(); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	gen0 := s.hourGen[hour.UnixNano()]
+	dv0, err := dataVersion(ctx, s.wc)
+	var rt *sql.Tx
+	if err == nil {
+		rt, err = s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	}
+	if err == nil {
+		// The snapshot starts with the first read, taken while no write
+		// of this Store can commit.
+		var n int
+		if err = rt.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&n); err != nil {
+			rt.Rollback() //nolint:errcheck // read-only
+		}
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		return classify(op, err)
+	}
+	snap, err := hourFingerprint(ctx, rt, "main", hour, false)
+	rt.Rollback() //nolint:errcheck // read-only
+	if err != nil {
+		return classify(op, err)
+	}
+	if !maps.Equal(snap, want) {
+		return fmt.Errorf("%w: %s has %s, the store %s", ErrArchiveMismatch, archive, want, snap)
+	}
+	if testHookAfterSnapshot != nil {
+		testHookAfterSnapshot()
+	}
 	return s.dropHour(ctx, hour, archive, func(tx *wtx) error {
-		got, err := hourFingerprint(ctx, s.wc, "main", hour)
+		dv, err := dataVersion(ctx, s.wc)
 		if err != nil {
 			return err
 		}
-		if !maps.Equal(got, want) {
-			return fmt.Errorf("%w: %s has %s, the store %s", ErrArchiveMismatch, archive, want, got)
+		if dv == dv0 && s.hourGen[hour.UnixNano()] == gen0 {
+			return nil // nothing was committed since the snapshot
+		}
+		got, err := hourFingerprint(ctx, s.wc, "main", hour, true)
+		if err != nil {
+			return err
+		}
+		quick := Fingerprint{}
+		for n, v := range want {
+			if strings.HasPrefix(n, KindCalls+"_") {
+				v = [4]int64{v[0]}
+			}
+			quick[n] = v
+		}
+		if !maps.Equal(got, quick) {
+			return fmt.Errorf("%w: rows reached the hour after %s was written (the store now has %s)", ErrArchiveMismatch, archive, got)
 		}
 		return nil
 	})
+}
+
+// testHookAfterSnapshot, set by tests, runs between DropHourIf's snapshot
+// and its dropping transaction.
+var testHookAfterSnapshot func()
+
+// dataVersion is PRAGMA data_version of one connection: it changes when
+// another connection, in this process or another, commits.
+func dataVersion(ctx context.Context, q rowQuerier) (int64, error) {
+	var v int64
+	err := q.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v)
+	return v, err
 }
 
 func (s *Store) dropHour(ctx context.Context, hour time.Time, archive string, check func(tx *wtx) error) error {
@@ -176,7 +247,10 @@ type rowQuerier interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
-func hourFingerprint(ctx context.Context, q rowQuerier, schema string, hour time.Time) (Fingerprint, error) {
+// hourFingerprint reads the fingerprint of the hour from schema. With
+// callsCount, a calls table contributes its row count only (the sums
+// stay 0): cheap enough to run while holding the write lock.
+func hourFingerprint(ctx context.Context, q rowQuerier, schema string, hour time.Time, callsCount bool) (Fingerprint, error) {
 	fp := Fingerprint{}
 	for _, k := range Kinds {
 		n := tableName(k, hour)
@@ -189,7 +263,11 @@ func hourFingerprint(ctx context.Context, q rowQuerier, schema string, hour time
 		}
 		sel := "count(*)"
 		for _, c := range fingerprintCols[k] {
-			sel += ", coalesce(sum((" + c + ") % 2147483647), 0)"
+			if callsCount && k == KindCalls {
+				sel += ", 0"
+			} else {
+				sel += ", coalesce(sum((" + c + ") % 2147483647), 0)"
+			}
 		}
 		var v [4]int64
 		if err := q.QueryRowContext(ctx, `SELECT `+sel+` FROM `+schema+`.`+n).Scan(&v[0], &v[1], &v[2], &v[3]); err != nil {
@@ -215,7 +293,7 @@ func ArchiveFingerprint(ctx context.Context, path string, t time.Time) (Fingerpr
 		return nil, classify(op, err)
 	}
 	defer db.Close()
-	fp, err := hourFingerprint(ctx, db, "main", hour)
+	fp, err := hourFingerprint(ctx, db, "main", hour, false)
 	return fp, classify(op, err)
 }
 
@@ -271,6 +349,9 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, check
 		s.wmu.Lock()
 		for _, n := range names {
 			delete(s.known, n)
+			if _, h, ok := ParsePartitionName(n); ok {
+				delete(s.hourGen, h.UnixNano())
+			}
 		}
 		s.wmu.Unlock()
 	}

@@ -94,6 +94,7 @@ func (tx *wtx) stmt(q string) (*sql.Stmt, error) {
 // tables ready; records that fall elsewhere (late records, clock moves) get
 // their hour created on demand.
 func (tx *wtx) ensureHour(hour time.Time) error {
+	tx.s.hourGen[hour.UnixNano()]++ // every insert into a partition comes here first
 	now := tx.s.clock().UTC().Truncate(time.Hour)
 	for _, h := range []time.Time{hour, now, now.Add(time.Hour)} {
 		if err := tx.createHour(h); err != nil {
