@@ -5,6 +5,9 @@
 # of a failing input, which otherwise may take a minute of its own; the
 # run still fails on the first crash. Each target must report executions,
 # so a target that never really ran fails too.
+# Run it with a go1.27+ toolchain (make fuzz sets GOTOOLCHAIN): go1.26's
+# coordinator can report "context deadline exceeded" for a clean run
+# (go.dev/issue/75804).
 # Usage: scripts/fuzz.sh   (FUZZTIME=20s FUZZMINTIME=10s by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."

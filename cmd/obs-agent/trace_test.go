@@ -66,6 +66,9 @@ func TestTraceBadInput(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
 			}
+			if n := strings.Count(err.Error(), "not a Go binary"); n > 1 {
+				t.Errorf("error says it %d times: %q", n, err)
+			}
 		})
 	}
 	if _, err := os.Stat(marker); err == nil {
