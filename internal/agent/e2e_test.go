@@ -285,6 +285,11 @@ func attachAndRelease(t *testing.T, cmd *exec.Cmd, in io.WriteCloser, opts Optio
 	opts.OnReady = func(int) { in.Write([]byte("go\n")) }
 	// Attach returns when the agent sees the exit through its pidfd.
 	res, err := Attach(context.Background(), cmd.Process.Pid, opts)
+	if err != nil {
+		// The program was never released: without this it would wait
+		// for its "go" forever and the test would hang, not fail.
+		cmd.Process.Kill()
+	}
 	cmd.Wait()
 	return res, err
 }
