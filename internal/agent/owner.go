@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
 // A session row names the agent that owns it by pid, start time and boot
@@ -97,34 +98,16 @@ func pendingEndPath(spillDir string, id uint64) string {
 // another file system than the store. The file is created exclusively
 // and never through a symlink.
 func savePendingEnd(spillDir string, sess record.Session) error {
-	if err := os.MkdirAll(spillDir, 0o700); err != nil {
-		return err
-	}
 	b, err := json.Marshal(sess)
 	if err != nil {
 		return err
 	}
-	path := pendingEndPath(spillDir, sess.ID)
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	d, err := safefile.MkdirAll(spillDir)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	defer d.Close()
+	return d.WriteFileAtomic(filepath.Base(pendingEndPath(spillDir, sess.ID)), b, safefile.DataMode())
 }
 
 // closeLeftSessions runs before a session begins. It applies the session
@@ -159,16 +142,15 @@ func (s *session) closeLeftSessions(self identity) {
 // directory for session id, if there is one, and removes the file.
 func (s *session) applyPendingEnd(id uint64) bool {
 	path := pendingEndPath(s.spillDir(), id)
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	b, err := safefile.ReadFile(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("cannot read a kept session end", "file", path, "err", err)
 		}
 		return false
 	}
-	defer f.Close()
 	var sess record.Session
-	if err := json.NewDecoder(f).Decode(&sess); err != nil || sess.ID != id {
+	if err := json.Unmarshal(b, &sess); err != nil || sess.ID != id {
 		s.log.Warn("kept session end is not valid; the row is closed as killed", "file", path, "err", err)
 		return false
 	}
@@ -176,7 +158,9 @@ func (s *session) applyPendingEnd(id uint64) bool {
 		s.log.Warn("cannot store a kept session end", "file", path, "err", err)
 		return false
 	}
-	os.Remove(path)
+	if err := safefile.Remove(path); err != nil {
+		s.log.Warn("cannot remove a kept session end after storing it", "file", path, "err", err)
+	}
 	s.log.Info("stored the end of an earlier session that its agent could not write",
 		"session", id, "reason", sess.ExitReason, "errors_lost", sess.ErrorsLostTotal())
 	return true
