@@ -226,7 +226,7 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 	cfg := uprobe.Config{
 		Binary:     exe,
 		PID:        pid,
-		GoidOffset: s.bin.GoidOffset,
+		GoidOffset: s.bin.Layout.Goid,
 		IDBase:     s.sess.ID<<40 | 1,
 		Single:     s.opts.SingleProbes,
 		Empty:      s.opts.EmptyPrograms,

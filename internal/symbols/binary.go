@@ -31,9 +31,12 @@ type Binary struct {
 	MainModule string // main module path from buildinfo ("" if unknown)
 	PIE        bool   // ELF type ET_DYN
 	HasDWARF   bool
-	HasSymtab  bool   // .symtab present (false for -s builds)
-	GoidOffset uint64 // offset of goid inside runtime.g
-	GoidSource string // "dwarf" or "table"
+	HasSymtab  bool // .symtab present (false for -s builds)
+	// Layout is where runtime.g.goid and the other runtime fields the
+	// probes read lie; LayoutSource says where it came from: "dwarf", or
+	// "table" (the verified table of Go releases) without DWARF.
+	Layout       Layout
+	LayoutSource string
 	// Funcs is every function from .gopclntab, sorted by Entry.
 	Funcs []*Func
 	// Itabs maps an itab vaddr to the concrete type name for itabs that
