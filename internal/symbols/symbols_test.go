@@ -488,7 +488,11 @@ func TestModuleOf(t *testing.T) {
 		"example.com/fixture":     "example.com/fixture",
 		"example.com/fixture/sub": "example.com/fixture",
 		"example.com/fixtureX":    "",
-		"fmt":                     "",
+		"main":                    "example.com/fixture",
+		"fmt":                     "std",
+		"internal/poll":           "std",
+		"vendor/golang.org/x/net": "std",
+		"type:":                   "",
 	} {
 		if got := b.ModuleOf(pkg); got != want {
 			t.Errorf("ModuleOf(%q) = %q, want %q", pkg, got, want)
@@ -496,6 +500,8 @@ func TestModuleOf(t *testing.T) {
 	}
 	b2 := &Binary{modules: []string{"github.com/a/b", "github.com/a/b/v2", "github.com/a/bc"}}
 	for pkg, want := range map[string]string{
+		"main":                "",
+		"fmt":                 "",
 		"github.com/a/b/x":    "github.com/a/b",
 		"github.com/a/b/v2/y": "github.com/a/b/v2",
 		"github.com/a/bc":     "github.com/a/bc",
