@@ -59,6 +59,9 @@ type Options struct {
 	// the probe traps may cost the target before the hottest functions'
 	// probes are paused (see breaker). 0 disables the breaker.
 	MaxOverhead float64
+	// Signals, for Run, are the signals obs-agent received that are
+	// forwarded to the program (run passes SIGINT, SIGTERM and SIGHUP).
+	Signals <-chan os.Signal
 	// EmptyPrograms attaches empty BPF programs to the same sites and
 	// records nothing: the floor that overhead is measured against.
 	EmptyPrograms bool

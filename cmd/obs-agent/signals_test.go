@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/testutil"
+)
+
+var (
+	agentBinOnce sync.Once
+	agentBin     string
+	agentBinErr  error
+)
+
+// buildAgent builds the obs-agent binary once per test run: signal
+// handling is only real in a real process.
+func buildAgent(t *testing.T) string {
+	t.Helper()
+	agentBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "obs-agent-bin-")
+		if err != nil {
+			agentBinErr = err
+			return
+		}
+		agentBin = filepath.Join(dir, "obs-agent")
+		if out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput(); err != nil {
+			agentBinErr = errors.New("build obs-agent: " + err.Error() + "\n" + string(out))
+		}
+	})
+	if agentBinErr != nil {
+		t.Fatal(agentBinErr)
+	}
+	return agentBin
+}
+
+// agentRun is `obs-agent run` of testdata/signals, started in its own
+// session (no controlling terminal), with the program ready for signals.
+type agentRun struct {
+	cmd    *exec.Cmd
+	prog   int // the program's pid
+	progFD int // pidfd of the program
+	out    *bufio.Reader
+	stderr *strings.Builder
+	db     string
+}
+
+func startAgentRun(t *testing.T) *agentRun {
+	t.Helper()
+	bin := buildAgent(t)
+	target := testutil.BuildProgram(t, testutil.Build{Program: "signals"})
+	dir := t.TempDir()
+	r := &agentRun{db: filepath.Join(dir, "obs.db"), stderr: &strings.Builder{}}
+	ready := filepath.Join(dir, "ready")
+	r.cmd = exec.Command(bin, "run", "-f", "main.*", "--db", r.db, "--ready-file", ready, "--", target)
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	r.cmd.Stderr = r.stderr
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.cmd.Process.Kill(); r.cmd.Wait() })
+	r.out = bufio.NewReader(stdout)
+	// The program prints "ready" once its handlers are in; the probes were
+	// live before it ran, so the ready file exists by then.
+	if line, err := r.out.ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("program's first line %q, %v; agent stderr:\n%s", line, err, r.stderr)
+	}
+	b, err := os.ReadFile(ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.prog, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+		t.Fatal(err)
+	}
+	if r.progFD, err = unix.PidfdOpen(r.prog, 0); err != nil {
+		t.Fatalf("program pid %d: %v", r.prog, err)
+	}
+	t.Cleanup(func() { unix.Close(r.progFD) })
+	return r
+}
+
+// gone waits (bounded) until the program has exited: its pidfd becomes
+// readable then, whoever reaps it.
+func (r *agentRun) gone(t *testing.T, within time.Duration) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(r.progFD), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, int(within.Milliseconds()))
+	if err != nil || n != 1 {
+		t.Fatalf("program pid %d still runs %v later (poll %d, %v)", r.prog, within, n, err)
+	}
+}
+
+// TestRunForwardsSignals sends SIGINT, SIGTERM and SIGHUP to the obs-agent
+// process alone: the program gets each one, obs-agent waits for it and
+// exits with its code, nothing is left running, and the traced call made
+// while handling the signal is in the store.
+func TestRunForwardsSignals(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			r := startAgentRun(t)
+			if err := r.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err := r.cmd.Wait()
+			want := 10 + int(sig)
+			var ee *exec.ExitError
+			if code := 0; !errors.As(err, &ee) || ee.ExitCode() != want {
+				if ee != nil {
+					code = ee.ExitCode()
+				}
+				t.Fatalf("obs-agent: %v (exit %d), want exit %d; stderr:\n%s", err, code, want, r.stderr)
+			}
+			r.gone(t, 0)
+			if !strings.Contains(r.stderr.String(), "target exited with code "+strconv.Itoa(want)) {
+				t.Errorf("exit line does not give the program's code:\n%s", r.stderr)
+			}
+			st, err := store.Open(r.db, store.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			calls, err := st.Calls(t.Context(), store.Filter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			handled := 0
+			for _, c := range calls {
+				if c.Function == "main.handle" {
+					handled++
+				}
+			}
+			if handled != 1 {
+				t.Errorf("%d calls of main.handle recorded, want 1", handled)
+			}
+		})
+	}
+}
+
+// TestRunAgentKilled kills obs-agent with SIGKILL, which it cannot
+// forward: the program still ends (SIGTERM from the kernel when its
+// parent dies) instead of running on as an orphan.
+func TestRunAgentKilled(t *testing.T) {
+	testutil.RequireRoot(t)
+	r := startAgentRun(t)
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	r.cmd.Wait()
+	r.gone(t, 10*time.Second)
+}

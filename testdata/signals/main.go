@@ -1,0 +1,29 @@
+// Command signals is the target of the tests of `obs-agent run`'s signal
+// forwarding. It prints "ready" once it handles SIGINT, SIGTERM and SIGHUP,
+// waits for one, passes it to main.handle (traced by the tests) and exits
+// with the code handle returns, 10+N for signal N: an exit code that only
+// the program itself can have chosen, and that names the signal it got.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	fmt.Println("ready")
+	s := <-c
+	os.Exit(handle(s.(syscall.Signal)))
+}
+
+// handle returns the exit code for signal s.
+//
+//go:noinline
+func handle(s syscall.Signal) int {
+	fmt.Println("got", s)
+	return 10 + int(s)
+}
