@@ -53,8 +53,13 @@ type agentRun struct {
 	prog   int // the program's pid
 	progFD int // pidfd of the program
 	out    *bufio.Reader
-	stderr *strings.Builder
+	stderr *os.File // a file, not a pipe: an orphaned program holding it must not block Wait
 	db     string
+}
+
+func (r *agentRun) stderrText() string {
+	b, _ := os.ReadFile(r.stderr.Name())
+	return string(b)
 }
 
 func startAgentRun(t *testing.T) *agentRun {
@@ -62,7 +67,12 @@ func startAgentRun(t *testing.T) *agentRun {
 	bin := buildAgent(t)
 	target := testutil.BuildProgram(t, testutil.Build{Program: "signals"})
 	dir := t.TempDir()
-	r := &agentRun{db: filepath.Join(dir, "obs.db"), stderr: &strings.Builder{}}
+	r := &agentRun{db: filepath.Join(dir, "obs.db")}
+	var err error
+	if r.stderr, err = os.Create(filepath.Join(dir, "stderr")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.stderr.Close() })
 	ready := filepath.Join(dir, "ready")
 	r.cmd = exec.Command(bin, "run", "-f", "main.*", "--db", r.db, "--ready-file", ready, "--", target)
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -79,7 +89,7 @@ func startAgentRun(t *testing.T) *agentRun {
 	// The program prints "ready" once its handlers are in; the probes were
 	// live before it ran, so the ready file exists by then.
 	if line, err := r.out.ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("program's first line %q, %v; agent stderr:\n%s", line, err, r.stderr)
+		t.Fatalf("program's first line %q, %v; agent stderr:\n%s", line, err, r.stderrText())
 	}
 	b, err := os.ReadFile(ready)
 	if err != nil {
@@ -91,7 +101,11 @@ func startAgentRun(t *testing.T) *agentRun {
 	if r.progFD, err = unix.PidfdOpen(r.prog, 0); err != nil {
 		t.Fatalf("program pid %d: %v", r.prog, err)
 	}
-	t.Cleanup(func() { unix.Close(r.progFD) })
+	t.Cleanup(func() {
+		// Never leave the program behind, even when the test fails.
+		unix.PidfdSendSignal(r.progFD, unix.SIGKILL, nil, 0)
+		unix.Close(r.progFD)
+	})
 	return r
 }
 
@@ -125,11 +139,11 @@ func TestRunForwardsSignals(t *testing.T) {
 				if ee != nil {
 					code = ee.ExitCode()
 				}
-				t.Fatalf("obs-agent: %v (exit %d), want exit %d; stderr:\n%s", err, code, want, r.stderr)
+				t.Fatalf("obs-agent: %v (exit %d), want exit %d; stderr:\n%s", err, code, want, r.stderrText())
 			}
 			r.gone(t, 0)
-			if !strings.Contains(r.stderr.String(), "target exited with code "+strconv.Itoa(want)) {
-				t.Errorf("exit line does not give the program's code:\n%s", r.stderr)
+			if !strings.Contains(r.stderrText(), "target exited with code "+strconv.Itoa(want)) {
+				t.Errorf("exit line does not give the program's code:\n%s", r.stderrText())
 			}
 			st, err := store.Open(r.db, store.Options{ReadOnly: true})
 			if err != nil {
