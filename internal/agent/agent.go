@@ -187,9 +187,7 @@ func prepare(opts Options, exe string) (*session, error) {
 		}
 		return nil, fmt.Errorf("the patterns match only functions that cannot be probed:\n  %s", strings.Join(why, "\n  "))
 	}
-	for _, sk := range sel.Skipped {
-		s.log.Warn("matched function cannot be probed", "function", sk.Name, "reason", sk.Reason)
-	}
+	reportSkipped(s.log, exe, sel.Skipped)
 	s.sel = sel
 	s.names = make([]string, len(sel.Funcs))
 	for i, f := range sel.Funcs {
