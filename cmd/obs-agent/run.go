@@ -48,6 +48,7 @@ still waits.`,
 			defer signal.Stop(sigs)
 			opts := f.options(cmd.ErrOrStderr())
 			opts.Signals = sigs
+			// No status line: the program writes to the same terminal.
 			res, err := agent.Run(context.WithoutCancel(cmd.Context()), args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())

@@ -59,6 +59,8 @@ type Options struct {
 	// the probe traps may cost the target before the hottest functions'
 	// probes are paused (see breaker). 0 disables the breaker.
 	MaxOverhead float64
+	// Status, when set, shows a live status line (on a terminal).
+	Status *StatusLine
 	// Signals, for Run, are the signals obs-agent received that are
 	// forwarded to the program (run passes SIGINT, SIGTERM and SIGHUP).
 	Signals <-chan os.Signal
@@ -439,7 +441,7 @@ func (s *session) start() *pipeline {
 
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())
-	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop}
+	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop, s.statusLoop}
 	if s.opts.MaxOverhead > 0 {
 		p.brk = newBreaker(s)
 		helpers = append(helpers, p.brk.run)
