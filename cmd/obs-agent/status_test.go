@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -51,7 +49,7 @@ func TestStatusLineOnlyOnTerminal(t *testing.T) {
 		}
 	})
 	t.Run("terminal", func(t *testing.T) {
-		master, slave := openPTY(t)
+		master, slave := testutil.OpenPTY(t)
 		defer master.Close()
 		var out bytes.Buffer
 		done := make(chan struct{})
@@ -100,28 +98,4 @@ func TestOverheadWarningOnce(t *testing.T) {
 			t.Errorf("breaker %v: %d warnings, want %d:\n%s", breaker, n, want, out)
 		}
 	}
-}
-
-// openPTY opens a pseudo-terminal pair.
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	return m, s
 }

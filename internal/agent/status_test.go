@@ -5,10 +5,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
 func TestStatusFigures(t *testing.T) {
@@ -78,34 +77,10 @@ func TestIsTerminal(t *testing.T) {
 			t.Errorf("%s taken for a terminal", name)
 		}
 	}
-	master, slave := openPTY(t)
+	master, slave := testutil.OpenPTY(t)
 	defer master.Close()
 	defer slave.Close()
 	if !IsTerminal(slave) {
 		t.Error("a pty is not taken for a terminal")
 	}
-}
-
-// openPTY opens a pseudo-terminal pair.
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		m.Close()
-		t.Fatal(err)
-	}
-	return m, s
 }

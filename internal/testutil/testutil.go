@@ -1,6 +1,7 @@
 // Package testutil owns what the privileged end-to-end tests share:
-// skipping without root, and building the target programs in testdata/
-// with a chosen Go toolchain and build mode, once per test binary.
+// skipping without root, building the target programs in testdata/ with a
+// chosen Go toolchain and build mode, once per test binary, the matrix of
+// Go releases they run against, and pseudo-terminals.
 package testutil
 
 import (
@@ -9,9 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/obs-agent/obs-agent/internal/symbols"
 )
@@ -165,4 +169,29 @@ func atLeast(version string, minor int) bool {
 	var maj, min int
 	fmt.Sscanf(strings.TrimPrefix(version, "go"), "%d.%d", &maj, &min)
 	return maj > 1 || min >= minor
+}
+
+// OpenPTY opens a pseudo-terminal pair, for tests of what is drawn only on
+// a terminal; it skips the test when the system has no pseudo-terminals.
+func OpenPTY(t testing.TB) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	return m, s
 }
