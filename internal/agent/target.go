@@ -261,8 +261,36 @@ func (c *child) Close() { unix.Close(c.pidfd) }
 func (c *child) forwardSignals(sigs <-chan os.Signal, log *slog.Logger) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
+	send := func(sig os.Signal, fromTerminalToo bool) {
+		ss, ok := sig.(syscall.Signal)
+		if !ok {
+			return
+		}
+		if fromTerminalToo && (ss == syscall.SIGINT || ss == syscall.SIGHUP) && inTerminalForeground() {
+			log.Debug("signal from the terminal reached the program directly", "signal", ss)
+			return
+		}
+		// The pidfd stays valid after the child is reaped, and then fails
+		// with ESRCH: a signal can never reach a reused pid.
+		if err := unix.PidfdSendSignal(c.pidfd, ss, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			log.Warn("forward signal", "signal", ss, "pid", c.PID(), "err", err)
+		} else {
+			log.Debug("forwarded signal", "signal", ss, "pid", c.PID())
+		}
+	}
 	go func() {
 		defer close(finished)
+		// Signals that came before the program existed never reached it,
+		// from a terminal or not: they all go to it (it is held at its
+		// first instruction, so it takes them as soon as it runs).
+		for pending := true; pending; {
+			select {
+			case sig := <-sigs:
+				send(sig, false)
+			default:
+				pending = false
+			}
+		}
 		for {
 			select {
 			case <-done:
@@ -270,21 +298,7 @@ func (c *child) forwardSignals(sigs <-chan os.Signal, log *slog.Logger) (stop fu
 			case <-c.exited:
 				return
 			case sig := <-sigs:
-				ss, ok := sig.(syscall.Signal)
-				if !ok {
-					continue
-				}
-				if (ss == syscall.SIGINT || ss == syscall.SIGHUP) && inTerminalForeground() {
-					log.Debug("signal from the terminal reached the program directly", "signal", ss)
-					continue
-				}
-				// The pidfd stays valid after the child is reaped, and then
-				// fails with ESRCH: a signal can never reach a reused pid.
-				if err := unix.PidfdSendSignal(c.pidfd, ss, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-					log.Warn("forward signal", "signal", ss, "pid", c.PID(), "err", err)
-				} else {
-					log.Debug("forwarded signal", "signal", ss, "pid", c.PID())
-				}
+				send(sig, true)
 			}
 		}
 	}()
