@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,4 +179,45 @@ func TestRunAgentKilled(t *testing.T) {
 	}
 	r.cmd.Wait()
 	r.gone(t, 10*time.Second)
+}
+
+// TestRunCtrlC runs obs-agent on a terminal of its own and types Ctrl-C:
+// the terminal sends SIGINT to its foreground process group, obs-agent and
+// the program alike, so obs-agent must not send it a second time (the
+// program would die of the second one, exit 130, instead of exiting 12).
+func TestRunCtrlC(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := buildAgent(t)
+	target := testutil.BuildProgram(t, testutil.Build{Program: "signals"})
+	master, slave := testutil.OpenPTY(t)
+	defer master.Close()
+	cmd := exec.Command(bin, "run", "-f", "main.*", "--db", filepath.Join(t.TempDir(), "obs.db"), "--", target)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	// A new session whose controlling terminal is the pty (fd 0 in the
+	// child): obs-agent leads the terminal's foreground process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	out := bufio.NewReader(master)
+	for {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no ready line from the program: %v", err)
+		}
+		if strings.TrimSpace(line) == "ready" {
+			break
+		}
+	}
+	if _, err := master.Write([]byte{0x03}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 12 {
+		rest, _ := io.ReadAll(out)
+		t.Fatalf("obs-agent: %v, want exit 12 (the program's code for one SIGINT); terminal:\n%s", err, rest)
+	}
 }

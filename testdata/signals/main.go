@@ -3,6 +3,9 @@
 // waits for one, passes it to main.handle (traced by the tests) and exits
 // with the code handle returns, 10+N for signal N: an exit code that only
 // the program itself can have chosen, and that names the signal it got.
+// Like a program using signal.NotifyContext, it gives the signals back to
+// their default action once it has one, so a second SIGINT kills it (exit
+// by signal): the tests see a signal that arrives twice.
 package main
 
 import (
@@ -17,6 +20,7 @@ func main() {
 	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	fmt.Println("ready")
 	s := <-c
+	signal.Reset()
 	os.Exit(handle(s.(syscall.Signal)))
 }
 
