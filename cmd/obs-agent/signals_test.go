@@ -191,7 +191,7 @@ func TestRunCtrlC(t *testing.T) {
 	target := testutil.BuildProgram(t, testutil.Build{Program: "signals"})
 	master, slave := testutil.OpenPTY(t)
 	defer master.Close()
-	cmd := exec.Command(bin, "run", "-f", "main.*", "--db", filepath.Join(t.TempDir(), "obs.db"), "--", target)
+	cmd := exec.Command(bin, "--debug", "run", "-f", "main.*", "--db", filepath.Join(t.TempDir(), "obs.db"), "--", target, "-linger")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	// A new session whose controlling terminal is the pty (fd 0 in the
 	// child): obs-agent leads the terminal's foreground process group.
@@ -212,6 +212,21 @@ func TestRunCtrlC(t *testing.T) {
 		}
 	}
 	if _, err := master.Write([]byte{0x03}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	// obs-agent logs (--debug) what it did with the SIGINT; only then is
+	// the program, which lingers, told to exit: a SIGINT forwarded on top
+	// of the terminal's would have killed it by then.
+	for {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("obs-agent logged nothing about the SIGINT: %v", err)
+		}
+		if strings.Contains(line, "reached the program directly") || strings.Contains(line, "forwarded signal") {
+			break
+		}
+	}
+	if _, err := master.Write([]byte("exit\n")); err != nil {
 		t.Fatal(err)
 	}
 	err := cmd.Wait()

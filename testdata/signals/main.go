@@ -5,10 +5,12 @@
 // the program itself can have chosen, and that names the signal it got.
 // Like a program using signal.NotifyContext, it gives the signals back to
 // their default action once it has one, so a second SIGINT kills it (exit
-// by signal): the tests see a signal that arrives twice.
+// by signal): the tests see a signal that arrives twice. With -linger it
+// waits for a line on stdin before it exits, so a test can decide when.
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/signal"
@@ -21,7 +23,11 @@ func main() {
 	fmt.Println("ready")
 	s := <-c
 	signal.Reset()
-	os.Exit(handle(s.(syscall.Signal)))
+	code := handle(s.(syscall.Signal))
+	if len(os.Args) > 1 && os.Args[1] == "-linger" {
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	os.Exit(code)
 }
 
 // handle returns the exit code for signal s.
