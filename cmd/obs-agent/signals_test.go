@@ -12,7 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -110,14 +109,13 @@ func startAgentRun(t *testing.T) *agentRun {
 	return r
 }
 
-// gone waits (bounded) until the program has exited: its pidfd becomes
-// readable then, whoever reaps it.
-func (r *agentRun) gone(t *testing.T, within time.Duration) {
+// gone checks that the program has exited: its pidfd is readable then,
+// whoever reaped it.
+func (r *agentRun) gone(t *testing.T) {
 	t.Helper()
 	fds := []unix.PollFd{{Fd: int32(r.progFD), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, int(within.Milliseconds()))
-	if err != nil || n != 1 {
-		t.Fatalf("program pid %d still runs %v later (poll %d, %v)", r.prog, within, n, err)
+	if n, err := unix.Poll(fds, 0); err != nil || n != 1 {
+		t.Fatalf("program pid %d still runs after obs-agent exited (poll %d, %v)", r.prog, n, err)
 	}
 }
 
@@ -142,7 +140,7 @@ func TestRunForwardsSignals(t *testing.T) {
 				}
 				t.Fatalf("obs-agent: %v (exit %d), want exit %d; stderr:\n%s", err, code, want, r.stderrText())
 			}
-			r.gone(t, 0)
+			r.gone(t)
 			if !strings.Contains(r.stderrText(), "target exited with code "+strconv.Itoa(want)) {
 				t.Errorf("exit line does not give the program's code:\n%s", r.stderrText())
 			}
@@ -166,19 +164,6 @@ func TestRunForwardsSignals(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestRunAgentKilled kills obs-agent with SIGKILL, which it cannot
-// forward: the program still ends (SIGTERM from the kernel when its
-// parent dies) instead of running on as an orphan.
-func TestRunAgentKilled(t *testing.T) {
-	testutil.RequireRoot(t)
-	r := startAgentRun(t)
-	if err := r.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	r.cmd.Wait()
-	r.gone(t, 10*time.Second)
 }
 
 // TestRunCtrlC runs obs-agent on a terminal of its own and types Ctrl-C:

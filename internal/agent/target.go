@@ -156,11 +156,7 @@ func spawnHeld(path string, argv []string, stdin io.Reader, stdout, stderr io.Wr
 		cmd := exec.Command(path, argv[1:]...)
 		cmd.Args = argv
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
-		// Should obs-agent die (SIGKILL, OOM) while the program runs, the
-		// program gets SIGTERM rather than living on untraced behind a
-		// supervisor that thinks it is gone. The parent that counts is
-		// this locked thread, which lives until the program is reaped.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true, Pdeathsig: syscall.SIGTERM}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
 		err := cmd.Start()
 		if err != nil {
 			started <- fmt.Errorf("start %s: %w", path, err)
