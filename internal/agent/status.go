@@ -117,12 +117,17 @@ func size(b int64) string {
 	return fmt.Sprintf("%d KiB", (b+1023)/1024)
 }
 
-// statusLoop measures the session once a second: it draws the status line
-// when there is one, and warns once when the estimated overhead passes
+// statusLoop measures the session: once a second when it draws the status
+// line, else after the first second and then every 10 s (a measure reads
+// every function's per-CPU aggregates, which a large selection makes
+// megabytes), and warns once when the estimated overhead passes
 // overheadWarnAt with the circuit breaker off.
 func (s *session) statusLoop(ctx context.Context) {
-	const every = time.Second
-	t := time.NewTicker(every)
+	every := 10 * time.Second
+	if s.opts.Status != nil {
+		every = time.Second
+	}
+	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	if s.opts.Status != nil {
 		defer s.opts.Status.set("")
@@ -135,6 +140,7 @@ func (s *session) statusLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			t.Reset(every)
 			cur, err := s.snapshot()
 			if err != nil {
 				continue
