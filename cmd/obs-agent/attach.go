@@ -228,7 +228,9 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 			if err := applyGroup(f.group); err != nil {
 				return err
 			}
-			res, err := agent.Attach(cmd.Context(), f.pid, f.options(cmd.ErrOrStderr()))
+			opts := f.options(cmd.ErrOrStderr())
+			opts.Status = statusLine(cmd.Context())
+			res, err := agent.Attach(cmd.Context(), f.pid, opts)
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())
 			}

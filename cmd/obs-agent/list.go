@@ -168,8 +168,8 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 		PIE:        bin.PIE,
 		DWARF:      bin.HasDWARF,
 		Stripped:   !bin.HasSymtab,
-		GoidOffset: bin.GoidOffset,
-		GoidSource: bin.GoidSource,
+		GoidOffset: bin.Layout.Goid,
+		GoidSource: bin.LayoutSource,
 	}}
 	errResult := func(fn *symbols.Func) string {
 		switch {

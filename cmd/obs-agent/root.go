@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/obs-agent/obs-agent/internal/agent"
 	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
@@ -24,6 +26,15 @@ func asExitCoder(err error, target *exitCoder) bool { return errors.As(err, targ
 // globalFlags are shared by every subcommand.
 type globalFlags struct {
 	debug bool
+}
+
+// statusKey holds the terminal's *agent.StatusLine in the command context.
+type statusKey struct{}
+
+// statusLine is the status line to draw on, nil when stderr is no terminal.
+func statusLine(ctx context.Context) *agent.StatusLine {
+	st, _ := ctx.Value(statusKey{}).(*agent.StatusLine)
+	return st
 }
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -47,7 +58,15 @@ local SQLite store that you query with 'obs-agent query'.
 			if g.debug {
 				level = slog.LevelDebug
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
+			// On a terminal, attach and run draw a live status line, and
+			// log lines go through it so they never run into it.
+			logOut := stderr
+			if agent.IsTerminal(stderr) {
+				st := agent.NewStatusLine(stderr)
+				logOut = st
+				cmd.SetContext(context.WithValue(cmd.Context(), statusKey{}, st))
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level})))
 		},
 	}
 	root.SetOut(stdout)

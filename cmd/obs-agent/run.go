@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -23,7 +27,10 @@ func newRunCommand() *cobra.Command {
 		Short: "Start a Go program with its functions traced from the first instruction",
 		Long: `Start PROGRAM with the probes already live, so no call is missed, not even
 in init functions. The program's stdin, stdout and stderr pass through, and
-obs-agent exits with the program's exit code (128+N when signal N killed it).`,
+obs-agent exits with the program's exit code (128+N when signal N killed it).
+SIGINT, SIGTERM and SIGHUP sent to obs-agent are forwarded to the program,
+and obs-agent waits for it to exit; after --duration it stops tracing and
+still waits.`,
 		Example: `  sudo obs-agent run -f 'main.*' -- ./myservice --port 8080
   sudo obs-agent run -f 'github.com/acme/*' -x '*.String' --db /tmp/t.db -- ./job`,
 		Args: cobra.MinimumNArgs(1),
@@ -40,7 +47,16 @@ obs-agent exits with the program's exit code (128+N when signal N killed it).`,
 			if err := applyGroup(f.group); err != nil {
 				return err
 			}
-			res, err := agent.Run(cmd.Context(), args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f.options(cmd.ErrOrStderr()))
+			// SIGINT, SIGTERM and SIGHUP go to the program, and the session
+			// lasts until it exits: they must not end the session, which
+			// the root context does on SIGINT and SIGTERM.
+			sigs := make(chan os.Signal, 8)
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+			defer signal.Stop(sigs)
+			opts := f.options(cmd.ErrOrStderr())
+			opts.Signals = sigs
+			// No status line: the program writes to the same terminal.
+			res, err := agent.Run(context.WithoutCancel(cmd.Context()), args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())
 			}

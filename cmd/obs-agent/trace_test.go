@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -129,5 +130,42 @@ func TestUnprivileged(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x.db")); err == nil {
 		t.Fatal("a store was created before the privilege check")
+	}
+}
+
+// TestRunGroups traces package main, a package of the main module and one
+// of the standard library: `query groups` puts main and settle in the main
+// module named by the build info, fmt in std, and nothing in (unknown).
+func TestRunGroups(t *testing.T) {
+	testutil.RequireRoot(t)
+	calltree := testutil.BuildProgram(t, testutil.Build{Program: "calltree", Stripped: true})
+	db := filepath.Join(t.TempDir(), "obs.db")
+	if _, _, err := cli(t, "run", "-f", "main.*", "-f", "example.com/calltree/settle.*", "-f", "fmt.Fprintln",
+		"--db", db, "--", calltree); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := cli(t, "query", "groups", "--db", db, "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := map[any]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var row struct {
+			Group any     `json:"group"`
+			Calls float64 `json:"calls"`
+		}
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		groups[row.Group] = row.Calls
+	}
+	// calltree tree prints its result with fmt.Println (Fprintln); settle.Wait
+	// runs twice; package main makes the rest.
+	if len(groups) != 2 || groups["std"] < 1 || groups["example.com/calltree"] < 3 {
+		t.Fatalf("groups %v, want example.com/calltree and std", groups)
+	}
+	out, _, _ = cli(t, "query", "groups", "--db", db)
+	if strings.Contains(out, "(unknown)") {
+		t.Errorf("table shows an unknown module:\n%s", out)
 	}
 }

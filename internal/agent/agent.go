@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -79,6 +80,11 @@ type Options struct {
 	// the probe traps may cost the target before the hottest functions'
 	// probes are paused (see breaker). 0 disables the breaker.
 	MaxOverhead float64
+	// Status, when set, shows a live status line (on a terminal).
+	Status *StatusLine
+	// Signals, for Run, are the signals obs-agent received that are
+	// forwarded to the program (run passes SIGINT, SIGTERM and SIGHUP).
+	Signals <-chan os.Signal
 	// EmptyPrograms attaches empty BPF programs to the same sites and
 	// records nothing: the floor that overhead is measured against.
 	EmptyPrograms bool
@@ -251,9 +257,7 @@ func prepare(opts Options, exe string) (*session, error) {
 		}
 		return nil, fmt.Errorf("the patterns match only functions that cannot be probed:\n  %s", strings.Join(why, "\n  "))
 	}
-	for _, sk := range sel.Skipped {
-		s.log.Warn("matched function cannot be probed", "function", sk.Name, "reason", sk.Reason)
-	}
+	reportSkipped(s.log, exe, sel.Skipped)
 	s.sel = sel
 	s.names = make([]string, len(sel.Funcs))
 	for i, f := range sel.Funcs {
@@ -309,7 +313,7 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 	cfg := uprobe.Config{
 		Binary:     exe,
 		PID:        pid,
-		GoidOffset: s.bin.GoidOffset,
+		GoidOffset: s.bin.Layout.Goid,
 		IDBase:     s.sess.ID<<40 | 1,
 		Single:     s.opts.SingleProbes,
 		Empty:      s.opts.EmptyPrograms,
@@ -526,7 +530,7 @@ func (s *session) start() *pipeline {
 
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())
-	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop}
+	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop, s.statusLoop}
 	if s.opts.MaxOverhead > 0 {
 		p.brk = newBreaker(s)
 		helpers = append(helpers, p.brk.run)

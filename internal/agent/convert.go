@@ -282,6 +282,9 @@ func (c *converter) typeOfItab(addr uint64) string {
 	if n, ok := c.bin.Itabs[static]; ok {
 		return n
 	}
+	if ty, ok := c.types.ItabType(static); ok {
+		return ty.Name
+	}
 	return fmt.Sprintf("itab@0x%x", static)
 }
 

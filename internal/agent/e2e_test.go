@@ -201,19 +201,20 @@ func checkResult(t *testing.T, res *Result, stored int) {
 	}
 }
 
+// builds are the local toolchain's plain, stripped and PIE builds, which
+// TestAttachTree uses; TestRunTree adds the release matrix.
 var builds = []testutil.Build{
 	{Program: "calltree"},
 	{Program: "calltree", Stripped: true},
 	{Program: "calltree", PIE: true},
-	{Program: "calltree", Toolchain: "go1.22.12"},
-	{Program: "calltree", Toolchain: "go1.21.13", Stripped: true},
 }
 
-// TestRunTree traces `calltree tree` with run, for every build, and checks
-// every call and every parent link.
+// TestRunTree traces `calltree tree` with run, for every build of the
+// local toolchain and of the release matrix (Go 1.21 on, plain, stripped,
+// PIE, DWARF 4 and 5), and checks every call and every parent link.
 func TestRunTree(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, b := range builds {
+	for _, b := range append(builds, testutil.Matrix("calltree")...) {
 		t.Run(b.String(), func(t *testing.T) {
 			bin := testutil.BuildProgram(t, b)
 			opts := treeOptions(t)
@@ -297,7 +298,7 @@ func attachAndRelease(t *testing.T, cmd *exec.Cmd, in io.WriteCloser, opts Optio
 // TestAttachTree traces the same tree with attach --pid.
 func TestAttachTree(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, b := range builds[:3] {
+	for _, b := range builds {
 		t.Run(b.String(), func(t *testing.T) {
 			bin := testutil.BuildProgram(t, b)
 			cmd, in, out := startHeld(t, bin)

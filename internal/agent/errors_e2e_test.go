@@ -163,12 +163,12 @@ func runErrs(t *testing.T, b testutil.Build, opts Options, args ...string) (*Res
 	return res, readCalls(t, opts.DB), out.String()
 }
 
-var errsBuilds = []testutil.Build{
+// errsBuilds are the local toolchain's builds and the release matrix.
+var errsBuilds = append([]testutil.Build{
 	{Program: "errs"},
 	{Program: "errs", PIE: true},
-	{Program: "errs", Toolchain: "go1.22.12"},
 	{Program: "errs", Stripped: true},
-}
+}, testutil.Matrix("errs")...)
 
 // TestErrorReturns: every error-returning call is recorded with status
 // error, its dynamic type and, for the types that hold their message, the

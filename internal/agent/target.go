@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"os/exec"
 	"runtime"
 	"sync"
@@ -41,7 +43,11 @@ func Attach(ctx context.Context, pid int, opts Options) (*Result, error) {
 }
 
 // Run starts argv with the probes attached before its first instruction,
-// passes its stdio through, and traces it until it exits.
+// passes its stdio through, and traces it until it exits. Signals from
+// opts.Signals are forwarded to it. When tracing ends first (--duration,
+// or ctx is done), the probes are detached and Run still waits for the
+// program, forwarding signals, so that its exit code is the result and it
+// is never left behind.
 func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer, opts Options) (*Result, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("no program to run: give it after --, e.g. obs-agent run -f 'main.*' -- ./myservice")
@@ -75,12 +81,20 @@ func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 		return nil, err
 	}
 	defer lock.release()
+	stopForwarding := t.forwardSignals(opts.Signals, s.log)
+	defer stopForwarding()
 	res, err := s.run(ctx, t)
 	if err != nil {
 		// The program must not be left stopped or orphaned.
 		t.kill()
+		return res, err
 	}
-	return res, err
+	if res.ExitCode < 0 {
+		s.log.Info("tracing ended; waiting for the program to exit", "pid", t.PID(), "reason", res.ExitReason)
+		<-t.Exited()
+		res.ExitCode, res.Signaled = t.ExitStatus()
+	}
+	return res, nil
 }
 
 // process is a running process found by pid. It is watched through a
@@ -138,6 +152,7 @@ func (p *process) Close()                  { unix.Close(p.pidfd) }
 // while it is stopped, and Resume detaches ptrace to let it run.
 type child struct {
 	cmd     *exec.Cmd
+	pidfd   int // signals go through it: it never names a reused pid
 	exe     string
 	exited  chan struct{}
 	status  syscall.WaitStatus
@@ -162,11 +177,19 @@ func spawnHeld(path string, argv []string, stdin io.Reader, stdout, stderr io.Wr
 		cmd.Args = argv
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Ptrace: true}
-		if err := cmd.Start(); err != nil {
+		err := cmd.Start()
+		if err != nil {
 			started <- fmt.Errorf("start %s: %w", path, err)
 			return
 		}
 		c.cmd = cmd
+		if c.pidfd, err = unix.PidfdOpen(cmd.Process.Pid, 0); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			close(c.exited)
+			started <- fmt.Errorf("open a pidfd for %s: %w", path, err)
+			return
+		}
 		// The child stops with SIGTRAP after execve.
 		var ws syscall.WaitStatus
 		if _, err := syscall.Wait4(cmd.Process.Pid, &ws, 0, nil); err != nil {
@@ -184,6 +207,7 @@ func spawnHeld(path string, argv []string, stdin io.Reader, stdout, stderr io.Wr
 		// it with a core dump. Exit-kill ends it cleanly instead: it has
 		// not run a single instruction of its own yet.
 		if err := syscall.PtraceSetOptions(cmd.Process.Pid, unix.PTRACE_O_EXITKILL); err != nil {
+			unix.Close(c.pidfd)
 			cmd.Process.Kill()
 			cmd.Wait()
 			close(c.exited)
@@ -194,7 +218,7 @@ func spawnHeld(path string, argv []string, stdin io.Reader, stdout, stderr io.Wr
 		<-c.resume
 		c.resumed <- syscall.PtraceDetach(cmd.Process.Pid)
 		// Reap it; cmd.Wait also waits for the stdio copies to finish.
-		err := cmd.Wait()
+		err = cmd.Wait()
 		if cmd.ProcessState != nil {
 			c.status = cmd.ProcessState.Sys().(syscall.WaitStatus)
 		} else if err != nil {
@@ -242,4 +266,77 @@ func (c *child) kill() {
 	<-c.exited
 }
 
-func (c *child) Close() {}
+func (c *child) Close() { unix.Close(c.pidfd) }
+
+// forwardSignals passes every signal from sigs to the program until it
+// exits or the returned stop is called. A signal that the terminal sent
+// to its whole foreground process group (Ctrl-C's SIGINT, a hangup's
+// SIGHUP) has reached the program already, which runs in obs-agent's
+// process group: sending it again would make a program that exits on its
+// second SIGINT skip its graceful shutdown. Those are not forwarded.
+func (c *child) forwardSignals(sigs <-chan os.Signal, log *slog.Logger) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	send := func(sig os.Signal, fromTerminalToo bool) {
+		ss, ok := sig.(syscall.Signal)
+		if !ok {
+			return
+		}
+		if fromTerminalToo && (ss == syscall.SIGINT || ss == syscall.SIGHUP) && inTerminalForeground() {
+			log.Debug("signal from the terminal reached the program directly", "signal", ss)
+			return
+		}
+		// The pidfd stays valid after the child is reaped, and then fails
+		// with ESRCH: a signal can never reach a reused pid.
+		if err := unix.PidfdSendSignal(c.pidfd, ss, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			log.Warn("forward signal", "signal", ss, "pid", c.PID(), "err", err)
+		} else {
+			log.Debug("forwarded signal", "signal", ss, "pid", c.PID())
+		}
+	}
+	go func() {
+		defer close(finished)
+		// Signals that came before the program existed never reached it,
+		// from a terminal or not: they all go to it (it is held at its
+		// first instruction, so it takes them as soon as it runs).
+		for pending := true; pending; {
+			select {
+			case sig := <-sigs:
+				send(sig, false)
+			default:
+				pending = false
+			}
+		}
+		for {
+			select {
+			case <-done:
+				return
+			case <-c.exited:
+				return
+			case sig := <-sigs:
+				send(sig, true)
+			}
+		}
+	}()
+	return func() {
+		select {
+		case <-done:
+		default:
+			close(done)
+		}
+		<-finished
+	}
+}
+
+// inTerminalForeground reports whether obs-agent runs in the foreground
+// process group of its controlling terminal: then the terminal's SIGINT
+// and SIGHUP go to every process of that group, the program included.
+func inTerminalForeground() bool {
+	tty, err := os.Open("/dev/tty")
+	if err != nil {
+		return false // no controlling terminal
+	}
+	defer tty.Close()
+	fg, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
+	return err == nil && fg == unix.Getpgrp()
+}

@@ -98,8 +98,9 @@ func alignUp(n, a int64) int64 {
 // arguments start at SP+8.
 //
 // Shape-instantiated generic functions (name contains "go.shape.") take a
-// dictionary pointer as their first argument, which DWARF does not list; it
-// is accounted for here.
+// dictionary pointer as their first argument, which DWARF before Go 1.27
+// does not list; it is accounted for here unless DWARF lists it as ".dict"
+// (Go 1.27+).
 func locateError(tr *typeReader, name string, params []paramDIE, arch string) *ErrorResult {
 	ni, nfp := abiRegs(arch)
 	var stack int64 // offset within the stack-assigned area
@@ -109,7 +110,7 @@ func locateError(tr *typeReader, name string, params []paramDIE, arch string) *E
 		nres   int
 		inArgs = true
 	)
-	if strings.Contains(name, "go.shape.") {
+	if strings.Contains(name, "go.shape.") && !hasParam(params, ".dict") {
 		i = 1 // .dict in the first integer register
 	}
 	for _, p := range params {

@@ -31,9 +31,12 @@ type Binary struct {
 	MainModule string // main module path from buildinfo ("" if unknown)
 	PIE        bool   // ELF type ET_DYN
 	HasDWARF   bool
-	HasSymtab  bool   // .symtab present (false for -s builds)
-	GoidOffset uint64 // offset of goid inside runtime.g
-	GoidSource string // "dwarf" or "table"
+	HasSymtab  bool // .symtab present (false for -s builds)
+	// Layout is where runtime.g.goid and the other runtime fields the
+	// probes read lie; LayoutSource says where it came from: "dwarf", or
+	// "table" (the verified table of Go releases) without DWARF.
+	Layout       Layout
+	LayoutSource string
 	// Funcs is every function from .gopclntab, sorted by Entry.
 	Funcs []*Func
 	// Itabs maps an itab vaddr to the concrete type name for itabs that
@@ -148,17 +151,35 @@ func (b *Binary) FileOffset(vaddr uint64) (uint64, error) {
 	return 0, fmt.Errorf("file offset of %#x: not in an executable segment", vaddr)
 }
 
-// ModuleOf returns the longest module path (main module or a dependency
-// from build info) that is pkg or a prefix of it ending at a "/"; "" if
-// none.
+// ModuleOf returns the module a package belongs to, from the build info:
+// the main module for package main (whose import path is "main", not under
+// the module path) and for packages under the main module's path; the
+// dependency whose path is pkg or the longest prefix of it ending at a
+// "/"; "std" for the standard library (the module GOROOT/src declares);
+// "" when none applies, e.g. for a binary without build info.
 func (b *Binary) ModuleOf(pkg string) string {
+	if pkg == "main" {
+		return b.MainModule
+	}
 	best := ""
 	for _, m := range b.modules {
 		if len(m) > len(best) && (pkg == m || strings.HasPrefix(pkg, m+"/")) {
 			best = m
 		}
 	}
+	if best == "" && b.GoVersion != "" && isStdPackage(pkg) {
+		return "std"
+	}
 	return best
+}
+
+// isStdPackage reports whether an import path is the standard library's:
+// its first element has no dot (module paths outside GOROOT need one, and
+// the build info lists any that do not), and it is not a compiler-made
+// pseudo-package such as "type:" or "go:".
+func isStdPackage(pkg string) bool {
+	first, _, _ := strings.Cut(pkg, "/")
+	return first != "" && first != "main" && !strings.ContainsAny(first, ".:")
 }
 
 // text returns the bytes of [start, end) from an executable segment.

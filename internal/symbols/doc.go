@@ -6,12 +6,15 @@
 // -s -w, PIE or not, including Go 1.26 pclntabs that no longer store
 // textStart), the RET instruction sites of every function (linear-sweep
 // disassembly, never guessing past an undecodable byte), the file offsets
-// uprobes are attached at, the offset of goid inside runtime.g (DWARF, or a
-// table verified per Go version), where an `error` result lives at RET time
+// uprobes are attached at, the runtime layout the probes rely on (goid and
+// stack inside runtime.g, runtime._panic; from DWARF, or from a table with
+// one row per Go release, each proved against that release's DWARF 4 and 5
+// by TestLayoutTable), where an `error` result lives at RET time
 // (DWARF plus the Go internal register ABI), inlining facts from DWARF, the
 // itab symbols that name the dynamic types of returned errors, and the
 // runtime type descriptors (types.go) that name the dynamic type of a panic
-// value, which are readable even in stripped binaries.
+// value or of an itab (Go 1.27 keeps its itabs there without symbols),
+// which are readable even in stripped binaries.
 //
 // Everything is computed eagerly by Open: when Open returns, every Func has
 // its Rets, Probeable and Reason filled. The package holds no global mutable
@@ -19,5 +22,5 @@
 //
 // Supported: Go 1.17+ on amd64 and Go 1.18+ on arm64 (register ABI). Only
 // amd64 is tested against real binaries; arm64 paths (RET decoding, ABI
-// register counts, goid table) are unit-tested only.
+// register counts, layout table) are unit-tested only.
 package symbols

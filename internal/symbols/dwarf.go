@@ -11,8 +11,7 @@ const attrGoKind = dwarf.Attr(0x2900)
 
 // dwarfInfo is what this package takes from DWARF.
 type dwarfInfo struct {
-	goidOff    uint64
-	goidOK     bool
+	layout     layoutSeen
 	errResults map[uint64]*ErrorResult // by function entry (DW_AT_low_pc)
 	inlined    map[string]int          // abstract function name -> inlined call sites
 }
@@ -42,7 +41,8 @@ func readDWARF(dw *dwarf.Data, arch string) (*dwarfInfo, error) {
 	r := dw.Reader()
 	depth := 0
 	var cur *subprogramDIE
-	curDepth, gDepth := -1, -1
+	curDepth := -1
+	var rt runtimeStructWalk
 	for {
 		e, err := r.Next()
 		if err != nil {
@@ -56,9 +56,7 @@ func readDWARF(dw *dwarf.Data, arch string) (*dwarfInfo, error) {
 			if cur != nil && depth <= curDepth {
 				cur = nil
 			}
-			if gDepth >= 0 && depth <= gDepth {
-				gDepth = -1
-			}
+			rt.leave(depth)
 			continue
 		}
 		switch e.Tag {
@@ -90,17 +88,9 @@ func readDWARF(dw *dwarf.Data, arch string) (*dwarfInfo, error) {
 				inlineCounts[o]++
 			}
 		case dwarf.TagStructType:
-			if n, _ := e.Val(dwarf.AttrName).(string); n == "runtime.g" && e.Children && !info.goidOK {
-				gDepth = depth
-			}
+			rt.enter(e, depth, &info.layout)
 		case dwarf.TagMember:
-			if gDepth >= 0 && depth == gDepth+1 {
-				if n, _ := e.Val(dwarf.AttrName).(string); n == "goid" {
-					if loc, ok := e.Val(dwarf.AttrDataMemberLoc).(int64); ok && loc >= 0 {
-						info.goidOff, info.goidOK = uint64(loc), true
-					}
-				}
-			}
+			rt.member(e, depth, &info.layout)
 		}
 		if e.Children {
 			depth++
@@ -135,14 +125,17 @@ func readDWARF(dw *dwarf.Data, arch string) (*dwarfInfo, error) {
 
 // applyDWARF fills the DWARF-derived fields (or their no-DWARF defaults).
 func (b *Binary) applyDWARF(info *dwarfInfo) error {
-	if info != nil && info.goidOK {
-		b.GoidOffset, b.GoidSource = info.goidOff, "dwarf"
+	if info != nil && info.layout.complete() {
+		b.Layout, b.LayoutSource = info.layout.l, "dwarf"
 	} else {
-		off, err := goidOffsetFor(b.GoVersion, b.Arch)
+		l, err := layoutFor(b.GoVersion)
 		if err != nil {
 			return err
 		}
-		b.GoidOffset, b.GoidSource = off, "table"
+		b.Layout, b.LayoutSource = l, "table"
+	}
+	if err := b.Layout.checkFixed(); err != nil {
+		return fmt.Errorf("%s: %w", b.GoVersion, err)
 	}
 	if info == nil {
 		return nil

@@ -3,14 +3,18 @@ package symbols
 import (
 	"bufio"
 	"bytes"
+	"compress/zlib"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,11 +51,18 @@ var (
 // returns the binary path. toolchain "" means the local one.
 func buildFixture(t testing.TB, src, toolchain string, flags ...string) string {
 	t.Helper()
+	return buildFixtureEnv(t, src, toolchain, nil, flags...)
+}
+
+// buildFixtureEnv is buildFixture with extra environment (GOARCH,
+// GOEXPERIMENT).
+func buildFixtureEnv(t testing.TB, src, toolchain string, extraEnv []string, flags ...string) string {
+	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("go tool not in PATH: %v", err)
 	}
-	key := src + "|" + toolchain + "|" + strings.Join(flags, " ")
+	key := src + "|" + toolchain + "|" + strings.Join(flags, " ") + "|" + strings.Join(extraEnv, " ")
 	buildsMu.Lock()
 	defer buildsMu.Unlock() // serialize builds: toolchain downloads share the module cache
 	if r, ok := builds[key]; ok {
@@ -74,7 +85,7 @@ func buildFixture(t testing.TB, src, toolchain string, flags ...string) string {
 		// -buildvcs appeared in go1.18; ignore a go env file that sets it.
 		env = append(env, "GOFLAGS=", "GOENV=off")
 	}
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), env...), extraEnv...)
 	r := &buildResult{path: out}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		r.err = fmt.Errorf("build %s: %v\n%s", key, err, b)
@@ -131,8 +142,8 @@ func TestFixtureFunctions(t *testing.T) {
 			if stripped {
 				wantSrc = "table"
 			}
-			if b.GoidSource != wantSrc || b.GoidOffset == 0 {
-				t.Errorf("goid = %d from %q, want source %q", b.GoidOffset, b.GoidSource, wantSrc)
+			if b.LayoutSource != wantSrc || b.Layout.Goid == 0 {
+				t.Errorf("layout %+v from %q, want source %q", b.Layout, b.LayoutSource, wantSrc)
 			}
 			for i := 1; i < len(b.Funcs); i++ {
 				if b.Funcs[i].Entry < b.Funcs[i-1].Entry {
@@ -264,8 +275,8 @@ func TestStrippedMatchesUnstripped(t *testing.T) {
 				t.Fatalf("func %d differs:\n%+v\n%+v", i, f, g)
 			}
 		}
-		if full.GoidOffset != strip.GoidOffset {
-			t.Errorf("goid offset dwarf %d != table %d", full.GoidOffset, strip.GoidOffset)
+		if full.Layout != strip.Layout {
+			t.Errorf("layout: dwarf %+v != table %+v", full.Layout, strip.Layout)
 		}
 	}
 }
@@ -477,7 +488,11 @@ func TestModuleOf(t *testing.T) {
 		"example.com/fixture":     "example.com/fixture",
 		"example.com/fixture/sub": "example.com/fixture",
 		"example.com/fixtureX":    "",
-		"fmt":                     "",
+		"main":                    "example.com/fixture",
+		"fmt":                     "std",
+		"internal/poll":           "std",
+		"vendor/golang.org/x/net": "std",
+		"type:":                   "",
 	} {
 		if got := b.ModuleOf(pkg); got != want {
 			t.Errorf("ModuleOf(%q) = %q, want %q", pkg, got, want)
@@ -485,6 +500,8 @@ func TestModuleOf(t *testing.T) {
 	}
 	b2 := &Binary{modules: []string{"github.com/a/b", "github.com/a/b/v2", "github.com/a/bc"}}
 	for pkg, want := range map[string]string{
+		"main":                "",
+		"fmt":                 "",
 		"github.com/a/b/x":    "github.com/a/b",
 		"github.com/a/b/v2/y": "github.com/a/b/v2",
 		"github.com/a/bc":     "github.com/a/bc",
@@ -510,12 +527,6 @@ func TestParseGoVersion(t *testing.T) {
 	}
 	if _, _, ok := parseGoVersion("garbage"); ok {
 		t.Error("parseGoVersion(garbage) ok")
-	}
-	if _, err := goidOffsetFor("go1.99.0", "amd64"); err == nil {
-		t.Error("goidOffsetFor(go1.99.0) guessed an offset")
-	}
-	if _, err := goidOffsetFor("", "amd64"); err == nil {
-		t.Error("goidOffsetFor(unknown) guessed an offset")
 	}
 }
 
@@ -559,53 +570,39 @@ func TestScanRets(t *testing.T) {
 	}
 }
 
-// toolchains are the Go releases the goid table is verified against (the
-// latest patch of each minor available on the module proxy). Go 1.21+ come
-// from golang.org/toolchain; older ones only if the proxy serves them.
-var toolchains = []struct {
-	version string
-	fixture string // fixture dir that version can build
-}{
-	{"go1.17.13", "oldfixture"},
-	{"go1.18.10", "oldfixture"},
-	{"go1.19.13", "oldfixture"},
-	{"go1.20.14", "oldfixture"},
-	{"go1.21.13", "fixture"},
-	{"go1.22.12", "fixture"},
-	{"go1.23.12", "fixture"},
-	{"go1.24.13", "fixture"},
-	{"go1.25.9", "fixture"},
-	{"", "fixture"}, // local toolchain (go1.26.x)
-}
-
-// TestToolchains builds fixtures with every toolchain in the list, reads
-// runtime.g.goid from DWARF and asserts the no-DWARF table agrees; it also
-// re-checks parsing of stripped builds and the ABI error locations.
-func TestToolchains(t *testing.T) {
+// TestLayoutTable builds the fixture with the toolchain of every row of the
+// layout table, reads the layout from the build's DWARF and asserts that
+// the row agrees, so a row added for a new release is proved by CI. For
+// releases that default to DWARF 5 (1.25+) it also builds with DWARF 4, as
+// some distributions do, and checks that both parse alike. It re-checks
+// stripped builds (layout from the table) and the ABI error locations.
+func TestLayoutTable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short: downloads and runs several Go toolchains (GOTOOLCHAIN=go1.X.Y)")
 	}
-	for _, tc := range toolchains {
-		name := tc.version
-		if name == "" {
-			name = "local"
-		}
-		t.Run(name, func(t *testing.T) {
-			full := openT(t, buildFixture(t, tc.fixture, tc.version))
-			strip := openT(t, buildFixture(t, tc.fixture, tc.version, "-ldflags=-s -w"))
-			if full.GoidSource != "dwarf" {
-				t.Fatalf("GoidSource = %q, want dwarf", full.GoidSource)
+	for _, r := range layoutTable() {
+		t.Run(r.verifiedBy, func(t *testing.T) {
+			fixture := "fixture"
+			if r.minor < 21 {
+				fixture = "oldfixture"
 			}
-			table, err := goidOffsetFor(full.GoVersion, full.Arch)
-			if err != nil {
-				t.Fatalf("table: %v", err)
+			path := buildFixture(t, fixture, r.verifiedBy)
+			full := openT(t, path)
+			wantDWARF := 4
+			if r.minor >= 25 {
+				wantDWARF = 5
 			}
-			if table != full.GoidOffset {
-				t.Errorf("%s: goid table says %d, DWARF says %d", full.GoVersion, table, full.GoidOffset)
+			checkLayoutFromDWARF(t, path, full, r.Layout, wantDWARF)
+			t.Logf("%s: %+v (DWARF %d)", full.GoVersion, full.Layout, wantDWARF)
+			if r.minor >= 25 {
+				p4 := buildFixtureEnv(t, fixture, r.verifiedBy, []string{"GOEXPERIMENT=nodwarf5"})
+				d4 := openT(t, p4)
+				checkLayoutFromDWARF(t, p4, d4, r.Layout, 4)
+				sameAnalysis(t, full, d4)
 			}
-			t.Logf("%s: goid at %d (DWARF)", full.GoVersion, full.GoidOffset)
-			if strip.GoidSource != "table" || strip.GoidOffset != full.GoidOffset {
-				t.Errorf("stripped: goid %d from %s", strip.GoidOffset, strip.GoidSource)
+			strip := openT(t, buildFixture(t, fixture, r.verifiedBy, "-ldflags=-s -w"))
+			if strip.LayoutSource != "table" || strip.Layout != r.Layout {
+				t.Errorf("stripped: layout %+v from %s, want %+v from the table", strip.Layout, strip.LayoutSource, r.Layout)
 			}
 			if len(strip.Funcs) != len(full.Funcs) {
 				t.Errorf("stripped has %d funcs, full %d", len(strip.Funcs), len(full.Funcs))
@@ -617,16 +614,120 @@ func TestToolchains(t *testing.T) {
 			want := &ErrorResult{InRegs: true, ItabReg: 1, DataReg: 2, Index: 1}
 			// Go 1.17 DWARF omits unnamed results, so ErrResult stays nil
 			// there (unknown, never guessed).
-			if strings.HasPrefix(full.GoVersion, "go1.17.") {
+			if r.minor == 17 {
 				want = nil
 			}
 			if full.Arch == "amd64" && !reflect.DeepEqual(f.ErrResult, want) {
 				t.Errorf("IntErr ErrResult = %+v, want %+v", f.ErrResult, want)
 			}
-			if tc.fixture == "fixture" && full.Arch == "amd64" {
+			if fixture == "fixture" && full.Arch == "amd64" {
 				checkErrCases(t, full, amd64ErrCases)
 			}
 		})
+	}
+	// The local toolchain must be in the table too, and arm64 must share
+	// the layout (the BPF programs read the same offsets there).
+	for _, arch := range []string{runtime.GOARCH, "arm64"} {
+		t.Run("local-"+arch, func(t *testing.T) {
+			path := buildFixtureEnv(t, "fixture", "", []string{"GOARCH=" + arch})
+			b := openT(t, path)
+			want, err := layoutFor(b.GoVersion)
+			if err != nil {
+				t.Fatalf("the local toolchain: %v", err)
+			}
+			_, minor, _ := parseGoVersion(b.GoVersion)
+			checkLayoutFromDWARF(t, path, b, want, map[bool]int{true: 5, false: 4}[minor >= 25])
+		})
+	}
+}
+
+// checkLayoutFromDWARF asserts that b's layout was read from its DWARF, of
+// the given version, and equals want.
+func checkLayoutFromDWARF(t *testing.T, path string, b *Binary, want Layout, dwarfVersion int) {
+	t.Helper()
+	if v := dwarfVersionOf(t, path); v != dwarfVersion {
+		t.Errorf("%s: DWARF version %d, want %d", path, v, dwarfVersion)
+	}
+	if b.LayoutSource != "dwarf" {
+		t.Fatalf("LayoutSource = %q, want dwarf", b.LayoutSource)
+	}
+	if b.Layout != want {
+		t.Errorf("%s %s: DWARF says %+v, the table says %+v", b.GoVersion, b.Arch, b.Layout, want)
+	}
+}
+
+// dwarfVersionOf reads the version of the first unit of .debug_info.
+func dwarfVersionOf(t *testing.T, path string) int {
+	t.Helper()
+	ef, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	var data []byte
+	if s := ef.Section(".debug_info"); s != nil {
+		data, err = s.Data() // decompresses SHF_COMPRESSED sections
+	} else if s := ef.Section(".zdebug_info"); s != nil {
+		// Before Go 1.19 (?): "ZLIB", the size as 8 big-endian bytes, zlib data.
+		data, err = s.Data()
+		if err == nil && len(data) > 12 && string(data[:4]) == "ZLIB" {
+			var zr io.ReadCloser
+			if zr, err = zlib.NewReader(bytes.NewReader(data[12:])); err == nil {
+				data, err = io.ReadAll(zr)
+			}
+		}
+	} else {
+		t.Fatalf("%s: no .debug_info", path)
+	}
+	if err != nil || len(data) < 6 {
+		t.Fatalf("%s: .debug_info: %v (%d bytes)", path, err, len(data))
+	}
+	return int(binary.LittleEndian.Uint16(data[4:6]))
+}
+
+// sameAnalysis asserts two builds of one program were analysed alike.
+func sameAnalysis(t *testing.T, a, b *Binary) {
+	t.Helper()
+	if len(a.Funcs) != len(b.Funcs) {
+		t.Fatalf("%d funcs vs %d", len(a.Funcs), len(b.Funcs))
+	}
+	for i, f := range a.Funcs {
+		g := b.Funcs[i]
+		if f.Name != g.Name || f.Probeable != g.Probeable || len(f.Rets) != len(g.Rets) ||
+			f.InlinedSites != g.InlinedSites || !reflect.DeepEqual(f.ErrResult, g.ErrResult) {
+			t.Errorf("%s differs between DWARF 5 and 4:\n%+v\n%+v", f.Name, f, g)
+		}
+	}
+}
+
+// TestLayoutRows checks the table's shape: one row per minor release, in
+// order, without gaps, each verified by a toolchain of its own release.
+func TestLayoutRows(t *testing.T) {
+	tab := layoutTable()
+	for i, r := range tab {
+		maj, minor, ok := parseGoVersion(r.verifiedBy)
+		if !ok || maj != 1 || minor != r.minor {
+			t.Errorf("row go1.%d is verified by %q", r.minor, r.verifiedBy)
+		}
+		if i > 0 && r.minor != tab[i-1].minor+1 {
+			t.Errorf("row go1.%d follows go1.%d", r.minor, tab[i-1].minor)
+		}
+		if err := r.checkFixed(); err != nil {
+			t.Errorf("row go1.%d: %v", r.minor, err)
+		}
+	}
+	last := tab[len(tab)-1].minor
+	for v, wantErr := range map[string]bool{
+		"go1.17.13": false, fmt.Sprintf("go1.%d.4", last): false, fmt.Sprintf("go1.%d.0", last+1): true,
+		"go1.16.15": true, "go2.0": true, "": true,
+	} {
+		_, err := layoutFor(v)
+		if (err != nil) != wantErr {
+			t.Errorf("layoutFor(%q): %v", v, err)
+		}
+		if err != nil && v != "" && !strings.Contains(err.Error(), "not in the verified table") && !strings.Contains(err.Error(), "unknown") {
+			t.Errorf("layoutFor(%q): unclear error %v", v, err)
+		}
 	}
 }
 

@@ -110,8 +110,13 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 	if ef.Class != elf.ELFCLASS64 || ef.Data != elf.ELFDATA2LSB {
 		return nil, fmt.Errorf("%w: %v %v", ErrUnsupportedArch, ef.Class, ef.Data)
 	}
+	// The type data starts at runtime.types. Without a symtab, it is the
+	// start of the section the linker puts the types first in: Go 1.27
+	// gives them a section of their own (.go.type, or
+	// .data.rel.ro.go.type in a PIE); before, .data.rel.ro when the binary
+	// has one, as PIE binaries do, else .rodata.
 	var sect *elf.Section
-	for _, name := range []string{".data.rel.ro", ".rodata"} {
+	for _, name := range []string{".go.type", ".data.rel.ro.go.type", ".data.rel.ro", ".rodata"} {
 		if s := ef.Section(name); s != nil && s.Type == elf.SHT_PROGBITS {
 			sect = s
 			break
@@ -130,6 +135,15 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 		}
 	}
 	if base < sect.Addr || base-sect.Addr >= sect.Size {
+		// runtime.types names the section.
+		for _, s := range ef.Sections {
+			if s.Type == elf.SHT_PROGBITS && base >= s.Addr && base-s.Addr < s.Size {
+				sect = s
+				break
+			}
+		}
+	}
+	if base < sect.Addr || base-sect.Addr >= sect.Size {
 		return nil, fmt.Errorf("runtime.types at %#x is not in %s", base, sect.Name)
 	}
 	if sect.Offset > uint64(len(raw)) || sect.Size > uint64(len(raw))-sect.Offset {
@@ -138,7 +152,41 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 	lo := sect.Offset + (base - sect.Addr)
 	data := make([]byte, sect.Offset+sect.Size-lo)
 	copy(data, raw[lo:])
+	applyRelative(ef, base, data)
 	return &Types{base: base, data: data, memo: map[uint64]Type{}}, nil
+}
+
+// applyRelative writes the link-time value of every RELATIVE relocation
+// that falls inside data (the bytes at base) into it: a PIE file leaves
+// the pointers of its itabs and descriptors to these relocations, so after
+// this the data reads like that of a non-PIE executable.
+func applyRelative(ef *elf.File, base uint64, data []byte) {
+	var relative uint32
+	switch ef.Machine {
+	case elf.EM_X86_64:
+		relative = uint32(elf.R_X86_64_RELATIVE)
+	case elf.EM_AARCH64:
+		relative = uint32(elf.R_AARCH64_RELATIVE)
+	default:
+		return
+	}
+	for _, s := range ef.Sections {
+		if s.Type != elf.SHT_RELA {
+			continue
+		}
+		rela, err := s.Data()
+		if err != nil {
+			continue
+		}
+		for i := 0; i+24 <= len(rela); i += 24 {
+			off := binary.LittleEndian.Uint64(rela[i:])
+			info := binary.LittleEndian.Uint64(rela[i+8:])
+			if uint32(info) != relative || off < base || off-base > uint64(len(data)) || uint64(len(data))-(off-base) < 8 {
+				continue
+			}
+			binary.LittleEndian.PutUint64(data[off-base:], binary.LittleEndian.Uint64(rela[i+16:]))
+		}
+	}
 }
 
 // Lookup decodes the descriptor at the link-time address addr (a PIE
@@ -182,6 +230,25 @@ func (t *Types) decode(off uint64) Type {
 	}
 	ty.Name = name
 	return ty
+}
+
+// ItabType decodes the concrete type of the itab at the link-time address
+// itab, for binaries that keep their itabs inside the type data without
+// naming them in .symtab (Go 1.27 puts them at the end of .go.type): the
+// word after the interface pointer (internal/abi.ITab.Type, at 8 in every
+// release of the layout table) points at the type's descriptor. It reports
+// false when the itab is not there or its Type word is not a link-time
+// address (a PIE file leaves it to a load-time relocation).
+func (t *Types) ItabType(itab uint64) (Type, bool) {
+	if t == nil || itab < t.base || itab-t.base > uint64(len(t.data)) || uint64(len(t.data))-(itab-t.base) < 16 {
+		return Type{}, false
+	}
+	off := itab - t.base + 8
+	typ := binary.LittleEndian.Uint64(t.data[off : off+8])
+	if typ == 0 {
+		return Type{}, false
+	}
+	return t.Lookup(typ)
 }
 
 // name decodes an internal/abi.Name at off from the base (Go 1.17+ layout:

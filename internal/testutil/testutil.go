@@ -1,6 +1,7 @@
 // Package testutil owns what the privileged end-to-end tests share:
-// skipping without root, and building the target programs in testdata/
-// with a chosen Go toolchain and build mode, once per test binary.
+// skipping without root, building the target programs in testdata/ with a
+// chosen Go toolchain and build mode, once per test binary, the matrix of
+// Go releases they run against, and pseudo-terminals.
 package testutil
 
 import (
@@ -9,9 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/obs-agent/obs-agent/internal/symbols"
 )
 
 // RequireRoot skips the test, with the reason, when not running as root or
@@ -32,6 +38,9 @@ type Build struct {
 	Toolchain string // GOTOOLCHAIN value, e.g. "go1.22.12"; "" = the local go
 	Stripped  bool   // -ldflags=-s -w
 	PIE       bool   // -buildmode=pie
+	// DWARF4 builds with GOEXPERIMENT=nodwarf5: DWARF 4 from a release
+	// that defaults to DWARF 5 (Go 1.25+), as some distributions do.
+	DWARF4 bool
 }
 
 func (b Build) String() string {
@@ -45,7 +54,29 @@ func (b Build) String() string {
 	if b.PIE {
 		s += "-pie"
 	}
+	if b.DWARF4 {
+		s += "-dwarf4"
+	}
 	return s
+}
+
+// Matrix is every build of program that the cross-release tests run: each
+// Go release of the verified runtime layout table from go1.21 on, plain,
+// stripped and PIE, and the newest one with DWARF 4 as well. A release
+// added to the table (internal/symbols) joins the matrix by itself.
+func Matrix(program string) []Build {
+	var out []Build
+	tcs := symbols.VerifiedToolchains()
+	for _, tc := range tcs {
+		if !atLeast(tc, 21) {
+			continue
+		}
+		out = append(out,
+			Build{Program: program, Toolchain: tc},
+			Build{Program: program, Toolchain: tc, Stripped: true},
+			Build{Program: program, Toolchain: tc, PIE: true})
+	}
+	return append(out, Build{Program: program, Toolchain: tcs[len(tcs)-1], DWARF4: true})
 }
 
 var (
@@ -120,6 +151,9 @@ func BuildProgram(t testing.TB, b Build) string {
 	cmd := exec.Command("go", args...)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if b.DWARF4 {
+		cmd.Env = append(cmd.Env, "GOEXPERIMENT=nodwarf5")
+	}
 	if b.Toolchain != "" {
 		cmd.Env = append(cmd.Env, "GOTOOLCHAIN="+b.Toolchain)
 	} else {
@@ -143,8 +177,38 @@ func GoVersion(toolchain string) string {
 // HasGowrap reports whether a toolchain wraps `go f(args)` in a
 // compiler-generated gowrap closure (Go 1.22+).
 func HasGowrap(toolchain string) bool {
-	v := strings.TrimPrefix(GoVersion(toolchain), "go")
-	var major, minor int
-	fmt.Sscanf(v, "%d.%d", &major, &minor)
-	return major > 1 || minor >= 22
+	return atLeast(GoVersion(toolchain), 22)
+}
+
+// atLeast reports whether a version string ("go1.22.12") is go1.minor or
+// later.
+func atLeast(version string, minor int) bool {
+	var maj, min int
+	fmt.Sscanf(strings.TrimPrefix(version, "go"), "%d.%d", &maj, &min)
+	return maj > 1 || min >= minor
+}
+
+// OpenPTY opens a pseudo-terminal pair, for tests of what is drawn only on
+// a terminal; it skips the test when the system has no pseudo-terminals.
+func OpenPTY(t testing.TB) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	return m, s
 }
