@@ -753,15 +753,15 @@ func goToolBinary(t testing.TB) string {
 	return p
 }
 
-func TestOpenGoToolSpeed(t *testing.T) {
+// TestOpenGoTool opens the largest binary at hand, the go command. How long
+// that takes is BenchmarkOpenGoTool's to measure: a fixed limit here would
+// fail on a loaded machine, not on slow code.
+func TestOpenGoTool(t *testing.T) {
 	p := goToolBinary(t)
 	start := time.Now()
 	b := openT(t, p)
 	d := time.Since(start)
 	t.Logf("Open(%s): %d funcs, DWARF=%v, %v", p, len(b.Funcs), b.HasDWARF, d)
-	if d > 2*time.Second && !testing.Short() {
-		t.Errorf("Open took %v, want < 2s", d)
-	}
 	if b.Lookup("main.main") == nil || b.Lookup("runtime.newproc1") == nil {
 		t.Errorf("main.main / runtime.newproc1 missing")
 	}
