@@ -229,14 +229,8 @@ func (d *Dir) prepareExisting(fd int, name string, perm os.FileMode) (*unix.Stat
 // Remove removes a file obs-agent owns; a missing file is not an error, a
 // file another user owns is refused.
 func (d *Dir) Remove(name string) error {
-	if err := d.checkName(name); err != nil {
-		return err
-	}
-	st, err := d.Lstat(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	st, err := d.lstatName(name)
+	if st == nil {
 		return err
 	}
 	if !trusted(st.Uid) {
@@ -327,17 +321,24 @@ func tempName(name string) string {
 // CheckReplaceable fails unless name is missing or is a file obs-agent may
 // replace: a regular file of root's (or the effective user's) with one link.
 func (d *Dir) CheckReplaceable(name string) error {
-	if err := d.checkName(name); err != nil {
-		return err
-	}
-	st, err := d.Lstat(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	st, err := d.lstatName(name)
+	if st == nil {
 		return err
 	}
 	return d.checkFile(name, st)
+}
+
+// lstatName checks that name is one entry of the directory and describes
+// it; nil and no error when it does not exist.
+func (d *Dir) lstatName(name string) (*unix.Stat_t, error) {
+	if err := d.checkName(name); err != nil {
+		return nil, err
+	}
+	st, err := d.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return st, err
 }
 
 // WriteFileAtomic replaces name with data: a temporary file is created
