@@ -159,6 +159,7 @@ func TestFlagRanges(t *testing.T) {
 			flagCase{cmd, "until", "1600-01-01T00:00:00Z", "--until 1600-01-01T00:00:00Z is out of range"},
 			flagCase{cmd, "until", "2h", "--until 2h ("}, // with the default --since 1h
 			flagCase{cmd, "pid", "99999999", "--pid 99999999 is out of range: want 0 (every process), or from 1 to"},
+			flagCase{cmd, "pid", "-1", "--pid -1 is out of range: want 0 (every process), or from 1 to"},
 			flagCase{cmd, "limit", "-1", "--limit -1 is out of range: want 0 (all), or at least 1"},
 			flagCase{cmd, "format", "xml", `--format "xml": want table, json, csv`},
 		)
@@ -230,6 +231,12 @@ func TestFlagRanges(t *testing.T) {
 			}
 		})
 	}
+	t.Run("long flag value is clipped", func(t *testing.T) {
+		stderr, code := runAgent(t, "query", "calls", "--limit", long, "--db", missing)
+		if code != 1 || !strings.Contains(stderr, `invalid argument "aaaa`) || len(stderr) > 600 {
+			t.Errorf("exit %d, %d bytes of stderr:\n%.2000s", code, len(stderr), stderr)
+		}
+	})
 	t.Run("long pattern is clipped", func(t *testing.T) {
 		stderr, code := runAgent(t, "list", "--binary", agentBinary(t), "-f", long)
 		if code != 1 || !strings.Contains(stderr, `pattern "aaaa`) || !strings.Contains(stderr, "… (10001 bytes)") || len(stderr) > 1000 {

@@ -22,7 +22,7 @@ type queryFlags struct {
 	db          string
 	since       string
 	until       string
-	pid         uint32
+	pid         int // an int, so that -1 gets the range error
 	fn          string
 	status      []string
 	minDuration time.Duration
@@ -42,7 +42,7 @@ func (f *queryFlags) register(cmd *cobra.Command, filters bool) {
 	}
 	fl.StringVar(&f.since, "since", defaultSince, "start of the range: a duration back from now (10m, 2h) or an RFC 3339 time; 0 = all time")
 	fl.StringVar(&f.until, "until", "", "end of the range (exclusive): a duration back from now or an RFC 3339 time; empty = now")
-	fl.Uint32Var(&f.pid, "pid", 0, "only this process")
+	fl.IntVar(&f.pid, "pid", 0, "only this process")
 	fl.StringVar(&f.fn, "func", "", "only functions matching this glob ('*' any run, '?' one character; '[' is literal)")
 	fl.StringSliceVar(&f.status, "status", nil, "only these outcomes: ok, error, panic, unfinished (repeat or comma-separate)")
 	fl.DurationVar(&f.minDuration, "min-duration", 0, "only calls that took at least this long (e.g. 5ms)")
@@ -83,7 +83,7 @@ func (f *queryFlags) check(out store.Filter) error {
 	pids := pidRange()
 	pids.Special = []validate.Special[int]{{Value: 0, Means: "every process"}}
 	return validate.First(
-		pids.Check("pid", int(f.pid)),
+		pids.Check("pid", f.pid),
 		minDurationRange.Check("min-duration", f.minDuration),
 		limitRange.Check("limit", f.limit),
 	)
@@ -114,7 +114,7 @@ func (f *queryFlags) filter() (store.Filter, error) {
 	if err := f.check(out); err != nil {
 		return out, err
 	}
-	out.PID, out.Func, out.MinDuration, out.Limit = f.pid, f.fn, f.minDuration, f.limit
+	out.PID, out.Func, out.MinDuration, out.Limit = uint32(f.pid), f.fn, f.minDuration, f.limit
 	return out, nil
 }
 
@@ -389,7 +389,7 @@ A metric that could not be read is shown as '-' (null in JSON), never 0.`,
 	fl.StringVar(&f.db, "db", store.DefaultPath(), "store file")
 	fl.StringVar(&f.since, "since", defaultSince, "start of the range: a duration back from now or an RFC 3339 time; 0 = all time")
 	fl.StringVar(&f.until, "until", "", "end of the range (exclusive); empty = now")
-	fl.Uint32Var(&f.pid, "pid", 0, "only this process")
+	fl.IntVar(&f.pid, "pid", 0, "only this process")
 	fl.IntVar(&f.limit, "limit", 100, "at most this many rows (0 = all)")
 	fl.StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
 	return cmd

@@ -69,6 +69,11 @@ local SQLite store that you query with 'obs-agent query'.
 			slog.SetDefault(slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level})))
 		},
 	}
+	// pflag's own errors ("invalid argument ... for --limit") quote the
+	// value whole: clip it like every other echo of user text.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return errors.New(validate.ClipLine(err.Error()))
+	})
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log debug detail to stderr")

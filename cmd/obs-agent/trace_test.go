@@ -54,6 +54,7 @@ func TestTraceBadInput(t *testing.T) {
 		{"pattern matches nothing", []string{"run", "-f", "main.nestt", "--db", db, "--", calltree}, []string{"matches no function", "did you mean", "main.nest"}},
 		{"too many sites", []string{"run", "-f", "main.*", "--max-probes", "5", "--db", db, "--", calltree}, []string{"--max-probes"}},
 		{"no pattern", []string{"run", "--db", db, "--", calltree}, []string{"-f PATTERN"}},
+		{"db is a directory", []string{"run", "-f", "main.*", "--db", t.TempDir(), "--", calltree}, []string{"--db: store: open", "it is a directory; a store is a file, e.g."}},
 		{"everything excluded", []string{"run", "-f", "main.nest", "-x", "main.n*", "--db", db, "--", calltree}, []string{"excluded by a -x pattern"}},
 	}
 	for _, c := range cases {

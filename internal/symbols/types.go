@@ -61,8 +61,9 @@ type Type struct {
 // runtime does: the descriptor's Str field is an offset from that base to
 // an encoded name. The base is the runtime.types symbol when there is a
 // symtab, and otherwise the start of the section the linker puts the types
-// first in (.data.rel.ro when the binary has one, as PIE binaries do, else
-// .rodata), so a stripped binary's types are named too.
+// first in (.go.type from Go 1.27; before, .data.rel.ro when the binary has
+// one, as PIE binaries do, else .rodata), so a stripped binary's types are
+// named too.
 //
 // A Types is safe for concurrent use.
 type Types struct {
@@ -73,7 +74,7 @@ type Types struct {
 }
 
 // Layout of the descriptor header (internal/abi.Type) on 64-bit targets,
-// the same from Go 1.14 to 1.26: Size_ 0, PtrBytes 8, Hash 16, TFlag 20,
+// the same from Go 1.14 to 1.27: Size_ 0, PtrBytes 8, Hash 16, TFlag 20,
 // Align_ 21, FieldAlign_ 22, Kind_ 23, Equal 24, GCData 32, Str 40,
 // PtrToThis 44.
 const (

@@ -180,13 +180,22 @@ func WritableDir(flag, path string) error {
 // maxEcho is how many bytes of user text an error message repeats.
 const maxEcho = 80
 
+// maxLine is how long a whole message that repeats user text, such as a
+// flag parser's, may grow.
+const maxLine = 400
+
 // Clip shortens user text for an error message: past maxEcho bytes it keeps
 // the start, cut at a character boundary, and says how long the whole was.
-func Clip(s string) string {
-	if len(s) <= maxEcho {
+func Clip(s string) string { return clip(s, maxEcho) }
+
+// ClipLine is Clip for a whole message that quotes user text somewhere.
+func ClipLine(s string) string { return clip(s, maxLine) }
+
+func clip(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := maxEcho
+	cut := n
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}

@@ -75,6 +75,12 @@ func TestClip(t *testing.T) {
 	if strings.ContainsRune(c, '\uFFFD') {
 		t.Errorf("Clip cut a character in half: %q", c)
 	}
+	if l := ClipLine(strings.Repeat("b", 10000)); len(l) > maxLine+30 || !strings.HasSuffix(l, "… (10000 bytes)") {
+		t.Errorf("ClipLine: %d bytes", len(l))
+	}
+	if s := strings.Repeat("c", maxLine); ClipLine(s) != s {
+		t.Error("ClipLine changed a message of maxLine bytes")
+	}
 	q := Quote(strings.Repeat("a", 10000))
 	if !strings.HasPrefix(q, `"aaa`) || !strings.HasSuffix(q, `"… (10000 bytes)`) || len(q) > maxEcho+30 {
 		t.Errorf("Quote: %q", q)
