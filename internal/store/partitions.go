@@ -116,7 +116,24 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, also 
 	var dropped []string
 	err := s.writeTx(op, false, func(tx *wtx) error {
 		tx.ctx = ctx
+		var all []string
 		for _, n := range names {
+			// A partition's side tables (derived.go) go with it.
+			sides, err := s.sideTables(ctx, n)
+			if err != nil {
+				return err
+			}
+			all = append(append(all, sides...), n)
+			if _, err := tx.exec(`DELETE FROM derived WHERE name LIKE ? ESCAPE '\'`, strings.ReplaceAll(n, "_", `\_`)+`\_\_%`); err != nil {
+				return err
+			}
+			if kind, hour, ok := ParsePartitionName(n); ok && kind == KindCalls {
+				if _, err := tx.exec(`DELETE FROM call_spans WHERE hour_ns = ?`, hour.UnixNano()); err != nil {
+					return err
+				}
+			}
+		}
+		for _, n := range all {
 			var exists int
 			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, n).Scan(&exists); err != nil {
 				return err
@@ -159,10 +176,30 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, also 
 		s.wmu.Lock()
 		for _, n := range names {
 			delete(s.known, n)
+			delete(s.sides, n)
 		}
 		s.wmu.Unlock()
 	}
 	return err
+}
+
+// sideTables lists the side tables of partition table.
+func (s *Store) sideTables(ctx context.Context, table string) ([]string, error) {
+	rows, err := s.wc.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\' ORDER BY name`,
+		strings.ReplaceAll(table, "_", `\_`)+`\_\_%`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
 }
 
 // RetentionEntry is one row of retention_log.

@@ -77,7 +77,11 @@ func BenchmarkCallsQuery(b *testing.B) {
 	})
 	b.Run("subtree", func(b *testing.B) {
 		for b.Loop() {
-			if _, _, _, err := s.Subtree(ctx, 1<<40+500_000, 0); err != nil {
+			root, err := s.Call(ctx, 1<<40+500_000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := s.Descendants(ctx, root, 0); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -127,7 +131,7 @@ func BenchmarkStatsSixHours(b *testing.B) {
 	defer r.Close()
 	ctx := context.Background()
 	for b.Loop() {
-		rows, err := r.Stats(ctx, Filter{Since: base, Until: base.Add(6 * time.Hour)}, "function")
+		rows, err := r.Stats(ctx, Filter{Since: base, Until: base.Add(6 * time.Hour)})
 		if err != nil || len(rows) != funcs {
 			b.Fatal(err, len(rows))
 		}

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -61,6 +61,26 @@ var migrations = [][]string{
 			updated_ns INTEGER NOT NULL
 		)`,
 		`CREATE INDEX partitions_by_start ON partitions (start_ns)`,
+	},
+	// 2 -> 3: read structures (see derived.go). call_spans maps each
+	// (hour, minute of start, session) to the range of call ids that
+	// started in it; derived records which side tables of an hour are
+	// complete, so readers only trust finished ones.
+	{
+		`CREATE TABLE call_spans (
+			hour_ns INTEGER NOT NULL,
+			minute_ns INTEGER NOT NULL,
+			session INTEGER NOT NULL,
+			min_id INTEGER NOT NULL,
+			max_id INTEGER NOT NULL,
+			PRIMARY KEY (hour_ns, minute_ns, session)
+		) WITHOUT ROWID`,
+		`CREATE TABLE derived (
+			name TEXT PRIMARY KEY,
+			hour_ns INTEGER NOT NULL,
+			state TEXT NOT NULL,
+			next_id INTEGER NOT NULL DEFAULT 0
+		) WITHOUT ROWID`,
 	},
 }
 
@@ -144,7 +164,11 @@ func partitionDDL(db, kind, table string) []string {
 			vol_ctx_switches INTEGER,
 			inv_ctx_switches INTEGER,
 			goroutines INTEGER
-		)`}
+		)`,
+			// Samples arrive every few seconds per process, so an index
+			// costs the writer nothing and makes one process's range a
+			// seek.
+			`CREATE INDEX IF NOT EXISTS ` + q + `__pid ON ` + table + ` (pid, time_ns)`}
 	case KindGaps:
 		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (
 			pid INTEGER NOT NULL,

@@ -73,6 +73,13 @@ type Store struct {
 	ckptStop chan struct{} // closes to stop the checkpointer
 	ckptDone chan struct{}
 
+	sides     map[string]map[string]bool // partition -> side tables that exist (writer, under wmu)
+	buildStop chan struct{}              // closes to stop the background builder
+	buildDone chan struct{}
+	// ignoreDerived makes reads scan as if no side structure were complete
+	// (tests compare both answers).
+	ignoreDerived bool
+
 	fmu   sync.Mutex
 	funcs map[int64]funcInfo // reader cache of the functions table
 }
@@ -179,6 +186,8 @@ func Open(path string, opts Options) (*Store, error) {
 			s.Close()
 			return nil, classify("open "+abs, err)
 		}
+	} else {
+		s.startBuilder()
 	}
 	return s, nil
 }
@@ -232,6 +241,9 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	if err := s.startCheckpointer(busyPragma); err != nil {
 		return err
 	}
+	if err := s.loadSides(ctx); err != nil {
+		return classify("open "+s.path, err)
+	}
 	s.known = map[string]bool{}
 	s.funcIDs = map[string]int64{}
 	s.stmts = map[string]*sql.Stmt{}
@@ -265,7 +277,10 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 		}
 		s.funcIDs[n] = id
 	}
-	return classify("open "+s.path, rows.Err())
+	if err := rows.Err(); err != nil {
+		return classify("open "+s.path, err)
+	}
+	return nil
 }
 
 // Path is the absolute path of the store file.
@@ -288,6 +303,12 @@ func (s *Store) LastWrite() time.Time {
 // Close closes both pools. With a writer, it first checkpoints the WAL so the
 // file is self-contained.
 func (s *Store) Close() error {
+	// Stop the builder first: it takes wmu for each step.
+	if s.buildStop != nil {
+		close(s.buildStop)
+		<-s.buildDone
+		s.buildStop = nil
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed {

@@ -111,23 +111,12 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || len(kids) != 2 || kids[0].ID != base+2 || kids[1].ID != base+4 {
 		t.Errorf("Children = %+v, %v", kids, err)
 	}
-	chain, err := s.Ancestors(ctx, base+3)
-	if err != nil || len(chain) != 3 || chain[0].ID != base+1 || chain[2].ID != base+3 {
-		t.Errorf("Ancestors = %+v, %v", chain, err)
+	ids, trunc, err := s.Descendants(ctx, c0(t, s, base+1), 0)
+	if err != nil || trunc || !equal(ids, []uint64{base + 1, base + 2, base + 4, base + 3}) {
+		t.Errorf("Descendants = %v, %v, %v; want breadth first 1 2 4 3", ids, trunc, err)
 	}
-	tree, depth, trunc, err := s.Subtree(ctx, base+1, 0)
-	if err != nil || trunc || len(tree) != 4 {
-		t.Fatalf("Subtree = %d, %v, %v", len(tree), trunc, err)
-	}
-	wantTree := []uint64{1, 2, 3, 4}
-	wantDepth := []int{0, 1, 2, 1}
-	for i := range tree {
-		if tree[i].ID-base != wantTree[i] || depth[i] != wantDepth[i] {
-			t.Errorf("Subtree[%d] = id %d depth %d, want %d %d", i, tree[i].ID-base, depth[i], wantTree[i], wantDepth[i])
-		}
-	}
-	if _, _, trunc, _ := s.Subtree(ctx, base+1, 2); !trunc {
-		t.Error("Subtree limit 2: not truncated")
+	if ids, trunc, _ := s.Descendants(ctx, c0(t, s, base+1), 2); !trunc || len(ids) != 2 {
+		t.Errorf("Descendants limit 2 = %v, truncated %v", ids, trunc)
 	}
 
 	// Samples with missing metrics.
@@ -169,23 +158,15 @@ func TestRoundTrip(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.Stats(ctx, Filter{}, "function")
+	rows, err := s.Stats(ctx, Filter{})
 	if err != nil || len(rows) != 2 {
 		t.Fatalf("Stats = %+v, %v", rows, err)
 	}
-	r := rows[0]
-	if r.Key != "main.(*T).Get" || r.Calls != 100 || r.Errors != 3 || r.Panics != 1 || r.Lost() != 10 || r.MeanNs != 100 || r.MaxNs != 900000 {
+	r := rows[0] // sorted by name
+	if r.Function != (record.Function{Name: "main.(*T).Get", Package: "main", Module: "example.com/app"}) || r.Calls != 100 || r.Errors != 3 ||
+		r.Panics != 1 || r.Lost() != 10 || r.TotalNs != 10000 || r.MaxNs != 900000 || r.Hist[10] != 90 || r.Hist[20] != 10 ||
+		r.IntervalStart != at(time.Minute) || r.IntervalEnd != at(3*time.Minute) {
 		t.Errorf("Stats row = %+v", r)
-	}
-	if r.P50 != 1023 || r.P90 != 1023 || r.P99 != 900000 {
-		t.Errorf("percentiles = %d %d %d, want 1023 1023 900000", r.P50, r.P90, r.P99)
-	}
-	if r.Gaps != 1 || r.GapTime != time.Minute {
-		t.Errorf("gaps = %d %v", r.Gaps, r.GapTime)
-	}
-	mods, err := s.Stats(ctx, Filter{}, "module")
-	if err != nil || len(mods) != 1 || mods[0].Key != "example.com/app" || mods[0].Calls != 101 {
-		t.Errorf("Stats by module = %+v, %v", mods, err)
 	}
 
 	// Sessions.
@@ -199,6 +180,16 @@ func TestRoundTrip(t *testing.T) {
 	if err := s.EndSession(record.Session{ID: 77}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("EndSession(unknown) = %v", err)
 	}
+}
+
+// c0 loads one call.
+func c0(t *testing.T, s *Store, id uint64) record.Call {
+	t.Helper()
+	c, err := s.Call(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func equal(a, b []uint64) bool {
@@ -517,41 +508,6 @@ func TestDiskFull(t *testing.T) {
 	}
 	if len(got)%len(rngCalls) != 0 {
 		t.Errorf("%d calls: a partial batch was stored", len(got))
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	var h [record.HistBuckets]uint64
-	if Percentile(&h, 0, 0.5) != 0 {
-		t.Error("empty histogram")
-	}
-	h[0] = 1 // d == 0
-	h[1] = 1 // d == 1
-	h[4] = 2 // 8..15
-	h[11] = 6
-	cases := []struct {
-		q    float64
-		max  uint64
-		want uint64
-	}{
-		{0.10, 0, 0},    // rank 1 -> bucket 0
-		{0.20, 0, 1},    // rank 2 -> bucket 1 (exact)
-		{0.30, 0, 15},   // rank 3 -> bucket 4 -> 2^4-1
-		{0.40, 0, 15},   // rank 4
-		{0.50, 0, 2047}, // rank 5 -> bucket 11
-		{0.99, 0, 2047},
-		{0.99, 1500, 1500}, // capped at the exact max
-		{1.00, 0, 2047},
-	}
-	for _, c := range cases {
-		if got := Percentile(&h, c.max, c.q); got != c.want {
-			t.Errorf("Percentile(q=%v, max=%d) = %d, want %d", c.q, c.max, got, c.want)
-		}
-	}
-	var top [record.HistBuckets]uint64
-	top[63] = 1
-	if got := Percentile(&top, 0, 0.5); got != 1<<63-1 {
-		t.Errorf("bucket 63 = %d", got)
 	}
 }
 

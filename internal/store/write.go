@@ -27,6 +27,7 @@ type wtx struct {
 	ctx      context.Context
 	newParts []string
 	newFuncs []string
+	newSides [][2]string // (partition, side) tables created
 }
 
 // write runs fn in one BEGIN IMMEDIATE transaction on the writer connection
@@ -63,6 +64,9 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 	}
 	for _, p := range tx.newParts {
 		s.known[p] = true
+	}
+	for _, p := range tx.newSides {
+		s.addSide(p[0], p[1])
 	}
 	if track {
 		s.lastWrite.Store(time.Now().UnixNano())
@@ -123,6 +127,11 @@ func (tx *wtx) createHour(hour time.Time) error {
 		if _, err := tx.exec(`INSERT OR IGNORE INTO partitions (name, kind, start_ns, end_ns, created_ns) VALUES (?, ?, ?, ?, ?)`,
 			t, kind, hour.UnixNano(), hour.Add(time.Hour).UnixNano(), now); err != nil {
 			return err
+		}
+		if kind == KindCalls {
+			if err := tx.createLiveSides(t, hour); err != nil {
+				return fmt.Errorf("create partition %s: %w", t, err)
+			}
 		}
 		tx.newParts = append(tx.newParts, t)
 	}
@@ -282,7 +291,12 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 			if err := tx.ensureHour(h); err != nil {
 				return err
 			}
-			if err := tx.insertCalls(tableName(KindCalls, h), groups[i]); err != nil {
+			table := tableName(KindCalls, h)
+			fids, err := tx.insertCalls(table, groups[i])
+			if err != nil {
+				return err
+			}
+			if err := tx.maintainCalls(table, h, groups[i], fids); err != nil {
 				return err
 			}
 		}
@@ -290,11 +304,13 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 	})
 }
 
-func (tx *wtx) insertCalls(table string, calls []record.Call) error {
+// insertCalls inserts the rows and returns their function ids.
+func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 	// The rows are bound through the driver directly (sql.Conn.Raw):
 	// database/sql's per-argument checks and conversions cost ~15% of a
 	// batch at 1,100 arguments per statement.
-	return tx.s.wc.Raw(func(dc any) error {
+	fids := make([]int64, 0, len(calls))
+	return fids, tx.s.wc.Raw(func(dc any) error {
 		pc, ok := dc.(driver.ConnPrepareContext)
 		if !ok {
 			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
@@ -324,6 +340,7 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) error {
 				if err != nil {
 					return err
 				}
+				fids = append(fids, fid)
 				var parent, etype, emsg any
 				if c.ParentID != 0 {
 					parent = int64(c.ParentID)
@@ -444,17 +461,22 @@ func (s *Store) WriteStats(st []record.FuncStats) error {
 			if err != nil {
 				return err
 			}
+			fids := make([]int64, len(groups[i]))
 			for j := range groups[i] {
 				r := &groups[i][j]
 				fid, err := tx.funcID(r.Function)
 				if err != nil {
 					return err
 				}
+				fids[j] = fid
 				if _, err := ins.ExecContext(tx.ctx, int64(r.PID), fid, r.IntervalStart, r.IntervalEnd,
 					int64(r.Calls), int64(r.Errors), int64(r.Panics), int64(r.Recorded), int64(r.Sampled),
 					int64(r.Dropped), int64(r.TotalNs), int64(r.MaxNs), encodeHist(&r.Hist)); err != nil {
 					return fmt.Errorf("insert into %s: %w", table, err)
 				}
+			}
+			if err := tx.maintainRollup(table, groups[i], fids); err != nil {
+				return err
 			}
 		}
 		return nil

@@ -1,0 +1,569 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// Read structures ("derived" data). The writer's hot path pays for none of
+// the secondary indexes SQLite would maintain per row (see partitionDDL), so
+// reads get their speed from side structures that cost the writer almost
+// nothing:
+//
+//   - call_spans (one table): per (hour, minute of start, session) the
+//     smallest and largest call id that started in it. Upserted once per
+//     batch and minute, not per row. It turns a time range into rowid
+//     ranges (the calls tables are keyed by id) and tells which hour holds
+//     an id, so neither a time range nor a lookup by id scans whole hours.
+//   - calls_H__err (start_ns, id, status): the error lane, one row per
+//     non-ok call, written with the batch. Errors are rare, so ok writes
+//     don't pay for it.
+//   - calls_H__parent (parent_id, id) and calls_H__func (func_id, start_ns,
+//     id): built for an hour once it has closed, in the background, in
+//     chunks of chunkRows rows, each chunk its own short write transaction,
+//     so the writer waits at most one chunk. derived.next_id records the
+//     progress: an interrupted build resumes where it stopped.
+//   - stats_H__rollup: one row per (pid, function) for a closed hour, so
+//     stats over many hours read a row per function per hour instead of one
+//     per interval.
+//
+// A side structure is used by readers only when its derived row says it is
+// complete ("live": created with the hour and kept by the writer since;
+// "done": built). Late rows (a call that started in a closed hour and
+// ended after it) are added to every side table that exists, so a complete
+// structure stays complete.
+
+// Derived states.
+const (
+	stateLive     = "live"
+	stateBuilding = "building"
+	stateDone     = "done"
+)
+
+// Side structures of a calls partition, in build order.
+const (
+	sideSpans  = "spans"
+	sideErr    = "err"
+	sideParent = "parent"
+	sideFunc   = "func"
+	sideRollup = "rollup" // of a stats partition
+)
+
+var callSides = []string{sideSpans, sideErr, sideParent, sideFunc}
+
+// sideName is the derived name (and, except for spans, the table name) of a
+// side structure of partition table.
+func sideName(table, side string) string { return table + "__" + side }
+
+// sideDDL creates the side table of table in schema db.
+func sideDDL(db, table, side string) string {
+	q := db + "." + sideName(table, side)
+	switch side {
+	case sideErr:
+		return `CREATE TABLE IF NOT EXISTS ` + q + ` (start_ns INTEGER NOT NULL, id INTEGER NOT NULL, status INTEGER NOT NULL,
+			PRIMARY KEY (start_ns, id)) WITHOUT ROWID`
+	case sideParent:
+		return `CREATE TABLE IF NOT EXISTS ` + q + ` (parent_id INTEGER NOT NULL, id INTEGER NOT NULL,
+			PRIMARY KEY (parent_id, id)) WITHOUT ROWID`
+	case sideFunc:
+		return `CREATE TABLE IF NOT EXISTS ` + q + ` (func_id INTEGER NOT NULL, start_ns INTEGER NOT NULL, id INTEGER NOT NULL,
+			PRIMARY KEY (func_id, start_ns, id)) WITHOUT ROWID`
+	case sideRollup:
+		return `CREATE TABLE IF NOT EXISTS ` + q + ` (
+			pid INTEGER NOT NULL,
+			func_id INTEGER NOT NULL,
+			interval_start_ns INTEGER NOT NULL,
+			interval_end_ns INTEGER NOT NULL,
+			calls INTEGER NOT NULL,
+			errors INTEGER NOT NULL,
+			panics INTEGER NOT NULL,
+			recorded INTEGER NOT NULL,
+			sampled INTEGER NOT NULL,
+			dropped INTEGER NOT NULL,
+			total_ns INTEGER NOT NULL,
+			max_ns INTEGER NOT NULL,
+			hist BLOB,
+			PRIMARY KEY (pid, func_id)
+		) WITHOUT ROWID`
+	}
+	panic("store: unknown side structure " + side)
+}
+
+// sideFill is the INSERT ... SELECT that copies the calls rows with ids in
+// [?, ?] into the side structure.
+func sideFill(table, side string) string {
+	switch side {
+	case sideSpans:
+		return `INSERT INTO call_spans (hour_ns, minute_ns, session, min_id, max_id)
+			SELECT ?3, start_ns - start_ns % 60000000000, id >> 40, min(id), max(id) FROM ` + table + `
+			WHERE id >= ?1 AND id <= ?2 GROUP BY 2, 3 ORDER BY 2, 3
+			ON CONFLICT (hour_ns, minute_ns, session) DO UPDATE SET
+				min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`
+	case sideErr:
+		return `INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT start_ns, id, status FROM ` + table +
+			` WHERE id >= ?1 AND id <= ?2 AND status != 0`
+	case sideParent:
+		return `INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT parent_id, id FROM ` + table +
+			` WHERE id >= ?1 AND id <= ?2 AND parent_id IS NOT NULL`
+	case sideFunc:
+		return `INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT func_id, start_ns, id FROM ` + table +
+			` WHERE id >= ?1 AND id <= ?2`
+	}
+	panic("store: no fill for side structure " + side)
+}
+
+// spanMinute is the minute bucket of a start time, as call_spans keys it
+// (start_ns - start_ns % 60s, which for negative times rounds toward zero
+// like SQLite's %).
+func spanMinute(ns int64) int64 { return ns - ns%int64(time.Minute) }
+
+// loadSides reads which side tables exist, for the writer's maintenance.
+func (s *Store) loadSides(ctx context.Context) error {
+	s.sides = map[string]map[string]bool{}
+	rows, err := s.wc.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\_\_%' ESCAPE '\'`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return err
+		}
+		if i := strings.Index(n, "__"); i > 0 {
+			s.addSide(n[:i], n[i+2:])
+		}
+	}
+	return rows.Err()
+}
+
+func (s *Store) addSide(table, side string) {
+	m := s.sides[table]
+	if m == nil {
+		m = map[string]bool{}
+		s.sides[table] = m
+	}
+	m[side] = true
+}
+
+// maintainCalls adds a batch of calls, just inserted into table, to the
+// hour's spans and to every side table that exists. Spans cost one upsert
+// per (minute, session) of the batch; the error lane one row per non-ok
+// call; parent and func tables exist only for closed hours, which get
+// only late rows.
+func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, fids []int64) error {
+	type key struct{ minute, session int64 }
+	type span struct{ lo, hi int64 }
+	spans := map[key]span{}
+	var order []key
+	for i := range calls {
+		id := int64(calls[i].ID)
+		k := key{spanMinute(calls[i].Start), id >> 40}
+		sp, ok := spans[k]
+		if !ok {
+			order = append(order, k)
+			sp = span{id, id}
+		}
+		sp.lo, sp.hi = min(sp.lo, id), max(sp.hi, id)
+		spans[k] = sp
+	}
+	up, err := tx.stmt(`INSERT INTO call_spans (hour_ns, minute_ns, session, min_id, max_id) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (hour_ns, minute_ns, session) DO UPDATE SET
+			min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`)
+	if err != nil {
+		return err
+	}
+	for _, k := range order {
+		sp := spans[k]
+		if _, err := up.ExecContext(tx.ctx, hour.UnixNano(), k.minute, k.session, sp.lo, sp.hi); err != nil {
+			return fmt.Errorf("update call spans: %w", err)
+		}
+	}
+	if tx.hasSide(table, sideErr) {
+		var args []any
+		for i := range calls {
+			if calls[i].Status != record.StatusOK {
+				args = append(args, calls[i].Start, int64(calls[i].ID), int64(calls[i].Status))
+			}
+		}
+		if err := tx.insertRows(`INSERT OR IGNORE INTO `+sideName(table, sideErr), 3, args); err != nil {
+			return err
+		}
+	}
+	if tx.hasSide(table, sideParent) {
+		var args []any
+		for i := range calls {
+			if calls[i].ParentID != 0 {
+				args = append(args, int64(calls[i].ParentID), int64(calls[i].ID))
+			}
+		}
+		if err := tx.insertRows(`INSERT OR IGNORE INTO `+sideName(table, sideParent), 2, args); err != nil {
+			return err
+		}
+	}
+	if tx.hasSide(table, sideFunc) {
+		args := make([]any, 0, 3*len(calls))
+		for i := range calls {
+			args = append(args, fids[i], calls[i].Start, int64(calls[i].ID))
+		}
+		if err := tx.insertRows(`INSERT OR IGNORE INTO `+sideName(table, sideFunc), 3, args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hasSide reports whether the side table exists, counting one created
+// earlier in this transaction.
+func (tx *wtx) hasSide(table, side string) bool {
+	if tx.s.sides[table][side] {
+		return true
+	}
+	for _, p := range tx.newSides {
+		if p == [2]string{table, side} {
+			return true
+		}
+	}
+	return false
+}
+
+// insertRows runs prefix VALUES (...),(...) over args, cols per row, in
+// statements of at most callsPerStmt rows.
+func (tx *wtx) insertRows(prefix string, cols int, args []any) error {
+	row := "(" + strings.Repeat("?,", cols-1) + "?)"
+	for len(args) > 0 {
+		n := min(len(args)/cols, callsPerStmt)
+		q := prefix + " VALUES " + strings.Repeat(row+",", n-1) + row
+		st, err := tx.stmt(q)
+		if err != nil {
+			return err
+		}
+		if _, err := st.ExecContext(tx.ctx, args[:n*cols]...); err != nil {
+			return err
+		}
+		args = args[n*cols:]
+	}
+	return nil
+}
+
+// createLiveSides creates the error lane of a new calls partition and marks
+// it and the hour's spans live: the writer keeps both from the first row.
+func (tx *wtx) createLiveSides(table string, hour time.Time) error {
+	if _, err := tx.exec(sideDDL("main", table, sideErr)); err != nil {
+		return err
+	}
+	for _, side := range []string{sideSpans, sideErr} {
+		if _, err := tx.exec(`INSERT OR IGNORE INTO derived (name, hour_ns, state) VALUES (?, ?, ?)`,
+			sideName(table, side), hour.UnixNano(), stateLive); err != nil {
+			return err
+		}
+	}
+	tx.newSides = append(tx.newSides, [2]string{table, sideErr})
+	return nil
+}
+
+// chunkRows is how many calls rows one build step reads. Each step is one
+// write transaction; on the 2-core dev VM a 20,000-row step of the largest
+// side table (func) takes about 20-40 ms, inside the writer's 50 ms budget.
+var chunkRows = 20000
+
+// buildGrace is how long after an hour ends its partitions count as closed.
+// Rows may still arrive later (calls that started in the hour and ended
+// after it, stats intervals straddling the hour); they are added to the
+// side tables as they come.
+const buildGrace = 2 * time.Minute
+
+// BuildReport says what one BuildDerived pass did.
+type BuildReport struct {
+	Steps int           // write transactions
+	Done  []string      // side structures finished
+	Max   time.Duration // longest step (the longest the writer waited)
+}
+
+// BuildDerived builds the side structures of every closed hour that lacks
+// them: spans, error lane, parent and function indexes of the calls, and
+// the hourly rollup of the stats. It works in short steps, each its own
+// write transaction taken through the writer's lock, so a concurrent
+// WriteCalls waits at most one step. It is safe to interrupt: the next pass
+// resumes each build where it stopped. The store's background builder runs
+// it every buildEvery; tests and benchmarks call it directly.
+func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
+	var rep BuildReport
+	if err := s.writable(); err != nil {
+		return rep, err
+	}
+	cutoff := s.clock().Add(-buildGrace).UnixNano()
+	var parts []partRef
+	var states map[string]string
+	err := s.read(ctx, "list closed hours", func(r *rtx) error {
+		var err error
+		if parts, err = r.partsClosed(cutoff); err != nil {
+			return err
+		}
+		states, err = r.derivedStates()
+		return err
+	})
+	if err != nil {
+		return rep, err
+	}
+	for _, p := range parts {
+		kind, hour, _ := ParsePartitionName(p.name)
+		switch kind {
+		case KindCalls:
+			for _, side := range callSides {
+				n := sideName(p.name, side)
+				if st := states[n]; st == stateLive || st == stateDone {
+					continue
+				}
+				if err := s.buildSide(ctx, p.name, side, hour, &rep); err != nil {
+					return rep, err
+				}
+			}
+		case KindStats:
+			n := sideName(p.name, sideRollup)
+			if st := states[n]; st == stateLive || st == stateDone {
+				continue
+			}
+			if err := s.buildRollup(ctx, p.name, hour, &rep); err != nil {
+				return rep, err
+			}
+		}
+	}
+	return rep, nil
+}
+
+// buildSide fills one side structure of a calls partition chunk by chunk.
+func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Time, rep *BuildReport) error {
+	name := sideName(table, side)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start := time.Now()
+		var finished bool
+		err := s.writeTx("build "+name, false, func(tx *wtx) error {
+			tx.ctx = ctx
+			var exists int
+			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&exists); err != nil {
+				return err
+			}
+			if exists == 0 { // dropped by retention meanwhile
+				finished = true
+				_, err := tx.exec(`DELETE FROM derived WHERE name = ?`, name)
+				return err
+			}
+			var next int64
+			var state string
+			err := s.wc.QueryRowContext(ctx, `SELECT state, next_id FROM derived WHERE name = ?`, name).Scan(&state, &next)
+			if err == sql.ErrNoRows {
+				next, state = minID, stateBuilding
+				if side != sideSpans {
+					if _, err := tx.exec(sideDDL("main", table, side)); err != nil {
+						return err
+					}
+					tx.newSides = append(tx.newSides, [2]string{table, side})
+				}
+				if _, err := tx.exec(`INSERT INTO derived (name, hour_ns, state, next_id) VALUES (?, ?, ?, ?)`,
+					name, hour.UnixNano(), stateBuilding, next); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+			if state != stateBuilding {
+				finished = true
+				return nil
+			}
+			var last sql.NullInt64
+			if err := s.wc.QueryRowContext(ctx, `SELECT max(id) FROM (SELECT id FROM `+table+` WHERE id >= ? ORDER BY id LIMIT ?)`,
+				next, chunkRows).Scan(&last); err != nil {
+				return err
+			}
+			if !last.Valid {
+				finished = true
+				_, err := tx.exec(`UPDATE derived SET state = ?, next_id = ? WHERE name = ?`, stateDone, next, name)
+				return err
+			}
+			if _, err := tx.exec(sideFill(table, side), next, last.Int64, hour.UnixNano()); err != nil {
+				return err
+			}
+			_, err = tx.exec(`UPDATE derived SET next_id = ? WHERE name = ?`, last.Int64+1, name)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		rep.Steps++
+		rep.Max = max(rep.Max, time.Since(start))
+		if buildStepHook != nil {
+			buildStepHook()
+		}
+		if finished {
+			rep.Done = append(rep.Done, name)
+			return nil
+		}
+	}
+}
+
+// minID is below every call id (ids are positive).
+const minID = int64(-1) << 62
+
+// statsCols are the columns of a stats (or rollup) row after pid, func_id.
+const statsCols = `interval_start_ns, interval_end_ns, calls, errors, panics, recorded, sampled, dropped, total_ns, max_ns, hist`
+
+// buildRollup sums a closed stats partition per (pid, function) into its
+// rollup table. The sum is read outside the write lock from a snapshot; the
+// write step checks that no row arrived since (max(rowid) and count are
+// unchanged: stats tables only grow) and redoes the sum otherwise.
+func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, rep *BuildReport) error {
+	name := sideName(table, sideRollup)
+	for attempt := 0; ; attempt++ {
+		var rows []record.FuncStats
+		var fids []int64
+		var maxRow, count int64
+		err := s.read(ctx, "roll up "+table, func(r *rtx) error {
+			if err := r.tx.QueryRowContext(ctx, `SELECT coalesce(max(rowid), 0), count(*) FROM `+table).Scan(&maxRow, &count); err != nil {
+				return err
+			}
+			var err error
+			rows, fids, err = r.sumStats(table, "", nil)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		var changed bool
+		err = s.writeTx("build "+name, false, func(tx *wtx) error {
+			tx.ctx = ctx
+			var exists int
+			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&exists); err != nil {
+				return err
+			}
+			if exists == 0 {
+				return nil
+			}
+			var m, c int64
+			if err := s.wc.QueryRowContext(ctx, `SELECT coalesce(max(rowid), 0), count(*) FROM `+table).Scan(&m, &c); err != nil {
+				return err
+			}
+			if m != maxRow || c != count {
+				changed = true
+				return nil
+			}
+			if _, err := tx.exec(sideDDL("main", table, sideRollup)); err != nil {
+				return err
+			}
+			if _, err := tx.exec(`DELETE FROM ` + name); err != nil {
+				return err
+			}
+			for i := range rows {
+				if err := tx.putRollup(name, fids[i], &rows[i]); err != nil {
+					return err
+				}
+			}
+			tx.newSides = append(tx.newSides, [2]string{table, sideRollup})
+			_, err := tx.exec(`INSERT OR REPLACE INTO derived (name, hour_ns, state) VALUES (?, ?, ?)`, name, hour.UnixNano(), stateDone)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		rep.Steps++
+		rep.Max = max(rep.Max, time.Since(start))
+		if !changed {
+			rep.Done = append(rep.Done, name)
+			return nil
+		}
+		if attempt >= 3 {
+			return nil // busy hour; the next pass tries again
+		}
+	}
+}
+
+// putRollup writes one rollup row.
+func (tx *wtx) putRollup(table string, fid int64, r *record.FuncStats) error {
+	st, err := tx.stmt(`INSERT OR REPLACE INTO ` + table + ` (pid, func_id, ` + statsCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(tx.ctx, int64(r.PID), fid, r.IntervalStart, r.IntervalEnd, int64(r.Calls), int64(r.Errors),
+		int64(r.Panics), int64(r.Recorded), int64(r.Sampled), int64(r.Dropped), int64(r.TotalNs), int64(r.MaxNs), encodeHist(&r.Hist))
+	return err
+}
+
+// maintainRollup adds late stats rows of a rolled-up hour to its rollup.
+func (tx *wtx) maintainRollup(table string, rows []record.FuncStats, fids []int64) error {
+	if !tx.hasSide(table, sideRollup) {
+		return nil
+	}
+	name := sideName(table, sideRollup)
+	for i := range rows {
+		cur := rows[i]
+		var pid, fid int64
+		var hist []byte
+		var old record.FuncStats
+		var calls, errs, panics, rec, samp, drop, tot, mx int64
+		err := tx.s.wc.QueryRowContext(tx.ctx, `SELECT pid, func_id, `+statsCols+` FROM `+name+` WHERE pid = ? AND func_id = ?`,
+			int64(cur.PID), fids[i]).Scan(&pid, &fid, &old.IntervalStart, &old.IntervalEnd, &calls, &errs, &panics, &rec, &samp, &drop, &tot, &mx, &hist)
+		switch {
+		case err == sql.ErrNoRows:
+		case err != nil:
+			return err
+		default:
+			old.Calls, old.Errors, old.Panics, old.Recorded = uint64(calls), uint64(errs), uint64(panics), uint64(rec)
+			old.Sampled, old.Dropped, old.TotalNs, old.MaxNs = uint64(samp), uint64(drop), uint64(tot), uint64(mx)
+			if err := decodeHist(hist, &old.Hist); err != nil {
+				return err
+			}
+			cur.Add(&old)
+		}
+		if err := tx.putRollup(name, fids[i], &cur); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Test hooks: buildStepHook runs after each build step; noBuilder keeps
+// Open from starting the background builder, so a test drives the builds.
+var (
+	buildStepHook func()
+	noBuilder     bool
+)
+
+// buildEvery is how often the background builder looks for closed hours.
+const buildEvery = 30 * time.Second
+
+// startBuilder runs BuildDerived at Open and then every buildEvery, until
+// Close. Errors (a locked or full disk) are retried on the next tick.
+func (s *Store) startBuilder() {
+	if noBuilder {
+		return
+	}
+	s.buildStop = make(chan struct{})
+	s.buildDone = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-s.buildStop
+		cancel()
+	}()
+	go func() {
+		defer close(s.buildDone)
+		t := time.NewTicker(buildEvery)
+		defer t.Stop()
+		for {
+			_, _ = s.BuildDerived(ctx)
+			select {
+			case <-s.buildStop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
