@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/query"
+	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/result"
 	"github.com/obs-agent/obs-agent/internal/store"
 )
