@@ -20,12 +20,10 @@ import (
 // agent writes it.
 func derivedFixture(t *testing.T) (*Store, *atomic.Int64, []record.Call) {
 	t.Helper()
-	noBuilder = true
-	t.Cleanup(func() { noBuilder = false })
 	var now atomic.Int64
 	now.Store(t0.UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()).UTC() }
-	s, err := Open(filepath.Join(t.TempDir(), "obs.db"), Options{Clock: clock})
+	s, err := Open(filepath.Join(t.TempDir(), "obs.db"), Options{Clock: clock, NoBackgroundBuild: true})
 	if err != nil {
 		t.Fatal(err)
 	}

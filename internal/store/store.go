@@ -44,6 +44,10 @@ type Options struct {
 	// BusyTimeout is how long a write waits for another connection's lock
 	// before failing with ErrLocked. 0 means 5s.
 	BusyTimeout time.Duration
+	// NoBackgroundBuild keeps a writable store from building the read
+	// structures of closed hours in the background (see BuildDerived),
+	// for benchmarks and tests that run the builds themselves.
+	NoBackgroundBuild bool
 }
 
 // pageSize is the page size of new stores.
