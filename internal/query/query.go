@@ -79,45 +79,10 @@ func (q *Layer) Ancestors(ctx context.Context, id uint64) ([]record.Call, error)
 	return append(chainOf(c.ParentID, known), c), nil
 }
 
-// parents loads every ancestor of calls, one batch per tree level for all
-// of them at once, so n errors with chains of depth d cost d lookups, not
-// n*d.
+// parents loads every stored ancestor of calls, a tree level per batch
+// for all of them at once.
 func (q *Layer) parents(ctx context.Context, calls []record.Call) (map[uint64]record.Call, error) {
-	known := map[uint64]record.Call{}
-	missing := map[uint64]bool{}
-	var need []uint64
-	add := func(c *record.Call) {
-		if p := c.ParentID; p != 0 && !missing[p] && !slices.Contains(need, p) {
-			if _, ok := known[p]; !ok {
-				need = append(need, p)
-			}
-		}
-	}
-	for i := range calls {
-		add(&calls[i])
-	}
-	for level := 0; len(need) > 0 && level < maxChain; level++ {
-		got, err := q.s.CallsByID(ctx, need)
-		if err != nil {
-			return nil, err
-		}
-		batch := need
-		need = nil
-		for _, id := range batch {
-			c, ok := got[id]
-			if !ok {
-				missing[id] = true
-				continue
-			}
-			known[id] = c
-		}
-		for _, id := range batch {
-			if c, ok := got[id]; ok {
-				add(&c)
-			}
-		}
-	}
-	return known, nil
+	return q.s.Ancestry(ctx, calls, maxChain)
 }
 
 // chainOf is the chain ending with call id, root first, from the loaded

@@ -152,14 +152,25 @@ func (r *rtx) callsIn(out []record.Call, p partRef, f *Filter, cond callsCond, l
 			` ORDER BY e.start_ns` + dir + `, e.id` + dir + limit
 		return r.query(out, q, append([]any{lo, hi}, cond.args...)...)
 	}
-	if ok, err := r.complete(p.name, sideFunc); err != nil || (cond.fids != "" && ok) {
+	if ok, next, err := r.covered(p.name, sideFunc); err != nil || (cond.fids != "" && ok) {
 		if err != nil {
 			return nil, err
 		}
 		q := callSelect + sideName(p.name, sideFunc) + ` x CROSS JOIN ` + p.name + ` c ON c.id = x.id
-			WHERE ` + strings.Replace(cond.fids, "c.func_id", "x.func_id", 1) + ` AND x.start_ns >= ? AND x.start_ns < ?` + cond.and() +
+			WHERE ` + strings.Replace(cond.fids, "c.func_id", "x.func_id", 1) + ` AND x.start_ns >= ? AND x.start_ns < ? AND x.id < ?` + cond.and() +
 			` ORDER BY x.start_ns` + dir + `, x.id` + dir + limit
-		return r.query(out, q, append([]any{lo, hi}, cond.args...)...)
+		got, err := r.query(nil, q, append([]any{lo, hi, next}, cond.args...)...)
+		if err != nil || next == math.MaxInt64 {
+			return append(out, got...), err
+		}
+		// The open hour's newest calls, above the builder's cursor.
+		q = callSelect + p.name + ` c WHERE c.id >= ? AND c.start_ns >= ? AND c.start_ns < ?` + cond.and() +
+			` ORDER BY c.start_ns` + dir + `, c.id` + dir + limit
+		if got, err = r.query(got, q, append([]any{next, lo, hi}, cond.args...)...); err != nil {
+			return nil, err
+		}
+		sortCalls(got, desc)
+		return append(out, got[:min(len(got), n)]...), nil
 	}
 	if ok, err := r.complete(p.name, sideSpans); err != nil || ok {
 		if err != nil {
@@ -172,22 +183,26 @@ func (r *rtx) callsIn(out []record.Call, p partRef, f *Filter, cond callsCond, l
 	return r.query(out, q, append([]any{lo, hi}, cond.args...)...)
 }
 
-// callsBySpans reads [lo, hi) of an hour minute by minute, each minute as
+// callsBySpans reads [lo, hi) of an hour bucket by bucket (10 s), each as
 // the id ranges call_spans gives for it, so a range or a limit reads only
-// the minutes it needs instead of the hour.
+// the buckets it needs instead of the hour.
 func (r *rtx) callsBySpans(out []record.Call, p partRef, cond callsCond, lo, hi int64, desc bool, n int) ([]record.Call, error) {
-	// Minutes of the hour overlapping [lo, hi), each with its id ranges.
+	// Buckets of the hour overlapping [lo, hi), each with its id ranges.
 	type minute struct {
 		start  int64
 		ranges [][2]int64
 	}
+	spans, err := r.hourSpans(p.start)
+	if err != nil {
+		return nil, err
+	}
 	var mins []minute
-	for _, sp := range r.spans {
-		if sp.hour != p.start || sp.minute+int64(60e9) <= lo || sp.minute >= hi {
+	for _, sp := range spans {
+		if sp.bucket+spanWidth <= lo || sp.bucket >= hi {
 			continue
 		}
-		if len(mins) == 0 || mins[len(mins)-1].start != sp.minute {
-			mins = append(mins, minute{start: sp.minute})
+		if len(mins) == 0 || mins[len(mins)-1].start != sp.bucket {
+			mins = append(mins, minute{start: sp.bucket})
 		}
 		m := &mins[len(mins)-1]
 		m.ranges = append(m.ranges, [2]int64{sp.lo, sp.hi})
@@ -205,7 +220,7 @@ func (r *rtx) callsBySpans(out []record.Call, p partRef, cond callsCond, lo, hi 
 		if n <= 0 {
 			break
 		}
-		from, to := max(lo, m.start), min(hi, m.start+int64(60e9))
+		from, to := max(lo, m.start), min(hi, m.start+spanWidth)
 		var got []record.Call
 		for _, rg := range m.ranges {
 			var err error
@@ -215,19 +230,24 @@ func (r *rtx) callsBySpans(out []record.Call, p partRef, cond callsCond, lo, hi 
 		}
 		if len(m.ranges) > 1 {
 			// Sessions' id ranges interleave in time: merge.
-			slices.SortFunc(got, func(a, b record.Call) int {
-				c := cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(a.ID, b.ID))
-				if desc {
-					return -c
-				}
-				return c
-			})
+			sortCalls(got, desc)
 		}
 		got = got[:min(len(got), n)]
 		out = append(out, got...)
 		n -= len(got)
 	}
 	return out, nil
+}
+
+// sortCalls sorts by (start, id), or the reverse.
+func sortCalls(calls []record.Call, desc bool) {
+	slices.SortFunc(calls, func(a, b record.Call) int {
+		c := cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(a.ID, b.ID))
+		if desc {
+			return -c
+		}
+		return c
+	})
 }
 
 // Calls returns the calls matching f, oldest first by start.
@@ -277,12 +297,18 @@ func (r *rtx) byID(ids []uint64) (map[uint64]record.Call, error) {
 		if err != nil {
 			return nil, err
 		}
+		var hs []spanRow
+		if spans {
+			if hs, err = r.hourSpans(p.start); err != nil {
+				return nil, err
+			}
+		}
 		var want []uint64
 		for _, id := range ids {
 			if _, ok := found[id]; ok {
 				continue
 			}
-			if !spans || r.spanHolds(p.start, id) {
+			if !spans || spanHolds(hs, id) {
 				want = append(want, id)
 			}
 		}
@@ -306,11 +332,11 @@ func (r *rtx) byID(ids []uint64) (map[uint64]record.Call, error) {
 	return found, nil
 }
 
-// spanHolds reports whether a span of the hour covers id.
-func (r *rtx) spanHolds(hour int64, id uint64) bool {
+// spanHolds reports whether one of an hour's spans covers id.
+func spanHolds(spans []spanRow, id uint64) bool {
 	sess := int64(id >> 40)
-	for _, sp := range r.spans {
-		if sp.hour == hour && sp.session == sess && sp.lo <= int64(id) && int64(id) <= sp.hi {
+	for _, sp := range spans {
+		if sp.session == sess && sp.lo <= int64(id) && int64(id) <= sp.hi {
 			return true
 		}
 	}
@@ -366,17 +392,26 @@ func (s *Store) Children(ctx context.Context, id uint64) ([]record.Call, error) 
 			return err
 		}
 		for _, pt := range parts {
-			ok, err := r.complete(pt.name, sideParent)
+			ok, next, err := r.covered(pt.name, sideParent)
 			if err != nil {
 				return err
 			}
-			q := callSelect + pt.name + ` c WHERE c.parent_id = ?1 AND c.id > ?1 ORDER BY c.start_ns, c.id`
+			var got []record.Call
+			from := int64(id) + 1 // a child enters after its parent
 			if ok {
-				q = callSelect + pt.name + ` c WHERE c.id IN (SELECT id FROM ` + sideName(pt.name, sideParent) + ` WHERE parent_id = ?1) ORDER BY c.start_ns, c.id`
+				q := callSelect + pt.name + ` c WHERE c.id IN (SELECT id FROM ` + sideName(pt.name, sideParent) + ` WHERE parent_id = ? AND id < ?)`
+				if got, err = r.query(got, q, int64(id), next); err != nil {
+					return err
+				}
+				from = max(from, next)
 			}
-			if out, err = r.query(out, q, int64(id)); err != nil {
-				return err
+			if !ok || next != math.MaxInt64 {
+				if got, err = r.query(got, callSelect+pt.name+` c WHERE c.id >= ? AND c.parent_id = ?`, from, int64(id)); err != nil {
+					return err
+				}
 			}
+			sortCalls(got, false)
+			out = append(out, got...)
 		}
 		return nil
 	})
@@ -397,19 +432,26 @@ func (s *Store) Descendants(ctx context.Context, root record.Call, limit int) (i
 		if err != nil {
 			return err
 		}
+		// Per hour: the parent index (when it covers ids below next), and
+		// the (parent, child) pairs of the ids it doesn't cover, read once.
 		indexed := make([]bool, len(parts))
+		nexts := make([]int64, len(parts))
 		scans := make([]map[uint64][]uint64, len(parts))
 		sessEnd := int64((root.ID>>40 + 1) << 40)
 		for i, p := range parts {
-			if indexed[i], err = r.complete(p.name, sideParent); err != nil {
+			if indexed[i], nexts[i], err = r.covered(p.name, sideParent); err != nil {
 				return err
 			}
-			if indexed[i] {
+			if indexed[i] && nexts[i] == math.MaxInt64 {
 				continue
+			}
+			from := int64(root.ID) + 1 // a descendant enters after the root
+			if indexed[i] {
+				from = max(from, nexts[i])
 			}
 			m := map[uint64][]uint64{}
 			rows, err := r.tx.QueryContext(r.ctx, `SELECT parent_id, id FROM `+p.name+
-				` WHERE id > ? AND id < ? AND parent_id IS NOT NULL ORDER BY id`, int64(root.ID), sessEnd)
+				` WHERE id >= ? AND id < ? AND parent_id IS NOT NULL ORDER BY id`, from, sessEnd)
 			if err != nil {
 				return err
 			}
@@ -433,36 +475,39 @@ func (s *Store) Descendants(ctx context.Context, root record.Call, limit int) (i
 		for len(level) > 0 {
 			kids := map[uint64][]uint64{}
 			for i, p := range parts {
-				if !indexed[i] {
-					for _, pa := range level {
-						kids[pa] = append(kids[pa], scans[i][pa]...)
-					}
-					continue
-				}
-				for chunk := range slices.Chunk(level, 500) {
-					var in strings.Builder
-					for j, id := range chunk {
-						if j > 0 {
-							in.WriteByte(',')
+				if indexed[i] {
+					for chunk := range slices.Chunk(level, 500) {
+						var in strings.Builder
+						for j, id := range chunk {
+							if j > 0 {
+								in.WriteByte(',')
+							}
+							in.WriteString(strconv.FormatInt(int64(id), 10))
 						}
-						in.WriteString(strconv.FormatInt(int64(id), 10))
-					}
-					rows, err := r.tx.QueryContext(r.ctx, `SELECT parent_id, id FROM `+sideName(p.name, sideParent)+
-						` WHERE parent_id IN (`+in.String()+`) ORDER BY parent_id, id`)
-					if err != nil {
-						return err
-					}
-					for rows.Next() {
-						var pa, ch int64
-						if err := rows.Scan(&pa, &ch); err != nil {
-							rows.Close()
+						rows, err := r.tx.QueryContext(r.ctx, `SELECT parent_id, id FROM `+sideName(p.name, sideParent)+
+							` WHERE parent_id IN (`+in.String()+`) AND id < ? ORDER BY parent_id, id`, nexts[i])
+						if err != nil {
 							return err
 						}
-						kids[uint64(pa)] = append(kids[uint64(pa)], uint64(ch))
+						for rows.Next() {
+							var pa, ch int64
+							if err := rows.Scan(&pa, &ch); err != nil {
+								rows.Close()
+								return err
+							}
+							kids[uint64(pa)] = append(kids[uint64(pa)], uint64(ch))
+						}
+						rows.Close()
+						if err := rows.Err(); err != nil {
+							return err
+						}
 					}
-					rows.Close()
-					if err := rows.Err(); err != nil {
-						return err
+				}
+				// Ids above the index's cursor come after those below
+				// it, keeping each parent's children in id order.
+				if scans[i] != nil {
+					for _, pa := range level {
+						kids[pa] = append(kids[pa], scans[i][pa]...)
 					}
 				}
 			}
@@ -486,4 +531,42 @@ func (s *Store) Descendants(ctx context.Context, root record.Call, limit int) (i
 		return nil
 	})
 	return ids, truncated, err
+}
+
+// Ancestry loads every stored ancestor of calls: the parents of all of
+// them in one batch, then the grandparents, and so on, in one read, so n
+// calls with chains of depth d cost d batched lookups, not n*d searches.
+// A parent missing from the store (expired, sampled out) ends its chain;
+// at most maxDepth levels are read.
+func (s *Store) Ancestry(ctx context.Context, calls []record.Call, maxDepth int) (map[uint64]record.Call, error) {
+	known := map[uint64]record.Call{}
+	err := s.read(ctx, "query ancestors", func(r *rtx) error {
+		tried := map[uint64]bool{}
+		var need []uint64
+		add := func(c *record.Call) {
+			if p := c.ParentID; p != 0 && !tried[p] {
+				tried[p] = true
+				need = append(need, p)
+			}
+		}
+		for i := range calls {
+			add(&calls[i])
+		}
+		for level := 0; len(need) > 0 && level < maxDepth; level++ {
+			got, err := r.byID(need)
+			if err != nil {
+				return err
+			}
+			batch := need
+			need = nil
+			for _, id := range batch {
+				if c, ok := got[id]; ok {
+					known[id] = c
+					add(&c)
+				}
+			}
+		}
+		return nil
+	})
+	return known, err
 }

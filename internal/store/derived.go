@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,19 +18,20 @@ import (
 // reads get their speed from side structures that cost the writer almost
 // nothing:
 //
-//   - call_spans (one table): per (hour, minute of start, session) the
+//   - call_spans (one table): per (hour, 10 s bucket of start, session) the
 //     smallest and largest call id that started in it. Upserted once per
-//     batch and minute, not per row. It turns a time range into rowid
+//     batch and bucket, not per row. It turns a time range into rowid
 //     ranges (the calls tables are keyed by id) and tells which hour holds
 //     an id, so neither a time range nor a lookup by id scans whole hours.
 //   - calls_H__err (start_ns, id, status): the error lane, one row per
 //     non-ok call, written with the batch. Errors are rare, so ok writes
 //     don't pay for it.
 //   - calls_H__parent (parent_id, id) and calls_H__func (func_id, start_ns,
-//     id): built for an hour once it has closed, in the background, in
-//     chunks of chunkRows rows, each chunk its own short write transaction,
-//     so the writer waits at most one chunk. derived.next_id records the
-//     progress: an interrupted build resumes where it stopped.
+//     id): built in the background, in chunks of chunkRows rows, each chunk
+//     its own short write transaction, so the writer waits at most one
+//     chunk. derived.next_id records the progress: an interrupted build
+//     resumes where it stopped. The open hour is built up to its newest
+//     call every buildEvery and finished once it has closed.
 //   - stats_H__rollup: one row per (pid, function) for a closed hour, so
 //     stats over many hours read a row per function per hour instead of one
 //     per interval.
@@ -100,10 +103,10 @@ func sideDDL(db, table, side string) string {
 func sideFill(table, side string) string {
 	switch side {
 	case sideSpans:
-		return `INSERT INTO call_spans (hour_ns, minute_ns, session, min_id, max_id)
-			SELECT ?3, start_ns - start_ns % 60000000000, id >> 40, min(id), max(id) FROM ` + table + `
+		return `INSERT INTO call_spans (hour_ns, bucket_ns, session, min_id, max_id)
+			SELECT ?3, start_ns - start_ns % ` + strconv.FormatInt(spanWidth, 10) + `, id >> 40, min(id), max(id) FROM ` + table + `
 			WHERE id >= ?1 AND id <= ?2 GROUP BY 2, 3 ORDER BY 2, 3
-			ON CONFLICT (hour_ns, minute_ns, session) DO UPDATE SET
+			ON CONFLICT (hour_ns, bucket_ns, session) DO UPDATE SET
 				min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`
 	case sideErr:
 		return `INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT start_ns, id, status FROM ` + table +
@@ -118,53 +121,62 @@ func sideFill(table, side string) string {
 	panic("store: no fill for side structure " + side)
 }
 
-// spanMinute is the minute bucket of a start time, as call_spans keys it
-// (start_ns - start_ns % 60s, which for negative times rounds toward zero
-// like SQLite's %).
-func spanMinute(ns int64) int64 { return ns - ns%int64(time.Minute) }
+// spanWidth is the width of a call_spans bucket, in ns. 10 s: a time range
+// then reads at most 10 s of calls it doesn't need at each end, and the
+// writer upserts a few rows per 5,000-call batch.
+const spanWidth = int64(10 * time.Second)
 
-// loadSides reads which side tables exist, for the writer's maintenance.
-func (s *Store) loadSides(ctx context.Context) error {
-	s.sides = map[string]map[string]bool{}
-	rows, err := s.wc.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\_\_%' ESCAPE '\'`)
+// spanBucket is the bucket of a start time, as call_spans keys it
+// (start_ns - start_ns % width, which for negative times rounds toward
+// zero like SQLite's %).
+func spanBucket(ns int64) int64 { return ns - ns%spanWidth }
+
+// sideBounds reads, inside the write transaction, which side tables of
+// partition table exist and up to where the writer must keep them: all
+// ids (math.MaxInt64) once complete ("live" or "done"), and the ids below
+// the builder's cursor while one is being built, since the builder copies
+// the ids from there on itself. Reading it from the database each time,
+// under the write lock, keeps it right when another process (`retention
+// run`) has advanced a build.
+func (tx *wtx) sideBounds(table string) (map[string]int64, error) {
+	st, err := tx.stmt(`SELECT name, state, next_id FROM derived WHERE name >= ? AND name < ?`)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	rows, err := st.QueryContext(tx.ctx, table+"__", table+"_`")
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
+	out := map[string]int64{}
 	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return err
+		var name, state string
+		var next int64
+		if err := rows.Scan(&name, &state, &next); err != nil {
+			return nil, err
 		}
-		if i := strings.Index(n, "__"); i > 0 {
-			s.addSide(n[:i], n[i+2:])
+		b := int64(math.MaxInt64)
+		if state == stateBuilding {
+			b = next
 		}
+		out[strings.TrimPrefix(name, table+"__")] = b
 	}
-	return rows.Err()
-}
-
-func (s *Store) addSide(table, side string) {
-	m := s.sides[table]
-	if m == nil {
-		m = map[string]bool{}
-		s.sides[table] = m
-	}
-	m[side] = true
+	return out, rows.Err()
 }
 
 // maintainCalls adds a batch of calls, just inserted into table, to the
 // hour's spans and to every side table that exists. Spans cost one upsert
-// per (minute, session) of the batch; the error lane one row per non-ok
+// per (bucket, session) of the batch; the error lane one row per non-ok
 // call; parent and func tables exist only for closed hours, which get
 // only late rows.
 func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, fids []int64) error {
-	type key struct{ minute, session int64 }
+	type key struct{ bucket, session int64 }
 	type span struct{ lo, hi int64 }
 	spans := map[key]span{}
 	var order []key
 	for i := range calls {
 		id := int64(calls[i].ID)
-		k := key{spanMinute(calls[i].Start), id >> 40}
+		k := key{spanBucket(calls[i].Start), id >> 40}
 		sp, ok := spans[k]
 		if !ok {
 			order = append(order, k)
@@ -173,25 +185,29 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 		sp.lo, sp.hi = min(sp.lo, id), max(sp.hi, id)
 		spans[k] = sp
 	}
-	up, err := tx.stmt(`INSERT INTO call_spans (hour_ns, minute_ns, session, min_id, max_id) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (hour_ns, minute_ns, session) DO UPDATE SET
+	up, err := tx.stmt(`INSERT INTO call_spans (hour_ns, bucket_ns, session, min_id, max_id) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (hour_ns, bucket_ns, session) DO UPDATE SET
 			min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`)
 	if err != nil {
 		return err
 	}
 	for _, k := range order {
 		sp := spans[k]
-		if _, err := up.ExecContext(tx.ctx, hour.UnixNano(), k.minute, k.session, sp.lo, sp.hi); err != nil {
+		if _, err := up.ExecContext(tx.ctx, hour.UnixNano(), k.bucket, k.session, sp.lo, sp.hi); err != nil {
 			return fmt.Errorf("update call spans: %w", err)
 		}
 	}
-	if tx.hasSide(table, sideErr) {
+	bounds, err := tx.sideBounds(table)
+	if err != nil {
+		return err
+	}
+	if b, ok := bounds[sideErr]; ok {
 		// Bound through the driver like the calls themselves: with many
 		// errors per batch, database/sql's argument conversion is
 		// measurable (BenchmarkWriteCalls has 20% errors).
 		var args []driver.NamedValue
 		for i := range calls {
-			if calls[i].Status != record.StatusOK {
+			if calls[i].Status != record.StatusOK && int64(calls[i].ID) < b {
 				k := len(args)
 				args = append(args, driver.NamedValue{Ordinal: k + 1, Value: calls[i].Start},
 					driver.NamedValue{Ordinal: k + 2, Value: int64(calls[i].ID)},
@@ -202,10 +218,10 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 			return err
 		}
 	}
-	if tx.hasSide(table, sideParent) {
+	if b, ok := bounds[sideParent]; ok {
 		var args []any
 		for i := range calls {
-			if calls[i].ParentID != 0 {
+			if calls[i].ParentID != 0 && int64(calls[i].ID) < b {
 				args = append(args, int64(calls[i].ParentID), int64(calls[i].ID))
 			}
 		}
@@ -213,30 +229,18 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 			return err
 		}
 	}
-	if tx.hasSide(table, sideFunc) {
-		args := make([]any, 0, 3*len(calls))
+	if b, ok := bounds[sideFunc]; ok {
+		var args []any
 		for i := range calls {
-			args = append(args, fids[i], calls[i].Start, int64(calls[i].ID))
+			if int64(calls[i].ID) < b {
+				args = append(args, fids[i], calls[i].Start, int64(calls[i].ID))
+			}
 		}
 		if err := tx.insertRows(`INSERT OR IGNORE INTO `+sideName(table, sideFunc), 3, args); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// hasSide reports whether the side table exists, counting one created
-// earlier in this transaction.
-func (tx *wtx) hasSide(table, side string) bool {
-	if tx.s.sides[table][side] {
-		return true
-	}
-	for _, p := range tx.newSides {
-		if p == [2]string{table, side} {
-			return true
-		}
-	}
-	return false
 }
 
 // insertRaw is insertRows through the driver connection, with prepared
@@ -314,14 +318,13 @@ func (tx *wtx) createLiveSides(table string, hour time.Time) error {
 			return err
 		}
 	}
-	tx.newSides = append(tx.newSides, [2]string{table, sideErr})
 	return nil
 }
 
 // chunkRows is how many calls rows one build step reads. Each step is one
-// write transaction; on the 2-core dev VM a 20,000-row step of the largest
-// side table (func) takes about 20-40 ms, inside the writer's 50 ms budget.
-var chunkRows = 20000
+// write transaction, so it bounds how long the writer can wait for the
+// builder; see docs/performance.md for the measured step times.
+var chunkRows = 5000
 
 // buildGrace is how long after an hour ends its partitions count as closed.
 // Rows may still arrive later (calls that started in the hour and ended
@@ -336,24 +339,33 @@ type BuildReport struct {
 	Max   time.Duration // longest step (the longest the writer waited)
 }
 
-// BuildDerived builds the side structures of every closed hour that lacks
-// them: spans, error lane, parent and function indexes of the calls, and
-// the hourly rollup of the stats. It works in short steps, each its own
-// write transaction taken through the writer's lock, so a concurrent
-// WriteCalls waits at most one step. It is safe to interrupt: the next pass
-// resumes each build where it stopped. The store's background builder runs
-// it every buildEvery; tests and benchmarks call it directly.
+// BuildDerived builds the side structures the hours lack: for every hour
+// that has begun, the parent and function indexes of its calls (and, in a
+// store upgraded from schema 2, the spans and error lane); for closed hours
+// also the rollup of the stats. An hour still open is built up to its
+// newest call and stays "building": the next pass continues from there, and
+// meanwhile the writer adds calls below the cursor itself (a call is
+// written when it ends, so ids arrive out of order), while readers scan the
+// few calls above it. Once the hour has closed, the pass that reaches its
+// end marks the structure done.
+//
+// It works in short steps, each its own write transaction taken through
+// the writer's lock, so a concurrent WriteCalls waits at most one step. It
+// is safe to interrupt: the next pass resumes each build where it stopped.
+// The store's background builder runs it every buildEvery; tests and
+// benchmarks call it directly.
 func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
 	var rep BuildReport
 	if err := s.writable(); err != nil {
 		return rep, err
 	}
-	cutoff := s.clock().Add(-buildGrace).UnixNano()
+	now := s.clock()
+	cutoff := now.Add(-buildGrace).UnixNano()
 	var parts []partRef
 	var states map[string]string
-	err := s.read(ctx, "list closed hours", func(r *rtx) error {
+	err := s.read(ctx, "list hours to build", func(r *rtx) error {
 		var err error
-		if parts, err = r.partsClosed(cutoff); err != nil {
+		if parts, err = r.partsBegun(now.UnixNano()); err != nil {
 			return err
 		}
 		states, err = r.derivedStates()
@@ -364,6 +376,7 @@ func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
 	}
 	for _, p := range parts {
 		kind, hour, _ := ParsePartitionName(p.name)
+		closed := p.end <= cutoff
 		switch kind {
 		case KindCalls:
 			for _, side := range callSides {
@@ -371,13 +384,13 @@ func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
 				if st := states[n]; st == stateLive || st == stateDone {
 					continue
 				}
-				if err := s.buildSide(ctx, p.name, side, hour, &rep); err != nil {
+				if err := s.buildSide(ctx, p.name, side, hour, closed, &rep); err != nil {
 					return rep, err
 				}
 			}
 		case KindStats:
 			n := sideName(p.name, sideRollup)
-			if st := states[n]; st == stateLive || st == stateDone {
+			if st := states[n]; !closed || st == stateLive || st == stateDone {
 				continue
 			}
 			if err := s.buildRollup(ctx, p.name, hour, &rep); err != nil {
@@ -388,8 +401,10 @@ func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
 	return rep, nil
 }
 
-// buildSide fills one side structure of a calls partition chunk by chunk.
-func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Time, rep *BuildReport) error {
+// buildSide fills one side structure of a calls partition chunk by chunk,
+// up to the partition's newest call; closed says whether the hour is
+// closed, so that reaching the end finishes the structure.
+func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Time, closed bool, rep *BuildReport) error {
 	name := sideName(table, side)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -417,7 +432,6 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 					if _, err := tx.exec(sideDDL("main", table, side)); err != nil {
 						return err
 					}
-					tx.newSides = append(tx.newSides, [2]string{table, side})
 				}
 				if _, err := tx.exec(`INSERT INTO derived (name, hour_ns, state, next_id) VALUES (?, ?, ?, ?)`,
 					name, hour.UnixNano(), stateBuilding, next); err != nil {
@@ -437,6 +451,11 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 			}
 			if !last.Valid {
 				finished = true
+				if !closed {
+					// Caught up with an open hour: the writer keeps
+					// the ids below next, the next pass the rest.
+					return nil
+				}
 				_, err := tx.exec(`UPDATE derived SET state = ?, next_id = ? WHERE name = ?`, stateDone, next, name)
 				return err
 			}
@@ -455,7 +474,9 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 			buildStepHook()
 		}
 		if finished {
-			rep.Done = append(rep.Done, name)
+			if closed {
+				rep.Done = append(rep.Done, name)
+			}
 			return nil
 		}
 	}
@@ -518,7 +539,6 @@ func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, r
 					return err
 				}
 			}
-			tx.newSides = append(tx.newSides, [2]string{table, sideRollup})
 			_, err := tx.exec(`INSERT OR REPLACE INTO derived (name, hour_ns, state) VALUES (?, ?, ?)`, name, hour.UnixNano(), stateDone)
 			return err
 		})
@@ -550,7 +570,11 @@ func (tx *wtx) putRollup(table string, fid int64, r *record.FuncStats) error {
 
 // maintainRollup adds late stats rows of a rolled-up hour to its rollup.
 func (tx *wtx) maintainRollup(table string, rows []record.FuncStats, fids []int64) error {
-	if !tx.hasSide(table, sideRollup) {
+	bounds, err := tx.sideBounds(table)
+	if err != nil {
+		return err
+	}
+	if _, ok := bounds[sideRollup]; !ok {
 		return nil
 	}
 	name := sideName(table, sideRollup)

@@ -216,10 +216,28 @@ func TestDerivedMatchesScans(t *testing.T) {
 	// now, a child of an old call, and a late stats interval.
 	late := record.Call{ID: 1<<40 | 900000, ParentID: all[3].ID, PID: 4242, GoID: 5, Function: all[3].Function,
 		Start: t0.Add(59 * time.Minute).UnixNano(), Duration: int64(2 * time.Hour), Status: record.StatusError, Error: "late"}
-	if err := s.WriteCalls([]record.Call{late}); err != nil {
+	// The open hour 2 was built up to its newest call: its indexes stay
+	// "building", the writer keeps the ids below the cursor, readers scan
+	// above it. Add calls on both sides of the cursor: one that entered
+	// early and ended now (id below), and new ones (ids above, one a
+	// child of an old call).
+	var st string
+	var cursor int64
+	s.rdb.QueryRow(`SELECT state, next_id FROM derived WHERE name = 'calls_2026112712__parent'`).Scan(&st, &cursor)
+	if st != stateBuilding || cursor <= int64(all[len(all)-1].ID) {
+		t.Errorf("open hour's parent index: %q, cursor %d; want building past the newest id %d", st, cursor, all[len(all)-1].ID)
+	}
+	h2 := t0.Add(2 * time.Hour)
+	early := record.Call{ID: 1<<40 | 9500, ParentID: 1<<40 | 6499, PID: 4242, GoID: 8, Function: all[5].Function,
+		Start: h2.Add(3 * time.Minute).UnixNano(), Duration: int64(27 * time.Minute), Status: record.StatusPanic, Error: "late panic"}
+	fresh := []record.Call{
+		{ID: 2<<40 | 9001, ParentID: 2<<40 | 6500, PID: 4242, GoID: 9, Function: all[5].Function, Start: h2.Add(31 * time.Minute).UnixNano(), Duration: 5},
+		{ID: 2<<40 | 9002, ParentID: all[len(all)-1].ID, PID: 4242, GoID: 9, Function: all[6].Function, Start: h2.Add(32 * time.Minute).UnixNano(), Duration: 5, Status: record.StatusError, Error: "x"},
+	}
+	if err := s.WriteCalls(append([]record.Call{late, early}, fresh...)); err != nil {
 		t.Fatal(err)
 	}
-	all = append(all, late)
+	all = append(append(all, late, early), fresh...)
 	if err := s.WriteStats([]record.FuncStats{{PID: 4242, Function: all[3].Function, IntervalStart: t0.Add(59 * time.Minute).UnixNano(),
 		IntervalEnd: t0.Add(61 * time.Minute).UnixNano(), Calls: 5, Errors: 5, Recorded: 5, TotalNs: 50, MaxNs: 5e9}}); err != nil {
 		t.Fatal(err)

@@ -176,7 +176,6 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, also 
 		s.wmu.Lock()
 		for _, n := range names {
 			delete(s.known, n)
-			delete(s.sides, n)
 		}
 		s.wmu.Unlock()
 	}

@@ -46,7 +46,8 @@ type rtx struct {
 	tx  *sql.Tx
 
 	states map[string]string // derived states, loaded on first use
-	spans  []spanRow         // call_spans, loaded on first use
+	next   map[string]int64  // cursors of the side tables being built
+	spans  map[int64][]spanRow // call_spans by hour, loaded on first use
 	loaded bool
 }
 
@@ -166,11 +167,11 @@ func (r *rtx) funcCond(col, pattern string) (cond string, ok bool, err error) {
 	return b.String(), true, nil
 }
 
-// partsClosed lists the calls and stats partitions of hours that ended
-// before cutoff, oldest first.
-func (r *rtx) partsClosed(cutoff int64) ([]partRef, error) {
+// partsBegun lists the calls and stats partitions of hours that began at
+// or before now, oldest first.
+func (r *rtx) partsBegun(now int64) ([]partRef, error) {
 	rows, err := r.tx.QueryContext(r.ctx, `SELECT name, start_ns, end_ns FROM partitions
-		WHERE kind IN (?, ?) AND end_ns <= ? ORDER BY start_ns, name`, KindCalls, KindStats, cutoff)
+		WHERE kind IN (?, ?) AND start_ns <= ? ORDER BY start_ns, name`, KindCalls, KindStats, now)
 	if err != nil {
 		return nil, err
 	}
@@ -190,10 +191,10 @@ func (r *rtx) partsClosed(cutoff int64) ([]partRef, error) {
 
 // spanRow is one row of call_spans.
 type spanRow struct {
-	hour, minute, session, lo, hi int64
+	hour, bucket, session, lo, hi int64
 }
 
-// loadDerived reads the derived states and call_spans once per read. A
+// loadDerived reads the derived states once per read. A
 // store older than schema 3 (opened read-only, so not migrated) has
 // neither table: every side structure then counts as missing and reads
 // fall back to scans.
@@ -203,6 +204,7 @@ func (r *rtx) loadDerived() error {
 	}
 	r.loaded = true
 	r.states = map[string]string{}
+	r.next = map[string]int64{}
 	var n int
 	if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('derived', 'call_spans')`).Scan(&n); err != nil {
 		return err
@@ -210,35 +212,50 @@ func (r *rtx) loadDerived() error {
 	if n < 2 {
 		return nil
 	}
-	rows, err := r.tx.QueryContext(r.ctx, `SELECT name, state FROM derived`)
+	rows, err := r.tx.QueryContext(r.ctx, `SELECT name, state, next_id FROM derived`)
 	if err != nil {
 		return err
 	}
 	for rows.Next() {
 		var name, state string
-		if err := rows.Scan(&name, &state); err != nil {
+		var next int64
+		if err := rows.Scan(&name, &state, &next); err != nil {
 			rows.Close()
 			return err
 		}
 		r.states[name] = state
+		r.next[name] = next
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = r.tx.QueryContext(r.ctx, `SELECT hour_ns, minute_ns, session, min_id, max_id FROM call_spans ORDER BY hour_ns, minute_ns, session`)
+	return nil
+}
+
+// hourSpans returns the call_spans rows of an hour, by bucket and session.
+func (r *rtx) hourSpans(hour int64) ([]spanRow, error) {
+	if sp, ok := r.spans[hour]; ok {
+		return sp, nil
+	}
+	if r.spans == nil {
+		r.spans = map[int64][]spanRow{}
+	}
+	rows, err := r.tx.QueryContext(r.ctx, `SELECT bucket_ns, session, min_id, max_id FROM call_spans WHERE hour_ns = ? ORDER BY bucket_ns, session`, hour)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer rows.Close()
+	var out []spanRow
 	for rows.Next() {
-		var sp spanRow
-		if err := rows.Scan(&sp.hour, &sp.minute, &sp.session, &sp.lo, &sp.hi); err != nil {
-			return err
+		sp := spanRow{hour: hour}
+		if err := rows.Scan(&sp.bucket, &sp.session, &sp.lo, &sp.hi); err != nil {
+			return nil, err
 		}
-		r.spans = append(r.spans, sp)
+		out = append(out, sp)
 	}
-	return rows.Err()
+	r.spans[hour] = out
+	return out, rows.Err()
 }
 
 func (r *rtx) derivedStates() (map[string]string, error) {
@@ -259,6 +276,23 @@ func (r *rtx) complete(table, side string) (bool, error) {
 	}
 	st := r.states[sideName(table, side)]
 	return st == stateLive || st == stateDone, nil
+}
+
+// covered reports whether the side table of table can serve a read, and
+// below which id it holds every call: math.MaxInt64 when complete; the
+// builder's cursor while it is being built (the open hour, or a build
+// that was interrupted), in which case the reader scans the calls from
+// the cursor on itself. Only the parent and function indexes are read
+// this way; the others are used only complete.
+func (r *rtx) covered(table, side string) (bool, int64, error) {
+	if ok, err := r.complete(table, side); err != nil || ok {
+		return ok, math.MaxInt64, err
+	}
+	n := sideName(table, side)
+	if r.s.ignoreDerived || r.states[n] != stateBuilding || (side != sideParent && side != sideFunc) {
+		return false, 0, nil
+	}
+	return true, r.next[n], nil
 }
 
 // FunctionInfo returns every registered function by name.

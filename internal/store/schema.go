@@ -63,17 +63,17 @@ var migrations = [][]string{
 		`CREATE INDEX partitions_by_start ON partitions (start_ns)`,
 	},
 	// 2 -> 3: read structures (see derived.go). call_spans maps each
-	// (hour, minute of start, session) to the range of call ids that
+	// (hour, 10 s bucket of start, session) to the range of call ids that
 	// started in it; derived records which side tables of an hour are
 	// complete, so readers only trust finished ones.
 	{
 		`CREATE TABLE call_spans (
 			hour_ns INTEGER NOT NULL,
-			minute_ns INTEGER NOT NULL,
+			bucket_ns INTEGER NOT NULL,
 			session INTEGER NOT NULL,
 			min_id INTEGER NOT NULL,
 			max_id INTEGER NOT NULL,
-			PRIMARY KEY (hour_ns, minute_ns, session)
+			PRIMARY KEY (hour_ns, bucket_ns, session)
 		) WITHOUT ROWID`,
 		`CREATE TABLE derived (
 			name TEXT PRIMARY KEY,

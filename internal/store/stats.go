@@ -2,8 +2,12 @@ package store
 
 import (
 	"context"
+	"database/sql/driver"
+	"errors"
 	"slices"
 	"strings"
+
+	"modernc.org/sqlite"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 )
@@ -15,20 +19,22 @@ type FuncStats struct {
 }
 
 // sumStats merges the rows of a stats (or rollup) table matching where
-// (conditions on its columns, "" for all) per (pid, function). It returns
-// the merged rows and their function ids, in first-seen order.
+// (conditions on its columns, "" for all) per (pid, function), in SQL:
+// SQLite sums the counters and obs_hist_sum the histograms, so Go reads one
+// row per process and function instead of one per interval. It returns
+// the merged rows and their function ids.
 func (r *rtx) sumStats(table, where string, args []any) ([]record.FuncStats, []int64, error) {
-	q := `SELECT pid, func_id, ` + statsCols + ` FROM ` + table
+	q := `SELECT pid, func_id, min(interval_start_ns), max(interval_end_ns), sum(calls), sum(errors), sum(panics),
+		sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist) FROM ` + table
 	if where != "" {
 		q += ` WHERE ` + where
 	}
+	q += ` GROUP BY pid, func_id`
 	rows, err := r.tx.QueryContext(r.ctx, q, args...)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer rows.Close()
-	type key struct{ pid, fid int64 }
-	idx := map[key]int{}
 	var out []record.FuncStats
 	var fids []int64
 	for rows.Next() {
@@ -44,17 +50,49 @@ func (r *rtx) sumStats(table, where string, args []any) ([]record.FuncStats, []i
 		if err := decodeHist(hist, &st.Hist); err != nil {
 			return nil, nil, err
 		}
-		k := key{pid, fid}
-		i, ok := idx[k]
-		if !ok {
-			idx[k] = len(out)
-			out = append(out, st)
-			fids = append(fids, fid)
-			continue
-		}
-		out[i].Add(&st)
+		out = append(out, st)
+		fids = append(fids, fid)
 	}
 	return out, fids, rows.Err()
+}
+
+// histSum is the obs_hist_sum(hist) aggregate: the bucket-wise sum of
+// encoded histograms (encodeHist), encoded.
+type histSum struct {
+	h   [record.HistBuckets]uint64
+	err error
+}
+
+func (a *histSum) Step(_ *sqlite.FunctionContext, args []driver.Value) error {
+	b, _ := args[0].([]byte) // NULL: an empty histogram
+	if err := decodeHist(b, &a.h); err != nil {
+		a.err = err
+	}
+	return nil
+}
+
+func (a *histSum) WindowInverse(*sqlite.FunctionContext, []driver.Value) error {
+	return errors.New("obs_hist_sum: not a window function")
+}
+
+func (a *histSum) WindowValue(*sqlite.FunctionContext) (driver.Value, error) {
+	if a.err != nil {
+		return nil, a.err
+	}
+	return encodeHist(&a.h), nil
+}
+
+func (a *histSum) Final(*sqlite.FunctionContext) {}
+
+func init() {
+	if err := sqlite.RegisterFunction("obs_hist_sum", &sqlite.FunctionImpl{
+		NArgs:         1,
+		Deterministic: true,
+		VolatileArgs:  true, // Step decodes and drops the blob
+		MakeAggregate: func(sqlite.FunctionContext) (sqlite.AggregateFunction, error) { return &histSum{}, nil },
+	}); err != nil {
+		panic("store: register obs_hist_sum: " + err.Error())
+	}
 }
 
 // Stats merges, per function, the aggregates (the stats partitions, not

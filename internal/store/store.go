@@ -77,8 +77,7 @@ type Store struct {
 	ckptStop chan struct{} // closes to stop the checkpointer
 	ckptDone chan struct{}
 
-	sides     map[string]map[string]bool // partition -> side tables that exist (writer, under wmu)
-	buildStop chan struct{}              // closes to stop the background builder
+	buildStop chan struct{} // closes to stop the background builder
 	buildDone chan struct{}
 	// ignoreDerived makes reads scan as if no side structure were complete
 	// (tests compare both answers).
@@ -244,9 +243,6 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	}
 	if err := s.startCheckpointer(busyPragma); err != nil {
 		return err
-	}
-	if err := s.loadSides(ctx); err != nil {
-		return classify("open "+s.path, err)
 	}
 	s.known = map[string]bool{}
 	s.funcIDs = map[string]int64{}

@@ -27,7 +27,6 @@ type wtx struct {
 	ctx      context.Context
 	newParts []string
 	newFuncs []string
-	newSides [][2]string // (partition, side) tables created
 }
 
 // write runs fn in one BEGIN IMMEDIATE transaction on the writer connection
@@ -64,9 +63,6 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 	}
 	for _, p := range tx.newParts {
 		s.known[p] = true
-	}
-	for _, p := range tx.newSides {
-		s.addSide(p[0], p[1])
 	}
 	if track {
 		s.lastWrite.Store(time.Now().UnixNano())
