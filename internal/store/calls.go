@@ -275,9 +275,10 @@ func (s *Store) Errors(ctx context.Context, f Filter) ([]record.Call, error) {
 }
 
 // byID loads the calls with the given ids. call_spans says which hours
-// can hold an id (its session's id range for some minute of the hour
-// covers it), so an id costs one rowid search in one hour, not one per
-// hour; hours without complete spans are searched for every id.
+// can hold an id (the id range of its session in the hour covers it; a
+// session's ids grow with time, so that is normally one hour), so an id
+// costs one rowid search, not one per hour; hours without complete spans
+// are searched for every id.
 func (r *rtx) byID(ids []uint64) (map[uint64]record.Call, error) {
 	found := make(map[uint64]record.Call, len(ids))
 	if len(ids) == 0 {
@@ -297,9 +298,9 @@ func (r *rtx) byID(ids []uint64) (map[uint64]record.Call, error) {
 		if err != nil {
 			return nil, err
 		}
-		var hs []spanRow
+		var hs map[int64][2]int64
 		if spans {
-			if hs, err = r.hourSpans(p.start); err != nil {
+			if hs, err = r.hourRanges(p.start); err != nil {
 				return nil, err
 			}
 		}
@@ -308,7 +309,7 @@ func (r *rtx) byID(ids []uint64) (map[uint64]record.Call, error) {
 			if _, ok := found[id]; ok {
 				continue
 			}
-			if !spans || spanHolds(hs, id) {
+			if rg, ok := hs[int64(id>>40)]; !spans || (ok && rg[0] <= int64(id) && int64(id) <= rg[1]) {
 				want = append(want, id)
 			}
 		}
@@ -330,17 +331,6 @@ func (r *rtx) byID(ids []uint64) (map[uint64]record.Call, error) {
 		}
 	}
 	return found, nil
-}
-
-// spanHolds reports whether one of an hour's spans covers id.
-func spanHolds(spans []spanRow, id uint64) bool {
-	sess := int64(id >> 40)
-	for _, sp := range spans {
-		if sp.session == sess && sp.lo <= int64(id) && int64(id) <= sp.hi {
-			return true
-		}
-	}
-	return false
 }
 
 // CallsByID returns the calls with the given ids that the store holds.

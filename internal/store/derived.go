@@ -18,11 +18,15 @@ import (
 // reads get their speed from side structures that cost the writer almost
 // nothing:
 //
+//   - call_ranges (one table): per (hour, session) the smallest and
+//     largest call id, upserted once per batch: the small map that tells
+//     which hour holds an id (a session's ids grow with time, so normally
+//     one), so a lookup by id is one rowid search, not one per hour.
 //   - call_spans (one table): per (hour, 10 s bucket of start, session) the
 //     smallest and largest call id that started in it. Upserted once per
 //     batch and bucket, not per row. It turns a time range into rowid
-//     ranges (the calls tables are keyed by id) and tells which hour holds
-//     an id, so neither a time range nor a lookup by id scans whole hours.
+//     ranges (the calls tables are keyed by id), so a time range reads the
+//     buckets it covers, not whole hours.
 //   - calls_H__err (start_ns, id, status): the error lane, one row per
 //     non-ok call, written with the batch. Errors are rare, so ok writes
 //     don't pay for it.
@@ -98,25 +102,29 @@ func sideDDL(db, table, side string) string {
 	panic("store: unknown side structure " + side)
 }
 
-// sideFill is the INSERT ... SELECT that copies the calls rows with ids in
-// [?, ?] into the side structure.
-func sideFill(table, side string) string {
+// sideFill is the INSERT ... SELECT statements that copy the calls rows
+// with ids in [?1, ?2] of hour ?3 into the side structure.
+func sideFill(table, side string) []string {
 	switch side {
 	case sideSpans:
-		return `INSERT INTO call_spans (hour_ns, bucket_ns, session, min_id, max_id)
+		return []string{`INSERT INTO call_spans (hour_ns, bucket_ns, session, min_id, max_id)
 			SELECT ?3, start_ns - start_ns % ` + strconv.FormatInt(spanWidth, 10) + `, id >> 40, min(id), max(id) FROM ` + table + `
 			WHERE id >= ?1 AND id <= ?2 GROUP BY 2, 3 ORDER BY 2, 3
 			ON CONFLICT (hour_ns, bucket_ns, session) DO UPDATE SET
-				min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`
+				min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`,
+			`INSERT INTO call_ranges (hour_ns, session, min_id, max_id)
+			SELECT ?3, id >> 40, min(id), max(id) FROM ` + table + ` WHERE id >= ?1 AND id <= ?2 GROUP BY 2 ORDER BY 2
+			ON CONFLICT (hour_ns, session) DO UPDATE SET
+				min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`}
 	case sideErr:
-		return `INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT start_ns, id, status FROM ` + table +
-			` WHERE id >= ?1 AND id <= ?2 AND status != 0`
+		return []string{`INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT start_ns, id, status FROM ` + table +
+			` WHERE id >= ?1 AND id <= ?2 AND status != 0`}
 	case sideParent:
-		return `INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT parent_id, id FROM ` + table +
-			` WHERE id >= ?1 AND id <= ?2 AND parent_id IS NOT NULL`
+		return []string{`INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT parent_id, id FROM ` + table +
+			` WHERE id >= ?1 AND id <= ?2 AND parent_id IS NOT NULL`}
 	case sideFunc:
-		return `INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT func_id, start_ns, id FROM ` + table +
-			` WHERE id >= ?1 AND id <= ?2`
+		return []string{`INSERT OR IGNORE INTO ` + sideName(table, side) + ` SELECT func_id, start_ns, id FROM ` + table +
+			` WHERE id >= ?1 AND id <= ?2`}
 	}
 	panic("store: no fill for side structure " + side)
 }
@@ -165,15 +173,20 @@ func (tx *wtx) sideBounds(table string) (map[string]int64, error) {
 }
 
 // maintainCalls adds a batch of calls, just inserted into table, to the
-// hour's spans and to every side table that exists. Spans cost one upsert
-// per (bucket, session) of the batch; the error lane one row per non-ok
-// call; parent and func tables exist only for closed hours, which get
-// only late rows.
+// hour's spans and to the side tables that exist, as far as the writer
+// keeps them (sideBounds). Spans cost one upsert per (10 s bucket,
+// session) of the batch, the error lane one row per non-ok call. The
+// parent and function indexes get only the calls below the builder's
+// cursor: in the open hour, calls that entered before the last build step
+// and ended since; in a closed hour, late calls. New calls are above the
+// cursor, and the next build step copies them.
 func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, fids []int64) error {
 	type key struct{ bucket, session int64 }
 	type span struct{ lo, hi int64 }
 	spans := map[key]span{}
 	var order []key
+	ranges := map[int64]span{}
+	var sessions []int64
 	for i := range calls {
 		id := int64(calls[i].ID)
 		k := key{spanBucket(calls[i].Start), id >> 40}
@@ -184,6 +197,25 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 		}
 		sp.lo, sp.hi = min(sp.lo, id), max(sp.hi, id)
 		spans[k] = sp
+		rg, ok := ranges[k.session]
+		if !ok {
+			sessions = append(sessions, k.session)
+			rg = span{id, id}
+		}
+		rg.lo, rg.hi = min(rg.lo, id), max(rg.hi, id)
+		ranges[k.session] = rg
+	}
+	rup, err := tx.stmt(`INSERT INTO call_ranges (hour_ns, session, min_id, max_id) VALUES (?, ?, ?, ?)
+		ON CONFLICT (hour_ns, session) DO UPDATE SET
+			min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`)
+	if err != nil {
+		return err
+	}
+	for _, sess := range sessions {
+		rg := ranges[sess]
+		if _, err := rup.ExecContext(tx.ctx, hour.UnixNano(), sess, rg.lo, rg.hi); err != nil {
+			return fmt.Errorf("update call ranges: %w", err)
+		}
 	}
 	up, err := tx.stmt(`INSERT INTO call_spans (hour_ns, bucket_ns, session, min_id, max_id) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (hour_ns, bucket_ns, session) DO UPDATE SET
@@ -459,8 +491,10 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 				_, err := tx.exec(`UPDATE derived SET state = ?, next_id = ? WHERE name = ?`, stateDone, next, name)
 				return err
 			}
-			if _, err := tx.exec(sideFill(table, side), next, last.Int64, hour.UnixNano()); err != nil {
-				return err
+			for _, q := range sideFill(table, side) {
+				if _, err := tx.exec(q, next, last.Int64, hour.UnixNano()); err != nil {
+					return err
+				}
 			}
 			_, err = tx.exec(`UPDATE derived SET next_id = ? WHERE name = ?`, last.Int64+1, name)
 			return err

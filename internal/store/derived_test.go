@@ -253,8 +253,8 @@ func TestDerivedMatchesScans(t *testing.T) {
 		t.Fatal(err)
 	}
 	var left int
-	s.rdb.QueryRow(`SELECT (SELECT count(*) FROM sqlite_master WHERE name LIKE '%2026112710%') + (SELECT count(*) FROM derived WHERE hour_ns = ?) + (SELECT count(*) FROM call_spans WHERE hour_ns = ?)`,
-		t0.UnixNano(), t0.UnixNano()).Scan(&left)
+	s.rdb.QueryRow(`SELECT (SELECT count(*) FROM sqlite_master WHERE name LIKE '%2026112710%') + (SELECT count(*) FROM derived WHERE hour_ns = ?) + (SELECT count(*) FROM call_spans WHERE hour_ns = ?) + (SELECT count(*) FROM call_ranges WHERE hour_ns = ?)`,
+		t0.UnixNano(), t0.UnixNano(), t0.UnixNano()).Scan(&left)
 	if left != 0 {
 		t.Errorf("%d tables or rows of the dropped hour left", left)
 	}

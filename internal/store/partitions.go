@@ -128,8 +128,10 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, also 
 				return err
 			}
 			if kind, hour, ok := ParsePartitionName(n); ok && kind == KindCalls {
-				if _, err := tx.exec(`DELETE FROM call_spans WHERE hour_ns = ?`, hour.UnixNano()); err != nil {
-					return err
+				for _, t := range []string{"call_spans", "call_ranges"} {
+					if _, err := tx.exec(`DELETE FROM `+t+` WHERE hour_ns = ?`, hour.UnixNano()); err != nil {
+						return err
+					}
 				}
 			}
 		}

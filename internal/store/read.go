@@ -45,9 +45,10 @@ type rtx struct {
 	ctx context.Context
 	tx  *sql.Tx
 
-	states map[string]string // derived states, loaded on first use
-	next   map[string]int64  // cursors of the side tables being built
-	spans  map[int64][]spanRow // call_spans by hour, loaded on first use
+	states map[string]string            // derived states, loaded on first use
+	next   map[string]int64             // cursors of the side tables being built
+	spans  map[int64][]spanRow          // call_spans by hour, loaded on first use
+	ranges map[int64]map[int64][2]int64 // hour -> session -> id range, loaded on first use
 	loaded bool
 }
 
@@ -256,6 +257,33 @@ func (r *rtx) hourSpans(hour int64) ([]spanRow, error) {
 	}
 	r.spans[hour] = out
 	return out, rows.Err()
+}
+
+// hourRanges returns, per session, the smallest and largest id of the
+// calls that started in the hour (call_ranges).
+func (r *rtx) hourRanges(hour int64) (map[int64][2]int64, error) {
+	if r.ranges == nil {
+		r.ranges = map[int64]map[int64][2]int64{}
+		rows, err := r.tx.QueryContext(r.ctx, `SELECT hour_ns, session, min_id, max_id FROM call_ranges`)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var h, sess, lo, hi int64
+			if err := rows.Scan(&h, &sess, &lo, &hi); err != nil {
+				return nil, err
+			}
+			if r.ranges[h] == nil {
+				r.ranges[h] = map[int64][2]int64{}
+			}
+			r.ranges[h][sess] = [2]int64{lo, hi}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return r.ranges[hour], nil
 }
 
 func (r *rtx) derivedStates() (map[string]string, error) {

@@ -75,6 +75,15 @@ var migrations = [][]string{
 			max_id INTEGER NOT NULL,
 			PRIMARY KEY (hour_ns, bucket_ns, session)
 		) WITHOUT ROWID`,
+		// call_ranges: per (hour, session) the smallest and largest
+		// call id, which tells the hour holding an id.
+		`CREATE TABLE call_ranges (
+			hour_ns INTEGER NOT NULL,
+			session INTEGER NOT NULL,
+			min_id INTEGER NOT NULL,
+			max_id INTEGER NOT NULL,
+			PRIMARY KEY (hour_ns, session)
+		) WITHOUT ROWID`,
 		`CREATE TABLE derived (
 			name TEXT PRIMARY KEY,
 			hour_ns INTEGER NOT NULL,
