@@ -21,8 +21,8 @@ import (
 // errors, 0.1% panics; one in 400 requests is a fan-out of over 1,000
 // calls. Stats every minute per function and process, resource samples
 // every 5 s per process, a few probe gaps. Hours 04..08 are closed and
-// built (indexes, rollups); hour 09 is the live hour, as two minutes after
-// it ended (inside the build grace), so it has only what the writer keeps.
+// built (indexes, rollups); hour 09 is the open hour, built up to its
+// newest call as the background builder leaves it every 30 s.
 //
 // Building it takes minutes on the 2-core VM, so it is cached on disk:
 // $OBS_BENCH_STORE, else <tmp>/obs-agent-bench/store-v<benchStoreVersion>-s<schema>.db.
@@ -30,7 +30,7 @@ import (
 // interrupted build is never mistaken for a store.
 
 const (
-	benchStoreVersion = 3
+	benchStoreVersion = 4
 	benchHours        = 6
 	benchPerHour      = 1_000_000
 	benchFuncs        = 200
@@ -39,9 +39,9 @@ const (
 
 var benchBase = time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC)
 
-// benchClock is "now" for the benchmark store: two minutes after the last
-// hour ended.
-var benchClock = benchBase.Add(benchHours*time.Hour + 2*time.Minute)
+// benchClock is "now" for the benchmark store: the last minute of the
+// last hour, which is therefore still open.
+var benchClock = benchBase.Add(benchHours*time.Hour - time.Minute)
 
 func benchFuncName(i int) string {
 	mod := []string{"github.com/acme/api", "github.com/acme/lib", "google.golang.org/grpc", "example.com/store"}[i%4]

@@ -422,10 +422,10 @@ func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
 			}
 		case KindStats:
 			n := sideName(p.name, sideRollup)
-			if st := states[n]; !closed || st == stateLive || st == stateDone {
+			if st := states[n]; st == stateLive || st == stateDone {
 				continue
 			}
-			if err := s.buildRollup(ctx, p.name, hour, &rep); err != nil {
+			if err := s.buildRollup(ctx, p.name, hour, closed, &rep); err != nil {
 				return rep, err
 			}
 		}
@@ -522,58 +522,72 @@ const minID = int64(-1) << 62
 // statsCols are the columns of a stats (or rollup) row after pid, func_id.
 const statsCols = `interval_start_ns, interval_end_ns, calls, errors, panics, recorded, sampled, dropped, total_ns, max_ns, hist`
 
-// buildRollup sums a closed stats partition per (pid, function) into its
-// rollup table. The sum is read outside the write lock from a snapshot; the
-// write step checks that no row arrived since (max(rowid) and count are
-// unchanged: stats tables only grow) and redoes the sum otherwise.
-func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, rep *BuildReport) error {
+// buildRollup sums a stats partition per (pid, function) into its rollup
+// table, chunk by chunk in rowid order (stats rows are only appended, so
+// rowids grow), each chunk merged into the rollup rows in one short write
+// transaction. An open hour is summed up to its newest row and stays
+// "building" with the next rowid as cursor (readers add the rows from the
+// cursor on); the first pass that reaches the end of a closed hour marks
+// it done, and from then on the writer adds late rows itself.
+func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, closed bool, rep *BuildReport) error {
 	name := sideName(table, sideRollup)
-	for attempt := 0; ; attempt++ {
-		var rows []record.FuncStats
-		var fids []int64
-		var maxRow, count int64
-		err := s.read(ctx, "roll up "+table, func(r *rtx) error {
-			if err := r.tx.QueryRowContext(ctx, `SELECT coalesce(max(rowid), 0), count(*) FROM `+table).Scan(&maxRow, &count); err != nil {
-				return err
-			}
-			var err error
-			rows, fids, err = r.sumStats(table, "", nil)
-			return err
-		})
-		if err != nil {
+	for {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		start := time.Now()
-		var changed bool
-		err = s.writeTx("build "+name, false, func(tx *wtx) error {
+		var finished bool
+		err := s.writeTx("build "+name, false, func(tx *wtx) error {
 			tx.ctx = ctx
 			var exists int
 			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&exists); err != nil {
 				return err
 			}
 			if exists == 0 {
-				return nil
-			}
-			var m, c int64
-			if err := s.wc.QueryRowContext(ctx, `SELECT coalesce(max(rowid), 0), count(*) FROM `+table).Scan(&m, &c); err != nil {
+				finished = true
+				_, err := tx.exec(`DELETE FROM derived WHERE name = ?`, name)
 				return err
 			}
-			if m != maxRow || c != count {
-				changed = true
-				return nil
-			}
-			if _, err := tx.exec(sideDDL("main", table, sideRollup)); err != nil {
-				return err
-			}
-			if _, err := tx.exec(`DELETE FROM ` + name); err != nil {
-				return err
-			}
-			for i := range rows {
-				if err := tx.putRollup(name, fids[i], &rows[i]); err != nil {
+			var next int64
+			var state string
+			err := s.wc.QueryRowContext(ctx, `SELECT state, next_id FROM derived WHERE name = ?`, name).Scan(&state, &next)
+			if err == sql.ErrNoRows {
+				next, state = minID, stateBuilding
+				if _, err := tx.exec(sideDDL("main", table, sideRollup)); err != nil {
 					return err
 				}
+				if _, err := tx.exec(`INSERT INTO derived (name, hour_ns, state, next_id) VALUES (?, ?, ?, ?)`,
+					name, hour.UnixNano(), stateBuilding, next); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
 			}
-			_, err := tx.exec(`INSERT OR REPLACE INTO derived (name, hour_ns, state) VALUES (?, ?, ?)`, name, hour.UnixNano(), stateDone)
+			if state != stateBuilding {
+				finished = true
+				return nil
+			}
+			var last sql.NullInt64
+			if err := s.wc.QueryRowContext(ctx, `SELECT max(rowid) FROM (SELECT rowid FROM `+table+` WHERE rowid >= ? ORDER BY rowid LIMIT ?)`,
+				next, chunkRows).Scan(&last); err != nil {
+				return err
+			}
+			if !last.Valid {
+				finished = true
+				if !closed {
+					return nil
+				}
+				_, err := tx.exec(`UPDATE derived SET state = ? WHERE name = ?`, stateDone, name)
+				return err
+			}
+			rows, fids, err := sumStats(ctx, s.wc, table, "rowid >= ? AND rowid <= ?", []any{next, last.Int64})
+			if err != nil {
+				return err
+			}
+			if err := tx.addRollup(name, rows, fids); err != nil {
+				return err
+			}
+			_, err = tx.exec(`UPDATE derived SET next_id = ? WHERE name = ?`, last.Int64+1, name)
 			return err
 		})
 		if err != nil {
@@ -581,12 +595,14 @@ func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, r
 		}
 		rep.Steps++
 		rep.Max = max(rep.Max, time.Since(start))
-		if !changed {
-			rep.Done = append(rep.Done, name)
-			return nil
+		if buildStepHook != nil {
+			buildStepHook()
 		}
-		if attempt >= 3 {
-			return nil // busy hour; the next pass tries again
+		if finished {
+			if closed {
+				rep.Done = append(rep.Done, name)
+			}
+			return nil
 		}
 	}
 }
@@ -602,16 +618,22 @@ func (tx *wtx) putRollup(table string, fid int64, r *record.FuncStats) error {
 	return err
 }
 
-// maintainRollup adds late stats rows of a rolled-up hour to its rollup.
+// maintainRollup adds late stats rows of a closed, rolled-up hour to its
+// rollup. While a rollup is being built, new rows are above its cursor
+// (rowids only grow) and the builder takes them.
 func (tx *wtx) maintainRollup(table string, rows []record.FuncStats, fids []int64) error {
 	bounds, err := tx.sideBounds(table)
 	if err != nil {
 		return err
 	}
-	if _, ok := bounds[sideRollup]; !ok {
+	if bounds[sideRollup] != math.MaxInt64 {
 		return nil
 	}
-	name := sideName(table, sideRollup)
+	return tx.addRollup(sideName(table, sideRollup), rows, fids)
+}
+
+// addRollup merges per-(pid, function) sums into rollup table name.
+func (tx *wtx) addRollup(name string, rows []record.FuncStats, fids []int64) error {
 	for i := range rows {
 		cur := rows[i]
 		var pid, fid int64

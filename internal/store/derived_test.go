@@ -239,7 +239,10 @@ func TestDerivedMatchesScans(t *testing.T) {
 	}
 	all = append(append(all, late, early), fresh...)
 	if err := s.WriteStats([]record.FuncStats{{PID: 4242, Function: all[3].Function, IntervalStart: t0.Add(59 * time.Minute).UnixNano(),
-		IntervalEnd: t0.Add(61 * time.Minute).UnixNano(), Calls: 5, Errors: 5, Recorded: 5, TotalNs: 50, MaxNs: 5e9}}); err != nil {
+		IntervalEnd: t0.Add(61 * time.Minute).UnixNano(), Calls: 5, Errors: 5, Recorded: 5, TotalNs: 50, MaxNs: 5e9},
+		// Above the open hour's rollup cursor.
+		{PID: 4243, Function: all[4].Function, IntervalStart: h2.Add(31 * time.Minute).UnixNano(),
+			IntervalEnd: h2.Add(32 * time.Minute).UnixNano(), Calls: 3, Panics: 1, Recorded: 3, TotalNs: 30, MaxNs: 20}}); err != nil {
 		t.Fatal(err)
 	}
 	want = scan()

@@ -310,14 +310,15 @@ func (r *rtx) complete(table, side string) (bool, error) {
 // below which id it holds every call: math.MaxInt64 when complete; the
 // builder's cursor while it is being built (the open hour, or a build
 // that was interrupted), in which case the reader scans the calls from
-// the cursor on itself. Only the parent and function indexes are read
-// this way; the others are used only complete.
+// the cursor on itself. Only the parent and function indexes and the
+// stats rollups (cursor: a rowid of the stats table) are read this way;
+// the others are used only complete.
 func (r *rtx) covered(table, side string) (bool, int64, error) {
 	if ok, err := r.complete(table, side); err != nil || ok {
 		return ok, math.MaxInt64, err
 	}
 	n := sideName(table, side)
-	if r.s.ignoreDerived || r.states[n] != stateBuilding || (side != sideParent && side != sideFunc) {
+	if r.s.ignoreDerived || r.states[n] != stateBuilding || (side != sideParent && side != sideFunc && side != sideRollup) {
 		return false, 0, nil
 	}
 	return true, r.next[n], nil

@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"math"
 	"slices"
 	"strings"
 
@@ -23,14 +25,14 @@ type FuncStats struct {
 // SQLite sums the counters and obs_hist_sum the histograms, so Go reads one
 // row per process and function instead of one per interval. It returns
 // the merged rows and their function ids.
-func (r *rtx) sumStats(table, where string, args []any) ([]record.FuncStats, []int64, error) {
+func sumStats(ctx context.Context, db querier, table, where string, args []any) ([]record.FuncStats, []int64, error) {
 	q := `SELECT pid, func_id, min(interval_start_ns), max(interval_end_ns), sum(calls), sum(errors), sum(panics),
 		sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist) FROM ` + table
 	if where != "" {
 		q += ` WHERE ` + where
 	}
 	q += ` GROUP BY pid, func_id`
-	rows, err := r.tx.QueryContext(r.ctx, q, args...)
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -54,6 +56,42 @@ func (r *rtx) sumStats(table, where string, args []any) ([]record.FuncStats, []i
 		fids = append(fids, fid)
 	}
 	return out, fids, rows.Err()
+}
+
+// hourStats sums one stats partition's rows matching where per (pid,
+// function). When the range covers every row of the hour (it starts at or
+// before the hour, and the hour ends, or its rows so far end, by its end)
+// and the hour has a rollup, it reads the rollup, plus the rows appended
+// since the rollup's cursor while the hour is still being rolled up.
+func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]record.FuncStats, []int64, error) {
+	ok, cursor, err := r.covered(p.name, sideRollup)
+	if err != nil || !ok || lo > p.start {
+		if err != nil {
+			return nil, nil, err
+		}
+		return sumStats(r.ctx, r.tx, p.name, where, args)
+	}
+	roll := sideName(p.name, sideRollup)
+	if p.end > hi {
+		var maxEnd sql.NullInt64
+		if err := r.tx.QueryRowContext(r.ctx, `SELECT max(interval_end_ns) FROM `+roll).Scan(&maxEnd); err != nil {
+			return nil, nil, err
+		}
+		if maxEnd.Int64 > hi {
+			return sumStats(r.ctx, r.tx, p.name, where, args)
+		}
+	}
+	rows, fids, err := sumStats(r.ctx, r.tx, roll, where, args)
+	if err != nil || cursor == math.MaxInt64 {
+		return rows, fids, err
+	}
+	tail, tfids, err := sumStats(r.ctx, r.tx, p.name, where+" AND rowid >= ?", append(slices.Clip(args), cursor))
+	return append(rows, tail...), append(fids, tfids...), err
+}
+
+// querier is a connection or transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
 // histSum is the obs_hist_sum(hist) aggregate: the bucket-wise sum of
@@ -125,15 +163,7 @@ func (s *Store) Stats(ctx context.Context, f Filter) ([]FuncStats, error) {
 		where := strings.Join(conds, " AND ")
 		idx := map[int64]int{}
 		for _, p := range parts {
-			table := p.name
-			if lo <= p.start && p.end <= hi {
-				if ok, err := r.complete(p.name, sideRollup); err != nil {
-					return err
-				} else if ok {
-					table = sideName(p.name, sideRollup)
-				}
-			}
-			rows, fids, err := r.sumStats(table, where, args)
+			rows, fids, err := r.hourStats(p, lo, hi, where, args)
 			if err != nil {
 				return err
 			}
