@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -237,14 +239,17 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 		// Bound through the driver like the calls themselves: with many
 		// errors per batch, database/sql's argument conversion is
 		// measurable (BenchmarkWriteCalls has 20% errors).
-		var args []driver.NamedValue
+		// In key order, so the rows append to the b-tree's right edge.
+		var errs []*record.Call
 		for i := range calls {
 			if calls[i].Status != record.StatusOK && int64(calls[i].ID) < b {
-				k := len(args)
-				args = append(args, driver.NamedValue{Ordinal: k + 1, Value: calls[i].Start},
-					driver.NamedValue{Ordinal: k + 2, Value: int64(calls[i].ID)},
-					driver.NamedValue{Ordinal: k + 3, Value: int64(calls[i].Status)})
+				errs = append(errs, &calls[i])
 			}
+		}
+		slices.SortFunc(errs, func(a, b *record.Call) int { return cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(a.ID, b.ID)) })
+		args := make([]driver.NamedValue, 0, 3*len(errs))
+		for _, c := range errs {
+			args = append(args, driver.NamedValue{Value: c.Start}, driver.NamedValue{Value: int64(c.ID)}, driver.NamedValue{Value: int64(c.Status)})
 		}
 		if err := tx.insertRaw(`INSERT OR IGNORE INTO `+sideName(table, sideErr), 3, args); err != nil {
 			return err
