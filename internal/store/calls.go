@@ -440,21 +440,8 @@ func (s *Store) Descendants(ctx context.Context, root record.Call, limit int) (i
 				from = max(from, nexts[i])
 			}
 			m := map[uint64][]uint64{}
-			rows, err := r.tx.QueryContext(r.ctx, `SELECT parent_id, id FROM `+p.name+
-				` WHERE id >= ? AND id < ? AND parent_id IS NOT NULL ORDER BY id`, from, sessEnd)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var pa, ch int64
-				if err := rows.Scan(&pa, &ch); err != nil {
-					rows.Close()
-					return err
-				}
-				m[uint64(pa)] = append(m[uint64(pa)], uint64(ch))
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
+			if err := r.edges(m, `SELECT parent_id, id FROM `+p.name+
+				` WHERE id >= ? AND id < ? AND parent_id IS NOT NULL ORDER BY id`, from, sessEnd); err != nil {
 				return err
 			}
 			scans[i] = m
@@ -474,21 +461,8 @@ func (s *Store) Descendants(ctx context.Context, root record.Call, limit int) (i
 							}
 							in.WriteString(strconv.FormatInt(int64(id), 10))
 						}
-						rows, err := r.tx.QueryContext(r.ctx, `SELECT parent_id, id FROM `+sideName(p.name, sideParent)+
-							` WHERE parent_id IN (`+in.String()+`) AND id < ? ORDER BY parent_id, id`, nexts[i])
-						if err != nil {
-							return err
-						}
-						for rows.Next() {
-							var pa, ch int64
-							if err := rows.Scan(&pa, &ch); err != nil {
-								rows.Close()
-								return err
-							}
-							kids[uint64(pa)] = append(kids[uint64(pa)], uint64(ch))
-						}
-						rows.Close()
-						if err := rows.Err(); err != nil {
+						if err := r.edges(kids, `SELECT parent_id, id FROM `+sideName(p.name, sideParent)+
+							` WHERE parent_id IN (`+in.String()+`) AND id < ? ORDER BY parent_id, id`, nexts[i]); err != nil {
 							return err
 						}
 					}
@@ -559,4 +533,22 @@ func (s *Store) Ancestry(ctx context.Context, calls []record.Call, maxDepth int)
 		return nil
 	})
 	return known, err
+}
+
+// edges runs a query of (parent_id, id) pairs and appends each child to
+// its parent's list in m, in the order of the rows.
+func (r *rtx) edges(m map[uint64][]uint64, q string, args ...any) error {
+	rows, err := r.tx.QueryContext(r.ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pa, ch int64
+		if err := rows.Scan(&pa, &ch); err != nil {
+			return err
+		}
+		m[uint64(pa)] = append(m[uint64(pa)], uint64(ch))
+	}
+	return rows.Err()
 }

@@ -84,20 +84,7 @@ func sideDDL(db, table, side string) string {
 		return `CREATE TABLE IF NOT EXISTS ` + q + ` (func_id INTEGER NOT NULL, start_ns INTEGER NOT NULL, id INTEGER NOT NULL,
 			PRIMARY KEY (func_id, start_ns, id)) WITHOUT ROWID`
 	case sideRollup:
-		return `CREATE TABLE IF NOT EXISTS ` + q + ` (
-			pid INTEGER NOT NULL,
-			func_id INTEGER NOT NULL,
-			interval_start_ns INTEGER NOT NULL,
-			interval_end_ns INTEGER NOT NULL,
-			calls INTEGER NOT NULL,
-			errors INTEGER NOT NULL,
-			panics INTEGER NOT NULL,
-			recorded INTEGER NOT NULL,
-			sampled INTEGER NOT NULL,
-			dropped INTEGER NOT NULL,
-			total_ns INTEGER NOT NULL,
-			max_ns INTEGER NOT NULL,
-			hist BLOB,
+		return `CREATE TABLE IF NOT EXISTS ` + q + ` (` + statsColumnsDDL + `,
 			PRIMARY KEY (pid, func_id)
 		) WITHOUT ROWID`
 	}
@@ -442,6 +429,48 @@ func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
 // up to the partition's newest call; closed says whether the hour is
 // closed, so that reaching the end finishes the structure.
 func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Time, closed bool, rep *BuildReport) error {
+	ddl := ""
+	if side != sideSpans {
+		ddl = sideDDL("main", table, side)
+	}
+	return s.buildSteps(ctx, table, side, "id", ddl, hour, closed, rep, func(tx *wtx, next, last int64) error {
+		for _, q := range sideFill(table, side) {
+			if _, err := tx.exec(q, next, last, hour.UnixNano()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// buildRollup sums a stats partition per (pid, function) into its rollup
+// table, chunk by chunk in rowid order (stats rows are only appended, so
+// rowids grow), each chunk merged into the rollup rows. An open hour is
+// summed up to its newest row and stays "building" with the next rowid as
+// cursor (readers add the rows from the cursor on); the first pass that
+// reaches the end of a closed hour marks it done, and from then on the
+// writer adds late rows itself.
+func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, closed bool, rep *BuildReport) error {
+	return s.buildSteps(ctx, table, sideRollup, "rowid", sideDDL("main", table, sideRollup), hour, closed, rep, func(tx *wtx, next, last int64) error {
+		rows, fids, err := sumStats(ctx, s.wc, table, "rowid >= ? AND rowid <= ?", []any{next, last})
+		if err != nil {
+			return err
+		}
+		return tx.addRollup(sideName(table, sideRollup), rows, fids)
+	})
+}
+
+// minID is below every call id and rowid (both are positive).
+const minID = int64(-1) << 62
+
+// buildSteps runs the build of side structure side of partition table:
+// steps of chunkRows rows in key order (key: "id" or "rowid"), each its own
+// write transaction that creates the side table (ddl, if any) and its
+// derived row on the first step, copies rows [next, last] with fill, and
+// moves the cursor past them. Reaching the end marks the structure done
+// when the hour is closed, and leaves it building otherwise.
+func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, hour time.Time, closed bool, rep *BuildReport,
+	fill func(tx *wtx, next, last int64) error) error {
 	name := sideName(table, side)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -465,8 +494,8 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 			err := s.wc.QueryRowContext(ctx, `SELECT state, next_id FROM derived WHERE name = ?`, name).Scan(&state, &next)
 			if err == sql.ErrNoRows {
 				next, state = minID, stateBuilding
-				if side != sideSpans {
-					if _, err := tx.exec(sideDDL("main", table, side)); err != nil {
+				if ddl != "" {
+					if _, err := tx.exec(ddl); err != nil {
 						return err
 					}
 				}
@@ -482,7 +511,7 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 				return nil
 			}
 			var last sql.NullInt64
-			if err := s.wc.QueryRowContext(ctx, `SELECT max(id) FROM (SELECT id FROM `+table+` WHERE id >= ? ORDER BY id LIMIT ?)`,
+			if err := s.wc.QueryRowContext(ctx, `SELECT max(`+key+`) FROM (SELECT `+key+` FROM `+table+` WHERE `+key+` >= ? ORDER BY `+key+` LIMIT ?)`,
 				next, chunkRows).Scan(&last); err != nil {
 				return err
 			}
@@ -490,106 +519,13 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 				finished = true
 				if !closed {
 					// Caught up with an open hour: the writer keeps
-					// the ids below next, the next pass the rest.
-					return nil
-				}
-				_, err := tx.exec(`UPDATE derived SET state = ?, next_id = ? WHERE name = ?`, stateDone, next, name)
-				return err
-			}
-			for _, q := range sideFill(table, side) {
-				if _, err := tx.exec(q, next, last.Int64, hour.UnixNano()); err != nil {
-					return err
-				}
-			}
-			_, err = tx.exec(`UPDATE derived SET next_id = ? WHERE name = ?`, last.Int64+1, name)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		rep.Steps++
-		rep.Max = max(rep.Max, time.Since(start))
-		if buildStepHook != nil {
-			buildStepHook()
-		}
-		if finished {
-			if closed {
-				rep.Done = append(rep.Done, name)
-			}
-			return nil
-		}
-	}
-}
-
-// minID is below every call id (ids are positive).
-const minID = int64(-1) << 62
-
-// statsCols are the columns of a stats (or rollup) row after pid, func_id.
-const statsCols = `interval_start_ns, interval_end_ns, calls, errors, panics, recorded, sampled, dropped, total_ns, max_ns, hist`
-
-// buildRollup sums a stats partition per (pid, function) into its rollup
-// table, chunk by chunk in rowid order (stats rows are only appended, so
-// rowids grow), each chunk merged into the rollup rows in one short write
-// transaction. An open hour is summed up to its newest row and stays
-// "building" with the next rowid as cursor (readers add the rows from the
-// cursor on); the first pass that reaches the end of a closed hour marks
-// it done, and from then on the writer adds late rows itself.
-func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, closed bool, rep *BuildReport) error {
-	name := sideName(table, sideRollup)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		start := time.Now()
-		var finished bool
-		err := s.writeTx("build "+name, false, func(tx *wtx) error {
-			tx.ctx = ctx
-			var exists int
-			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&exists); err != nil {
-				return err
-			}
-			if exists == 0 {
-				finished = true
-				_, err := tx.exec(`DELETE FROM derived WHERE name = ?`, name)
-				return err
-			}
-			var next int64
-			var state string
-			err := s.wc.QueryRowContext(ctx, `SELECT state, next_id FROM derived WHERE name = ?`, name).Scan(&state, &next)
-			if err == sql.ErrNoRows {
-				next, state = minID, stateBuilding
-				if _, err := tx.exec(sideDDL("main", table, sideRollup)); err != nil {
-					return err
-				}
-				if _, err := tx.exec(`INSERT INTO derived (name, hour_ns, state, next_id) VALUES (?, ?, ?, ?)`,
-					name, hour.UnixNano(), stateBuilding, next); err != nil {
-					return err
-				}
-			} else if err != nil {
-				return err
-			}
-			if state != stateBuilding {
-				finished = true
-				return nil
-			}
-			var last sql.NullInt64
-			if err := s.wc.QueryRowContext(ctx, `SELECT max(rowid) FROM (SELECT rowid FROM `+table+` WHERE rowid >= ? ORDER BY rowid LIMIT ?)`,
-				next, chunkRows).Scan(&last); err != nil {
-				return err
-			}
-			if !last.Valid {
-				finished = true
-				if !closed {
+					// the rows below next, the next pass the rest.
 					return nil
 				}
 				_, err := tx.exec(`UPDATE derived SET state = ? WHERE name = ?`, stateDone, name)
 				return err
 			}
-			rows, fids, err := sumStats(ctx, s.wc, table, "rowid >= ? AND rowid <= ?", []any{next, last.Int64})
-			if err != nil {
-				return err
-			}
-			if err := tx.addRollup(name, rows, fids); err != nil {
+			if err := fill(tx, next, last.Int64); err != nil {
 				return err
 			}
 			_, err = tx.exec(`UPDATE derived SET next_id = ? WHERE name = ?`, last.Int64+1, name)
@@ -611,6 +547,9 @@ func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, c
 		}
 	}
 }
+
+// statsCols are the columns of a stats (or rollup) row after pid, func_id.
+const statsCols = `interval_start_ns, interval_end_ns, calls, errors, panics, recorded, sampled, dropped, total_ns, max_ns, hist`
 
 // putRollup writes one rollup row.
 func (tx *wtx) putRollup(table string, fid int64, r *record.FuncStats) error {

@@ -144,21 +144,7 @@ func partitionDDL(db, kind, table string) []string {
 				error_truncated INTEGER NOT NULL DEFAULT 0
 			)`}, callIndexes(q, table)...)
 	case KindStats:
-		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (
-			pid INTEGER NOT NULL,
-			func_id INTEGER NOT NULL,
-			interval_start_ns INTEGER NOT NULL,
-			interval_end_ns INTEGER NOT NULL,
-			calls INTEGER NOT NULL,
-			errors INTEGER NOT NULL,
-			panics INTEGER NOT NULL,
-			recorded INTEGER NOT NULL,
-			sampled INTEGER NOT NULL,
-			dropped INTEGER NOT NULL,
-			total_ns INTEGER NOT NULL,
-			max_ns INTEGER NOT NULL,
-			hist BLOB
-		)`,
+		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (` + statsColumnsDDL + `)`,
 			// A few hundred rows a minute: the index costs the writer
 			// nothing, and summing per (pid, function) reads it in
 			// order instead of sorting.
@@ -194,6 +180,22 @@ func partitionDDL(db, kind, table string) []string {
 	}
 	panic("store: unknown partition kind " + kind)
 }
+
+// statsColumnsDDL are the columns of a stats partition and of its rollup.
+const statsColumnsDDL = `
+			pid INTEGER NOT NULL,
+			func_id INTEGER NOT NULL,
+			interval_start_ns INTEGER NOT NULL,
+			interval_end_ns INTEGER NOT NULL,
+			calls INTEGER NOT NULL,
+			errors INTEGER NOT NULL,
+			panics INTEGER NOT NULL,
+			recorded INTEGER NOT NULL,
+			sampled INTEGER NOT NULL,
+			dropped INTEGER NOT NULL,
+			total_ns INTEGER NOT NULL,
+			max_ns INTEGER NOT NULL,
+			hist BLOB`
 
 var partitionName = regexp.MustCompile(`^(calls|stats|samples|gaps)_([0-9]{10})$`)
 
