@@ -280,23 +280,10 @@ func (tx *wtx) insertRaw(prefix string, cols int, args []driver.NamedValue) erro
 			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
 		}
 		for len(args) > 0 {
-			n := len(args) / cols
-			switch {
-			case n >= callsPerStmt:
-				n = callsPerStmt
-			case n >= 10:
-				n = 10
-			default:
-				n = 1
-			}
-			q := prefix + " VALUES " + strings.Repeat(row+",", n-1) + row
-			st, ok := tx.s.dstmts[q]
-			if !ok {
-				var err error
-				if st, err = pc.PrepareContext(tx.ctx, q); err != nil {
-					return err
-				}
-				tx.s.dstmts[q] = st
+			n := rowsPerStmt(len(args) / cols)
+			st, err := tx.rawStmt(pc, prefix+" VALUES "+strings.Repeat(row+",", n-1)+row)
+			if err != nil {
+				return err
 			}
 			batch := args[:n*cols]
 			for i := range batch {
@@ -316,7 +303,7 @@ func (tx *wtx) insertRaw(prefix string, cols int, args []driver.NamedValue) erro
 func (tx *wtx) insertRows(prefix string, cols int, args []any) error {
 	row := "(" + strings.Repeat("?,", cols-1) + "?)"
 	for len(args) > 0 {
-		n := min(len(args)/cols, callsPerStmt)
+		n := rowsPerStmt(len(args) / cols)
 		q := prefix + " VALUES " + strings.Repeat(row+",", n-1) + row
 		st, err := tx.stmt(q)
 		if err != nil {

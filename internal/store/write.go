@@ -312,22 +312,10 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
 		}
 		for len(calls) > 0 {
-			n := callsPerStmt
-			switch {
-			case len(calls) >= callsPerStmt:
-			case len(calls) >= 10:
-				n = 10
-			default:
-				n = 1
-			}
-			q := insertSQL(table, callCols, n)
-			st, ok := tx.s.dstmts[q]
-			if !ok {
-				var err error
-				if st, err = pc.PrepareContext(tx.ctx, q); err != nil {
-					return err
-				}
-				tx.s.dstmts[q] = st
+			n := rowsPerStmt(len(calls))
+			st, err := tx.rawStmt(pc, insertSQL(table, callCols, n))
+			if err != nil {
+				return err
 			}
 			args := tx.s.nargs[:0]
 			for i := range calls[:n] {
@@ -374,6 +362,32 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 		}
 		return nil
 	})
+}
+
+// rowsPerStmt is the number of rows of the next multi-row INSERT when left
+// rows remain: callsPerStmt while there are as many, then 10, then 1, so
+// only three statement shapes per table are prepared and cached.
+func rowsPerStmt(left int) int {
+	switch {
+	case left >= callsPerStmt:
+		return callsPerStmt
+	case left >= 10:
+		return 10
+	}
+	return 1
+}
+
+// rawStmt returns the cached driver statement for q, preparing it on pc.
+func (tx *wtx) rawStmt(pc driver.ConnPrepareContext, q string) (driver.Stmt, error) {
+	if st, ok := tx.s.dstmts[q]; ok {
+		return st, nil
+	}
+	st, err := pc.PrepareContext(tx.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	tx.s.dstmts[q] = st
+	return st, nil
 }
 
 // funcIDRaw is funcID for use inside a Raw callback: a new name is
