@@ -20,18 +20,25 @@ type FuncStats struct {
 	record.FuncStats
 }
 
-// sumStats merges the rows of a stats (or rollup) table matching where
-// (conditions on its columns, "" for all) per (pid, function), in SQL:
-// SQLite sums the counters and obs_hist_sum the histograms, so Go reads one
-// row per process and function instead of one per interval. It returns
-// the merged rows and their function ids.
+// sumStats merges the rows of a stats table matching where (conditions on
+// its columns, "" for all) per (pid, function), in SQL: SQLite sums the
+// counters and obs_hist_sum the histograms, so Go reads one row per
+// process and function instead of one per interval. A rollup table, which
+// has one row per process and function already, is read as it is. It
+// returns the merged rows and their function ids.
 func sumStats(ctx context.Context, db querier, table, where string, args []any) ([]record.FuncStats, []int64, error) {
 	q := `SELECT pid, func_id, min(interval_start_ns), max(interval_end_ns), sum(calls), sum(errors), sum(panics),
 		sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist) FROM ` + table
+	rollup := strings.HasSuffix(table, "__"+sideRollup)
+	if rollup {
+		q = `SELECT pid, func_id, ` + statsCols + ` FROM ` + table
+	}
 	if where != "" {
 		q += ` WHERE ` + where
 	}
-	q += ` GROUP BY pid, func_id`
+	if !rollup {
+		q += ` GROUP BY pid, func_id`
+	}
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, nil, err
@@ -85,7 +92,9 @@ func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]re
 	if err != nil || cursor == math.MaxInt64 {
 		return rows, fids, err
 	}
-	tail, tfids, err := sumStats(r.ctx, r.tx, p.name, where+" AND rowid >= ?", append(slices.Clip(args), cursor))
+	// NOT INDEXED: the rows after the cursor are a rowid range; the
+	// (pid, func_id, ...) index would have SQLite walk the whole hour.
+	tail, tfids, err := sumStats(r.ctx, r.tx, p.name+" NOT INDEXED", where+" AND rowid >= ?", append(slices.Clip(args), cursor))
 	return append(rows, tail...), append(fids, tfids...), err
 }
 
