@@ -110,6 +110,10 @@ func BenchmarkQueries(b *testing.B) {
 		rows, _, err := q.Stats(ctx, Filter{Since: now.Add(-6 * time.Hour), Limit: 100}, result.ByFunction)
 		return len(rows), err
 	}, 100)
+	run("stats-5h30m/function", func() (int, error) { // the first hour half in range: its intervals are read raw
+		rows, _, err := q.Stats(ctx, Filter{Since: benchBase.Add(30 * time.Minute), Until: six.Until, Limit: 100}, result.ByFunction)
+		return len(rows), err
+	}, 100)
 	for _, by := range []result.Grouping{result.ByFunction, result.ByPackage, result.ByModule} {
 		run("stats-6h/"+string(by), func() (int, error) {
 			rows, _, err := q.Stats(ctx, Filter{Since: six.Since, Until: six.Until, Limit: 100}, by)

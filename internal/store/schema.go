@@ -120,11 +120,10 @@ var Kinds = []string{KindCalls, KindStats, KindSamples, KindGaps}
 //	(start_ns)                                  ~220k-270k
 //	(start_ns) + partial (parent_id)            ~150k-190k
 //
-// Queries pay instead, and stay interactive because a partition is one
-// hour: a time range or the error lane is a scan of the overlapping hours
-// with a bounded top-N sort (BenchmarkCallsQuery, 1M-call hour), children
-// are a scan of the hours from the parent's on, and a tree is one pass over
-// the (id, parent_id) pairs of those hours.
+// Reads get their speed from side structures that cost the writer a few
+// statements per batch instead of an index entry per row (derived.go):
+// call spans and ranges, the error lane, and parent and function indexes
+// and stats rollups built in the background in short steps.
 func partitionDDL(db, kind, table string) []string {
 	q := db + "." + table
 	switch kind {
