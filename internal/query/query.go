@@ -8,6 +8,7 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -151,19 +152,7 @@ func (q *Layer) Tree(ctx context.Context, id uint64, limit int) (result.Tree, er
 		t.Depth = append(t.Depth, d)
 		ks := kids[n]
 		slices.SortFunc(ks, func(a, b uint64) int {
-			if byID[a].Start != byID[b].Start {
-				if byID[a].Start < byID[b].Start {
-					return -1
-				}
-				return 1
-			}
-			if a < b {
-				return -1
-			}
-			if a > b {
-				return 1
-			}
-			return 0
+			return cmp.Or(cmp.Compare(byID[a].Start, byID[b].Start), cmp.Compare(a, b))
 		})
 		for _, k := range ks {
 			walk(k, d+1)
@@ -230,13 +219,7 @@ func (q *Layer) Stats(ctx context.Context, f Filter, by result.Grouping) (rows [
 		rows = append(rows, *g)
 	}
 	slices.SortFunc(rows, func(a, b result.StatsRow) int {
-		if a.Calls != b.Calls {
-			if a.Calls > b.Calls {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.Key, b.Key)
+		return cmp.Or(cmp.Compare(b.Calls, a.Calls), strings.Compare(a.Key, b.Key))
 	})
 	if f.Limit > 0 && len(rows) > f.Limit {
 		rows = rows[:f.Limit]
