@@ -456,10 +456,19 @@ const minID = int64(-1) << 62
 // derived row on the first step, copies rows [next, last] with fill, and
 // moves the cursor past them. Reaching the end marks the structure done
 // when the hour is closed, and leaves it building otherwise.
+//
+// In an open hour a pass stops at the rows that existed when it began
+// (target): a writer appending as fast as the builder copies would
+// otherwise keep it going forever. A closed hour gets only late rows, so
+// its pass runs to the end, which it must reach before marking it done.
+// Between steps the builder pauses as long as the step took, so it holds
+// the write lock at most half the time and the checkpointer finds moments
+// to catch up with the WAL.
 func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, hour time.Time, closed bool, rep *BuildReport,
 	fill func(tx *wtx, next, last int64) error) error {
 	name := sideName(table, side)
-	for {
+	target := int64(math.MaxInt64)
+	for first := true; ; first = false {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -497,9 +506,16 @@ func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, ho
 				finished = true
 				return nil
 			}
+			if first && !closed {
+				var m sql.NullInt64
+				if err := s.wc.QueryRowContext(ctx, `SELECT max(`+key+`) FROM `+table).Scan(&m); err != nil {
+					return err
+				}
+				target = m.Int64
+			}
 			var last sql.NullInt64
-			if err := s.wc.QueryRowContext(ctx, `SELECT max(`+key+`) FROM (SELECT `+key+` FROM `+table+` WHERE `+key+` >= ? ORDER BY `+key+` LIMIT ?)`,
-				next, chunkRows).Scan(&last); err != nil {
+			if err := s.wc.QueryRowContext(ctx, `SELECT max(`+key+`) FROM (SELECT `+key+` FROM `+table+` WHERE `+key+` >= ? AND `+key+` <= ? ORDER BY `+key+` LIMIT ?)`,
+				next, target, chunkRows).Scan(&last); err != nil {
 				return err
 			}
 			if !last.Valid {
@@ -531,6 +547,13 @@ func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, ho
 				rep.Done = append(rep.Done, name)
 			}
 			return nil
+		}
+		pause := time.NewTimer(time.Since(start))
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return ctx.Err()
+		case <-pause.C:
 		}
 	}
 }
