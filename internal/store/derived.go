@@ -335,7 +335,7 @@ func (tx *wtx) createLiveSides(table string, hour time.Time) error {
 // chunkRows is how many calls rows one build step reads. Each step is one
 // write transaction, so it bounds how long the writer can wait for the
 // builder; see docs/performance.md for the measured step times.
-var chunkRows = 5000
+var chunkRows = 2000
 
 // buildGrace is how long after an hour ends its partitions count as closed.
 // Rows may still arrive later (calls that started in the hour and ended
