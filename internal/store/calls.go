@@ -314,14 +314,7 @@ func (r *rtx) byID(ids []uint64) (map[uint64]record.Call, error) {
 			}
 		}
 		for chunk := range slices.Chunk(want, 500) {
-			var in strings.Builder
-			for j, id := range chunk {
-				if j > 0 {
-					in.WriteByte(',')
-				}
-				in.WriteString(strconv.FormatInt(int64(id), 10))
-			}
-			got, err := r.query(nil, callSelect+p.name+` c WHERE c.id IN (`+in.String()+`)`)
+			got, err := r.query(nil, callSelect+p.name+` c WHERE c.id IN (`+idList(chunk)+`)`)
 			if err != nil {
 				return nil, err
 			}
@@ -454,15 +447,8 @@ func (s *Store) Descendants(ctx context.Context, root record.Call, limit int) (i
 			for i, p := range parts {
 				if indexed[i] {
 					for chunk := range slices.Chunk(level, 500) {
-						var in strings.Builder
-						for j, id := range chunk {
-							if j > 0 {
-								in.WriteByte(',')
-							}
-							in.WriteString(strconv.FormatInt(int64(id), 10))
-						}
 						if err := r.edges(kids, `SELECT parent_id, id FROM `+sideName(p.name, sideParent)+
-							` WHERE parent_id IN (`+in.String()+`) AND id < ? ORDER BY parent_id, id`, nexts[i]); err != nil {
+							` WHERE parent_id IN (`+idList(chunk)+`) AND id < ? ORDER BY parent_id, id`, nexts[i]); err != nil {
 							return err
 						}
 					}
@@ -551,4 +537,17 @@ func (r *rtx) edges(m map[uint64][]uint64, q string, args ...any) error {
 		m[uint64(pa)] = append(m[uint64(pa)], uint64(ch))
 	}
 	return rows.Err()
+}
+
+// idList writes ids as an SQL list (1,2,3): ids are integers, so inlining
+// them is safe, and it keeps one statement for any number of them.
+func idList(ids []uint64) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(int64(id), 10))
+	}
+	return b.String()
 }
