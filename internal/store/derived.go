@@ -38,15 +38,21 @@ import (
 //     chunk. derived.next_id records the progress: an interrupted build
 //     resumes where it stopped. The open hour is built up to its newest
 //     call every buildEvery and finished once it has closed.
-//   - stats_H__rollup: one row per (pid, function) for a closed hour, so
-//     stats over many hours read a row per function per hour instead of one
-//     per interval.
+//   - stats_H__rollup: one row per (pid, function) for the hour, built the
+//     same way in stats rowid order, so stats over many hours read a row
+//     per function per hour instead of one per interval.
 //
-// A side structure is used by readers only when its derived row says it is
-// complete ("live": created with the hour and kept by the writer since;
-// "done": built). Late rows (a call that started in a closed hour and
-// ended after it) are added to every side table that exists, so a complete
-// structure stays complete.
+// Readers use a structure when its derived row says it is complete ("live":
+// created with the hour and kept by the writer since; "done": built), and
+// the parent, function and rollup tables also while "building": they then
+// hold every row below the builder's cursor (next_id), and the reader scans
+// the rows from the cursor on itself. The writer keeps each side table for
+// the rows below its bound (sideBounds): all rows once complete, the rows
+// below the cursor while building (a call written late, after the builder
+// passed its id), so what a reader trusts stays true.
+//
+// None of this changes an answer: TestDerivedMatchesScans compares every
+// read with and without the structures.
 
 // Derived states.
 const (

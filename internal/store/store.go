@@ -12,6 +12,14 @@
 // Write* call is one transaction: it commits whole or not at all. Reads use a
 // separate pool of read-only connections, so queries never block the writer
 // (WAL readers see a snapshot).
+//
+// The package holds the SQL primitives of the reads, a file per table kind
+// (calls.go, stats.go, samples.go, gaps.go, sessions.go, partitions.go);
+// internal/query composes them into answers. Reads are fast without a
+// per-row index on the writer's path thanks to the side structures in
+// derived.go, which a writable store builds in the background. Retention
+// drops an hour's side structures with it; the small side tables
+// (call_ranges, call_spans, derived) lose the hour's few rows by DELETE.
 package store
 
 import (
