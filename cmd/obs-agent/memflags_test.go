@@ -20,12 +20,12 @@ func TestMemoryFlagsRange(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--memory-limit", "10"}, "--memory-limit 10 is out of range: give MiB from 64 to 1048576"},
+		{[]string{"--memory-limit", "10"}, "--memory-limit 10 is out of range: want from 64 to 1048576"},
 		{[]string{"--memory-limit", "-1"}, "--memory-limit -1 is out of range"},
 		{[]string{"--memory-limit", "2000000"}, "--memory-limit 2000000 is out of range"},
-		{[]string{"--queue-memory", "0"}, "--queue-memory 0 is out of range: give MiB from 1 to less than --memory-limit (128)"},
+		{[]string{"--queue-memory", "0"}, "--queue-memory 0 is out of range: want from 1 to 127"},
 		{[]string{"--queue-memory", "-5"}, "--queue-memory -5 is out of range"},
-		{[]string{"--memory-limit", "64", "--queue-memory", "64"}, "--queue-memory 64 is out of range: give MiB from 1 to less than --memory-limit (64)"},
+		{[]string{"--memory-limit", "64", "--queue-memory", "64"}, "--queue-memory 64 is out of range: want from 1 to 63"},
 		{[]string{"--spill-dir", ""}, "--spill-dir is empty"},
 	} {
 		for _, cmd := range [][]string{{"run"}, {"attach", "--pid", "1"}} {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/render"
+	"github.com/obs-agent/obs-agent/internal/result"
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/validate"
 )
@@ -118,20 +120,10 @@ func (f *queryFlags) filter() (store.Filter, error) {
 	return out, nil
 }
 
-// openStore opens the store read-only; a missing file is an error, never
-// created.
-func openStore(path string) (*store.Store, error) {
-	s, err := store.Open(path, store.Options{ReadOnly: true})
-	if errors.Is(err, store.ErrNoStore) {
-		return nil, fmt.Errorf("no store at %s; run `obs-agent attach` first or pass --db", path)
-	}
-	return s, err
-}
-
 // parsed checks the --format (table, json or csv) and the filter flags
 // that the list-style queries share.
-func (f *queryFlags) parsed() (query.Format, store.Filter, error) {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON, query.CSV)
+func (f *queryFlags) parsed() (render.Format, store.Filter, error) {
+	format, err := render.ParseFormat(f.format, render.Table, render.JSON, render.CSV)
 	if err != nil {
 		return format, store.Filter{}, err
 	}
@@ -139,14 +131,15 @@ func (f *queryFlags) parsed() (query.Format, store.Filter, error) {
 	return format, filter, err
 }
 
-// withStore opens the store, runs fn and closes the store.
-func withStore(path string, fn func(s *store.Store) error) error {
-	s, err := openStore(path)
+// withLayer opens the store read-only (never creating it), runs fn on its
+// query layer and closes the store.
+func withLayer(path string, fn func(q *query.Layer) error) error {
+	q, err := query.Open(path)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	return fn(s)
+	defer q.Close()
+	return fn(q)
 }
 
 func newQueryCommand() *cobra.Command {
@@ -201,12 +194,12 @@ func runQueryCalls(ctx context.Context, w io.Writer, f *queryCallsFlags) error {
 	if err != nil {
 		return err
 	}
-	return withStore(f.db, func(s *store.Store) error {
-		calls, err := s.Calls(ctx, filter)
+	return withLayer(f.db, func(q *query.Layer) error {
+		calls, err := q.Calls(ctx, filter)
 		if err != nil {
 			return err
 		}
-		return query.Calls(w, format, calls)
+		return render.Calls(w, format, calls)
 	})
 }
 
@@ -240,24 +233,12 @@ func runQueryErrors(ctx context.Context, w io.Writer, f *queryErrorsFlags) error
 			return errors.New("--status ok: errors lists error, panic and unfinished calls; use `query calls --status ok`")
 		}
 	}
-	return withStore(f.db, func(s *store.Store) error {
-		calls, err := s.Errors(ctx, filter)
+	return withLayer(f.db, func(q *query.Layer) error {
+		errs, err := q.Errors(ctx, filter)
 		if err != nil {
 			return err
 		}
-		out := make([]query.ErrorChain, len(calls))
-		for i, c := range calls {
-			out[i].Call = c
-			if c.ParentID == 0 {
-				continue
-			}
-			chain, err := s.Ancestors(ctx, c.ParentID)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-			out[i].Chain = chain
-		}
-		return query.Errors(w, format, out)
+		return render.Errors(w, format, errs)
 	})
 }
 
@@ -292,29 +273,20 @@ counted per row and listed under the table.`,
 }
 
 func runQueryStats(ctx context.Context, w io.Writer, f *queryStatsFlags) error {
-	switch f.by {
-	case "function", "package", "module":
-	default:
-		return fmt.Errorf("--by %s: want function, package or module", validate.Quote(f.by))
+	by, err := result.ParseGrouping(f.by, result.ByFunction, result.ByPackage, result.ByModule)
+	if err != nil {
+		return err
 	}
 	format, filter, err := f.parsed()
 	if err != nil {
 		return err
 	}
-	return withStore(f.db, func(s *store.Store) error {
-		rows, err := s.Stats(ctx, filter, f.by)
+	return withLayer(f.db, func(q *query.Layer) error {
+		rows, gaps, err := q.Stats(ctx, filter, by)
 		if err != nil {
 			return err
 		}
-		var gaps []record.Gap
-		if format == query.Table {
-			gf := filter
-			gf.Limit = 0
-			if gaps, err = s.Gaps(ctx, gf); err != nil {
-				return err
-			}
-		}
-		return query.Stats(w, format, f.by, rows, gaps)
+		return render.Stats(w, format, by, rows, gaps)
 	})
 }
 
@@ -345,7 +317,7 @@ from 'query calls' or 'query errors'.`,
 }
 
 func runQueryTree(ctx context.Context, w io.Writer, f *queryTreeFlags, arg string) error {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON)
+	format, err := render.ParseFormat(f.format, render.Table, render.JSON)
 	if err != nil {
 		return err
 	}
@@ -356,15 +328,15 @@ func runQueryTree(ctx context.Context, w io.Writer, f *queryTreeFlags, arg strin
 	if err := limitRange.Check("limit", f.limit); err != nil {
 		return err
 	}
-	return withStore(f.db, func(s *store.Store) error {
-		calls, depth, truncated, err := s.Subtree(ctx, id, f.limit)
+	return withLayer(f.db, func(q *query.Layer) error {
+		tree, err := q.Tree(ctx, id, f.limit)
 		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("no call %d in %s (expired, or not recorded)", id, s.Path())
+			return fmt.Errorf("no call %d in %s (expired, or not recorded)", id, q.Path())
 		}
 		if err != nil {
 			return err
 		}
-		return query.Tree(w, format, calls, depth, truncated)
+		return render.Tree(w, format, tree)
 	})
 }
 
@@ -400,12 +372,12 @@ func runQueryResources(ctx context.Context, w io.Writer, f *queryResourcesFlags)
 	if err != nil {
 		return err
 	}
-	return withStore(f.db, func(s *store.Store) error {
-		rs, err := s.Samples(ctx, filter)
+	return withLayer(f.db, func(q *query.Layer) error {
+		rs, err := q.Resources(ctx, filter)
 		if err != nil {
 			return err
 		}
-		return query.Resources(w, format, rs)
+		return render.Resources(w, format, rs)
 	})
 }
 
@@ -434,18 +406,19 @@ func newQueryGroupsCommand() *cobra.Command {
 }
 
 func runQueryGroups(ctx context.Context, w io.Writer, f *queryGroupsFlags) error {
-	if f.by != "module" && f.by != "package" {
-		return fmt.Errorf("--by %s: want module or package", validate.Quote(f.by))
+	by, err := result.ParseGrouping(f.by, result.ByModule, result.ByPackage)
+	if err != nil {
+		return err
 	}
 	format, filter, err := f.parsed()
 	if err != nil {
 		return err
 	}
-	return withStore(f.db, func(s *store.Store) error {
-		rows, err := s.Stats(ctx, filter, f.by)
+	return withLayer(f.db, func(q *query.Layer) error {
+		rows, _, err := q.Stats(ctx, filter, by)
 		if err != nil {
 			return err
 		}
-		return query.Groups(w, format, f.by, rows)
+		return render.Groups(w, format, by, rows)
 	})
 }

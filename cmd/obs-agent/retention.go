@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/obs-agent/obs-agent/internal/query"
+	"github.com/obs-agent/obs-agent/internal/render"
 	"github.com/obs-agent/obs-agent/internal/retention"
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/validate"
@@ -58,16 +59,16 @@ func newRetentionStatusCommand() *cobra.Command {
 }
 
 func runRetentionStatus(ctx context.Context, w io.Writer, f *retentionStatusFlags) error {
-	format, err := query.ParseFormat(f.format, query.Table, query.JSON)
+	format, err := render.ParseFormat(f.format, render.Table, render.JSON)
 	if err != nil {
 		return err
 	}
-	return withStore(f.db, func(s *store.Store) error {
-		parts, err := s.Partitions(ctx)
+	return withLayer(f.db, func(q *query.Layer) error {
+		parts, err := q.Partitions(ctx)
 		if err != nil {
 			return err
 		}
-		return query.Partitions(w, format, parts)
+		return render.Partitions(w, format, parts)
 	})
 }
 

@@ -48,7 +48,8 @@ type Options struct {
 	OnReady func(pid int)
 	// StatsInterval is how often aggregates are written; 0 means 1 min. It is
 	// the time resolution of query stats, and sets how many rows a long
-	// range reads (BenchmarkStatsSixHours in internal/store).
+	// range reads in the open hour (closed hours are rolled up; see
+	// BenchmarkQueries in internal/query).
 	StatsInterval time.Duration
 	// QueueBytes bounds the memory held by ok records waiting for the
 	// store; 0 means the ok lane's share of MemoryLimit.

@@ -80,19 +80,7 @@ func (s *session) writeStats() ([]record.FuncStats, error) {
 	for i := range cur {
 		d := cur[i]
 		if st.last != nil {
-			p := &st.last[i]
-			d.Calls -= p.Calls
-			d.Errors -= p.Errors
-			d.Panics -= p.Panics
-			d.Sampled -= p.Sampled
-			d.Dropped -= p.Dropped
-			d.Recorded -= p.Recorded
-			d.TotalNs -= p.TotalNs
-			for b := range d.Hist {
-				d.Hist[b] -= p.Hist[b]
-			}
-			// MaxNs stays the running maximum: a per-interval maximum
-			// cannot be derived from cumulative counters.
+			d.Sub(&st.last[i])
 		}
 		if d.Calls == 0 && d.Recorded == 0 && d.Dropped == 0 {
 			continue

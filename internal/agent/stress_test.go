@@ -76,13 +76,13 @@ func checkExact(t *testing.T, res *Result, db string, lo loadOutput) {
 	}
 	defer st.Close()
 	ctx := context.Background()
-	rows, err := st.Stats(ctx, store.Filter{}, "function")
+	rows, err := st.Stats(ctx, store.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	byFn := map[string]store.StatsRow{}
+	byFn := map[string]store.FuncStats{}
 	for _, r := range rows {
-		byFn[r.Key] = r
+		byFn[r.Function.Name] = r
 	}
 	var stored int
 	for fn, m := range lo.made {

@@ -1,455 +1,257 @@
-// Package query renders store records for the `obs-agent query` and
-// `obs-agent retention` commands as aligned tables, JSON Lines or CSV.
-//
-// JSON Lines output is one object per line with stable snake_case keys;
-// times are RFC 3339 in UTC with nine fractional digits; a value that is
-// unknown or absent is null, never 0 or "".
+// Package query is obs-agent's read layer: it answers the questions users
+// ask of a store (calls, one call and its ancestors, a call tree, errors
+// with their parent chains, statistics grouped by function, package or
+// module, resources, gaps, partitions, sessions) for the CLI and for any
+// other front end alike. It composes the SQL primitives of internal/store
+// (which picks indexes and side tables per hour) and returns plain values
+// from internal/result; rendering them is internal/render's job.
 package query
 
 import (
-	"encoding/csv"
-	"encoding/json"
+	"cmp"
+	"context"
+	"errors"
 	"fmt"
-	"io"
-	"strconv"
+	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/result"
 	"github.com/obs-agent/obs-agent/internal/store"
-	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
-// Format is an output format.
-type Format string
+// Filter selects records; see store.Filter.
+type Filter = store.Filter
 
-// Output formats.
-const (
-	Table Format = "table"
-	JSON  Format = "json" // JSON Lines
-	CSV   Format = "csv"
-)
+// maxChain bounds an ancestor chain (a guard against a corrupt parent
+// cycle).
+const maxChain = 10000
 
-// ParseFormat checks a --format value against the formats a command allows.
-func ParseFormat(s string, allowed ...Format) (Format, error) {
-	for _, f := range allowed {
-		if string(f) == s {
-			return f, nil
+// Layer answers queries over one store.
+type Layer struct {
+	s *store.Store
+}
+
+// New returns the layer over an open store.
+func New(s *store.Store) *Layer { return &Layer{s: s} }
+
+// Open opens the store at path read-only: a missing file is an error,
+// never created.
+func Open(path string) (*Layer, error) {
+	s, err := store.Open(path, store.Options{ReadOnly: true})
+	if errors.Is(err, store.ErrNoStore) {
+		return nil, fmt.Errorf("no store at %s; run `obs-agent attach` first or pass --db", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return New(s), nil
+}
+
+// Close closes the store.
+func (q *Layer) Close() error { return q.s.Close() }
+
+// Path is the store's file.
+func (q *Layer) Path() string { return q.s.Path() }
+
+// Calls returns the calls matching f, oldest first.
+func (q *Layer) Calls(ctx context.Context, f Filter) ([]record.Call, error) {
+	return q.s.Calls(ctx, f)
+}
+
+// Call returns one call, or an error matching store.ErrNotFound.
+func (q *Layer) Call(ctx context.Context, id uint64) (record.Call, error) {
+	return q.s.Call(ctx, id)
+}
+
+// Ancestors returns the chain of parents of call id, root first, ending
+// with the call itself. A parent missing from the store (expired, or lost)
+// ends the chain there.
+func (q *Layer) Ancestors(ctx context.Context, id uint64) ([]record.Call, error) {
+	c, err := q.s.Call(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	known, err := q.parents(ctx, []record.Call{c})
+	if err != nil {
+		return nil, err
+	}
+	return append(chainOf(c.ParentID, known), c), nil
+}
+
+// parents loads every stored ancestor of calls, a tree level per batch
+// for all of them at once.
+func (q *Layer) parents(ctx context.Context, calls []record.Call) (map[uint64]record.Call, error) {
+	return q.s.Ancestry(ctx, calls, maxChain)
+}
+
+// chainOf is the chain ending with call id, root first, from the loaded
+// ancestors; nil when id is 0 or not loaded.
+func chainOf(id uint64, known map[uint64]record.Call) []record.Call {
+	var chain []record.Call
+	for id != 0 && len(chain) < maxChain {
+		c, ok := known[id]
+		if !ok {
+			break
+		}
+		chain = append(chain, c)
+		id = c.ParentID
+	}
+	slices.Reverse(chain)
+	return chain
+}
+
+// Errors returns the error-lane calls matching f (error, panic and
+// unfinished unless f.Status says otherwise), newest first, each with the
+// chain of its parents.
+func (q *Layer) Errors(ctx context.Context, f Filter) ([]result.ErrorChain, error) {
+	calls, err := q.s.Errors(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	known, err := q.parents(ctx, calls)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]result.ErrorChain, len(calls))
+	for i, c := range calls {
+		out[i] = result.ErrorChain{Call: c, Chain: chainOf(c.ParentID, known)}
+	}
+	return out, nil
+}
+
+// Tree returns call id and its descendants, including calls on goroutines
+// it started, in depth-first pre-order with children oldest first. At most
+// limit calls (0 = all), taken breadth first. A missing call is an error
+// matching store.ErrNotFound.
+func (q *Layer) Tree(ctx context.Context, id uint64, limit int) (result.Tree, error) {
+	var t result.Tree
+	root, err := q.s.Call(ctx, id)
+	if err != nil {
+		return t, err
+	}
+	ids, truncated, err := q.s.Descendants(ctx, root, limit)
+	if err != nil {
+		return t, err
+	}
+	byID, err := q.s.CallsByID(ctx, ids[1:])
+	if err != nil {
+		return t, err
+	}
+	byID[id] = root
+	kids := map[uint64][]uint64{}
+	for _, cid := range ids[1:] {
+		if c, ok := byID[cid]; ok {
+			kids[c.ParentID] = append(kids[c.ParentID], cid)
 		}
 	}
-	names := make([]string, len(allowed))
-	for i, f := range allowed {
-		names[i] = string(f)
-	}
-	return "", fmt.Errorf("--format %s: want %s", validate.Quote(s), strings.Join(names, ", "))
-}
-
-// TimeLayout is RFC 3339 with nanoseconds.
-const TimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
-
-// FormatTime renders Unix nanoseconds as RFC 3339 UTC with nanoseconds.
-func FormatTime(ns int64) string { return time.Unix(0, ns).UTC().Format(TimeLayout) }
-
-func strOrNil(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-// CallRecord is the JSON form of a call.
-type CallRecord struct {
-	ID             uint64  `json:"id"`
-	ParentID       *uint64 `json:"parent_id"`
-	PID            uint32  `json:"pid"`
-	GoID           uint64  `json:"goid"`
-	Function       string  `json:"function"`
-	Start          string  `json:"start"`
-	DurationNs     int64   `json:"duration_ns"`
-	Status         string  `json:"status"`
-	Error          *string `json:"error"`
-	ErrorType      *string `json:"error_type"`
-	ErrorTruncated bool    `json:"error_truncated"`
-}
-
-// NewCallRecord converts a call for JSON.
-func NewCallRecord(c *record.Call) CallRecord {
-	r := CallRecord{ID: c.ID, PID: c.PID, GoID: c.GoID, Function: c.Function, Start: FormatTime(c.Start),
-		DurationNs: c.Duration, Status: c.Status.String(), Error: strOrNil(c.Error), ErrorType: strOrNil(c.ErrorType),
-		ErrorTruncated: c.ErrorTruncated}
-	if c.ParentID != 0 {
-		p := c.ParentID
-		r.ParentID = &p
-	}
-	return r
-}
-
-func jsonLines[T any](w io.Writer, items []T) error {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	for i := range items {
-		if err := enc.Encode(items[i]); err != nil {
-			return err
+	var walk func(uint64, int)
+	walk = func(n uint64, d int) {
+		t.Calls = append(t.Calls, byID[n])
+		t.Depth = append(t.Depth, d)
+		ks := kids[n]
+		slices.SortFunc(ks, func(a, b uint64) int {
+			return cmp.Or(cmp.Compare(byID[a].Start, byID[b].Start), cmp.Compare(a, b))
+		})
+		for _, k := range ks {
+			walk(k, d+1)
 		}
 	}
-	return nil
+	walk(id, 0)
+	t.Truncated = truncated
+	return t, nil
 }
 
-func errText(c *record.Call) string {
-	s := c.Error
-	if c.ErrorTruncated {
-		s += "…"
+// Stats merges the per-function aggregates whose interval starts in
+// [f.Since, f.Until), grouped by by, sorted by calls (most first, then by
+// key); f.Limit keeps the top rows. Each row counts the probe gaps of its
+// functions overlapping the range; gaps lists them all, oldest first.
+// f.Status and f.MinDuration don't apply.
+func (q *Layer) Stats(ctx context.Context, f Filter, by result.Grouping) (rows []result.StatsRow, gaps []record.Gap, err error) {
+	per, err := q.s.Stats(ctx, f)
+	if err != nil {
+		return nil, nil, err
 	}
-	if c.ErrorType != "" {
-		if s == "" {
-			return c.ErrorType
+	groups := map[string]*result.StatsRow{}
+	get := func(k string) *result.StatsRow {
+		g := groups[k]
+		if g == nil {
+			g = &result.StatsRow{Key: k}
+			groups[k] = g
 		}
-		return c.ErrorType + ": " + s
+		return g
 	}
-	return s
-}
-
-// Dur renders a duration in ns compactly (1.5ms, 230ns).
-func Dur(ns int64) string {
-	d := time.Duration(ns)
-	switch {
-	case d < time.Microsecond:
-		return strconv.FormatInt(ns, 10) + "ns"
-	case d < time.Millisecond:
-		return strconv.FormatFloat(float64(d)/1e3, 'f', 1, 64) + "µs"
-	case d < time.Second:
-		return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) + "ms"
+	for i := range per {
+		g := get(by.Key(per[i].Function))
+		g.Add(&per[i].FuncStats)
 	}
-	return strconv.FormatFloat(d.Seconds(), 'f', 3, 64) + "s"
-}
-
-func clock(ns int64) string { return time.Unix(0, ns).UTC().Format("2006-01-02 15:04:05.000000") }
-
-// Calls writes calls.
-func Calls(w io.Writer, f Format, calls []record.Call) error {
-	switch f {
-	case JSON:
-		recs := make([]CallRecord, len(calls))
-		for i := range calls {
-			recs[i] = NewCallRecord(&calls[i])
-		}
-		return jsonLines(w, recs)
-	case CSV:
-		cw := csv.NewWriter(w)
-		cw.Write([]string{"id", "parent_id", "pid", "goid", "function", "start", "duration_ns", "status", "error_type", "error"})
-		for i := range calls {
-			c := &calls[i]
-			parent := ""
-			if c.ParentID != 0 {
-				parent = strconv.FormatUint(c.ParentID, 10)
-			}
-			cw.Write([]string{strconv.FormatUint(c.ID, 10), parent, strconv.FormatUint(uint64(c.PID), 10),
-				strconv.FormatUint(c.GoID, 10), c.Function, FormatTime(c.Start), strconv.FormatInt(c.Duration, 10),
-				c.Status.String(), c.ErrorType, c.Error})
-		}
-		cw.Flush()
-		return cw.Error()
+	gf := f
+	gf.Limit = 0
+	if gaps, err = q.s.Gaps(ctx, gf); err != nil {
+		return nil, nil, err
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "START (UTC)\tDURATION\tSTATUS\tPID\tGOID\tFUNCTION\tID\tERROR")
-	for i := range calls {
-		c := &calls[i]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", clock(c.Start), Dur(c.Duration), c.Status, c.PID, c.GoID, c.Function, c.ID, errText(c))
-	}
-	return tw.Flush()
-}
-
-// ErrorChain is an error-lane call with its parents, root first.
-type ErrorChain struct {
-	Call  record.Call
-	Chain []record.Call // root first, ending with the parent of Call
-}
-
-type chainLink struct {
-	ID       uint64 `json:"id"`
-	Function string `json:"function"`
-}
-
-type errorRecord struct {
-	CallRecord
-	Chain []chainLink `json:"chain"`
-}
-
-// Errors writes error-lane calls with their chains.
-func Errors(w io.Writer, f Format, errs []ErrorChain) error {
-	switch f {
-	case JSON:
-		recs := make([]errorRecord, len(errs))
-		for i := range errs {
-			recs[i] = errorRecord{CallRecord: NewCallRecord(&errs[i].Call), Chain: []chainLink{}}
-			for _, p := range errs[i].Chain {
-				recs[i].Chain = append(recs[i].Chain, chainLink{ID: p.ID, Function: p.Function})
-			}
-		}
-		return jsonLines(w, recs)
-	case CSV:
-		cw := csv.NewWriter(w)
-		cw.Write([]string{"id", "pid", "function", "start", "duration_ns", "status", "error_type", "error", "chain"})
-		for _, e := range errs {
-			c := &e.Call
-			cw.Write([]string{strconv.FormatUint(c.ID, 10), strconv.FormatUint(uint64(c.PID), 10), c.Function,
-				FormatTime(c.Start), strconv.FormatInt(c.Duration, 10), c.Status.String(), c.ErrorType, c.Error, chainText(e)})
-		}
-		cw.Flush()
-		return cw.Error()
-	}
-	for _, e := range errs {
-		c := &e.Call
-		fmt.Fprintf(w, "%s  %-10s %s  pid %d  goid %d  id %d  %s\n", clock(c.Start), c.Status, c.Function, c.PID, c.GoID, c.ID, Dur(c.Duration))
-		if t := errText(c); t != "" {
-			fmt.Fprintf(w, "    error: %s\n", t)
-		}
-		fmt.Fprintf(w, "    chain: %s\n", chainText(e))
-	}
-	return nil
-}
-
-func chainText(e ErrorChain) string {
-	var parts []string
-	for _, p := range e.Chain {
-		parts = append(parts, p.Function)
-	}
-	parts = append(parts, e.Call.Function)
-	return strings.Join(parts, " > ")
-}
-
-// Stats writes per-group aggregates; by names the key ("function",
-// "package" or "module"). In table mode the gaps are listed under the table.
-func Stats(w io.Writer, f Format, by string, rows []store.StatsRow, gaps []record.Gap) error {
-	switch f {
-	case JSON:
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		for _, r := range rows {
-			m := map[string]any{
-				by: r.Key, "calls": r.Calls, "errors": r.Errors, "panics": r.Panics, "recorded": r.Recorded,
-				"lost": r.Lost(), "sampled": r.Sampled, "dropped": r.Dropped, "p50_ns": r.P50, "p90_ns": r.P90,
-				"p99_ns": r.P99, "max_ns": r.MaxNs, "mean_ns": r.MeanNs, "gaps": r.Gaps,
-				"gap_ms": float64(r.GapTime) / 1e6,
-			}
-			if by == "module" && r.Key == "" {
-				m[by] = nil
-			}
-			if err := enc.Encode(m); err != nil {
-				return err
-			}
-		}
-		return nil
-	case CSV:
-		cw := csv.NewWriter(w)
-		cw.Write([]string{by, "calls", "errors", "panics", "recorded", "lost", "sampled", "dropped", "p50_ns", "p90_ns", "p99_ns", "max_ns", "mean_ns", "gaps", "gap_ms"})
-		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
-		for _, r := range rows {
-			cw.Write([]string{r.Key, u(r.Calls), u(r.Errors), u(r.Panics), u(r.Recorded), u(r.Lost()), u(r.Sampled), u(r.Dropped),
-				u(r.P50), u(r.P90), u(r.P99), u(r.MaxNs), u(r.MeanNs), strconv.Itoa(r.Gaps), strconv.FormatFloat(float64(r.GapTime)/1e6, 'f', 3, 64)})
-		}
-		cw.Flush()
-		return cw.Error()
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "CALLS\tERRORS\tPANICS\tRECORDED\tLOST\tP50\tP90\tP99\tMAX\tMEAN\tGAPS\t %s\n", strings.ToUpper(by))
-	for _, r := range rows {
-		key := r.Key
-		if key == "" {
-			key = "(unknown)"
-		}
-		gap := "-"
-		if r.Gaps > 0 {
-			gap = fmt.Sprintf("%d/%s", r.Gaps, Dur(int64(r.GapTime)))
-		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t %s\n", r.Calls, r.Errors, r.Panics, r.Recorded, r.Lost(),
-			Dur(int64(r.P50)), Dur(int64(r.P90)), Dur(int64(r.P99)), Dur(int64(r.MaxNs)), Dur(int64(r.MeanNs)), gap, key)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintln(w, "\npercentiles are log2-bucket upper bounds (true value <= shown < 2x), capped at the exact max")
 	if len(gaps) > 0 {
-		fmt.Fprintln(w, "\nprobe gaps (calls in these spans were not traced):")
-		gw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(gw, "START (UTC)\tEND (UTC)\tLENGTH\tPID\tFUNCTION\tREASON")
-		for _, g := range gaps {
-			end, length := "open", "-"
-			if g.End != 0 {
-				end, length = clock(g.End), Dur(g.End-g.Start)
+		funcs, err := q.s.FunctionInfo(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		lo, hi := f.Bounds()
+		for _, gp := range gaps {
+			fi, ok := funcs[gp.Function]
+			if !ok {
+				fi = record.Function{Name: gp.Function}
 			}
-			fmt.Fprintf(gw, "%s\t%s\t%s\t%d\t%s\t%s\n", clock(g.Start), end, length, g.PID, g.Function, g.Reason)
-		}
-		return gw.Flush()
-	}
-	return nil
-}
-
-// Groups writes the package or module roll-up: key "group" for modules,
-// "package" for packages, with calls, errors and p99_ns.
-func Groups(w io.Writer, f Format, by string, rows []store.StatsRow) error {
-	key := "group"
-	if by == "package" {
-		key = "package"
-	}
-	switch f {
-	case JSON:
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		for _, r := range rows {
-			m := map[string]any{key: r.Key, "calls": r.Calls, "errors": r.Errors + r.Panics, "p99_ns": r.P99}
-			if r.Key == "" {
-				m[key] = nil
+			g := get(by.Key(fi))
+			g.Gaps++
+			end := gp.End
+			if end == 0 || end > hi {
+				end = min(hi, time.Now().UnixNano())
 			}
-			if err := enc.Encode(m); err != nil {
-				return err
-			}
+			g.GapTime += time.Duration(max(0, end-max(gp.Start, lo)))
 		}
-		return nil
-	case CSV:
-		cw := csv.NewWriter(w)
-		cw.Write([]string{key, "calls", "errors", "p99_ns"})
-		for _, r := range rows {
-			cw.Write([]string{r.Key, strconv.FormatUint(r.Calls, 10), strconv.FormatUint(r.Errors+r.Panics, 10), strconv.FormatUint(r.P99, 10)})
-		}
-		cw.Flush()
-		return cw.Error()
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s\tCALLS\tERRORS\tP99\n", strings.ToUpper(key))
-	for _, r := range rows {
-		k := r.Key
-		if k == "" {
-			k = "(unknown)"
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", k, r.Calls, r.Errors+r.Panics, Dur(int64(r.P99)))
+	rows = make([]result.StatsRow, 0, len(groups))
+	for _, g := range groups {
+		g.Finish()
+		// The merged interval and pid describe no one row: clear them.
+		g.PID, g.IntervalStart, g.IntervalEnd = 0, 0, 0
+		rows = append(rows, *g)
 	}
-	return tw.Flush()
+	slices.SortFunc(rows, func(a, b result.StatsRow) int {
+		return cmp.Or(cmp.Compare(b.Calls, a.Calls), strings.Compare(a.Key, b.Key))
+	})
+	if f.Limit > 0 && len(rows) > f.Limit {
+		rows = rows[:f.Limit]
+	}
+	return rows, gaps, nil
 }
 
-type treeRecord struct {
-	CallRecord
-	Depth int `json:"depth"`
+// Gaps returns the probe gaps overlapping [f.Since, f.Until), oldest first.
+func (q *Layer) Gaps(ctx context.Context, f Filter) ([]record.Gap, error) {
+	return q.s.Gaps(ctx, f)
 }
 
-// Tree writes a subtree in pre-order; depth[i] is calls[i]'s depth.
-func Tree(w io.Writer, f Format, calls []record.Call, depth []int, truncated bool) error {
-	if f == JSON {
-		recs := make([]treeRecord, len(calls))
-		for i := range calls {
-			recs[i] = treeRecord{NewCallRecord(&calls[i]), depth[i]}
-		}
-		return jsonLines(w, recs)
-	}
-	for i := range calls {
-		c := &calls[i]
-		line := fmt.Sprintf("%s%s  %s  %s  [id %d, goid %d]", strings.Repeat("  ", depth[i]), c.Function, Dur(c.Duration), c.Status, c.ID, c.GoID)
-		if t := errText(c); t != "" {
-			line += "  " + t
-		}
-		fmt.Fprintln(w, line)
-	}
-	if truncated {
-		fmt.Fprintln(w, "... (truncated; raise --limit)")
-	}
-	return nil
+// Resources returns the resource samples in [f.Since, f.Until), oldest
+// first; only f.PID and f.Limit of the other fields apply.
+func (q *Layer) Resources(ctx context.Context, f Filter) ([]record.ResourceSample, error) {
+	return q.s.Samples(ctx, f)
 }
 
-// SampleRecord is the JSON form of a resource sample.
-type SampleRecord struct {
-	PID        uint32   `json:"pid"`
-	Time       string   `json:"time"`
-	CPUPercent *float64 `json:"cpu_percent"`
-	RSSBytes   *uint64  `json:"rss_bytes"`
-	VMSBytes   *uint64  `json:"vms_bytes"`
-	Threads    *int64   `json:"threads"`
-	OpenFDs    *int64   `json:"open_fds"`
-	ReadBytes  *uint64  `json:"read_bytes"`
-	WriteBytes *uint64  `json:"write_bytes"`
-	VolCtx     *uint64  `json:"voluntary_ctx_switches"`
-	InvCtx     *uint64  `json:"involuntary_ctx_switches"`
-	Goroutines *int64   `json:"goroutines"`
+// Sessions returns every tracing session, oldest first.
+func (q *Layer) Sessions(ctx context.Context) ([]record.Session, error) {
+	return q.s.Sessions(ctx)
 }
 
-func opt[T any](p *T) string {
-	if p == nil {
-		return ""
+// Partitions lists the hour tables with their row counts and sizes.
+func (q *Layer) Partitions(ctx context.Context) ([]result.Partition, error) {
+	ps, err := q.s.Partitions(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return fmt.Sprint(*p)
-}
-
-// Resources writes resource samples.
-func Resources(w io.Writer, f Format, rs []record.ResourceSample) error {
-	switch f {
-	case JSON:
-		recs := make([]SampleRecord, len(rs))
-		for i, r := range rs {
-			recs[i] = SampleRecord{PID: r.PID, Time: FormatTime(r.Time), CPUPercent: r.CPUPercent, RSSBytes: r.RSSBytes,
-				VMSBytes: r.VMSBytes, Threads: r.Threads, OpenFDs: r.OpenFDs, ReadBytes: r.ReadBytes, WriteBytes: r.WriteBytes,
-				VolCtx: r.VolCtxSwitches, InvCtx: r.InvCtxSwitches, Goroutines: r.Goroutines}
-		}
-		return jsonLines(w, recs)
-	case CSV:
-		cw := csv.NewWriter(w)
-		cw.Write([]string{"pid", "time", "cpu_percent", "rss_bytes", "vms_bytes", "threads", "open_fds", "read_bytes", "write_bytes", "voluntary_ctx_switches", "involuntary_ctx_switches", "goroutines"})
-		for _, r := range rs {
-			cw.Write([]string{strconv.FormatUint(uint64(r.PID), 10), FormatTime(r.Time), opt(r.CPUPercent), opt(r.RSSBytes), opt(r.VMSBytes),
-				opt(r.Threads), opt(r.OpenFDs), opt(r.ReadBytes), opt(r.WriteBytes), opt(r.VolCtxSwitches), opt(r.InvCtxSwitches), opt(r.Goroutines)})
-		}
-		cw.Flush()
-		return cw.Error()
+	out := make([]result.Partition, len(ps))
+	for i, p := range ps {
+		out[i] = result.Partition{Name: p.Name, Kind: p.Kind, Start: p.Start, End: p.End, Rows: p.Rows, Bytes: p.Bytes}
 	}
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME (UTC)\tPID\tCPU%\tRSS\tVMS\tTHREADS\tFDS\tREAD\tWRITE\tVCSW\tIVCSW\tGOROUTINES")
-	for _, r := range rs {
-		cpu := "-"
-		if r.CPUPercent != nil {
-			cpu = strconv.FormatFloat(*r.CPUPercent, 'f', 1, 64)
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", clock(r.Time), r.PID, cpu, dash(opt(r.RSSBytes)), dash(opt(r.VMSBytes)),
-			dash(opt(r.Threads)), dash(opt(r.OpenFDs)), dash(opt(r.ReadBytes)), dash(opt(r.WriteBytes)), dash(opt(r.VolCtxSwitches)),
-			dash(opt(r.InvCtxSwitches)), dash(opt(r.Goroutines)))
-	}
-	return tw.Flush()
-}
-
-type partitionRecord struct {
-	Partition string `json:"partition"`
-	Kind      string `json:"kind"`
-	Start     string `json:"start"`
-	End       string `json:"end"`
-	Rows      int64  `json:"rows"`
-	Bytes     *int64 `json:"bytes"`
-}
-
-// Partitions writes the partition list (retention status).
-func Partitions(w io.Writer, f Format, parts []store.Partition) error {
-	if f == JSON {
-		recs := make([]partitionRecord, len(parts))
-		for i, p := range parts {
-			recs[i] = partitionRecord{Partition: p.Name, Kind: p.Kind, Start: p.Start.UTC().Format(time.RFC3339), End: p.End.UTC().Format(time.RFC3339), Rows: p.Rows}
-			if p.Bytes >= 0 {
-				b := p.Bytes
-				recs[i].Bytes = &b
-			}
-		}
-		return jsonLines(w, recs)
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PARTITION\tKIND\tSTART (UTC)\tEND (UTC)\tROWS\tBYTES")
-	var rows, bytes int64
-	for _, p := range parts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", p.Name, p.Kind, p.Start.Format(time.RFC3339), p.End.Format(time.RFC3339), p.Rows, p.Bytes)
-		rows += p.Rows
-		bytes += max(p.Bytes, 0)
-	}
-	fmt.Fprintf(tw, "total\t\t\t\t%d\t%d\n", rows, bytes)
-	return tw.Flush()
+	return out, nil
 }

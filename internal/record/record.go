@@ -91,6 +91,45 @@ type FuncStats struct {
 // Lost is every call made but not recorded, for any reason.
 func (s *FuncStats) Lost() uint64 { return s.Sampled + s.Dropped }
 
+// Add merges o into s: counts, total time and histogram add up, MaxNs is
+// the larger, and the interval grows to cover both (a zero bound is
+// unset). PID and Function are left as they are. This is the one place an
+// aggregate is summed: per-interval rows into a range, intervals into an
+// hourly rollup, functions into a package or module.
+func (s *FuncStats) Add(o *FuncStats) {
+	s.Calls += o.Calls
+	s.Errors += o.Errors
+	s.Panics += o.Panics
+	s.Recorded += o.Recorded
+	s.Sampled += o.Sampled
+	s.Dropped += o.Dropped
+	s.TotalNs += o.TotalNs
+	s.MaxNs = max(s.MaxNs, o.MaxNs)
+	for i := range s.Hist {
+		s.Hist[i] += o.Hist[i]
+	}
+	if o.IntervalStart != 0 && (s.IntervalStart == 0 || o.IntervalStart < s.IntervalStart) {
+		s.IntervalStart = o.IntervalStart
+	}
+	s.IntervalEnd = max(s.IntervalEnd, o.IntervalEnd)
+}
+
+// Sub removes an earlier cumulative snapshot o from s, leaving the change
+// between the two. MaxNs stays s's: a maximum over an interval cannot be
+// derived from cumulative counters.
+func (s *FuncStats) Sub(o *FuncStats) {
+	s.Calls -= o.Calls
+	s.Errors -= o.Errors
+	s.Panics -= o.Panics
+	s.Recorded -= o.Recorded
+	s.Sampled -= o.Sampled
+	s.Dropped -= o.Dropped
+	s.TotalNs -= o.TotalNs
+	for i := range s.Hist {
+		s.Hist[i] -= o.Hist[i]
+	}
+}
+
 // ResourceSample is one sample of a traced process's resource use. A nil
 // field means the metric was unavailable, never zero.
 type ResourceSample struct {

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/result"
 	"github.com/obs-agent/obs-agent/internal/store"
 )
 
@@ -168,7 +170,7 @@ func checkArchive(t *testing.T, path string, hour time.Time, calls int) {
 	if !hourOf(got[0].Start).Equal(hour) {
 		t.Errorf("archive hour %v, want %v", hourOf(got[0].Start), hour)
 	}
-	stats, err := a.Stats(ctx, store.Filter{}, "module")
+	stats, _, err := query.New(a).Stats(ctx, store.Filter{}, result.ByModule)
 	if err != nil || len(stats) != 2 || stats[0].Key != "example.com/app" || stats[0].Calls != uint64(calls) {
 		t.Errorf("archive stats %+v, %v", stats, err)
 	}

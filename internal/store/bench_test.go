@@ -42,7 +42,7 @@ func genCalls(rng *rand.Rand, first uint64, start time.Time, n int) []record.Cal
 			Function: fns[rng.IntN(len(fns))],
 			Start:    t, Duration: int64(1 << uint(8+rng.IntN(16))),
 		}
-		if rng.IntN(5) == 0 {
+		if rng.IntN(benchErrEvery) == 0 {
 			c.Status = record.StatusError
 			c.ErrorType = "*errors.errorString"
 			c.Error = fmt.Sprintf("open /var/data/file-%06d.json: denied", rng.IntN(1e6))
@@ -115,7 +115,14 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchErrEvery makes one call in benchErrEvery an error (default 5, 20%,
+// the worst case for the error lane); OBS_BENCH_ERR_EVERY=100 gives 1%.
+var benchErrEvery = 5
+
 func init() {
+	if v, err := strconv.Atoi(os.Getenv("OBS_BENCH_ERR_EVERY")); err == nil && v > 0 {
+		benchErrEvery = v
+	}
 	// OBS_BENCH_INDEXES=0|1|2 creates the calls partitions with no index,
 	// (start_ns), or (start_ns)+(parent_id), to measure their cost.
 	if v := os.Getenv("OBS_BENCH_INDEXES"); v != "" {

@@ -107,8 +107,8 @@ func explain(op, path string, err error) error {
 	default:
 		return err
 	}
-	if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
-		return fmt.Errorf("store: %s: it is a directory; a store is a file, e.g. %s: %w", op, filepath.Join(path, "obs.db"), se)
+	if derr := dirError(op, path, se); derr != nil {
+		return derr
 	}
 	dir := filepath.Dir(path)
 	var fs unix.Statfs_t
@@ -156,4 +156,13 @@ func kindOf(err error) error {
 		return ErrReadOnly
 	}
 	return nil
+}
+
+// dirError says that path, named as the store, is a directory, wrapping
+// cause; nil when it is not one.
+func dirError(op, path string, cause error) error {
+	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
+		return nil
+	}
+	return fmt.Errorf("store: %s: it is a directory; a store is a file, e.g. %s: %w", op, filepath.Join(path, "obs.db"), cause)
 }

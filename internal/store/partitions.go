@@ -306,7 +306,26 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, check
 				return err
 			}
 		}
+		var all []string
 		for _, n := range names {
+			// A partition's side tables (derived.go) go with it.
+			sides, err := s.sideTables(ctx, n)
+			if err != nil {
+				return err
+			}
+			all = append(append(all, sides...), n)
+			if _, err := tx.exec(`DELETE FROM derived WHERE name LIKE ? ESCAPE '\'`, strings.ReplaceAll(n, "_", `\_`)+`\_\_%`); err != nil {
+				return err
+			}
+			if kind, hour, ok := ParsePartitionName(n); ok && kind == KindCalls {
+				for _, t := range []string{"call_spans", "call_ranges"} {
+					if _, err := tx.exec(`DELETE FROM `+t+` WHERE hour_ns = ?`, hour.UnixNano()); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		for _, n := range all {
 			var exists int
 			if err := s.wc.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, n).Scan(&exists); err != nil {
 				return err
@@ -356,6 +375,25 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, check
 		s.wmu.Unlock()
 	}
 	return err
+}
+
+// sideTables lists the side tables of partition table.
+func (s *Store) sideTables(ctx context.Context, table string) ([]string, error) {
+	rows, err := s.wc.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\' ORDER BY name`,
+		strings.ReplaceAll(table, "_", `\_`)+`\_\_%`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
 }
 
 // RetentionEntry is one row of retention_log.
@@ -483,6 +521,9 @@ func (s *Store) CopyHourTo(ctx context.Context, t time.Time, dst string) (err er
 		if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO arc.partitions SELECT * FROM main.partitions WHERE name = ?`, n); err != nil {
 			return classify(op, err)
 		}
+		if err := copySides(ctx, conn, k, n, hour); err != nil {
+			return classify(op, err)
+		}
 	}
 	var fsrc []string
 	for _, n := range present {
@@ -504,6 +545,53 @@ func (s *Store) CopyHourTo(ctx context.Context, t time.Time, dst string) (err er
 		return classify(op, err)
 	}
 	return classify(op, syncFile(absDst))
+}
+
+// copySides copies the read structures of partition n (derived.go) into the
+// archive as they are in the source snapshot, with their derived rows: a
+// reader of the archive (opened read-only, where nothing builds them) then
+// finds the hour as fast to read as it was. They are not part of the hour's
+// Fingerprint: they are derived from the partition's rows, and a structure
+// still being built in the snapshot is copied with its cursor, which
+// readers honour (they scan the rows from the cursor on themselves).
+func copySides(ctx context.Context, conn *sql.Conn, kind, n string, hour time.Time) error {
+	like := strings.ReplaceAll(n, "_", `\_`) + `\_\_%`
+	rows, err := conn.QueryContext(ctx, `SELECT name FROM main.sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\' ORDER BY name`, like)
+	if err != nil {
+		return err
+	}
+	var sides []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return err
+		}
+		sides = append(sides, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, t := range sides {
+		if _, err := conn.ExecContext(ctx, sideDDL("arc", n, strings.TrimPrefix(t, n+"__"))); err != nil {
+			return fmt.Errorf("copy %s: %w", t, err)
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT OR IGNORE INTO arc.`+t+` SELECT * FROM main.`+t); err != nil {
+			return fmt.Errorf("copy %s: %w", t, err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO arc.derived SELECT * FROM main.derived WHERE name LIKE ? ESCAPE '\'`, like); err != nil {
+		return fmt.Errorf("copy derived rows of %s: %w", n, err)
+	}
+	if kind == KindCalls {
+		for _, t := range []string{"call_spans", "call_ranges"} {
+			if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO arc.`+t+` SELECT * FROM main.`+t+` WHERE hour_ns = ?`, hour.UnixNano()); err != nil {
+				return fmt.Errorf("copy %s of %s: %w", t, n, err)
+			}
+		}
+	}
+	return nil
 }
 
 // attachedVersion reads schema_version of the attached "arc" database.

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -71,6 +71,35 @@ var migrations = [][]string{
 		`ALTER TABLE sessions ADD COLUMN errors_lost INTEGER NOT NULL DEFAULT 0`,
 		`ALTER TABLE sessions ADD COLUMN errors_lost_by_function TEXT NOT NULL DEFAULT ''`,
 	},
+	// 3 -> 4: read structures (see derived.go). call_spans maps each
+	// (hour, 10 s bucket of start, session) to the range of call ids that
+	// started in it; derived records which side tables of an hour are
+	// complete, so readers only trust finished ones.
+	{
+		`CREATE TABLE call_spans (
+			hour_ns INTEGER NOT NULL,
+			bucket_ns INTEGER NOT NULL,
+			session INTEGER NOT NULL,
+			min_id INTEGER NOT NULL,
+			max_id INTEGER NOT NULL,
+			PRIMARY KEY (hour_ns, bucket_ns, session)
+		) WITHOUT ROWID`,
+		// call_ranges: per (hour, session) the smallest and largest
+		// call id, which tells the hour holding an id.
+		`CREATE TABLE call_ranges (
+			hour_ns INTEGER NOT NULL,
+			session INTEGER NOT NULL,
+			min_id INTEGER NOT NULL,
+			max_id INTEGER NOT NULL,
+			PRIMARY KEY (hour_ns, session)
+		) WITHOUT ROWID`,
+		`CREATE TABLE derived (
+			name TEXT PRIMARY KEY,
+			hour_ns INTEGER NOT NULL,
+			state TEXT NOT NULL,
+			next_id INTEGER NOT NULL DEFAULT 0
+		) WITHOUT ROWID`,
+	},
 }
 
 // Partition kinds. Every hour has one table of each kind.
@@ -100,11 +129,10 @@ var Kinds = []string{KindCalls, KindStats, KindSamples, KindGaps}
 //	(start_ns)                                  ~220k-270k
 //	(start_ns) + partial (parent_id)            ~150k-190k
 //
-// Queries pay instead, and stay interactive because a partition is one
-// hour: a time range or the error lane is a scan of the overlapping hours
-// with a bounded top-N sort (BenchmarkCallsQuery, 1M-call hour), children
-// are a scan of the hours from the parent's on, and a tree is one pass over
-// the (id, parent_id) pairs of those hours.
+// Reads get their speed from side structures that cost the writer a few
+// statements per batch instead of an index entry per row (derived.go):
+// call spans and ranges, the error lane, and parent and function indexes
+// and stats rollups built in the background in short steps.
 func partitionDDL(db, kind, table string) []string {
 	q := db + "." + table
 	switch kind {
@@ -124,21 +152,11 @@ func partitionDDL(db, kind, table string) []string {
 				error_truncated INTEGER NOT NULL DEFAULT 0
 			)`}, callIndexes(q, table)...)
 	case KindStats:
-		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (
-			pid INTEGER NOT NULL,
-			func_id INTEGER NOT NULL,
-			interval_start_ns INTEGER NOT NULL,
-			interval_end_ns INTEGER NOT NULL,
-			calls INTEGER NOT NULL,
-			errors INTEGER NOT NULL,
-			panics INTEGER NOT NULL,
-			recorded INTEGER NOT NULL,
-			sampled INTEGER NOT NULL,
-			dropped INTEGER NOT NULL,
-			total_ns INTEGER NOT NULL,
-			max_ns INTEGER NOT NULL,
-			hist BLOB
-		)`}
+		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (` + statsColumnsDDL + `)`,
+			// A few hundred rows a minute: the index costs the writer
+			// nothing, and summing per (pid, function) reads it in
+			// order instead of sorting.
+			`CREATE INDEX IF NOT EXISTS ` + q + `__fn ON ` + table + ` (pid, func_id, interval_start_ns)`}
 	case KindSamples:
 		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (
 			pid INTEGER NOT NULL,
@@ -153,7 +171,11 @@ func partitionDDL(db, kind, table string) []string {
 			vol_ctx_switches INTEGER,
 			inv_ctx_switches INTEGER,
 			goroutines INTEGER
-		)`}
+		)`,
+			// Samples arrive every few seconds per process, so an index
+			// costs the writer nothing and makes one process's range a
+			// seek.
+			`CREATE INDEX IF NOT EXISTS ` + q + `__pid ON ` + table + ` (pid, time_ns)`}
 	case KindGaps:
 		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (
 			pid INTEGER NOT NULL,
@@ -166,6 +188,22 @@ func partitionDDL(db, kind, table string) []string {
 	}
 	panic("store: unknown partition kind " + kind)
 }
+
+// statsColumnsDDL are the columns of a stats partition and of its rollup.
+const statsColumnsDDL = `
+			pid INTEGER NOT NULL,
+			func_id INTEGER NOT NULL,
+			interval_start_ns INTEGER NOT NULL,
+			interval_end_ns INTEGER NOT NULL,
+			calls INTEGER NOT NULL,
+			errors INTEGER NOT NULL,
+			panics INTEGER NOT NULL,
+			recorded INTEGER NOT NULL,
+			sampled INTEGER NOT NULL,
+			dropped INTEGER NOT NULL,
+			total_ns INTEGER NOT NULL,
+			max_ns INTEGER NOT NULL,
+			hist BLOB`
 
 var partitionName = regexp.MustCompile(`^(calls|stats|samples|gaps)_([0-9]{10})$`)
 

@@ -163,3 +163,43 @@ func (s *Store) ApplySessionEnd(sess record.Session) (bool, error) {
 	})
 	return done, err
 }
+
+// Sessions returns every session, oldest first.
+func (s *Store) Sessions(ctx context.Context) ([]record.Session, error) {
+	var out []record.Session
+	err := s.read(ctx, "query sessions", func(r *rtx) error {
+		// A reader opens an older store as it is (no migration): a
+		// schema-2 sessions table has no owner columns yet.
+		var owner int
+		if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM pragma_table_info('sessions') WHERE name = 'agent_pid'`).Scan(&owner); err != nil {
+			return err
+		}
+		cols := `agent_pid, agent_start, boot_id, errors_lost_by_function`
+		if owner == 0 {
+			cols = `0, 0, '', ''`
+		}
+		rows, err := r.tx.QueryContext(r.ctx, `SELECT id, pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason,
+			`+cols+` FROM sessions ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var ss record.Session
+			var id, pid, rec, lost, apid, astart int64
+			var errsLost string
+			if err := rows.Scan(&id, &pid, &ss.Binary, &ss.GoVersion, &ss.Patterns, &ss.Start, &ss.End, &rec, &lost, &ss.ExitReason,
+				&apid, &astart, &ss.BootID, &errsLost); err != nil {
+				return err
+			}
+			ss.ID, ss.PID, ss.CallsRecorded, ss.CallsLost = uint64(id), uint32(pid), uint64(rec), uint64(lost)
+			ss.AgentPID, ss.AgentStart = uint32(apid), uint64(astart)
+			if ss.ErrorsLost, err = parseLost(errsLost); err != nil {
+				return fmt.Errorf("session %d: errors_lost_by_function: %w", id, err)
+			}
+			out = append(out, ss)
+		}
+		return rows.Err()
+	})
+	return out, err
+}

@@ -12,6 +12,14 @@
 // Write* call is one transaction: it commits whole or not at all. Reads use a
 // separate pool of read-only connections, so queries never block the writer
 // (WAL readers see a snapshot).
+//
+// The package holds the SQL primitives of the reads, a file per table kind
+// (calls.go, stats.go, samples.go, gaps.go, sessions.go, partitions.go);
+// internal/query composes them into answers. Reads are fast without a
+// per-row index on the writer's path thanks to the side structures in
+// derived.go, which a writable store builds in the background. Retention
+// drops an hour's side structures with it; the small side tables
+// (call_ranges, call_spans, derived) lose the hour's few rows by DELETE.
 package store
 
 import (
@@ -54,6 +62,10 @@ type Options struct {
 	// soft heap limit to twice that, past which SQLite frees cache pages.
 	// 0 keeps SQLite's defaults (about 2 MB of cache per connection).
 	CacheBytes int64
+	// NoBackgroundBuild keeps a writable store from building the read
+	// structures of closed hours in the background (see BuildDerived),
+	// for benchmarks and tests that run the builds themselves.
+	NoBackgroundBuild bool
 }
 
 // cachePragma returns the cache_size pragma that gives a connection share
@@ -106,6 +118,12 @@ type Store struct {
 
 	ckptStop chan struct{} // closes to stop the checkpointer
 	ckptDone chan struct{}
+
+	buildStop chan struct{} // closes to stop the background builder
+	buildDone chan struct{}
+	// ignoreDerived makes reads scan as if no side structure were complete
+	// (tests compare both answers).
+	ignoreDerived bool
 
 	fmu   sync.Mutex
 	funcs map[int64]funcInfo // reader cache of the functions table
@@ -182,6 +200,9 @@ func Open(path string, opts Options) (*Store, error) {
 		s.path = filepath.Join(d.Path(), base)
 		id, err := prepareFiles(d, base, opts.Exclusive)
 		if err != nil {
+			if derr := dirError("open "+abs, abs, err); derr != nil {
+				return nil, derr
+			}
 			return nil, classify("open "+abs, err)
 		}
 		if err := s.openWriter(ctx, busyPragma); err != nil {
@@ -230,6 +251,8 @@ func Open(path string, opts Options) (*Store, error) {
 			s.Close()
 			return nil, explain("open "+abs, abs, classify("open "+abs, err))
 		}
+	} else {
+		s.startBuilder()
 	}
 	return s, nil
 }
@@ -323,7 +346,10 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 		}
 		s.funcIDs[n] = id
 	}
-	return classify("open "+s.path, rows.Err())
+	if err := rows.Err(); err != nil {
+		return classify("open "+s.path, err)
+	}
+	return nil
 }
 
 // Path is the absolute path of the store file.
@@ -346,6 +372,12 @@ func (s *Store) LastWrite() time.Time {
 // Close closes both pools. With a writer, it first checkpoints the WAL so the
 // file is self-contained.
 func (s *Store) Close() error {
+	// Stop the builder first: it takes wmu for each step.
+	if s.buildStop != nil {
+		close(s.buildStop)
+		<-s.buildDone
+		s.buildStop = nil
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed {

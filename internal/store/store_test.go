@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,23 +112,12 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || len(kids) != 2 || kids[0].ID != base+2 || kids[1].ID != base+4 {
 		t.Errorf("Children = %+v, %v", kids, err)
 	}
-	chain, err := s.Ancestors(ctx, base+3)
-	if err != nil || len(chain) != 3 || chain[0].ID != base+1 || chain[2].ID != base+3 {
-		t.Errorf("Ancestors = %+v, %v", chain, err)
+	ids, trunc, err := s.Descendants(ctx, c0(t, s, base+1), 0)
+	if err != nil || trunc || !equal(ids, []uint64{base + 1, base + 2, base + 4, base + 3}) {
+		t.Errorf("Descendants = %v, %v, %v; want breadth first 1 2 4 3", ids, trunc, err)
 	}
-	tree, depth, trunc, err := s.Subtree(ctx, base+1, 0)
-	if err != nil || trunc || len(tree) != 4 {
-		t.Fatalf("Subtree = %d, %v, %v", len(tree), trunc, err)
-	}
-	wantTree := []uint64{1, 2, 3, 4}
-	wantDepth := []int{0, 1, 2, 1}
-	for i := range tree {
-		if tree[i].ID-base != wantTree[i] || depth[i] != wantDepth[i] {
-			t.Errorf("Subtree[%d] = id %d depth %d, want %d %d", i, tree[i].ID-base, depth[i], wantTree[i], wantDepth[i])
-		}
-	}
-	if _, _, trunc, _ := s.Subtree(ctx, base+1, 2); !trunc {
-		t.Error("Subtree limit 2: not truncated")
+	if ids, trunc, _ := s.Descendants(ctx, c0(t, s, base+1), 2); !trunc || len(ids) != 2 {
+		t.Errorf("Descendants limit 2 = %v, truncated %v", ids, trunc)
 	}
 
 	// Samples with missing metrics.
@@ -169,23 +159,15 @@ func TestRoundTrip(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.Stats(ctx, Filter{}, "function")
+	rows, err := s.Stats(ctx, Filter{})
 	if err != nil || len(rows) != 2 {
 		t.Fatalf("Stats = %+v, %v", rows, err)
 	}
-	r := rows[0]
-	if r.Key != "main.(*T).Get" || r.Calls != 100 || r.Errors != 3 || r.Panics != 1 || r.Lost() != 10 || r.MeanNs != 100 || r.MaxNs != 900000 {
+	r := rows[0] // sorted by name
+	if r.Function != (record.Function{Name: "main.(*T).Get", Package: "main", Module: "example.com/app"}) || r.Calls != 100 || r.Errors != 3 ||
+		r.Panics != 1 || r.Lost() != 10 || r.TotalNs != 10000 || r.MaxNs != 900000 || r.Hist[10] != 90 || r.Hist[20] != 10 ||
+		r.IntervalStart != at(time.Minute) || r.IntervalEnd != at(3*time.Minute) {
 		t.Errorf("Stats row = %+v", r)
-	}
-	if r.P50 != 1023 || r.P90 != 1023 || r.P99 != 900000 {
-		t.Errorf("percentiles = %d %d %d, want 1023 1023 900000", r.P50, r.P90, r.P99)
-	}
-	if r.Gaps != 1 || r.GapTime != time.Minute {
-		t.Errorf("gaps = %d %v", r.Gaps, r.GapTime)
-	}
-	mods, err := s.Stats(ctx, Filter{}, "module")
-	if err != nil || len(mods) != 1 || mods[0].Key != "example.com/app" || mods[0].Calls != 101 {
-		t.Errorf("Stats by module = %+v, %v", mods, err)
 	}
 
 	// Sessions.
@@ -199,6 +181,16 @@ func TestRoundTrip(t *testing.T) {
 	if err := s.EndSession(record.Session{ID: 77}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("EndSession(unknown) = %v", err)
 	}
+}
+
+// c0 loads one call.
+func c0(t *testing.T, s *Store, id uint64) record.Call {
+	t.Helper()
+	c, err := s.Call(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func equal(a, b []uint64) bool {
@@ -520,41 +512,6 @@ func TestDiskFull(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
-	var h [record.HistBuckets]uint64
-	if Percentile(&h, 0, 0.5) != 0 {
-		t.Error("empty histogram")
-	}
-	h[0] = 1 // d == 0
-	h[1] = 1 // d == 1
-	h[4] = 2 // 8..15
-	h[11] = 6
-	cases := []struct {
-		q    float64
-		max  uint64
-		want uint64
-	}{
-		{0.10, 0, 0},    // rank 1 -> bucket 0
-		{0.20, 0, 1},    // rank 2 -> bucket 1 (exact)
-		{0.30, 0, 15},   // rank 3 -> bucket 4 -> 2^4-1
-		{0.40, 0, 15},   // rank 4
-		{0.50, 0, 2047}, // rank 5 -> bucket 11
-		{0.99, 0, 2047},
-		{0.99, 1500, 1500}, // capped at the exact max
-		{1.00, 0, 2047},
-	}
-	for _, c := range cases {
-		if got := Percentile(&h, c.max, c.q); got != c.want {
-			t.Errorf("Percentile(q=%v, max=%d) = %d, want %d", c.q, c.max, got, c.want)
-		}
-	}
-	var top [record.HistBuckets]uint64
-	top[63] = 1
-	if got := Percentile(&top, 0, 0.5); got != 1<<63-1 {
-		t.Errorf("bucket 63 = %d", got)
-	}
-}
-
 func TestDefaultPath(t *testing.T) {
 	t.Setenv("OBS_AGENT_DB", "/x/y.db")
 	if got := DefaultPath(); got != "/x/y.db" {
@@ -624,5 +581,68 @@ func TestOpenExplains(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "--") {
 			t.Errorf("the store layer names a flag: %v", err)
 		}
+	}
+}
+
+// TestMigrateFromV2AndV3 upgrades a store of each version written today
+// (2: before the session owner columns; 3: before the read structures):
+// both reach the current version with their sessions readable, and a
+// read-only open of the older store reads its sessions as they are.
+func TestMigrateFromV2AndV3(t *testing.T) {
+	ctx := context.Background()
+	for _, from := range []int{2, 3} {
+		t.Run(fmt.Sprint("v", from), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "old.db")
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, _ := db.Conn(ctx)
+			if err := migrate(ctx, conn, path, from); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.ExecContext(ctx, `INSERT INTO sessions (pid, binary, start_ns) VALUES (42, '/bin/old', 1)`); err != nil {
+				t.Fatal(err)
+			}
+			conn.Close()
+			db.Close()
+
+			ro, err := Open(path, Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss, err := ro.Sessions(ctx)
+			ro.Close()
+			if err != nil || len(ss) != 1 || ss[0].PID != 42 || ss[0].AgentPID != 0 {
+				t.Fatalf("read-only sessions of a v%d store: %+v, %v", from, ss, err)
+			}
+
+			s, err := Open(path, Options{Clock: fixedClock(t0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var v, tables int
+			s.rdb.QueryRow(`SELECT version FROM schema_version`).Scan(&v)
+			s.rdb.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name IN ('call_spans', 'call_ranges', 'derived')`).Scan(&tables)
+			if v != SchemaVersion || tables != 3 {
+				t.Errorf("after migrate: version %d, %d of 3 read-structure tables; want %d", v, tables, SchemaVersion)
+			}
+			id, err := s.BeginSession(record.Session{PID: 7, Start: 2, AgentPID: 99, BootID: "b"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.WriteCalls([]record.Call{{ID: id<<40 | 1, Function: "main.f", Start: t0.UnixNano(), Status: record.StatusError, Error: "e"}}); err != nil {
+				t.Fatal(err)
+			}
+			ss, err = s.Sessions(ctx)
+			if err != nil || len(ss) != 2 || ss[0].PID != 42 || ss[1].AgentPID != 99 || ss[1].BootID != "b" {
+				t.Fatalf("sessions after migrate: %+v, %v", ss, err)
+			}
+			errs, err := s.Errors(ctx, Filter{})
+			if err != nil || len(errs) != 1 {
+				t.Errorf("errors after migrate: %v, %v", errs, err)
+			}
+		})
 	}
 }

@@ -125,6 +125,11 @@ func (tx *wtx) createHour(hour time.Time) error {
 			t, kind, hour.UnixNano(), hour.Add(time.Hour).UnixNano(), now); err != nil {
 			return err
 		}
+		if kind == KindCalls {
+			if err := tx.createLiveSides(t, hour); err != nil {
+				return fmt.Errorf("create partition %s: %w", t, err)
+			}
+		}
 		tx.newParts = append(tx.newParts, t)
 	}
 	return nil
@@ -287,7 +292,12 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 			if err := tx.ensureHour(h); err != nil {
 				return err
 			}
-			if err := tx.insertCalls(tableName(KindCalls, h), groups[i]); err != nil {
+			table := tableName(KindCalls, h)
+			fids, err := tx.insertCalls(table, groups[i])
+			if err != nil {
+				return err
+			}
+			if err := tx.maintainCalls(table, h, groups[i], fids); err != nil {
 				return err
 			}
 		}
@@ -295,32 +305,22 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 	})
 }
 
-func (tx *wtx) insertCalls(table string, calls []record.Call) error {
+// insertCalls inserts the rows and returns their function ids.
+func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 	// The rows are bound through the driver directly (sql.Conn.Raw):
 	// database/sql's per-argument checks and conversions cost ~15% of a
 	// batch at 1,100 arguments per statement.
-	return tx.s.wc.Raw(func(dc any) error {
+	fids := make([]int64, 0, len(calls))
+	return fids, tx.s.wc.Raw(func(dc any) error {
 		pc, ok := dc.(driver.ConnPrepareContext)
 		if !ok {
 			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
 		}
 		for len(calls) > 0 {
-			n := callsPerStmt
-			switch {
-			case len(calls) >= callsPerStmt:
-			case len(calls) >= 10:
-				n = 10
-			default:
-				n = 1
-			}
-			q := insertSQL(table, callCols, n)
-			st, ok := tx.s.dstmts[q]
-			if !ok {
-				var err error
-				if st, err = pc.PrepareContext(tx.ctx, q); err != nil {
-					return err
-				}
-				tx.s.dstmts[q] = st
+			n := rowsPerStmt(len(calls))
+			st, err := tx.rawStmt(pc, insertSQL(table, callCols, n))
+			if err != nil {
+				return err
 			}
 			args := tx.s.nargs[:0]
 			for i := range calls[:n] {
@@ -329,6 +329,7 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) error {
 				if err != nil {
 					return err
 				}
+				fids = append(fids, fid)
 				var parent, etype, emsg any
 				if c.ParentID != 0 {
 					parent = int64(c.ParentID)
@@ -366,6 +367,32 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) error {
 		}
 		return nil
 	})
+}
+
+// rowsPerStmt is the number of rows of the next multi-row INSERT when left
+// rows remain: callsPerStmt while there are as many, then 10, then 1, so
+// only three statement shapes per table are prepared and cached.
+func rowsPerStmt(left int) int {
+	switch {
+	case left >= callsPerStmt:
+		return callsPerStmt
+	case left >= 10:
+		return 10
+	}
+	return 1
+}
+
+// rawStmt returns the cached driver statement for q, preparing it on pc.
+func (tx *wtx) rawStmt(pc driver.ConnPrepareContext, q string) (driver.Stmt, error) {
+	if st, ok := tx.s.dstmts[q]; ok {
+		return st, nil
+	}
+	st, err := pc.PrepareContext(tx.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	tx.s.dstmts[q] = st
+	return st, nil
 }
 
 // funcIDRaw is funcID for use inside a Raw callback: a new name is
@@ -449,17 +476,22 @@ func (s *Store) WriteStats(st []record.FuncStats) error {
 			if err != nil {
 				return err
 			}
+			fids := make([]int64, len(groups[i]))
 			for j := range groups[i] {
 				r := &groups[i][j]
 				fid, err := tx.funcID(r.Function)
 				if err != nil {
 					return err
 				}
+				fids[j] = fid
 				if _, err := ins.ExecContext(tx.ctx, int64(r.PID), fid, r.IntervalStart, r.IntervalEnd,
 					int64(r.Calls), int64(r.Errors), int64(r.Panics), int64(r.Recorded), int64(r.Sampled),
 					int64(r.Dropped), int64(r.TotalNs), int64(r.MaxNs), encodeHist(&r.Hist)); err != nil {
 					return fmt.Errorf("insert into %s: %w", table, err)
 				}
+			}
+			if err := tx.maintainRollup(table, groups[i], fids); err != nil {
+				return err
 			}
 		}
 		return nil

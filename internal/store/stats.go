@@ -1,0 +1,199 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+
+	"modernc.org/sqlite"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// FuncStats is the merged aggregate of one function over a time range.
+type FuncStats struct {
+	Function record.Function
+	record.FuncStats
+}
+
+// sumStats merges the rows of a stats table matching where (conditions on
+// its columns, "" for all) per (pid, function), in SQL: SQLite sums the
+// counters and obs_hist_sum the histograms, so Go reads one row per
+// process and function instead of one per interval. A rollup table, which
+// has one row per process and function already, is read as it is. It
+// returns the merged rows and their function ids.
+func sumStats(ctx context.Context, db querier, table, where string, args []any) ([]record.FuncStats, []int64, error) {
+	q := `SELECT pid, func_id, min(interval_start_ns), max(interval_end_ns), sum(calls), sum(errors), sum(panics),
+		sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist) FROM ` + table
+	rollup := strings.HasSuffix(table, "__"+sideRollup)
+	if rollup {
+		q = `SELECT pid, func_id, ` + statsCols + ` FROM ` + table
+	}
+	if where != "" {
+		q += ` WHERE ` + where
+	}
+	if !rollup {
+		q += ` GROUP BY pid, func_id`
+	}
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var out []record.FuncStats
+	var fids []int64
+	for rows.Next() {
+		var pid, fid, calls, errs, panics, rec, samp, drop, tot, mx int64
+		var st record.FuncStats
+		var hist []byte
+		if err := rows.Scan(&pid, &fid, &st.IntervalStart, &st.IntervalEnd, &calls, &errs, &panics, &rec, &samp, &drop, &tot, &mx, &hist); err != nil {
+			return nil, nil, err
+		}
+		st.PID = uint32(pid)
+		st.Calls, st.Errors, st.Panics, st.Recorded = uint64(calls), uint64(errs), uint64(panics), uint64(rec)
+		st.Sampled, st.Dropped, st.TotalNs, st.MaxNs = uint64(samp), uint64(drop), uint64(tot), uint64(mx)
+		if err := decodeHist(hist, &st.Hist); err != nil {
+			return nil, nil, err
+		}
+		out = append(out, st)
+		fids = append(fids, fid)
+	}
+	return out, fids, rows.Err()
+}
+
+// hourStats sums one stats partition's rows matching where per (pid,
+// function). When the range covers every row of the hour (it starts at or
+// before the hour, and the hour ends, or its rows so far end, by its end)
+// and the hour has a rollup, it reads the rollup, plus the rows appended
+// since the rollup's cursor while the hour is still being rolled up.
+func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]record.FuncStats, []int64, error) {
+	ok, cursor, err := r.covered(p.name, sideRollup)
+	if err != nil || !ok || lo > p.start {
+		if err != nil {
+			return nil, nil, err
+		}
+		return sumStats(r.ctx, r.tx, p.name, where, args)
+	}
+	roll := sideName(p.name, sideRollup)
+	if p.end > hi {
+		var maxEnd sql.NullInt64
+		if err := r.tx.QueryRowContext(r.ctx, `SELECT max(interval_end_ns) FROM `+roll).Scan(&maxEnd); err != nil {
+			return nil, nil, err
+		}
+		if maxEnd.Int64 > hi {
+			return sumStats(r.ctx, r.tx, p.name, where, args)
+		}
+	}
+	rows, fids, err := sumStats(r.ctx, r.tx, roll, where, args)
+	if err != nil || cursor == math.MaxInt64 {
+		return rows, fids, err
+	}
+	// NOT INDEXED: the rows after the cursor are a rowid range; the
+	// (pid, func_id, ...) index would have SQLite walk the whole hour.
+	tail, tfids, err := sumStats(r.ctx, r.tx, p.name+" NOT INDEXED", where+" AND rowid >= ?", append(slices.Clip(args), cursor))
+	return append(rows, tail...), append(fids, tfids...), err
+}
+
+// querier is a connection or transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// histSum is the obs_hist_sum(hist) aggregate: the bucket-wise sum of
+// encoded histograms (encodeHist), encoded.
+type histSum struct {
+	h   [record.HistBuckets]uint64
+	err error
+}
+
+func (a *histSum) Step(_ *sqlite.FunctionContext, args []driver.Value) error {
+	b, _ := args[0].([]byte) // NULL: an empty histogram
+	if err := decodeHist(b, &a.h); err != nil {
+		a.err = err
+	}
+	return nil
+}
+
+func (a *histSum) WindowInverse(*sqlite.FunctionContext, []driver.Value) error {
+	return errors.New("obs_hist_sum: not a window function")
+}
+
+func (a *histSum) WindowValue(*sqlite.FunctionContext) (driver.Value, error) {
+	if a.err != nil {
+		return nil, a.err
+	}
+	return encodeHist(&a.h), nil
+}
+
+func (a *histSum) Final(*sqlite.FunctionContext) {}
+
+func init() {
+	if err := sqlite.RegisterFunction("obs_hist_sum", &sqlite.FunctionImpl{
+		NArgs:         1,
+		Deterministic: true,
+		VolatileArgs:  true, // Step decodes and drops the blob
+		MakeAggregate: func(sqlite.FunctionContext) (sqlite.AggregateFunction, error) { return &histSum{}, nil },
+	}); err != nil {
+		panic("store: register obs_hist_sum: " + err.Error())
+	}
+}
+
+// Stats merges, per function, the aggregates (the stats partitions, not
+// the calls) whose interval starts in [f.Since, f.Until) and that match
+// f.PID and f.Func. Hours the range covers whole are read from their
+// rollup when it is built (one row per process and function instead of one
+// per interval). Functions come in the order of their first row;
+// f.Status, f.MinDuration and f.Limit don't apply.
+func (s *Store) Stats(ctx context.Context, f Filter) ([]FuncStats, error) {
+	lo, hi := f.Bounds()
+	var out []FuncStats
+	err := s.read(ctx, "query stats", func(r *rtx) error {
+		parts, err := r.parts(KindStats, lo, hi)
+		if err != nil {
+			return err
+		}
+		conds := []string{"interval_start_ns >= ?", "interval_start_ns < ?"}
+		args := []any{lo, hi}
+		if f.PID != 0 {
+			conds = append(conds, "pid = ?")
+			args = append(args, int64(f.PID))
+		}
+		fc, ok, err := r.funcCond("func_id", f.Func)
+		if err != nil || !ok {
+			return err
+		}
+		if fc != "" {
+			conds = append(conds, fc)
+		}
+		where := strings.Join(conds, " AND ")
+		idx := map[int64]int{}
+		for _, p := range parts {
+			rows, fids, err := r.hourStats(p, lo, hi, where, args)
+			if err != nil {
+				return err
+			}
+			for i := range rows {
+				j, ok := idx[fids[i]]
+				if !ok {
+					fi, err := r.fn(fids[i])
+					if err != nil {
+						return err
+					}
+					j = len(out)
+					idx[fids[i]] = j
+					out = append(out, FuncStats{Function: record.Function{Name: fi.name, Package: fi.pkg, Module: fi.module}, FuncStats: rows[i]})
+					out[j].PID = 0
+					continue
+				}
+				out[j].Add(&rows[i])
+			}
+		}
+		slices.SortStableFunc(out, func(a, b FuncStats) int { return strings.Compare(a.Function.Name, b.Function.Name) })
+		return nil
+	})
+	return out, err
+}
