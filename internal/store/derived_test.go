@@ -340,19 +340,7 @@ func TestArchiveKeepsReadStructures(t *testing.T) {
 	if _, err := s.BuildDerived(ctx); err != nil {
 		t.Fatal(err)
 	}
-	arch := filepath.Join(t.TempDir(), "a.db")
-	a, err := Open(arch, Options{Exclusive: true, NoBackgroundBuild: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
-	if err := s.CopyHourTo(ctx, t0, arch); err != nil {
-		t.Fatal(err)
-	}
-	fp, err := ArchiveFingerprint(ctx, arch, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	arch, fp := archiveHour(t, s, t0)
 	// The builder runs again between the copy and the drop (nothing left
 	// to build in the closed hour, but it must not matter either way).
 	if _, err := s.BuildDerived(ctx); err != nil {
@@ -362,7 +350,7 @@ func TestArchiveKeepsReadStructures(t *testing.T) {
 		t.Fatalf("drop after the build: %v", err)
 	}
 
-	a, err = Open(arch, Options{ReadOnly: true})
+	a, err := Open(arch, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

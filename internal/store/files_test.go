@@ -132,19 +132,8 @@ func TestDropHourIfLateWrite(t *testing.T) {
 			if err := s.WriteCalls(calls); err != nil {
 				t.Fatal(err)
 			}
-			arch := filepath.Join(t.TempDir(), "a.db")
-			a, err := Open(arch, Options{Clock: fixedClock(now)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			a.Close()
-			if err := s.CopyHourTo(ctx, t0, arch); err != nil {
-				t.Fatal(err)
-			}
-			fp, err := ArchiveFingerprint(ctx, arch, t0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			arch, fp := archiveHour(t, s, t0)
+			var err error
 			w := s
 			if c.other {
 				if w, err = Open(path, Options{Clock: fixedClock(now)}); err != nil {
@@ -173,4 +162,25 @@ func TestDropHourIfLateWrite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// archiveHour copies the hour into a new archive store and returns its path
+// and the fingerprint read from it.
+func archiveHour(t *testing.T, s *Store, hour time.Time) (string, Fingerprint) {
+	t.Helper()
+	ctx := context.Background()
+	arch := filepath.Join(t.TempDir(), "a.db")
+	a, err := Open(arch, Options{Exclusive: true, NoBackgroundBuild: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if err := s.CopyHourTo(ctx, hour, arch); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := ArchiveFingerprint(ctx, arch, hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return arch, fp
 }

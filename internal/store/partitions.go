@@ -314,7 +314,7 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, check
 				return err
 			}
 			all = append(append(all, sides...), n)
-			if _, err := tx.exec(`DELETE FROM derived WHERE name LIKE ? ESCAPE '\'`, strings.ReplaceAll(n, "_", `\_`)+`\_\_%`); err != nil {
+			if _, err := tx.exec(`DELETE FROM derived WHERE name LIKE ? ESCAPE '\'`, sideLike(n)); err != nil {
 				return err
 			}
 			if kind, hour, ok := ParsePartitionName(n); ok && kind == KindCalls {
@@ -379,8 +379,14 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, check
 
 // sideTables lists the side tables of partition table.
 func (s *Store) sideTables(ctx context.Context, table string) ([]string, error) {
-	rows, err := s.wc.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\' ORDER BY name`,
-		strings.ReplaceAll(table, "_", `\_`)+`\_\_%`)
+	return sideTablesOn(ctx, s.wc, table)
+}
+
+// sideTablesOn lists the side tables of partition table in the main
+// schema of conn.
+func sideTablesOn(ctx context.Context, conn *sql.Conn, table string) ([]string, error) {
+	rows, err := conn.QueryContext(ctx, `SELECT name FROM main.sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\' ORDER BY name`,
+		sideLike(table))
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +401,10 @@ func (s *Store) sideTables(ctx context.Context, table string) ([]string, error) 
 	}
 	return out, rows.Err()
 }
+
+// sideLike is the LIKE pattern (escape \) of the names of table's side
+// structures.
+func sideLike(table string) string { return strings.ReplaceAll(table, "_", `\_`) + `\_\_%` }
 
 // RetentionEntry is one row of retention_log.
 type RetentionEntry struct {
@@ -555,22 +565,8 @@ func (s *Store) CopyHourTo(ctx context.Context, t time.Time, dst string) (err er
 // still being built in the snapshot is copied with its cursor, which
 // readers honour (they scan the rows from the cursor on themselves).
 func copySides(ctx context.Context, conn *sql.Conn, kind, n string, hour time.Time) error {
-	like := strings.ReplaceAll(n, "_", `\_`) + `\_\_%`
-	rows, err := conn.QueryContext(ctx, `SELECT name FROM main.sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\' ORDER BY name`, like)
+	sides, err := sideTablesOn(ctx, conn, n)
 	if err != nil {
-		return err
-	}
-	var sides []string
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			rows.Close()
-			return err
-		}
-		sides = append(sides, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, t := range sides {
@@ -581,7 +577,7 @@ func copySides(ctx context.Context, conn *sql.Conn, kind, n string, hour time.Ti
 			return fmt.Errorf("copy %s: %w", t, err)
 		}
 	}
-	if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO arc.derived SELECT * FROM main.derived WHERE name LIKE ? ESCAPE '\'`, like); err != nil {
+	if _, err := conn.ExecContext(ctx, `INSERT OR REPLACE INTO arc.derived SELECT * FROM main.derived WHERE name LIKE ? ESCAPE '\'`, sideLike(n)); err != nil {
 		return fmt.Errorf("copy derived rows of %s: %w", n, err)
 	}
 	if kind == KindCalls {
