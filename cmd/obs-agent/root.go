@@ -56,6 +56,7 @@ local SQLite store that you query with 'obs-agent query'.
 		newQueryCommand(),
 		newRetentionCommand(),
 		newVersionCommand(),
+		newUICommand(),
 	)
 	return root
 }
