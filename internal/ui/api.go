@@ -127,6 +127,9 @@ func allowOnly(p url.Values, names ...string) error {
 				break
 			}
 		}
+		if !ok && len(names) == 0 {
+			return bad(k, "unknown parameter (this endpoint takes none)")
+		}
 		if !ok {
 			return bad(k, "unknown parameter (this endpoint takes %s)", strings.Join(names, ", "))
 		}
