@@ -32,6 +32,7 @@ type traceFlags struct {
 	sampleRes  time.Duration
 	maxOver    float64
 	queueMiB   int
+	ui         string
 }
 
 func (f *traceFlags) register(cmd *cobra.Command) {
@@ -49,6 +50,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.archive, "archive", "", "before dropping an expired hour, copy it to its own SQLite file in this directory")
 	fl.Float64Var(&f.maxOver, "max-overhead", 0, "circuit breaker budget: when the probe traps are estimated to cost the target more than this fraction of one CPU (e.g. 0.05), pause the hottest functions' probes for a while, recorded as gaps; 0 (the default) records every call")
 	fl.IntVar(&f.queueMiB, "queue-memory", 64, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (errors never are: they spill to a journal beside the store)")
+	fl.StringVar(&f.ui, "ui", "", "while tracing, also serve the web UI on this loopback HOST:PORT (e.g. 127.0.0.1:7070); its URL with the access token goes to stderr")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 }
 
@@ -126,6 +128,11 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 			if err := checkPrivileges(); err != nil {
 				return err
 			}
+			stopUI, err := f.startUI(cmd)
+			if err != nil {
+				return err
+			}
+			defer stopUI()
 			res, err := agent.Attach(cmd.Context(), f.pid, f.options(cmd.ErrOrStderr()))
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())

@@ -33,6 +33,11 @@ obs-agent exits with the program's exit code (128+N when signal N killed it).`,
 			if err := checkPrivileges(); err != nil {
 				return err
 			}
+			stopUI, err := f.startUI(cmd)
+			if err != nil {
+				return err
+			}
+			defer stopUI()
 			res, err := agent.Run(cmd.Context(), args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f.options(cmd.ErrOrStderr()))
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())

@@ -34,7 +34,14 @@ request is refused. It listens on loopback unless --allow-remote is given.`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runUI(cmd.Context(), cmd.OutOrStdout(), f)
+			if err := ui.CheckListen("listen", f.listen, f.allowRemote); err != nil {
+				return err
+			}
+			wait, err := startUI(cmd.Context(), f.db, f.listen, cmd.OutOrStdout(), "")
+			if err != nil {
+				return err
+			}
+			return wait()
 		},
 	}
 	fl := cmd.Flags()
@@ -44,20 +51,42 @@ request is refused. It listens on loopback unless --allow-remote is given.`,
 	return cmd
 }
 
-func runUI(ctx context.Context, stdout io.Writer, f *uiFlags) error {
-	if err := ui.CheckListen("listen", f.listen, f.allowRemote); err != nil {
-		return err
-	}
-	return serveUI(ctx, f.db, f.listen, func(url string) { fmt.Fprintln(stdout, url) })
-}
-
-// serveUI serves the UI over the store at db until ctx ends; ready gets
-// the URL with the token.
-func serveUI(ctx context.Context, db, listen string, ready func(string)) error {
+// startUI listens on addr (an error now if it can't), prints the URL with
+// the token as one line to w (after prefix), and serves the UI over the
+// store at db until ctx ends; wait returns the server's end.
+func startUI(ctx context.Context, db, addr string, w io.Writer, prefix string) (wait func() error, err error) {
 	s, err := ui.New(ui.Options{DB: db, Logger: slog.Default()})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer s.Close()
-	return ui.Serve(ctx, s, listen, ready)
+	ln, err := ui.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(w, prefix+s.URL(ln))
+	done := make(chan error, 1)
+	go func() {
+		err := ui.Serve(ctx, s, ln)
+		s.Close()
+		done <- err
+	}()
+	return func() error { return <-done }, nil
+}
+
+// startUI serves the UI during an attach or run session when --ui is set;
+// stop ends it once tracing is over.
+func (f *traceFlags) startUI(cmd *cobra.Command) (stop func(), err error) {
+	if f.ui == "" {
+		return func() {}, nil
+	}
+	if err := ui.CheckListen("ui", f.ui, false); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(cmd.Context())
+	wait, err := startUI(ctx, f.db, f.ui, cmd.ErrOrStderr(), "obs-agent: UI at ")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return func() { cancel(); wait() }, nil
 }

@@ -204,24 +204,35 @@ func CheckListen(flag, addr string, allowRemote bool) error {
 		return fmt.Errorf("--%s %q: host must be an IP address or localhost", flag, addr)
 	}
 	if !ip.IsLoopback() && !allowRemote {
-		return fmt.Errorf("--%s %q is not a loopback address: anyone who can reach it and learns the token sees the traced calls; pass --allow-remote to serve it anyway", flag, addr)
+		how := "pass --allow-remote to serve it anyway"
+		if flag != "listen" {
+			how = "serve it with `obs-agent ui --allow-remote` instead"
+		}
+		return fmt.Errorf("--%s %q is not a loopback address: anyone who can reach it and learns the token sees the traced calls; %s", flag, addr, how)
 	}
 	return nil
 }
 
-// Serve listens on addr and serves the UI until ctx ends. ready gets the
-// URL with the token once the listener is up (before any request is
-// served).
-func Serve(ctx context.Context, s *Server, addr string, ready func(url string)) error {
+// Listen opens the UI's listener on addr (checked with CheckListen).
+func Listen(addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("ui: listen: %w", err)
+		return nil, fmt.Errorf("ui: listen on %s: %w", addr, err)
 	}
+	return ln, nil
+}
+
+// URL is the address to open: the listener's with the token.
+func (s *Server) URL(ln net.Listener) string {
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	ready("http://" + net.JoinHostPort(host, port) + "/?token=" + url.QueryEscape(s.token))
+	return "http://" + net.JoinHostPort(host, port) + "/?token=" + url.QueryEscape(s.token)
+}
+
+// Serve serves the UI on ln until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, s *Server, ln net.Listener) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
