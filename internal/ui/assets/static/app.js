@@ -144,7 +144,11 @@ function lineChart(canvas, series, x0, x1, yfmt, marks) {
       pen = true;
     }
     g.stroke();
-    if (s.pts.length < 60) for (const [x, y] of s.pts) if (y !== null) g.fillRect(X(x) - 1.5, Y(y) - 1.5, 3, 3);
+    // Dots where a line can't show: few points, or a point with no neighbour.
+    s.pts.forEach(([x, y], i) => {
+      const lone = (i === 0 || s.pts[i - 1][1] === null) && (i === s.pts.length - 1 || s.pts[i + 1][1] === null);
+      if (y !== null && (lone || s.pts.length < 60)) g.fillRect(X(x) - 2, Y(y) - 2, 4, 4);
+    });
     g.fillText(s.name, lx, 12); lx += g.measureText(s.name).width + 14;
     g.lineWidth = 1;
   });
@@ -207,7 +211,7 @@ views['/'] = async main => {
     const r = rows.slice().sort((a, b) => b[k] - a[k]).filter(r => r[k] > 0).slice(0, 10);
     return el('div', {}, el('h2', {}, title), table([
       { title: 'function', cls: 'fn', cell: r => fnLink(r.function) },
-      { title: k, num: true, cell: r => fmt(r[k]) }], r));
+      { title: k.replace('_ns', ''), num: true, cell: r => fmt(r[k]) }], r));
   };
   main.replaceChildren(
     el('h1', {}, 'Overview'),
@@ -249,7 +253,8 @@ views['/functions'] = async main => {
 views['/function'] = async main => {
   const name = params().get('name');
   if (!name) throw new APIError('name: missing (open a function from the Functions table)');
-  const [x0, x1] = rangeMs();
+  const sessions = await api('sessions', {}, { noRange: true });
+  const [x0, x1] = rangeMs(sessions.length ? tms(sessions[0].start) : null);
   const [stats, series, errs] = await Promise.all([
     api('stats', { func: name }),
     api('series', { func: name, since: String(Math.floor(x0)), until: String(Math.ceil(x1)), buckets: 60 }, { noRange: true }),
@@ -280,6 +285,7 @@ views['/function'] = async main => {
 };
 
 function errorTable(errs, id) {
+  if (!errs.length) return el('p', { class: 'muted', id: id || 'errors' }, 'No errors, panics or unfinished calls in this range.');
   return table([
     { title: 'start', cell: e => fmtTime(e.start) },
     { title: 'status', cell: e => status(e.status) },
@@ -521,12 +527,13 @@ async function refresh(force) {
     window.scrollTo(0, y);
     last = Date.now();
     st.textContent = `updated ${new Date(last).toISOString().slice(11, 19)} UTC · ${(performance.now() - t).toFixed(0)} ms`;
-    document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
   } catch (e) {
     if (!(e instanceof APIError)) throw e;
     main.replaceChildren(el('div', { class: 'errbox', id: 'error' }, String(e.message)));
   } finally {
     busy = false;
+    // Counts complete draws (tests wait for it).
+    document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
     if (params().get('live') !== '0') timer = setTimeout(tick, POLL_MS);
   }
 }
