@@ -389,7 +389,10 @@ func TestViews(t *testing.T) {
 }
 
 // TestLive runs a program under `obs-agent run --ui` and checks that its
-// calls appear in the open page without a reload.
+// calls appear in the open page, and keep being counted, without a reload.
+// The UI lives as long as the session, so the program runs for a while:
+// calltree hotcool makes a call every millisecond for about 5 s. Stats are
+// stored every second (--stats-interval 1s) and the page polls every 2 s.
 func TestLive(t *testing.T) {
 	testutil.RequireRoot(t)
 	chromium(t)
@@ -397,7 +400,8 @@ func TestLive(t *testing.T) {
 	calltree := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
 	dir := t.TempDir()
 	db, ready := filepath.Join(dir, "obs.db"), filepath.Join(dir, "ready")
-	cmd := exec.Command(bin, "run", "--ui", "127.0.0.1:0", "--db", db, "--ready-file", ready, "-f", "main.*", "--", calltree, "-wait", "tree")
+	cmd := exec.Command(bin, "run", "--ui", "127.0.0.1:0", "--db", db, "--ready-file", ready, "--stats-interval", "1s",
+		"-f", "main.*", "--", calltree, "-wait", "hotcool", "0", "5000")
 	stdin, _ := cmd.StdinPipe()
 	stderr, _ := cmd.StderrPipe()
 	cmd.Stdout = io.Discard
@@ -423,7 +427,7 @@ func TestLive(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatal(err)
 	}
-	open(t, ctx, url[:strings.Index(url, "/?token=")], "/errors?since=0")
+	open(t, ctx, url[:strings.Index(url, "/?token=")], "/functions?since=0")
 	// Wait for the probes (the agent writes the ready file when they are live).
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -435,24 +439,31 @@ func TestLive(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	before := eval[string](t, ctx, `document.querySelector('#main').textContent`)
-	if strings.Contains(before, "main.panicky") {
-		t.Fatal("the panic is shown before the program ran")
+	const hotCalls = `(() => { const r = [...document.querySelectorAll('#stats tbody tr')].find(r => r.cells[0].textContent === 'main.hot'); return r ? Number(r.cells[1].textContent.replaceAll(',', '')) : 0; })()`
+	if n := eval[int](t, ctx, hotCalls); n != 0 {
+		t.Fatalf("main.hot shows %d calls before the program ran", n)
 	}
 	start := time.Now()
 	fmt.Fprintln(stdin)
-	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if _, err := chromedp.Run(tctx, chromedp.Poll[bool](`document.querySelector('#errors') && document.querySelector('#errors').textContent.includes('main.panicky')`,
-		chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
-		t.Fatalf("the new panic did not appear in the open page: %v", err)
+	wait := func(cond string) time.Duration {
+		t.Helper()
+		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		from := time.Now()
+		if _, err := chromedp.Run(tctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
+			t.Fatalf("waiting for %s in the open page: %v", cond, err)
+		}
+		return time.Since(from)
 	}
-	took := time.Since(start)
-	// The page polls every 2 s; the rest is the program running and the
-	// agent writing its records.
-	t.Logf("the new call appeared %v after the program started", took.Round(time.Millisecond))
-	if took > 4*time.Second {
-		t.Errorf("the new call took %v to appear: want within the 2 s poll plus the agent's write", took)
+	wait(hotCalls + " > 0")
+	first := time.Since(start)
+	n1 := eval[int](t, ctx, hotCalls)
+	next := wait(fmt.Sprintf("%s > %d", hotCalls, n1))
+	t.Logf("main.hot appeared %v after the program started (%d calls), and the count grew %v later",
+		first.Round(time.Millisecond), n1, next.Round(time.Millisecond))
+	// Stats are stored every 1 s and the page polls every 2 s.
+	if first > 4*time.Second || next > 4*time.Second {
+		t.Errorf("updates took %v and %v: want within the 2 s poll plus the 1 s stats interval", first, next)
 	}
 	// Until the agent creates the store the API answers 503, which the
 	// page shows and the browser logs.
