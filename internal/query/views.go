@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/result"
@@ -24,9 +23,9 @@ type SeriesPoint struct {
 	result.StatsRow
 }
 
-// Series splits [f.Since, f.Until) into buckets equal spans and merges the
-// exact aggregates (those whose interval starts in the span) of the
-// functions matching f.Func and f.PID in each: call rate, errors and
+// Series splits [f.Since, f.Until) into at most buckets equal spans and
+// merges the exact aggregates (those whose interval starts in the span) of
+// the functions matching f.Func and f.PID in each: call rate, errors and
 // latency percentiles over time. Both bounds must be set.
 func (q *Layer) Series(ctx context.Context, f Filter, buckets int) ([]SeriesPoint, error) {
 	if f.Since.IsZero() || f.Until.IsZero() || !f.Until.After(f.Since) {
@@ -36,23 +35,18 @@ func (q *Layer) Series(ctx context.Context, f Filter, buckets int) ([]SeriesPoin
 		return nil, fmt.Errorf("series buckets %d: want 1..%d", buckets, MaxSeriesBuckets)
 	}
 	lo, hi := f.Since.UnixNano(), f.Until.UnixNano()
-	step := max((hi-lo)/int64(buckets), 1)
-	out := make([]SeriesPoint, 0, buckets)
-	for start := lo; start < hi; start += step {
-		end := min(start+step, hi)
-		bf := f
-		bf.Since, bf.Until = time.Unix(0, start), time.Unix(0, end)
-		per, err := q.s.Stats(ctx, bf)
-		if err != nil {
-			return nil, err
-		}
-		p := SeriesPoint{Start: start, End: end}
-		for i := range per {
-			p.Add(&per[i].FuncStats)
-		}
+	step := max((hi-lo+int64(buckets)-1)/int64(buckets), 1)
+	per, err := q.s.StatsSeries(ctx, f, step)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SeriesPoint, len(per))
+	for i := range per {
+		p := SeriesPoint{Start: per[i].IntervalStart, End: per[i].IntervalEnd}
+		p.FuncStats = per[i]
 		p.Finish()
 		p.PID, p.IntervalStart, p.IntervalEnd = 0, 0, 0
-		out = append(out, p)
+		out[i] = p
 	}
 	return out, nil
 }
