@@ -20,6 +20,9 @@ const MaxSeriesBuckets = 240
 // over one bucket of time.
 type SeriesPoint struct {
 	Start, End int64 // Unix ns, [Start, End)
+	// DataStart and DataEnd span the aggregated intervals (0 when none):
+	// their calls started in [DataStart, DataEnd), which can reach past End.
+	DataStart, DataEnd int64
 	result.StatsRow
 }
 
@@ -42,7 +45,7 @@ func (q *Layer) Series(ctx context.Context, f Filter, buckets int) ([]SeriesPoin
 	}
 	out := make([]SeriesPoint, len(per))
 	for i := range per {
-		p := SeriesPoint{Start: per[i].IntervalStart, End: per[i].IntervalEnd}
+		p := SeriesPoint{Start: lo + int64(i)*step, End: min(lo+int64(i+1)*step, hi), DataStart: per[i].IntervalStart, DataEnd: per[i].IntervalEnd}
 		p.FuncStats = per[i]
 		p.Finish()
 		p.PID, p.IntervalStart, p.IntervalEnd = 0, 0, 0

@@ -349,16 +349,18 @@ func apiStats(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) er
 }
 
 type seriesRecord struct {
-	Start  string `json:"start"`
-	End    string `json:"end"`
-	Calls  uint64 `json:"calls"`
-	Errors uint64 `json:"errors"`
-	Panics uint64 `json:"panics"`
-	Lost   uint64 `json:"lost"`
-	P50    uint64 `json:"p50_ns"`
-	P90    uint64 `json:"p90_ns"`
-	P99    uint64 `json:"p99_ns"`
-	Max    uint64 `json:"max_ns"`
+	Start     string  `json:"start"`
+	End       string  `json:"end"`
+	DataStart *string `json:"data_start"` // the aggregated intervals' span; null when none
+	DataEnd   *string `json:"data_end"`
+	Calls     uint64  `json:"calls"`
+	Errors    uint64  `json:"errors"`
+	Panics    uint64  `json:"panics"`
+	Lost      uint64  `json:"lost"`
+	P50       uint64  `json:"p50_ns"`
+	P90       uint64  `json:"p90_ns"`
+	P99       uint64  `json:"p99_ns"`
+	Max       uint64  `json:"max_ns"`
 }
 
 // apiSeries: the exact aggregates of the matching functions per time
@@ -390,7 +392,7 @@ func apiSeries(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) e
 	}
 	out := make([]seriesRecord, len(pts))
 	for i, pt := range pts {
-		out[i] = seriesRecord{Start: render.FormatTime(pt.Start), End: render.FormatTime(pt.End), Calls: pt.Calls, Errors: pt.Errors,
+		out[i] = seriesRecord{Start: render.FormatTime(pt.Start), End: render.FormatTime(pt.End), DataStart: timeOrNil(pt.DataStart), DataEnd: timeOrNil(pt.DataEnd), Calls: pt.Calls, Errors: pt.Errors,
 			Panics: pt.Panics, Lost: pt.Lost(), P50: pt.P50, P90: pt.P90, P99: pt.P99, Max: pt.MaxNs}
 	}
 	return writeJSON(w, out)

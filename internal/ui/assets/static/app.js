@@ -264,7 +264,7 @@ views['/function'] = async main => {
   // maximum, and there only calls of at least half that maximum (reading
   // every call of a busy function over hours would be slow).
   const top = series.filter(s => s.calls > 0).sort((a, b) => b.max_ns - a.max_ns).slice(0, 3);
-  const lists = await Promise.all(top.map(s => api('calls', { func: name, since: String(tms(s.start)), until: String(tms(s.end) + 1), min_duration: Math.floor(s.max_ns / 2) + 'ns', limit: 200 }, { noRange: true })));
+  const lists = await Promise.all(top.map(s => api('calls', { func: name, since: String(tms(s.data_start)), until: String(tms(s.data_end) + 1), min_duration: Math.floor(s.max_ns / 2) + 'ns', limit: 200 }, { noRange: true })));
   const slow = lists.flat().filter(c => c.function === name).sort((a, b) => b.duration_ns - a.duration_ns).slice(0, 20);
   const mid = s => (tms(s.start) + tms(s.end)) / 2;
   const [b1, c1] = chartBox('calls per bucket'), [b2, c2] = chartBox('errors and panics per bucket'), [b3, c3] = chartBox('latency (p50, p90, p99)');
