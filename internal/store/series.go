@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 )
@@ -30,23 +29,14 @@ func (s *Store) StatsSeries(ctx context.Context, f Filter, step int64) ([]record
 		if err != nil {
 			return err
 		}
-		conds := []string{"interval_start_ns >= ?", "interval_start_ns < ?"}
-		args := []any{lo, hi}
-		if f.PID != 0 {
-			conds = append(conds, "pid = ?")
-			args = append(args, int64(f.PID))
-		}
-		fc, ok, err := r.funcCond("func_id", f.Func)
+		where, args, ok, err := r.statsWhere(&f, lo, hi)
 		if err != nil || !ok {
 			return err
-		}
-		if fc != "" {
-			conds = append(conds, fc)
 		}
 		for _, p := range parts {
 			rows, err := r.tx.QueryContext(r.ctx, `SELECT (interval_start_ns - ?) / ?, min(interval_start_ns), max(interval_end_ns), sum(calls), sum(errors), sum(panics),
 				sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist) FROM `+p.name+
-				` WHERE `+strings.Join(conds, " AND ")+` GROUP BY 1`, append([]any{lo, step}, args...)...)
+				` WHERE `+where+` GROUP BY 1`, append([]any{lo, step}, args...)...)
 			if err != nil {
 				return err
 			}
