@@ -264,6 +264,28 @@ func TestViews(t *testing.T) {
 			t.Errorf("functions table\n got %v\nwant %v", got, want)
 		}
 		screenshot(t, ctx, dir, "functions")
+
+		// Grouped by package, sorted by calls ascending, as the URL says.
+		wantPkg := map[string]string{}
+		for _, r := range jsonLines(t, bin, "query", "stats", "--db", db, "--since", "0", "--limit", "0", "--by", "package") {
+			wantPkg[r["package"].(string)] = strconv.FormatFloat(r["calls"].(float64), 'f', 0, 64)
+		}
+		open(t, ctx, base, "/functions?since=0&by=package")
+		rows = eval[[][]string](t, ctx, `[...document.querySelectorAll('#stats tbody tr')].map(r => [...r.cells].map(c => c.textContent))`)
+		gotPkg := map[string]string{}
+		for _, r := range rows {
+			gotPkg[r[0]] = strings.ReplaceAll(r[1], ",", "")
+		}
+		if fmt.Sprint(gotPkg) != fmt.Sprint(wantPkg) {
+			t.Errorf("by package\n got %v\nwant %v", gotPkg, wantPkg)
+		}
+		open(t, ctx, base, "/functions?since=0&sort=calls")
+		calls := eval[[]int](t, ctx, `[...document.querySelectorAll('#stats tbody tr')].map(r => Number(r.cells[1].textContent.replaceAll(',', '')))`)
+		for i := 1; i < len(calls); i++ {
+			if calls[i] < calls[i-1] {
+				t.Fatalf("sort=calls: %v not ascending", calls)
+			}
+		}
 	})
 
 	t.Run("function", func(t *testing.T) {
@@ -349,6 +371,29 @@ func TestViews(t *testing.T) {
 		if n, _ := strconv.Atoi(ice); n < 5 {
 			t.Errorf("icicle has %s boxes", ice)
 		}
+		// Filtering keeps the matching calls and the path down to them.
+		want := 0
+		for _, w := range tree {
+			if w["function"] == "main.worker" {
+				want++
+			}
+		}
+		shown := eval[[]string](t, ctx, `(() => { const f = document.querySelector('#treefilter'); f.value = 'main.worker'; f.dispatchEvent(new Event('input')); return [...document.querySelectorAll('#tree .row a')].map(a => a.textContent); })()`)
+		got := 0
+		for _, fn := range shown {
+			if fn == "main.worker" {
+				got++
+			}
+		}
+		if got != want || len(shown) <= got || len(shown) >= len(tree) {
+			t.Errorf("filter main.worker shows %v; want its %d calls and the calls above them only", shown, want)
+		}
+		// Collapsing the root hides everything below it.
+		n := eval[int](t, ctx, `(() => { const f = document.querySelector('#treefilter'); f.value = ''; f.dispatchEvent(new Event('input')); document.querySelector('#tree .row .tog').click(); return document.querySelectorAll('#tree .row').length; })()`)
+		if n != 1 {
+			t.Errorf("collapsing the root leaves %d rows, want 1", n)
+		}
+		eval[bool](t, ctx, `(() => { document.querySelector('#tree .row .tog').click(); return true; })()`)
 		screenshot(t, ctx, dir, "call")
 	})
 

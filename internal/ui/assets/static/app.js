@@ -333,14 +333,22 @@ views['/call'] = async main => {
     if (!kids.has(x.parent_id)) kids.set(x.parent_id, []);
     kids.get(x.parent_id).push(x);
   }
-  const fin = el('input', { id: 'treefilter', placeholder: 'highlight function', value: callState.filter, oninput: e => { callState.filter = e.target.value; drawTree(); } });
+  const fin = el('input', { id: 'treefilter', placeholder: 'filter by function', title: 'show only calls whose function contains this, and the calls above them', value: callState.filter, oninput: e => { callState.filter = e.target.value; drawTree(); } });
   const treeBox = el('div', { class: 'tree scroll', id: 'tree' });
   const drawTree = () => {
     const rows = [];
     const hidden = new Set();
+    // A filter keeps the matching calls and the path down to them.
+    let keep = null;
+    if (callState.filter) {
+      keep = new Set();
+      for (const x of calls) if (x.function.includes(callState.filter)) {
+        for (let y = x; y && !keep.has(y.id); y = y.id === c.id ? null : byId.get(y.parent_id)) keep.add(y.id);
+      }
+    }
     for (const x of calls) {
       const parent = byId.get(x.parent_id);
-      if (x.id !== c.id && (hidden.has(x.parent_id) || callState.collapsed.has(x.parent_id))) { hidden.add(x.id); continue; }
+      if (x.id !== c.id && (hidden.has(x.parent_id) || callState.collapsed.has(x.parent_id) || (keep && !keep.has(x.id)))) { hidden.add(x.id); continue; }
       const n = (kids.get(x.id) || []).length;
       const spawned = parent && x.id !== c.id && parent.goid !== x.goid;
       const hl = callState.filter && x.function.includes(callState.filter);
