@@ -31,7 +31,10 @@ func TestUICommand(t *testing.T) {
 	defer cancel()
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"ui", "--db", db, "--listen", "127.0.0.1:0"}, pw, io.Discard); pw.Close() }()
+	go func() {
+		done <- run(ctx, []string{"ui", "--db", db, "--listen", "127.0.0.1:0"}, pw, io.Discard)
+		pw.Close()
+	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
 		t.Fatal(err)
