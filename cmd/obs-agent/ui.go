@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -36,6 +37,11 @@ request is refused. It listens on loopback unless --allow-remote is given.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := ui.CheckListen("listen", f.listen, f.allowRemote); err != nil {
 				return err
+			}
+			// A store that isn't there is a typo here (unlike --ui, which
+			// starts before the agent creates it).
+			if _, err := os.Stat(f.db); err != nil {
+				return fmt.Errorf("no store at %s; run `obs-agent attach` or `obs-agent run` first, or pass --db", f.db)
 			}
 			wait, err := startUI(cmd.Context(), f.db, f.listen, cmd.OutOrStdout(), "")
 			if err != nil {

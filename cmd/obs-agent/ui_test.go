@@ -78,6 +78,7 @@ func TestUIFlags(t *testing.T) {
 		"0..65535":             {"ui", "--listen", "127.0.0.1:99999"},
 		"IP address":           {"ui", "--listen", "example.com:7070"},
 		"obs-agent ui --allow": {"run", "--ui", "10.0.0.1:7070", "-f", "main.*", "--", "/bin/true"},
+		"no store at":          {"ui", "--db", "/nonexistent/obs.db"},
 	}
 	for want, args := range cases {
 		_, err := runCLI(t, args...)
