@@ -318,7 +318,7 @@ views['/errors'] = async main => {
 };
 
 // ---- a call: ancestors, tree, waterfall, icicle ----
-const callState = { collapsed: new Set(), filter: '' };
+const callState = { collapsed: new Set(), filter: params().get('filter') || '' };
 
 views['/call'] = async main => {
   const p = params();
@@ -333,7 +333,14 @@ views['/call'] = async main => {
     if (!kids.has(x.parent_id)) kids.set(x.parent_id, []);
     kids.get(x.parent_id).push(x);
   }
-  const fin = el('input', { id: 'treefilter', placeholder: 'filter by function', title: 'show only calls whose function contains this, and the calls above them', value: callState.filter, oninput: e => { callState.filter = e.target.value; drawTree(); } });
+  const fin = el('input', { id: 'treefilter', placeholder: 'filter by function', title: 'show only calls whose function contains this, and the calls above them', value: callState.filter, oninput: e => {
+    callState.filter = e.target.value;
+    // Kept in the URL (without a reload) so the filtered tree can be shared.
+    const q = params();
+    if (callState.filter) q.set('filter', callState.filter); else q.delete('filter');
+    history.replaceState(null, '', location.pathname + '?' + q);
+    drawTree();
+  } });
   const treeBox = el('div', { class: 'tree scroll', id: 'tree' });
   const drawTree = () => {
     const rows = [];
