@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DEMO_DB ?= /tmp/obs-agent-demo.db
 
-.PHONY: help build generate check-generated test test-race fuzz test-arm64 test-kernel test-short bench demo lint install clean deps
+.PHONY: help build generate check-generated test test-race fuzz test-ui test-arm64 test-kernel test-short bench bench-ui demo lint install clean deps
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,7 +26,7 @@ check-generated: generate ## fail if the committed BPF objects differ from bpf/
 
 test: ## run every test, then the live pipeline under -race and each fuzz target; the probe tests need root (sudo make test)
 	$(GO) test -count=1 -timeout 30m ./...
-	$(MAKE) test-race fuzz
+	$(MAKE) test-race fuzz test-ui
 
 # The root end-to-end tests of the live pipeline (BPF rings -> agent ->
 # queue -> store), floods included, under the race detector. Left out, as
@@ -43,6 +43,13 @@ FUZZTIME ?= 20s
 FUZZ_TOOLCHAIN ?= go1.27.4
 fuzz: ## run every fuzz target for FUZZTIME (20s) each, failing on a crash or a target that did not run
 	GOTOOLCHAIN=$(FUZZ_TOOLCHAIN) FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
+
+UI_SCREENSHOTS ?= $(CURDIR)/bin/ui-screenshots
+test-ui: ## web UI in headless Chromium (own module; needs root and chromium-headless-shell); screenshots in bin/ui-screenshots
+	cd internal/ui/browsertest && $(GO) vet ./... && OBS_UI_SCREENSHOTS=$(UI_SCREENSHOTS) $(GO) test -count=1 -timeout 15m ./...
+
+bench-ui: ## time every API request of the UI's pages on the 6 h / 6 M-call benchmark store (built and cached on first use)
+	$(GO) test -run '^$$' -bench Pages -benchtime 5x ./internal/ui/
 
 test-arm64: ## build the unit tests for arm64 and run them under qemu-user (needs qemu-user-static)
 	./scripts/test-arm64.sh

@@ -40,6 +40,7 @@ type traceFlags struct {
 	group      string
 	memoryMiB  int
 	spillDir   string
+	ui         string
 }
 
 // maxMemoryMiB bounds --memory-limit: 1 TiB.
@@ -82,6 +83,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.queueMiB, "queue-memory", 0, "MiB of ok records held while the store is slow or failing; past it, new ok records are dropped and counted (default: the ok lane's share of --memory-limit)")
 	fl.IntVar(&f.memoryMiB, "memory-limit", int(agent.DefaultMemoryLimit>>20), "MiB the agent may use, kernel memory (BPF rings and maps) included: sizes the rings, the goroutine and frame maps, the queues and SQLite's cache; the need is printed at start")
 	fl.StringVar(&f.spillDir, "spill-dir", "", "directory of the journal that keeps error records while the store can't take them (default: <db>.spill); put it on another file system so errors survive the store's disk filling up")
+	fl.StringVar(&f.ui, "ui", "", "while tracing, also serve the web UI on this loopback HOST:PORT (e.g. 127.0.0.1:7070); its URL with the access token goes to stderr")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 	registerGroup(fl, &f.group)
 }
@@ -228,6 +230,11 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 			if err := applyGroup(f.group); err != nil {
 				return err
 			}
+			stopUI, err := f.startUI(cmd)
+			if err != nil {
+				return err
+			}
+			defer stopUI()
 			opts := f.options(cmd.ErrOrStderr())
 			opts.Status = statusLine(cmd.Context())
 			res, err := agent.Attach(cmd.Context(), f.pid, opts)

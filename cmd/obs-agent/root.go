@@ -50,7 +50,8 @@ local SQLite store that you query with 'obs-agent query'.
   sudo obs-agent attach --pid 4242 -f 'main.*' -f 'github.com/acme/api/*'
   sudo obs-agent run -f 'main.*' -- ./myservice --port 8080
   obs-agent list --binary ./myservice -f 'github.com/acme/*'
-  obs-agent query calls --since 5m`,
+  obs-agent query calls --since 5m
+  obs-agent ui                      # web dashboard; open the URL it prints`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
@@ -84,6 +85,7 @@ local SQLite store that you query with 'obs-agent query'.
 		newQueryCommand(),
 		newRetentionCommand(),
 		newVersionCommand(),
+		newUICommand(),
 	)
 	return root
 }

@@ -47,6 +47,11 @@ still waits.`,
 			if err := applyGroup(f.group); err != nil {
 				return err
 			}
+			stopUI, err := f.startUI(cmd)
+			if err != nil {
+				return err
+			}
+			defer stopUI()
 			// SIGINT, SIGTERM and SIGHUP go to the program, and the session
 			// lasts until it exits: they must not end the session, which
 			// the root context does on SIGINT and SIGTERM.

@@ -98,6 +98,26 @@ func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]re
 	return append(rows, tail...), append(fids, tfids...), err
 }
 
+// statsWhere is the condition on a stats partition's rows for f over
+// [lo, hi) on interval starts, with its arguments; ok is false when f.Func
+// matches no function (no row can match).
+func (r *rtx) statsWhere(f *Filter, lo, hi int64) (where string, args []any, ok bool, err error) {
+	conds := []string{"interval_start_ns >= ?", "interval_start_ns < ?"}
+	args = []any{lo, hi}
+	if f.PID != 0 {
+		conds = append(conds, "pid = ?")
+		args = append(args, int64(f.PID))
+	}
+	fc, ok, err := r.funcCond("func_id", f.Func)
+	if err != nil || !ok {
+		return "", nil, ok, err
+	}
+	if fc != "" {
+		conds = append(conds, fc)
+	}
+	return strings.Join(conds, " AND "), args, true, nil
+}
+
 // querier is a connection or transaction.
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -156,20 +176,10 @@ func (s *Store) Stats(ctx context.Context, f Filter) ([]FuncStats, error) {
 		if err != nil {
 			return err
 		}
-		conds := []string{"interval_start_ns >= ?", "interval_start_ns < ?"}
-		args := []any{lo, hi}
-		if f.PID != 0 {
-			conds = append(conds, "pid = ?")
-			args = append(args, int64(f.PID))
-		}
-		fc, ok, err := r.funcCond("func_id", f.Func)
+		where, args, ok, err := r.statsWhere(&f, lo, hi)
 		if err != nil || !ok {
 			return err
 		}
-		if fc != "" {
-			conds = append(conds, fc)
-		}
-		where := strings.Join(conds, " AND ")
 		idx := map[int64]int{}
 		for _, p := range parts {
 			rows, fids, err := r.hourStats(p, lo, hi, where, args)
