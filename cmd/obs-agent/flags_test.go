@@ -117,6 +117,9 @@ func TestFlagRanges(t *testing.T) {
 		{"", "memory-limit", "-128", "--memory-limit -128 is out of range"},
 		{"", "spill-dir", "", "--spill-dir is empty"},
 		{"", "group", "no-such-group-obs", `--group: group "no-such-group-obs" does not exist on this host`},
+		{"", "ui", "nohost", `--ui "nohost": want HOST:PORT`},
+		{"", "ui", "127.0.0.1:70000", `--ui "127.0.0.1:70000": port must be 0..65535`},
+		{"", "ui", "0.0.0.0:7070", `--ui "0.0.0.0:7070" is not a loopback address`},
 	}
 	patterns := []flagCase{
 		{"", "func", "main.*@2", `bad pattern "main.*@2": sample rate "2" after '@' must be a number from 0 to 1`},
@@ -149,6 +152,8 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"retention run", "older-than", "10m", "--older-than 10m is out of range"},
 		flagCase{"retention run", "archive", plainFile, "--archive " + plainFile + ": " + plainFile + " is not a directory"},
 		flagCase{"retention run", "group", "no-such-group-obs", `--group: group "no-such-group-obs" does not exist on this host`},
+		flagCase{"ui", "listen", "0.0.0.0:7070", `--listen "0.0.0.0:7070" is not a loopback address`},
+		flagCase{"ui", "listen", "127.0.0.1:99999", `--listen "127.0.0.1:99999": port must be 0..65535`},
 		flagCase{"retention status", "format", "csv", `--format "csv": want table, json`},
 	)
 	for _, q := range []string{"calls", "errors", "stats", "groups", "resources"} {
