@@ -333,3 +333,5 @@ func TestExportIdempotentIDs(t *testing.T) {
 		}
 	}
 }
+
+var synthCall = record.Call{ID: 1<<40 | 1, PID: 1, GoID: 1, Function: "main.main", Start: t0.UnixNano(), Duration: 5}
