@@ -170,8 +170,8 @@ func runExportOTLP(ctx context.Context, w io.Writer, f *exportOTLPFlags, getenv 
 	x.Store, x.Sender = s, exp
 	x.Log = slog.Default().With("component", "export")
 	rep, err := x.Run(ctx)
-	fmt.Fprintf(w, "exported %d spans in %d requests to %s (%d hours; receiver dropped %d); progress in %s\n",
-		rep.Spans, rep.Requests, exp.Endpoint(), rep.Hours, rep.Rejected, x.StatePath)
+	fmt.Fprintf(w, "exported %d spans in %d requests to %s (receiver dropped %d); progress in %s\n",
+		rep.Spans, rep.Requests, exp.Endpoint(), rep.Rejected, x.StatePath)
 	if err != nil {
 		return fmt.Errorf("%w; run the same command again to send the rest", err)
 	}

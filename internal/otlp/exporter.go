@@ -257,7 +257,8 @@ func (e *Exporter) Export(ctx context.Context, req *coltracepb.ExportTraceServic
 		return res, fmt.Errorf("otlp export: gzip: %w", err)
 	}
 	body := zb.Bytes()
-	deadline := time.Now().Add(e.cfg.MaxElapsed)
+	first := time.Now()
+	deadline := first.Add(e.cfg.MaxElapsed)
 	backoff := e.cfg.InitialBackoff
 	for {
 		res.Attempts++
@@ -274,7 +275,10 @@ func (e *Exporter) Export(ctx context.Context, req *coltracepb.ExportTraceServic
 			backoff = min(backoff*2, e.cfg.MaxBackoff)
 		}
 		if time.Now().Add(wait).After(deadline) {
-			return res, fmt.Errorf("otlp export: gave up after %d attempts in %v: %w", res.Attempts, e.cfg.MaxElapsed, err)
+			if res.Attempts == 1 {
+				return res, err
+			}
+			return res, fmt.Errorf("otlp export: gave up after %d attempts over %v: %w", res.Attempts, time.Since(first).Round(time.Millisecond), err)
 		}
 		e.log.Warn("export failed; retrying", "attempt", res.Attempts, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
