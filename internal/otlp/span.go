@@ -100,23 +100,18 @@ func (p *Process) digest(kind byte, callID uint64) [sha256.Size]byte {
 }
 
 // SpanID is the span id of call callID: a hash, so re-exporting the same
-// store gives the same id and a backend deduplicates it. Never all zero
-// (invalid in OTLP).
-func (p *Process) SpanID(callID uint64) []byte {
-	d := p.digest('s', callID)
-	id := d[:8]
-	if allZero(id) {
-		id[7] = 1
-	}
-	return id
-}
+// store gives the same id and a backend deduplicates it.
+func (p *Process) SpanID(callID uint64) []byte { return p.id('s', callID, 8) }
 
 // TraceID is the trace id of the tree under root call rootID.
-func (p *Process) TraceID(rootID uint64) []byte {
-	d := p.digest('t', rootID)
-	id := d[:16]
+func (p *Process) TraceID(rootID uint64) []byte { return p.id('t', rootID, 16) }
+
+// id is the first n bytes of the digest, never all zero (invalid in OTLP).
+func (p *Process) id(kind byte, callID uint64, n int) []byte {
+	d := p.digest(kind, callID)
+	id := d[:n]
 	if allZero(id) {
-		id[15] = 1
+		id[n-1] = 1
 	}
 	return id
 }
