@@ -2,12 +2,18 @@ package otlp
 
 import (
 	"context"
+	"encoding/pem"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	resourcepb "go.opentelemetry.io/proto/slim/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
 )
 
 func TestConfigFromEnv(t *testing.T) {
@@ -148,5 +154,43 @@ func TestStateFile(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(dir, ".*tmp-*"))
 	if len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+// TestExportTLS: an https receiver whose certificate only --ca-file
+// vouches for is refused without it and reached with it.
+func TestExportTLS(t *testing.T) {
+	rcv := &receiver{t: t, spans: map[string]*tracepb.Span{}, res: map[string]*resourcepb.Resource{}}
+	rcv.srv = httptest.NewTLSServer(http.HandlerFunc(rcv.serve))
+	t.Cleanup(rcv.srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rcv.srv.Certificate().Raw})
+	if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := NewBatch("test")
+	p := Process{SessionID: 1, PID: 1, ServiceName: "x"}
+	b.Add(&p, &synthCall, synthCall.ID)
+	plain, err := New(Config{Endpoint: rcv.url()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not retried: the certificate will not change its mind.
+	var perm *PermanentError
+	if res, err := plain.Export(context.Background(), b.Request()); !errors.As(err, &perm) || !strings.Contains(err.Error(), "certificate") || res.Attempts != 1 {
+		t.Errorf("export to an unknown CA: %v after %d attempts, want one certificate error", err, res.Attempts)
+	}
+	withCA, err := New(Config{Endpoint: rcv.url(), CAFile: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := withCA.Export(context.Background(), b.Request()); err != nil {
+		t.Fatal(err)
+	}
+	if spans, _, _ := rcv.snapshot(); len(spans) != 1 {
+		t.Errorf("receiver holds %d spans, want 1", len(spans))
+	}
+	if _, err := New(Config{Endpoint: rcv.url(), CAFile: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
+		t.Error("a missing CA file was accepted")
 	}
 }

@@ -226,6 +226,9 @@ type PermanentError struct {
 }
 
 func (e *PermanentError) Error() string {
+	if e.Status == 0 {
+		return "otlp export failed for good: " + e.Msg
+	}
 	return fmt.Sprintf("otlp export refused: HTTP %d: %s", e.Status, e.Msg)
 }
 
@@ -308,6 +311,11 @@ func (e *Exporter) post(ctx context.Context, body []byte, res *Result) (time.Dur
 	}
 	resp, err := e.client.Do(hr)
 	if err != nil {
+		// A certificate the roots don't vouch for stays so: no retry.
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			return 0, &PermanentError{Msg: err.Error()}
+		}
 		return 0, fmt.Errorf("otlp export: %w", err)
 	}
 	defer resp.Body.Close()
