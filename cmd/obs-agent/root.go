@@ -84,6 +84,7 @@ local SQLite store that you query with 'obs-agent query'.
 		newListCommand(),
 		newQueryCommand(),
 		newRetentionCommand(),
+		newExportCommand(),
 		newVersionCommand(),
 		newUICommand(),
 	)

@@ -1,0 +1,239 @@
+// Package otlp owns obs-agent's OpenTelemetry trace export: it maps
+// recorded calls to OTLP spans (one span per call, the trace being the
+// tree under one root call, goroutines included), sends them as batched
+// OTLP/HTTP protobuf requests with gzip, TLS, headers and bounded retries
+// that honour Retry-After, and exports what a store already holds,
+// resumably (ExportStore). It depends on the OTLP protobuf types and
+// net/http only, not on the OpenTelemetry SDK, and knows nothing of the
+// agent, so a live sink can reuse the mapping and the exporter as they are.
+package otlp
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"path/filepath"
+
+	commonpb "go.opentelemetry.io/proto/slim/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/slim/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
+
+	coltracepb "go.opentelemetry.io/proto/slim/otlp/collector/trace/v1"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// Attribute keys. The standard ones follow the OpenTelemetry semantic
+// conventions; the obs_agent.* ones carry what no convention covers.
+const (
+	AttrServiceName    = "service.name"
+	AttrProcessPID     = "process.pid"
+	AttrExecutableName = "process.executable.name"
+	AttrExecutablePath = "process.executable.path"
+	AttrFunctionName   = "code.function.name"
+	AttrThreadID       = "thread.id" // the goroutine id
+	AttrErrorType      = "error.type"
+	// AttrCallID is the call's id in the store, so a span leads back to
+	// `obs-agent query call ID`.
+	AttrCallID = "obs_agent.call_id"
+	// AttrSessionID is the tracing session (a resource attribute).
+	AttrSessionID = "obs_agent.session_id"
+	// AttrPanic is true on a span whose call was unwound by a panic.
+	AttrPanic = "obs_agent.panic"
+	// AttrUnfinished is true on a span whose call was still running when
+	// the process or the trace ended; its end is the last time it was seen.
+	AttrUnfinished = "obs_agent.unfinished"
+	// AttrErrorTruncated is true when the error text was cut at the read
+	// bound.
+	AttrErrorTruncated = "obs_agent.error_truncated"
+	// errorTypeOther is the semantic conventions' fallback error.type.
+	errorTypeOther = "_OTHER"
+)
+
+// ScopeName is the instrumentation scope of every span.
+const ScopeName = "github.com/obs-agent/obs-agent"
+
+// Process describes the traced process of one session: the resource of its
+// spans, and the salt of its span and trace ids.
+type Process struct {
+	SessionID    uint64
+	SessionStart int64 // Unix ns; part of the ids, so two stores' session 1 differ
+	PID          uint32
+	Executable   string // path of the traced binary; "" unknown
+	ServiceName  string // OTEL_SERVICE_NAME, or the binary's name
+}
+
+// ProcessOf is the Process of a stored session; service overrides the
+// service name (OTEL_SERVICE_NAME), else it is the binary's base name.
+func ProcessOf(s record.Session, service string) Process {
+	p := Process{SessionID: s.ID, SessionStart: s.Start, PID: s.PID, Executable: s.Binary, ServiceName: service}
+	if p.ServiceName == "" {
+		p.ServiceName = exeName(s.Binary)
+	}
+	if p.ServiceName == "" {
+		p.ServiceName = "unknown_service"
+	}
+	return p
+}
+
+func exeName(path string) string {
+	if path == "" {
+		return ""
+	}
+	return filepath.Base(path)
+}
+
+// SessionOf is the session a call id belongs to: ids are
+// session<<40 | sequence (docs/schema.md).
+func SessionOf(callID uint64) uint64 { return callID >> 40 }
+
+// digest hashes the identity of a call within the session: the session's
+// start and pid make the ids differ between stores (hosts) whose session
+// and call numbers coincide; the call id makes them unique in the store.
+func (p *Process) digest(kind byte, callID uint64) [sha256.Size]byte {
+	var b [1 + 8 + 4 + 8 + 8]byte
+	b[0] = kind
+	binary.BigEndian.PutUint64(b[1:], uint64(p.SessionStart))
+	binary.BigEndian.PutUint32(b[9:], p.PID)
+	binary.BigEndian.PutUint64(b[13:], p.SessionID)
+	binary.BigEndian.PutUint64(b[21:], callID)
+	return sha256.Sum256(b[:])
+}
+
+// SpanID is the span id of call callID: a hash, so re-exporting the same
+// store gives the same id and a backend deduplicates it.
+func (p *Process) SpanID(callID uint64) []byte { return p.id('s', callID, 8) }
+
+// TraceID is the trace id of the tree under root call rootID.
+func (p *Process) TraceID(rootID uint64) []byte { return p.id('t', rootID, 16) }
+
+// id is the first n bytes of the digest, never all zero (invalid in OTLP).
+func (p *Process) id(kind byte, callID uint64, n int) []byte {
+	d := p.digest(kind, callID)
+	id := d[:n]
+	if allZero(id) {
+		id[n-1] = 1
+	}
+	return id
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Span maps one call to its span. rootID is the root of the call's tree:
+// the topmost ancestor the caller knows (the call itself when it has no
+// parent), which names the trace.
+func (p *Process) Span(c *record.Call, rootID uint64) *tracepb.Span {
+	sp := &tracepb.Span{
+		TraceId:           p.TraceID(rootID),
+		SpanId:            p.SpanID(c.ID),
+		Name:              c.Function,
+		Kind:              tracepb.Span_SPAN_KIND_INTERNAL,
+		StartTimeUnixNano: uint64(max(c.Start, 0)),
+		EndTimeUnixNano:   uint64(max(c.Start+max(c.Duration, 0), 0)),
+		Attributes: []*commonpb.KeyValue{
+			str(AttrFunctionName, c.Function),
+			num(AttrThreadID, int64(c.GoID)),
+			num(AttrCallID, int64(c.ID)),
+		},
+	}
+	if c.ParentID != 0 {
+		sp.ParentSpanId = p.SpanID(c.ParentID)
+	}
+	switch c.Status {
+	case record.StatusError, record.StatusPanic:
+		sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: c.Error}
+		et := c.ErrorType
+		if et == "" {
+			et = errorTypeOther
+		}
+		sp.Attributes = append(sp.Attributes, str(AttrErrorType, et))
+		if c.Status == record.StatusPanic {
+			sp.Attributes = append(sp.Attributes, boolean(AttrPanic))
+		}
+		if c.ErrorTruncated {
+			sp.Attributes = append(sp.Attributes, boolean(AttrErrorTruncated))
+		}
+	case record.StatusUnfinished:
+		sp.Attributes = append(sp.Attributes, boolean(AttrUnfinished))
+	}
+	return sp
+}
+
+// Resource is the resource of the session's spans.
+func (p *Process) Resource() *resourcepb.Resource {
+	r := &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+		str(AttrServiceName, p.ServiceName),
+		num(AttrProcessPID, int64(p.PID)),
+		num(AttrSessionID, int64(p.SessionID)),
+	}}
+	if p.Executable != "" {
+		r.Attributes = append(r.Attributes, str(AttrExecutableName, exeName(p.Executable)), str(AttrExecutablePath, p.Executable))
+	}
+	return r
+}
+
+func str(k, v string) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+}
+
+func num(k string, v int64) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
+}
+
+func boolean(k string) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: true}}}
+}
+
+// Batch gathers spans into one export request, grouped by session (one
+// ResourceSpans each). Not safe for concurrent use.
+type Batch struct {
+	version string
+	rs      map[uint64]*tracepb.ResourceSpans
+	order   []uint64
+	n       int
+}
+
+// NewBatch returns an empty batch whose scope carries version.
+func NewBatch(version string) *Batch {
+	return &Batch{version: version, rs: map[uint64]*tracepb.ResourceSpans{}}
+}
+
+// Add maps call c of process p (rootID names its trace) into the batch.
+func (b *Batch) Add(p *Process, c *record.Call, rootID uint64) {
+	r, ok := b.rs[p.SessionID]
+	if !ok {
+		r = &tracepb.ResourceSpans{
+			Resource:   p.Resource(),
+			ScopeSpans: []*tracepb.ScopeSpans{{Scope: &commonpb.InstrumentationScope{Name: ScopeName, Version: b.version}}},
+		}
+		b.rs[p.SessionID] = r
+		b.order = append(b.order, p.SessionID)
+	}
+	r.ScopeSpans[0].Spans = append(r.ScopeSpans[0].Spans, p.Span(c, rootID))
+	b.n++
+}
+
+// Len is the number of spans in the batch.
+func (b *Batch) Len() int { return b.n }
+
+// Request is the export request of the batch's spans.
+func (b *Batch) Request() *coltracepb.ExportTraceServiceRequest {
+	req := &coltracepb.ExportTraceServiceRequest{}
+	for _, s := range b.order {
+		req.ResourceSpans = append(req.ResourceSpans, b.rs[s])
+	}
+	return req
+}
+
+// Reset empties the batch.
+func (b *Batch) Reset() {
+	clear(b.rs)
+	b.order = b.order[:0]
+	b.n = 0
+}
