@@ -13,6 +13,7 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/otlp"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 func newExportCommand() *cobra.Command {
@@ -100,14 +101,12 @@ func (f *exportOTLPFlags) options(getenv func(string) string, now time.Time) (ot
 	if !x.Until.IsZero() && !x.Until.After(x.Since) {
 		return otlp.Config{}, nil, fmt.Errorf("--until %s is not after --since %s", f.until, f.since)
 	}
-	if f.batch < 1 || f.batch > 10000 {
-		return otlp.Config{}, nil, fmt.Errorf("--batch %d: want 1 to 10000 spans per request", f.batch)
-	}
-	if f.timeout < time.Second || f.timeout > 10*time.Minute {
-		return otlp.Config{}, nil, fmt.Errorf("--timeout %v: want 1s to 10m", f.timeout)
-	}
-	if f.retryFor < 0 || f.retryFor > 24*time.Hour {
-		return otlp.Config{}, nil, fmt.Errorf("--retry-for %v: want 0 to 24h", f.retryFor)
+	if err := validate.First(
+		validate.Range[int]{Min: 1, Max: 10000}.Check("batch", f.batch),
+		validate.Range[time.Duration]{Min: time.Second, Max: 10 * time.Minute}.Check("timeout", f.timeout),
+		validate.Range[time.Duration]{Min: time.Second, Max: 24 * time.Hour, Special: []validate.Special[time.Duration]{{Value: 0, Means: "one attempt"}}}.Check("retry-for", f.retryFor),
+	); err != nil {
+		return otlp.Config{}, nil, err
 	}
 	if f.db == "" {
 		return otlp.Config{}, nil, errors.New("--db: give the store file to read")

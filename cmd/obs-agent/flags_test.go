@@ -73,9 +73,11 @@ type flagCase struct {
 // freeForm are the flags whose every value is valid, or that a more
 // specific test covers; every other non-boolean flag must have a case.
 var freeForm = map[string]string{
-	"query */func": "any text is a valid glob",
-	"list/binary":  "a missing or non-Go file: TestListErrors",
-	"*/db":         "a directory or a full disk: TestOpenExplains in internal/store; a missing store: TestQueryErrors",
+	"query */func":             "any text is a valid glob",
+	"list/binary":              "a missing or non-Go file: TestListErrors",
+	"*/db":                     "a directory or a full disk: TestOpenExplains in internal/store; a missing store: TestQueryErrors",
+	"export otlp/service-name": "any text is a valid service.name",
+	"export otlp/state":        "a planted or foreign file: safefile's tests (TestPlantedNames); a corrupt one: TestStateFile in internal/otlp",
 }
 
 // TestFlagRanges runs each nonsense value of each flag through the real
@@ -154,6 +156,14 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"retention run", "group", "no-such-group-obs", `--group: group "no-such-group-obs" does not exist on this host`},
 		flagCase{"ui", "listen", "0.0.0.0:7070", `--listen "0.0.0.0:7070" is not a loopback address`},
 		flagCase{"ui", "listen", "127.0.0.1:99999", `--listen "127.0.0.1:99999": port must be 0..65535`},
+		flagCase{"export otlp", "since", "yesterday", `--since "yesterday": want a duration such as 10m`},
+		flagCase{"export otlp", "until", "1600-01-01T00:00:00Z", "--until 1600-01-01T00:00:00Z is out of range"},
+		flagCase{"export otlp", "batch", "0", "--batch 0 is out of range: want from 1 to 10000"},
+		flagCase{"export otlp", "timeout", "1ms", "--timeout 1ms is out of range: want from 1s to 10m"},
+		flagCase{"export otlp", "retry-for", "-1s", "--retry-for -1s is out of range: want 0 (one attempt), or from 1s to 24h"},
+		flagCase{"export otlp", "endpoint", "ftp://x", `--endpoint: endpoint "ftp://x/v1/traces": want an http:// or https:// URL`},
+		flagCase{"export otlp", "header", "novalue", `--header: header "novalue": want key=value`},
+		flagCase{"export otlp", "ca-file", missing, "--ca-file: stat " + missing + ": no such file or directory"},
 		flagCase{"retention status", "format", "csv", `--format "csv": want table, json`},
 	)
 	for _, q := range []string{"calls", "errors", "stats", "groups", "resources"} {
@@ -226,6 +236,9 @@ func TestFlagRanges(t *testing.T) {
 			}
 			if c.cmd == "query tree" {
 				args = append(args, "1")
+			}
+			if c.cmd == "export otlp" && c.flag != "since" {
+				args = append(args, "--since", "2h")
 			}
 			stderr, code := runAgent(t, args...)
 			if code != 1 || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 {

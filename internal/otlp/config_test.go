@@ -14,6 +14,8 @@ import (
 
 	resourcepb "go.opentelemetry.io/proto/slim/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
+
+	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
 func TestConfigFromEnv(t *testing.T) {
@@ -127,7 +129,7 @@ func TestStateFile(t *testing.T) {
 		t.Fatalf("reload: %+v, %v", back, err)
 	}
 	// A link planted in place of the state is neither followed on read
-	// nor written through.
+	// nor written through: both refuse it (safefile.ErrUnsafe).
 	target := filepath.Join(dir, "target")
 	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
@@ -139,8 +141,8 @@ func TestStateFile(t *testing.T) {
 	if _, err := LoadState(link); err == nil {
 		t.Error("LoadState followed a symbolic link")
 	}
-	if err := st.Save(link); err != nil {
-		t.Fatal(err)
+	if err := st.Save(link); !errors.Is(err, safefile.ErrUnsafe) {
+		t.Errorf("Save over a link: %v, want an unsafe-path refusal", err)
 	}
 	if b, _ := os.ReadFile(target); string(b) != "keep" {
 		t.Errorf("Save wrote through a link: target now %q", b)

@@ -1,18 +1,15 @@
 package otlp
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 
-	"golang.org/x/sys/unix"
+	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
 // State is the progress of a store export, kept in a small JSON file so a
@@ -46,10 +43,11 @@ const stateVersion = 1
 const maxStateBytes = 16 << 20
 
 // LoadState reads the state file at path; a missing file is an empty
-// state. It never follows a symbolic link.
+// state. It is opened through safefile: no link is followed, and the file
+// must be a regular file of root's or the effective user's.
 func LoadState(path string) (*State, error) {
 	st := &State{Version: stateVersion, Hours: map[string]Cursor{}}
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	f, err := safefile.OpenFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return st, nil
 	}
@@ -57,9 +55,6 @@ func LoadState(path string) (*State, error) {
 		return nil, fmt.Errorf("open export state: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("export state %s: not a regular file", path)
-	}
 	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read export state: %w", err)
@@ -86,42 +81,17 @@ func LoadState(path string) (*State, error) {
 
 func hourKey(h int64) string { return strconv.FormatInt(h, 10) }
 
-// Save writes the state to path atomically: a new file created
-// exclusively (O_EXCL, O_NOFOLLOW) beside it, synced, then renamed over
-// it, so a crash leaves the old state or the new one, never a torn file,
-// and a planted link is never followed.
+// Save writes the state to path atomically through safefile: a new file
+// created exclusively beside it, synced, then renamed over it, so a crash
+// leaves the old state or the new one, never a torn file, and a planted
+// link is never followed.
 func (st *State) Save(path string) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode export state: %w", err)
 	}
-	var rnd [6]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return fmt.Errorf("export state: %w", err)
-	}
-	dir := filepath.Dir(path)
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
+	if err := safefile.WriteFileAtomic(path, b, 0o600); err != nil {
 		return fmt.Errorf("write export state: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write export state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() //nolint:errcheck // best effort: the rename is done
-		d.Close()
 	}
 	return nil
 }
