@@ -139,8 +139,21 @@ func (f *traceFlags) validate() error {
 		overheadRange().Check("max-overhead", f.maxOver),
 		patternsError(f.include, f.exclude),
 		validate.NotDir("ready-file", f.readyFile),
-		validate.WritableDir("archive", f.archive),
+		archiveDirError(f.archive),
 	)
+}
+
+// archiveDirError checks --archive before anything runs: by safefile's
+// rule first (no link, foreign file or directory others can change on the
+// way: the archives will hold traced data), then that it can be written.
+func archiveDirError(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := safefile.CheckDir(dir); err != nil {
+		return fmt.Errorf("--archive %s: %w", validate.Clip(dir), err)
+	}
+	return validate.WritableDir("archive", dir)
 }
 
 // patternsError parses the -f and -x patterns (only the error matters).

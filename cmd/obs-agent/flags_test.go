@@ -114,7 +114,7 @@ func TestFlagRanges(t *testing.T) {
 		{"", "queue-memory", "-1", "--queue-memory -1 is out of range"},
 		{"", "queue-memory", "99999999999", "--queue-memory 99999999999 is out of range"},
 		{"", "ready-file", dir, "--ready-file " + dir + " is a directory"},
-		{"", "archive", plainFile, "--archive " + plainFile + ": " + plainFile + " is not a directory"},
+		{"", "archive", plainFile, "--archive " + plainFile + ": open " + plainFile + ": not a directory"},
 		{"", "memory-limit", "1", "--memory-limit 1 is out of range: want from 64 to"},
 		{"", "memory-limit", "-128", "--memory-limit -128 is out of range"},
 		{"", "spill-dir", "", "--spill-dir is empty"},

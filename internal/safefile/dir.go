@@ -41,6 +41,29 @@ func (d *Dir) Close() error {
 // OpenDir opens an existing directory that files may be written in.
 func OpenDir(path string) (*Dir, error) { return resolve(path, nil) }
 
+// CheckDir checks, creating nothing, that MkdirAll(path) would be allowed:
+// the deepest existing directory on the path is opened by the rule (so a
+// link, a foreign file or a directory others can change on the way is
+// refused as ErrUnsafe) and whatever is missing below it is left for
+// MkdirAll to create. Flag checks call it before anything runs.
+func CheckDir(path string) error {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	for {
+		d, err := OpenDir(p)
+		if err == nil {
+			return d.Close()
+		}
+		parent := filepath.Dir(p)
+		if !errors.Is(err, fs.ErrNotExist) || parent == p {
+			return err
+		}
+		p = parent
+	}
+}
+
 // MkdirAll opens the directory, creating it and any missing parent with
 // DirMode. Existing directories are left as they are.
 func MkdirAll(path string) (*Dir, error) {
