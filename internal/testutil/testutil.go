@@ -1,9 +1,12 @@
 // Package testutil owns what the privileged end-to-end tests share:
 // skipping without root, and building the target programs in testdata/
-// with a chosen Go toolchain and build mode, once per test binary.
+// with a chosen Go toolchain and build mode, once per test binary (or
+// taking them prebuilt, in a guest kernel), and a buffer that concurrent
+// log writers can share with the test reading it.
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -147,4 +150,23 @@ func HasGowrap(toolchain string) bool {
 	var major, minor int
 	fmt.Sscanf(v, "%d.%d", &major, &minor)
 	return major > 1 || minor >= 22
+}
+
+// SyncBuffer is a bytes.Buffer that several goroutines may write (a slog
+// handler's target, typically) while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
