@@ -286,6 +286,8 @@ func attachAndRelease(t *testing.T, cmd *exec.Cmd, in io.WriteCloser, opts Optio
 	// Attach returns when the agent sees the exit through its pidfd.
 	res, err := Attach(context.Background(), cmd.Process.Pid, opts)
 	if err != nil {
+		exe, lerr := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
+		t.Logf("attach to pid %d failed; its executable is now %q (%v), started as %q", cmd.Process.Pid, exe, lerr, cmd.Path)
 		// The program was never released: without this it would wait
 		// for its "go" forever and the test would hang, not fail.
 		cmd.Process.Kill()
