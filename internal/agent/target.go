@@ -77,6 +77,7 @@ func prepareExe(opts Options, p *process) (*session, error) {
 		s, err := prepare(opts, p.exe)
 		after, serr := os.Stat(p.exe)
 		if serr == nil && os.SameFile(before, after) {
+			p.parsed = after
 			return s, err
 		}
 		if s != nil {
@@ -93,6 +94,7 @@ func prepareExe(opts Options, p *process) (*session, error) {
 type process struct {
 	pid    int
 	exe    string
+	parsed os.FileInfo // the executable the probe sites were computed from
 	pidfd  int
 	exited chan struct{}
 	once   sync.Once
@@ -132,6 +134,19 @@ func (p *process) watch() {
 		}
 	}
 	p.once.Do(func() { close(p.exited) })
+}
+
+// exeChanged reports whether the process runs another executable than the
+// one its probe sites were computed from. Called after the probes are
+// attached: a process only moves forward through execs, so an unchanged
+// executable now means it was unchanged when the probes (which open
+// /proc/PID/exe) went in, and every site is where it was computed.
+func (p *process) exeChanged() bool {
+	if p.parsed == nil {
+		return false
+	}
+	now, err := os.Stat(p.exe)
+	return err == nil && !os.SameFile(now, p.parsed)
 }
 
 func (p *process) PID() int                { return p.pid }
