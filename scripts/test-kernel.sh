@@ -104,7 +104,8 @@ apt_fetch() {
 		name=$(apt-cache pkgnames "$prefix" | grep -E "$re" | sort -V | tail -1) || true
 	fi
 	[[ -n $name ]] || die "no package matching $re in the apt sources"
-	(cd "$cache" && apt-get download -q "$name:$arch" >&2) || die "apt-get download $name:$arch failed"
+	# As root, apt would drop to the _apt user, who cannot write the cache.
+	(cd "$cache" && apt-get download -q -o APT::Sandbox::User=root "$name:$arch" >&2) || die "apt-get download $name:$arch failed"
 	have=$(newest "$glob")
 	[[ -n $have ]] || die "apt-get download $name:$arch left no $glob in $cache"
 	echo "$cache/$have"

@@ -93,8 +93,18 @@ func writeVersion(w io.Writer, ver, release string, root bool, probe func() []ke
 	fmt.Fprintf(w, "go:     %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(w, "kernel: %s\n", release)
 	fs := probe()
+	taken := map[string]bool{}
+	for _, f := range kernel.Fallbacks(fs, false) {
+		taken[f.Name] = true
+	}
 	for _, f := range fs {
-		fmt.Fprintf(w, "  %-24s %s\n", f.Name+":", featureVerdict(f, root))
+		v := featureVerdict(f, root)
+		if f.Missing() && !f.Required && !taken[f.Name] {
+			// e.g. the uprobe_multi pid filter on a kernel without
+			// uprobe_multi: there is no fallback to describe.
+			v = fmt.Sprintf("no: the kernel lacks it (Linux %s+); not used on this kernel", f.Since)
+		}
+		fmt.Fprintf(w, "  %-24s %s\n", f.Name+":", v)
 	}
 	if err := kernel.Check(fs); err != nil {
 		fmt.Fprintf(w, "tracing: not possible: %v\n", err)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/obs-agent/obs-agent/internal/kernel"
 )
 
 func TestVersionOutput(t *testing.T) {
@@ -18,6 +20,7 @@ func TestVersionOutput(t *testing.T) {
 		return []kernelFeature{
 			{Name: "uprobe_multi", Since: "6.6", Without: "one perf-event uprobe per site", Err: fmt.Errorf("probe: %w", ebpf.ErrNotSupported)},
 			{Name: "ring buffer", Since: "5.8", Required: true},
+			{Name: kernel.UprobeMultiPIDFilter, Since: "6.10", Without: "BPF filters by tgid", Err: ebpf.ErrNotSupported},
 		}
 	}
 	var b bytes.Buffer
@@ -31,6 +34,7 @@ func TestVersionOutput(t *testing.T) {
 		"no: the kernel lacks it (Linux 6.6+); instead: one perf-event uprobe per site\n",
 		"ring buffer:",
 		" yes\n",
+		"uprobe_multi pid filter: no: the kernel lacks it (Linux 6.10+); not used on this kernel\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -480,6 +480,10 @@ func (s *session) attach(t target) error {
 		tr.Close()
 		err = uprobe.ErrProcessGone
 	}
+	if c, ok := t.(interface{ exeChanged() bool }); ok && err == nil && c.exeChanged() {
+		tr.Close()
+		return fmt.Errorf("pid %d started another program (execve) while the probes were being attached; nothing was traced: attach again", s.pid)
+	}
 	if err != nil {
 		if exited() {
 			return fmt.Errorf("pid %d exited while the probes were being attached; nothing was traced: %w", s.pid, uprobe.ErrProcessGone)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/symbols"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -287,6 +288,12 @@ func attachAndRelease(t *testing.T, cmd *exec.Cmd, in io.WriteCloser, opts Optio
 	// Attach returns when the agent sees the exit through its pidfd.
 	res, err := Attach(context.Background(), cmd.Process.Pid, opts)
 	if err != nil {
+		exe, lerr := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
+		t.Logf("attach to pid %d failed; its executable is now %q (%v), started as %q", cmd.Process.Pid, exe, lerr, cmd.Path)
+		if b, oerr := symbols.Open(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); oerr == nil {
+			t.Logf("read again now: %d functions, main.hop found: %v", len(b.Funcs), b.Lookup("main.hop") != nil)
+			b.Close()
+		}
 		// The program was never released: without this it would wait
 		// for its "go" forever and the test would hang, not fail.
 		cmd.Process.Kill()

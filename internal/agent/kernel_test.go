@@ -1,35 +1,15 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/obs-agent/obs-agent/internal/kernel"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestKernelPathChosen: without being told, a session attaches the way the
 // running kernel allows (uprobe_multi links where the kernel has them, one
@@ -46,7 +26,7 @@ func TestKernelPathChosen(t *testing.T) {
 		}
 	}
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	opts := treeOptions(t)
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	res, err := Run(context.Background(), []string{bin}, nil, io.Discard, io.Discard, opts)

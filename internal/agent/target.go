@@ -34,7 +34,7 @@ func Attach(ctx context.Context, pid int, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer lock.release()
-	s, err := prepare(opts, t.ExePath())
+	s, err := prepareExe(opts, t)
 	if err != nil {
 		return nil, err
 	}
@@ -97,11 +97,40 @@ func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 	return res, nil
 }
 
+// prepareExe reads the executable of a running process and makes sure the
+// process did not execve another program meanwhile. A process that was just
+// forked (by a shell's `&`, or os/exec, whose Start returned here before
+// the child's exec had replaced its image: seen in the 6.12 guests) still
+// runs its parent's program, and probe offsets computed from that file
+// would be wrong for the program it is about to run. The read is retried
+// while the executable changes under it.
+func prepareExe(opts Options, p *process) (*session, error) {
+	for attempt := 1; ; attempt++ {
+		before, err := os.Stat(p.exe)
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: %w", p.pid, err)
+		}
+		s, err := prepare(opts, p.exe)
+		after, serr := os.Stat(p.exe)
+		if serr == nil && os.SameFile(before, after) {
+			p.parsed = after
+			return s, err
+		}
+		if s != nil {
+			s.bin.Close()
+		}
+		if attempt == 3 {
+			return nil, fmt.Errorf("pid %d started new programs (execve) while obs-agent read its executable, %d times; attach again once it runs the program to trace", p.pid, attempt)
+		}
+	}
+}
+
 // process is a running process found by pid. It is watched through a
 // pidfd, which stays valid (and unambiguous) even if the pid is reused.
 type process struct {
 	pid    int
 	exe    string
+	parsed os.FileInfo // the executable the probe sites were computed from
 	pidfd  int
 	exited chan struct{}
 	once   sync.Once
@@ -138,6 +167,19 @@ func (p *process) watch() {
 		}
 	}
 	p.once.Do(func() { close(p.exited) })
+}
+
+// exeChanged reports whether the process runs another executable than the
+// one its probe sites were computed from. Called after the probes are
+// attached: a process only moves forward through execs, so an unchanged
+// executable now means it was unchanged when the probes (which open
+// /proc/PID/exe) went in, and every site is where it was computed.
+func (p *process) exeChanged() bool {
+	if p.parsed == nil {
+		return false
+	}
+	now, err := os.Stat(p.exe)
+	return err == nil && !os.SameFile(now, p.parsed)
 }
 
 func (p *process) PID() int                { return p.pid }

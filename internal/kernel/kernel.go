@@ -49,9 +49,9 @@ type Feature struct {
 // Missing reports whether the kernel conclusively lacks the feature.
 func (f Feature) Missing() bool { return errors.Is(f.Err, ebpf.ErrNotSupported) }
 
-// probe is how one feature is checked; tests replace none of these: they
-// run against the real kernel (the host's, and the guests booted by
-// scripts/test-kernel.sh).
+// probe pairs a feature with the check that asks the running kernel for
+// it. The tests run these checks for real, on the host and in the guests
+// booted by scripts/test-kernel.sh.
 type probe struct {
 	Feature
 	check func() error

@@ -1,10 +1,13 @@
 // Package testutil owns what the privileged end-to-end tests share:
 // skipping without root, building the target programs in testdata/ with a
-// chosen Go toolchain and build mode, once per test binary, the matrix of
-// Go releases they run against, and pseudo-terminals.
+// chosen Go toolchain and build mode, once per test binary (or taking them
+// prebuilt, in a guest kernel), the matrix of Go releases they run against,
+// pseudo-terminals, and a buffer that concurrent log writers can share with
+// the test reading it.
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -211,4 +214,23 @@ func OpenPTY(t testing.TB) (master, slave *os.File) {
 		t.Fatal(err)
 	}
 	return m, s
+}
+
+// SyncBuffer is a bytes.Buffer that several goroutines may write (a slog
+// handler's target, typically) while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
