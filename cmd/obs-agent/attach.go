@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/store"
@@ -23,23 +25,25 @@ import (
 
 // traceFlags are shared by attach and run.
 type traceFlags struct {
-	include    []string
-	exclude    []string
-	db         string
-	duration   time.Duration
-	readyFile  string
-	maxProbes  int
-	sample     float64
-	single     bool
-	statsEvery time.Duration
-	retention  time.Duration
-	archive    string
-	sampleRes  time.Duration
-	maxOver    float64
-	queueMiB   int
-	group      string
-	memoryMiB  int
-	spillDir   string
+	include     []string
+	exclude     []string
+	db          string
+	duration    time.Duration
+	readyFile   string
+	maxProbes   int
+	sample      float64
+	single      bool
+	statsEvery  time.Duration
+	retention   time.Duration
+	archive     string
+	sampleRes   time.Duration
+	maxOver     float64
+	queueMiB    int
+	group       string
+	memoryMiB   int
+	spillDir    string
+	metrics     string // --metrics-listen as given; metricsAddr once checked
+	metricsAddr string
 }
 
 // maxMemoryMiB bounds --memory-limit: 1 TiB.
@@ -83,6 +87,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.memoryMiB, "memory-limit", int(agent.DefaultMemoryLimit>>20), "MiB the agent may use, kernel memory (BPF rings and maps) included: sizes the rings, the goroutine and frame maps, the queues and SQLite's cache; the need is printed at start")
 	fl.StringVar(&f.spillDir, "spill-dir", "", "directory of the journal that keeps error records while the store can't take them (default: <db>.spill); put it on another file system so errors survive the store's disk filling up")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
+	fl.StringVar(&f.metrics, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics while tracing; a port alone (9464) listens on 127.0.0.1 only, other hosts can scrape only when an address says so (0.0.0.0:9464); see docs/metrics.md")
 	registerGroup(fl, &f.group)
 }
 
@@ -138,7 +143,28 @@ func (f *traceFlags) validate() error {
 		patternsError(f.include, f.exclude),
 		validate.NotDir("ready-file", f.readyFile),
 		validate.WritableDir("archive", f.archive),
+		f.checkMetrics(),
 	)
+}
+
+// checkMetrics checks --metrics-listen and keeps the address to listen on.
+func (f *traceFlags) checkMetrics() error {
+	if f.metrics == "" {
+		return nil
+	}
+	addr, err := validate.ListenAddr("metrics-listen", f.metrics)
+	f.metricsAddr = addr
+	return err
+}
+
+// listenMetrics opens the --metrics-listen socket, before any probe is
+// attached, so a port in use fails the command at once. nil without the
+// flag; the caller closes it.
+func (f *traceFlags) listenMetrics() (net.Listener, error) {
+	if f.metricsAddr == "" {
+		return nil, nil
+	}
+	return metrics.Listen(f.metricsAddr)
 }
 
 // patternsError parses the -f and -x patterns (only the error matters).
@@ -230,6 +256,13 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 			}
 			opts := f.options(cmd.ErrOrStderr())
 			opts.Status = statusLine(cmd.Context())
+			var err error
+			if opts.Metrics, err = f.listenMetrics(); err != nil {
+				return err
+			}
+			if opts.Metrics != nil {
+				defer opts.Metrics.Close()
+			}
 			res, err := agent.Attach(cmd.Context(), f.pid, opts)
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())

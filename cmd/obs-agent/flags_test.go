@@ -117,6 +117,9 @@ func TestFlagRanges(t *testing.T) {
 		{"", "memory-limit", "-128", "--memory-limit -128 is out of range"},
 		{"", "spill-dir", "", "--spill-dir is empty"},
 		{"", "group", "no-such-group-obs", `--group: group "no-such-group-obs" does not exist on this host`},
+		{"", "metrics-listen", "70000", "--metrics-listen 70000 is out of range: want from 1 to 65535"},
+		{"", "metrics-listen", "0", "--metrics-listen 0 is out of range"},
+		{"", "metrics-listen", "host.example:9464", `--metrics-listen "host.example:9464": want PORT (served on 127.0.0.1 only) or IP:PORT`},
 	}
 	patterns := []flagCase{
 		{"", "func", "main.*@2", `bad pattern "main.*@2": sample rate "2" after '@' must be a number from 0 to 1`},
