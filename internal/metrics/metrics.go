@@ -92,7 +92,7 @@ type Log2Hist struct {
 // Observe adds one duration.
 func (h *Log2Hist) Observe(d time.Duration) {
 	ns := uint64(max(d, 0))
-	h.buckets[Log2Bucket(ns)].Add(1)
+	h.buckets[record.HistBucket(ns)].Add(1)
 	h.sumNs.Add(ns)
 }
 
@@ -102,17 +102,6 @@ func (h *Log2Hist) Read() (b [record.HistBuckets]uint64, sumNs uint64) {
 		b[i] = h.buckets[i].Load()
 	}
 	return b, h.sumNs.Load()
-}
-
-// Log2Bucket is the bucket of a duration of ns nanoseconds, as the BPF
-// side computes it: bucket b holds 2^(b-1) <= ns < 2^b, bucket 0 holds 0.
-func Log2Bucket(ns uint64) int {
-	b := 0
-	for ns > 0 {
-		ns >>= 1
-		b++
-	}
-	return min(b, record.HistBuckets-1)
 }
 
 // The log2 buckets exposed as Prometheus bucket bounds: i from firstBucket
