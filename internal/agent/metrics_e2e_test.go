@@ -98,7 +98,7 @@ func TestMetricsMatchStats(t *testing.T) {
 		include string
 		want    []string // statuses that must occur
 	}{
-		{"errors sampled", []string{"errors", "300"}, "main.*@0.5", []string{"ok", "error"}},
+		{"errors sampled", []string{"errors", "5000"}, "main.*@0.5", []string{"ok", "error"}},
 		{"recover", []string{"recover"}, "main.*", []string{"ok", "error", "panic"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,7 +116,25 @@ func TestMetricsMatchStats(t *testing.T) {
 			opts.Metrics = ln
 			var first map[string]*dto.MetricFamily
 			var firstErr error
-			opts.OnReady = func(int) { first, firstErr = scrape(addr) }
+			// Scrapes while the program runs, until it holds.
+			var mid []map[string]*dto.MetricFamily
+			stopMid, midDone := make(chan struct{}), make(chan struct{})
+			opts.OnReady = func(int) {
+				first, firstErr = scrape(addr)
+				go func() {
+					defer close(midDone)
+					for len(mid) < 500 {
+						select {
+						case <-stopMid:
+							return
+						default:
+						}
+						if fams, err := scrape(addr); err == nil {
+							mid = append(mid, fams)
+						}
+					}
+				}()
+			}
 
 			stdinR, stdinW := io.Pipe()
 			stdoutR, stdoutW := io.Pipe()
@@ -148,6 +166,8 @@ func TestMetricsMatchStats(t *testing.T) {
 						t.Fatal("the program ended without holding")
 					}
 					if l == "holding" {
+						close(stopMid)
+						<-midDone
 						held, err = scrape(addr)
 						// Closed, not only written: exec copies stdin
 						// until EOF and waits for that copy.
@@ -172,6 +192,7 @@ func TestMetricsMatchStats(t *testing.T) {
 			}
 
 			checkFirstScrape(t, first, r.res)
+			checkMidScrapes(t, mid, held)
 			rows := storeStats(t, opts.DB)
 			checkAgainstStats(t, held, rows, tc.want)
 			checkHealth(t, held, r.res, bin)
@@ -241,6 +262,30 @@ func checkFirstScrape(t *testing.T, fams map[string]*dto.MetricFamily, res *Resu
 			}
 		}
 	}
+}
+
+// checkMidScrapes: scrapes taken while the program ran never count more
+// calls (or errors) than a later scrape, per function.
+func checkMidScrapes(t *testing.T, mid []map[string]*dto.MetricFamily, held map[string]*dto.MetricFamily) {
+	t.Helper()
+	prev := map[string]map[string]uint64{}
+	for _, fams := range append(mid, held) {
+		cur := funcCalls(fams)
+		for fn, st := range cur {
+			var n, pn uint64
+			for _, c := range st {
+				n += c
+			}
+			for _, c := range prev[fn] {
+				pn += c
+			}
+			if n < pn || st["error"] < prev[fn]["error"] {
+				t.Errorf("%s went back: %v after %v", fn, st, prev[fn])
+			}
+		}
+		prev = cur
+	}
+	t.Logf("%d scrapes while the program ran", len(mid))
 }
 
 // checkAgainstStats compares the held scrape with the store's aggregates
