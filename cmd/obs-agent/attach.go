@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/store"
@@ -23,24 +25,26 @@ import (
 
 // traceFlags are shared by attach and run.
 type traceFlags struct {
-	include    []string
-	exclude    []string
-	db         string
-	duration   time.Duration
-	readyFile  string
-	maxProbes  int
-	sample     float64
-	single     bool
-	statsEvery time.Duration
-	retention  time.Duration
-	archive    string
-	sampleRes  time.Duration
-	maxOver    float64
-	queueMiB   int
-	group      string
-	memoryMiB  int
-	spillDir   string
-	ui         string
+	include     []string
+	exclude     []string
+	db          string
+	duration    time.Duration
+	readyFile   string
+	maxProbes   int
+	sample      float64
+	single      bool
+	statsEvery  time.Duration
+	retention   time.Duration
+	archive     string
+	sampleRes   time.Duration
+	maxOver     float64
+	queueMiB    int
+	group       string
+	memoryMiB   int
+	spillDir    string
+	ui          string
+	metrics     string // --metrics-listen as given; metricsAddr once checked
+	metricsAddr string
 }
 
 // maxMemoryMiB bounds --memory-limit: 1 TiB.
@@ -85,6 +89,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.spillDir, "spill-dir", "", "directory of the journal that keeps error records while the store can't take them (default: <db>.spill); put it on another file system so errors survive the store's disk filling up")
 	fl.StringVar(&f.ui, "ui", "", "while tracing, also serve the web UI on this loopback HOST:PORT (e.g. 127.0.0.1:7070); its URL with the access token goes to stderr")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
+	fl.StringVar(&f.metrics, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics while tracing; a port alone (9464) listens on 127.0.0.1 only, other hosts can scrape only when an address says so (0.0.0.0:9464); see docs/metrics.md")
 	registerGroup(fl, &f.group)
 }
 
@@ -140,7 +145,28 @@ func (f *traceFlags) validate() error {
 		patternsError(f.include, f.exclude),
 		validate.NotDir("ready-file", f.readyFile),
 		archiveDirError(f.archive),
+		f.checkMetrics(),
 	)
+}
+
+// checkMetrics checks --metrics-listen and keeps the address to listen on.
+func (f *traceFlags) checkMetrics() error {
+	if f.metrics == "" {
+		return nil
+	}
+	addr, err := validate.ListenAddr("metrics-listen", f.metrics)
+	f.metricsAddr = addr
+	return err
+}
+
+// listenMetrics opens the --metrics-listen socket, before any probe is
+// attached, so a port in use fails the command at once. nil without the
+// flag; the caller closes it.
+func (f *traceFlags) listenMetrics() (net.Listener, error) {
+	if f.metricsAddr == "" {
+		return nil, nil
+	}
+	return metrics.Listen(f.metricsAddr)
 }
 
 // archiveDirError checks --archive before anything runs: by safefile's
@@ -250,6 +276,12 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 			defer stopUI()
 			opts := f.options(cmd.ErrOrStderr())
 			opts.Status = statusLine(cmd.Context())
+			if opts.Metrics, err = f.listenMetrics(); err != nil {
+				return err
+			}
+			if opts.Metrics != nil {
+				defer opts.Metrics.Close()
+			}
 			res, err := agent.Attach(cmd.Context(), f.pid, opts)
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())

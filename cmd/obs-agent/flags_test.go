@@ -122,6 +122,9 @@ func TestFlagRanges(t *testing.T) {
 		{"", "ui", "nohost", `--ui "nohost": want HOST:PORT`},
 		{"", "ui", "127.0.0.1:70000", `--ui "127.0.0.1:70000": port must be 0..65535`},
 		{"", "ui", "0.0.0.0:7070", `--ui "0.0.0.0:7070" is not a loopback address`},
+		{"", "metrics-listen", "70000", "--metrics-listen 70000 is out of range: want from 1 to 65535"},
+		{"", "metrics-listen", "0", "--metrics-listen 0 is out of range"},
+		{"", "metrics-listen", "host.example:9464", `--metrics-listen "host.example:9464": want PORT (served on 127.0.0.1 only) or IP:PORT`},
 	}
 	patterns := []flagCase{
 		{"", "func", "main.*@2", `bad pattern "main.*@2": sample rate "2" after '@' must be a number from 0 to 1`},

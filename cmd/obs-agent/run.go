@@ -60,6 +60,12 @@ still waits.`,
 			defer signal.Stop(sigs)
 			opts := f.options(cmd.ErrOrStderr())
 			opts.Signals = sigs
+			if opts.Metrics, err = f.listenMetrics(); err != nil {
+				return err
+			}
+			if opts.Metrics != nil {
+				defer opts.Metrics.Close()
+			}
 			// No status line: the program writes to the same terminal.
 			res, err := agent.Run(context.WithoutCancel(cmd.Context()), args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
 			if res != nil {

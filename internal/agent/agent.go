@@ -15,14 +15,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/queue"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/resources"
@@ -89,7 +92,12 @@ type Options struct {
 	// EmptyPrograms attaches empty BPF programs to the same sites and
 	// records nothing: the floor that overhead is measured against.
 	EmptyPrograms bool
-	Logger        *slog.Logger
+	// Metrics, when set, serves Prometheus metrics on /metrics while the
+	// session runs (internal/metrics). The session closes it when it
+	// ends; a caller that opened it closes it too, for a session that
+	// failed before serving (closing twice is harmless).
+	Metrics net.Listener
+	Logger  *slog.Logger
 }
 
 // Result summarises a finished session.
@@ -195,6 +203,10 @@ type session struct {
 	result Result
 	stats  statsState
 	budget *Budget
+	// For /metrics: store write durations, and breaker pauses (Result.Gaps
+	// is only read once the breaker has stopped).
+	storeWrites metrics.Log2Hist
+	pauses      atomic.Uint64
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -436,6 +448,9 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	}
 
 	p := s.start()
+	if srv := s.serveMetrics(); srv != nil {
+		defer srv.Close() // before the tracer closes: a scrape reads its maps
+	}
 	s.announceReady()
 	runErr := t.Resume()
 	if runErr != nil {
@@ -531,7 +546,7 @@ func (s *session) start() *pipeline {
 			s.readLane(l)
 		}(l)
 	}
-	go func() { p.writerDone <- s.q.Drain(s.st) }()
+	go func() { p.writerDone <- s.q.Drain(timedWriter{s.st, &s.storeWrites}) }()
 
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())

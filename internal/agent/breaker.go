@@ -135,6 +135,7 @@ func (b *breaker) tick(now time.Time) error {
 			}}
 			b.paused[id] = p
 			b.s.result.Gaps++
+			b.s.pauses.Add(1)
 			b.writeGap(p.gap)
 			b.s.log.Warn("pausing probes: calls while paused are not recorded (see gaps in 'obs-agent query stats')",
 				"function", b.s.names[id], "calls_per_s", int(rates[id]), "est_cpu", fmt.Sprintf("%.2f", cpu),

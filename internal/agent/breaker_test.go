@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
@@ -21,11 +23,42 @@ func TestCircuitBreaker(t *testing.T) {
 	opts := testOptions(t)
 	opts.Include = []string{"main.hot"}
 	opts.MaxOverhead = 0.2
+	// /metrics is scraped every 100 ms while the program runs: it must
+	// count the pauses.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	opts.Metrics = ln
+	stop, scraped := make(chan struct{}), make(chan float64, 1)
+	opts.OnReady = func(int) {
+		go func() {
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			most := 0.0
+			defer func() { scraped <- most }()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				if fams, err := scrape(ln.Addr().String()); err == nil {
+					most = max(most, fams["obs_agent_breaker_pauses_total"].GetMetric()[0].GetCounter().GetValue())
+				}
+			}
+		}()
+	}
 	var out bytes.Buffer
 	const hotN, coolN = 2000000, 7000
 	res, err := Run(context.Background(), []string{bin, "hotcool", "2000000", "7000"}, nil, &out, io.Discard, opts)
+	close(stop)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if pauses := <-scraped; pauses < 1 || pauses > float64(res.Gaps) {
+		t.Errorf("obs_agent_breaker_pauses_total reached %g during the run; the session paused %d times", pauses, res.Gaps)
 	}
 	if !strings.HasPrefix(out.String(), "hotcool calls=2007000 ") {
 		t.Fatalf("program output changed: %q", out.String())

@@ -257,14 +257,7 @@ func (c *converter) addOpen(open []uprobe.OpenFrame) {
 }
 
 // log2Bucket matches the BPF side: bucket b holds 2^(b-1) <= d < 2^b.
-func log2Bucket(d uint64) int {
-	b := 0
-	for d > 0 {
-		d >>= 1
-		b++
-	}
-	return min(b, record.HistBuckets-1)
-}
+func log2Bucket(d uint64) int { return record.HistBucket(d) }
 
 func text(b []byte) string {
 	if utf8.Valid(b) {

@@ -954,3 +954,12 @@ func (q *Queue) StoreError() error {
 	defer q.mu.Unlock()
 	return q.storeErr
 }
+
+// Depth returns the records waiting for the store: error and ok records in
+// memory, and error records in the spill journal (an earlier run's
+// included).
+func (q *Queue) Depth() (errs, oks, journal int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.errs), len(q.oks), q.jready
+}

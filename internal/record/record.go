@@ -70,6 +70,17 @@ func (c *Call) IsError() bool { return c.Status != StatusOK }
 // counts d == 0).
 const HistBuckets = 64
 
+// HistBucket is the bucket of a duration of ns nanoseconds, as the BPF side
+// computes it: bucket b holds 2^(b-1) <= ns < 2^b, bucket 0 holds 0.
+func HistBucket(ns uint64) int {
+	b := 0
+	for ns > 0 {
+		ns >>= 1
+		b++
+	}
+	return min(b, HistBuckets-1)
+}
+
 // FuncStats is the exact aggregate of one function's calls over an interval,
 // taken from the kernel counters: it does not depend on sampling or shedding.
 type FuncStats struct {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -210,4 +211,37 @@ func Quote(s string) string {
 	c := Clip(s)
 	i := strings.LastIndex(c, "… (")
 	return strconv.Quote(c[:i]) + c[i:]
+}
+
+// portRange is the TCP ports a server may listen on.
+var portRange = Range[int]{Min: 1, Max: 65535}
+
+// ListenAddr checks a server address flag and returns the address to
+// listen on. A port alone (9464 or :9464) means loopback only: an endpoint
+// of a root agent is reachable from other hosts only when an address says
+// so (0.0.0.0:9464, [::]:9464, 192.0.2.7:9464). The host must be an IP
+// address or localhost, so no name is resolved.
+func ListenAddr(flag, v string) (string, error) {
+	bad := fmt.Errorf("--%s %s: want PORT (served on 127.0.0.1 only) or IP:PORT, e.g. 9464, 127.0.0.1:9464 or 0.0.0.0:9464 for every interface", flag, Quote(v))
+	host, port := "", v
+	if strings.Contains(v, ":") {
+		var err error
+		if host, port, err = net.SplitHostPort(v); err != nil {
+			return "", bad
+		}
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", bad
+	}
+	if err := portRange.Check(flag, p); err != nil {
+		return "", err
+	}
+	switch {
+	case host == "" || host == "localhost":
+		host = "127.0.0.1"
+	case net.ParseIP(host) == nil:
+		return "", bad
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
 }

@@ -93,3 +93,32 @@ func TestFirst(t *testing.T) {
 		t.Error("First does not return the first error")
 	}
 }
+
+func TestListenAddr(t *testing.T) {
+	cases := []struct{ in, want, err string }{
+		{"9464", "127.0.0.1:9464", ""},
+		{":9464", "127.0.0.1:9464", ""},
+		{"localhost:9464", "127.0.0.1:9464", ""},
+		{"0.0.0.0:9464", "0.0.0.0:9464", ""},
+		{"[::]:9464", "[::]:9464", ""},
+		{"[::1]:1", "[::1]:1", ""},
+		{"192.0.2.7:65535", "192.0.2.7:65535", ""},
+		{"0", "", "--metrics-listen 0 is out of range: want from 1 to 65535"},
+		{"70000", "", "--metrics-listen 70000 is out of range"},
+		{"127.0.0.1:-1", "", "--metrics-listen -1 is out of range"},
+		{"", "", `--metrics-listen "": want PORT`},
+		{"abc", "", `--metrics-listen "abc": want PORT`},
+		{"example.com:9464", "", `--metrics-listen "example.com:9464": want PORT`},
+		{"::1:9464", "", `--metrics-listen "::1:9464": want PORT`},
+		{"1.2.3.4", "", `--metrics-listen "1.2.3.4": want PORT`},
+	}
+	for _, c := range cases {
+		got, err := ListenAddr("metrics-listen", c.in)
+		switch {
+		case c.err == "" && (err != nil || got != c.want):
+			t.Errorf("ListenAddr(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("ListenAddr(%q) = %q, %v; want error %q", c.in, got, err, c.err)
+		}
+	}
+}

@@ -3,10 +3,12 @@
 // the status, error type and error text that were recorded. Every function
 // is marked noinline so that each call is a real call.
 //
-//	errs [-wait] mode [n]
+//	errs [-wait] [-hold] mode [n]
 //
 // With -wait it reads one line from stdin before it starts, so a tracer can
-// attach first. Modes:
+// attach first. With -hold, once the mode's calls are done it prints
+// "holding" and reads one line from stdin before it exits, so a tracer can
+// be asked about the finished calls while the session still runs. Modes:
 //
 //	errors N    N rounds of every error-returning function (default 12);
 //	            which calls fail follows the pattern in each function
@@ -32,6 +34,13 @@ func main() {
 	if len(args) > 0 && args[0] == "-wait" {
 		args = args[1:]
 		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	if len(args) > 0 && args[0] == "-hold" {
+		args = args[1:]
+		defer func() {
+			fmt.Println("holding")
+			bufio.NewReader(os.Stdin).ReadString('\n')
+		}()
 	}
 	mode := "errors"
 	if len(args) > 0 {
