@@ -12,7 +12,7 @@ type Stats struct {
 	Calls, Errors, Panics, Unfinished uint64
 	Dropped, Sampled                  uint64
 	TotalNs, MaxNs                    uint64
-	Hist                              [64]uint64
+	Hist                              [obsObsLimitsOBS_HIST_BUCKETS]uint64
 }
 
 // Stats reads every function's aggregate; the index is the function id.
@@ -43,10 +43,15 @@ func (t *Tracer) Stats() ([]Stats, error) {
 
 // Health is the tracer's own counters, summed over CPUs.
 type Health struct {
-	RingOKFull       uint64 // ok calls lost because the ok ring was full
-	RingErrFull      uint64 // error-lane records lost because its ring was full
-	MapFull          uint64
-	UnmatchedRet     uint64
+	RingOKFull  uint64 // ok calls lost because the ok ring was full
+	RingErrFull uint64 // error-lane records lost because its ring was full
+	MapFull     uint64
+	// UnmatchedRet counts returns of calls that began before the entry
+	// sites were armed (or while the circuit breaker had paused them).
+	UnmatchedRet uint64
+	// DrainRet counts returns of calls that began after detach had
+	// disarmed the entry sites, while open calls were draining.
+	DrainRet         uint64
 	MorestackReentry uint64
 	ReadFail         uint64
 	Abandoned        uint64
@@ -65,6 +70,7 @@ func (t *Tracer) Health() (Health, error) {
 		h.RingErrFull += c.RingErrFull
 		h.MapFull += c.MapFull
 		h.UnmatchedRet += c.UnmatchedRet
+		h.DrainRet += c.DrainRet
 		h.MorestackReentry += c.MorestackReentry
 		h.ReadFail += c.ReadFail
 		h.Abandoned += c.Abandoned
