@@ -17,9 +17,9 @@ import (
 // small function main.hot from one goroutine), with the sites of main.hot
 // and of the runtime hooks.
 type hotTarget struct {
-	bin string
-	cfg Config
-	cmd *exec.Cmd
+	bin   string
+	cfg   Config
+	cmd   *exec.Cmd
 	start io.WriteCloser
 }
 
