@@ -2,7 +2,6 @@ package uprobe
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os/exec"
 	"sort"
@@ -13,20 +12,55 @@ import (
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
-// hotTarget is testdata/calltree waiting to run "hot N" (N calls of the
-// small function main.hot from one goroutine), with the sites of main.hot
-// and of the runtime hooks.
-type hotTarget struct {
+// flood is a program of testdata that calls one small function back to back.
+type flood struct {
+	program string   // under testdata/
+	fn      string   // the traced function
+	args    []string // how to run it
+	held    bool     // it takes -wait and starts on a line on stdin
+}
+
+// floods are the workloads of BenchmarkBPFCost: calltree's hot loop (one
+// goroutine, a function without results) and load's flood from two
+// goroutines at once (a function with an error result, one per CPU here).
+var floods = []struct {
+	name string
+	f    flood
+}{
+	{"hot-1g", flood{"calltree", "main.hot", []string{"hot", "200000"}, true}},
+	{"work-2g", flood{"load", "main.work", []string{"flood", "2", "2", "0"}, false}},
+}
+
+// floodTarget is a flood program ready to run, with the sites of its
+// function and of the runtime hooks.
+type floodTarget struct {
 	bin   string
 	cfg   Config
 	cmd   *exec.Cmd
-	start io.WriteCloser
+	start io.WriteCloser // held: write a line to start it
 }
 
-func startHot(tb testing.TB, calls int) *hotTarget {
+// Run lets the flood go (a held one is attached by pid first; another is
+// started after attaching by binary, with no pid filter) and waits for it.
+func (h *floodTarget) Run(tb testing.TB) {
+	var err error
+	if h.start != nil {
+		_, err = io.WriteString(h.start, "\n")
+	} else {
+		err = h.cmd.Start()
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := h.cmd.Wait(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func startFlood(tb testing.TB, fl flood) *floodTarget {
 	tb.Helper()
 	testutil.RequireRoot(tb)
-	bin := testutil.BuildProgram(tb, testutil.Build{Program: "calltree"})
+	bin := testutil.BuildProgram(tb, testutil.Build{Program: fl.program})
 	b, err := symbols.Open(bin)
 	if err != nil {
 		tb.Fatal(err)
@@ -39,11 +73,14 @@ func startHot(tb testing.TB, calls int) *hotTarget {
 		}
 		return o
 	}
-	f := b.Lookup("main.hot")
+	f := b.Lookup(fl.fn)
 	if f == nil || !f.Probeable {
-		tb.Fatal("main.hot is not probeable in calltree")
+		tb.Fatalf("%s is not probeable in %s", fl.fn, fl.program)
 	}
 	uf := Func{Entry: off(f.Entry), SampleRate: 1}
+	if er := f.ErrResult; er != nil && er.InRegs {
+		uf.Err = ErrorLoc{Mode: ErrInRegs, ItabReg: uint8(er.ItabReg), DataReg: uint8(er.DataReg)}
+	}
 	for _, r := range f.Rets {
 		uf.Rets = append(uf.Rets, off(r))
 	}
@@ -60,17 +97,28 @@ func startHot(tb testing.TB, calls int) *hotTarget {
 			*dst = off(h.Entry)
 		}
 	}
-	cmd := exec.Command(bin, "-wait", "hot", fmt.Sprint(calls))
-	in, err := cmd.StdinPipe()
+	h := &floodTarget{bin: bin, cfg: cfg}
+	if !fl.held {
+		h.cmd = exec.Command(bin, fl.args...)
+		tb.Cleanup(func() {
+			if h.cmd.Process != nil {
+				h.cmd.Process.Kill()
+				h.cmd.Wait()
+			}
+		})
+		return h
+	}
+	h.cmd = exec.Command(bin, append([]string{"-wait"}, fl.args...)...)
+	in, err := h.cmd.StdinPipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := h.cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	cfg.PID = cmd.Process.Pid
-	return &hotTarget{bin: bin, cfg: cfg, cmd: cmd, start: in}
+	tb.Cleanup(func() { h.cmd.Process.Kill(); h.cmd.Wait() })
+	h.cfg.PID, h.start = h.cmd.Process.Pid, in
+	return h
 }
 
 // drain reads both rings until the tracer is closed, as the agent does, so
@@ -102,34 +150,39 @@ func drain(tr *Tracer) (wait func() int) {
 
 // BenchmarkBPFCost reports the BPF programs' own cost per traced call: the
 // run time of every program (from the kernel's BPF run-time statistics,
-// which exclude the uprobe trap) over the calls of a one-goroutine flood of
-// a small function, every call recorded. Beside it, the same figure for
-// empty programs on the same sites: what the statistics themselves add
-// (they read the clock around every run), the floor no program can go
-// under. Each iteration is one flood of 200,000 calls per variant; the
-// figures are medians over iterations.
+// which exclude the uprobe trap) over the calls of a flood of a small
+// function, every call recorded: from one goroutine (calltree's hot loop)
+// and from two at once (load's work, which returns an error). Beside each,
+// the same figure for empty programs on the same sites: what the
+// statistics themselves add (they read the clock around every run), the
+// floor no program can go under. Each iteration is one flood per variant;
+// the figures are medians over iterations.
 func BenchmarkBPFCost(b *testing.B) {
 	stats, err := EnableRunStats()
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer stats.Close()
-	var real, empty []float64
-	var last []ProgramCost
-	for i := 0; i < b.N; i++ {
-		ns, costs := floodCost(b, false)
-		real = append(real, ns)
-		last = costs
-		ns, _ = floodCost(b, true)
-		empty = append(empty, ns)
-	}
-	b.ReportMetric(median(real), "bpf-ns/call")
-	b.ReportMetric(median(empty), "empty-bpf-ns/call")
-	sort.Slice(last, func(i, j int) bool { return last[i].Name < last[j].Name })
-	for _, c := range last {
-		if c.Runs > 0 {
-			b.Logf("%-18s runs %8d  %6.0f ns/run  recursion misses %d", c.Name, c.Runs, float64(c.RunNs)/float64(c.Runs), c.RecursionMisses)
-		}
+	for _, fl := range floods {
+		b.Run(fl.name, func(b *testing.B) {
+			var real, empty []float64
+			var last []ProgramCost
+			for i := 0; i < b.N; i++ {
+				ns, costs := floodCost(b, fl.f, false)
+				real = append(real, ns)
+				last = costs
+				ns, _ = floodCost(b, fl.f, true)
+				empty = append(empty, ns)
+			}
+			b.ReportMetric(median(real), "bpf-ns/call")
+			b.ReportMetric(median(empty), "empty-bpf-ns/call")
+			sort.Slice(last, func(i, j int) bool { return last[i].Name < last[j].Name })
+			for _, c := range last {
+				if c.Runs > 0 {
+					b.Logf("%-18s runs %8d  %6.0f ns/run  recursion misses %d", c.Name, c.Runs, float64(c.RunNs)/float64(c.Runs), c.RecursionMisses)
+				}
+			}
+		})
 	}
 }
 
@@ -139,11 +192,11 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// floodCost runs one flood of hot calls traced by the real programs (or
-// empty ones) and returns the programs' run time per call.
-func floodCost(b *testing.B, emptyProgs bool) (float64, []ProgramCost) {
-	const calls = 200000
-	h := startHot(b, calls)
+// floodCost runs one flood traced by the real programs (or empty ones) and
+// returns the programs' run time per call, the calls counted by the
+// kernel.
+func floodCost(b *testing.B, fl flood, emptyProgs bool) (float64, []ProgramCost) {
+	h := startFlood(b, fl)
 	h.cfg.Empty = emptyProgs
 	tr, err := Attach(h.cfg)
 	if err != nil {
@@ -151,12 +204,7 @@ func floodCost(b *testing.B, emptyProgs bool) (float64, []ProgramCost) {
 	}
 	defer tr.Close()
 	wait := drain(tr)
-	if _, err := io.WriteString(h.start, "\n"); err != nil {
-		b.Fatal(err)
-	}
-	if err := h.cmd.Wait(); err != nil {
-		b.Fatal(err)
-	}
+	h.Run(b)
 	tr.Detach()
 	costs, err := tr.ProgramCosts()
 	if err != nil {
@@ -166,18 +214,27 @@ func floodCost(b *testing.B, emptyProgs bool) (float64, []ProgramCost) {
 		l.Flush()
 	}
 	got := wait()
+	var ns, calls uint64
+	for _, c := range costs {
+		ns += c.RunNs
+		switch c.Name {
+		case "obs_entry":
+			calls += c.Runs
+		case "obs_empty":
+			calls += c.Runs / 2 // an entry and one RET per call
+		}
+	}
 	if !emptyProgs {
 		st, err := tr.Stats()
 		if err != nil {
 			b.Fatal(err)
 		}
-		if st[0].Calls != calls || got != calls {
+		if st[0].Calls != calls || uint64(got) != calls {
 			b.Fatalf("kernel counted %d calls and the rings gave %d records, want %d", st[0].Calls, got, calls)
 		}
 	}
-	var ns uint64
-	for _, c := range costs {
-		ns += c.RunNs
+	if calls == 0 {
+		b.Fatal("no call was traced")
 	}
-	return float64(ns) / calls, costs
+	return float64(ns) / float64(calls), costs
 }
