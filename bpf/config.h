@@ -24,6 +24,10 @@ volatile const __u32 check_tgid = 1;
  * ring sizes. */
 volatile const __u32 ok_wake_records = 16384;
 volatile const __u32 err_wake_records = 256;
+/* Slots of the goroutine table (maps.h) less one; 0: the table is off,
+ * as it is when several processes are traced at once (it is keyed by g
+ * alone). */
+volatile const __u32 gslot_mask = 0;
 
 /* Written by user space while the programs run. */
 

@@ -7,6 +7,7 @@
 #define OBS_FRAMES_H
 
 #include "records.h"
+#include "goroutine.h"
 
 /* The frame at depth d of a goroutine: inline in its state, or in the
  * frames map when deeper. */
@@ -70,8 +71,7 @@ static long unwind_one(__u64 i, void *data)
 	struct unwind_ctx *u = data;
 	if (u->depth == 0)
 		return 1;
-	struct gkey gk = {.tgid = u->tgid, .g = u->g};
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	struct gstate *gs = gstate_find(u->tgid, u->g);
 	if (!gs)
 		return 1;
 	struct frame *f = frame_get(gs, u->tgid, u->g, u->depth - 1);
@@ -119,8 +119,7 @@ static long keep_one(__u64 i, void *data)
 	struct keep_ctx *k = data;
 	if (k->depth == 0)
 		return 1;
-	struct gkey gk = {.tgid = k->tgid, .g = k->g};
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	struct gstate *gs = gstate_find(k->tgid, k->g);
 	if (!gs)
 		return 1;
 	k->depth--;

@@ -32,17 +32,101 @@ static __always_inline int refresh(struct gstate *gs, __u64 g)
 	return 0;
 }
 
-static __always_inline struct gstate *gstate_new(struct gkey *k)
+#define GSLOT_FREED 1
+
+/* Makes gs a goroutine's state as new. Frames at or above depth are never
+ * read, so only the header is reset; stale forces a refresh of goid and
+ * the stack bounds. */
+static __always_inline void gstate_reset(struct gstate *gs)
 {
+	gs->goid = 0;
+	gs->stack_lo = 0;
+	gs->stack_hi = 0;
+	gs->spawn_parent = 0;
+	gs->last_ns = 0;
+	gs->panic_seq = 0;
+	gs->depth = 0;
+	gs->stale = 1;
+}
+
+/* The i-th slot tried for g: a multiplicative hash of g (g structs are
+ * allocated at multiples of their size class, so their low bits carry
+ * little), then linear probing. */
+static __always_inline struct gslot *gslot_at(__u64 g, __u32 i)
+{
+	__u32 idx = ((__u32)(((g >> 3) * 0x9E3779B97F4A7C15ULL) >> 32) + i) & gslot_mask;
+	return bpf_map_lookup_elem(&gslots, &idx);
+}
+
+/* The state of goroutine g of process tgid, or 0. */
+static __always_inline struct gstate *gstate_find(__u32 tgid, __u64 g)
+{
+	if (gslot_mask) {
+		for (__u32 i = 0; i < OBS_SLOT_PROBES; i++) {
+			struct gslot *s = gslot_at(g, i);
+			if (!s)
+				break;
+			if (s->g == g)
+				return &s->st;
+			/* A slot never used ends the chain: g would be in it
+			 * or before it. */
+			if (s->g == 0)
+				return 0;
+		}
+	}
+	struct gkey k = {.tgid = tgid, .g = g};
+	return bpf_map_lookup_elem(&goroutines, &k);
+}
+
+/* Gives goroutine g a fresh state: the first free slot of its chain (taken
+ * with a compare-and-swap, as another goroutine may want it at once), or an
+ * entry of the hash map. */
+static __always_inline struct gstate *gstate_new(__u32 tgid, __u64 g)
+{
+	if (gslot_mask) {
+		for (__u32 i = 0; i < OBS_SLOT_PROBES; i++) {
+			struct gslot *s = gslot_at(g, i);
+			if (!s)
+				break;
+			__u64 old = s->g;
+			if (old != 0 && old != GSLOT_FREED)
+				continue;
+			if (__sync_val_compare_and_swap(&s->g, old, g) != old)
+				continue;
+			gstate_reset(&s->st);
+			return &s->st;
+		}
+	}
 	__u32 zk = 0;
 	struct gstate *zero = bpf_map_lookup_elem(&gstate_zero, &zk);
 	if (!zero)
 		return 0;
-	if (bpf_map_update_elem(&goroutines, k, zero, BPF_ANY)) {
+	struct gkey k = {.tgid = tgid, .g = g};
+	if (bpf_map_update_elem(&goroutines, &k, zero, BPF_ANY)) {
 		COUNT(map_full);
 		return 0;
 	}
-	return bpf_map_lookup_elem(&goroutines, k);
+	return bpf_map_lookup_elem(&goroutines, &k);
+}
+
+/* Forgets goroutine g: its g will be reused by another goroutine. */
+static __always_inline void gstate_del(__u32 tgid, __u64 g)
+{
+	if (gslot_mask) {
+		for (__u32 i = 0; i < OBS_SLOT_PROBES; i++) {
+			struct gslot *s = gslot_at(g, i);
+			if (!s)
+				break;
+			if (s->g == g) {
+				s->g = GSLOT_FREED;
+				return;
+			}
+			if (s->g == 0)
+				return;
+		}
+	}
+	struct gkey k = {.tgid = tgid, .g = g};
+	bpf_map_delete_elem(&goroutines, &k);
 }
 
 /* The state of the goroutine running the probe, fresh: its cached stack
@@ -54,12 +138,11 @@ static __always_inline struct gstate *goroutine(struct pt_regs *ctx, __u32 tgid,
 	__u64 g = GO_G(ctx);
 	if (!g)
 		return 0;
-	struct gkey k = {.tgid = tgid, .g = g};
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &k);
+	struct gstate *gs = gstate_find(tgid, g);
 	if (!gs) {
 		if (!create)
 			return 0;
-		gs = gstate_new(&k);
+		gs = gstate_new(tgid, g);
 		if (!gs)
 			return 0;
 	}

@@ -44,8 +44,21 @@ struct {
 } health SEC(".maps");
 
 /* Goroutine state, created at a goroutine's first traced call (or at `go`
- * inside one) and deleted when it exits. Not preallocated: most programs
- * have far fewer live goroutines than the bound. */
+ * inside one) and deleted when it exits, lives in one of two places. First
+ * choice is the slot table: an array indexed by a hash of g, so finding a
+ * goroutine costs no helper call (array lookups are inlined), which is
+ * about a tenth of a traced call's BPF time. Its size is set by user space
+ * (a power of two; preallocated, so kept small). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gslot);
+} gslots SEC(".maps");
+
+/* Then, for goroutines whose slots are taken (or when the table is off),
+ * this hash map. Not preallocated: most programs have far fewer live
+ * goroutines than the bound. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 18);

@@ -16,6 +16,7 @@ enum obs_limits {
 	OBS_INLINE_FRAMES = 16,	  /* open frames kept inline in a goroutine's state */
 	OBS_G_READ_WORDS = 21,	  /* words of runtime.g read at once (stack .. goid) */
 	OBS_MAX_UNWIND = 1 << 16, /* frames one probe may close or mark */
+	OBS_SLOT_PROBES = 4,	  /* slots of the goroutine table tried per g */
 };
 
 /* Call outcomes; internal/record.Status has the same values (a test checks). */
@@ -148,6 +149,13 @@ struct gstate {
 	__u32 depth;	    /* open traced frames */
 	__u32 stale;	    /* 1: read the cached stack bounds again */
 	struct frame frames[OBS_INLINE_FRAMES];
+};
+
+/* A goroutine's state in the slot table (maps.h, gslots): the g it belongs
+ * to (0: never used, 1: freed), then the state. */
+struct gslot {
+	__u64 g;
+	struct gstate st;
 };
 
 struct fkey {

@@ -17,8 +17,7 @@ int obs_newproc_entry(struct pt_regs *ctx)
 	if (!tgid)
 		return 0;
 	__u64 callergp = go_int_reg(ctx, newproc_callergp_reg);
-	struct gkey gk = {.tgid = tgid, .g = callergp};
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	struct gstate *gs = gstate_find(tgid, callergp);
 	if (!gs)
 		return 0;
 	__u64 parent = gs->spawn_parent;
@@ -44,17 +43,22 @@ int obs_newproc_ret(struct pt_regs *ctx)
 		return 0;
 	__u64 tid = bpf_get_current_pid_tgid();
 	__u64 newg = go_int_reg(ctx, 0);
-	struct gkey gk = {.tgid = tgid, .g = newg};
 	__u64 *parent = bpf_map_lookup_elem(&spawning, &tid);
 	if (!parent) {
-		bpf_map_delete_elem(&goroutines, &gk);
+		gstate_del(tgid, newg);
 		return 0;
 	}
 	__u64 p = *parent;
 	bpf_map_delete_elem(&spawning, &tid);
 	if (!newg)
 		return 0;
-	struct gstate *gs = gstate_new(&gk);
+	/* A state left by an earlier goroutine on this g (its exit was not
+	 * seen) is reset. */
+	struct gstate *gs = gstate_find(tgid, newg);
+	if (gs)
+		gstate_reset(gs);
+	else
+		gs = gstate_new(tgid, newg);
 	if (!gs)
 		return 0;
 	gs->spawn_parent = p;
@@ -73,8 +77,7 @@ int obs_copystack(struct pt_regs *ctx)
 	__u32 tgid = traced_tgid();
 	if (!tgid)
 		return 0;
-	struct gkey gk = {.tgid = tgid, .g = go_int_reg(ctx, 0)};
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	struct gstate *gs = gstate_find(tgid, go_int_reg(ctx, 0));
 	if (gs)
 		gs->stale = 1;
 	return 0;
@@ -119,14 +122,13 @@ int obs_goexit(struct pt_regs *ctx)
 	if (!tgid)
 		return 0;
 	__u64 g = GO_G(ctx);
-	struct gkey gk = {.tgid = tgid, .g = g};
-	struct gstate *gs = bpf_map_lookup_elem(&goroutines, &gk);
+	struct gstate *gs = gstate_find(tgid, g);
 	if (!gs)
 		return 0;
 	if (gs->depth > 0)
 		unwind(gs, tgid, g, bpf_ktime_get_ns(), 0, NO_FUNC,
 		       gs->panic_seq ? OBS_PANIC : OBS_UNFINISHED);
-	bpf_map_delete_elem(&goroutines, &gk);
+	gstate_del(tgid, g);
 	return 0;
 }
 

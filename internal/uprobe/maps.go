@@ -94,23 +94,11 @@ type OpenFrame struct {
 // process when pid is 0): what was still running when the process died or
 // the trace ended.
 func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
+	gor, err := t.goroutineStates(pid)
+	if err != nil {
+		return nil, err
+	}
 	var out []OpenFrame
-	var gk obsGkey
-	var gs obsGstate
-	type gref struct {
-		key obsGkey
-		st  obsGstate
-	}
-	var gor []gref
-	it := t.objs.Goroutines.Iterate()
-	for it.Next(&gk, &gs) {
-		if pid == 0 || gk.Tgid == pid {
-			gor = append(gor, gref{gk, gs})
-		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read goroutines: %w", err)
-	}
 	for _, g := range gor {
 		for d := int(g.st.Depth) - 1; d >= 0; d-- {
 			var f obsFrame
@@ -131,8 +119,56 @@ func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
 				Panicking: g.st.PanicSeq != 0,
 			})
 		}
-		k := g.key
-		_ = t.objs.Goroutines.Delete(&k)
+		if g.slot >= 0 {
+			_ = t.objs.Gslots.Put(uint32(g.slot), obsGslot{G: gslotFreed})
+		} else {
+			k := g.key
+			_ = t.objs.Goroutines.Delete(&k)
+		}
+	}
+	return out, nil
+}
+
+// gslotFreed marks a slot of the goroutine table whose goroutine is gone
+// (bpf/goroutine.h); 0 marks one never used.
+const gslotFreed = 1
+
+// gref is one goroutine's state, from the slot table (slot >= 0) or the
+// hash map.
+type gref struct {
+	key  obsGkey
+	st   obsGstate
+	slot int
+}
+
+// goroutineStates reads the state of every goroutine of pid (every process
+// when pid is 0) from both places it may live.
+func (t *Tracer) goroutineStates(pid uint32) ([]gref, error) {
+	var out []gref
+	var gk obsGkey
+	var gs obsGstate
+	it := t.objs.Goroutines.Iterate()
+	for it.Next(&gk, &gs) {
+		if pid == 0 || gk.Tgid == pid {
+			out = append(out, gref{gk, gs, -1})
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read goroutines: %w", err)
+	}
+	if pid != 0 && pid != uint32(t.cfg.PID) {
+		return out, nil // the slot table holds only the traced process
+	}
+	var idx uint32
+	var slot obsGslot
+	sit := t.objs.Gslots.Iterate()
+	for sit.Next(&idx, &slot) {
+		if slot.G > gslotFreed {
+			out = append(out, gref{obsGkey{Tgid: uint32(t.cfg.PID), G: slot.G}, slot.St, int(idx)})
+		}
+	}
+	if err := sit.Err(); err != nil {
+		return nil, fmt.Errorf("read goroutine slots: %w", err)
 	}
 	return out, nil
 }
@@ -147,7 +183,7 @@ func (t *Tracer) Goroutines(pid uint32) (int, error) {
 	for {
 		err := t.objs.Goroutines.NextKey(prev, &next)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, nil
+			break
 		}
 		if err != nil {
 			return n, fmt.Errorf("count goroutines: %w", err)
@@ -158,4 +194,21 @@ func (t *Tracer) Goroutines(pid uint32) (int, error) {
 		key = next
 		prev = &key
 	}
+	if pid != uint32(t.cfg.PID) {
+		return n, nil
+	}
+	// Only the slots' g words are needed, but an array map is read a
+	// whole value at a time.
+	var idx uint32
+	var slot obsGslot
+	it := t.objs.Gslots.Iterate()
+	for it.Next(&idx, &slot) {
+		if slot.G > gslotFreed {
+			n++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("count goroutine slots: %w", err)
+	}
+	return n, nil
 }

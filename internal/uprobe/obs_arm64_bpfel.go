@@ -103,6 +103,12 @@ type obsGkey struct {
 	G    uint64
 }
 
+type obsGslot struct {
+	_  structs.HostLayout
+	G  uint64
+	St obsGstate
+}
+
 type obsGstate struct {
 	_           structs.HostLayout
 	Goid        uint64
@@ -139,6 +145,7 @@ const (
 	obsObsLimitsOBS_INLINE_FRAMES obsObsLimits = 16
 	obsObsLimitsOBS_G_READ_WORDS  obsObsLimits = 21
 	obsObsLimitsOBS_MAX_UNWIND    obsObsLimits = 65536
+	obsObsLimitsOBS_SLOT_PROBES   obsObsLimits = 4
 )
 
 type obsObsPhase uint32
@@ -166,6 +173,7 @@ const (
 	obsMapFstats             = "fstats"
 	obsMapFuncs              = "funcs"
 	obsMapGoroutines         = "goroutines"
+	obsMapGslots             = "gslots"
 	obsMapGstateZero         = "gstate_zero"
 	obsMapHealth             = "health"
 	obsMapRingErr            = "ring_err"
@@ -191,6 +199,7 @@ const (
 	obsVarCheckTgid          = "check_tgid"
 	obsVarErrWakeRecords     = "err_wake_records"
 	obsVarGoidOffset         = "goid_offset"
+	obsVarGslotMask          = "gslot_mask"
 	obsVarNewprocCallergpReg = "newproc_callergp_reg"
 	obsVarNextId             = "next_id"
 	obsVarOkWakeRecords      = "ok_wake_records"
@@ -259,6 +268,7 @@ type obsMapSpecs struct {
 	Fstats     *ebpf.MapSpec `ebpf:"fstats"`
 	Funcs      *ebpf.MapSpec `ebpf:"funcs"`
 	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
+	Gslots     *ebpf.MapSpec `ebpf:"gslots"`
 	GstateZero *ebpf.MapSpec `ebpf:"gstate_zero"`
 	Health     *ebpf.MapSpec `ebpf:"health"`
 	RingErr    *ebpf.MapSpec `ebpf:"ring_err"`
@@ -281,6 +291,7 @@ type obsVariableSpecs struct {
 	CheckTgid          *ebpf.VariableSpec `ebpf:"check_tgid"`
 	ErrWakeRecords     *ebpf.VariableSpec `ebpf:"err_wake_records"`
 	GoidOffset         *ebpf.VariableSpec `ebpf:"goid_offset"`
+	GslotMask          *ebpf.VariableSpec `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.VariableSpec `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.VariableSpec `ebpf:"next_id"`
 	OkWakeRecords      *ebpf.VariableSpec `ebpf:"ok_wake_records"`
@@ -312,6 +323,7 @@ type obsMaps struct {
 	Fstats     *ebpf.Map `ebpf:"fstats"`
 	Funcs      *ebpf.Map `ebpf:"funcs"`
 	Goroutines *ebpf.Map `ebpf:"goroutines"`
+	Gslots     *ebpf.Map `ebpf:"gslots"`
 	GstateZero *ebpf.Map `ebpf:"gstate_zero"`
 	Health     *ebpf.Map `ebpf:"health"`
 	RingErr    *ebpf.Map `ebpf:"ring_err"`
@@ -325,6 +337,7 @@ func (m *obsMaps) Close() error {
 		m.Fstats,
 		m.Funcs,
 		m.Goroutines,
+		m.Gslots,
 		m.GstateZero,
 		m.Health,
 		m.RingErr,
@@ -348,6 +361,7 @@ type obsVariables struct {
 	CheckTgid          *ebpf.Variable `ebpf:"check_tgid"`
 	ErrWakeRecords     *ebpf.Variable `ebpf:"err_wake_records"`
 	GoidOffset         *ebpf.Variable `ebpf:"goid_offset"`
+	GslotMask          *ebpf.Variable `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.Variable `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.Variable `ebpf:"next_id"`
 	OkWakeRecords      *ebpf.Variable `ebpf:"ok_wake_records"`

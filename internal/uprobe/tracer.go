@@ -104,10 +104,15 @@ type Sizes struct {
 	RingErr    uint32 // bytes of the error ring, likewise
 	Goroutines uint32 // goroutines with state at once
 	Frames     uint32 // frames deeper than the inline ones, over all goroutines
+	// GoroutineSlots is the size of the goroutine slot table, where a
+	// goroutine's state is found without a helper call; goroutines beyond
+	// it use the hash map bounded by Goroutines. A power of two. Its
+	// memory is allocated up front: about 700 bytes a slot.
+	GoroutineSlots uint32
 }
 
-// DefaultSizes are the sizes bpf/maps.h declares.
-var DefaultSizes = Sizes{RingOK: 16 << 20, RingErr: 8 << 20, Goroutines: 1 << 18, Frames: 1 << 20}
+// DefaultSizes are the sizes the tracer uses unless told otherwise.
+var DefaultSizes = Sizes{RingOK: 16 << 20, RingErr: 8 << 20, Goroutines: 1 << 18, Frames: 1 << 20, GoroutineSlots: 1 << 12}
 
 // drainTime is how long detach lets calls that were open when the entries
 // were disarmed reach their RET before the RETs are disarmed too; what is
@@ -169,6 +174,11 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	spec.Maps[obsMapGoroutines].MaxEntries = sz.Goroutines
 	spec.Maps[obsMapFrames].MaxEntries = sz.Frames
 	t := &Tracer{cfg: cfg, multi: multi}
+	mask, err := t.gslotMask(sz)
+	if err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
+	}
+	spec.Maps[obsMapGslots].MaxEntries = mask + 1
 	idBase := cfg.IDBase
 	if idBase == 0 {
 		idBase = 1
@@ -186,6 +196,7 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		{obsVarErrWakeRecords, errWake},
 		{obsVarNextId, idBase},
 		{obsVarPhase, uint32(obsObsPhaseOBS_PHASE_ARMING)},
+		{obsVarGslotMask, mask},
 	} {
 		if err := spec.Variables[v.name].Set(v.val); err != nil {
 			return nil, fmt.Errorf("attach: set %s: %w", v.name, err)
@@ -273,7 +284,23 @@ func (s Sizes) withDefaults() Sizes {
 	if s.Frames != 0 {
 		d.Frames = s.Frames
 	}
+	if s.GoroutineSlots != 0 {
+		d.GoroutineSlots = s.GoroutineSlots
+	}
 	return d
+}
+
+// gslotMask is the mask of the goroutine slot table, or 0 to leave it off:
+// it is keyed by g alone, so it serves one process at a time.
+func (t *Tracer) gslotMask(sz Sizes) (uint32, error) {
+	n := sz.GoroutineSlots
+	if n&(n-1) != 0 {
+		return 0, fmt.Errorf("goroutine slots %d: want a power of two", n)
+	}
+	if t.cfg.PID == 0 || n < 2 {
+		return 0, nil
+	}
+	return n - 1, nil
 }
 
 // wakeEvery is how many records a CPU writes to each ring before it wakes
