@@ -159,44 +159,58 @@ static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64
 	err_submit(e);
 }
 
-SEC("uprobe.multi")
-int obs_entry(struct pt_regs *ctx)
-{
-	if (phase != OBS_PHASE_LIVE)
-		return 0;
-	__u32 tgid = traced_tgid();
+/* A probe on a traced function: the site's function and, once the target
+ * check passes, the running goroutine's fresh state (created at an entry). */
+struct site {
+	__u64 g;
 	__u64 sp_off;
-	if (!tgid)
+	__u32 tgid;
+	__u32 func_id;
+	struct gstate *gs;
+};
+
+/* Fills s; returns 0 when the hit is not for this session (another
+ * process, or a site of another generation), and leaves s->gs 0 when the
+ * goroutine has no state (and create was 0) or could not get one. */
+static __always_inline int site_hit(struct pt_regs *ctx, int create, struct site *s)
+{
+	s->tgid = traced_tgid();
+	if (!s->tgid)
 		return 0;
 	__s64 fid = site_func(ctx);
 	if (fid < 0)
 		return 0;
-	__u32 func_id = fid;
-	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
-	if (!gs) {
-		lost_entry(func_id);
+	s->func_id = fid;
+	s->g = GO_G(ctx);
+	s->gs = goroutine(ctx, s->tgid, create, &s->sp_off);
+	return 1;
+}
+
+SEC("uprobe.multi")
+int obs_entry(struct pt_regs *ctx)
+{
+	struct site s;
+	if (phase != OBS_PHASE_LIVE || !site_hit(ctx, 1, &s))
+		return 0;
+	if (!s.gs) {
+		lost_entry(s.func_id);
 		return 0;
 	}
-	do_entry(gs, GO_G(ctx), func_id, tgid, sp_off, bpf_ktime_get_ns());
+	do_entry(s.gs, s.g, s.func_id, s.tgid, s.sp_off, bpf_ktime_get_ns());
 	return 0;
 }
 
 SEC("uprobe.multi")
 int obs_ret(struct pt_regs *ctx)
 {
-	__u32 tgid = traced_tgid();
-	__u64 sp_off;
-	if (!tgid)
+	struct site s;
+	if (!site_hit(ctx, 0, &s))
 		return 0;
-	__s64 fid = site_func(ctx);
-	if (fid < 0)
-		return 0;
-	struct gstate *gs = goroutine(ctx, tgid, 0, &sp_off);
-	if (!gs) {
+	if (!s.gs) {
 		unmatched();
 		return 0;
 	}
-	do_ret(ctx, gs, GO_G(ctx), fid, tgid, sp_off, bpf_ktime_get_ns());
+	do_ret(ctx, s.gs, s.g, s.func_id, s.tgid, s.sp_off, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -206,23 +220,12 @@ int obs_ret(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int obs_leaf(struct pt_regs *ctx)
 {
-	if (phase != OBS_PHASE_LIVE)
-		return 0;
-	__u32 tgid = traced_tgid();
-	__u64 sp_off;
-	if (!tgid)
-		return 0;
-	__s64 fid = site_func(ctx);
-	if (fid < 0)
-		return 0;
-	__u32 func_id = fid;
-	struct gstate *gs = goroutine(ctx, tgid, 1, &sp_off);
-	if (!gs)
+	struct site s;
+	if (phase != OBS_PHASE_LIVE || !site_hit(ctx, 1, &s) || !s.gs)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 g = GO_G(ctx);
-	do_entry(gs, g, func_id, tgid, sp_off, now);
-	do_ret(ctx, gs, g, func_id, tgid, sp_off, now);
+	do_entry(s.gs, s.g, s.func_id, s.tgid, s.sp_off, now);
+	do_ret(ctx, s.gs, s.g, s.func_id, s.tgid, s.sp_off, now);
 	return 0;
 }
 
