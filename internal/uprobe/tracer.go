@@ -326,10 +326,10 @@ func (t *Tracer) kernelFiltersPID() bool {
 	if t.cfg.PID == 0 {
 		return false
 	}
-	if !t.multi {
-		return true // perf-event uprobes filter by the target's mm
-	}
-	return !t.cfg.NoKernelPIDFilter && multiPIDFilterWorks()
+	// Perf-event uprobes (the fallback) filter by the target too, but the
+	// programs keep checking there: it is the path for old kernels, where
+	// a helper call matters least.
+	return t.multi && !t.cfg.NoKernelPIDFilter && multiPIDFilterWorks()
 }
 
 func (t *Tracer) setPhase(p obsObsPhase) error {
