@@ -32,8 +32,6 @@ static __always_inline int refresh(struct gstate *gs, __u64 g)
 	return 0;
 }
 
-#define GSLOT_FREED 1
-
 /* Makes gs a goroutine's state as new. Frames at or above depth are never
  * read, so only the header is reset; stale forces a refresh of goid and
  * the stack bounds. */
@@ -70,7 +68,7 @@ static __always_inline struct gstate *gstate_find(__u32 tgid, __u64 g)
 				return &s->st;
 			/* A slot never used ends the chain: g would be in it
 			 * or before it. */
-			if (s->g == 0)
+			if (s->g == OBS_GSLOT_EMPTY)
 				return 0;
 		}
 	}
@@ -89,7 +87,7 @@ static __always_inline struct gstate *gstate_new(__u32 tgid, __u64 g)
 			if (!s)
 				break;
 			__u64 old = s->g;
-			if (old != 0 && old != GSLOT_FREED)
+			if (old != OBS_GSLOT_EMPTY && old != OBS_GSLOT_FREED)
 				continue;
 			if (__sync_val_compare_and_swap(&s->g, old, g) != old)
 				continue;
@@ -118,10 +116,10 @@ static __always_inline void gstate_del(__u32 tgid, __u64 g)
 			if (!s)
 				break;
 			if (s->g == g) {
-				s->g = GSLOT_FREED;
+				s->g = OBS_GSLOT_FREED;
 				return;
 			}
-			if (s->g == 0)
+			if (s->g == OBS_GSLOT_EMPTY)
 				return;
 		}
 	}

@@ -31,6 +31,7 @@ const enum obs_err_kind *_obs_err_kind __attribute__((unused));
 const enum obs_err_mode *_obs_err_mode __attribute__((unused));
 const enum obs_phase *_obs_phase __attribute__((unused));
 const enum obs_limits *_obs_limits __attribute__((unused));
+const enum obs_gslot_mark *_obs_gslot_mark __attribute__((unused));
 
 /* Empty programs on the same sites: the floor that overhead figures are
  * measured against. */

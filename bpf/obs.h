@@ -151,8 +151,14 @@ struct gstate {
 	struct frame frames[OBS_INLINE_FRAMES];
 };
 
+/* What a slot of the goroutine table holds in place of a g. */
+enum obs_gslot_mark {
+	OBS_GSLOT_EMPTY = 0, /* never used: it ends a chain */
+	OBS_GSLOT_FREED = 1, /* its goroutine exited; free, but a chain goes on */
+};
+
 /* A goroutine's state in the slot table (maps.h, gslots): the g it belongs
- * to (0: never used, 1: freed), then the state. */
+ * to (or an obs_gslot_mark), then the state. */
 struct gslot {
 	__u64 g;
 	struct gstate st;

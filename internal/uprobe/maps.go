@@ -129,9 +129,9 @@ func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
 	return out, nil
 }
 
-// gslotFreed marks a slot of the goroutine table whose goroutine is gone
-// (bpf/goroutine.h); 0 marks one never used.
-const gslotFreed = 1
+// gslotFreed marks a slot of the goroutine table whose goroutine is gone;
+// a g word at or below it is no goroutine.
+const gslotFreed = uint64(obsObsGslotMarkOBS_GSLOT_FREED)
 
 // gref is one goroutine's state, from the slot table (slot >= 0) or the
 // hash map.

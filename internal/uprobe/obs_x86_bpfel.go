@@ -137,6 +137,13 @@ const (
 	obsObsErrModeOBS_ERR_STACK obsObsErrMode = 2
 )
 
+type obsObsGslotMark uint32
+
+const (
+	obsObsGslotMarkOBS_GSLOT_EMPTY obsObsGslotMark = 0
+	obsObsGslotMarkOBS_GSLOT_FREED obsObsGslotMark = 1
+)
+
 type obsObsLimits uint32
 
 const (
@@ -192,6 +199,7 @@ const (
 	obsVarErrEvent           = "_err_event"
 	obsVarObsErrKind         = "_obs_err_kind"
 	obsVarObsErrMode         = "_obs_err_mode"
+	obsVarObsGslotMark       = "_obs_gslot_mark"
 	obsVarObsLimits          = "_obs_limits"
 	obsVarObsPhase           = "_obs_phase"
 	obsVarObsStatus          = "_obs_status"
@@ -284,6 +292,7 @@ type obsVariableSpecs struct {
 	ErrEvent           *ebpf.VariableSpec `ebpf:"_err_event"`
 	ObsErrKind         *ebpf.VariableSpec `ebpf:"_obs_err_kind"`
 	ObsErrMode         *ebpf.VariableSpec `ebpf:"_obs_err_mode"`
+	ObsGslotMark       *ebpf.VariableSpec `ebpf:"_obs_gslot_mark"`
 	ObsLimits          *ebpf.VariableSpec `ebpf:"_obs_limits"`
 	ObsPhase           *ebpf.VariableSpec `ebpf:"_obs_phase"`
 	ObsStatus          *ebpf.VariableSpec `ebpf:"_obs_status"`
@@ -354,6 +363,7 @@ type obsVariables struct {
 	ErrEvent           *ebpf.Variable `ebpf:"_err_event"`
 	ObsErrKind         *ebpf.Variable `ebpf:"_obs_err_kind"`
 	ObsErrMode         *ebpf.Variable `ebpf:"_obs_err_mode"`
+	ObsGslotMark       *ebpf.Variable `ebpf:"_obs_gslot_mark"`
 	ObsLimits          *ebpf.Variable `ebpf:"_obs_limits"`
 	ObsPhase           *ebpf.Variable `ebpf:"_obs_phase"`
 	ObsStatus          *ebpf.Variable `ebpf:"_obs_status"`
