@@ -52,7 +52,17 @@ func noretTree() map[string]noretCall {
 // the parent of the calls it makes.
 func TestEntryOnlyTree(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.BuildProgram(t, testutil.Build{Program: "noret"})
+	for _, b := range []testutil.Build{
+		{Program: "noret"},
+		{Program: "noret", Stripped: true},
+		{Program: "noret", PIE: true},
+	} {
+		t.Run(b.String(), func(t *testing.T) { checkEntryOnlyTree(t, b) })
+	}
+}
+
+func checkEntryOnlyTree(t *testing.T, b testutil.Build) {
+	bin := testutil.BuildProgram(t, b)
 	opts := testOptions(t)
 	var out bytes.Buffer
 	res, err := Run(context.Background(), []string{bin}, nil, &out, io.Discard, opts)
