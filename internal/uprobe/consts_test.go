@@ -29,3 +29,20 @@ func TestSharedConstants(t *testing.T) {
 		t.Errorf("err_event text is %d bytes, OBS_TEXT_MAX %d", n, obsObsLimitsOBS_TEXT_MAX)
 	}
 }
+
+// TestSizes checks that sizes the kernel would refuse are refused in
+// words first, and that zero fields take the defaults.
+func TestSizes(t *testing.T) {
+	if err := (Sizes{}).withDefaults().check(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	for _, bad := range []Sizes{{RingOK: 3 << 20}, {RingErr: 1024}, {GoroutineSlots: 1000}} {
+		if err := bad.withDefaults().check(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	ok, errs := wakeEvery(DefaultSizes)
+	if ok == 0 || errs == 0 || ok*uint32(callEventSize+8) > DefaultSizes.RingOK/2 || errs*uint32(errEventSize+8) > DefaultSizes.RingErr/2 {
+		t.Errorf("wake every %d ok and %d error records: want at least one, and well within each ring", ok, errs)
+	}
+}

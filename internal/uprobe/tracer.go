@@ -97,8 +97,8 @@ type Config struct {
 	Sizes Sizes
 }
 
-// Sizes bounds the maps and rings the programs use. A zero field keeps the
-// default of bpf/maps.h (DefaultSizes).
+// Sizes bounds the maps and rings the programs use. A zero field keeps its
+// DefaultSizes value.
 type Sizes struct {
 	RingOK     uint32 // bytes of the ok ring: a power of two, at least a page
 	RingErr    uint32 // bytes of the error ring, likewise
@@ -169,15 +169,15 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	spec.Maps[obsMapFuncs].MaxEntries = n
 	spec.Maps[obsMapFstats].MaxEntries = n
 	sz := cfg.Sizes.withDefaults()
+	if err := sz.check(); err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
+	}
 	spec.Maps[obsMapRingOk].MaxEntries = sz.RingOK
 	spec.Maps[obsMapRingErr].MaxEntries = sz.RingErr
 	spec.Maps[obsMapGoroutines].MaxEntries = sz.Goroutines
 	spec.Maps[obsMapFrames].MaxEntries = sz.Frames
 	t := &Tracer{cfg: cfg, multi: multi}
-	mask, err := t.gslotMask(sz)
-	if err != nil {
-		return nil, fmt.Errorf("attach: %w", err)
-	}
+	mask := t.gslotMask(sz)
 	spec.Maps[obsMapGslots].MaxEntries = mask + 1
 	idBase := cfg.IDBase
 	if idBase == 0 {
@@ -290,17 +290,31 @@ func (s Sizes) withDefaults() Sizes {
 	return d
 }
 
+// check says what the kernel would refuse, in words.
+func (s Sizes) check() error {
+	page := uint32(os.Getpagesize())
+	for _, r := range []struct {
+		name string
+		n    uint32
+	}{{"ok ring", s.RingOK}, {"error ring", s.RingErr}} {
+		if r.n < page || r.n&(r.n-1) != 0 {
+			return fmt.Errorf("%s size %d bytes: want a power of two of at least %d (a page)", r.name, r.n, page)
+		}
+	}
+	if n := s.GoroutineSlots; n&(n-1) != 0 {
+		return fmt.Errorf("goroutine slots %d: want a power of two", n)
+	}
+	return nil
+}
+
 // gslotMask is the mask of the goroutine slot table, or 0 to leave it off:
 // it is keyed by g alone, so it serves one process at a time.
-func (t *Tracer) gslotMask(sz Sizes) (uint32, error) {
+func (t *Tracer) gslotMask(sz Sizes) uint32 {
 	n := sz.GoroutineSlots
-	if n&(n-1) != 0 {
-		return 0, fmt.Errorf("goroutine slots %d: want a power of two", n)
-	}
 	if t.cfg.PID == 0 || n < 2 {
-		return 0, nil
+		return 0
 	}
-	return n - 1, nil
+	return n - 1
 }
 
 // wakeEvery is how many records a CPU writes to each ring before it wakes
@@ -466,7 +480,8 @@ func runtimeGroups(objs *obsObjects, rt Runtime) []group {
 		}
 		gs = append(gs, group{objs.ObsNewprocEntry, []site{{off: rt.Newproc1}}}, group{objs.ObsNewprocRet, rets})
 	}
-	// gopanic and goexit1 close frames, so they are armed with the RETs.
+	// gopanic and goexit1 close frames: like the RETs, they are armed
+	// before any entry.
 	if rt.Gopanic != 0 {
 		gs = append(gs, group{objs.ObsGopanic, []site{{off: rt.Gopanic}}})
 	}
