@@ -159,16 +159,11 @@ func (t *Tracer) goroutineStates(pid uint32) ([]gref, error) {
 	if pid != 0 && pid != uint32(t.cfg.PID) {
 		return out, nil // the slot table holds only the traced process
 	}
-	var idx uint32
-	var slot obsGslot
-	sit := t.objs.Gslots.Iterate()
-	for sit.Next(&idx, &slot) {
-		if slot.G > gslotFreed {
-			out = append(out, gref{obsGkey{Tgid: uint32(t.cfg.PID), G: slot.G}, slot.St, int(idx)})
-		}
-	}
-	if err := sit.Err(); err != nil {
-		return nil, fmt.Errorf("read goroutine slots: %w", err)
+	err := t.eachSlot(func(idx uint32, slot *obsGslot) {
+		out = append(out, gref{obsGkey{Tgid: uint32(t.cfg.PID), G: slot.G}, slot.St, int(idx)})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -197,18 +192,30 @@ func (t *Tracer) Goroutines(pid uint32) (int, error) {
 	if pid != uint32(t.cfg.PID) {
 		return n, nil
 	}
-	// Only the slots' g words are needed, but an array map is read a
-	// whole value at a time.
-	var idx uint32
-	var slot obsGslot
-	it := t.objs.Gslots.Iterate()
-	for it.Next(&idx, &slot) {
-		if slot.G > gslotFreed {
-			n++
+	err := t.eachSlot(func(uint32, *obsGslot) { n++ })
+	return n, err
+}
+
+// eachSlot calls fn for every goroutine in the slot table. The table is
+// read in batches: one system call per 256 slots, where iterating would
+// take two per slot, and Goroutines runs every few seconds.
+func (t *Tracer) eachSlot(fn func(idx uint32, slot *obsGslot)) error {
+	const batch = 256
+	keys := make([]uint32, batch)
+	vals := make([]obsGslot, batch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := t.objs.Gslots.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if vals[i].G > gslotFreed {
+				fn(keys[i], &vals[i])
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read goroutine slots: %w", err)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return n, fmt.Errorf("count goroutine slots: %w", err)
-	}
-	return n, nil
 }
