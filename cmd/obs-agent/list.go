@@ -91,6 +91,7 @@ type listRow struct {
 	ErrResult string `json:"error_result"`          // yes, no, unknown
 	Inlined   int    `json:"inlined_sites"`         // -1 when unknown
 	Generated bool   `json:"generated,omitempty"`   // runtime or compiler generated
+	EntryOnly bool   `json:"entry_only,omitempty"`  // no RET: traced by its entry alone
 	Reason    string `json:"reason,omitempty"`      // why not probeable
 	Warning   string `json:"warning,omitempty"`     // e.g. calls at inlined sites are not seen
 	Entry     string `json:"entry,omitempty"`       // hex vaddr
@@ -191,9 +192,15 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 		if fn.ErrResult != nil {
 			r.ErrIndex = &fn.ErrResult.Index
 		}
-		if fn.InlinedSites > 0 {
-			r.Warning = fmt.Sprintf("calls at %d inlined %s are not seen", fn.InlinedSites, listPlural(fn.InlinedSites, "site", "sites"))
+		var warn []string
+		if fn.EntryOnly {
+			r.EntryOnly = true
+			warn = append(warn, listEntryOnlyNote)
 		}
+		if fn.InlinedSites > 0 {
+			warn = append(warn, fmt.Sprintf("calls at %d inlined %s are not seen", fn.InlinedSites, listPlural(fn.InlinedSites, "site", "sites")))
+		}
+		r.Warning = strings.Join(warn, "; ")
 		rows = append(rows, r)
 		out.Summary.Probeable++
 		out.Summary.Sites += r.Sites
@@ -250,6 +257,9 @@ func writeListTable(w io.Writer, out *listOutput) error {
 	}
 	return nil
 }
+
+// listEntryOnlyNote says how a function without a RET is traced.
+const listEntryOnlyNote = "entry only (no RET): its call ends with the panic that leaves it, Goexit, or the process"
 
 // listLongName is the length from which listShortName shortens a name.
 const listLongName = 100

@@ -166,8 +166,8 @@ func TestListTable(t *testing.T) {
 	if got := strings.Join(tableRow(t, out, "main.double"), " "); !strings.Contains(got, "no - unknown inlined at every call site") {
 		t.Errorf("double row %q: want not probeable, inlined at every call site", got)
 	}
-	if got := strings.Join(tableRow(t, out, "main.fail"), " "); !strings.HasPrefix(got, "main.fail no - ") || !strings.Contains(got, "no RET") {
-		t.Errorf("fail row %q: want not probeable for lack of RET", got)
+	if got := strings.Join(tableRow(t, out, "main.fail"), " "); !strings.HasPrefix(got, "main.fail yes 1 no entry only (no RET)") {
+		t.Errorf("fail row %q: want probeable at its entry alone, for lack of RET", got)
 	}
 	if got := strings.Join(tableRow(t, out, "main.small"), " "); !strings.Contains(got, "calls at 1 inlined site are not seen") {
 		t.Errorf("small row %q: want the inlined-sites warning", got)
@@ -263,6 +263,9 @@ func TestListJSON(t *testing.T) {
 	}
 	if r := rows["main.double"]; r.Probe || !strings.Contains(r.Reason, "inlined") {
 		t.Errorf("double %+v", r)
+	}
+	if r := rows["main.fail"]; !r.Probe || !r.EntryOnly || r.Sites != 1 {
+		t.Errorf("fail %+v: want traced by its entry alone", r)
 	}
 	if got.Summary.Functions != len(got.Functions) || got.Summary.Probeable != probeable || got.Summary.Sites != sites {
 		t.Errorf("summary %+v; counted %d functions, %d probeable, %d sites", got.Summary, len(got.Functions), probeable, sites)

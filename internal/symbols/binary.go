@@ -63,6 +63,11 @@ type Func struct {
 	Rets      []uint64 // vaddr of every RET instruction in [Entry, End)
 	Generated bool     // runtime/compiler-generated
 	Probeable bool
+	// EntryOnly marks a probeable function with no RET (it only panics,
+	// ends in os.Exit, or loops forever): it is traced by its entry
+	// alone, and its call is closed by the panic that leaves it, by
+	// runtime.Goexit, or at the end of the trace.
+	EntryOnly bool
 	Reason    string // why not probeable, when !Probeable
 	// InlinedSites counts call sites where the compiler inlined this
 	// function (DWARF DW_TAG_inlined_subroutine); -1 when unknown (no DWARF).
@@ -414,7 +419,11 @@ func (b *Binary) analyze(f *Func, flag uint8) {
 		f.Rets = nil
 		f.Reason = fmt.Sprintf("bytes at +%#x do not decode", bad)
 	case len(f.Rets) == 0:
-		f.Reason = "no RET instruction (ends in a tail call or panic)"
+		if why := leavesByJump(b.Arch, code); why != "" {
+			f.Reason = why
+			return
+		}
+		f.Probeable, f.EntryOnly = true, true
 	default:
 		f.Probeable = true
 	}

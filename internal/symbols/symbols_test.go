@@ -178,8 +178,9 @@ func TestFixtureFunctions(t *testing.T) {
 			if f := b.Lookup("main.Classify"); f != nil && (!f.Probeable || len(f.Rets) < 2) {
 				t.Errorf("Classify: probeable=%v rets=%d, want several RETs", f.Probeable, len(f.Rets))
 			}
-			if f := b.Lookup("main.Fail"); f != nil && (f.Probeable || !strings.Contains(f.Reason, "no RET")) {
-				t.Errorf("Fail: probeable=%v reason %q, want no-RET refusal", f.Probeable, f.Reason)
+			// Fail only panics: no RET, traced by its entry alone.
+			if f := b.Lookup("main.Fail"); f != nil && (!f.Probeable || !f.EntryOnly || len(f.Rets) != 0) {
+				t.Errorf("Fail: probeable=%v entry-only=%v rets=%d reason %q, want entry-only", f.Probeable, f.EntryOnly, len(f.Rets), f.Reason)
 			}
 			// Assembly functions are refused (Go 1.19+ sets the flag).
 			if f := b.Lookup("runtime.memmove"); f == nil || f.Probeable || !strings.Contains(f.Reason, "assembly") {

@@ -94,7 +94,7 @@ func decode(raw []byte, errLane bool, ev *Event) error {
 		return fmt.Errorf("short error record: %d bytes", len(raw))
 	}
 	e := (*obsErrEvent)(unsafe.Pointer(&raw[0]))
-	ev.PanicValue = e.Kind == 1
+	ev.PanicValue = e.Kind == uint8(obsObsErrKindOBS_KIND_PANIC_VALUE)
 	ev.TypeAddr = e.TypeAddr
 	ev.DataAddr = e.DataAddr
 	ev.Word0, ev.Word1 = e.Word0, e.Word1

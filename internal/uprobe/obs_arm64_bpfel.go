@@ -36,6 +36,9 @@ type obsCounters struct {
 	ReadFail         uint64
 	Abandoned        uint64
 	SpawnLinks       uint64
+	DrainRet         uint64
+	OkPending        uint64
+	ErrPending       uint64
 }
 
 type obsErrEvent struct {
@@ -100,6 +103,12 @@ type obsGkey struct {
 	G    uint64
 }
 
+type obsGslot struct {
+	_  structs.HostLayout
+	G  uint64
+	St obsGstate
+}
+
 type obsGstate struct {
 	_           structs.HostLayout
 	Goid        uint64
@@ -113,6 +122,56 @@ type obsGstate struct {
 	Frames      [16]obsFrame
 }
 
+type obsObsErrKind uint32
+
+const (
+	obsObsErrKindOBS_KIND_CALL        obsObsErrKind = 0
+	obsObsErrKindOBS_KIND_PANIC_VALUE obsObsErrKind = 1
+)
+
+type obsObsErrMode uint32
+
+const (
+	obsObsErrModeOBS_ERR_NONE  obsObsErrMode = 0
+	obsObsErrModeOBS_ERR_REGS  obsObsErrMode = 1
+	obsObsErrModeOBS_ERR_STACK obsObsErrMode = 2
+)
+
+type obsObsGslotMark uint32
+
+const (
+	obsObsGslotMarkOBS_GSLOT_EMPTY obsObsGslotMark = 0
+	obsObsGslotMarkOBS_GSLOT_FREED obsObsGslotMark = 1
+)
+
+type obsObsLimits uint32
+
+const (
+	obsObsLimitsOBS_TEXT_MAX      obsObsLimits = 256
+	obsObsLimitsOBS_HIST_BUCKETS  obsObsLimits = 64
+	obsObsLimitsOBS_INLINE_FRAMES obsObsLimits = 16
+	obsObsLimitsOBS_G_READ_WORDS  obsObsLimits = 21
+	obsObsLimitsOBS_MAX_UNWIND    obsObsLimits = 65536
+	obsObsLimitsOBS_SLOT_PROBES   obsObsLimits = 4
+)
+
+type obsObsPhase uint32
+
+const (
+	obsObsPhaseOBS_PHASE_ARMING   obsObsPhase = 0
+	obsObsPhaseOBS_PHASE_LIVE     obsObsPhase = 1
+	obsObsPhaseOBS_PHASE_DRAINING obsObsPhase = 2
+)
+
+type obsObsStatus uint32
+
+const (
+	obsObsStatusOBS_OK         obsObsStatus = 0
+	obsObsStatusOBS_ERROR      obsObsStatus = 1
+	obsObsStatusOBS_PANIC      obsObsStatus = 2
+	obsObsStatusOBS_UNFINISHED obsObsStatus = 3
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -121,6 +180,7 @@ const (
 	obsMapFstats             = "fstats"
 	obsMapFuncs              = "funcs"
 	obsMapGoroutines         = "goroutines"
+	obsMapGslots             = "gslots"
 	obsMapGstateZero         = "gstate_zero"
 	obsMapHealth             = "health"
 	obsMapRingErr            = "ring_err"
@@ -137,10 +197,21 @@ const (
 	obsProgObsRet            = "obs_ret"
 	obsVarCallEvent          = "_call_event"
 	obsVarErrEvent           = "_err_event"
+	obsVarObsErrKind         = "_obs_err_kind"
+	obsVarObsErrMode         = "_obs_err_mode"
+	obsVarObsGslotMark       = "_obs_gslot_mark"
+	obsVarObsLimits          = "_obs_limits"
+	obsVarObsPhase           = "_obs_phase"
+	obsVarObsStatus          = "_obs_status"
 	obsVarActiveGen          = "active_gen"
+	obsVarCheckTgid          = "check_tgid"
+	obsVarErrWakeRecords     = "err_wake_records"
 	obsVarGoidOffset         = "goid_offset"
+	obsVarGslotMask          = "gslot_mask"
 	obsVarNewprocCallergpReg = "newproc_callergp_reg"
 	obsVarNextId             = "next_id"
+	obsVarOkWakeRecords      = "ok_wake_records"
+	obsVarPhase              = "phase"
 	obsVarTargetTgid         = "target_tgid"
 )
 
@@ -205,6 +276,7 @@ type obsMapSpecs struct {
 	Fstats     *ebpf.MapSpec `ebpf:"fstats"`
 	Funcs      *ebpf.MapSpec `ebpf:"funcs"`
 	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
+	Gslots     *ebpf.MapSpec `ebpf:"gslots"`
 	GstateZero *ebpf.MapSpec `ebpf:"gstate_zero"`
 	Health     *ebpf.MapSpec `ebpf:"health"`
 	RingErr    *ebpf.MapSpec `ebpf:"ring_err"`
@@ -218,10 +290,21 @@ type obsMapSpecs struct {
 type obsVariableSpecs struct {
 	CallEvent          *ebpf.VariableSpec `ebpf:"_call_event"`
 	ErrEvent           *ebpf.VariableSpec `ebpf:"_err_event"`
+	ObsErrKind         *ebpf.VariableSpec `ebpf:"_obs_err_kind"`
+	ObsErrMode         *ebpf.VariableSpec `ebpf:"_obs_err_mode"`
+	ObsGslotMark       *ebpf.VariableSpec `ebpf:"_obs_gslot_mark"`
+	ObsLimits          *ebpf.VariableSpec `ebpf:"_obs_limits"`
+	ObsPhase           *ebpf.VariableSpec `ebpf:"_obs_phase"`
+	ObsStatus          *ebpf.VariableSpec `ebpf:"_obs_status"`
 	ActiveGen          *ebpf.VariableSpec `ebpf:"active_gen"`
+	CheckTgid          *ebpf.VariableSpec `ebpf:"check_tgid"`
+	ErrWakeRecords     *ebpf.VariableSpec `ebpf:"err_wake_records"`
 	GoidOffset         *ebpf.VariableSpec `ebpf:"goid_offset"`
+	GslotMask          *ebpf.VariableSpec `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.VariableSpec `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.VariableSpec `ebpf:"next_id"`
+	OkWakeRecords      *ebpf.VariableSpec `ebpf:"ok_wake_records"`
+	Phase              *ebpf.VariableSpec `ebpf:"phase"`
 	TargetTgid         *ebpf.VariableSpec `ebpf:"target_tgid"`
 }
 
@@ -249,6 +332,7 @@ type obsMaps struct {
 	Fstats     *ebpf.Map `ebpf:"fstats"`
 	Funcs      *ebpf.Map `ebpf:"funcs"`
 	Goroutines *ebpf.Map `ebpf:"goroutines"`
+	Gslots     *ebpf.Map `ebpf:"gslots"`
 	GstateZero *ebpf.Map `ebpf:"gstate_zero"`
 	Health     *ebpf.Map `ebpf:"health"`
 	RingErr    *ebpf.Map `ebpf:"ring_err"`
@@ -262,6 +346,7 @@ func (m *obsMaps) Close() error {
 		m.Fstats,
 		m.Funcs,
 		m.Goroutines,
+		m.Gslots,
 		m.GstateZero,
 		m.Health,
 		m.RingErr,
@@ -276,10 +361,21 @@ func (m *obsMaps) Close() error {
 type obsVariables struct {
 	CallEvent          *ebpf.Variable `ebpf:"_call_event"`
 	ErrEvent           *ebpf.Variable `ebpf:"_err_event"`
+	ObsErrKind         *ebpf.Variable `ebpf:"_obs_err_kind"`
+	ObsErrMode         *ebpf.Variable `ebpf:"_obs_err_mode"`
+	ObsGslotMark       *ebpf.Variable `ebpf:"_obs_gslot_mark"`
+	ObsLimits          *ebpf.Variable `ebpf:"_obs_limits"`
+	ObsPhase           *ebpf.Variable `ebpf:"_obs_phase"`
+	ObsStatus          *ebpf.Variable `ebpf:"_obs_status"`
 	ActiveGen          *ebpf.Variable `ebpf:"active_gen"`
+	CheckTgid          *ebpf.Variable `ebpf:"check_tgid"`
+	ErrWakeRecords     *ebpf.Variable `ebpf:"err_wake_records"`
 	GoidOffset         *ebpf.Variable `ebpf:"goid_offset"`
+	GslotMask          *ebpf.Variable `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.Variable `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.Variable `ebpf:"next_id"`
+	OkWakeRecords      *ebpf.Variable `ebpf:"ok_wake_records"`
+	Phase              *ebpf.Variable `ebpf:"phase"`
 	TargetTgid         *ebpf.Variable `ebpf:"target_tgid"`
 }
 
