@@ -101,6 +101,26 @@ func alignUp(n, a int64) int64 {
 // dictionary pointer as their first argument, which DWARF does not list; it
 // is accounted for here.
 func locateError(tr *typeReader, name string, params []paramDIE, arch string) *ErrorResult {
+	ps := make([]abiParam, 0, len(params))
+	for _, p := range params {
+		t := tr.typeAt(p.typ)
+		if t == nil {
+			return nil
+		}
+		ps = append(ps, abiParam{t: t, result: p.result})
+	}
+	return locateErrorIn(name, ps, arch)
+}
+
+// abiParam is one parameter or result of a function, in order.
+type abiParam struct {
+	t      *abiType
+	result bool
+}
+
+// locateErrorIn is locateError on parameters whose types are resolved,
+// from DWARF or from the runtime type descriptors (typeerrs.go).
+func locateErrorIn(name string, params []abiParam, arch string) *ErrorResult {
 	ni, nfp := abiRegs(arch)
 	var stack int64 // offset within the stack-assigned area
 	var (
@@ -122,10 +142,7 @@ func locateError(tr *typeReader, name string, params []paramDIE, arch string) *E
 		if !p.result && !inArgs {
 			return nil // arguments after results: not a Go signature we understand
 		}
-		t := tr.typeAt(p.typ)
-		if t == nil {
-			return nil
-		}
+		t := p.t
 		si, sfp := i, fp
 		inRegs := t.size > 0 && regAssign(t, &i, &fp, ni, nfp)
 		var off int64

@@ -61,15 +61,21 @@ type Type struct {
 // runtime does: the descriptor's Str field is an offset from that base to
 // an encoded name. The base is the runtime.types symbol when there is a
 // symtab, and otherwise the start of the section the linker puts the types
-// first in (.data.rel.ro when the binary has one, as PIE binaries do, else
-// .rodata), so a stripped binary's types are named too.
+// first in (Go 1.27's own .go.type, or .data.rel.ro.go.type in PIE builds;
+// before 1.27, .data.rel.ro when the binary has one, as PIE binaries do,
+// else .rodata), so a stripped binary's types are named too.
 //
 // A Types is safe for concurrent use.
 type Types struct {
 	base uint64 // vaddr of runtime.types
 	data []byte // bytes of the section that starts at base
+	img  image  // the whole file, for descriptors' pointers (typedesc.go)
+	// textStart is runtime.text, the base of methods' code offsets.
+	textStart            uint64
+	itablinks, typelinks []uint64
 	mu   sync.Mutex
 	memo map[uint64]Type
+	desc map[uint64]*TypeDesc
 }
 
 // Layout of the descriptor header (internal/abi.Type) on 64-bit targets,
@@ -85,8 +91,8 @@ const (
 	kindMask       = 1<<5 - 1
 )
 
-// ReadTypes reads the type data of the Go executable at path. The data is
-// copied: the file may go away afterwards.
+// ReadTypes reads the type data of the Go executable at path. The file is
+// read into memory: it may go away afterwards.
 func ReadTypes(path string) (*Types, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -111,7 +117,8 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 		return nil, fmt.Errorf("%w: %v %v", ErrUnsupportedArch, ef.Class, ef.Data)
 	}
 	var sect *elf.Section
-	for _, name := range []string{".data.rel.ro", ".rodata"} {
+	// Go 1.27 gives the type data sections of their own.
+	for _, name := range []string{".data.rel.ro.go.type", ".go.type", ".data.rel.ro", ".rodata"} {
 		if s := ef.Section(name); s != nil && s.Type == elf.SHT_PROGBITS {
 			sect = s
 			break
@@ -121,11 +128,17 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 		return nil, fmt.Errorf("no .rodata or .data.rel.ro section")
 	}
 	base := sect.Addr
+	var textStart uint64
+	if s := ef.Section(".text"); s != nil {
+		textStart = s.Addr
+	}
 	if syms, err := ef.Symbols(); err == nil {
 		for _, s := range syms {
-			if s.Name == "runtime.types" {
+			switch s.Name {
+			case "runtime.types":
 				base = s.Value
-				break
+			case "runtime.text":
+				textStart = s.Value
 			}
 		}
 	}
@@ -136,9 +149,10 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 		return nil, fmt.Errorf("%w: section %s exceeds the file", ErrNotELF, sect.Name)
 	}
 	lo := sect.Offset + (base - sect.Addr)
-	data := make([]byte, sect.Offset+sect.Size-lo)
-	copy(data, raw[lo:])
-	return &Types{base: base, data: data, memo: map[uint64]Type{}}, nil
+	data := raw[lo : sect.Offset+sect.Size]
+	t = &Types{base: base, data: data, img: newImage(ef, raw), textStart: textStart, memo: map[uint64]Type{}, desc: map[uint64]*TypeDesc{}}
+	t.readLinks(ef)
+	return t, nil
 }
 
 // Lookup decodes the descriptor at the link-time address addr (a PIE
