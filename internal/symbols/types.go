@@ -73,9 +73,9 @@ type Types struct {
 	// textStart is runtime.text, the base of methods' code offsets.
 	textStart            uint64
 	itablinks, typelinks []uint64
-	mu   sync.Mutex
-	memo map[uint64]Type
-	desc map[uint64]*TypeDesc
+	mu                   sync.Mutex
+	memo                 map[uint64]Type
+	desc                 map[uint64]*TypeDesc
 }
 
 // Layout of the descriptor header (internal/abi.Type) on 64-bit targets,
