@@ -589,6 +589,9 @@ static __always_inline int read_error(struct pt_regs *ctx, struct func_info *fi,
 	return *itab != 0;
 }
 
+/* The text of returned errors: read plans and the snapshot record. */
+#include "errtext.h"
+
 /* A RET: pop the frame and send the call. */
 static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64 g, __u32 func_id,
 				   __u32 tgid, __u64 sp_off, __u64 now)
@@ -651,6 +654,13 @@ static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64
 
 	if (gs->depth > 0)
 		keep_ancestors(tgid, g, gs->depth);
+	/* errtext.h hook (error path only): send the call with a snapshot of
+	 * its error's value; the plain record below is the fallback when the
+	 * ring cannot take the larger one. */
+	struct call_event ce = {};
+	fill_call(&ce, &fr, tgid, gs->goid, now, status);
+	if (errtext_output(&ce, itab, data) == 0)
+		return;
 	struct err_event *e = err_reserve();
 	if (!e) {
 		if (st)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/obs-agent/obs-agent/internal/errtext"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/symbols"
 	"github.com/obs-agent/obs-agent/internal/uprobe"
@@ -34,6 +35,8 @@ type converter struct {
 	// types names the dynamic types of panic values; nil when the
 	// binary's type data could not be read.
 	types *symbols.Types
+	// errs renders the error values captured at RET (bpf/errtext.h).
+	errs *errtext.Renderer
 
 	mu sync.Mutex
 	// panics maps a goroutine id to the value it last panicked with, for
@@ -76,10 +79,10 @@ func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid in
 		}
 		c.bias = b
 	}
-	// Read now, like the bias: the file may be gone when events arrive.
-	if t, err := symbols.ReadTypes(bin.Path); err == nil {
-		c.types = t
-	}
+	// Read when the binary was opened: the file may be gone when events
+	// arrive.
+	c.types = bin.Types()
+	c.errs = errtext.NewRenderer(c.types, c.bias)
 	return c, nil
 }
 
@@ -101,6 +104,14 @@ func (c *converter) call(ev *uprobe.Event) record.Call {
 	}
 	switch r.Status {
 	case record.StatusError:
+		if len(ev.Snapshot) > 0 && c.types != nil {
+			typ, txt, tr, ok := c.errs.Render(ev.Segments(), ev.TypeAddr, ev.DataAddr)
+			if ok {
+				r.ErrorType, r.Error, r.ErrorTruncated = typ, txt, tr
+				break
+			}
+		}
+		// The plain record: the ring had no room for the snapshot.
 		r.ErrorType = c.typeOfItab(ev.TypeAddr)
 		if stringAtZero[r.ErrorType] {
 			r.Error, r.ErrorTruncated = text(ev.Text), ev.Truncated

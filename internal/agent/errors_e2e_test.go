@@ -61,12 +61,12 @@ var errsFuncs = map[string]func(i int) outcome{
 		}
 		return ok
 	},
-	// A custom type's text is only what its Error method returns: never
-	// read (MyErr starts with a string field, which must not be taken for
-	// the message).
+	// A custom type's Error method cannot run: its value is recorded as
+	// Go syntax (MyErr starts with a string field, which must not be
+	// taken for the message).
 	"main.Struct3Err": func(i int) outcome {
 		if i%2 == 0 {
-			return errOf("*main.MyErr", "")
+			return errOf("*main.MyErr", fmt.Sprintf(`&main.MyErr{Op:"struct3", Code:%d}`, i))
 		}
 		return ok
 	},
@@ -84,7 +84,7 @@ var errsFuncs = map[string]func(i int) outcome{
 	},
 	"main.Ints9Named": func(i int) outcome {
 		if i%3 == 2 {
-			return errOf("*main.MyErr", "")
+			return errOf("*main.MyErr", fmt.Sprintf(`&main.MyErr{Op:"ints9", Code:%d}`, i))
 		}
 		return ok
 	},

@@ -52,6 +52,70 @@ type obsErrEvent struct {
 	Text      [256]int8
 }
 
+type obsErrtextEvent struct {
+	_       structs.HostLayout
+	Ev      obsErrEvent
+	SnapLen uint32
+	Pad     uint32
+	Snap    [1024]uint8
+}
+
+type obsErrtextField struct {
+	_    structs.HostLayout
+	Off  uint16
+	Kind uint8
+	Pad  [5]uint8
+	Elem uint64
+}
+
+type obsErrtextKind uint32
+
+const (
+	obsErrtextKindERRTEXT_STR    obsErrtextKind = 1
+	obsErrtextKindERRTEXT_PTR    obsErrtextKind = 2
+	obsErrtextKindERRTEXT_IFACE  obsErrtextKind = 3
+	obsErrtextKindERRTEXT_EFACE  obsErrtextKind = 4
+	obsErrtextKindERRTEXT_BYTES  obsErrtextKind = 5
+	obsErrtextKindERRTEXT_IFACES obsErrtextKind = 6
+	obsErrtextKindERRTEXT_RAW    obsErrtextKind = 7
+	obsErrtextKindERRTEXT_TYPED  obsErrtextKind = 8
+	obsErrtextKindERRTEXT_DYN    obsErrtextKind = 9
+)
+
+type obsErrtextNode struct {
+	_       structs.HostLayout
+	Size    uint16
+	Flags   uint8
+	Nfields uint8
+	Pad     uint32
+	Elem    uint64
+	Fields  [6]obsErrtextField
+}
+
+type obsErrtextScratch struct {
+	_     structs.HostLayout
+	E     obsErrtextEvent
+	Slack [272]uint8
+	Q     [16]struct {
+		_     structs.HostLayout
+		A     uint64
+		B     uint64
+		Kind  uint32
+		Depth uint32
+	}
+	Head uint32
+	Tail uint32
+	Pos  uint32
+	Pad  uint32
+}
+
+type obsErrtextSeg struct {
+	_    structs.HostLayout
+	Addr uint64
+	Len  uint32
+	Pad  uint32
+}
+
 type obsFkey struct {
 	_     structs.HostLayout
 	Tgid  uint32
@@ -117,6 +181,8 @@ type obsGstate struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	obsMapErrtextNodes       = "errtext_nodes"
+	obsMapErrtextScratch     = "errtext_scratch"
 	obsMapFrames             = "frames"
 	obsMapFstats             = "fstats"
 	obsMapFuncs              = "funcs"
@@ -137,6 +203,10 @@ const (
 	obsProgObsRet            = "obs_ret"
 	obsVarCallEvent          = "_call_event"
 	obsVarErrEvent           = "_err_event"
+	obsVarErrtextEvent       = "_errtext_event"
+	obsVarErrtextKind        = "_errtext_kind"
+	obsVarErrtextNode        = "_errtext_node"
+	obsVarErrtextSeg         = "_errtext_seg"
 	obsVarActiveGen          = "active_gen"
 	obsVarGoidOffset         = "goid_offset"
 	obsVarNewprocCallergpReg = "newproc_callergp_reg"
@@ -201,15 +271,17 @@ type obsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type obsMapSpecs struct {
-	Frames     *ebpf.MapSpec `ebpf:"frames"`
-	Fstats     *ebpf.MapSpec `ebpf:"fstats"`
-	Funcs      *ebpf.MapSpec `ebpf:"funcs"`
-	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
-	GstateZero *ebpf.MapSpec `ebpf:"gstate_zero"`
-	Health     *ebpf.MapSpec `ebpf:"health"`
-	RingErr    *ebpf.MapSpec `ebpf:"ring_err"`
-	RingOk     *ebpf.MapSpec `ebpf:"ring_ok"`
-	Spawning   *ebpf.MapSpec `ebpf:"spawning"`
+	ErrtextNodes   *ebpf.MapSpec `ebpf:"errtext_nodes"`
+	ErrtextScratch *ebpf.MapSpec `ebpf:"errtext_scratch"`
+	Frames         *ebpf.MapSpec `ebpf:"frames"`
+	Fstats         *ebpf.MapSpec `ebpf:"fstats"`
+	Funcs          *ebpf.MapSpec `ebpf:"funcs"`
+	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	GstateZero     *ebpf.MapSpec `ebpf:"gstate_zero"`
+	Health         *ebpf.MapSpec `ebpf:"health"`
+	RingErr        *ebpf.MapSpec `ebpf:"ring_err"`
+	RingOk         *ebpf.MapSpec `ebpf:"ring_ok"`
+	Spawning       *ebpf.MapSpec `ebpf:"spawning"`
 }
 
 // obsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -218,6 +290,10 @@ type obsMapSpecs struct {
 type obsVariableSpecs struct {
 	CallEvent          *ebpf.VariableSpec `ebpf:"_call_event"`
 	ErrEvent           *ebpf.VariableSpec `ebpf:"_err_event"`
+	ErrtextEvent       *ebpf.VariableSpec `ebpf:"_errtext_event"`
+	ErrtextKind        *ebpf.VariableSpec `ebpf:"_errtext_kind"`
+	ErrtextNode        *ebpf.VariableSpec `ebpf:"_errtext_node"`
+	ErrtextSeg         *ebpf.VariableSpec `ebpf:"_errtext_seg"`
 	ActiveGen          *ebpf.VariableSpec `ebpf:"active_gen"`
 	GoidOffset         *ebpf.VariableSpec `ebpf:"goid_offset"`
 	NewprocCallergpReg *ebpf.VariableSpec `ebpf:"newproc_callergp_reg"`
@@ -245,19 +321,23 @@ func (o *obsObjects) Close() error {
 //
 // It can be passed to loadObsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type obsMaps struct {
-	Frames     *ebpf.Map `ebpf:"frames"`
-	Fstats     *ebpf.Map `ebpf:"fstats"`
-	Funcs      *ebpf.Map `ebpf:"funcs"`
-	Goroutines *ebpf.Map `ebpf:"goroutines"`
-	GstateZero *ebpf.Map `ebpf:"gstate_zero"`
-	Health     *ebpf.Map `ebpf:"health"`
-	RingErr    *ebpf.Map `ebpf:"ring_err"`
-	RingOk     *ebpf.Map `ebpf:"ring_ok"`
-	Spawning   *ebpf.Map `ebpf:"spawning"`
+	ErrtextNodes   *ebpf.Map `ebpf:"errtext_nodes"`
+	ErrtextScratch *ebpf.Map `ebpf:"errtext_scratch"`
+	Frames         *ebpf.Map `ebpf:"frames"`
+	Fstats         *ebpf.Map `ebpf:"fstats"`
+	Funcs          *ebpf.Map `ebpf:"funcs"`
+	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	GstateZero     *ebpf.Map `ebpf:"gstate_zero"`
+	Health         *ebpf.Map `ebpf:"health"`
+	RingErr        *ebpf.Map `ebpf:"ring_err"`
+	RingOk         *ebpf.Map `ebpf:"ring_ok"`
+	Spawning       *ebpf.Map `ebpf:"spawning"`
 }
 
 func (m *obsMaps) Close() error {
 	return _ObsClose(
+		m.ErrtextNodes,
+		m.ErrtextScratch,
 		m.Frames,
 		m.Fstats,
 		m.Funcs,
@@ -276,6 +356,10 @@ func (m *obsMaps) Close() error {
 type obsVariables struct {
 	CallEvent          *ebpf.Variable `ebpf:"_call_event"`
 	ErrEvent           *ebpf.Variable `ebpf:"_err_event"`
+	ErrtextEvent       *ebpf.Variable `ebpf:"_errtext_event"`
+	ErrtextKind        *ebpf.Variable `ebpf:"_errtext_kind"`
+	ErrtextNode        *ebpf.Variable `ebpf:"_errtext_node"`
+	ErrtextSeg         *ebpf.Variable `ebpf:"_errtext_seg"`
 	ActiveGen          *ebpf.Variable `ebpf:"active_gen"`
 	GoidOffset         *ebpf.Variable `ebpf:"goid_offset"`
 	NewprocCallergpReg *ebpf.Variable `ebpf:"newproc_callergp_reg"`
