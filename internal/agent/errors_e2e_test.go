@@ -482,3 +482,50 @@ func TestKilledWhileOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorTexts: the errors of the standard library's common types,
+// wrapped chains of them and custom types are recorded with the text the
+// program's own err.Error() gives (Go syntax for custom types), on plain,
+// PIE, stripped and older-release builds. `errs texts` prints, per call of
+// main.(*Texts).Err, its dynamic type and the text a tracer must record.
+func TestErrorTexts(t *testing.T) {
+	testutil.RequireRoot(t)
+	builds := append(errsBuilds, testutil.Build{Program: "errs", Stripped: true, PIE: true},
+		testutil.Build{Program: "errs", Toolchain: "go1.27.4"}, testutil.Build{Program: "errs", Toolchain: "go1.21.13", Stripped: true})
+	for _, b := range builds {
+		t.Run(b.String(), func(t *testing.T) {
+			opts := testOptions(t)
+			res, calls, out := runErrs(t, b, opts, "texts")
+			if res.ExitCode != 0 {
+				t.Fatalf("exit %d, output %q", res.ExitCode, out)
+			}
+			var want []outcome
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				f := strings.Split(line, "\t")
+				if len(f) != 4 || f[0] != "TEXT" || f[1] != strconv.Itoa(len(want)) {
+					t.Fatalf("bad line %q", line)
+				}
+				text, err := strconv.Unquote(f[3])
+				if err != nil {
+					t.Fatalf("line %q: %v", line, err)
+				}
+				want = append(want, errOf(f[2], text))
+			}
+			var texts []*record.Call
+			for i := range calls {
+				if calls[i].Function == "main.(*Texts).Err" {
+					texts = append(texts, &calls[i])
+				}
+			}
+			sort.Slice(texts, func(a, b int) bool { return texts[a].ID < texts[b].ID })
+			if len(texts) != len(want) {
+				t.Fatalf("%d calls of main.(*Texts).Err recorded, the program made %d", len(texts), len(want))
+			}
+			for k, c := range texts {
+				if g := got(c); g != want[k] || c.ErrorTruncated {
+					t.Errorf("error %d: recorded %v (truncated %v), the program says %v", k, g, c.ErrorTruncated, want[k])
+				}
+			}
+		})
+	}
+}

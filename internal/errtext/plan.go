@@ -16,8 +16,10 @@ import (
 const maxPlans = 4096
 
 // Plans compiles the read plan of every type that a static itab of the
-// `error` interface names, and of the types their values point to, keyed
-// by run-time address (link-time address + bias, the load bias of a PIE).
+// `error` interface names, of the types their values point to, and of the
+// types of the static itabs of the interfaces their fields hold (a
+// *net.OpError's net.Addr), keyed by run-time address (link-time address
+// + bias, the load bias of a PIE).
 func Plans(t *symbols.Types, bias uint64) map[uint64]uprobe.ErrTextNode {
 	out := map[uint64]uprobe.ErrTextNode{}
 	if t == nil {
@@ -31,9 +33,16 @@ func Plans(t *symbols.Types, bias uint64) map[uint64]uprobe.ErrTextNode {
 			queue = append(queue, a)
 		}
 	}
+	impls := map[uint64][]uint64{} // interface -> concrete types of its static itabs
 	for _, it := range t.Itabs() {
+		impls[it.Inter] = append(impls[it.Inter], it.Type)
 		if in, ok := t.Lookup(it.Inter); ok && in.Name == "error" {
 			push(it.Type)
+		}
+	}
+	pushIface := func(inter uint64) {
+		for _, c := range impls[inter] {
+			push(c)
 		}
 	}
 	for len(queue) > 0 && len(out) < maxPlans {
@@ -52,7 +61,7 @@ func Plans(t *symbols.Types, bias uint64) map[uint64]uprobe.ErrTextNode {
 			// one pointer): not followed.
 		default:
 			n := uprobe.ErrTextNode{Size: uint16(min(d.Size, uprobe.ErrTextChunk))}
-			addFields(t, d, 0, &n, push, bias, 0)
+			addFields(t, d, 0, &n, push, pushIface, bias, 0)
 			out[a+bias] = n
 		}
 	}
@@ -62,7 +71,7 @@ func Plans(t *symbols.Types, bias uint64) map[uint64]uprobe.ErrTextNode {
 // addFields adds the fields of a value of type d at offset off that the
 // BPF side must follow: strings, pointers, interfaces, and slices of bytes
 // or of interfaces. Nested structs are flattened.
-func addFields(t *symbols.Types, d *symbols.TypeDesc, off uint64, n *uprobe.ErrTextNode, push func(uint64), bias uint64, depth int) {
+func addFields(t *symbols.Types, d *symbols.TypeDesc, off uint64, n *uprobe.ErrTextNode, push, pushIface func(uint64), bias uint64, depth int) {
 	if depth > 4 || off+8 > uprobe.ErrTextChunk {
 		return
 	}
@@ -81,6 +90,8 @@ func addFields(t *symbols.Types, d *symbols.TypeDesc, off uint64, n *uprobe.ErrT
 		k := uprobe.ErrTextIface
 		if len(d.Methods) == 0 {
 			k = uprobe.ErrTextEface
+		} else {
+			pushIface(d.Addr)
 		}
 		add(uprobe.ErrTextField{Off: uint16(off), Kind: k})
 	case symbols.KindSlice:
@@ -100,7 +111,7 @@ func addFields(t *symbols.Types, d *symbols.TypeDesc, off uint64, n *uprobe.ErrT
 			if !ok {
 				continue
 			}
-			addFields(t, fd, off+f.Offset, n, push, bias, depth+1)
+			addFields(t, fd, off+f.Offset, n, push, pushIface, bias, depth+1)
 		}
 	}
 }
