@@ -80,15 +80,16 @@ list reads the binary only: it needs no root. With --pid it reads
 type listRow struct {
 	Name      string `json:"name"`
 	Probe     bool   `json:"probe"`
-	Sites     int    `json:"sites"`                 // entry + RETs; 0 when not probeable
-	ErrResult string `json:"error_result"`          // yes, no, unknown
-	Inlined   int    `json:"inlined_sites"`         // -1 when unknown
-	Generated bool   `json:"generated,omitempty"`   // runtime or compiler generated
-	Reason    string `json:"reason,omitempty"`      // why not probeable
-	Warning   string `json:"warning,omitempty"`     // e.g. calls at inlined sites are not seen
-	Entry     string `json:"entry,omitempty"`       // hex vaddr
-	Size      uint64 `json:"size_bytes,omitempty"`  // code bytes
-	ErrIndex  *int   `json:"error_index,omitempty"` // which result is the error
+	Sites     int    `json:"sites"`                  // entry + RETs; 0 when not probeable
+	ErrResult string `json:"error_result"`           // yes, no, unknown
+	ErrSource string `json:"error_source,omitempty"` // what says so: dwarf, method type
+	Inlined   int    `json:"inlined_sites"`          // -1 when unknown
+	Generated bool   `json:"generated,omitempty"`    // runtime or compiler generated
+	Reason    string `json:"reason,omitempty"`       // why not probeable
+	Warning   string `json:"warning,omitempty"`      // e.g. calls at inlined sites are not seen
+	Entry     string `json:"entry,omitempty"`        // hex vaddr
+	Size      uint64 `json:"size_bytes,omitempty"`   // code bytes
+	ErrIndex  *int   `json:"error_index,omitempty"`  // which result is the error
 }
 
 // listBinaryInfo is the binary facts of the summary.
@@ -208,7 +209,7 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 		switch {
 		case fn.ErrResult != nil:
 			return "yes"
-		case bin.HasDWARF:
+		case fn.ErrSource != "":
 			return "no"
 		}
 		return "unknown"
@@ -217,7 +218,7 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 	for _, s := range sel.Funcs {
 		fn := s.Func
 		r := listRow{
-			Name: fn.Name, Probe: true, Sites: 1 + len(fn.Rets), ErrResult: errResult(fn),
+			Name: fn.Name, Probe: true, Sites: 1 + len(fn.Rets), ErrResult: errResult(fn), ErrSource: fn.ErrSource,
 			Inlined: fn.InlinedSites, Generated: fn.Generated,
 			Entry: fmt.Sprintf("%#x", fn.Entry), Size: fn.End - fn.Entry,
 		}
@@ -226,6 +227,9 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 		}
 		if fn.InlinedSites > 0 {
 			r.Warning = fmt.Sprintf("calls at %d inlined %s are not seen", fn.InlinedSites, listPlural(fn.InlinedSites, "site", "sites"))
+		}
+		if fn.ErrSource == symbols.ErrSourceMethodType {
+			r.Warning = "error result from the method's type descriptor"
 		}
 		rows = append(rows, r)
 		out.Summary.Probeable++
@@ -244,11 +248,7 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 	out.Summary.Functions = len(rows)
 	if !bin.HasDWARF {
 		out.Notes = append(out.Notes,
-			"no DWARF (built with -ldflags=-w or -s -w): error results can't be located, so returned errors are not recorded (panics are still captured), and inlining can't be reported: functions inlined at every call site are missing from this list, and calls at inlined sites are not seen")
-	}
-	if !bin.HasSymtab {
-		out.Notes = append(out.Notes,
-			"stripped (no .symtab): the dynamic types of returned errors can't be named")
+			"no DWARF (built with -ldflags=-w or -s -w): error results are located only for methods whose signature the type descriptors give (ERROR yes/no); for other functions they can't be located (ERROR unknown), so their returned errors are not recorded (panics are still captured); and inlining can't be reported: functions inlined at every call site are missing from this list, and calls at inlined sites are not seen")
 	}
 	return out
 }
