@@ -8,10 +8,12 @@
 // disassembly, never guessing past an undecodable byte), the file offsets
 // uprobes are attached at, the offset of goid inside runtime.g (DWARF, or a
 // table verified per Go version), where an `error` result lives at RET time
-// (DWARF plus the Go internal register ABI), inlining facts from DWARF, the
-// itab symbols that name the dynamic types of returned errors, and the
-// runtime type descriptors (types.go) that name the dynamic type of a panic
-// value, which are readable even in stripped binaries.
+// (DWARF plus the Go internal register ABI; without DWARF, for methods, from
+// their signatures in the type descriptors: typeerrs.go), inlining facts
+// from DWARF, the itabs that name the dynamic types of returned errors
+// (symbols, .itablink or Go 1.27 moduledata), and the runtime type
+// descriptors (types.go, typedesc.go: names, fields, elements, methods,
+// signatures), which are readable even in stripped binaries.
 //
 // Everything is computed eagerly by Open: when Open returns, every Func has
 // its Rets, Probeable and Reason filled. The package holds no global mutable
