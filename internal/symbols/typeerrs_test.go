@@ -93,7 +93,13 @@ func TestStrippedMethodErrors(t *testing.T) {
 			switch f.ErrSource {
 			case ErrSourceMethodType:
 				covered++
-				if d := full.Lookup(f.Name); d == nil || !sameErrResult(d.ErrResult, f.ErrResult) {
+				d := full.Lookup(f.Name)
+				if d != nil && d.ErrResult == nil && f.ErrResult != nil {
+					// DWARF did not locate it (as TestMethodErrorsMatchDWARF
+					// counts): nothing to compare with.
+					continue
+				}
+				if d == nil || !sameErrResult(d.ErrResult, f.ErrResult) {
 					t.Errorf("%s: stripped %+v, DWARF build %+v", f.Name, f.ErrResult, d)
 				}
 			case "":
