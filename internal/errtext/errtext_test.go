@@ -1,10 +1,13 @@
 package errtext
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/obs-agent/obs-agent/internal/symbols"
@@ -25,23 +28,45 @@ func TestIPString(t *testing.T) {
 	}
 }
 
-// TestPlans: the read plans of a real binary follow the fields that hold
-// an error's text.
-func TestPlans(t *testing.T) {
+var (
+	errsOnce  sync.Once
+	errsTypes *symbols.Types
+	errsErr   error
+)
+
+// strippedErrs reads the types of a stripped build of testdata/errs.
+func strippedErrs(t testing.TB) *symbols.Types {
+	t.Helper()
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go tool not in PATH")
 	}
-	out := filepath.Join(t.TempDir(), "errs")
-	cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", out, ".")
-	cmd.Dir = filepath.Join("..", "..", "testdata", "errs")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, b)
+	errsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "errtext-")
+		if err != nil {
+			errsErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "errs")
+		cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", out, ".")
+		cmd.Dir = filepath.Join("..", "..", "testdata", "errs")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOWORK=off")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			errsErr = fmt.Errorf("build: %v\n%s", err, b)
+			return
+		}
+		errsTypes, errsErr = symbols.ReadTypes(out)
+	})
+	if errsErr != nil {
+		t.Fatal(errsErr)
 	}
-	ty, err := symbols.ReadTypes(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return errsTypes
+}
+
+// TestPlans: the read plans of a real binary follow the fields that hold
+// an error's text.
+func TestPlans(t *testing.T) {
+	ty := strippedErrs(t)
 	const bias = 0x1000
 	plans := Plans(ty, bias)
 	byName := map[string]uprobe.ErrTextNode{}
@@ -69,4 +94,42 @@ func TestPlans(t *testing.T) {
 	if _, ok := byName["net.TCPAddr"]; !ok {
 		t.Error("no plan for net.TCPAddr, which a *net.OpError's Addr holds")
 	}
+}
+
+// FuzzRender renders arbitrary target memory as each of the binary's error
+// types: whatever it holds (cycles, wild pointers, huge lengths), the
+// renderer must end, within its bounds, without panicking.
+func FuzzRender(f *testing.F) {
+	f.Add(byte(0), []byte("0123456789abcdef0123456789abcdef0123456789abcdef"))
+	f.Add(byte(3), make([]byte, 64))
+	f.Fuzz(func(t *testing.T, pick byte, data []byte) {
+		ty := strippedErrs(t)
+		var itabs []symbols.Itab
+		for _, it := range ty.Itabs() {
+			if in, ok := ty.Lookup(it.Inter); ok && in.Name == "error" {
+				itabs = append(itabs, it)
+			}
+		}
+		if len(itabs) == 0 {
+			t.Fatal("no error itabs")
+		}
+		it := itabs[int(pick)%len(itabs)]
+		const itab, base = 0x1000, 0x2000
+		hdr := make([]byte, 16)
+		binary.LittleEndian.PutUint64(hdr[8:], it.Type)
+		segs := []uprobe.Segment{{Addr: itab, Bytes: hdr}, {Addr: base, Bytes: data}}
+		// Every word of data that points into data is followed, and an
+		// itab word points back at the itab: cycles of any shape.
+		for i := 0; i+8 <= len(data); i += 8 {
+			w := binary.LittleEndian.Uint64(data[i:])
+			if w >= base && w < base+uint64(len(data)) {
+				segs = append(segs, uprobe.Segment{Addr: w, Bytes: data[w-base:]})
+			}
+		}
+		r := NewRenderer(ty, 0)
+		typ, text, _, ok := r.Render(segs, itab, base)
+		if !ok || typ == "" || len(text) > maxText+8 {
+			t.Fatalf("Render: %q %q %v", typ, text, ok)
+		}
+	})
 }

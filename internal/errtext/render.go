@@ -73,6 +73,21 @@ type render struct {
 	r         *Renderer
 	m         mem
 	truncated bool
+	steps     int // values rendered, bounded by maxSteps
+}
+
+// maxSteps bounds the work of one rendering: a binary's types (wide
+// structs of wide structs) must not make it arbitrarily long.
+const maxSteps = 4096
+
+// spend counts one value rendered; false once the budget is spent.
+func (rd *render) spend() bool {
+	rd.steps++
+	if rd.steps > maxSteps {
+		rd.truncated = true
+		return false
+	}
+	return true
 }
 
 // Render renders the error (itab, data) from the segments captured at its
@@ -90,8 +105,9 @@ func (r *Renderer) Render(segs []uprobe.Segment, itab, data uint64) (typ, text s
 	}
 	text = rd.errorText(d, data, 0)
 	if len(text) > maxText {
-		text, rd.truncated = strings.ToValidUTF8(text[:maxText], ""), true
+		text, rd.truncated = text[:maxText], true
 	}
+	text = strings.ToValidUTF8(text, "\uFFFD")
 	return d.Name, text, rd.truncated, true
 }
 
@@ -135,7 +151,7 @@ func field(d *symbols.TypeDesc, name string) (symbols.Field, bool) {
 // data, as its Error method would for the types known here, else as Go
 // syntax.
 func (rd *render) errorText(d *symbols.TypeDesc, data uint64, depth int) string {
-	if depth > maxDepth {
+	if depth > maxDepth || !rd.spend() {
 		rd.truncated = true
 		return "…"
 	}
@@ -452,7 +468,7 @@ func (rd *render) goSyntax(d *symbols.TypeDesc, data uint64, inIface bool, depth
 // value renders the value of type d at addr (without the type name for
 // scalars, as inside a struct literal).
 func (rd *render) value(d *symbols.TypeDesc, addr uint64, depth int) string {
-	if depth > maxDepth {
+	if depth > maxDepth || !rd.spend() {
 		rd.truncated = true
 		return "…"
 	}
@@ -504,6 +520,10 @@ func (rd *render) value(d *symbols.TypeDesc, addr uint64, depth int) string {
 	case symbols.KindStruct:
 		parts := make([]string, 0, len(d.Fields))
 		for _, f := range d.Fields {
+			if rd.steps > maxSteps {
+				parts = append(parts, "…")
+				break
+			}
 			fd, ok := rd.r.t.Desc(f.Type)
 			if !ok {
 				parts = append(parts, f.Name+":…")
