@@ -238,7 +238,7 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 	for _, s := range sel.Skipped {
 		r := listRow{Name: s.Name, Reason: s.Reason, ErrResult: "unknown", Inlined: -1}
 		if fn := s.Func; fn != nil {
-			r.ErrResult, r.Inlined, r.Generated = errResult(fn), fn.InlinedSites, fn.Generated
+			r.ErrResult, r.ErrSource, r.Inlined, r.Generated = errResult(fn), fn.ErrSource, fn.InlinedSites, fn.Generated
 			r.Entry, r.Size = fmt.Sprintf("%#x", fn.Entry), fn.End-fn.Entry
 		}
 		rows = append(rows, r)
@@ -247,8 +247,15 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 	out.Functions = rows
 	out.Summary.Functions = len(rows)
 	if !bin.HasDWARF {
+		covered := 0
+		for _, r := range rows {
+			if r.ErrSource != "" {
+				covered++
+			}
+		}
 		out.Notes = append(out.Notes,
-			"no DWARF (built with -ldflags=-w or -s -w): error results are located only for methods whose signature the type descriptors give (ERROR yes/no); for other functions they can't be located (ERROR unknown), so their returned errors are not recorded (panics are still captured); and inlining can't be reported: functions inlined at every call site are missing from this list, and calls at inlined sites are not seen")
+			"no DWARF (built with -ldflags=-w or -s -w): error results are located only for methods whose signature the type descriptors give ("+
+				strconv.Itoa(covered)+" of the "+strconv.Itoa(len(rows))+" listed functions, ERROR yes/no); for other functions they can't be located (ERROR unknown), so their returned errors are not recorded (panics are still captured); and inlining can't be reported: functions inlined at every call site are missing from this list, and calls at inlined sites are not seen")
 	}
 	return out
 }
