@@ -14,7 +14,8 @@
  * followed whatever its dynamic types. Every read is bounded: at most
  * ERRTEXT_ITEMS work items, ERRTEXT_CHUNK bytes per read, ERRTEXT_SNAP
  * bytes in all. User space (internal/errtext) turns the segments back into
- * memory and renders the value with the type layout. */
+ * memory and renders the value with the type layout. A panic value goes
+ * the same way (errtext_output_panic, hooked in obs_gopanic). */
 #ifndef ERRTEXT_H
 #define ERRTEXT_H
 
@@ -255,10 +256,13 @@ static long errtext_step(__u64 i, void *ctx)
 	return 0;
 }
 
-/* Sends an error-lane call (already filled in *call) with the snapshot of
- * its error (itab, data). Returns 0 when sent; otherwise the caller sends
- * the plain record, which needs less ring space. */
-static __always_inline int errtext_output(struct call_event *call, __u64 itab, __u64 data)
+/* Sends an error-lane record with the snapshot of a value: the header
+ * (call, kind, type and data words) from the arguments, then the snapshot
+ * taken by running the plans from the root item (root_kind, a, b). Returns
+ * 0 when sent; otherwise the caller sends the plain record, which needs
+ * less ring space. */
+static __always_inline int errtext_send(struct call_event *call, __u8 kind, __u32 root_kind,
+					__u64 a, __u64 b, int with_words)
 {
 	__u32 zero = 0;
 	struct errtext_scratch *s = bpf_map_lookup_elem(&errtext_scratch, &zero);
@@ -266,14 +270,16 @@ static __always_inline int errtext_output(struct call_event *call, __u64 itab, _
 		return -1;
 	__builtin_memset(&s->e.ev, 0, sizeof(s->e.ev));
 	s->e.ev.call = *call;
-	s->e.ev.kind = OBS_KIND_CALL;
-	s->e.ev.type_addr = itab;
-	s->e.ev.data_addr = data;
+	s->e.ev.kind = kind;
+	s->e.ev.type_addr = a;
+	s->e.ev.data_addr = b;
 	s->e._pad = 0;
+	if (with_words)
+		read_iface(&s->e.ev, a, b);
 	s->head = 0;
 	s->tail = 0;
 	s->pos = 0;
-	errtext_push(s, ERRTEXT_IFACE, itab, data, 0);
+	errtext_push(s, root_kind, a, b, 0);
 	bpf_loop(ERRTEXT_ITEMS, errtext_step, 0, 0);
 	__u32 n = s->pos;
 	if (n > ERRTEXT_SNAP)
@@ -281,6 +287,20 @@ static __always_inline int errtext_output(struct call_event *call, __u64 itab, _
 	s->e.snap_len = n;
 	return bpf_ringbuf_output(&ring_err, &s->e, offsetof(struct errtext_event, snap) + n,
 				  wake_flag(&ring_err, ERR_WAKE_BYTES));
+}
+
+/* A call (already filled in *call) that returned the error (itab, data). */
+static __always_inline int errtext_output(struct call_event *call, __u64 itab, __u64 data)
+{
+	return errtext_send(call, OBS_KIND_CALL, ERRTEXT_IFACE, itab, data, 0);
+}
+
+/* A panic value (type, data), an empty interface. The header also gets
+ * what read_iface reads (the words and string behind the data pointer),
+ * from which user space formats strings and numbers. */
+static __always_inline int errtext_output_panic(struct call_event *call, __u64 type, __u64 data)
+{
+	return errtext_send(call, OBS_KIND_PANIC_VALUE, ERRTEXT_DYN, type, data, 1);
 }
 
 #endif

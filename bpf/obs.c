@@ -822,6 +822,17 @@ int obs_gopanic(struct pt_regs *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	gs->panic_seq++;
 	gs->last_ns = now;
+	/* errtext.h hook: the panic value with a snapshot of what it points
+	 * to; the plain record below is the fallback. */
+	struct call_event ce = {
+	    .goid = gs->goid,
+	    .start_ns = now,
+	    .end_ns = now,
+	    .tgid = tgid,
+	    .status = OBS_PANIC,
+	};
+	if (errtext_output_panic(&ce, go_int_reg(ctx, 0), go_int_reg(ctx, 1)) == 0)
+		return 0;
 	struct err_event *e = err_reserve();
 	if (!e)
 		return 0;

@@ -153,10 +153,11 @@ func (c *converter) panicValue(ev *uprobe.Event) {
 }
 
 // describePanic names a panic value's dynamic type from its descriptor and
-// formats what can be read without running code: the text of a string or
-// of an error whose struct starts with its message, the value of a number
-// or bool (the eface's data word points at the value, which the BPF side
-// read as word0), and for anything else only the type name.
+// formats what can be read without running code: the text of a string, the
+// value of a number or bool (the eface's data word points at the value,
+// which the BPF side read as word0), and for anything else what the
+// snapshot of the value gives: an error's Error() text for the types
+// internal/errtext knows, Go syntax for the others.
 func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 	if ev.TypeAddr == 0 {
 		// panic(nil): the probe at gopanic's entry sees the nil before
@@ -180,6 +181,16 @@ func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 	}
 	pv := panicValue{typ: ty.Name}
 	w := ev.Word0
+	// (A snapshot may be empty and still tell: a zero-size value.)
+	if strings.Contains(ty.Name, ".") && ev.Snapshot != nil {
+		// A named type of a package (syscall.Errno, runtime.errorString,
+		// main.Code): rendered as its Error() for the types
+		// internal/errtext knows, else as Go syntax, like a returned error.
+		if txt, tr, ok := c.errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
+			pv.text, pv.truncated = txt, tr
+			return pv
+		}
+	}
 	switch ty.Kind {
 	case symbols.KindString:
 		if ev.Word1 == 0 {
@@ -215,6 +226,14 @@ func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 	case symbols.KindComplex128:
 		pv.text = fmt.Sprint(complex(math.Float64frombits(w), math.Float64frombits(ev.Word1)))
 	default:
+		// Errors, structs, pointers: rendered from the snapshot of the
+		// value (bpf/errtext.h) as Error() or Go syntax.
+		if ev.Snapshot != nil {
+			if txt, tr, ok := c.errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
+				pv.text, pv.truncated = txt, tr
+				break
+			}
+		}
 		if stringAtZero[ty.Name] && c.looksLikeString(ev) {
 			pv.text, pv.truncated = text(ev.Text), ev.Truncated
 		}

@@ -213,7 +213,7 @@ func panicOutcome(k int) outcome {
 		{"*errors.errorString", "boom error"},
 		{"int", "42"},
 		{"float64", "2.5"},
-		{"main.Point", ""}, // a struct: only its type is told
+		{"main.Point", "main.Point{X:1, Y:2}"}, // a struct: Go syntax
 		{"*fmt.wrapError", "boom wrapped: base failure"},
 	}[k]
 	return outcome{record.StatusPanic, v.typ, v.text}
@@ -486,7 +486,8 @@ func TestKilledWhileOpen(t *testing.T) {
 // TestErrorTexts: the errors of the standard library's common types,
 // wrapped chains of them and custom types are recorded with the text the
 // program's own err.Error() gives (Go syntax for custom types), on plain,
-// PIE, stripped and older-release builds. `errs texts` prints, per call of
+// PIE, stripped and older-release builds, both when they are returned and
+// when they are panic values. `errs texts` prints, per call of
 // main.(*Texts).Err, its dynamic type and the text a tracer must record.
 func TestErrorTexts(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -524,6 +525,23 @@ func TestErrorTexts(t *testing.T) {
 			for k, c := range texts {
 				if g := got(c); g != want[k] || c.ErrorTruncated {
 					t.Errorf("error %d: recorded %v (truncated %v), the program says %v", k, g, c.ErrorTruncated, want[k])
+				}
+			}
+			// The same errors as panic values: main.panicWith's frames.
+			var panics []*record.Call
+			for i := range calls {
+				if calls[i].Function == "main.panicWith" {
+					panics = append(panics, &calls[i])
+				}
+			}
+			sort.Slice(panics, func(a, b int) bool { return panics[a].ID < panics[b].ID })
+			if len(panics) != len(want) {
+				t.Fatalf("%d calls of main.panicWith recorded, the program made %d", len(panics), len(want))
+			}
+			for k, c := range panics {
+				w := outcome{record.StatusPanic, want[k].typ, want[k].text}
+				if g := got(c); g != w || c.ErrorTruncated {
+					t.Errorf("panic %d: recorded %v (truncated %v), want %v", k, g, c.ErrorTruncated, w)
 				}
 			}
 		})

@@ -111,6 +111,22 @@ func (r *Renderer) Render(segs []uprobe.Segment, itab, data uint64) (typ, text s
 	return d.Name, text, rd.truncated, true
 }
 
+// RenderValue renders a value held in an empty interface (a panic value):
+// typ is its type word (run-time address), data its data word. Errors are
+// rendered as Render does, other types as Go syntax.
+func (r *Renderer) RenderValue(segs []uprobe.Segment, typ, data uint64) (text string, truncated, ok bool) {
+	d, ok := r.t.Desc(typ - r.bias)
+	if !ok {
+		return "", false, false
+	}
+	rd := &render{r: r, m: mem(segs)}
+	text = rd.errorText(d, data, 0)
+	if len(text) > maxText {
+		text, rd.truncated = text[:maxText], true
+	}
+	return strings.ToValidUTF8(text, "\uFFFD"), rd.truncated, true
+}
+
 const maxDepth = 6
 
 // iface renders an error interface value held at addr (itab, data).

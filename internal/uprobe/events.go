@@ -29,7 +29,8 @@ type Event struct {
 	Truncated  bool
 	// Snapshot is the memory behind a returned error, as its type's read
 	// plan copied it (bpf/errtext.h); see Segments. Valid until the next
-	// read; nil when the plain record was sent.
+	// read; nil when the plain record was sent, empty (not nil) when the
+	// value has no bytes to copy (a zero-size type).
 	Snapshot []byte
 }
 

@@ -116,13 +116,33 @@ func want(err error) string {
 	return err.Error()
 }
 
+// panicWith panics with a non-nil err, which catchText recovers: a tracer
+// must record panicWith's frame with err's type and the same text as when
+// err is returned. (It has a RET, so that it can be probed today.)
+//
+//go:noinline
+func panicWith(err error) int {
+	if err != nil {
+		panic(err)
+	}
+	return 0
+}
+
+//go:noinline
+func catchText(err error) {
+	defer func() { recover() }()
+	panicWith(err)
+}
+
 // runTexts calls src.Err for every k and prints, per call, k, the dynamic
-// type and the quoted text a tracer must record.
+// type and the quoted text a tracer must record; then it panics with the
+// error in panicWith and recovers.
 //
 //go:noinline
 func runTexts(src texter) {
 	for k := 0; k < textErrs; k++ {
 		err := src.Err(k)
 		fmt.Printf("TEXT\t%d\t%T\t%s\n", k, err, strconv.Quote(want(err)))
+		catchText(err)
 	}
 }
