@@ -230,7 +230,8 @@ static long errtext_step(__u64 i, void *ctx)
 				errtext_push(s, ERRTEXT_RAW, w0, w1, d);
 				break;
 			case ERRTEXT_PTR:
-				errtext_push(s, ERRTEXT_TYPED, f->elem, w0, d);
+				if (w0) /* a nil pointer takes no item */
+					errtext_push(s, ERRTEXT_TYPED, f->elem, w0, d);
 				break;
 			case ERRTEXT_IFACE:
 				errtext_push(s, ERRTEXT_IFACE, w0, w1, d);
