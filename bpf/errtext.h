@@ -21,11 +21,16 @@
 
 #include "obs.h"
 
-#define ERRTEXT_SNAP   1024 /* snapshot bytes per error */
-#define ERRTEXT_CHUNK  256  /* bytes per read */
-#define ERRTEXT_ITEMS  16   /* work items (reads) per error */
-#define ERRTEXT_FIELDS 6    /* followed fields per type */
-#define ERRTEXT_SLICE  4    /* interfaces followed per []error */
+/* Bounds, shared with user space through bpf2go. SNAP, CHUNK and ITEMS
+ * must be powers of two (they are masks too). */
+enum errtext_limit {
+	ERRTEXT_SNAP = 1024,   /* snapshot bytes per error */
+	ERRTEXT_CHUNK = 256,   /* bytes per read */
+	ERRTEXT_ITEMS = 16,    /* work items (reads) per error */
+	ERRTEXT_FIELDS = 6,    /* followed fields per type */
+	ERRTEXT_SLICE = 4,     /* interfaces followed per []error */
+	ERRTEXT_MAX_DEPTH = 6, /* levels of pointers and interfaces */
+};
 
 /* What a field (or a work item) holds. */
 enum errtext_kind {
@@ -42,7 +47,9 @@ enum errtext_kind {
 };
 
 /* errtext_node.flags */
-#define ERRTEXT_DIRECT 1 /* pointer-shaped: the data word is the value */
+enum errtext_flag {
+	ERRTEXT_DIRECT = 1, /* pointer type: an interface's data word is the pointer */
+};
 
 struct errtext_field {
 	__u16 off;
@@ -101,6 +108,8 @@ const struct errtext_event *_errtext_event __attribute__((unused));
 const struct errtext_node *_errtext_node __attribute__((unused));
 const struct errtext_seg *_errtext_seg __attribute__((unused));
 const enum errtext_kind *_errtext_kind __attribute__((unused));
+const enum errtext_limit *_errtext_limit __attribute__((unused));
+const enum errtext_flag *_errtext_flag __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -115,8 +124,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct errtext_scratch);
 } errtext_scratch SEC(".maps");
-
-#define ERRTEXT_MAX_DEPTH 6
 
 static __always_inline void errtext_push(struct errtext_scratch *s, __u32 kind, __u64 a, __u64 b,
 					 __u32 depth)

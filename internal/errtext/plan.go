@@ -60,7 +60,7 @@ func Plans(t *symbols.Types, bias uint64) map[uint64]uprobe.ErrTextNode {
 			// Another pointer-shaped type (a map, a chan, a struct of
 			// one pointer): not followed.
 		default:
-			n := uprobe.ErrTextNode{Size: uint16(min(d.Size, uprobe.ErrTextChunk))}
+			n := uprobe.ErrTextNode{Size: uint16(min(d.Size, uint64(uprobe.ErrTextChunk)))}
 			addFields(t, d, 0, &n, push, pushIface, bias, 0)
 			out[a+bias] = n
 		}
@@ -72,7 +72,7 @@ func Plans(t *symbols.Types, bias uint64) map[uint64]uprobe.ErrTextNode {
 // BPF side must follow: strings, pointers, interfaces, and slices of bytes
 // or of interfaces. Nested structs are flattened.
 func addFields(t *symbols.Types, d *symbols.TypeDesc, off uint64, n *uprobe.ErrTextNode, push, pushIface func(uint64), bias uint64, depth int) {
-	if depth > 4 || off+8 > uprobe.ErrTextChunk {
+	if depth > 4 || off+8 > uint64(uprobe.ErrTextChunk) {
 		return
 	}
 	add := func(f uprobe.ErrTextField) {

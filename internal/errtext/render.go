@@ -465,7 +465,7 @@ func (rd *render) goSyntax(d *symbols.TypeDesc, data uint64, inIface bool, depth
 		if !ok || elem.Kind != symbols.KindStruct {
 			return fmt.Sprintf("(%s)(0x%x)", d.Name, p)
 		}
-		if _, ok := rd.m.bytes(p, min(elem.Size, uprobe.ErrTextChunk)); !ok && elem.Size > 0 {
+		if _, ok := rd.m.bytes(p, min(elem.Size, uint64(uprobe.ErrTextChunk))); !ok && elem.Size > 0 {
 			return fmt.Sprintf("(%s)(0x%x)", d.Name, p)
 		}
 		return "&" + rd.value(elem, p, depth+1)

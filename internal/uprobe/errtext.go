@@ -20,8 +20,8 @@ const (
 // ErrTextFields and ErrTextChunk bound a plan: followed fields per type,
 // and bytes copied per read.
 const (
-	ErrTextFields = len(obsErrtextNode{}.Fields)
-	ErrTextChunk  = 256
+	ErrTextFields = int(obsErrtextLimitERRTEXT_FIELDS)
+	ErrTextChunk  = int(obsErrtextLimitERRTEXT_CHUNK)
 	errTextSegHdr = int(unsafe.Sizeof(obsErrtextSeg{}))
 )
 
@@ -50,12 +50,12 @@ func (t *Tracer) loadErrText(nodes map[uint64]ErrTextNode) error {
 	keys := make([]uint64, 0, len(nodes))
 	vals := make([]obsErrtextNode, 0, len(nodes))
 	for k, n := range nodes {
-		if len(n.Fields) > ErrTextFields || n.Size > ErrTextChunk {
+		if len(n.Fields) > ErrTextFields || int(n.Size) > ErrTextChunk {
 			return fmt.Errorf("attach: error read plan of type %#x is too big", k)
 		}
 		v := obsErrtextNode{Size: n.Size, Nfields: uint8(len(n.Fields)), Elem: n.Elem}
 		if n.Direct {
-			v.Flags = 1
+			v.Flags = uint8(obsErrtextFlagERRTEXT_DIRECT)
 		}
 		for i, f := range n.Fields {
 			v.Fields[i] = obsErrtextField{Off: f.Off, Kind: f.Kind, Elem: f.Elem}

@@ -68,6 +68,12 @@ type obsErrtextField struct {
 	Elem uint64
 }
 
+type obsErrtextFlag uint32
+
+const (
+	obsErrtextFlagERRTEXT_DIRECT obsErrtextFlag = 1
+)
+
 type obsErrtextKind uint32
 
 const (
@@ -80,6 +86,17 @@ const (
 	obsErrtextKindERRTEXT_RAW    obsErrtextKind = 7
 	obsErrtextKindERRTEXT_TYPED  obsErrtextKind = 8
 	obsErrtextKindERRTEXT_DYN    obsErrtextKind = 9
+)
+
+type obsErrtextLimit uint32
+
+const (
+	obsErrtextLimitERRTEXT_SNAP      obsErrtextLimit = 1024
+	obsErrtextLimitERRTEXT_CHUNK     obsErrtextLimit = 256
+	obsErrtextLimitERRTEXT_ITEMS     obsErrtextLimit = 16
+	obsErrtextLimitERRTEXT_FIELDS    obsErrtextLimit = 6
+	obsErrtextLimitERRTEXT_SLICE     obsErrtextLimit = 4
+	obsErrtextLimitERRTEXT_MAX_DEPTH obsErrtextLimit = 6
 )
 
 type obsErrtextNode struct {
@@ -204,7 +221,9 @@ const (
 	obsVarCallEvent          = "_call_event"
 	obsVarErrEvent           = "_err_event"
 	obsVarErrtextEvent       = "_errtext_event"
+	obsVarErrtextFlag        = "_errtext_flag"
 	obsVarErrtextKind        = "_errtext_kind"
+	obsVarErrtextLimit       = "_errtext_limit"
 	obsVarErrtextNode        = "_errtext_node"
 	obsVarErrtextSeg         = "_errtext_seg"
 	obsVarActiveGen          = "active_gen"
@@ -291,7 +310,9 @@ type obsVariableSpecs struct {
 	CallEvent          *ebpf.VariableSpec `ebpf:"_call_event"`
 	ErrEvent           *ebpf.VariableSpec `ebpf:"_err_event"`
 	ErrtextEvent       *ebpf.VariableSpec `ebpf:"_errtext_event"`
+	ErrtextFlag        *ebpf.VariableSpec `ebpf:"_errtext_flag"`
 	ErrtextKind        *ebpf.VariableSpec `ebpf:"_errtext_kind"`
+	ErrtextLimit       *ebpf.VariableSpec `ebpf:"_errtext_limit"`
 	ErrtextNode        *ebpf.VariableSpec `ebpf:"_errtext_node"`
 	ErrtextSeg         *ebpf.VariableSpec `ebpf:"_errtext_seg"`
 	ActiveGen          *ebpf.VariableSpec `ebpf:"active_gen"`
@@ -357,7 +378,9 @@ type obsVariables struct {
 	CallEvent          *ebpf.Variable `ebpf:"_call_event"`
 	ErrEvent           *ebpf.Variable `ebpf:"_err_event"`
 	ErrtextEvent       *ebpf.Variable `ebpf:"_errtext_event"`
+	ErrtextFlag        *ebpf.Variable `ebpf:"_errtext_flag"`
 	ErrtextKind        *ebpf.Variable `ebpf:"_errtext_kind"`
+	ErrtextLimit       *ebpf.Variable `ebpf:"_errtext_limit"`
 	ErrtextNode        *ebpf.Variable `ebpf:"_errtext_node"`
 	ErrtextSeg         *ebpf.Variable `ebpf:"_errtext_seg"`
 	ActiveGen          *ebpf.Variable `ebpf:"active_gen"`
