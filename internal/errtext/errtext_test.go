@@ -29,44 +29,63 @@ func TestIPString(t *testing.T) {
 }
 
 var (
-	errsOnce  sync.Once
-	errsTypes *symbols.Types
-	errsErr   error
+	errsMu    sync.Mutex
+	errsTypes = map[string]*symbols.Types{}
 )
 
-// strippedErrs reads the types of a stripped build of testdata/errs.
-func strippedErrs(t testing.TB) *symbols.Types {
+// strippedErrs reads the types of a stripped build of testdata/errs with
+// the given toolchain ("" = local) and extra flags, built once.
+func strippedErrs(t testing.TB, toolchain string, flags ...string) *symbols.Types {
 	t.Helper()
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("go tool not in PATH")
 	}
-	errsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "errtext-")
-		if err != nil {
-			errsErr = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		out := filepath.Join(dir, "errs")
-		cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", out, ".")
-		cmd.Dir = filepath.Join("..", "..", "testdata", "errs")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOWORK=off")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			errsErr = fmt.Errorf("build: %v\n%s", err, b)
-			return
-		}
-		errsTypes, errsErr = symbols.ReadTypes(out)
-	})
-	if errsErr != nil {
-		t.Fatal(errsErr)
+	key := toolchain + fmt.Sprint(flags)
+	errsMu.Lock()
+	defer errsMu.Unlock()
+	if ty, ok := errsTypes[key]; ok {
+		return ty
 	}
-	return errsTypes
+	out := filepath.Join(t.TempDir(), "errs")
+	args := append([]string{"build", "-ldflags=-s -w", "-o", out}, flags...)
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Dir = filepath.Join("..", "..", "testdata", "errs")
+	tc := "local"
+	if toolchain != "" {
+		tc = toolchain
+	}
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN="+tc, "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, b)
+	}
+	ty, err := symbols.ReadTypes(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errsTypes[key] = ty
+	return ty
 }
 
 // TestPlans: the read plans of a real binary follow the fields that hold
-// an error's text.
+// an error's text; Go 1.27 keeps its itabs and types elsewhere (moduledata,
+// .go.type sections), and PIE builds relocate the descriptors' pointers.
 func TestPlans(t *testing.T) {
-	ty := strippedErrs(t)
+	builds := map[string][]string{"local": nil}
+	if !testing.Short() {
+		builds["go1.27.4"] = []string{"-buildmode=pie"}
+		builds["go1.21.13"] = nil
+	}
+	for tc, flags := range builds {
+		t.Run(tc, func(t *testing.T) {
+			if tc == "local" {
+				tc = ""
+			}
+			checkPlans(t, strippedErrs(t, tc, flags...))
+		})
+	}
+}
+
+func checkPlans(t *testing.T, ty *symbols.Types) {
 	const bias = 0x1000
 	plans := Plans(ty, bias)
 	byName := map[string]uprobe.ErrTextNode{}
@@ -103,7 +122,7 @@ func FuzzRender(f *testing.F) {
 	f.Add(byte(0), []byte("0123456789abcdef0123456789abcdef0123456789abcdef"))
 	f.Add(byte(3), make([]byte, 64))
 	f.Fuzz(func(t *testing.T, pick byte, data []byte) {
-		ty := strippedErrs(t)
+		ty := strippedErrs(t, "")
 		var itabs []symbols.Itab
 		for _, it := range ty.Itabs() {
 			if in, ok := ty.Lookup(it.Inter); ok && in.Name == "error" {

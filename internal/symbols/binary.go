@@ -262,7 +262,7 @@ func openBytes(path string, data []byte) (*Binary, error) {
 	b.buildFuncs(raws)
 
 	b.readItabs(syms)
-	b.readTypeData(ef, data, tabData, tabAddr, textStart)
+	b.readTypeData(data, textStart)
 
 	var dw *dwarf.Data
 	if hasDWARFSections(ef) {

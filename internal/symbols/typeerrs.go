@@ -1,9 +1,6 @@
 package symbols
 
-import (
-	"debug/elf"
-	"strings"
-)
+import "strings"
 
 // Without DWARF nothing in a Go binary describes a plain function's
 // results: pclntab keeps only the size of the argument area and, for
@@ -27,18 +24,13 @@ const (
 // readTypeData reads the type descriptors and adds the error itabs that
 // .itablink (or, from Go 1.27, moduledata) lists to those the symbol table
 // named.
-func (b *Binary) readTypeData(ef *elf.File, data, tab []byte, tabAddr, textStart uint64) {
+func (b *Binary) readTypeData(data []byte, textStart uint64) {
 	t, err := readTypesBytes(data)
 	if err != nil {
 		return
 	}
 	t.textStart = textStart
 	b.types = t
-	if len(t.itablinks) == 0 {
-		if md, word, ok := findModuledata(ef, data, tab, tabAddr); ok {
-			t.itabsFromModuledata(md, word)
-		}
-	}
 	for addr, name := range t.ErrorItabs() {
 		if _, ok := b.Itabs[addr]; !ok {
 			b.Itabs[addr] = name

@@ -132,7 +132,8 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 	if s := ef.Section(".text"); s != nil {
 		textStart = s.Addr
 	}
-	if syms, err := ef.Symbols(); err == nil {
+	syms, _ := ef.Symbols()
+	if len(syms) > 0 {
 		for _, s := range syms {
 			switch s.Name {
 			case "runtime.types":
@@ -152,6 +153,14 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 	data := raw[lo : sect.Offset+sect.Size]
 	t = &Types{base: base, data: data, img: newImage(ef, raw), textStart: textStart, memo: map[uint64]Type{}, desc: map[uint64]*TypeDesc{}}
 	t.readLinks(ef)
+	if len(t.itablinks) == 0 {
+		// Go 1.27+: the itabs are found through moduledata.
+		if tab, tabAddr, err := findPclntab(ef, raw, syms); err == nil {
+			if md, word, ok := findModuledata(ef, raw, tab, tabAddr); ok {
+				t.itabsFromModuledata(md, word)
+			}
+		}
+	}
 	return t, nil
 }
 
