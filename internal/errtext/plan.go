@@ -1,10 +1,11 @@
-// Package errtext owns the text of returned errors: it compiles, from a
-// binary's runtime type descriptors, the read plans that the BPF side
-// (bpf/errtext.h) runs to capture an error's value at RET, and renders a
-// captured value as its Error() would (for the standard library's common
-// error types, wrapped chains included) or as Go syntax
-// (&main.MyErr{Op:"save", Code:7}) for any other type. No code ever runs
-// in the target: everything is read from its memory and its binary.
+// Package errtext owns the text of returned errors and panic values: it
+// compiles, from a binary's runtime type descriptors, the read plans that
+// the BPF side (bpf/errtext.h) runs to capture an error's value at RET (or
+// a panic value at runtime.gopanic), and renders a captured value as its
+// Error() would (for the standard library's common error types, wrapped
+// chains included) or as Go syntax (&main.MyErr{Op:"save", Code:7}) for
+// any other type. No code ever runs in the target: everything is read from
+// its memory and its binary.
 package errtext
 
 import (
