@@ -15,6 +15,7 @@
 #ifndef OBS_CALLS_H
 #define OBS_CALLS_H
 
+#include "errtext.h"
 #include "frames.h"
 #include "goroutine.h"
 
@@ -83,12 +84,26 @@ static __always_inline int read_error(struct pt_regs *ctx, struct func_info *fi,
 }
 
 /* The one place in the RET path where a returned error's itab and data
- * words are at hand, with its record reserved: what is read of the error
- * value goes here. */
-static __always_inline void ret_error(struct pt_regs *ctx, struct err_event *e, __u64 itab,
-				      __u64 data)
+ * words are at hand: the call goes to the error ring with a snapshot of
+ * the error's value (errtext.h), or, when the ring cannot take that
+ * record, as the plain err_event with what read_iface reads. st (may be 0)
+ * counts the drop when neither fits. */
+static __always_inline void ret_error(struct frame *fr, __u32 tgid, __u64 goid, __u64 now,
+				      __u8 status, __u64 itab, __u64 data, struct func_stats *st)
 {
+	struct call_event ce = {};
+	fill_call(&ce, fr, tgid, goid, now, status);
+	if (errtext_output(&ce, itab, data) == 0)
+		return;
+	struct err_event *e = err_reserve();
+	if (!e) {
+		if (st)
+			st->dropped++;
+		return;
+	}
+	e->call = ce;
 	read_iface(e, itab, data);
+	err_submit(e);
 }
 
 /* A RET whose frame is not open: the call began before the entries were
@@ -148,15 +163,7 @@ static __always_inline void do_ret(struct pt_regs *ctx, struct gstate *gs, __u64
 
 	if (gs->depth > 0)
 		keep_ancestors(tgid, g, gs->depth);
-	struct err_event *e = err_reserve();
-	if (!e) {
-		if (st)
-			st->dropped++;
-		return;
-	}
-	fill_call(&e->call, &fr, tgid, gs->goid, now, status);
-	ret_error(ctx, e, itab, data);
-	err_submit(e);
+	ret_error(&fr, tgid, gs->goid, now, status, itab, data, st);
 }
 
 /* A probe on a traced function: the site's function and, once the target

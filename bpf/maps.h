@@ -1,6 +1,7 @@
-/* Every map of obs-agent's programs. The sizes below are defaults for the
- * object file; user space sets the real ones (MaxEntries on the map specs,
- * internal/uprobe Sizes) before loading. */
+/* Every map of obs-agent's programs but errtext.h's two, which belong to
+ * that concern alone. The sizes below are defaults for the object file;
+ * user space sets the real ones (MaxEntries on the map specs, internal/uprobe
+ * Sizes) before loading. */
 #ifndef OBS_MAPS_H
 #define OBS_MAPS_H
 

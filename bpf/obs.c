@@ -11,6 +11,8 @@
  *   goroutine.h  per-goroutine state with cached goid and stack bounds
  *   records.h    aggregates and the records of the two rings
  *   frames.h     each goroutine's stack of open frames, closing dead ones
+ *   errtext.h    a returned error's (or panic value's) memory, captured by
+ *                per-type read plans from user space: error path only
  *   calls.h      obs_entry, obs_ret, obs_leaf on the traced functions
  *   runtime.h    hooks on newproc1, gopanic, copystack, goexit1 */
 

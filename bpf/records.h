@@ -89,13 +89,19 @@ static __always_inline struct err_event *err_reserve(void)
 	return e;
 }
 
-static __always_inline void err_submit(struct err_event *e)
+/* The submit flag of an error-lane record (an err_event, or errtext.h's
+ * larger one). */
+static __always_inline __u64 err_wake(void)
 {
 	struct counters *c = health_get();
-	__u64 flag = BPF_RB_FORCE_WAKEUP;
-	if (c)
-		flag = wake_flag(&c->err_pending, err_wake_records);
-	bpf_ringbuf_submit(e, flag);
+	if (!c)
+		return BPF_RB_FORCE_WAKEUP;
+	return wake_flag(&c->err_pending, err_wake_records);
+}
+
+static __always_inline void err_submit(struct err_event *e)
+{
+	bpf_ringbuf_submit(e, err_wake());
 }
 
 /* Reads a Go string (ptr, len) into e->text, bounded. */

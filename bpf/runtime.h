@@ -5,6 +5,7 @@
 #ifndef OBS_RUNTIME_H
 #define OBS_RUNTIME_H
 
+#include "errtext.h"
 #include "frames.h"
 #include "goroutine.h"
 
@@ -98,6 +99,17 @@ int obs_gopanic(struct pt_regs *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	gs->panic_seq++;
 	gs->last_ns = now;
+	/* The panic value with a snapshot of what it points to (errtext.h);
+	 * the plain record below is the fallback. */
+	struct call_event ce = {
+	    .goid = gs->goid,
+	    .start_ns = now,
+	    .end_ns = now,
+	    .tgid = tgid,
+	    .status = OBS_PANIC,
+	};
+	if (errtext_output_panic(&ce, go_int_reg(ctx, 0), go_int_reg(ctx, 1)) == 0)
+		return 0;
 	struct err_event *e = err_reserve();
 	if (!e)
 		return 0;

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/errtext"
 	"github.com/obs-agent/obs-agent/internal/queue"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/resources"
@@ -349,6 +350,14 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		return cfg, err
 	}
 	cfg.Runtime = rt
+	// The read plans of error types are keyed by run-time address.
+	var bias uint64
+	if s.bin.PIE {
+		if bias, err = loadBias(pid, exe); err != nil {
+			return cfg, fmt.Errorf("pid %d: find where its executable is mapped: %w", pid, err)
+		}
+	}
+	cfg.ErrText = errtext.Plans(s.bin.Types(), bias)
 	return cfg, nil
 }
 

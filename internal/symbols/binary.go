@@ -40,9 +40,11 @@ type Binary struct {
 	// Funcs is every function from .gopclntab, sorted by Entry.
 	Funcs []*Func
 	// Itabs maps an itab vaddr to the concrete type name for itabs that
-	// implement error, from go:itab.* symbols; empty without .symtab.
+	// implement error, from go:itab.* symbols and the .itablink section
+	// (which stripped binaries keep).
 	Itabs map[uint64]string
 
+	types       *Types    // type descriptors; nil when unreadable
 	segs        []segment // PT_LOAD segments with PF_X
 	modules     []string  // main module + deps, for ModuleOf
 	byName      map[string]*Func
@@ -75,6 +77,9 @@ type Func struct {
 	// ErrResult is where the function's error result is at RET time; nil
 	// when it has none or it is unknown (no DWARF, unsizable types).
 	ErrResult *ErrorResult
+	// ErrSource says what ErrResult (or its certain absence) was read
+	// from: ErrSourceDWARF, ErrSourceMethodType, or "" when unknown.
+	ErrSource string
 }
 
 // ErrorResult locates an `error` result (an iface: itab word then data
@@ -306,6 +311,7 @@ func openBytes(path string, data []byte) (*Binary, error) {
 	b.buildFuncs(raws)
 
 	b.readItabs(syms)
+	b.readTypeData(data, textStart)
 
 	var dw *dwarf.Data
 	if hasDWARFSections(ef) {
@@ -329,6 +335,9 @@ func openBytes(path string, data []byte) (*Binary, error) {
 	}
 	if err := b.applyDWARF(info); err != nil {
 		return nil, err
+	}
+	if info == nil {
+		b.errorsFromTypes()
 	}
 	return b, nil
 }

@@ -23,16 +23,20 @@ type Sizes struct {
 	// the table off. Its memory is allocated up front: about 700 bytes a
 	// slot.
 	GoroutineSlots uint32
+	// ErrTextNodes is how many error types' read plans the error-text
+	// map holds (bpf/errtext.h); preallocated. Config.ErrText must fit.
+	ErrTextNodes uint32
 }
 
 // DefaultSizes are the sizes the tracer uses unless told otherwise.
-var DefaultSizes = Sizes{RingOK: 16 << 20, RingErr: 8 << 20, Goroutines: 1 << 18, Frames: 1 << 20, GoroutineSlots: 1 << 12}
+var DefaultSizes = Sizes{RingOK: 16 << 20, RingErr: 8 << 20, Goroutines: 1 << 18, Frames: 1 << 20, GoroutineSlots: 1 << 12, ErrTextNodes: 1 << 12}
 
 func (s Sizes) withDefaults() Sizes {
 	d := DefaultSizes
 	for _, f := range []struct{ dst, src *uint32 }{
 		{&d.RingOK, &s.RingOK}, {&d.RingErr, &s.RingErr}, {&d.Goroutines, &s.Goroutines},
 		{&d.Frames, &s.Frames}, {&d.GoroutineSlots, &s.GoroutineSlots},
+		{&d.ErrTextNodes, &s.ErrTextNodes},
 	} {
 		if *f.src != 0 {
 			*f.dst = *f.src
@@ -73,7 +77,7 @@ func (s Sizes) apply(spec *ebpf.CollectionSpec, nfuncs int) (Sizes, error) {
 	}{
 		{obsMapRingOk, sz.RingOK}, {obsMapRingErr, sz.RingErr},
 		{obsMapGoroutines, sz.Goroutines}, {obsMapFrames, sz.Frames},
-		{obsMapGslots, sz.GoroutineSlots},
+		{obsMapGslots, sz.GoroutineSlots}, {obsMapErrtextNodes, sz.ErrTextNodes},
 		{obsMapFuncs, n}, {obsMapFstats, n},
 	} {
 		ms := spec.Maps[m.name]

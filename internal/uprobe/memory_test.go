@@ -36,6 +36,14 @@ func TestEstimateKernelMemory(t *testing.T) {
 	if g := k.PerMap[obsMapGslots]; g < int64(DefaultSizes.GoroutineSlots)*slot {
 		t.Errorf("slot table %d bytes, below %d slots of %d bytes", g, DefaultSizes.GoroutineSlots, slot)
 	}
+	// The error-text plans: preallocated, a plan per entry.
+	node := int64(unsafe.Sizeof(obsErrtextNode{}))
+	if e := k.PerMap[obsMapErrtextNodes]; e < int64(DefaultSizes.ErrTextNodes)*node {
+		t.Errorf("error-text plans %d bytes, below %d plans of %d bytes", e, DefaultSizes.ErrTextNodes, node)
+	}
+	if few, err := EstimateKernelMemory(10, Sizes{ErrTextNodes: 64}); err != nil || few.PerMap[obsMapErrtextNodes] >= k.PerMap[obsMapErrtextNodes] {
+		t.Errorf("64 error-text plans do not cost less than %d: %v", DefaultSizes.ErrTextNodes, err)
+	}
 	if k.Maps < k.PerMap[obsMapGslots]+k.PerMap[obsMapGoroutines]+k.PerMap[obsMapFrames] {
 		t.Errorf("maps %d bytes, less than their parts", k.Maps)
 	}

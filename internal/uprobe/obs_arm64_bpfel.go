@@ -55,6 +55,87 @@ type obsErrEvent struct {
 	Text      [256]int8
 }
 
+type obsErrtextEvent struct {
+	_       structs.HostLayout
+	Ev      obsErrEvent
+	SnapLen uint32
+	Pad     uint32
+	Snap    [1024]uint8
+}
+
+type obsErrtextField struct {
+	_    structs.HostLayout
+	Off  uint16
+	Kind uint8
+	Pad  [5]uint8
+	Elem uint64
+}
+
+type obsErrtextFlag uint32
+
+const (
+	obsErrtextFlagERRTEXT_DIRECT obsErrtextFlag = 1
+)
+
+type obsErrtextKind uint32
+
+const (
+	obsErrtextKindERRTEXT_STR    obsErrtextKind = 1
+	obsErrtextKindERRTEXT_PTR    obsErrtextKind = 2
+	obsErrtextKindERRTEXT_IFACE  obsErrtextKind = 3
+	obsErrtextKindERRTEXT_EFACE  obsErrtextKind = 4
+	obsErrtextKindERRTEXT_BYTES  obsErrtextKind = 5
+	obsErrtextKindERRTEXT_IFACES obsErrtextKind = 6
+	obsErrtextKindERRTEXT_RAW    obsErrtextKind = 7
+	obsErrtextKindERRTEXT_TYPED  obsErrtextKind = 8
+	obsErrtextKindERRTEXT_DYN    obsErrtextKind = 9
+)
+
+type obsErrtextLimit uint32
+
+const (
+	obsErrtextLimitERRTEXT_SNAP      obsErrtextLimit = 1024
+	obsErrtextLimitERRTEXT_CHUNK     obsErrtextLimit = 256
+	obsErrtextLimitERRTEXT_ITEMS     obsErrtextLimit = 16
+	obsErrtextLimitERRTEXT_FIELDS    obsErrtextLimit = 6
+	obsErrtextLimitERRTEXT_SLICE     obsErrtextLimit = 4
+	obsErrtextLimitERRTEXT_MAX_DEPTH obsErrtextLimit = 6
+)
+
+type obsErrtextNode struct {
+	_       structs.HostLayout
+	Size    uint16
+	Flags   uint8
+	Nfields uint8
+	Pad     uint32
+	Elem    uint64
+	Fields  [6]obsErrtextField
+}
+
+type obsErrtextScratch struct {
+	_     structs.HostLayout
+	E     obsErrtextEvent
+	Slack [272]uint8
+	Q     [16]struct {
+		_     structs.HostLayout
+		A     uint64
+		B     uint64
+		Kind  uint32
+		Depth uint32
+	}
+	Head uint32
+	Tail uint32
+	Pos  uint32
+	Pad  uint32
+}
+
+type obsErrtextSeg struct {
+	_    structs.HostLayout
+	Addr uint64
+	Len  uint32
+	Pad  uint32
+}
+
 type obsFkey struct {
 	_     structs.HostLayout
 	Tgid  uint32
@@ -176,6 +257,8 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	obsMapErrtextNodes       = "errtext_nodes"
+	obsMapErrtextScratch     = "errtext_scratch"
 	obsMapFrames             = "frames"
 	obsMapFstats             = "fstats"
 	obsMapFuncs              = "funcs"
@@ -197,6 +280,12 @@ const (
 	obsProgObsRet            = "obs_ret"
 	obsVarCallEvent          = "_call_event"
 	obsVarErrEvent           = "_err_event"
+	obsVarErrtextEvent       = "_errtext_event"
+	obsVarErrtextFlag        = "_errtext_flag"
+	obsVarErrtextKind        = "_errtext_kind"
+	obsVarErrtextLimit       = "_errtext_limit"
+	obsVarErrtextNode        = "_errtext_node"
+	obsVarErrtextSeg         = "_errtext_seg"
 	obsVarObsErrKind         = "_obs_err_kind"
 	obsVarObsErrMode         = "_obs_err_mode"
 	obsVarObsGslotMark       = "_obs_gslot_mark"
@@ -272,16 +361,18 @@ type obsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type obsMapSpecs struct {
-	Frames     *ebpf.MapSpec `ebpf:"frames"`
-	Fstats     *ebpf.MapSpec `ebpf:"fstats"`
-	Funcs      *ebpf.MapSpec `ebpf:"funcs"`
-	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
-	Gslots     *ebpf.MapSpec `ebpf:"gslots"`
-	GstateZero *ebpf.MapSpec `ebpf:"gstate_zero"`
-	Health     *ebpf.MapSpec `ebpf:"health"`
-	RingErr    *ebpf.MapSpec `ebpf:"ring_err"`
-	RingOk     *ebpf.MapSpec `ebpf:"ring_ok"`
-	Spawning   *ebpf.MapSpec `ebpf:"spawning"`
+	ErrtextNodes   *ebpf.MapSpec `ebpf:"errtext_nodes"`
+	ErrtextScratch *ebpf.MapSpec `ebpf:"errtext_scratch"`
+	Frames         *ebpf.MapSpec `ebpf:"frames"`
+	Fstats         *ebpf.MapSpec `ebpf:"fstats"`
+	Funcs          *ebpf.MapSpec `ebpf:"funcs"`
+	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	Gslots         *ebpf.MapSpec `ebpf:"gslots"`
+	GstateZero     *ebpf.MapSpec `ebpf:"gstate_zero"`
+	Health         *ebpf.MapSpec `ebpf:"health"`
+	RingErr        *ebpf.MapSpec `ebpf:"ring_err"`
+	RingOk         *ebpf.MapSpec `ebpf:"ring_ok"`
+	Spawning       *ebpf.MapSpec `ebpf:"spawning"`
 }
 
 // obsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -290,6 +381,12 @@ type obsMapSpecs struct {
 type obsVariableSpecs struct {
 	CallEvent          *ebpf.VariableSpec `ebpf:"_call_event"`
 	ErrEvent           *ebpf.VariableSpec `ebpf:"_err_event"`
+	ErrtextEvent       *ebpf.VariableSpec `ebpf:"_errtext_event"`
+	ErrtextFlag        *ebpf.VariableSpec `ebpf:"_errtext_flag"`
+	ErrtextKind        *ebpf.VariableSpec `ebpf:"_errtext_kind"`
+	ErrtextLimit       *ebpf.VariableSpec `ebpf:"_errtext_limit"`
+	ErrtextNode        *ebpf.VariableSpec `ebpf:"_errtext_node"`
+	ErrtextSeg         *ebpf.VariableSpec `ebpf:"_errtext_seg"`
 	ObsErrKind         *ebpf.VariableSpec `ebpf:"_obs_err_kind"`
 	ObsErrMode         *ebpf.VariableSpec `ebpf:"_obs_err_mode"`
 	ObsGslotMark       *ebpf.VariableSpec `ebpf:"_obs_gslot_mark"`
@@ -328,20 +425,24 @@ func (o *obsObjects) Close() error {
 //
 // It can be passed to loadObsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type obsMaps struct {
-	Frames     *ebpf.Map `ebpf:"frames"`
-	Fstats     *ebpf.Map `ebpf:"fstats"`
-	Funcs      *ebpf.Map `ebpf:"funcs"`
-	Goroutines *ebpf.Map `ebpf:"goroutines"`
-	Gslots     *ebpf.Map `ebpf:"gslots"`
-	GstateZero *ebpf.Map `ebpf:"gstate_zero"`
-	Health     *ebpf.Map `ebpf:"health"`
-	RingErr    *ebpf.Map `ebpf:"ring_err"`
-	RingOk     *ebpf.Map `ebpf:"ring_ok"`
-	Spawning   *ebpf.Map `ebpf:"spawning"`
+	ErrtextNodes   *ebpf.Map `ebpf:"errtext_nodes"`
+	ErrtextScratch *ebpf.Map `ebpf:"errtext_scratch"`
+	Frames         *ebpf.Map `ebpf:"frames"`
+	Fstats         *ebpf.Map `ebpf:"fstats"`
+	Funcs          *ebpf.Map `ebpf:"funcs"`
+	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	Gslots         *ebpf.Map `ebpf:"gslots"`
+	GstateZero     *ebpf.Map `ebpf:"gstate_zero"`
+	Health         *ebpf.Map `ebpf:"health"`
+	RingErr        *ebpf.Map `ebpf:"ring_err"`
+	RingOk         *ebpf.Map `ebpf:"ring_ok"`
+	Spawning       *ebpf.Map `ebpf:"spawning"`
 }
 
 func (m *obsMaps) Close() error {
 	return _ObsClose(
+		m.ErrtextNodes,
+		m.ErrtextScratch,
 		m.Frames,
 		m.Fstats,
 		m.Funcs,
@@ -361,6 +462,12 @@ func (m *obsMaps) Close() error {
 type obsVariables struct {
 	CallEvent          *ebpf.Variable `ebpf:"_call_event"`
 	ErrEvent           *ebpf.Variable `ebpf:"_err_event"`
+	ErrtextEvent       *ebpf.Variable `ebpf:"_errtext_event"`
+	ErrtextFlag        *ebpf.Variable `ebpf:"_errtext_flag"`
+	ErrtextKind        *ebpf.Variable `ebpf:"_errtext_kind"`
+	ErrtextLimit       *ebpf.Variable `ebpf:"_errtext_limit"`
+	ErrtextNode        *ebpf.Variable `ebpf:"_errtext_node"`
+	ErrtextSeg         *ebpf.Variable `ebpf:"_errtext_seg"`
 	ObsErrKind         *ebpf.Variable `ebpf:"_obs_err_kind"`
 	ObsErrMode         *ebpf.Variable `ebpf:"_obs_err_mode"`
 	ObsGslotMark       *ebpf.Variable `ebpf:"_obs_gslot_mark"`

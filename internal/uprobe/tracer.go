@@ -87,6 +87,9 @@ type Config struct {
 	Funcs      []Func
 	Runtime    Runtime
 	IDBase     uint64 // first call id handed out
+	// ErrText holds the read plans of error types, keyed by the run-time
+	// address of their type descriptor (bpf/errtext.h).
+	ErrText map[uint64]ErrTextNode
 	// Empty attaches empty programs to the same sites: the overhead floor.
 	Empty bool
 	// Single forces one perf-event uprobe per site instead of uprobe_multi.
@@ -212,6 +215,9 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	}
 	if _, err := t.objs.Funcs.BatchUpdate(keys, infos, nil); err != nil {
 		return nil, fmt.Errorf("attach: fill function table: %w", err)
+	}
+	if err := t.loadErrText(cfg.ErrText); err != nil {
+		return nil, err
 	}
 
 	if t.okRing, err = ringbuf.NewReader(t.objs.RingOk); err != nil {
