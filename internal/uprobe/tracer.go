@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -35,6 +36,9 @@ var (
 	ErrPermission = errors.New("permission denied: tracing needs root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE to trace another user's process)")
 	// ErrProcessGone means the target process exited before or during attach.
 	ErrProcessGone = errors.New("target process exited")
+	// ErrDetached means the probes were removed for good: the session is
+	// ending, and Reattach has nothing to replace.
+	ErrDetached = errors.New("probes already detached")
 )
 
 // ErrorLoc says where a function's error result is at its RET sites.
@@ -110,6 +114,10 @@ const drainTime = 20 * time.Millisecond
 
 // Tracer is a loaded and attached set of probes.
 type Tracer struct {
+	// mu orders Reattach (the circuit breaker's goroutine) against Detach
+	// (the session's end): once detached, nothing is attached again.
+	mu           sync.Mutex
+	detached     bool
 	objs         obsObjects
 	cfg          Config
 	ex           *link.Executable
@@ -386,7 +394,12 @@ func (t *Tracer) attachEntries(s siteSet) ([]link.Link, int, error) {
 // trap is handled twice and none is missed outside the instant of the
 // switch. It returns how long the whole switch took.
 func (t *Tracer) Reattach(removed map[int]Removed) (time.Duration, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	start := time.Now()
+	if t.detached {
+		return 0, ErrDetached
+	}
 	gen := t.gen + 1
 	sites := t.sitesOf(gen, removed)
 	rets, nrets, err := t.attachRets(sites)
@@ -533,6 +546,9 @@ func funcInfo(f Func) obsFuncInfo {
 // goroutines did not overlap the waits (measured), so they are closed in
 // order.
 func (t *Tracer) Detach() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.detached = true
 	start := time.Now()
 	if t.entryLinks == nil && t.retLinks == nil && t.runtimeLinks == nil {
 		return 0
