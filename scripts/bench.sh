@@ -53,6 +53,7 @@ start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 bench overhead ./internal/agent/ 'BenchmarkOverhead$' 1x
+bench bpfcost ./internal/uprobe/ 'BenchmarkBPFCost$' 3x
 bench store ./internal/store/ 'BenchmarkWriteCalls$' 400000x
 bench attach ./internal/uprobe/ 'BenchmarkAttachDetach5000/multi-5000$' 3x
 bench cost ./internal/agent/ 'BenchmarkAgentCost$' 3x
@@ -72,6 +73,9 @@ row "untraced ns/call" "$(fmtnum "$(metric overhead BenchmarkOverhead untraced-n
 row "floor ns/call" "$(fmtnum "$(metric overhead BenchmarkOverhead floor-ns/call)" 0)" "same sites, empty BPF programs: the uprobe trap cost"
 row "traced ns/call" "$(fmtnum "$(metric overhead BenchmarkOverhead traced-ns/call)" 0)" "same sites, real programs, every call recorded"
 row "overhead/floor" "$(fmtnum "$(metric overhead BenchmarkOverhead overhead/floor)" 2)" "(traced-untraced)/(floor-untraced); target 1.10"
+row "BPF ns/call, 1 goroutine" "$(fmtnum "$(metric bpfcost BenchmarkBPFCost/hot-1g bpf-ns/call)" 0)" "all BPF programs' run time per traced call, kernel BPF stats (calltree hot loop, median of 3)"
+row "BPF ns/call, 2 goroutines" "$(fmtnum "$(metric bpfcost BenchmarkBPFCost/work-2g bpf-ns/call)" 0)" "same, load's flood of main.work (error result) from 2 goroutines"
+row "empty BPF ns/call" "$(fmtnum "$(metric bpfcost BenchmarkBPFCost/hot-1g empty-bpf-ns/call)" 0)" "same sites, empty programs: what the statistics themselves add"
 row "traced calls lost" "$(metric overhead BenchmarkOverhead lost)" "calls not recorded in the traced runs (want 0)"
 row "store records/s" "$(fmtnum "$(metric store BenchmarkWriteCalls records/s)" 0)" "WriteCalls, 5,000-record batches, wall clock"
 row "store records/cpu-s" "$(fmtnum "$(metric store BenchmarkWriteCalls records/cpu-s)" 0)" "same, per CPU second of the writer process"

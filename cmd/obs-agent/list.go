@@ -87,15 +87,17 @@ list reads the binary only: it needs no root. With --pid it reads
 type listRow struct {
 	Name      string `json:"name"`
 	Probe     bool   `json:"probe"`
-	Sites     int    `json:"sites"`                 // entry + RETs; 0 when not probeable
-	ErrResult string `json:"error_result"`          // yes, no, unknown
-	Inlined   int    `json:"inlined_sites"`         // -1 when unknown
-	Generated bool   `json:"generated,omitempty"`   // runtime or compiler generated
-	Reason    string `json:"reason,omitempty"`      // why not probeable
-	Warning   string `json:"warning,omitempty"`     // e.g. calls at inlined sites are not seen
-	Entry     string `json:"entry,omitempty"`       // hex vaddr
-	Size      uint64 `json:"size_bytes,omitempty"`  // code bytes
-	ErrIndex  *int   `json:"error_index,omitempty"` // which result is the error
+	Sites     int    `json:"sites"`                  // entry + RETs; 0 when not probeable
+	ErrResult string `json:"error_result"`           // yes, no, unknown
+	ErrSource string `json:"error_source,omitempty"` // what says so: dwarf, method type
+	Inlined   int    `json:"inlined_sites"`          // -1 when unknown
+	Generated bool   `json:"generated,omitempty"`    // runtime or compiler generated
+	EntryOnly bool   `json:"entry_only,omitempty"`   // no RET: traced by its entry alone
+	Reason    string `json:"reason,omitempty"`       // why not probeable
+	Warning   string `json:"warning,omitempty"`      // e.g. calls at inlined sites are not seen
+	Entry     string `json:"entry,omitempty"`        // hex vaddr
+	Size      uint64 `json:"size_bytes,omitempty"`   // code bytes
+	ErrIndex  *int   `json:"error_index,omitempty"`  // which result is the error
 }
 
 // listBinaryInfo is the binary facts of the summary.
@@ -175,7 +177,7 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 		switch {
 		case fn.ErrResult != nil:
 			return "yes"
-		case bin.HasDWARF:
+		case fn.ErrSource != "":
 			return "no"
 		}
 		return "unknown"
@@ -184,16 +186,25 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 	for _, s := range sel.Funcs {
 		fn := s.Func
 		r := listRow{
-			Name: fn.Name, Probe: true, Sites: 1 + len(fn.Rets), ErrResult: errResult(fn),
+			Name: fn.Name, Probe: true, Sites: 1 + len(fn.Rets), ErrResult: errResult(fn), ErrSource: fn.ErrSource,
 			Inlined: fn.InlinedSites, Generated: fn.Generated,
 			Entry: fmt.Sprintf("%#x", fn.Entry), Size: fn.End - fn.Entry,
 		}
 		if fn.ErrResult != nil {
 			r.ErrIndex = &fn.ErrResult.Index
 		}
-		if fn.InlinedSites > 0 {
-			r.Warning = fmt.Sprintf("calls at %d inlined %s are not seen", fn.InlinedSites, listPlural(fn.InlinedSites, "site", "sites"))
+		var warn []string
+		if fn.EntryOnly {
+			r.EntryOnly = true
+			warn = append(warn, listEntryOnlyNote)
 		}
+		if fn.InlinedSites > 0 {
+			warn = append(warn, fmt.Sprintf("calls at %d inlined %s are not seen", fn.InlinedSites, listPlural(fn.InlinedSites, "site", "sites")))
+		}
+		if fn.ErrSource == symbols.ErrSourceMethodType {
+			warn = append(warn, "error result from the method's type descriptor")
+		}
+		r.Warning = strings.Join(warn, "; ")
 		rows = append(rows, r)
 		out.Summary.Probeable++
 		out.Summary.Sites += r.Sites
@@ -201,7 +212,7 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 	for _, s := range sel.Skipped {
 		r := listRow{Name: s.Name, Reason: s.Reason, ErrResult: "unknown", Inlined: -1}
 		if fn := s.Func; fn != nil {
-			r.ErrResult, r.Inlined, r.Generated = errResult(fn), fn.InlinedSites, fn.Generated
+			r.ErrResult, r.ErrSource, r.Inlined, r.Generated = errResult(fn), fn.ErrSource, fn.InlinedSites, fn.Generated
 			r.Entry, r.Size = fmt.Sprintf("%#x", fn.Entry), fn.End-fn.Entry
 		}
 		rows = append(rows, r)
@@ -210,12 +221,15 @@ func buildListOutput(bin *symbols.Binary, sel *selector.Selection) *listOutput {
 	out.Functions = rows
 	out.Summary.Functions = len(rows)
 	if !bin.HasDWARF {
+		covered := 0
+		for _, r := range rows {
+			if r.ErrSource != "" {
+				covered++
+			}
+		}
 		out.Notes = append(out.Notes,
-			"no DWARF (built with -ldflags=-w or -s -w): error results can't be located, so returned errors are not recorded (panics are still captured), and inlining can't be reported: functions inlined at every call site are missing from this list, and calls at inlined sites are not seen")
-	}
-	if !bin.HasSymtab {
-		out.Notes = append(out.Notes,
-			"stripped (no .symtab): the dynamic types of returned errors can't be named")
+			"no DWARF (built with -ldflags=-w or -s -w): error results are located only for methods whose signature the type descriptors give ("+
+				strconv.Itoa(covered)+" of the "+strconv.Itoa(len(rows))+" listed functions, ERROR yes/no); for other functions they can't be located (ERROR unknown), so their returned errors are not recorded (panics are still captured); and inlining can't be reported: functions inlined at every call site are missing from this list, and calls at inlined sites are not seen")
 	}
 	return out
 }
@@ -250,6 +264,9 @@ func writeListTable(w io.Writer, out *listOutput) error {
 	}
 	return nil
 }
+
+// listEntryOnlyNote says how a function without a RET is traced.
+const listEntryOnlyNote = "entry only (no RET): its call ends with the panic that leaves it, Goexit, or the process"
 
 // listLongName is the length from which listShortName shortens a name.
 const listLongName = 100

@@ -166,8 +166,8 @@ func TestListTable(t *testing.T) {
 	if got := strings.Join(tableRow(t, out, "main.double"), " "); !strings.Contains(got, "no - unknown inlined at every call site") {
 		t.Errorf("double row %q: want not probeable, inlined at every call site", got)
 	}
-	if got := strings.Join(tableRow(t, out, "main.fail"), " "); !strings.HasPrefix(got, "main.fail no - ") || !strings.Contains(got, "no RET") {
-		t.Errorf("fail row %q: want not probeable for lack of RET", got)
+	if got := strings.Join(tableRow(t, out, "main.fail"), " "); !strings.HasPrefix(got, "main.fail yes 1 no entry only (no RET)") {
+		t.Errorf("fail row %q: want probeable at its entry alone, for lack of RET", got)
 	}
 	if got := strings.Join(tableRow(t, out, "main.small"), " "); !strings.Contains(got, "calls at 1 inlined site are not seen") {
 		t.Errorf("small row %q: want the inlined-sites warning", got)
@@ -224,7 +224,7 @@ func TestListNoDWARF(t *testing.T) {
 			if strings.Contains(out, "main.double") || strings.Contains(out, "\nmain.main ") {
 				t.Errorf("inlined-only or excluded function listed:\n%s", out)
 			}
-			for _, want := range []string{"DWARF no", "note: no DWARF", "error results can't be located", "panics are still captured", "inlining can't be reported"} {
+			for _, want := range []string{"DWARF no", "note: no DWARF", "for other functions they can't be located", "panics are still captured", "inlining can't be reported"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("output lacks %q:\n%s", want, out)
 				}
@@ -263,6 +263,9 @@ func TestListJSON(t *testing.T) {
 	}
 	if r := rows["main.double"]; r.Probe || !strings.Contains(r.Reason, "inlined") {
 		t.Errorf("double %+v", r)
+	}
+	if r := rows["main.fail"]; !r.Probe || !r.EntryOnly || r.Sites != 1 {
+		t.Errorf("fail %+v: want traced by its entry alone", r)
 	}
 	if got.Summary.Functions != len(got.Functions) || got.Summary.Probeable != probeable || got.Summary.Sites != sites {
 		t.Errorf("summary %+v; counted %d functions, %d probeable, %d sites", got.Summary, len(got.Functions), probeable, sites)
@@ -344,3 +347,33 @@ func TestListShortName(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestListMethodErrorsWithoutDWARF: in the Go distribution's gofmt, which
+// has no DWARF, the error results of methods come from their type
+// descriptors, and list says so; plain functions stay unknown.
+func TestListMethodErrorsWithoutDWARF(t *testing.T) {
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Skipf("go env GOROOT: %v", err)
+	}
+	gofmt := filepath.Join(strings.TrimSpace(string(goroot)), "bin", "gofmt")
+	out, err := runListCmd(t, "--binary", gofmt, "-f", "os.(*File).Read", "-f", "os.(*File).Name", "-f", "os.ReadFile")
+	if err != nil {
+		t.Skipf("%s: %v", gofmt, err)
+	}
+	if strings.Contains(out, "DWARF yes") {
+		t.Skipf("%s has DWARF", gofmt)
+	}
+	for name, want := range map[string]string{
+		"os.(*File).Read": "yes error result from the method's type descriptor",
+		"os.(*File).Name": "no error result from the method's type descriptor",
+		"os.ReadFile":     "unknown",
+	} {
+		if got := strings.Join(tableRow(t, out, name)[3:], " "); got != want {
+			t.Errorf("%s: ERROR and NOTE %q, want %q", name, got, want)
+		}
+	}
+	if !strings.Contains(out, "(2 of the 3 listed functions, ERROR yes/no)") {
+		t.Errorf("no coverage count in the notes:\n%s", out)
+	}
+}

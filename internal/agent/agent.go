@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/errtext"
 	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/queue"
 	"github.com/obs-agent/obs-agent/internal/record"
@@ -143,6 +144,9 @@ func (r *Result) Summary() string {
 	}
 	if h.UnmatchedRet > 0 {
 		s += fmt.Sprintf("\n  %d returns had no recorded entry (calls that began before the probes were attached, or while the breaker had paused the entry probe)", h.UnmatchedRet)
+	}
+	if h.DrainRet > 0 {
+		s += fmt.Sprintf("\n  %d returns of calls that began while detaching, after the entry probes had stopped (not recorded)", h.DrainRet)
 	}
 	return s
 }
@@ -347,9 +351,9 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		uf := uprobe.Func{Entry: entry, Rets: rets, SampleRate: sel.SampleRate}
 		if er := f.ErrResult; er != nil {
 			if er.InRegs {
-				uf.Err = uprobe.ErrorLoc{Mode: 1, ItabReg: uint8(er.ItabReg), DataReg: uint8(er.DataReg)}
+				uf.Err = uprobe.ErrorLoc{Mode: uprobe.ErrInRegs, ItabReg: uint8(er.ItabReg), DataReg: uint8(er.DataReg)}
 			} else {
-				uf.Err = uprobe.ErrorLoc{Mode: 2, StackOff: int32(er.StackOff)}
+				uf.Err = uprobe.ErrorLoc{Mode: uprobe.ErrOnStack, StackOff: int32(er.StackOff)}
 			}
 		}
 		cfg.Funcs = append(cfg.Funcs, uf)
@@ -359,6 +363,14 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		return cfg, err
 	}
 	cfg.Runtime = rt
+	// The read plans of error types are keyed by run-time address.
+	var bias uint64
+	if s.bin.PIE {
+		if bias, err = loadBias(pid, exe); err != nil {
+			return cfg, fmt.Errorf("pid %d: find where its executable is mapped: %w", pid, err)
+		}
+	}
+	cfg.ErrText = errtext.Plans(s.bin.Types(), bias)
 	return cfg, nil
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -59,7 +60,11 @@ func (b *breaker) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if err := b.tick(now); err != nil {
+			err := b.tick(now)
+			if errors.Is(err, uprobe.ErrDetached) {
+				return // the session is ending: nothing left to pause
+			}
+			if err != nil {
 				b.s.log.Error("circuit breaker", "err", err)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/obs-agent/obs-agent/internal/errtext"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/symbols"
 	"github.com/obs-agent/obs-agent/internal/uprobe"
@@ -34,6 +35,8 @@ type converter struct {
 	// types names the dynamic types of panic values; nil when the
 	// binary's type data could not be read.
 	types *symbols.Types
+	// errs renders the error values captured at RET (bpf/errtext.h).
+	errs *errtext.Renderer
 
 	mu sync.Mutex
 	// panics maps a goroutine id to the value it last panicked with, for
@@ -76,10 +79,10 @@ func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid in
 		}
 		c.bias = b
 	}
-	// Read now, like the bias: the file may be gone when events arrive.
-	if t, err := symbols.ReadTypes(bin.Path); err == nil {
-		c.types = t
-	}
+	// Read when the binary was opened: the file may be gone when events
+	// arrive.
+	c.types = bin.Types()
+	c.errs = errtext.NewRenderer(c.types, c.bias)
 	return c, nil
 }
 
@@ -101,6 +104,14 @@ func (c *converter) call(ev *uprobe.Event) record.Call {
 	}
 	switch r.Status {
 	case record.StatusError:
+		if len(ev.Snapshot) > 0 && c.types != nil {
+			typ, txt, tr, ok := c.errs.Render(ev.Segments(), ev.TypeAddr, ev.DataAddr)
+			if ok {
+				r.ErrorType, r.Error, r.ErrorTruncated = typ, txt, tr
+				break
+			}
+		}
+		// The plain record: the ring had no room for the snapshot.
 		r.ErrorType = c.typeOfItab(ev.TypeAddr)
 		if stringAtZero[r.ErrorType] {
 			r.Error, r.ErrorTruncated = text(ev.Text), ev.Truncated
@@ -142,10 +153,11 @@ func (c *converter) panicValue(ev *uprobe.Event) {
 }
 
 // describePanic names a panic value's dynamic type from its descriptor and
-// formats what can be read without running code: the text of a string or
-// of an error whose struct starts with its message, the value of a number
-// or bool (the eface's data word points at the value, which the BPF side
-// read as word0), and for anything else only the type name.
+// formats what can be read without running code: the text of a string, the
+// value of a number or bool (the eface's data word points at the value,
+// which the BPF side read as word0), and for anything else what the
+// snapshot of the value gives: an error's Error() text for the types
+// internal/errtext knows, Go syntax for the others.
 func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 	if ev.TypeAddr == 0 {
 		// panic(nil): the probe at gopanic's entry sees the nil before
@@ -169,6 +181,16 @@ func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 	}
 	pv := panicValue{typ: ty.Name}
 	w := ev.Word0
+	// (A snapshot may be empty and still tell: a zero-size value.)
+	if strings.Contains(ty.Name, ".") && ev.Snapshot != nil {
+		// A named type of a package (syscall.Errno, runtime.errorString,
+		// main.Code): rendered as its Error() for the types
+		// internal/errtext knows, else as Go syntax, like a returned error.
+		if txt, tr, ok := c.errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
+			pv.text, pv.truncated = txt, tr
+			return pv
+		}
+	}
 	switch ty.Kind {
 	case symbols.KindString:
 		if ev.Word1 == 0 {
@@ -204,6 +226,14 @@ func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 	case symbols.KindComplex128:
 		pv.text = fmt.Sprint(complex(math.Float64frombits(w), math.Float64frombits(ev.Word1)))
 	default:
+		// Errors, structs, pointers: rendered from the snapshot of the
+		// value (bpf/errtext.h) as Error() or Go syntax.
+		if ev.Snapshot != nil {
+			if txt, tr, ok := c.errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
+				pv.text, pv.truncated = txt, tr
+				break
+			}
+		}
 		if stringAtZero[ty.Name] && c.looksLikeString(ev) {
 			pv.text, pv.truncated = text(ev.Text), ev.Truncated
 		}
@@ -274,9 +304,6 @@ func (c *converter) typeOfItab(addr uint64) string {
 	static := addr - c.bias
 	if n, ok := c.bin.Itabs[static]; ok {
 		return n
-	}
-	if ty, ok := c.types.ItabType(static); ok {
-		return ty.Name
 	}
 	return fmt.Sprintf("itab@0x%x", static)
 }

@@ -61,12 +61,12 @@ var errsFuncs = map[string]func(i int) outcome{
 		}
 		return ok
 	},
-	// A custom type's text is only what its Error method returns: never
-	// read (MyErr starts with a string field, which must not be taken for
-	// the message).
+	// A custom type's Error method cannot run: its value is recorded as
+	// Go syntax (MyErr starts with a string field, which must not be
+	// taken for the message).
 	"main.Struct3Err": func(i int) outcome {
 		if i%2 == 0 {
-			return errOf("*main.MyErr", "")
+			return errOf("*main.MyErr", fmt.Sprintf(`&main.MyErr{Op:"struct3", Code:%d}`, i))
 		}
 		return ok
 	},
@@ -84,7 +84,7 @@ var errsFuncs = map[string]func(i int) outcome{
 	},
 	"main.Ints9Named": func(i int) outcome {
 		if i%3 == 2 {
-			return errOf("*main.MyErr", "")
+			return errOf("*main.MyErr", fmt.Sprintf(`&main.MyErr{Op:"ints9", Code:%d}`, i))
 		}
 		return ok
 	},
@@ -213,7 +213,7 @@ func panicOutcome(k int) outcome {
 		{"*errors.errorString", "boom error"},
 		{"int", "42"},
 		{"float64", "2.5"},
-		{"main.Point", ""}, // a struct: only its type is told
+		{"main.Point", "main.Point{X:1, Y:2}"}, // a struct: Go syntax
 		{"*fmt.wrapError", "boom wrapped: base failure"},
 	}[k]
 	return outcome{record.StatusPanic, v.typ, v.text}
@@ -480,5 +480,70 @@ func TestKilledWhileOpen(t *testing.T) {
 		if end := c.Start + c.Duration; end != seen[c.GoID] || c.Duration <= 0 {
 			t.Errorf("%s: duration %d ends at %d, its goroutine was last seen at %d", c.Function, c.Duration, end, seen[c.GoID])
 		}
+	}
+}
+
+// TestErrorTexts: the errors of the standard library's common types,
+// wrapped chains of them and custom types are recorded with the text the
+// program's own err.Error() gives (Go syntax for custom types), on plain,
+// PIE, stripped and older-release builds, both when they are returned and
+// when they are panic values. `errs texts` prints, per call of
+// main.(*Texts).Err, its dynamic type and the text a tracer must record.
+func TestErrorTexts(t *testing.T) {
+	testutil.RequireRoot(t)
+	builds := append(errsBuilds, testutil.Build{Program: "errs", Stripped: true, PIE: true},
+		testutil.Build{Program: "errs", Toolchain: "go1.27.4"}, testutil.Build{Program: "errs", Toolchain: "go1.21.13", Stripped: true})
+	for _, b := range builds {
+		t.Run(b.String(), func(t *testing.T) {
+			opts := testOptions(t)
+			res, calls, out := runErrs(t, b, opts, "texts")
+			if res.ExitCode != 0 {
+				t.Fatalf("exit %d, output %q", res.ExitCode, out)
+			}
+			var want []outcome
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				f := strings.Split(line, "\t")
+				if len(f) != 4 || f[0] != "TEXT" || f[1] != strconv.Itoa(len(want)) {
+					t.Fatalf("bad line %q", line)
+				}
+				text, err := strconv.Unquote(f[3])
+				if err != nil {
+					t.Fatalf("line %q: %v", line, err)
+				}
+				want = append(want, errOf(f[2], text))
+			}
+			var texts []*record.Call
+			for i := range calls {
+				if calls[i].Function == "main.(*Texts).Err" {
+					texts = append(texts, &calls[i])
+				}
+			}
+			sort.Slice(texts, func(a, b int) bool { return texts[a].ID < texts[b].ID })
+			if len(texts) != len(want) {
+				t.Fatalf("%d calls of main.(*Texts).Err recorded, the program made %d", len(texts), len(want))
+			}
+			for k, c := range texts {
+				if g := got(c); g != want[k] || c.ErrorTruncated {
+					t.Errorf("error %d: recorded %v (truncated %v), the program says %v", k, g, c.ErrorTruncated, want[k])
+				}
+			}
+			// The same errors as panic values: main.panicWith's frames.
+			var panics []*record.Call
+			for i := range calls {
+				if calls[i].Function == "main.panicWith" {
+					panics = append(panics, &calls[i])
+				}
+			}
+			sort.Slice(panics, func(a, b int) bool { return panics[a].ID < panics[b].ID })
+			if len(panics) != len(want) {
+				t.Fatalf("%d calls of main.panicWith recorded, the program made %d", len(panics), len(want))
+			}
+			for k, c := range panics {
+				w := outcome{record.StatusPanic, want[k].typ, want[k].text}
+				if g := got(c); g != w || c.ErrorTruncated {
+					t.Errorf("panic %d: recorded %v (truncated %v), want %v", k, g, c.ErrorTruncated, w)
+				}
+			}
+		})
 	}
 }

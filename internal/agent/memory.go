@@ -75,9 +75,9 @@ func (b *Budget) Need() int64 {
 
 // String is the line printed at start.
 func (b *Budget) String() string {
-	return fmt.Sprintf("memory: need %s of the %s limit: kernel %s (rings %s + %s, maps %s for %d goroutines and %d deep frames, programs %s); agent %s (Go %s: base %s, work %s, ok lane %s, error lane %s; SQLite %s)",
+	return fmt.Sprintf("memory: need %s of the %s limit: kernel %s (rings %s + %s, maps %s for %d goroutines in slots + %d more and %d deep frames, programs %s); agent %s (Go %s: base %s, work %s, ok lane %s, error lane %s; SQLite %s)",
 		mib(b.Need()), mib(b.Limit), mib(b.Kernel.Total()+b.Programs), mib(int64(b.Sizes.RingOK)), mib(int64(b.Sizes.RingErr)),
-		mib(b.Kernel.Maps), b.Sizes.Goroutines, b.Sizes.Frames, mib(b.Programs),
+		mib(b.Kernel.Maps), b.Sizes.GoroutineSlots, b.Sizes.Goroutines, b.Sizes.Frames, mib(b.Programs),
 		mib(b.GoLimit()+sqliteFactor*b.SQLite), mib(b.GoLimit()), mib(b.Base), mib(b.Work),
 		mib(laneFactor*b.OKLane), mib(laneFactor*b.ErrLane), mib(sqliteFactor*b.SQLite))
 }
@@ -86,10 +86,10 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // planBudget sizes the rings, maps, queues and SQLite cache for limit.
 // What remains after the fixed costs (base, work, programs, the maps that
-// don't scale) is shared: rings 27% (ok:error 2:1), goroutine map 36%,
-// frame map 4%, ok lane 17%, error lane 9%, SQLite 5%. At the default
-// limit that keeps the rings at 16 and 8 MiB and leaves room for about
-// 32,000 goroutines in traced calls at once (TestBurst20000 has 20,000).
+// don't scale) is shared: rings 27% (ok:error 2:1), goroutine state 36%
+// (the slot table, then the goroutine map), frame map 4%, ok lane 17%,
+// error lane 9%, SQLite 5%. At the default limit that keeps the rings at
+// 16 and 8 MiB and leaves room for about 35,000 goroutines in traced calls at once (TestBurst20000 has 20,000).
 // okLane, when not 0, replaces the ok lane's share (--queue-memory) and
 // must fit.
 func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
@@ -99,7 +99,7 @@ func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
 	b := &Budget{Limit: limit, Base: goMemoryInUse(), Work: workAllowance, Programs: programsAllowance}
 	// The maps that don't scale with the limit: their cost with the
 	// scaled ones at their smallest.
-	small := uprobe.Sizes{RingOK: 1 << 16, RingErr: 1 << 16, Goroutines: 1, Frames: 1}
+	small := uprobe.Sizes{RingOK: 1 << 16, RingErr: 1 << 16, Goroutines: 1, Frames: 1, GoroutineSlots: 1}
 	k, err := uprobe.EstimateKernelMemory(nfuncs, small)
 	if err != nil {
 		return nil, err
@@ -118,11 +118,25 @@ func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
 	if err != nil {
 		return nil, err
 	}
+	sCost, err := uprobe.ElementCost("gslots")
+	if err != nil {
+		return nil, err
+	}
 	fCost, err := uprobe.ElementCost("frames")
 	if err != nil {
 		return nil, err
 	}
-	b.Sizes.Goroutines = uint32(min(share(36)/gCost, 1<<22))
+	// Goroutine state lives in the slot table first (preallocated, and
+	// the fast path), then in the goroutine map; both come out of one
+	// share. The table keeps its default size unless that would take more
+	// than half the share.
+	gShare := share(36)
+	slots := uprobe.DefaultSizes.GoroutineSlots
+	for slots > 1 && int64(slots)*sCost > gShare/2 {
+		slots /= 2
+	}
+	b.Sizes.GoroutineSlots = slots
+	b.Sizes.Goroutines = uint32(min((gShare-int64(slots)*sCost)/gCost, 1<<22))
 	b.Sizes.Frames = uint32(min(share(4)/fCost, 1<<24))
 	b.OKLane = share(17) / laneFactor
 	if okLane > 0 {

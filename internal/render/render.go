@@ -98,8 +98,12 @@ func jsonLines[T any](w io.Writer, items []T) error {
 	return nil
 }
 
+// lineBreaks are escaped in tables: an error's text can span lines
+// (errors.Join), and a table row must not.
+var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`)
+
 func errText(c *record.Call) string {
-	s := c.Error
+	s := lineBreaks.Replace(c.Error)
 	if c.ErrorTruncated {
 		s += "…"
 	}

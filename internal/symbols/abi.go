@@ -102,6 +102,29 @@ func alignUp(n, a int64) int64 {
 // does not list; it is accounted for here unless DWARF lists it as ".dict"
 // (Go 1.27+).
 func locateError(tr *typeReader, name string, params []paramDIE, arch string) *ErrorResult {
+	ps := make([]abiParam, 0, len(params))
+	for _, p := range params {
+		t := tr.typeAt(p.typ)
+		if t == nil {
+			return nil
+		}
+		ps = append(ps, abiParam{t: t, result: p.result})
+	}
+	implicitDict := strings.Contains(name, "go.shape.") && !hasParam(params, ".dict")
+	return locateErrorIn(ps, arch, implicitDict)
+}
+
+// abiParam is one parameter or result of a function, in order.
+type abiParam struct {
+	t      *abiType
+	result bool
+}
+
+// locateErrorIn is locateError on parameters whose types are resolved,
+// from DWARF or from the runtime type descriptors (typeerrs.go).
+// implicitDict says a dictionary pointer precedes them in the first
+// integer register without being listed.
+func locateErrorIn(params []abiParam, arch string, implicitDict bool) *ErrorResult {
 	ni, nfp := abiRegs(arch)
 	var stack int64 // offset within the stack-assigned area
 	var (
@@ -110,7 +133,7 @@ func locateError(tr *typeReader, name string, params []paramDIE, arch string) *E
 		nres   int
 		inArgs = true
 	)
-	if strings.Contains(name, "go.shape.") && !hasParam(params, ".dict") {
+	if implicitDict {
 		i = 1 // .dict in the first integer register
 	}
 	for _, p := range params {
@@ -123,10 +146,7 @@ func locateError(tr *typeReader, name string, params []paramDIE, arch string) *E
 		if !p.result && !inArgs {
 			return nil // arguments after results: not a Go signature we understand
 		}
-		t := tr.typeAt(p.typ)
-		if t == nil {
-			return nil
-		}
+		t := p.t
 		si, sfp := i, fp
 		inRegs := t.size > 0 && regAssign(t, &i, &fp, ni, nfp)
 		var off int64

@@ -40,9 +40,11 @@ type Binary struct {
 	// Funcs is every function from .gopclntab, sorted by Entry.
 	Funcs []*Func
 	// Itabs maps an itab vaddr to the concrete type name for itabs that
-	// implement error, from go:itab.* symbols; empty without .symtab.
+	// implement error, from go:itab.* symbols and the .itablink section
+	// (which stripped binaries keep).
 	Itabs map[uint64]string
 
+	types       *Types    // type descriptors; nil when unreadable
 	segs        []segment // PT_LOAD segments with PF_X
 	modules     []string  // main module + deps, for ModuleOf
 	byName      map[string]*Func
@@ -63,6 +65,11 @@ type Func struct {
 	Rets      []uint64 // vaddr of every RET instruction in [Entry, End)
 	Generated bool     // runtime/compiler-generated
 	Probeable bool
+	// EntryOnly marks a probeable function with no RET (it only panics,
+	// ends in os.Exit, or loops forever): it is traced by its entry
+	// alone, and its call is closed by the panic that leaves it, by
+	// runtime.Goexit, or at the end of the trace.
+	EntryOnly bool
 	Reason    string // why not probeable, when !Probeable
 	// InlinedSites counts call sites where the compiler inlined this
 	// function (DWARF DW_TAG_inlined_subroutine); -1 when unknown (no DWARF).
@@ -70,6 +77,9 @@ type Func struct {
 	// ErrResult is where the function's error result is at RET time; nil
 	// when it has none or it is unknown (no DWARF, unsizable types).
 	ErrResult *ErrorResult
+	// ErrSource says what ErrResult (or its certain absence) was read
+	// from: ErrSourceDWARF, ErrSourceMethodType, or "" when unknown.
+	ErrSource string
 }
 
 // ErrorResult locates an `error` result (an iface: itab word then data
@@ -301,6 +311,7 @@ func openBytes(path string, data []byte) (*Binary, error) {
 	b.buildFuncs(raws)
 
 	b.readItabs(syms)
+	b.readTypeData(data, textStart)
 
 	var dw *dwarf.Data
 	if hasDWARFSections(ef) {
@@ -324,6 +335,9 @@ func openBytes(path string, data []byte) (*Binary, error) {
 	}
 	if err := b.applyDWARF(info); err != nil {
 		return nil, err
+	}
+	if info == nil {
+		b.errorsFromTypes()
 	}
 	return b, nil
 }
@@ -414,7 +428,11 @@ func (b *Binary) analyze(f *Func, flag uint8) {
 		f.Rets = nil
 		f.Reason = fmt.Sprintf("bytes at +%#x do not decode", bad)
 	case len(f.Rets) == 0:
-		f.Reason = "no RET instruction (ends in a tail call or panic)"
+		if why := leavesByJump(b.Arch, code); why != "" {
+			f.Reason = why
+			return
+		}
+		f.Probeable, f.EntryOnly = true, true
 	default:
 		f.Probeable = true
 	}

@@ -10,11 +10,13 @@
 // stack inside runtime.g, runtime._panic; from DWARF, or from a table with
 // one row per Go release, each proved against that release's DWARF 4 and 5
 // by TestLayoutTable), where an `error` result lives at RET time
-// (DWARF plus the Go internal register ABI), inlining facts from DWARF, the
-// itab symbols that name the dynamic types of returned errors, and the
-// runtime type descriptors (types.go) that name the dynamic type of a panic
-// value or of an itab (Go 1.27 keeps its itabs there without symbols),
-// which are readable even in stripped binaries.
+// (DWARF plus the Go internal register ABI; without DWARF, for methods, from
+// their signatures in the type descriptors: typeerrs.go), inlining facts
+// from DWARF, the itabs that name the dynamic types of returned errors
+// (symbols, .itablink, Go 1.27 moduledata, or an itab's Type word), and the
+// runtime type descriptors (types.go, typedesc.go: names, fields, elements,
+// methods, signatures) that name the dynamic type of a panic value or of an
+// itab, which are readable even in stripped binaries.
 //
 // Everything is computed eagerly by Open: when Open returns, every Func has
 // its Rets, Probeable and Reason filled. The package holds no global mutable

@@ -143,6 +143,7 @@ func (b *Binary) applyDWARF(info *dwarfInfo) error {
 	for _, f := range b.Funcs {
 		f.InlinedSites = info.inlined[f.Name]
 		f.ErrResult = info.errResults[f.Entry]
+		f.ErrSource = ErrSourceDWARF
 	}
 	for name := range info.inlined {
 		if b.byName[name] == nil {

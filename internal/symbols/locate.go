@@ -118,8 +118,20 @@ const (
 )
 
 func textFromModuledata(ef *elf.File, data []byte, tab []byte, tabAddr uint64) (uint64, bool) {
-	if len(tab) < 8+4*8 || tab[7] != 8 {
+	md, word, ok := findModuledata(ef, data, tab, tabAddr)
+	if !ok {
 		return 0, false
+	}
+	t, ok := word(md + mdText)
+	return t, ok && t != 0
+}
+
+// findModuledata finds runtime.firstmoduledata by its pointers to the
+// pclntab and its function name table, and returns its address and a
+// reader of its (relocated) words.
+func findModuledata(ef *elf.File, data []byte, tab []byte, tabAddr uint64) (uint64, func(uint64) (uint64, bool), bool) {
+	if len(tab) < 8+4*8 || tab[7] != 8 {
+		return 0, nil, false
 	}
 	funcnameAddr := tabAddr + binary.LittleEndian.Uint64(tab[8+3*8:])
 	relocs := relativeRelocs(ef, data)
@@ -134,18 +146,16 @@ func textFromModuledata(ef *elf.File, data []byte, tab []byte, tabAddr uint64) (
 		v, ok := relocs[vaddr]
 		return v, ok
 	}
-	check := func(md uint64) (uint64, bool) {
+	check := func(md uint64) bool {
 		if v, ok := word(md + mdFuncnametab); !ok || v != funcnameAddr {
-			return 0, false
+			return false
 		}
 		t, ok := word(md + mdText)
-		return t, ok && t != 0
+		return ok && t != 0
 	}
 	for off, addend := range relocs {
-		if addend == tabAddr {
-			if t, ok := check(off); ok {
-				return t, true
-			}
+		if addend == tabAddr && check(off) {
+			return off, word, true
 		}
 	}
 	var pat [8]byte
@@ -162,14 +172,12 @@ func textFromModuledata(ef *elf.File, data []byte, tab []byte, tabAddr uint64) (
 			}
 			at := i + j
 			i = at + 1
-			if at%8 == 0 {
-				if t, ok := check(p.Vaddr + uint64(at)); ok {
-					return t, true
-				}
+			if at%8 == 0 && check(p.Vaddr+uint64(at)) {
+				return p.Vaddr + uint64(at), word, true
 			}
 		}
 	}
-	return 0, false
+	return 0, nil, false
 }
 
 // relativeRelocs maps r_offset to addend for R_X86_64_RELATIVE and

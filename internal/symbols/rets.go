@@ -108,3 +108,59 @@ func allBytes(b []byte, v byte) bool {
 	}
 	return true
 }
+
+// leavesByJump reports why a function without a RET cannot be traced by
+// its entry alone, or "" when it can. Such a function only panics, ends in
+// a call that never returns (os.Exit, log.Fatal), or loops forever: every
+// jump in it stays inside it. A jump out of it is a tail call: the
+// function's work ends there without a trace of it, and a frame opened at
+// its entry would stay open under whatever runs next. An indirect jump
+// could be either (or a jump table), so it is refused too.
+func leavesByJump(arch string, code []byte) string {
+	const (
+		tail     = "no RET instruction: ends in a tail call"
+		indirect = "no RET instruction, and an indirect jump that may leave the function"
+	)
+	switch arch {
+	case "amd64":
+		for off := 0; off < len(code); {
+			if allBytes(code[off:], 0xcc) {
+				break
+			}
+			inst, err := x86asm.Decode(code[off:], 64)
+			if err != nil || inst.Len <= 0 {
+				return indirect // scanRets decoded it already; never reached
+			}
+			if inst.Op == x86asm.JMP {
+				rel, ok := inst.Args[0].(x86asm.Rel)
+				if !ok {
+					return indirect
+				}
+				if t := off + inst.Len + int(rel); t < 0 || t >= len(code) {
+					return tail
+				}
+			}
+			off += inst.Len
+		}
+	case "arm64":
+		for off := 0; off+4 <= len(code); off += 4 {
+			inst, err := arm64asm.Decode(code[off : off+4])
+			if err != nil {
+				continue // trailing padding; scanRets checked the rest
+			}
+			switch inst.Op {
+			case arm64asm.BR:
+				return indirect
+			case arm64asm.B:
+				rel, ok := inst.Args[0].(arm64asm.PCRel)
+				if !ok {
+					continue // B.cond has its target in another argument form
+				}
+				if t := off + int(rel); t < 0 || t >= len(code) {
+					return tail
+				}
+			}
+		}
+	}
+	return ""
+}

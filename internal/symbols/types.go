@@ -61,16 +61,21 @@ type Type struct {
 // runtime does: the descriptor's Str field is an offset from that base to
 // an encoded name. The base is the runtime.types symbol when there is a
 // symtab, and otherwise the start of the section the linker puts the types
-// first in (.go.type from Go 1.27; before, .data.rel.ro when the binary has
-// one, as PIE binaries do, else .rodata), so a stripped binary's types are
-// named too.
+// first in (Go 1.27's own .go.type, or .data.rel.ro.go.type in PIE builds;
+// before 1.27, .data.rel.ro when the binary has one, as PIE binaries do,
+// else .rodata), so a stripped binary's types are named too.
 //
 // A Types is safe for concurrent use.
 type Types struct {
 	base uint64 // vaddr of runtime.types
 	data []byte // bytes of the section that starts at base
-	mu   sync.Mutex
-	memo map[uint64]Type
+	img  image  // the whole file, for descriptors' pointers (typedesc.go)
+	// textStart is runtime.text, the base of methods' code offsets.
+	textStart            uint64
+	itablinks, typelinks []uint64
+	mu                   sync.Mutex
+	memo                 map[uint64]Type
+	desc                 map[uint64]*TypeDesc
 }
 
 // Layout of the descriptor header (internal/abi.Type) on 64-bit targets,
@@ -86,8 +91,8 @@ const (
 	kindMask       = 1<<5 - 1
 )
 
-// ReadTypes reads the type data of the Go executable at path. The data is
-// copied: the file may go away afterwards.
+// ReadTypes reads the type data of the Go executable at path. The file is
+// read into memory: it may go away afterwards.
 func ReadTypes(path string) (*Types, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -127,11 +132,18 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 		return nil, fmt.Errorf("no .rodata or .data.rel.ro section")
 	}
 	base := sect.Addr
-	if syms, err := ef.Symbols(); err == nil {
+	var textStart uint64
+	if s := ef.Section(".text"); s != nil {
+		textStart = s.Addr
+	}
+	syms, _ := ef.Symbols()
+	if len(syms) > 0 {
 		for _, s := range syms {
-			if s.Name == "runtime.types" {
+			switch s.Name {
+			case "runtime.types":
 				base = s.Value
-				break
+			case "runtime.text":
+				textStart = s.Value
 			}
 		}
 	}
@@ -151,43 +163,18 @@ func readTypesBytes(raw []byte) (t *Types, err error) {
 		return nil, fmt.Errorf("%w: section %s exceeds the file", ErrNotELF, sect.Name)
 	}
 	lo := sect.Offset + (base - sect.Addr)
-	data := make([]byte, sect.Offset+sect.Size-lo)
-	copy(data, raw[lo:])
-	applyRelative(ef, base, data)
-	return &Types{base: base, data: data, memo: map[uint64]Type{}}, nil
-}
-
-// applyRelative writes the link-time value of every RELATIVE relocation
-// that falls inside data (the bytes at base) into it: a PIE file leaves
-// the pointers of its itabs and descriptors to these relocations, so after
-// this the data reads like that of a non-PIE executable.
-func applyRelative(ef *elf.File, base uint64, data []byte) {
-	var relative uint32
-	switch ef.Machine {
-	case elf.EM_X86_64:
-		relative = uint32(elf.R_X86_64_RELATIVE)
-	case elf.EM_AARCH64:
-		relative = uint32(elf.R_AARCH64_RELATIVE)
-	default:
-		return
-	}
-	for _, s := range ef.Sections {
-		if s.Type != elf.SHT_RELA {
-			continue
-		}
-		rela, err := s.Data()
-		if err != nil {
-			continue
-		}
-		for i := 0; i+24 <= len(rela); i += 24 {
-			off := binary.LittleEndian.Uint64(rela[i:])
-			info := binary.LittleEndian.Uint64(rela[i+8:])
-			if uint32(info) != relative || off < base || off-base > uint64(len(data)) || uint64(len(data))-(off-base) < 8 {
-				continue
+	data := raw[lo : sect.Offset+sect.Size]
+	t = &Types{base: base, data: data, img: newImage(ef, raw), textStart: textStart, memo: map[uint64]Type{}, desc: map[uint64]*TypeDesc{}}
+	t.readLinks(ef)
+	if len(t.itablinks) == 0 {
+		// Go 1.27+: the itabs are found through moduledata.
+		if tab, tabAddr, err := findPclntab(ef, raw, syms); err == nil {
+			if md, word, ok := findModuledata(ef, raw, tab, tabAddr); ok {
+				t.itabsFromModuledata(md, word)
 			}
-			binary.LittleEndian.PutUint64(data[off-base:], binary.LittleEndian.Uint64(rela[i+16:]))
 		}
 	}
+	return t, nil
 }
 
 // Lookup decodes the descriptor at the link-time address addr (a PIE
@@ -231,25 +218,6 @@ func (t *Types) decode(off uint64) Type {
 	}
 	ty.Name = name
 	return ty
-}
-
-// ItabType decodes the concrete type of the itab at the link-time address
-// itab, for binaries that keep their itabs inside the type data without
-// naming them in .symtab (Go 1.27 puts them at the end of .go.type): the
-// word after the interface pointer (internal/abi.ITab.Type, at 8 in every
-// release of the layout table) points at the type's descriptor. It reports
-// false when the itab is not there or its Type word is not a link-time
-// address (a PIE file leaves it to a load-time relocation).
-func (t *Types) ItabType(itab uint64) (Type, bool) {
-	if t == nil || itab < t.base || itab-t.base > uint64(len(t.data)) || uint64(len(t.data))-(itab-t.base) < 16 {
-		return Type{}, false
-	}
-	off := itab - t.base + 8
-	typ := binary.LittleEndian.Uint64(t.data[off : off+8])
-	if typ == 0 {
-		return Type{}, false
-	}
-	return t.Lookup(typ)
 }
 
 // name decodes an internal/abi.Name at off from the base (Go 1.17+ layout:

@@ -27,11 +27,18 @@ type Event struct {
 	Word1      uint64
 	Text       []byte // string behind the data pointer; valid until the next read
 	Truncated  bool
+	// Snapshot is the memory behind a returned error, as its type's read
+	// plan copied it (bpf/errtext.h); see Segments. Valid until the next
+	// read; nil when the plain record was sent, empty (not nil) when the
+	// value has no bytes to copy (a zero-size type).
+	Snapshot []byte
 }
 
 const (
 	callEventSize = int(unsafe.Sizeof(obsCallEvent{}))
 	errEventSize  = int(unsafe.Sizeof(obsErrEvent{}))
+	// An errtext_event is an err_event followed by its snapshot.
+	errTextHdrSize = int(unsafe.Offsetof(obsErrtextEvent{}.Snap))
 )
 
 // Lane is one of the two rings.
@@ -94,7 +101,7 @@ func decode(raw []byte, errLane bool, ev *Event) error {
 		return fmt.Errorf("short error record: %d bytes", len(raw))
 	}
 	e := (*obsErrEvent)(unsafe.Pointer(&raw[0]))
-	ev.PanicValue = e.Kind == 1
+	ev.PanicValue = e.Kind == uint8(obsObsErrKindOBS_KIND_PANIC_VALUE)
 	ev.TypeAddr = e.TypeAddr
 	ev.DataAddr = e.DataAddr
 	ev.Word0, ev.Word1 = e.Word0, e.Word1
@@ -104,6 +111,11 @@ func decode(raw []byte, errLane bool, ev *Event) error {
 	}
 	ev.Text = unsafe.Slice((*byte)(unsafe.Pointer(&e.Text[0])), n)
 	ev.Truncated = e.Truncated != 0
+	if len(raw) >= errTextHdrSize {
+		x := (*obsErrtextEvent)(unsafe.Pointer(&raw[0]))
+		n := min(int(x.SnapLen), len(raw)-errTextHdrSize)
+		ev.Snapshot = raw[errTextHdrSize : errTextHdrSize+n]
+	}
 	return nil
 }
 

@@ -12,7 +12,7 @@ type Stats struct {
 	Calls, Errors, Panics, Unfinished uint64
 	Dropped, Sampled                  uint64
 	TotalNs, MaxNs                    uint64
-	Hist                              [64]uint64
+	Hist                              [obsObsLimitsOBS_HIST_BUCKETS]uint64
 }
 
 // Stats reads every function's aggregate; the index is the function id.
@@ -43,10 +43,15 @@ func (t *Tracer) Stats() ([]Stats, error) {
 
 // Health is the tracer's own counters, summed over CPUs.
 type Health struct {
-	RingOKFull       uint64 // ok calls lost because the ok ring was full
-	RingErrFull      uint64 // error-lane records lost because its ring was full
-	MapFull          uint64
-	UnmatchedRet     uint64
+	RingOKFull  uint64 // ok calls lost because the ok ring was full
+	RingErrFull uint64 // error-lane records lost because its ring was full
+	MapFull     uint64
+	// UnmatchedRet counts returns of calls that began before the entry
+	// sites were armed (or while the circuit breaker had paused them).
+	UnmatchedRet uint64
+	// DrainRet counts returns of calls that began after detach had
+	// disarmed the entry sites, while open calls were draining.
+	DrainRet         uint64
 	MorestackReentry uint64
 	ReadFail         uint64
 	Abandoned        uint64
@@ -65,6 +70,7 @@ func (t *Tracer) Health() (Health, error) {
 		h.RingErrFull += c.RingErrFull
 		h.MapFull += c.MapFull
 		h.UnmatchedRet += c.UnmatchedRet
+		h.DrainRet += c.DrainRet
 		h.MorestackReentry += c.MorestackReentry
 		h.ReadFail += c.ReadFail
 		h.Abandoned += c.Abandoned
@@ -88,23 +94,11 @@ type OpenFrame struct {
 // process when pid is 0): what was still running when the process died or
 // the trace ended.
 func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
+	gor, err := t.goroutineStates(pid)
+	if err != nil {
+		return nil, err
+	}
 	var out []OpenFrame
-	var gk obsGkey
-	var gs obsGstate
-	type gref struct {
-		key obsGkey
-		st  obsGstate
-	}
-	var gor []gref
-	it := t.objs.Goroutines.Iterate()
-	for it.Next(&gk, &gs) {
-		if pid == 0 || gk.Tgid == pid {
-			gor = append(gor, gref{gk, gs})
-		}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read goroutines: %w", err)
-	}
 	for _, g := range gor {
 		for d := int(g.st.Depth) - 1; d >= 0; d-- {
 			var f obsFrame
@@ -125,8 +119,51 @@ func (t *Tracer) TakeOpen(pid uint32) ([]OpenFrame, error) {
 				Panicking: g.st.PanicSeq != 0,
 			})
 		}
-		k := g.key
-		_ = t.objs.Goroutines.Delete(&k)
+		if g.slot >= 0 {
+			_ = t.objs.Gslots.Put(uint32(g.slot), obsGslot{G: gslotFreed})
+		} else {
+			k := g.key
+			_ = t.objs.Goroutines.Delete(&k)
+		}
+	}
+	return out, nil
+}
+
+// gslotFreed marks a slot of the goroutine table whose goroutine is gone;
+// a g word at or below it is no goroutine.
+const gslotFreed = uint64(obsObsGslotMarkOBS_GSLOT_FREED)
+
+// gref is one goroutine's state, from the slot table (slot >= 0) or the
+// hash map.
+type gref struct {
+	key  obsGkey
+	st   obsGstate
+	slot int
+}
+
+// goroutineStates reads the state of every goroutine of pid (every process
+// when pid is 0) from both places it may live.
+func (t *Tracer) goroutineStates(pid uint32) ([]gref, error) {
+	var out []gref
+	var gk obsGkey
+	var gs obsGstate
+	it := t.objs.Goroutines.Iterate()
+	for it.Next(&gk, &gs) {
+		if pid == 0 || gk.Tgid == pid {
+			out = append(out, gref{gk, gs, -1})
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read goroutines: %w", err)
+	}
+	if pid != 0 && pid != uint32(t.cfg.PID) {
+		return out, nil // the slot table holds only the traced process
+	}
+	err := t.eachSlot(func(idx uint32, slot *obsGslot) {
+		out = append(out, gref{obsGkey{Tgid: uint32(t.cfg.PID), G: slot.G}, slot.St, int(idx)})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -141,7 +178,7 @@ func (t *Tracer) Goroutines(pid uint32) (int, error) {
 	for {
 		err := t.objs.Goroutines.NextKey(prev, &next)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, nil
+			break
 		}
 		if err != nil {
 			return n, fmt.Errorf("count goroutines: %w", err)
@@ -151,5 +188,34 @@ func (t *Tracer) Goroutines(pid uint32) (int, error) {
 		}
 		key = next
 		prev = &key
+	}
+	if pid != uint32(t.cfg.PID) {
+		return n, nil
+	}
+	err := t.eachSlot(func(uint32, *obsGslot) { n++ })
+	return n, err
+}
+
+// eachSlot calls fn for every goroutine in the slot table. The table is
+// read in batches: one system call per 256 slots, where iterating would
+// take two per slot, and Goroutines runs every few seconds.
+func (t *Tracer) eachSlot(fn func(idx uint32, slot *obsGslot)) error {
+	const batch = 256
+	keys := make([]uint32, batch)
+	vals := make([]obsGslot, batch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := t.objs.Gslots.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if vals[i].G > gslotFreed {
+				fn(keys[i], &vals[i])
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read goroutine slots: %w", err)
+		}
 	}
 }

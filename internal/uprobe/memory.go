@@ -9,44 +9,84 @@ import (
 )
 
 // Sizes are the capacities of the maps whose size is a memory choice. They
-// are set on the collection spec before it is loaded, so the same BPF
-// object serves every memory limit. A zero field keeps the size compiled
-// into bpf/obs.c.
+// are set on the collection spec before it is loaded (apply, the one place
+// any map size is set), so the same BPF object serves every memory limit.
+// A zero field keeps its DefaultSizes value.
 type Sizes struct {
-	RingOK     uint32 // bytes of the ok ring; a power of two, at least a page
-	RingErr    uint32 // bytes of the error ring; the same rules
-	Goroutines uint32 // goroutines with traced state at once
-	Frames     uint32 // open frames deeper than the inline ones, all goroutines
+	RingOK     uint32 // bytes of the ok ring: a power of two, at least a page
+	RingErr    uint32 // bytes of the error ring, likewise
+	Goroutines uint32 // goroutines with state in the hash map at once
+	Frames     uint32 // frames deeper than the inline ones, over all goroutines
+	// GoroutineSlots is the size of the goroutine slot table, where a
+	// goroutine's state is found without a helper call; goroutines beyond
+	// it use the hash map bounded by Goroutines. A power of two; 1 turns
+	// the table off. Its memory is allocated up front: about 700 bytes a
+	// slot.
+	GoroutineSlots uint32
+	// ErrTextNodes is how many error types' read plans the error-text
+	// map holds (bpf/errtext.h); preallocated. Config.ErrText must fit.
+	ErrTextNodes uint32
 }
 
-// The maps Sizes applies to, by their name in bpf/obs.c.
-const (
-	mapRingOK     = "ring_ok"
-	mapRingErr    = "ring_err"
-	mapGoroutines = "goroutines"
-	mapFrames     = "frames"
-)
+// DefaultSizes are the sizes the tracer uses unless told otherwise.
+var DefaultSizes = Sizes{RingOK: 16 << 20, RingErr: 8 << 20, Goroutines: 1 << 18, Frames: 1 << 20, GoroutineSlots: 1 << 12, ErrTextNodes: 1 << 12}
 
-// apply sets the sizes on spec.
-func (s Sizes) apply(spec *ebpf.CollectionSpec) error {
+func (s Sizes) withDefaults() Sizes {
+	d := DefaultSizes
+	for _, f := range []struct{ dst, src *uint32 }{
+		{&d.RingOK, &s.RingOK}, {&d.RingErr, &s.RingErr}, {&d.Goroutines, &s.Goroutines},
+		{&d.Frames, &s.Frames}, {&d.GoroutineSlots, &s.GoroutineSlots},
+		{&d.ErrTextNodes, &s.ErrTextNodes},
+	} {
+		if *f.src != 0 {
+			*f.dst = *f.src
+		}
+	}
+	return d
+}
+
+// check says what the kernel would refuse, in words.
+func (s Sizes) check() error {
+	page := uint32(os.Getpagesize())
+	for _, r := range []struct {
+		name string
+		n    uint32
+	}{{"ok ring", s.RingOK}, {"error ring", s.RingErr}} {
+		if r.n < page || r.n&(r.n-1) != 0 {
+			return fmt.Errorf("%s size %d bytes: want a power of two of at least %d (a page)", r.name, r.n, page)
+		}
+	}
+	if n := s.GoroutineSlots; n&(n-1) != 0 {
+		return fmt.Errorf("goroutine slots %d: want a power of two", n)
+	}
+	return nil
+}
+
+// apply sets the size of every map that has one to choose on spec: s, with
+// defaults for its zero fields, and the function tables for nfuncs. It
+// returns the sizes it set.
+func (s Sizes) apply(spec *ebpf.CollectionSpec, nfuncs int) (Sizes, error) {
+	sz := s.withDefaults()
+	if err := sz.check(); err != nil {
+		return sz, err
+	}
+	n := uint32(max(nfuncs, 1))
 	for _, m := range []struct {
 		name string
 		v    uint32
-		ring bool
-	}{{mapRingOK, s.RingOK, true}, {mapRingErr, s.RingErr, true}, {mapGoroutines, s.Goroutines, false}, {mapFrames, s.Frames, false}} {
-		if m.v == 0 {
-			continue
-		}
+	}{
+		{obsMapRingOk, sz.RingOK}, {obsMapRingErr, sz.RingErr},
+		{obsMapGoroutines, sz.Goroutines}, {obsMapFrames, sz.Frames},
+		{obsMapGslots, sz.GoroutineSlots}, {obsMapErrtextNodes, sz.ErrTextNodes},
+		{obsMapFuncs, n}, {obsMapFstats, n},
+	} {
 		ms := spec.Maps[m.name]
 		if ms == nil {
-			return fmt.Errorf("BPF map %q not found in the object", m.name)
-		}
-		if m.ring && (m.v&(m.v-1) != 0 || int(m.v) < os.Getpagesize()) {
-			return fmt.Errorf("ring %s: %d bytes is not a power of two of at least a page", m.name, m.v)
+			return sz, fmt.Errorf("BPF map %q not found in the object", m.name)
 		}
 		ms.MaxEntries = m.v
 	}
-	return nil
+	return sz, nil
 }
 
 // KernelMemory is what the loaded maps can take of kernel memory, which
@@ -82,12 +122,9 @@ func EstimateKernelMemory(nfuncs int, sizes Sizes) (KernelMemory, error) {
 	if err != nil {
 		return KernelMemory{}, fmt.Errorf("load BPF spec: %w", err)
 	}
-	if err := sizes.apply(spec); err != nil {
+	if _, err := sizes.apply(spec, nfuncs); err != nil {
 		return KernelMemory{}, err
 	}
-	n := uint32(max(nfuncs, 1))
-	spec.Maps["funcs"].MaxEntries = n
-	spec.Maps["fstats"].MaxEntries = n
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return KernelMemory{}, err
@@ -161,18 +198,22 @@ func sizeClass(n int64) int64 {
 
 func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
 
-// ElementCost is the kernel memory one more entry of the hash map name
-// costs at full capacity: its element in its size class plus up to two
-// buckets (the bucket array is a power of two). Used to fit the goroutine
-// and frame maps to a memory share.
+// ElementCost is the kernel memory one more entry of the map name costs
+// at full capacity. For a hash map: its element in its size class plus up
+// to two buckets (the bucket array is a power of two); for an array (the
+// goroutine slot table): its value. Used to fit the goroutine and frame
+// maps to a memory share.
 func ElementCost(name string) (int64, error) {
 	spec, err := loadObs()
 	if err != nil {
 		return 0, fmt.Errorf("load BPF spec: %w", err)
 	}
 	m := spec.Maps[name]
-	if m == nil || m.Type != ebpf.Hash {
-		return 0, fmt.Errorf("BPF hash map %q not found in the object", name)
+	switch {
+	case m != nil && m.Type == ebpf.Array:
+		return roundUp(int64(m.ValueSize), 8), nil
+	case m == nil || m.Type != ebpf.Hash:
+		return 0, fmt.Errorf("BPF hash map or array %q not found in the object", name)
 	}
 	elem := htabElemHeader + roundUp(int64(m.KeySize), 8) + roundUp(int64(m.ValueSize), 8)
 	if m.Flags&bpfFNoPrealloc != 0 {

@@ -36,6 +36,9 @@ type obsCounters struct {
 	ReadFail         uint64
 	Abandoned        uint64
 	SpawnLinks       uint64
+	DrainRet         uint64
+	OkPending        uint64
+	ErrPending       uint64
 }
 
 type obsErrEvent struct {
@@ -50,6 +53,87 @@ type obsErrEvent struct {
 	Kind      uint8
 	Pad       uint32
 	Text      [256]int8
+}
+
+type obsErrtextEvent struct {
+	_       structs.HostLayout
+	Ev      obsErrEvent
+	SnapLen uint32
+	Pad     uint32
+	Snap    [1024]uint8
+}
+
+type obsErrtextField struct {
+	_    structs.HostLayout
+	Off  uint16
+	Kind uint8
+	Pad  [5]uint8
+	Elem uint64
+}
+
+type obsErrtextFlag uint32
+
+const (
+	obsErrtextFlagERRTEXT_DIRECT obsErrtextFlag = 1
+)
+
+type obsErrtextKind uint32
+
+const (
+	obsErrtextKindERRTEXT_STR    obsErrtextKind = 1
+	obsErrtextKindERRTEXT_PTR    obsErrtextKind = 2
+	obsErrtextKindERRTEXT_IFACE  obsErrtextKind = 3
+	obsErrtextKindERRTEXT_EFACE  obsErrtextKind = 4
+	obsErrtextKindERRTEXT_BYTES  obsErrtextKind = 5
+	obsErrtextKindERRTEXT_IFACES obsErrtextKind = 6
+	obsErrtextKindERRTEXT_RAW    obsErrtextKind = 7
+	obsErrtextKindERRTEXT_TYPED  obsErrtextKind = 8
+	obsErrtextKindERRTEXT_DYN    obsErrtextKind = 9
+)
+
+type obsErrtextLimit uint32
+
+const (
+	obsErrtextLimitERRTEXT_SNAP      obsErrtextLimit = 1024
+	obsErrtextLimitERRTEXT_CHUNK     obsErrtextLimit = 256
+	obsErrtextLimitERRTEXT_ITEMS     obsErrtextLimit = 16
+	obsErrtextLimitERRTEXT_FIELDS    obsErrtextLimit = 6
+	obsErrtextLimitERRTEXT_SLICE     obsErrtextLimit = 4
+	obsErrtextLimitERRTEXT_MAX_DEPTH obsErrtextLimit = 6
+)
+
+type obsErrtextNode struct {
+	_       structs.HostLayout
+	Size    uint16
+	Flags   uint8
+	Nfields uint8
+	Pad     uint32
+	Elem    uint64
+	Fields  [6]obsErrtextField
+}
+
+type obsErrtextScratch struct {
+	_     structs.HostLayout
+	E     obsErrtextEvent
+	Slack [272]uint8
+	Q     [16]struct {
+		_     structs.HostLayout
+		A     uint64
+		B     uint64
+		Kind  uint32
+		Depth uint32
+	}
+	Head uint32
+	Tail uint32
+	Pos  uint32
+	Pad  uint32
+}
+
+type obsErrtextSeg struct {
+	_    structs.HostLayout
+	Addr uint64
+	Len  uint32
+	Pad  uint32
 }
 
 type obsFkey struct {
@@ -100,6 +184,12 @@ type obsGkey struct {
 	G    uint64
 }
 
+type obsGslot struct {
+	_  structs.HostLayout
+	G  uint64
+	St obsGstate
+}
+
 type obsGstate struct {
 	_           structs.HostLayout
 	Goid        uint64
@@ -113,14 +203,67 @@ type obsGstate struct {
 	Frames      [16]obsFrame
 }
 
+type obsObsErrKind uint32
+
+const (
+	obsObsErrKindOBS_KIND_CALL        obsObsErrKind = 0
+	obsObsErrKindOBS_KIND_PANIC_VALUE obsObsErrKind = 1
+)
+
+type obsObsErrMode uint32
+
+const (
+	obsObsErrModeOBS_ERR_NONE  obsObsErrMode = 0
+	obsObsErrModeOBS_ERR_REGS  obsObsErrMode = 1
+	obsObsErrModeOBS_ERR_STACK obsObsErrMode = 2
+)
+
+type obsObsGslotMark uint32
+
+const (
+	obsObsGslotMarkOBS_GSLOT_EMPTY obsObsGslotMark = 0
+	obsObsGslotMarkOBS_GSLOT_FREED obsObsGslotMark = 1
+)
+
+type obsObsLimits uint32
+
+const (
+	obsObsLimitsOBS_TEXT_MAX      obsObsLimits = 256
+	obsObsLimitsOBS_HIST_BUCKETS  obsObsLimits = 64
+	obsObsLimitsOBS_INLINE_FRAMES obsObsLimits = 16
+	obsObsLimitsOBS_G_READ_WORDS  obsObsLimits = 21
+	obsObsLimitsOBS_MAX_UNWIND    obsObsLimits = 65536
+	obsObsLimitsOBS_SLOT_PROBES   obsObsLimits = 4
+)
+
+type obsObsPhase uint32
+
+const (
+	obsObsPhaseOBS_PHASE_ARMING   obsObsPhase = 0
+	obsObsPhaseOBS_PHASE_LIVE     obsObsPhase = 1
+	obsObsPhaseOBS_PHASE_DRAINING obsObsPhase = 2
+)
+
+type obsObsStatus uint32
+
+const (
+	obsObsStatusOBS_OK         obsObsStatus = 0
+	obsObsStatusOBS_ERROR      obsObsStatus = 1
+	obsObsStatusOBS_PANIC      obsObsStatus = 2
+	obsObsStatusOBS_UNFINISHED obsObsStatus = 3
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	obsMapErrtextNodes       = "errtext_nodes"
+	obsMapErrtextScratch     = "errtext_scratch"
 	obsMapFrames             = "frames"
 	obsMapFstats             = "fstats"
 	obsMapFuncs              = "funcs"
 	obsMapGoroutines         = "goroutines"
+	obsMapGslots             = "gslots"
 	obsMapGstateZero         = "gstate_zero"
 	obsMapHealth             = "health"
 	obsMapRingErr            = "ring_err"
@@ -137,10 +280,27 @@ const (
 	obsProgObsRet            = "obs_ret"
 	obsVarCallEvent          = "_call_event"
 	obsVarErrEvent           = "_err_event"
+	obsVarErrtextEvent       = "_errtext_event"
+	obsVarErrtextFlag        = "_errtext_flag"
+	obsVarErrtextKind        = "_errtext_kind"
+	obsVarErrtextLimit       = "_errtext_limit"
+	obsVarErrtextNode        = "_errtext_node"
+	obsVarErrtextSeg         = "_errtext_seg"
+	obsVarObsErrKind         = "_obs_err_kind"
+	obsVarObsErrMode         = "_obs_err_mode"
+	obsVarObsGslotMark       = "_obs_gslot_mark"
+	obsVarObsLimits          = "_obs_limits"
+	obsVarObsPhase           = "_obs_phase"
+	obsVarObsStatus          = "_obs_status"
 	obsVarActiveGen          = "active_gen"
+	obsVarCheckTgid          = "check_tgid"
+	obsVarErrWakeRecords     = "err_wake_records"
 	obsVarGoidOffset         = "goid_offset"
+	obsVarGslotMask          = "gslot_mask"
 	obsVarNewprocCallergpReg = "newproc_callergp_reg"
 	obsVarNextId             = "next_id"
+	obsVarOkWakeRecords      = "ok_wake_records"
+	obsVarPhase              = "phase"
 	obsVarTargetTgid         = "target_tgid"
 )
 
@@ -201,15 +361,18 @@ type obsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type obsMapSpecs struct {
-	Frames     *ebpf.MapSpec `ebpf:"frames"`
-	Fstats     *ebpf.MapSpec `ebpf:"fstats"`
-	Funcs      *ebpf.MapSpec `ebpf:"funcs"`
-	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
-	GstateZero *ebpf.MapSpec `ebpf:"gstate_zero"`
-	Health     *ebpf.MapSpec `ebpf:"health"`
-	RingErr    *ebpf.MapSpec `ebpf:"ring_err"`
-	RingOk     *ebpf.MapSpec `ebpf:"ring_ok"`
-	Spawning   *ebpf.MapSpec `ebpf:"spawning"`
+	ErrtextNodes   *ebpf.MapSpec `ebpf:"errtext_nodes"`
+	ErrtextScratch *ebpf.MapSpec `ebpf:"errtext_scratch"`
+	Frames         *ebpf.MapSpec `ebpf:"frames"`
+	Fstats         *ebpf.MapSpec `ebpf:"fstats"`
+	Funcs          *ebpf.MapSpec `ebpf:"funcs"`
+	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	Gslots         *ebpf.MapSpec `ebpf:"gslots"`
+	GstateZero     *ebpf.MapSpec `ebpf:"gstate_zero"`
+	Health         *ebpf.MapSpec `ebpf:"health"`
+	RingErr        *ebpf.MapSpec `ebpf:"ring_err"`
+	RingOk         *ebpf.MapSpec `ebpf:"ring_ok"`
+	Spawning       *ebpf.MapSpec `ebpf:"spawning"`
 }
 
 // obsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -218,10 +381,27 @@ type obsMapSpecs struct {
 type obsVariableSpecs struct {
 	CallEvent          *ebpf.VariableSpec `ebpf:"_call_event"`
 	ErrEvent           *ebpf.VariableSpec `ebpf:"_err_event"`
+	ErrtextEvent       *ebpf.VariableSpec `ebpf:"_errtext_event"`
+	ErrtextFlag        *ebpf.VariableSpec `ebpf:"_errtext_flag"`
+	ErrtextKind        *ebpf.VariableSpec `ebpf:"_errtext_kind"`
+	ErrtextLimit       *ebpf.VariableSpec `ebpf:"_errtext_limit"`
+	ErrtextNode        *ebpf.VariableSpec `ebpf:"_errtext_node"`
+	ErrtextSeg         *ebpf.VariableSpec `ebpf:"_errtext_seg"`
+	ObsErrKind         *ebpf.VariableSpec `ebpf:"_obs_err_kind"`
+	ObsErrMode         *ebpf.VariableSpec `ebpf:"_obs_err_mode"`
+	ObsGslotMark       *ebpf.VariableSpec `ebpf:"_obs_gslot_mark"`
+	ObsLimits          *ebpf.VariableSpec `ebpf:"_obs_limits"`
+	ObsPhase           *ebpf.VariableSpec `ebpf:"_obs_phase"`
+	ObsStatus          *ebpf.VariableSpec `ebpf:"_obs_status"`
 	ActiveGen          *ebpf.VariableSpec `ebpf:"active_gen"`
+	CheckTgid          *ebpf.VariableSpec `ebpf:"check_tgid"`
+	ErrWakeRecords     *ebpf.VariableSpec `ebpf:"err_wake_records"`
 	GoidOffset         *ebpf.VariableSpec `ebpf:"goid_offset"`
+	GslotMask          *ebpf.VariableSpec `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.VariableSpec `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.VariableSpec `ebpf:"next_id"`
+	OkWakeRecords      *ebpf.VariableSpec `ebpf:"ok_wake_records"`
+	Phase              *ebpf.VariableSpec `ebpf:"phase"`
 	TargetTgid         *ebpf.VariableSpec `ebpf:"target_tgid"`
 }
 
@@ -245,23 +425,29 @@ func (o *obsObjects) Close() error {
 //
 // It can be passed to loadObsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type obsMaps struct {
-	Frames     *ebpf.Map `ebpf:"frames"`
-	Fstats     *ebpf.Map `ebpf:"fstats"`
-	Funcs      *ebpf.Map `ebpf:"funcs"`
-	Goroutines *ebpf.Map `ebpf:"goroutines"`
-	GstateZero *ebpf.Map `ebpf:"gstate_zero"`
-	Health     *ebpf.Map `ebpf:"health"`
-	RingErr    *ebpf.Map `ebpf:"ring_err"`
-	RingOk     *ebpf.Map `ebpf:"ring_ok"`
-	Spawning   *ebpf.Map `ebpf:"spawning"`
+	ErrtextNodes   *ebpf.Map `ebpf:"errtext_nodes"`
+	ErrtextScratch *ebpf.Map `ebpf:"errtext_scratch"`
+	Frames         *ebpf.Map `ebpf:"frames"`
+	Fstats         *ebpf.Map `ebpf:"fstats"`
+	Funcs          *ebpf.Map `ebpf:"funcs"`
+	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	Gslots         *ebpf.Map `ebpf:"gslots"`
+	GstateZero     *ebpf.Map `ebpf:"gstate_zero"`
+	Health         *ebpf.Map `ebpf:"health"`
+	RingErr        *ebpf.Map `ebpf:"ring_err"`
+	RingOk         *ebpf.Map `ebpf:"ring_ok"`
+	Spawning       *ebpf.Map `ebpf:"spawning"`
 }
 
 func (m *obsMaps) Close() error {
 	return _ObsClose(
+		m.ErrtextNodes,
+		m.ErrtextScratch,
 		m.Frames,
 		m.Fstats,
 		m.Funcs,
 		m.Goroutines,
+		m.Gslots,
 		m.GstateZero,
 		m.Health,
 		m.RingErr,
@@ -276,10 +462,27 @@ func (m *obsMaps) Close() error {
 type obsVariables struct {
 	CallEvent          *ebpf.Variable `ebpf:"_call_event"`
 	ErrEvent           *ebpf.Variable `ebpf:"_err_event"`
+	ErrtextEvent       *ebpf.Variable `ebpf:"_errtext_event"`
+	ErrtextFlag        *ebpf.Variable `ebpf:"_errtext_flag"`
+	ErrtextKind        *ebpf.Variable `ebpf:"_errtext_kind"`
+	ErrtextLimit       *ebpf.Variable `ebpf:"_errtext_limit"`
+	ErrtextNode        *ebpf.Variable `ebpf:"_errtext_node"`
+	ErrtextSeg         *ebpf.Variable `ebpf:"_errtext_seg"`
+	ObsErrKind         *ebpf.Variable `ebpf:"_obs_err_kind"`
+	ObsErrMode         *ebpf.Variable `ebpf:"_obs_err_mode"`
+	ObsGslotMark       *ebpf.Variable `ebpf:"_obs_gslot_mark"`
+	ObsLimits          *ebpf.Variable `ebpf:"_obs_limits"`
+	ObsPhase           *ebpf.Variable `ebpf:"_obs_phase"`
+	ObsStatus          *ebpf.Variable `ebpf:"_obs_status"`
 	ActiveGen          *ebpf.Variable `ebpf:"active_gen"`
+	CheckTgid          *ebpf.Variable `ebpf:"check_tgid"`
+	ErrWakeRecords     *ebpf.Variable `ebpf:"err_wake_records"`
 	GoidOffset         *ebpf.Variable `ebpf:"goid_offset"`
+	GslotMask          *ebpf.Variable `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.Variable `ebpf:"newproc_callergp_reg"`
 	NextId             *ebpf.Variable `ebpf:"next_id"`
+	OkWakeRecords      *ebpf.Variable `ebpf:"ok_wake_records"`
+	Phase              *ebpf.Variable `ebpf:"phase"`
 	TargetTgid         *ebpf.Variable `ebpf:"target_tgid"`
 }
 

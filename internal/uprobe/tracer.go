@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -35,21 +36,38 @@ var (
 	ErrPermission = errors.New("permission denied: tracing needs root, or CAP_BPF + CAP_PERFMON (+ CAP_SYS_PTRACE to trace another user's process)")
 	// ErrProcessGone means the target process exited before or during attach.
 	ErrProcessGone = errors.New("target process exited")
+	// ErrDetached means the probes were removed for good: the session is
+	// ending, and Reattach has nothing to replace.
+	ErrDetached = errors.New("probes already detached")
 )
 
 // ErrorLoc says where a function's error result is at its RET sites.
 type ErrorLoc struct {
-	Mode     uint8 // 0: none, 1: registers, 2: stack
-	ItabReg  uint8 // ABI integer register index (mode 1)
+	Mode     ErrMode
+	ItabReg  uint8 // ABI integer register index (ErrInRegs)
 	DataReg  uint8
-	StackOff int32 // from SP at RET to the itab word (mode 2)
+	StackOff int32 // from SP at RET to the itab word (ErrOnStack)
 }
+
+// ErrMode says where an error result is; the values are bpf/obs.h's enum
+// obs_err_mode.
+type ErrMode uint8
+
+const (
+	ErrNone    = ErrMode(obsObsErrModeOBS_ERR_NONE)  // no error result, or unknown
+	ErrInRegs  = ErrMode(obsObsErrModeOBS_ERR_REGS)  // in two integer result registers
+	ErrOnStack = ErrMode(obsObsErrModeOBS_ERR_STACK) // in a stack slot above SP
+)
 
 // Func is one function to trace. Its index in Config.Funcs is its id in
 // every event.
 type Func struct {
-	Entry      uint64   // file offset of the first instruction
-	Rets       []uint64 // file offsets of every RET instruction
+	Entry uint64 // file offset of the first instruction
+	// Rets are the file offsets of every RET instruction. A function with
+	// none (it only panics, ends in os.Exit, or loops forever) is traced
+	// by its entry alone: its call is closed by the panic that leaves it,
+	// by runtime.Goexit, or at the end of the trace.
+	Rets       []uint64
 	Err        ErrorLoc
 	SampleRate float64 // fraction of ok calls to keep; errors are always kept
 }
@@ -73,25 +91,38 @@ type Config struct {
 	Funcs      []Func
 	Runtime    Runtime
 	IDBase     uint64 // first call id handed out
+	// ErrText holds the read plans of error types, keyed by the run-time
+	// address of their type descriptor (bpf/errtext.h).
+	ErrText map[uint64]ErrTextNode
 	// Empty attaches empty programs to the same sites: the overhead floor.
 	Empty bool
 	// Single forces one perf-event uprobe per site instead of uprobe_multi.
 	Single bool
-	// Sizes sets the ring buffers and the goroutine and frame maps (see
-	// EstimateKernelMemory); zero fields keep bpf/obs.c's sizes.
-	Sizes Sizes
 	// NoKernelPIDFilter attaches uprobe_multi links without the kernel's
 	// pid filter, as on kernels before 6.10, leaving the filtering to the
 	// BPF programs (for tests of that path).
 	NoKernelPIDFilter bool
+	// Sizes sets the ring buffers and the goroutine, slot and frame maps
+	// (see EstimateKernelMemory); zero fields keep DefaultSizes.
+	Sizes Sizes
 }
+
+// drainTime is how long detach lets calls that were open when the entries
+// were disarmed reach their RET before the RETs are disarmed too; what is
+// still open after it is reported as unfinished, which it is.
+const drainTime = 20 * time.Millisecond
 
 // Tracer is a loaded and attached set of probes.
 type Tracer struct {
+	// mu orders Reattach (the circuit breaker's goroutine) against Detach
+	// (the session's end): once detached, nothing is attached again.
+	mu           sync.Mutex
+	detached     bool
 	objs         obsObjects
 	cfg          Config
 	ex           *link.Executable
-	siteLinks    []link.Link // function sites of the active generation
+	entryLinks   []link.Link // entry and leaf sites of the active generation
+	retLinks     []link.Link // RET sites of the active generation
 	runtimeLinks []link.Link // runtime hooks
 	gen          uint32
 	runtimeSites int
@@ -136,30 +167,41 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 			p.AttachType = ebpf.AttachNone
 		}
 	}
-	if err := cfg.Sizes.apply(spec); err != nil {
+	t := &Tracer{cfg: cfg, multi: multi}
+	want := cfg.Sizes
+	if !t.slotsOn() {
+		want.GoroutineSlots = 1
+	}
+	sz, err := want.apply(spec, len(cfg.Funcs))
+	if err != nil {
 		return nil, fmt.Errorf("attach: %w", err)
 	}
 	n := uint32(len(cfg.Funcs))
-	spec.Maps["funcs"].MaxEntries = n
-	spec.Maps["fstats"].MaxEntries = n
-	if err := spec.Variables["goid_offset"].Set(cfg.GoidOffset); err != nil {
-		return nil, fmt.Errorf("attach: set goid offset: %w", err)
-	}
-	if err := spec.Variables["newproc_callergp_reg"].Set(cfg.Runtime.NewprocGPReg); err != nil {
-		return nil, fmt.Errorf("attach: set newproc register: %w", err)
-	}
-	if err := spec.Variables["target_tgid"].Set(uint32(cfg.PID)); err != nil {
-		return nil, fmt.Errorf("attach: set target pid: %w", err)
-	}
+	mask := sz.GoroutineSlots - 1
 	idBase := cfg.IDBase
 	if idBase == 0 {
 		idBase = 1
 	}
-	if err := spec.Variables["next_id"].Set(idBase); err != nil {
-		return nil, fmt.Errorf("attach: set id base: %w", err)
+	okWake, errWake := wakeEvery(sz)
+	for _, v := range []struct {
+		name string
+		val  any
+	}{
+		{obsVarGoidOffset, cfg.GoidOffset},
+		{obsVarNewprocCallergpReg, cfg.Runtime.NewprocGPReg},
+		{obsVarTargetTgid, uint32(cfg.PID)},
+		{obsVarCheckTgid, boolU32(!t.kernelFiltersPID())},
+		{obsVarOkWakeRecords, okWake},
+		{obsVarErrWakeRecords, errWake},
+		{obsVarNextId, idBase},
+		{obsVarPhase, uint32(obsObsPhaseOBS_PHASE_ARMING)},
+		{obsVarGslotMask, mask},
+	} {
+		if err := spec.Variables[v.name].Set(v.val); err != nil {
+			return nil, fmt.Errorf("attach: set %s: %w", v.name, err)
+		}
 	}
 
-	t := &Tracer{cfg: cfg, multi: multi}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -182,6 +224,9 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	if _, err := t.objs.Funcs.BatchUpdate(keys, infos, nil); err != nil {
 		return nil, fmt.Errorf("attach: fill function table: %w", err)
 	}
+	if err := t.loadErrText(cfg.ErrText); err != nil {
+		return nil, err
+	}
 
 	if t.okRing, err = ringbuf.NewReader(t.objs.RingOk); err != nil {
 		return nil, fmt.Errorf("attach: open ok ring: %w", err)
@@ -195,10 +240,12 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		return nil, fmt.Errorf("attach: open %s: %w", cfg.Binary, err)
 	}
 	t.ex = ex
-	var nsites int
-	if t.siteLinks, nsites, err = t.attachSites(0, nil); err != nil {
-		return nil, err
-	}
+	t.monoWall = monoToWall()
+	// Arm from the inside out, so that no call is seen entering without
+	// every probe that closes it in place: the runtime hooks, then the RET
+	// sites; only then do entries open frames (phase live), and the entry
+	// sites go in last. A RET that fires meanwhile finds no frame and is
+	// counted as unmatched, never recorded.
 	if !cfg.Empty {
 		for _, g := range runtimeGroups(&t.objs, cfg.Runtime) {
 			ls, err := t.attachGroup(g.prog, g.sites)
@@ -209,9 +256,60 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 			t.runtimeSites += len(g.sites)
 		}
 	}
-	t.sites = nsites + t.runtimeSites
-	t.monoWall = monoToWall()
+	sites := t.sitesOf(0, nil)
+	var nrets int
+	if t.retLinks, nrets, err = t.attachRets(sites); err != nil {
+		return nil, err
+	}
+	if err := t.setPhase(obsObsPhaseOBS_PHASE_LIVE); err != nil {
+		return nil, err
+	}
+	var nentries int
+	if t.entryLinks, nentries, err = t.attachEntries(sites); err != nil {
+		return nil, err
+	}
+	t.sites = nrets + nentries + t.runtimeSites
 	return t, nil
+}
+
+// slotsOn reports whether the goroutine slot table may be used: it is
+// keyed by g alone, so it serves one process at a time.
+func (t *Tracer) slotsOn() bool { return t.cfg.PID != 0 }
+
+// wakeEvery is how many records a CPU writes to each ring before it wakes
+// the reader: a sixteenth of the ok ring, and a hundred-and-twenty-eighth
+// of the error ring, whose records matter most and are rarer.
+func wakeEvery(sz Sizes) (ok, errs uint32) {
+	const header = 8 // the ring's per-record header
+	ok = sz.RingOK / 16 / uint32(callEventSize+header)
+	errs = sz.RingErr / 128 / uint32(errEventSize+header)
+	return max(ok, 1), max(errs, 1)
+}
+
+func boolU32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// kernelFiltersPID reports whether the links filter by the target pid in
+// the kernel, so that every hit the programs see is the target's.
+func (t *Tracer) kernelFiltersPID() bool {
+	if t.cfg.PID == 0 {
+		return false
+	}
+	// Perf-event uprobes (the fallback) filter by the target too, but the
+	// programs keep checking there: it is the path for old kernels, where
+	// a helper call matters least.
+	return t.multi && !t.cfg.NoKernelPIDFilter && kernel.MultiPIDFilterWorks()
+}
+
+func (t *Tracer) setPhase(p obsObsPhase) error {
+	if err := t.objs.Phase.Set(uint32(p)); err != nil {
+		return fmt.Errorf("set session phase: %w", err)
+	}
+	return nil
 }
 
 // Removed says which sites of a function are left out of an attachment.
@@ -220,14 +318,16 @@ type Removed struct {
 	Rets  bool // calls already open are not closed either
 }
 
-// attachSites attaches the function sites of generation gen, leaving out
-// what removed says. Cookies carry gen << 32 | function id.
-func (t *Tracer) attachSites(gen uint32, removed map[int]Removed) ([]link.Link, int, error) {
-	entryProg, retProg, leafProg := t.objs.ObsEntry, t.objs.ObsRet, t.objs.ObsLeaf
-	if t.cfg.Empty {
-		entryProg, retProg, leafProg = t.objs.ObsEmpty, t.objs.ObsEmpty, t.objs.ObsEmpty
-	}
-	var entries, rets, leaves []site
+// siteSet is one generation's function sites, by the program that runs
+// them.
+type siteSet struct {
+	entries, rets, leaves []site
+}
+
+// sitesOf lists the function sites of generation gen, leaving out what
+// removed says. Cookies carry gen << 32 | function id.
+func (t *Tracer) sitesOf(gen uint32, removed map[int]Removed) siteSet {
+	var s siteSet
 	for i, f := range t.cfg.Funcs {
 		rm := removed[i]
 		cookie := uint64(gen)<<32 | uint64(i)
@@ -239,19 +339,44 @@ func (t *Tracer) attachSites(gen uint32, removed map[int]Removed) ([]link.Link, 
 				continue
 			}
 			if !rm.Rets {
-				rets = append(rets, site{r, cookie})
+				s.rets = append(s.rets, site{r, cookie})
 			}
 		}
 		switch {
 		case rm.Entry:
 		case leaf:
-			leaves = append(leaves, site{f.Entry, cookie})
+			s.leaves = append(s.leaves, site{f.Entry, cookie})
 		default:
-			entries = append(entries, site{f.Entry, cookie})
+			s.entries = append(s.entries, site{f.Entry, cookie})
 		}
 	}
+	return s
+}
+
+func (t *Tracer) progs() (entry, ret, leaf *ebpf.Program) {
+	if t.cfg.Empty {
+		return t.objs.ObsEmpty, t.objs.ObsEmpty, t.objs.ObsEmpty
+	}
+	return t.objs.ObsEntry, t.objs.ObsRet, t.objs.ObsLeaf
+}
+
+// attachRets attaches the RET sites of s.
+func (t *Tracer) attachRets(s siteSet) ([]link.Link, int, error) {
+	_, ret, _ := t.progs()
+	ls, err := t.attachGroup(ret, s.rets)
+	if err != nil {
+		closeLinks(ls)
+		return nil, 0, err
+	}
+	return ls, len(s.rets), nil
+}
+
+// attachEntries attaches the entry and leaf sites of s (a leaf site opens
+// and closes its call in one probe).
+func (t *Tracer) attachEntries(s siteSet) ([]link.Link, int, error) {
+	entry, _, leaf := t.progs()
 	var all []link.Link
-	for _, g := range []group{{entryProg, entries}, {retProg, rets}, {leafProg, leaves}} {
+	for _, g := range []group{{leaf, s.leaves}, {entry, s.entries}} {
 		ls, err := t.attachGroup(g.prog, g.sites)
 		all = append(all, ls...)
 		if err != nil {
@@ -259,7 +384,7 @@ func (t *Tracer) attachSites(gen uint32, removed map[int]Removed) ([]link.Link, 
 			return nil, 0, err
 		}
 	}
-	return all, len(entries) + len(rets) + len(leaves), nil
+	return all, len(s.leaves) + len(s.entries), nil
 }
 
 // Reattach replaces the function sites with a set that leaves out what
@@ -269,19 +394,32 @@ func (t *Tracer) attachSites(gen uint32, removed map[int]Removed) ([]link.Link, 
 // trap is handled twice and none is missed outside the instant of the
 // switch. It returns how long the whole switch took.
 func (t *Tracer) Reattach(removed map[int]Removed) (time.Duration, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	start := time.Now()
+	if t.detached {
+		return 0, ErrDetached
+	}
 	gen := t.gen + 1
-	ls, n, err := t.attachSites(gen, removed)
+	sites := t.sitesOf(gen, removed)
+	rets, nrets, err := t.attachRets(sites)
 	if err != nil {
 		return time.Since(start), err
 	}
+	entries, nentries, err := t.attachEntries(sites)
+	if err != nil {
+		closeLinks(rets)
+		return time.Since(start), err
+	}
 	if err := t.objs.ActiveGen.Set(gen); err != nil {
-		closeLinks(ls)
+		closeLinks(entries)
+		closeLinks(rets)
 		return time.Since(start), fmt.Errorf("switch probe generation: %w", err)
 	}
-	old := t.siteLinks
-	t.siteLinks, t.gen, t.sites = ls, gen, n+t.runtimeSites
-	closeLinks(old)
+	oldEntries, oldRets := t.entryLinks, t.retLinks
+	t.entryLinks, t.retLinks, t.gen, t.sites = entries, rets, gen, nrets+nentries+t.runtimeSites
+	closeLinks(oldEntries)
+	closeLinks(oldRets)
 	return time.Since(start), nil
 }
 
@@ -306,6 +444,8 @@ func runtimeGroups(objs *obsObjects, rt Runtime) []group {
 		}
 		gs = append(gs, group{objs.ObsNewprocEntry, []site{{off: rt.Newproc1}}}, group{objs.ObsNewprocRet, rets})
 	}
+	// gopanic and goexit1 close frames: like the RETs, they are armed
+	// before any entry.
 	if rt.Gopanic != 0 {
 		gs = append(gs, group{objs.ObsGopanic, []site{{off: rt.Gopanic}}})
 	}
@@ -374,7 +514,7 @@ func permErr(err error) error {
 
 func funcInfo(f Func) obsFuncInfo {
 	fi := obsFuncInfo{
-		ErrMode:  f.Err.Mode,
+		ErrMode:  uint8(f.Err.Mode),
 		ItabReg:  f.Err.ItabReg,
 		DataReg:  f.Err.DataReg,
 		StackOff: f.Err.StackOff,
@@ -393,16 +533,36 @@ func funcInfo(f Func) obsFuncInfo {
 // Detach removes every probe but keeps the maps and rings readable, so the
 // caller can drain what is left. It returns how long the detach took.
 //
+// It disarms from the outside in, the reverse of Attach: first the entries
+// stop opening frames (phase draining, at once for every site), then the
+// entry sites go, calls still open get drainTime to return, and only then
+// do the RET sites and the runtime hooks go. A RET of a call that began
+// after the entries stopped is counted as such (DrainRet), never recorded;
+// a call still open at the end really was.
+//
 // Closing a uprobe waits for an RCU tasks-trace grace period. A
 // uprobe_multi link pays it once for all its sites; single uprobes pay it
 // each, about 100 ms per site here, and closing them from several
 // goroutines did not overlap the waits (measured), so they are closed in
 // order.
 func (t *Tracer) Detach() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.detached = true
 	start := time.Now()
-	closeLinks(t.siteLinks)
+	if t.entryLinks == nil && t.retLinks == nil && t.runtimeLinks == nil {
+		return 0
+	}
+	// The map may already be closed when attach failed half way; closing
+	// the links is what matters then.
+	_ = t.setPhase(obsObsPhaseOBS_PHASE_DRAINING)
+	closeLinks(t.entryLinks)
+	if len(t.retLinks) > 0 {
+		time.Sleep(drainTime)
+	}
+	closeLinks(t.retLinks)
 	closeLinks(t.runtimeLinks)
-	t.siteLinks, t.runtimeLinks = nil, nil
+	t.entryLinks, t.retLinks, t.runtimeLinks = nil, nil, nil
 	return time.Since(start)
 }
 

@@ -12,6 +12,8 @@
 //
 //	errors N    N rounds of every error-returning function (default 12);
 //	            which calls fail follows the pattern in each function
+//	texts       errors of the standard library's common types, wrapped
+//	            chains and custom types, each printed with its text
 //	recover     recovered panics with a string, an error, an int, a float
 //	            and a struct value, at several depths
 //	crash       some completed calls, then an unrecovered string panic
@@ -55,6 +57,8 @@ func main() {
 		fmt.Println("errors", runErrors(n))
 	case "recover":
 		fmt.Println("recover", runRecover())
+	case "texts":
+		runTexts(&Texts{})
 	case "crash":
 		runErrors(3)
 		crashA(1)

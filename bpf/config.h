@@ -1,0 +1,50 @@
+/* What user space sets: read-only constants fixed before the programs load
+ * (CollectionSpec.Variables in internal/uprobe; the verifier then prunes
+ * the branches they rule out), and the few globals it writes while the
+ * programs run. Map sizes are set from user space too (maps.h). */
+#ifndef OBS_CONFIG_H
+#define OBS_CONFIG_H
+
+#include "obs.h"
+
+/* Offset of goid in runtime.g, from DWARF or the version table. */
+volatile const __u64 goid_offset = 152;
+/* ABI integer register of runtime.newproc1's callergp argument. */
+volatile const __u32 newproc_callergp_reg = 1;
+/* The traced process; 0 traces whatever the links' pid filter lets in. */
+volatile const __u32 target_tgid = 0;
+/* 1: the programs check the tgid themselves, because the kernel's pid
+ * filter is not in force (uprobe_multi before Linux 6.10 admits only the
+ * thread whose id is the pid, so user space attaches without it). 0: every
+ * hit is the target's, and the helper call that reads the tgid is saved. */
+volatile const __u32 check_tgid = 1;
+/* A record wakes the ring's reader once this CPU has written this many
+ * since it last did: a wakeup costs the traced thread microseconds, and the
+ * reader polls anyway (internal/agent). User space derives them from the
+ * ring sizes. */
+volatile const __u32 ok_wake_records = 16384;
+volatile const __u32 err_wake_records = 256;
+/* Slots of the goroutine table (maps.h) less one; 0: the table is off,
+ * as it is when several processes are traced at once (it is keyed by g
+ * alone). */
+volatile const __u32 gslot_mask = 0;
+
+/* Written by user space while the programs run. */
+
+/* enum obs_phase: whether entries may open frames. */
+__u32 phase = OBS_PHASE_ARMING;
+
+/* Site generation. Function sites are attached with cookie
+ * (generation << 32 | function id); to pause or resume functions user space
+ * attaches a new generation beside the old one, flips active_gen, then
+ * detaches the old, so each trap is handled once. */
+__u32 active_gen = 0;
+
+/* Call ids: user space starts them at session<<40 so they are unique in the
+ * store. Every entry on every CPU adds to it atomically, so it has a section
+ * (a map) of its own: in .data it would share a cache line with the
+ * read-mostly globals above, and each entry would evict that line from the
+ * other CPUs. */
+__u64 next_id SEC(".data.ids") = 1;
+
+#endif

@@ -1,0 +1,3 @@
+module example.com/noret
+
+go 1.21
