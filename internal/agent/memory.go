@@ -12,9 +12,12 @@ import (
 // DefaultMemoryLimit is the memory an agent may use when Options gives
 // none: kernel memory (rings, maps, programs) plus its own. It gives the
 // rings the sizes bpf/obs.c had before they followed the limit (16 and 8
-// MiB); a flood against full disks peaked at 0.70 of the need it prints
+// MiB) with room for the agent's Go base memory to grow: at 128 MiB they
+// held only while that base stayed under about 15 MiB, and the base of an
+// agent that links the metrics and export code measured up to 22 MiB. A
+// flood against full disks peaked at 0.70 of the need it prints
 // (TestMemoryLimitFloodFullDisk).
-const DefaultMemoryLimit = 128 << 20
+const DefaultMemoryLimit = 160 << 20
 
 // MinMemoryLimit is the smallest limit that leaves the rings, maps and
 // queues a useful size on top of the fixed costs (about 36 MiB, most of

@@ -11,7 +11,7 @@ import (
 // can't fit, is refused with a message that says what to change.
 func TestPlanBudget(t *testing.T) {
 	var prev *Budget
-	for _, mib := range []int64{64, 96, 128, 256, 1024, 4096} {
+	for _, mib := range []int64{64, 96, 128, 160, 256, 1024, 4096} {
 		b, err := planBudget(mib<<20, 50, 0)
 		if err != nil {
 			t.Fatalf("%d MiB: %v", mib, err)
