@@ -1,10 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/obs-agent/obs-agent/internal/agent"
 )
 
 // TestMemoryFlagsRange: --memory-limit, --queue-memory and --spill-dir out
@@ -23,7 +26,7 @@ func TestMemoryFlagsRange(t *testing.T) {
 		{[]string{"--memory-limit", "10"}, "--memory-limit 10 is out of range: want from 64 to 1048576"},
 		{[]string{"--memory-limit", "-1"}, "--memory-limit -1 is out of range"},
 		{[]string{"--memory-limit", "2000000"}, "--memory-limit 2000000 is out of range"},
-		{[]string{"--queue-memory", "0"}, "--queue-memory 0 is out of range: want from 1 to 127"},
+		{[]string{"--queue-memory", "0"}, fmt.Sprintf("--queue-memory 0 is out of range: want from 1 to %d", agent.DefaultMemoryLimit>>20-1)},
 		{[]string{"--queue-memory", "-5"}, "--queue-memory -5 is out of range"},
 		{[]string{"--memory-limit", "64", "--queue-memory", "64"}, "--queue-memory 64 is out of range: want from 1 to 63"},
 		{[]string{"--spill-dir", ""}, "--spill-dir is empty"},
