@@ -1,7 +1,7 @@
 // Package retention expires old hours of an obs-agent store.
 //
 // A pass drops every hour whose partitions ended at or before now - window,
-// whole tables at a time (DROP TABLE, never DELETE: NOTES §6 measured ~30 ms
+// whole tables at a time (DROP TABLE, never DELETE: docs/performance.md has ~30 ms
 // of writer stall for a 1M-row hour against over a second for DELETE).
 // With an ArchiveDir, each hour is first copied into its own store file,
 // DIR/obs-YYYYMMDDHH.db, readable with `obs-agent query ... --db FILE`.

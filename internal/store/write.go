@@ -12,7 +12,8 @@ import (
 	"github.com/obs-agent/obs-agent/internal/record"
 )
 
-// callsPerStmt is the number of rows in one multi-row INSERT. NOTES §6: 100
+// callsPerStmt is the number of rows in one multi-row INSERT (measured, see
+// docs/performance.md): 100
 // rows per statement is where modernc's per-statement overhead stops
 // mattering; 1100 bound parameters stay below SQLite's 32766 limit.
 const callsPerStmt = 100
