@@ -633,21 +633,23 @@ func (s *Store) startBuilder() {
 	if s.opts.NoBackgroundBuild {
 		return
 	}
-	s.buildStop = make(chan struct{})
-	s.buildDone = make(chan struct{})
+	// The goroutines get the channels, not the fields: Close clears the
+	// fields while they run.
+	stop, done := make(chan struct{}), make(chan struct{})
+	s.buildStop, s.buildDone = stop, done
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		<-s.buildStop
+		<-stop
 		cancel()
 	}()
 	go func() {
-		defer close(s.buildDone)
+		defer close(done)
 		t := time.NewTicker(buildEvery)
 		defer t.Stop()
 		for {
 			_, _ = s.BuildDerived(ctx)
 			select {
-			case <-s.buildStop:
+			case <-stop:
 				return
 			case <-t.C:
 			}
