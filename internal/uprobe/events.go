@@ -112,8 +112,11 @@ func decode(raw []byte, errLane bool, ev *Event) error {
 	ev.Text = unsafe.Slice((*byte)(unsafe.Pointer(&e.Text[0])), n)
 	ev.Truncated = e.Truncated != 0
 	if len(raw) >= errTextHdrSize {
-		x := (*obsErrtextEvent)(unsafe.Pointer(&raw[0]))
-		n := min(int(x.SnapLen), len(raw)-errTextHdrSize)
+		// The record is only as long as its snapshot, so it is not viewed
+		// as an obsErrtextEvent (whose Snap array is full size): that
+		// pointer would reach past the record (checkptr says so).
+		snapLen := *(*uint32)(unsafe.Pointer(&raw[unsafe.Offsetof(obsErrtextEvent{}.SnapLen)]))
+		n := min(int(snapLen), len(raw)-errTextHdrSize)
 		ev.Snapshot = raw[errTextHdrSize : errTextHdrSize+n]
 	}
 	return nil
