@@ -118,6 +118,9 @@ type Queue struct {
 	jmu sync.Mutex // serialises journal I/O; taken before mu, never inside it
 
 	testIdle func() // tests: called when take times out with nothing
+	// tests: testTimerFired is called by the flush timer before it takes
+	// mu; testBeforeWait between arming the timer and waiting (mu held).
+	testTimerFired, testBeforeWait func()
 }
 
 // outage is one period of failing store writes.
@@ -447,8 +450,16 @@ func (q *Queue) take(buf []record.Call, wait bool) (batch []record.Call, done bo
 		if left <= 0 {
 			break
 		}
-		// sync.Cond has no timed wait: a timer wakes us.
-		t := time.AfterFunc(left, q.cond.Broadcast)
+		// sync.Cond has no timed wait: a timer wakes us. The timer takes
+		// mu before it broadcasts: the waiter holds mu from arming the
+		// timer until Wait has registered it, so the wakeup can't fall in
+		// between and be lost (a timer that fired first, broadcasting to
+		// nobody, left Drain asleep until the next Push: a lone error
+		// record waited for traffic that might never come).
+		t := time.AfterFunc(left, q.flushTimer)
+		if q.testBeforeWait != nil {
+			q.testBeforeWait()
+		}
 		q.cond.Wait()
 		t.Stop()
 	}
@@ -472,6 +483,16 @@ func (q *Queue) take(buf []record.Call, wait bool) (batch []record.Call, done bo
 	// Empty and closed: the lanes are empty, no spill is in flight and
 	// the journal has nothing readable.
 	return buf, len(buf) == 0 && q.closed
+}
+
+// flushTimer wakes take when FlushEvery has passed.
+func (q *Queue) flushTimer() {
+	if q.testTimerFired != nil {
+		q.testTimerFired()
+	}
+	q.mu.Lock()
+	q.cond.Broadcast()
+	q.mu.Unlock()
 }
 
 // shift drops the first n elements, releasing the backing array when the

@@ -632,6 +632,37 @@ func TestIdleThenPush(t *testing.T) {
 	}
 }
 
+// TestFlushTimerFiresBeforeWait forces the interleaving the CI run's
+// -race build hit: the flush timer fires after take armed it but before
+// take waits. The wakeup must still arrive (the timer takes the queue's
+// lock before it broadcasts); before the fix it went to nobody and Drain
+// slept until the next Push, for ever in an idle program.
+func TestFlushTimerFiresBeforeWait(t *testing.T) {
+	q := New(fastOpts(Options{FlushEvery: time.Millisecond}))
+	fired := make(chan struct{}, 1)
+	q.testTimerFired = func() { fired <- struct{}{} }
+	q.testBeforeWait = func() { <-fired } // the timer has fired; we still hold mu
+	idle := make(chan struct{}, 1)
+	q.testIdle = func() {
+		select {
+		case idle <- struct{}{}:
+		default:
+		}
+	}
+	done := startDrain(q, &fakeWriter{})
+	for i := range 3 {
+		select {
+		case <-idle:
+		case <-time.After(time.Minute): // a failure bound, not a wait for a result
+			t.Fatalf("flush timeout %d never woke take: the timer's wakeup was lost", i+1)
+		}
+	}
+	q.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestNoSpillDirGivesUpCounted: without a journal, error records still
 // unwritten at the close deadline are lost, counted and said so.
 func TestNoSpillDirGivesUpCounted(t *testing.T) {
