@@ -179,6 +179,10 @@ func (m *Manager) Pass(ctx context.Context, olderThan time.Duration) (PassResult
 		}
 		defer ad.Close()
 	}
+	// Tables an interrupted drop left to be emptied (store.EmptyTrash).
+	if _, _, err := m.Store.EmptyTrash(ctx); err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
 	hours, err := m.Store.Hours(ctx)
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
@@ -205,6 +209,11 @@ func (m *Manager) Pass(ctx context.Context, olderThan time.Duration) (PassResult
 		}
 		m.step("dropped")
 		res.Dropped = append(res.Dropped, h)
+	}
+	// Free the pages of the tables the drops renamed, in short steps
+	// (store.EmptyTrash), so the vacuum below can return them.
+	if _, _, err := m.Store.EmptyTrash(ctx); err != nil {
+		return res, fmt.Errorf("retention: %w", err)
 	}
 	n, err := m.vacuum(ctx)
 	res.Vacuumed = n

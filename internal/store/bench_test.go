@@ -129,3 +129,51 @@ func init() {
 		benchIndexes, _ = strconv.Atoi(v)
 	}
 }
+
+// BenchmarkWriteOldNew measures, in one run, the write rate of the path
+// from before the read structures (the rows only: benchOldWrite) and of
+// today's (the rows, the hour's spans and id ranges, the error lane and the
+// partition's write generation), in alternating rounds of 200,000 records
+// (5,000-record batches, BenchmarkWriteCalls's records) each on a fresh
+// store, so that both see the same load of the shared machine. It reports
+// each path's records/s over all its rounds, records per CPU second, and
+// new/old ratios of both. OBS_BENCH_ROUNDS sets the rounds per path
+// (default 4).
+func BenchmarkWriteOldNew(b *testing.B) {
+	rounds := 4
+	if v, err := strconv.Atoi(os.Getenv("OBS_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	const perRound, batch = 200_000, 5000
+	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, perRound)
+	var wall, cpu [2]time.Duration // [0] old, [1] new
+	defer func() { benchOldWrite = false }()
+	for i := 0; i < b.N; i++ {
+		for r := range 2 * rounds {
+			path := r%2 ^ (r/2)%2 // old, new, new, old, old, new ...
+			benchOldWrite = path == 0
+			s, err := Open(filepath.Join(b.TempDir(), "bench.db"), Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			w0, c0 := time.Now(), cpuTime()
+			for off := 0; off < perRound; off += batch {
+				if err := s.WriteCalls(pool[off : off+batch]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wall[path] += time.Since(w0)
+			cpu[path] += cpuTime() - c0
+			s.Close()
+		}
+	}
+	n := float64(b.N * rounds * perRound)
+	rate := func(d time.Duration) float64 { return n / d.Seconds() }
+	b.ReportMetric(rate(wall[0]), "old-records/s")
+	b.ReportMetric(rate(wall[1]), "new-records/s")
+	b.ReportMetric(rate(wall[1])/rate(wall[0]), "new/old")
+	b.ReportMetric(rate(cpu[0]), "old-records/cpu-s")
+	b.ReportMetric(rate(cpu[1]), "new-records/cpu-s")
+	b.ReportMetric(rate(cpu[1])/rate(cpu[0]), "new/old-cpu")
+}

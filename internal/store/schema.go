@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -99,6 +99,18 @@ var migrations = [][]string{
 			state TEXT NOT NULL,
 			next_id INTEGER NOT NULL DEFAULT 0
 		) WITHOUT ROWID`,
+	},
+	// 4 -> 5: partition_writes, per partition a write generation: the
+	// number of write transactions that inserted into it, raised by the
+	// writer in the inserting transaction. A verified retention drop
+	// proves with one lookup that nothing reached the hour since it summed
+	// the hour's rows (DropHourIf).
+	{
+		`CREATE TABLE partition_writes (
+			name TEXT PRIMARY KEY,
+			gen INTEGER NOT NULL
+		) WITHOUT ROWID`,
+		`INSERT INTO partition_writes (name, gen) SELECT name, 0 FROM partitions`,
 	},
 }
 

@@ -103,10 +103,6 @@ type Store struct {
 	wc      *sql.Conn
 	known   map[string]bool  // partition tables that exist
 	funcIDs map[string]int64 // function name -> id
-	// hourGen counts, per hour (Unix ns), the write transactions of this
-	// Store that inserted into the hour's partitions (committed or not):
-	// DropHourIf learns from it that the hour did not change.
-	hourGen map[int64]uint64
 	stmts   map[string]*sql.Stmt
 	dstmts  map[string]driver.Stmt // used only inside wc.Raw
 	nargs   []driver.NamedValue
@@ -314,7 +310,6 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	}
 	s.known = map[string]bool{}
 	s.funcIDs = map[string]int64{}
-	s.hourGen = map[int64]uint64{}
 	s.stmts = map[string]*sql.Stmt{}
 	s.dstmts = map[string]driver.Stmt{}
 	rows, err := s.wc.QueryContext(ctx, "SELECT name FROM partitions")

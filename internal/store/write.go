@@ -28,6 +28,9 @@ type wtx struct {
 	ctx      context.Context
 	newParts []string
 	newFuncs []string
+	// onCommit runs after a successful commit, still under the write
+	// lock, so the writer's caches change together with the database.
+	onCommit []func()
 }
 
 // write runs fn in one BEGIN IMMEDIATE transaction on the writer connection
@@ -65,6 +68,9 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 	for _, p := range tx.newParts {
 		s.known[p] = true
 	}
+	for _, f := range tx.onCommit {
+		f()
+	}
 	if track {
 		s.lastWrite.Store(time.Now().UnixNano())
 	}
@@ -95,7 +101,6 @@ func (tx *wtx) stmt(q string) (*sql.Stmt, error) {
 // tables ready; records that fall elsewhere (late records, clock moves) get
 // their hour created on demand.
 func (tx *wtx) ensureHour(hour time.Time) error {
-	tx.s.hourGen[hour.UnixNano()]++ // every insert into a partition comes here first
 	now := tx.s.clock().UTC().Truncate(time.Hour)
 	for _, h := range []time.Time{hour, now, now.Add(time.Hour)} {
 		if err := tx.createHour(h); err != nil {
@@ -126,12 +131,32 @@ func (tx *wtx) createHour(hour time.Time) error {
 			t, kind, hour.UnixNano(), hour.Add(time.Hour).UnixNano(), now); err != nil {
 			return err
 		}
+		if _, err := tx.exec(`INSERT OR IGNORE INTO partition_writes (name, gen) VALUES (?, 0)`, t); err != nil {
+			return err
+		}
 		if kind == KindCalls {
 			if err := tx.createLiveSides(t, hour); err != nil {
 				return fmt.Errorf("create partition %s: %w", t, err)
 			}
 		}
 		tx.newParts = append(tx.newParts, t)
+	}
+	return nil
+}
+
+// wrote records, in the inserting transaction, that rows were inserted
+// into partition table: its write generation goes up by one. Every insert
+// into a partition comes here, so DropHourIf can tell with one lookup
+// whether an hour changed since it summed its rows, whichever process
+// wrote.
+func (tx *wtx) wrote(table string) error {
+	st, err := tx.stmt(`INSERT INTO partition_writes (name, gen) VALUES (?, 1)
+		ON CONFLICT (name) DO UPDATE SET gen = gen + 1`)
+	if err != nil {
+		return err
+	}
+	if _, err := st.ExecContext(tx.ctx, table); err != nil {
+		return fmt.Errorf("count writes of %s: %w", table, err)
 	}
 	return nil
 }
@@ -298,6 +323,12 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 			if err != nil {
 				return err
 			}
+			if benchOldWrite {
+				continue
+			}
+			if err := tx.wrote(table); err != nil {
+				return err
+			}
 			if err := tx.maintainCalls(table, h, groups[i], fids); err != nil {
 				return err
 			}
@@ -305,6 +336,11 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 		return nil
 	})
 }
+
+// benchOldWrite, set only by BenchmarkWriteOldNew, makes WriteCalls
+// insert the rows only, as it did before the read structures (schema 3),
+// so one run can measure what keeping them costs the writer.
+var benchOldWrite bool
 
 // insertCalls inserts the rows and returns their function ids.
 func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
@@ -491,6 +527,9 @@ func (s *Store) WriteStats(st []record.FuncStats) error {
 					return fmt.Errorf("insert into %s: %w", table, err)
 				}
 			}
+			if err := tx.wrote(table); err != nil {
+				return err
+			}
 			if err := tx.maintainRollup(table, groups[i], fids); err != nil {
 				return err
 			}
@@ -536,6 +575,9 @@ func (s *Store) WriteSamples(rs []record.ResourceSample) error {
 					return fmt.Errorf("insert into %s: %w", table, err)
 				}
 			}
+			if err := tx.wrote(table); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -568,6 +610,9 @@ func (s *Store) WriteGaps(g []record.Gap) error {
 				if _, err := ins.ExecContext(tx.ctx, int64(r.PID), fid, r.Start, r.End, r.Reason); err != nil {
 					return fmt.Errorf("insert into %s: %w", table, err)
 				}
+			}
+			if err := tx.wrote(table); err != nil {
+				return err
 			}
 		}
 		return nil
