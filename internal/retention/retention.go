@@ -1,8 +1,11 @@
 // Package retention expires old hours of an obs-agent store.
 //
 // A pass drops every hour whose partitions ended at or before now - window,
-// whole tables at a time (DROP TABLE, never DELETE: docs/performance.md has ~30 ms
-// of writer stall for a 1M-row hour against over a second for DELETE).
+// whole tables at a time (never a DELETE of the hour's rows from a shared
+// table: docs/performance.md has ~30 ms of writer stall for a 1M-row hour's
+// DROP against over a second for DELETE). The drop's transaction renames
+// the big tables, and their pages are freed after it in steps of a few
+// thousand rows, each its own short transaction (store.EmptyTrash).
 // With an ArchiveDir, each hour is first copied into its own store file,
 // DIR/obs-YYYYMMDDHH.db, readable with `obs-agent query ... --db FILE`.
 //
@@ -21,8 +24,11 @@
 //     the directory must be one no other user can swap names in.
 //   - The archive's fingerprint (rows per partition and sums of their
 //     identifying columns, store.Fingerprint) is read back from the file and
-//     compared with the hour's inside the transaction that drops it, so a
-//     row written to the hour after the copy stops the drop: the short
+//     compared with the hour's, summed on a read snapshot outside the write
+//     lock. The transaction that drops the hour then checks, in O(1), that
+//     the hour's write generations (raised by every transaction that
+//     inserts into it, in any process) are still those of the snapshot, so
+//     a row written to the hour after the copy stops the drop: the short
 //     archive, which this pass just created, is removed and the hour
 //     archived again (up to three times, then the hour is kept and the pass
 //     fails).
@@ -37,9 +43,12 @@
 //  2. The archive is written to FILE.tmp (a fresh store, created
 //     exclusively, plus a copy of the hour), fsynced, renamed to FILE and the
 //     directory fsynced. The next pass removes a FILE.tmp its intent names.
-//  3. DROP TABLE of the hour's four partitions, the removal of their catalog
-//     rows and the "dropped" row of retention_log commit in one
+//  3. The removal of the hour's four partitions (DROP TABLE, or for the
+//     big calls partition and the side tables a rename to trash whose pages
+//     store.EmptyTrash frees afterwards in short steps), of their catalog
+//     rows, and the "dropped" row of retention_log commit in one
 //     transaction: either the hour is gone and logged, or it is intact.
+//     Trash a crash left is emptied by the next pass.
 //
 // After a crash between 2 and 3 the next pass drops the hour against the
 // FILE its intent names, if FILE's fingerprint equals the hour's; otherwise

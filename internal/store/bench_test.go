@@ -1,10 +1,13 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -176,4 +179,128 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	b.ReportMetric(rate(cpu[0]), "old-records/cpu-s")
 	b.ReportMetric(rate(cpu[1]), "new-records/cpu-s")
 	b.ReportMetric(rate(cpu[1])/rate(cpu[0]), "new/old-cpu")
+}
+
+// threadCPU is the CPU time of the calling OS thread (RUSAGE_THREAD); the
+// caller locks its goroutine to the thread.
+func threadCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1, &ru); err != nil { // 1: RUSAGE_THREAD
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkLockHolds measures how long each background operation on a
+// closed 1M-call hour (BenchmarkWriteCalls's records) holds the write lock,
+// that is, the longest a WriteCalls can wait for it: each step of the
+// build of the hour's read structures (BuildDerived), the dropping
+// transaction of a verified drop (DropHourIf after its snapshot), and each
+// step that frees the dropped tables' pages (EmptyTrash). It reports wall
+// and CPU time (of this goroutine's locked thread: the machine is shared,
+// and CPU time is what the wall time would be on an idle core), the
+// maximum and the 99th percentile of the steps, and the median CPU time of
+// a 5,000-call WriteCalls batch in the same run for scale.
+func BenchmarkLockHolds(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const perHour, batch = 1_000_000, 5000
+	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	now := base.Add(3 * time.Hour)
+	ctx := context.Background()
+	pct := func(ds []time.Duration, p float64) float64 {
+		if len(ds) == 0 {
+			return 0
+		}
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))]) / 1e6
+	}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		dir := b.TempDir()
+		s, err := Open(filepath.Join(dir, "bench.db"), Options{Clock: func() time.Time { return now }, NoBackgroundBuild: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, perHour)
+		var writeCPU []time.Duration
+		for off := 0; off < perHour; off += batch {
+			c0 := threadCPU()
+			if err := s.WriteCalls(pool[off : off+batch]); err != nil {
+				b.Fatal(err)
+			}
+			writeCPU = append(writeCPU, threadCPU()-c0)
+		}
+		b.StartTimer()
+
+		var wall, cpu []time.Duration
+		w0, c0 := time.Now(), threadCPU()
+		buildStepHook = func() {
+			// Called right after each step; the pause before the
+			// next one sleeps, so it costs no CPU.
+			wall, cpu = append(wall, time.Since(w0)), append(cpu, threadCPU()-c0)
+		}
+		rep, err := s.BuildDerived(ctx)
+		buildStepHook = nil
+		if err != nil {
+			b.Fatal(err)
+		}
+		// wall holds each step's end since the build began; the steps'
+		// own wall times are in rep (Max). CPU per step is the
+		// difference of consecutive readings.
+		stepCPU := make([]time.Duration, len(cpu))
+		for j := range cpu {
+			stepCPU[j] = cpu[j]
+			if j > 0 {
+				stepCPU[j] -= cpu[j-1]
+			}
+		}
+		b.ReportMetric(float64(rep.Steps), "build-steps")
+		b.ReportMetric(float64(rep.Max)/1e6, "build-step-max-ms")
+		b.ReportMetric(pct(stepCPU, 1), "build-step-max-cpu-ms")
+		b.ReportMetric(pct(stepCPU, 0.99), "build-step-p99-cpu-ms")
+
+		arch := filepath.Join(dir, "a.db")
+		a, err := Open(arch, Options{Exclusive: true, NoBackgroundBuild: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a.Close()
+		if err := s.CopyHourTo(ctx, base, arch); err != nil {
+			b.Fatal(err)
+		}
+		fp, err := ArchiveFingerprint(ctx, arch, base)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var dw0 time.Time
+		var dc0 time.Duration
+		testHookAfterSnapshot = func() { dw0, dc0 = time.Now(), threadCPU() }
+		err = s.DropHourIf(ctx, base, arch, fp)
+		dropWall, dropCPU := time.Since(dw0), threadCPU()-dc0
+		testHookAfterSnapshot = nil
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(dropWall)/1e6, "drop-tx-ms")
+		b.ReportMetric(float64(dropCPU)/1e6, "drop-tx-cpu-ms")
+
+		var tcpu []time.Duration
+		tc0 := threadCPU()
+		trashStepHook = func(time.Duration) { c := threadCPU(); tcpu = append(tcpu, c-tc0); tc0 = c }
+		steps, longest, err := s.EmptyTrash(ctx)
+		trashStepHook = nil
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(steps), "trash-steps")
+		b.ReportMetric(float64(longest)/1e6, "trash-step-max-ms")
+		b.ReportMetric(pct(tcpu, 1), "trash-step-max-cpu-ms")
+		b.ReportMetric(pct(tcpu, 0.99), "trash-step-p99-cpu-ms")
+		b.ReportMetric(pct(writeCPU, 0.5), "batch-median-cpu-ms")
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
 }

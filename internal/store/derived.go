@@ -41,6 +41,10 @@ import (
 //   - stats_H__rollup: one row per (pid, function) for the hour, built the
 //     same way in stats rowid order, so stats over many hours read a row
 //     per function per hour instead of one per interval.
+//   - stats_H__rollup10: the same per 10-minute bucket of interval start,
+//     so a range that starts or ends inside an hour (the live hour, `stats
+//     --since 6h`) reads the buckets it covers whole and raw intervals only
+//     for the at most 10 minutes at each end.
 //
 // Readers use a structure when its derived row says it is complete ("live":
 // created with the hour and kept by the writer since; "done": built), and
@@ -68,6 +72,10 @@ const (
 	sideParent = "parent"
 	sideFunc   = "func"
 	sideRollup = "rollup" // of a stats partition
+	// sideRollup10 rolls a stats partition up per 10 minutes, so a range
+	// that starts or ends inside an hour reads at most 10 minutes of
+	// intervals at each end instead of the hour's.
+	sideRollup10 = "rollup10"
 )
 
 var callSides = []string{sideSpans, sideErr, sideParent, sideFunc}
@@ -92,6 +100,11 @@ func sideDDL(db, table, side string) string {
 	case sideRollup:
 		return `CREATE TABLE IF NOT EXISTS ` + q + ` (` + statsColumnsDDL + `,
 			PRIMARY KEY (pid, func_id)
+		) WITHOUT ROWID`
+	case sideRollup10:
+		return `CREATE TABLE IF NOT EXISTS ` + q + ` (` + statsColumnsDDL + `,
+			bucket_ns INTEGER NOT NULL,
+			PRIMARY KEY (bucket_ns, pid, func_id)
 		) WITHOUT ROWID`
 	}
 	panic("store: unknown side structure " + side)
@@ -406,12 +419,14 @@ func (s *Store) BuildDerived(ctx context.Context) (BuildReport, error) {
 				}
 			}
 		case KindStats:
-			n := sideName(p.name, sideRollup)
-			if st := states[n]; st == stateLive || st == stateDone {
-				continue
-			}
-			if err := s.buildRollup(ctx, p.name, hour, closed, &rep); err != nil {
-				return rep, err
+			for _, side := range []string{sideRollup, sideRollup10} {
+				n := sideName(p.name, side)
+				if st := states[n]; st == stateLive || st == stateDone {
+					continue
+				}
+				if err := s.buildRollup(ctx, p.name, side, hour, closed, &rep); err != nil {
+					return rep, err
+				}
 			}
 		}
 	}
@@ -436,22 +451,27 @@ func (s *Store) buildSide(ctx context.Context, table, side string, hour time.Tim
 	})
 }
 
-// buildRollup sums a stats partition per (pid, function) into its rollup
+// buildRollup sums a stats partition per (pid, function), and for
+// sideRollup10 per 10-minute bucket of interval start, into its rollup
 // table, chunk by chunk in rowid order (stats rows are only appended, so
 // rowids grow), each chunk merged into the rollup rows. An open hour is
 // summed up to its newest row and stays "building" with the next rowid as
 // cursor (readers add the rows from the cursor on); the first pass that
 // reaches the end of a closed hour marks it done, and from then on the
 // writer adds late rows itself.
-func (s *Store) buildRollup(ctx context.Context, table string, hour time.Time, closed bool, rep *BuildReport) error {
-	return s.buildSteps(ctx, table, sideRollup, "rowid", sideDDL("main", table, sideRollup), hour, closed, rep, func(tx *wtx, next, last int64) error {
-		rows, fids, err := sumStats(ctx, s.wc, table, "rowid >= ? AND rowid <= ?", []any{next, last})
+func (s *Store) buildRollup(ctx context.Context, table, side string, hour time.Time, closed bool, rep *BuildReport) error {
+	return s.buildSteps(ctx, table, side, "rowid", sideDDL("main", table, side), hour, closed, rep, func(tx *wtx, next, last int64) error {
+		rows, fids, buckets, err := sumStatsBy(ctx, s.wc, table, "rowid >= ? AND rowid <= ?", []any{next, last}, side == sideRollup10)
 		if err != nil {
 			return err
 		}
-		return tx.addRollup(sideName(table, sideRollup), rows, fids)
+		return tx.addRollup(sideName(table, side), rows, fids, buckets)
 	})
 }
+
+// rollupWidth is the bucket of a sideRollup10 row: 10 minutes of interval
+// starts.
+const rollupWidth = int64(10 * time.Minute)
 
 // minID is below every call id and rowid (both are positive).
 const minID = int64(-1) << 62
@@ -567,14 +587,21 @@ func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, ho
 // statsCols are the columns of a stats (or rollup) row after pid, func_id.
 const statsCols = `interval_start_ns, interval_end_ns, calls, errors, panics, recorded, sampled, dropped, total_ns, max_ns, hist`
 
-// putRollup writes one rollup row.
-func (tx *wtx) putRollup(table string, fid int64, r *record.FuncStats) error {
-	st, err := tx.stmt(`INSERT OR REPLACE INTO ` + table + ` (pid, func_id, ` + statsCols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`)
+// putRollup writes one rollup row; bucket is its 10-minute bucket in a
+// sideRollup10 table, nil in an hourly one.
+func (tx *wtx) putRollup(table string, fid int64, r *record.FuncStats, bucket *int64) error {
+	cols, marks := "", ""
+	args := []any{int64(r.PID), fid, r.IntervalStart, r.IntervalEnd, int64(r.Calls), int64(r.Errors),
+		int64(r.Panics), int64(r.Recorded), int64(r.Sampled), int64(r.Dropped), int64(r.TotalNs), int64(r.MaxNs), encodeHist(&r.Hist)}
+	if bucket != nil {
+		cols, marks = ", bucket_ns", ",?"
+		args = append(args, *bucket)
+	}
+	st, err := tx.stmt(`INSERT OR REPLACE INTO ` + table + ` (pid, func_id, ` + statsCols + cols + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?` + marks + `)`)
 	if err != nil {
 		return err
 	}
-	_, err = st.ExecContext(tx.ctx, int64(r.PID), fid, r.IntervalStart, r.IntervalEnd, int64(r.Calls), int64(r.Errors),
-		int64(r.Panics), int64(r.Recorded), int64(r.Sampled), int64(r.Dropped), int64(r.TotalNs), int64(r.MaxNs), encodeHist(&r.Hist))
+	_, err = st.ExecContext(tx.ctx, args...)
 	return err
 }
 
@@ -586,22 +613,36 @@ func (tx *wtx) maintainRollup(table string, rows []record.FuncStats, fids []int6
 	if err != nil {
 		return err
 	}
-	if bounds[sideRollup] != math.MaxInt64 {
-		return nil
+	if bounds[sideRollup] == math.MaxInt64 {
+		if err := tx.addRollup(sideName(table, sideRollup), rows, fids, nil); err != nil {
+			return err
+		}
 	}
-	return tx.addRollup(sideName(table, sideRollup), rows, fids)
+	if bounds[sideRollup10] == math.MaxInt64 {
+		buckets := make([]int64, len(rows))
+		for i := range rows {
+			buckets[i] = rows[i].IntervalStart - rows[i].IntervalStart%rollupWidth
+		}
+		return tx.addRollup(sideName(table, sideRollup10), rows, fids, buckets)
+	}
+	return nil
 }
 
-// addRollup merges per-(pid, function) sums into rollup table name.
-func (tx *wtx) addRollup(name string, rows []record.FuncStats, fids []int64) error {
+// addRollup merges per-(pid, function) sums into rollup table name, or
+// per (10-minute bucket, pid, function) when buckets is not nil.
+func (tx *wtx) addRollup(name string, rows []record.FuncStats, fids, buckets []int64) error {
 	for i := range rows {
 		cur := rows[i]
 		var pid, fid int64
 		var hist []byte
 		var old record.FuncStats
 		var calls, errs, panics, rec, samp, drop, tot, mx int64
-		err := tx.s.wc.QueryRowContext(tx.ctx, `SELECT pid, func_id, `+statsCols+` FROM `+name+` WHERE pid = ? AND func_id = ?`,
-			int64(cur.PID), fids[i]).Scan(&pid, &fid, &old.IntervalStart, &old.IntervalEnd, &calls, &errs, &panics, &rec, &samp, &drop, &tot, &mx, &hist)
+		q, args := `SELECT pid, func_id, `+statsCols+` FROM `+name+` WHERE pid = ? AND func_id = ?`, []any{int64(cur.PID), fids[i]}
+		var bucket *int64
+		if buckets != nil {
+			q, args, bucket = q+` AND bucket_ns = ?`, append(args, buckets[i]), &buckets[i]
+		}
+		err := tx.s.wc.QueryRowContext(tx.ctx, q, args...).Scan(&pid, &fid, &old.IntervalStart, &old.IntervalEnd, &calls, &errs, &panics, &rec, &samp, &drop, &tot, &mx, &hist)
 		switch {
 		case err == sql.ErrNoRows:
 		case err != nil:
@@ -614,7 +655,7 @@ func (tx *wtx) addRollup(name string, rows []record.FuncStats, fids []int64) err
 			}
 			cur.Add(&old)
 		}
-		if err := tx.putRollup(name, fids[i], &cur); err != nil {
+		if err := tx.putRollup(name, fids[i], &cur, bucket); err != nil {
 			return err
 		}
 	}

@@ -100,6 +100,9 @@ func answers(t *testing.T, s *Store, all []record.Call) map[string]any {
 		"mid-minute":     {Since: t0.Add(61*time.Minute + 13*time.Second), Until: t0.Add(61*time.Minute + 40*time.Second)},
 		"errors-range":   {Since: t0.Add(90 * time.Minute), Until: t0.Add(150 * time.Minute), Limit: 30},
 		"errors-session": {Func: "*Handler01*", Limit: 15},
+		"mid-hours":      {Since: t0.Add(23 * time.Minute), Until: t0.Add(2*time.Hour + 37*time.Minute)},
+		"mid-hour-pid":   {Since: t0.Add(65 * time.Minute), Until: t0.Add(119 * time.Minute), PID: 4243},
+		"mid-hour-func":  {Since: t0.Add(7 * time.Minute), Until: t0.Add(41 * time.Minute), Func: "*pkg03*"},
 	}
 	for name, f := range filters {
 		c, err := s.Calls(ctx, f)
@@ -259,6 +262,10 @@ func TestDerivedMatchesScans(t *testing.T) {
 	if err := s.DropHour(context.Background(), t0, ""); err != nil {
 		t.Fatal(err)
 	}
+	compareAnswers(t, "after drop, trash not emptied", scan(), answers(t, s, all))
+	if _, _, err := s.EmptyTrash(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	var left int
 	s.rdb.QueryRow(`SELECT (SELECT count(*) FROM sqlite_master WHERE name LIKE '%2026112710%') + (SELECT count(*) FROM derived WHERE hour_ns = ?) + (SELECT count(*) FROM call_spans WHERE hour_ns = ?) + (SELECT count(*) FROM call_ranges WHERE hour_ns = ?)`,
 		t0.UnixNano(), t0.UnixNano(), t0.UnixNano()).Scan(&left)
@@ -368,7 +375,7 @@ func TestArchiveKeepsReadStructures(t *testing.T) {
 	rows.Close()
 	h := tableName(KindCalls, t0)
 	// err and spans are kept by the writer from the hour's start ("live").
-	wantStates := []string{h + "__err=live", h + "__func=done", h + "__parent=done", h + "__spans=live", tableName(KindStats, t0) + "__rollup=done"}
+	wantStates := []string{h + "__err=live", h + "__func=done", h + "__parent=done", h + "__spans=live", tableName(KindStats, t0) + "__rollup=done", tableName(KindStats, t0) + "__rollup10=done"}
 	if !slices.Equal(states, wantStates) {
 		t.Errorf("archive derived rows %v, want %v", states, wantStates)
 	}
@@ -387,7 +394,11 @@ func TestArchiveKeepsReadStructures(t *testing.T) {
 		t.Errorf("archive has %d calls, want %d", n, len(inHour))
 	}
 
-	// Nothing of the hour is left in the store.
+	// Nothing of the hour is left in the store once retention has
+	// emptied the trash.
+	if _, _, err := s.EmptyTrash(ctx); err != nil {
+		t.Fatal(err)
+	}
 	var left int
 	if err := s.rdb.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM sqlite_master WHERE name LIKE ?)
 		+ (SELECT count(*) FROM derived WHERE hour_ns = ?) + (SELECT count(*) FROM call_spans WHERE hour_ns = ?)

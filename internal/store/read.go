@@ -318,7 +318,7 @@ func (r *rtx) covered(table, side string) (bool, int64, error) {
 		return ok, math.MaxInt64, err
 	}
 	n := sideName(table, side)
-	if r.s.ignoreDerived || r.states[n] != stateBuilding || (side != sideParent && side != sideFunc && side != sideRollup) {
+	if r.s.ignoreDerived || r.states[n] != stateBuilding || (side != sideParent && side != sideFunc && side != sideRollup && side != sideRollup10) {
 		return false, 0, nil
 	}
 	return true, r.next[n], nil

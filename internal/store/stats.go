@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"modernc.org/sqlite"
@@ -27,42 +28,59 @@ type FuncStats struct {
 // has one row per process and function already, is read as it is. It
 // returns the merged rows and their function ids.
 func sumStats(ctx context.Context, db querier, table, where string, args []any) ([]record.FuncStats, []int64, error) {
+	rows, fids, _, err := sumStatsBy(ctx, db, table, where, args, false)
+	return rows, fids, err
+}
+
+// sumStatsBy is sumStats, per 10-minute bucket of interval start as well
+// when bucketed (it then also returns each row's bucket).
+func sumStatsBy(ctx context.Context, db querier, table, where string, args []any, bucketed bool) ([]record.FuncStats, []int64, []int64, error) {
+	bucket := "0"
+	if bucketed {
+		bucket = "interval_start_ns - interval_start_ns % " + strconv.FormatInt(rollupWidth, 10)
+	}
 	q := `SELECT pid, func_id, min(interval_start_ns), max(interval_end_ns), sum(calls), sum(errors), sum(panics),
-		sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist) FROM ` + table
+		sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist), ` + bucket + ` FROM ` + table
 	rollup := strings.HasSuffix(table, "__"+sideRollup)
 	if rollup {
-		q = `SELECT pid, func_id, ` + statsCols + ` FROM ` + table
+		q = `SELECT pid, func_id, ` + statsCols + `, 0 FROM ` + table
 	}
 	if where != "" {
 		q += ` WHERE ` + where
 	}
 	if !rollup {
 		q += ` GROUP BY pid, func_id`
+		if bucketed {
+			q += `, 14`
+		}
 	}
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer rows.Close()
 	var out []record.FuncStats
-	var fids []int64
+	var fids, buckets []int64
 	for rows.Next() {
-		var pid, fid, calls, errs, panics, rec, samp, drop, tot, mx int64
+		var pid, fid, calls, errs, panics, rec, samp, drop, tot, mx, b int64
 		var st record.FuncStats
 		var hist []byte
-		if err := rows.Scan(&pid, &fid, &st.IntervalStart, &st.IntervalEnd, &calls, &errs, &panics, &rec, &samp, &drop, &tot, &mx, &hist); err != nil {
-			return nil, nil, err
+		if err := rows.Scan(&pid, &fid, &st.IntervalStart, &st.IntervalEnd, &calls, &errs, &panics, &rec, &samp, &drop, &tot, &mx, &hist, &b); err != nil {
+			return nil, nil, nil, err
 		}
 		st.PID = uint32(pid)
 		st.Calls, st.Errors, st.Panics, st.Recorded = uint64(calls), uint64(errs), uint64(panics), uint64(rec)
 		st.Sampled, st.Dropped, st.TotalNs, st.MaxNs = uint64(samp), uint64(drop), uint64(tot), uint64(mx)
 		if err := decodeHist(hist, &st.Hist); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		out = append(out, st)
 		fids = append(fids, fid)
+		if bucketed {
+			buckets = append(buckets, b)
+		}
 	}
-	return out, fids, rows.Err()
+	return out, fids, buckets, rows.Err()
 }
 
 // hourStats sums one stats partition's rows matching where per (pid,
@@ -76,7 +94,7 @@ func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]re
 		if err != nil {
 			return nil, nil, err
 		}
-		return sumStats(r.ctx, r.tx, p.name, where, args)
+		return r.partHourStats(p, lo, hi, where, args)
 	}
 	roll := sideName(p.name, sideRollup)
 	if p.end > hi {
@@ -85,7 +103,7 @@ func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]re
 			return nil, nil, err
 		}
 		if maxEnd.Int64 > hi {
-			return sumStats(r.ctx, r.tx, p.name, where, args)
+			return r.partHourStats(p, lo, hi, where, args)
 		}
 	}
 	rows, fids, err := sumStats(r.ctx, r.tx, roll, where, args)
@@ -95,6 +113,31 @@ func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]re
 	// NOT INDEXED: the rows after the cursor are a rowid range; the
 	// (pid, func_id, ...) index would have SQLite walk the whole hour.
 	tail, tfids, err := sumStats(r.ctx, r.tx, p.name+" NOT INDEXED", where+" AND rowid >= ?", append(slices.Clip(args), cursor))
+	return append(rows, tail...), append(fids, tfids...), err
+}
+
+// partHourStats sums the rows of a stats partition for a range that covers
+// only part of the hour: the 10-minute buckets inside [lo, hi) from its
+// 10-minute rollup when it has one, and from the partition itself only the
+// rows outside those buckets (at most 10 minutes at each end) and those the
+// rollup does not hold yet (from its builder's cursor on).
+func (r *rtx) partHourStats(p partRef, lo, hi int64, where string, args []any) ([]record.FuncStats, []int64, error) {
+	ok, cursor, err := r.covered(p.name, sideRollup10)
+	from := lo + (rollupWidth-lo%rollupWidth)%rollupWidth // first bucket inside the range
+	to := hi - hi%rollupWidth                              // end of the last one
+	if err != nil || !ok || from >= to {
+		if err != nil {
+			return nil, nil, err
+		}
+		return sumStats(r.ctx, r.tx, p.name, where, args)
+	}
+	// The rollup's rows carry the first and last interval of their
+	// bucket, inside it, so the range's conditions hold for them too.
+	rows, fids, err := sumStats(r.ctx, r.tx, sideName(p.name, sideRollup10), where+" AND bucket_ns >= ? AND bucket_ns < ?", append(slices.Clip(args), from, to))
+	if err != nil {
+		return nil, nil, err
+	}
+	tail, tfids, err := sumStats(r.ctx, r.tx, p.name, where+" AND (interval_start_ns < ? OR interval_start_ns >= ? OR rowid >= ?)", append(slices.Clip(args), from, to, cursor))
 	return append(rows, tail...), append(fids, tfids...), err
 }
 
