@@ -30,7 +30,7 @@ import (
 // interrupted build is never mistaken for a store.
 
 const (
-	benchStoreVersion = 4
+	benchStoreVersion = 5
 	benchHours        = 6
 	benchPerHour      = 1_000_000
 	benchFuncs        = 200

@@ -232,6 +232,11 @@ func TestCrashRecovery(t *testing.T) {
 			if tmps, _ := filepath.Glob(filepath.Join(arch, "*.tmp*")); len(tmps) != 0 {
 				t.Errorf("leftover %v", tmps)
 			}
+			// The dropped hours' tables renamed to trash (a kill after
+			// a drop leaves them) were emptied by the pass.
+			if n, _, err := s.EmptyTrash(ctx); err != nil || n != 0 {
+				t.Errorf("trash left after the recovery pass: %d steps, %v", n, err)
+			}
 			if err := s.IntegrityCheck(ctx); err != nil {
 				t.Error(err)
 			}

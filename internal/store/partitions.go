@@ -356,11 +356,11 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, check
 				}); err != nil {
 					return err
 				}
-				q := `DROP TABLE ` + n
-				if indexes == 0 {
-					q = `ALTER TABLE ` + n + ` RENAME TO ` + trashPrefix + strconv.FormatInt(stamp, 10) + "_" + n
-				}
-				if _, err := tx.exec(q); err != nil {
+				if indexes > 0 {
+					if _, err := tx.exec(`DROP TABLE ` + n); err != nil {
+						return err
+					}
+				} else if err := tx.renameTable(n, trashPrefix+strconv.FormatInt(stamp, 10)+"_"+n); err != nil {
 					return err
 				}
 			}
@@ -383,6 +383,20 @@ func (s *Store) dropTables(ctx context.Context, op string, names []string, check
 	return err
 }
 
+// renameTable renames a table with legacy_alter_table on: the store has
+// no views or triggers whose text would need the new name, and without it
+// SQLite re-parses and checks every entry of the schema on each rename.
+func (tx *wtx) renameTable(from, to string) error {
+	if _, err := tx.exec(`PRAGMA legacy_alter_table = ON`); err != nil {
+		return err
+	}
+	_, err := tx.exec(`ALTER TABLE ` + from + ` RENAME TO ` + to)
+	if _, perr := tx.exec(`PRAGMA legacy_alter_table = OFF`); err == nil {
+		err = perr
+	}
+	return err
+}
+
 // trashPrefix names the tables dropTables renamed, whose pages EmptyTrash
 // frees.
 const trashPrefix = "trash_"
@@ -390,7 +404,7 @@ const trashPrefix = "trash_"
 // trashChunk is how many rows one EmptyTrash step deletes: one write
 // transaction, so it bounds how long the writer waits for it (measured in
 // BenchmarkDropStall, docs/performance.md).
-var trashChunk = 5000
+var trashChunk = 2000
 
 // EmptyTrash frees the pages of the tables a drop renamed (dropTables), in
 // steps of trashChunk rows, each its own short write transaction, then

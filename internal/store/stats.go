@@ -124,7 +124,7 @@ func (r *rtx) hourStats(p partRef, lo, hi int64, where string, args []any) ([]re
 func (r *rtx) partHourStats(p partRef, lo, hi int64, where string, args []any) ([]record.FuncStats, []int64, error) {
 	ok, cursor, err := r.covered(p.name, sideRollup10)
 	from := lo + (rollupWidth-lo%rollupWidth)%rollupWidth // first bucket inside the range
-	to := hi - hi%rollupWidth                              // end of the last one
+	to := hi - hi%rollupWidth                             // end of the last one
 	if err != nil || !ok || from >= to {
 		if err != nil {
 			return nil, nil, err
