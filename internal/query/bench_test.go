@@ -110,6 +110,14 @@ func BenchmarkQueries(b *testing.B) {
 		rows, _, err := q.Stats(ctx, Filter{Since: now.Add(-6 * time.Hour), Limit: 100}, result.ByFunction)
 		return len(rows), err
 	}, 100)
+	run("stats-last1h/function", func() (int, error) { // the UI's overview: one minute of the closed hour, and the live hour
+		rows, _, err := q.Stats(ctx, Filter{Since: now.Add(-time.Hour), Limit: 100}, result.ByFunction)
+		return len(rows), err
+	}, 100)
+	run("stats-live-20m/function", func() (int, error) { // 20 minutes inside the live hour
+		rows, _, err := q.Stats(ctx, Filter{Since: live.Add(25 * time.Minute), Until: live.Add(45 * time.Minute), Limit: 100}, result.ByFunction)
+		return len(rows), err
+	}, 100)
 	run("stats-5h30m/function", func() (int, error) { // the first hour half in range: its intervals are read raw
 		rows, _, err := q.Stats(ctx, Filter{Since: benchBase.Add(30 * time.Minute), Until: six.Until, Limit: 100}, result.ByFunction)
 		return len(rows), err
