@@ -30,7 +30,7 @@ import (
 // interrupted build is never mistaken for a store.
 
 const (
-	benchStoreVersion = 5
+	benchStoreVersion = 6
 	benchHours        = 6
 	benchPerHour      = 1_000_000
 	benchFuncs        = 200

@@ -168,7 +168,10 @@ func partitionDDL(db, kind, table string) []string {
 			// A few hundred rows a minute: the index costs the writer
 			// nothing, and summing per (pid, function) reads it in
 			// order instead of sorting.
-			`CREATE INDEX IF NOT EXISTS ` + q + `__fn ON ` + table + ` (pid, func_id, interval_start_ns)`}
+			`CREATE INDEX IF NOT EXISTS ` + q + `__fn ON ` + table + ` (pid, func_id, interval_start_ns)`,
+			// For a range that covers an hour in part, the intervals
+			// outside its 10-minute rollup buckets (partHourStats).
+			`CREATE INDEX IF NOT EXISTS ` + q + `__start ON ` + table + ` (interval_start_ns)`}
 	case KindSamples:
 		return []string{`CREATE TABLE IF NOT EXISTS ` + q + ` (
 			pid INTEGER NOT NULL,

@@ -137,8 +137,35 @@ func (r *rtx) partHourStats(p partRef, lo, hi int64, where string, args []any) (
 	if err != nil {
 		return nil, nil, err
 	}
-	tail, tfids, err := sumStats(r.ctx, r.tx, p.name, where+" AND (interval_start_ns < ? OR interval_start_ns >= ? OR rowid >= ?)", append(slices.Clip(args), from, to, cursor))
-	return append(rows, tail...), append(fids, tfids...), err
+	// The intervals at each end, through the partition's start index
+	// when it has one (partitions from before it was added scan), and
+	// those in the buckets that the rollup does not hold yet.
+	var indexed int
+	if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?`, p.name+"__start").Scan(&indexed); err != nil {
+		return nil, nil, err
+	}
+	src := p.name
+	if indexed > 0 {
+		src += " INDEXED BY " + p.name + "__start"
+	}
+	parts := []struct {
+		table, cond string
+		arg         int64
+	}{{src, "interval_start_ns < ?", from}, {src, "interval_start_ns >= ?", to}}
+	if cursor != math.MaxInt64 {
+		parts = append(parts, struct {
+			table, cond string
+			arg         int64
+		}{p.name + " NOT INDEXED", "interval_start_ns >= " + strconv.FormatInt(from, 10) + " AND interval_start_ns < " + strconv.FormatInt(to, 10) + " AND rowid >= ?", cursor})
+	}
+	for _, pt := range parts {
+		tail, tfids, err := sumStats(r.ctx, r.tx, pt.table, where+" AND "+pt.cond, append(slices.Clip(args), pt.arg))
+		if err != nil {
+			return nil, nil, err
+		}
+		rows, fids = append(rows, tail...), append(fids, tfids...)
+	}
+	return rows, fids, nil
 }
 
 // statsWhere is the condition on a stats partition's rows for f over
