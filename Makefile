@@ -32,7 +32,9 @@ test: ## run every test, then the live pipeline under -race and each fuzz target
 # queue -> store), floods included, under the race detector. Left out, as
 # the same pipeline at more cost (measured under -race on the shared 2-core
 # VM): TestCircuitBreaker 555 s, TestBurst20000 135 s, TestHotLoopAllRecorded
-# and TestForeignBinaryGofmt 83 s each. All of them ran race-clean.
+# and TestForeignBinaryGofmt 83 s each. All of them ran race-clean. The
+# cross-release matrix shrinks to the newest release under -race
+# (testutil.Matrix): the full matrix runs without -race just before.
 RACE_SKIP ?= TestCircuitBreaker|TestBurst20000|TestHotLoopAllRecorded|TestForeignBinaryGofmt
 test-race: ## the root end-to-end tests of internal/agent and internal/queue under the race detector (root)
 	$(GO) test -race -count=1 -timeout 30m -skip '$(RACE_SKIP)' ./internal/agent/ ./internal/queue/
