@@ -82,22 +82,7 @@ func TestCollectorLive(t *testing.T) {
 
 	// The same store exported afterwards: the same ids, so the live and
 	// the exported spans of a call are one span at the backend.
-	exported := filepath.Join(dir, "exported.json")
-	c = startCollector(t, col, port, exported)
-	if _, _, err := cli(t, "export", "otlp", "--db", db, "--since", "0", "--endpoint", endpoint); err != nil {
-		t.Fatal(err)
-	}
-	c.stop(t)
-	again, _ := readCollector(t, exported)
-	if len(again) != len(spans) {
-		t.Errorf("export: %d spans, live %d", len(again), len(spans))
-	}
-	for id, sp := range spans {
-		if e := again[id]; e.SpanID != sp.SpanID || e.TraceID != sp.TraceID || e.ParentSpanID != sp.ParentSpanID {
-			t.Errorf("call %d: live span %s/%s parent %s, exported %s/%s parent %s",
-				id, sp.TraceID, sp.SpanID, sp.ParentSpanID, e.TraceID, e.SpanID, e.ParentSpanID)
-		}
-	}
+	checkSameIDs(t, spans, "live", exportToCollector(t, col, port, db, filepath.Join(dir, "export.state")), "exported")
 }
 
 // TestCollectorKilledMidRun kills the collector (SIGKILL, a crash) while a

@@ -488,21 +488,36 @@ func TestCollectorExport(t *testing.T) {
 	checkAllArrived(t, db, spans, dups)
 
 	// A fresh export (no progress file) to a second collector: the same ids.
-	second := filepath.Join(dir, "second.json")
-	c = startCollector(t, col, port, second)
-	if _, _, err := cli(t, "export", "otlp", "--db", db, "--since", "0", "--endpoint", endpoint,
-		"--state", filepath.Join(dir, "fresh.state")); err != nil {
+	checkSameIDs(t, spans, "first export", exportToCollector(t, col, port, db, filepath.Join(dir, "fresh.state")), "re-export")
+}
+
+// exportToCollector sends the whole store with `obs-agent export otlp`
+// (progress in state) to a new collector on port and returns what it
+// received.
+func exportToCollector(t *testing.T, col string, port int, db, state string) map[uint64]receivedSpan {
+	t.Helper()
+	out := filepath.Join(filepath.Dir(state), filepath.Base(state)+".json")
+	c := startCollector(t, col, port, out)
+	if _, _, err := cli(t, "export", "otlp", "--db", db, "--since", "0", "--endpoint", fmt.Sprintf("http://127.0.0.1:%d", port),
+		"--state", state); err != nil {
 		t.Fatal(err)
 	}
 	c.stop(t)
-	respans, _ := readCollector(t, second)
-	if len(respans) != len(spans) {
-		t.Errorf("re-export: %d spans, first export %d", len(respans), len(spans))
+	spans, _ := readCollector(t, out)
+	return spans
+}
+
+// checkSameIDs checks that two sendings of the same calls gave each call
+// the same trace, span and parent span ids.
+func checkSameIDs(t *testing.T, a map[uint64]receivedSpan, aName string, b map[uint64]receivedSpan, bName string) {
+	t.Helper()
+	if len(a) != len(b) {
+		t.Errorf("%s: %d spans, %s %d", bName, len(b), aName, len(a))
 	}
-	for id, sp := range spans {
-		if r := respans[id]; r.SpanID != sp.SpanID || r.TraceID != sp.TraceID || r.ParentSpanID != sp.ParentSpanID {
-			t.Errorf("call %d: re-exported as span %s/%s parent %s, first as %s/%s parent %s",
-				id, r.TraceID, r.SpanID, r.ParentSpanID, sp.TraceID, sp.SpanID, sp.ParentSpanID)
+	for id, x := range a {
+		if y := b[id]; x.SpanID != y.SpanID || x.TraceID != y.TraceID || x.ParentSpanID != y.ParentSpanID {
+			t.Errorf("call %d: %s as span %s/%s parent %s, %s as %s/%s parent %s",
+				id, aName, x.TraceID, x.SpanID, x.ParentSpanID, bName, y.TraceID, y.SpanID, y.ParentSpanID)
 		}
 	}
 }
