@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DEMO_DB ?= /tmp/obs-agent-demo.db
 
-.PHONY: help build generate check-generated test test-race fuzz test-ui test-arm64 test-kernel test-short bench bench-ui demo lint install clean deps
+.PHONY: help build generate check-generated test test-race fuzz test-ui collector test-arm64 test-kernel test-short bench bench-ui demo lint install clean deps
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,9 +24,15 @@ generate: ## regenerate the BPF objects and their Go bindings from bpf/ (needs c
 check-generated: generate ## fail if the committed BPF objects differ from bpf/
 	@git diff --exit-code --stat -- internal/uprobe || { echo "generated BPF files drifted from bpf/: run 'make generate' and commit"; exit 1; }
 
+# The end-to-end OTLP tests (cmd/obs-agent/collector*_test.go) run against a
+# real OpenTelemetry Collector: test builds it first (cached by the hash of
+# its manifest) and passes its path in OBS_OTELCOL.
 test: ## run every test, then the live pipeline under -race and each fuzz target; the probe tests need root (sudo make test)
-	$(GO) test -count=1 -timeout 30m ./...
+	col=$$(GO=$(GO) ./scripts/build-collector.sh) && OBS_OTELCOL=$$col $(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) test-race fuzz test-ui
+
+collector: ## build the OpenTelemetry Collector of the end-to-end OTLP tests (ocb, testdata/collector/builder-config.yaml); prints its path
+	GO=$(GO) ./scripts/build-collector.sh
 
 # The root end-to-end tests of the live pipeline (BPF rings -> agent ->
 # queue -> store), floods included, under the race detector. Left out, as
