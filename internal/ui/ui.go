@@ -53,10 +53,6 @@ type Server struct {
 
 	mu sync.Mutex
 	q  *query.Layer
-
-	partsMu sync.Mutex // one sizing of the tables at a time
-	parts   []byte     // the last /api/partitions answer
-	partsAt time.Time
 }
 
 // New returns a server over the store at o.DB. The store is opened on the
