@@ -64,6 +64,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 			return fn(ctx, q, r.URL.Query(), w)
 		}))
 	}
+	mux.HandleFunc("/api/events", s.events)
 	mux.HandleFunc("/api/call/{id}", s.api(apiCall))
 	mux.HandleFunc("/api/tree/{id}", s.api(apiTree))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -398,15 +399,34 @@ func apiSeries(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) e
 	return writeJSON(w, out)
 }
 
+// apiCalls: the matching calls, oldest first, or with order=newest the
+// newest first (the overview's latest calls).
 func apiCalls(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) error {
-	if err := allowOnly(p, filterParams...); err != nil {
+	if err := allowOnly(p, append(filterParams, "order")...); err != nil {
 		return err
 	}
 	f, err := filter(p, maxLimit)
 	if err != nil {
 		return err
 	}
-	calls, err := q.Calls(ctx, f)
+	var calls []record.Call
+	switch o := p.Get("order"); o {
+	case "", "oldest":
+		calls, err = q.Calls(ctx, f)
+	case "newest":
+		// The error lane's read runs newest first; given every status
+		// it reads all calls, and stops after the limit.
+		if len(f.Status) == 0 {
+			f.Status = []record.Status{record.StatusOK, record.StatusError, record.StatusPanic, record.StatusUnfinished}
+		}
+		var chains []result.ErrorChain
+		chains, err = q.Errors(ctx, f)
+		for _, c := range chains {
+			calls = append(calls, c.Call)
+		}
+	default:
+		return bad("order", "%q: want oldest or newest", o)
+	}
 	if err != nil {
 		return err
 	}

@@ -384,6 +384,8 @@ func TestBadParameters(t *testing.T) {
 		"/api/tree/1?limit=0":                          "limit",
 		"/api/tree/1?limit=20001":                      "limit",
 		"/api/calls?func=" + strings.Repeat("a", 1025): "func",
+		"/api/calls?order=random":                      "order",
+		"/api/events?x=1":                              "x",
 	}
 	for p, param := range cases {
 		resp, body := get(t, ts, p, true)
