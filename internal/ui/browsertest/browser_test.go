@@ -529,7 +529,7 @@ func TestLive(t *testing.T) {
 			if (!r || r.cells[1].textContent !== 'main.hot') return;
 			const last = window.seen[window.seen.length - 1];
 			if (last && last.id === r.dataset.id) return;
-			window.seen.push({ id: r.dataset.id, wait: Date.now() - Number(r.dataset.end) });
+			window.seen.push({ id: r.dataset.id, wait: Date.now() - Number(r.dataset.end), draw: drawMs });
 		}).observe(document.getElementById('main'), { childList: true, subtree: true });
 		return true;
 	})()`)
@@ -548,12 +548,14 @@ func TestLive(t *testing.T) {
 	type redraw struct {
 		ID   string  `json:"id"`
 		Wait float64 `json:"wait"`
+		Draw float64 `json:"draw"` // the previous draw's time, ms
 	}
 	seen := eval[[]redraw](t, ctx, `window.seen`)
 	var waits []float64
 	for _, r := range seen {
 		waits = append(waits, r.Wait)
 	}
+	t.Logf("redraws (ms after the newest call returned / the previous draw's time): %v", seen)
 	if len(waits) < 3 {
 		t.Fatalf("only %d redraws showed a new newest call over the run: %v", len(waits), waits)
 	}
