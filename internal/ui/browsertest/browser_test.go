@@ -481,11 +481,22 @@ func TestLive(t *testing.T) {
 		"-f", "main.*", "--", calltree, "-wait", "hotcool", "0", "5000")
 	stdin, _ := cmd.StdinPipe()
 	stderr, _ := cmd.StderrPipe()
-	cmd.Stdout = io.Discard
+	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	// The program prints its last line when its calls are done: redraws
+	// after that have no newer call to show, so they don't measure.
+	ended := make(chan int64, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "hotcool calls=") {
+				ended <- time.Now().UnixMilli()
+			}
+		}
+	}()
 	sc := bufio.NewScanner(stderr)
 	url := ""
 	for sc.Scan() {
@@ -529,7 +540,7 @@ func TestLive(t *testing.T) {
 			if (!r || r.cells[1].textContent !== 'main.hot') return;
 			const last = window.seen[window.seen.length - 1];
 			if (last && last.id === r.dataset.id) return;
-			window.seen.push({ id: r.dataset.id, wait: Date.now() - Number(r.dataset.end), draw: drawMs });
+			window.seen.push({ id: r.dataset.id, at: Date.now(), wait: Date.now() - Number(r.dataset.end), draw: drawMs });
 		}).observe(document.getElementById('main'), { childList: true, subtree: true });
 		return true;
 	})()`)
@@ -542,25 +553,29 @@ func TestLive(t *testing.T) {
 	}
 	first := time.Since(start)
 	// The program runs about 5 s; watch the redraws while it does.
+	end := <-ended
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("obs-agent run: %v", err)
 	}
 	type redraw struct {
 		ID   string  `json:"id"`
-		Wait float64 `json:"wait"`
+		At   float64 `json:"at"`   // Unix ms
+		Wait float64 `json:"wait"` // ms after the call returned
 		Draw float64 `json:"draw"` // the previous draw's time, ms
 	}
 	seen := eval[[]redraw](t, ctx, `window.seen`)
 	var waits []float64
 	for _, r := range seen {
-		waits = append(waits, r.Wait)
+		if int64(r.At) <= end {
+			waits = append(waits, r.Wait)
+		}
 	}
-	t.Logf("redraws (ms after the newest call returned / the previous draw's time): %v", seen)
+	t.Logf("redraws (id, Unix ms, ms after the newest call returned, the previous draw's ms): %v", seen)
 	if len(waits) < 3 {
 		t.Fatalf("only %d redraws showed a new newest call over the run: %v", len(waits), waits)
 	}
 	slices.Sort(waits)
-	t.Logf("the first main.hot call showed %v after the program was told to start; over %d redraws, the newest call showed %.0f ms (median) and at most %.0f ms after it returned (min %.0f ms)",
+	t.Logf("the first main.hot call showed %v after the program was told to start; over %d redraws while it ran, the newest call showed %.0f ms (median) and at most %.0f ms after it returned (min %.0f ms)",
 		first.Round(time.Millisecond), len(waits), waits[len(waits)/2], waits[len(waits)-1], waits[0])
 	if waits[len(waits)-1] > 2000 {
 		t.Errorf("a call took %.0f ms to show: want within 2 s", waits[len(waits)-1])
