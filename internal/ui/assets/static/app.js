@@ -79,8 +79,15 @@ async function api(path, extra, opts) {
   const cur = params();
   if (!(opts && opts.noRange)) for (const k of SHARED) if (cur.has(k)) p.set(k, cur.get(k));
   for (const [k, v] of Object.entries(extra || {})) if (v !== '' && v !== undefined && v !== null) p.set(k, v);
-  const r = await fetch('/api/' + path + (p.toString() ? '?' + p : ''), { credentials: 'same-origin' });
-  const body = await r.json();
+  let r, body;
+  try {
+    r = await fetch('/api/' + path + (p.toString() ? '?' + p : ''), { credentials: 'same-origin' });
+    body = await r.json();
+  } catch (e) {
+    // The server is gone (the session of `run --ui` ended) or answered
+    // something else than the API's JSON: say so; the page keeps trying.
+    throw new APIError('cannot read /api/' + path + ' from the obs-agent UI server (' + e.message + '); retrying');
+  }
   if (!r.ok) throw new APIError((body.param ? body.param + ': ' : '') + body.error);
   return body;
 }
