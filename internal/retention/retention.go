@@ -4,8 +4,8 @@
 // whole tables at a time (never a DELETE of the hour's rows from a shared
 // table: docs/performance.md has ~30 ms of writer stall for a 1M-row hour's
 // DROP against over a second for DELETE). The drop's transaction renames
-// the big tables, and their pages are freed after it in steps of a few
-// thousand rows, each its own short transaction (store.EmptyTrash).
+// the big tables, and they are dropped after it, one table per
+// transaction (store.EmptyTrash).
 // With an ArchiveDir, each hour is first copied into its own store file,
 // DIR/obs-YYYYMMDDHH.db, readable with `obs-agent query ... --db FILE`.
 //
@@ -45,7 +45,7 @@
 //     directory fsynced. The next pass removes a FILE.tmp its intent names.
 //  3. The removal of the hour's four partitions (DROP TABLE, or for the
 //     big calls partition and the side tables a rename to trash whose pages
-//     store.EmptyTrash frees afterwards in short steps), of their catalog
+//     store.EmptyTrash drops afterwards, a table per transaction), of their catalog
 //     rows, and the "dropped" row of retention_log commit in one
 //     transaction: either the hour is gone and logged, or it is intact.
 //     Trash a crash left is emptied by the next pass.

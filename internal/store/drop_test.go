@@ -31,10 +31,10 @@ func trashTables(t *testing.T, s *Store) []string {
 
 // TestDropLeavesTrashEmptiedInSteps: the drop's transaction renames the
 // hour's calls partition and its side tables out of the way; their pages
-// are freed afterwards in steps of trashChunk rows. An emptying that is
-// interrupted is finished by the next EmptyTrash, and a late row of the
-// dropped hour starts a fresh partition: none of the dropped rows come
-// back with it.
+// are freed afterwards by EmptyTrash, one table dropped per transaction.
+// An emptying that is interrupted is finished by the next EmptyTrash, and
+// a late row of the dropped hour starts a fresh partition: none of the
+// dropped rows come back with it.
 func TestDropLeavesTrashEmptiedInSteps(t *testing.T) {
 	ctx := context.Background()
 	now := t0.Add(5 * time.Hour)
@@ -53,9 +53,7 @@ func TestDropLeavesTrashEmptiedInSteps(t *testing.T) {
 	if _, err := s.BuildDerived(ctx); err != nil {
 		t.Fatal(err)
 	}
-	old := trashChunk
-	trashChunk = 100
-	defer func() { trashChunk, trashStepHook = old, nil }()
+	defer func() { trashStepHook = nil }()
 	if err := s.DropHour(ctx, t0, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -65,22 +63,23 @@ func TestDropLeavesTrashEmptiedInSteps(t *testing.T) {
 	// calls, __err, __parent, __func, and the stats rollup (built for
 	// the closed hour) are renamed; the small partitions with named
 	// indexes are dropped in place.
-	if left := trashTables(t, s); len(left) < 4 {
-		t.Fatalf("trash after the drop: %v; want the calls partition and its side tables", left)
+	trash := trashTables(t, s)
+	if len(trash) < 4 {
+		t.Fatalf("trash after the drop: %v; want the calls partition and its side tables", trash)
 	}
 	var steps []time.Duration
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	trashStepHook = func(d time.Duration) {
-		if steps = append(steps, d); len(steps) == 3 {
+		if steps = append(steps, d); len(steps) == 1 {
 			cancel()
 		}
 	}
-	if n, _, err := s.EmptyTrash(cctx); !errors.Is(err, context.Canceled) || n != 3 {
-		t.Fatalf("interrupted EmptyTrash: %d steps, %v; want 3, context.Canceled", n, err)
+	if n, _, err := s.EmptyTrash(cctx); !errors.Is(err, context.Canceled) || n != 1 {
+		t.Fatalf("interrupted EmptyTrash: %d tables dropped, %v; want 1, context.Canceled", n, err)
 	}
-	if left := trashTables(t, s); len(left) < 4 {
-		t.Fatalf("trash after an interrupted emptying: %v; want it all left", left)
+	if left := trashTables(t, s); len(left) != len(trash)-1 {
+		t.Fatalf("trash after an interrupted emptying: %v; want all but one of %v", left, trash)
 	}
 	late := record.Call{ID: 5000, Function: "main.f", Start: t0.UnixNano() + 7, Duration: 1}
 	if err := s.WriteCalls([]record.Call{late}); err != nil {
@@ -98,10 +97,9 @@ func TestDropLeavesTrashEmptiedInSteps(t *testing.T) {
 	if err != nil || longest <= 0 {
 		t.Fatal(err)
 	}
-	// 1,000 calls, 999 parents, 1,000 function rows and 100 errors at
-	// 100 rows a step, plus a final step per table.
-	if n < 30 {
-		t.Errorf("EmptyTrash took %d steps; want steps of at most %d rows", n, trashChunk)
+	// The rest, one table per transaction.
+	if n != len(trash)-1 {
+		t.Errorf("EmptyTrash dropped %d tables; want the %d left", n, len(trash)-1)
 	}
 	if left := trashTables(t, s); len(left) != 0 {
 		t.Fatalf("trash left after EmptyTrash: %v", left)

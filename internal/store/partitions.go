@@ -340,17 +340,17 @@ func (tx *wtx) renameTable(from, to string) error {
 // frees.
 const trashPrefix = "trash_"
 
-// trashChunk is how many rows one EmptyTrash step deletes: one write
-// transaction, so it bounds how long the writer waits for it (measured in
-// BenchmarkDropStall, docs/performance.md).
-var trashChunk = 2000
-
-// EmptyTrash frees the pages of the tables a drop renamed (dropTables), in
-// steps of trashChunk rows, each its own short write transaction, then
-// drops each emptied table. Between steps it pauses as long as the step
-// took, so the writer gets the lock at least half the time. It is safe to
-// interrupt: the next call (retention runs it at the start and the end of
-// each pass) continues. It returns the number of steps and the longest.
+// EmptyTrash frees the pages of the tables a drop renamed (dropTables):
+// each table is dropped whole, in its own write transaction, with a pause
+// as long as that drop took before the next, so the writer gets the lock
+// at least half the time. Retention stays DROP-based: deleting the rows in
+// short steps instead bounded each step but sent every deleted row through
+// the WAL, which grew to 12.7 GB freeing one 1M-call hour under a writer
+// (docs/performance.md). A DROP writes only freelist pages; what the writer
+// waits for is the drop of one table, the largest being the hour's calls
+// partition. It is safe to interrupt: the next call (retention runs it at
+// the start and the end of each pass) drops what is left. It returns the
+// number of tables dropped and the longest drop.
 func (s *Store) EmptyTrash(ctx context.Context) (steps int, longest time.Duration, err error) {
 	if err := s.writable(); err != nil {
 		return 0, 0, err
@@ -375,80 +375,42 @@ func (s *Store) EmptyTrash(ctx context.Context) (steps int, longest time.Duratio
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, t := range tables {
-		key, err := s.trashKey(ctx, t)
+	for i, t := range tables {
+		if err := ctx.Err(); err != nil {
+			return steps, longest, err
+		}
+		start := time.Now()
+		err := s.writeTx("drop "+t, false, func(tx *wtx) error {
+			tx.ctx = ctx
+			_, err := tx.exec(`DROP TABLE ` + t)
+			return err
+		})
 		if err != nil {
 			return steps, longest, err
 		}
-		for done := false; !done; {
-			if err := ctx.Err(); err != nil {
-				return steps, longest, err
-			}
-			start := time.Now()
-			err := s.writeTx("empty "+t, false, func(tx *wtx) error {
-				tx.ctx = ctx
-				res, err := tx.exec(`DELETE FROM `+t+` WHERE (`+key+`) IN (SELECT `+key+` FROM `+t+` LIMIT ?)`, trashChunk)
-				if err != nil {
-					return err
-				}
-				if n, err := res.RowsAffected(); err != nil || n > 0 {
-					return err
-				}
-				done = true
-				_, err = tx.exec(`DROP TABLE ` + t)
-				return err
-			})
-			if err != nil {
-				return steps, longest, err
-			}
-			steps++
-			longest = max(longest, time.Since(start))
-			if trashStepHook != nil {
-				trashStepHook(time.Since(start))
-			}
-			if done {
-				break
-			}
-			pause := time.NewTimer(time.Since(start))
-			select {
-			case <-ctx.Done():
-				pause.Stop()
-				return steps, longest, ctx.Err()
-			case <-pause.C:
-			}
+		took := time.Since(start)
+		steps++
+		longest = max(longest, took)
+		if trashStepHook != nil {
+			trashStepHook(took)
+		}
+		if i == len(tables)-1 {
+			break
+		}
+		pause := time.NewTimer(took)
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return steps, longest, ctx.Err()
+		case <-pause.C:
 		}
 	}
 	return steps, longest, nil
 }
 
 // trashStepHook, when set (tests, benchmarks), gets the duration of each
-// EmptyTrash step.
+// EmptyTrash drop.
 var trashStepHook func(time.Duration)
-
-// trashKey is the key EmptyTrash deletes a table by: its primary key
-// columns, or rowid when it has none.
-func (s *Store) trashKey(ctx context.Context, table string) (string, error) {
-	var cols []string
-	err := s.read(ctx, "read trash columns", func(r *rtx) error {
-		rows, err := r.tx.QueryContext(r.ctx, `SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk`, table)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var c string
-			if err := rows.Scan(&c); err != nil {
-				return err
-			}
-			cols = append(cols, c)
-		}
-		return rows.Err()
-	})
-	if len(cols) == 0 {
-		return "rowid", err
-	}
-	return strings.Join(cols, ", "), err
-}
 
 // sideTables lists the side tables of partition table.
 func (s *Store) sideTables(ctx context.Context, table string) ([]string, error) {
