@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -100,6 +100,8 @@ var migrations = [][]string{
 			next_id INTEGER NOT NULL DEFAULT 0
 		) WITHOUT ROWID`,
 	},
+	// 4 -> 5 (processes): one row per traced process (processes.go).
+	migrationProcesses,
 }
 
 // Partition kinds. Every hour has one table of each kind.

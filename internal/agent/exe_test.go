@@ -1,0 +1,269 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/testutil"
+)
+
+// exeSession runs AttachExe on bin in the background. The returned start
+// blocks until every probe is live; stop ends the session (as Ctrl-C
+// would) and returns its result.
+func exeSession(t *testing.T, bin, db string) (stop func() *Result) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	type out struct {
+		res *Result
+		err error
+	}
+	done := make(chan out, 1)
+	opts := Options{
+		Include: []string{"main.tick"}, DB: db, SampleRate: 1, SampleInterval: -1,
+		OnReady: func(int) { close(ready) },
+	}
+	go func() {
+		res, err := AttachExe(ctx, bin, opts)
+		done <- out{res, err}
+	}()
+	select {
+	case <-ready:
+	case o := <-done:
+		cancel()
+		t.Fatalf("attach --exe ended before it was ready: %v", o.err)
+	}
+	var stopped bool
+	stop = func() *Result {
+		t.Helper()
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		o := <-done
+		if o.err != nil {
+			t.Fatalf("attach --exe: %v", o.err)
+		}
+		return o.res
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// runCount runs `bin count n` to completion and returns its pid.
+func runCount(t *testing.T, bin string, n int) uint32 {
+	t.Helper()
+	cmd := exec.Command(bin, "count", strconv.Itoa(n))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s count %d: %v\n%s", bin, n, err, out)
+	}
+	return uint32(cmd.Process.Pid)
+}
+
+// tickCounts counts main.tick's calls and errors per pid.
+func tickCounts(calls []record.Call) (calls_, errs map[uint32]int) {
+	calls_, errs = map[uint32]int{}, map[uint32]int{}
+	for _, c := range calls {
+		if c.Function != "main.tick" {
+			continue
+		}
+		calls_[c.PID]++
+		if c.Status == record.StatusError {
+			errs[c.PID]++
+		}
+	}
+	return calls_, errs
+}
+
+// checkProcess asserts that every process traced by the session recorded
+// exactly n calls of main.tick (n/10 of them errors), by its calls, by its
+// stored aggregates (query stats --pid), and by its process row.
+func checkProcesses(t *testing.T, db string, bin string, want map[uint32]int) {
+	t.Helper()
+	calls := readCalls(t, db)
+	got, errs := tickCounts(calls)
+	for pid, n := range want {
+		if got[pid] != n || errs[pid] != n/10 {
+			t.Errorf("pid %d: %d calls, %d errors recorded; want %d, %d", pid, got[pid], errs[pid], n, n/10)
+		}
+	}
+	for pid, n := range got {
+		if _, ok := want[pid]; !ok {
+			t.Errorf("pid %d is not a process of %s, yet %d of its calls were recorded", pid, bin, n)
+		}
+	}
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	procs, err := st.Processes(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[uint32]store.Process{}
+	for _, p := range procs {
+		rows[p.PID] = p
+	}
+	for pid, n := range want {
+		p, ok := rows[pid]
+		switch {
+		case !ok:
+			t.Errorf("pid %d has no process row", pid)
+		case p.End == 0 || p.End < p.Start || p.ExitReason != "exited" || p.Binary != bin || p.BuildID == "":
+			t.Errorf("pid %d: process row %+v; want an end after its start, reason exited, binary %s and a build id", pid, p, bin)
+		}
+		stats, err := st.Stats(ctx, store.Filter{PID: pid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sc, se uint64
+		for _, s := range stats {
+			if s.Function.Name == "main.tick" {
+				sc += s.Calls
+				se += s.Errors
+			}
+		}
+		if sc != uint64(n) || se != uint64(n/10) {
+			t.Errorf("pid %d: stats say %d calls, %d errors; want %d, %d", pid, sc, se, n, n/10)
+		}
+	}
+	if len(procs) != len(want) {
+		t.Errorf("%d process rows, want %d: %+v", len(procs), len(want), procs)
+	}
+}
+
+// TestExeRestarts restarts a target three times during one attach --exe
+// session: each process is traced from its first instruction, with its
+// exact call count under its own pid, and the session outlives them all.
+func TestExeRestarts(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	db := filepath.Join(t.TempDir(), "obs.db")
+	stop := exeSession(t, bin, db)
+	want := map[uint32]int{}
+	for i, n := range []int{100, 250, 70} {
+		pid := runCount(t, bin, n)
+		if _, dup := want[pid]; dup {
+			t.Fatalf("run %d reused pid %d", i, pid)
+		}
+		want[pid] = n
+	}
+	res := stop()
+	checkProcesses(t, db, bin, want)
+	if res.Processes != 3 || res.Recorded != 420 || res.Lost() != 0 {
+		t.Errorf("result: %d processes, %d recorded, %d lost; want 3, 420, 0 (%s)", res.Processes, res.Recorded, res.Lost(), res.Summary())
+	}
+}
+
+// TestExeOnlyThatFile runs two processes of the traced file (one already
+// running when the session starts, one started later) and one of a byte
+// for byte copy of it: only the traced file's processes are recorded, as
+// processes are matched by device and inode, not by name or content.
+func TestExeOnlyThatFile(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	traced := filepath.Join(dir, "procs")
+	other := filepath.Join(dir, "other", "procs")
+	for _, p := range []string{traced, other} {
+		copyFile(t, bin, p)
+	}
+
+	early := exec.Command(traced, "wait", "40")
+	in, err := early.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := early.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := early.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); early.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("procs wait did not start: %q, %v", line, err)
+	}
+
+	db := filepath.Join(dir, "obs.db")
+	stop := exeSession(t, traced, db)
+	late := runCount(t, traced, 30)
+	runCount(t, other, 50)
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := early.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	checkProcesses(t, db, traced, map[uint32]int{uint32(early.Process.Pid): 40, late: 30})
+}
+
+// TestExeShortLivedChildren has a program start 20 children from its own
+// executable one after another, each living a few milliseconds: every
+// child's calls are recorded under its pid.
+func TestExeShortLivedChildren(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	db := filepath.Join(t.TempDir(), "obs.db")
+	stop := exeSession(t, bin, db)
+	const k, n = 20, 30
+	start := time.Now()
+	cmd := exec.Command(bin, "spawn", strconv.Itoa(k), strconv.Itoa(n))
+	outb, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	stop()
+	want := map[uint32]int{uint32(cmd.Process.Pid): 0}
+	for _, f := range strings.Fields(string(outb)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[uint32(pid)] = n
+	}
+	if len(want) != k+1 {
+		t.Fatalf("spawn printed %d child pids, want %d", len(want)-1, k)
+	}
+	// The parent calls no main.tick; it has a process row but no calls.
+	calls := readCalls(t, db)
+	got, _ := tickCounts(calls)
+	for pid, m := range want {
+		if got[pid] != m {
+			t.Errorf("pid %d: %d calls recorded, want %d", pid, got[pid], m)
+		}
+	}
+	if len(got) != k {
+		t.Errorf("calls from %d processes, want %d", len(got), k)
+	}
+	t.Logf("%d children in %v (%v each on average)", k, took, took/k)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
