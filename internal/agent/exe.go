@@ -24,16 +24,9 @@ import (
 // (exefollow.go) tells which processes ran, closes what each left open
 // when it exits, and stores one row per process.
 func AttachExe(ctx context.Context, path string, opts Options) (*Result, error) {
-	abs, err := filepath.Abs(path)
+	abs, st, err := checkExe(path)
 	if err != nil {
-		return nil, fmt.Errorf("--exe %s: %w", path, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(abs, &st); err != nil {
-		return nil, fmt.Errorf("--exe %s: %w", path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("--exe %s: not a regular file: give the path of a Go program's executable", path)
+		return nil, err
 	}
 	if err := refuseSelf(0, abs); err != nil {
 		return nil, err
@@ -51,6 +44,28 @@ func AttachExe(ctx context.Context, path string, opts Options) (*Result, error) 
 	s.follow = newFollower(s, abs, uint64(st.Dev), st.Ino, buildID(abs))
 	t := &fileTarget{path: abs, done: make(chan struct{})}
 	return s.run(ctx, t)
+}
+
+// CheckExe refuses an --exe path that is no regular file, before
+// anything starts.
+func CheckExe(path string) error {
+	_, _, err := checkExe(path)
+	return err
+}
+
+func checkExe(path string) (string, unix.Stat_t, error) {
+	var st unix.Stat_t
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", st, fmt.Errorf("--exe %s: %w", path, err)
+	}
+	if err := unix.Stat(abs, &st); err != nil {
+		return "", st, fmt.Errorf("--exe %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", st, fmt.Errorf("--exe %s is not a regular file: give the path of a Go program's executable", path)
+	}
+	return abs, st, nil
 }
 
 // fileTarget is the target of AttachExe: a file, not a process. It never
