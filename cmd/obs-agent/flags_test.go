@@ -171,6 +171,8 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"export otlp", "header", "novalue", `--header: header "novalue": want key=value`},
 		flagCase{"export otlp", "ca-file", missing, "--ca-file: stat " + missing + ": no such file or directory"},
 		flagCase{"retention status", "format", "csv", `--format "csv": want table, json`},
+		flagCase{"query processes", "pid", "-1", "--pid -1 is out of range: want 0 (every process), or from 1 to"},
+		flagCase{"query processes", "format", "xml", `--format "xml": want table, json, csv`},
 	)
 	for _, q := range []string{"calls", "errors", "stats", "groups", "resources"} {
 		cmd := "query " + q

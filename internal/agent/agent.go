@@ -225,6 +225,8 @@ type session struct {
 	// openMu serialises taking the frames left open (takeOpen), which
 	// the follower does as each process exits and stop does at the end.
 	openMu sync.Mutex
+	// procRow is the process row of a one-process session (procrow.go).
+	procRow store.Process
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -471,6 +473,7 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	if err := s.attach(t); err != nil {
 		return nil, err
 	}
+	s.beginProcessRow()
 	defer s.tr.Close()
 	if err := s.newQueue(); err != nil {
 		return nil, err
@@ -641,6 +644,7 @@ func (s *session) finish() {
 		s.log.Error("error records lost: they could not be kept in the store, the spill journal or memory", "function", f, "count", n)
 	}
 	s.log.Debug("tracer health", "counters", fmt.Sprintf("%+v", s.result.Health))
+	s.endProcessRows()
 	s.sess.End = time.Now().UnixNano()
 	s.sess.CallsRecorded = s.result.Recorded
 	s.sess.CallsLost = s.result.Lost()

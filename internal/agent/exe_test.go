@@ -267,3 +267,42 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestProcessRowOfRun: a session of one process (run) stores its process
+// row too, with the session's exit reason, so that `query processes`
+// lists every traced process whichever command traced it.
+func TestProcessRowOfRun(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	db := filepath.Join(t.TempDir(), "obs.db")
+	opts := Options{Include: []string{"main.tick"}, DB: db, SampleRate: 1, SampleInterval: -1}
+	var pids []uint32
+	for _, n := range []int{20, 30} {
+		res, err := Run(context.Background(), []string{bin, "count", strconv.Itoa(n)}, nil, nil, nil, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, uint32(res.PID))
+	}
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	procs, err := st.Processes(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs) != 2 {
+		t.Fatalf("%d process rows, want 2: %+v", len(procs), procs)
+	}
+	for i, p := range procs {
+		if p.PID != pids[i] || p.End < p.Start || p.ExitReason != "target exited with code 0" || p.Binary != bin || p.BuildID == "" {
+			t.Errorf("row %d: %+v; want pid %d, exited with code 0, binary %s, a build id", i, p, pids[i], bin)
+		}
+	}
+	got, _ := tickCounts(readCalls(t, db))
+	if got[pids[0]] != 20 || got[pids[1]] != 30 {
+		t.Errorf("calls per pid %v; want %d: 20, %d: 30", got, pids[0], pids[1])
+	}
+}

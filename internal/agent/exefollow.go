@@ -367,3 +367,14 @@ func liveStart(pid uint32) (uint64, bool) {
 	ticks, err := strconv.ParseUint(f[19], 10, 64)
 	return ticks, err == nil
 }
+
+// newProcessRow describes the one process of an attach --pid or run
+// session.
+func (s *session) newProcessRow() store.Process {
+	p := store.Process{Session: s.sess.ID, PID: uint32(s.pid), NSPID: nsPID(uint32(s.pid)), Binary: s.bin.Path,
+		BuildID: buildID(s.bin.Path), Start: time.Now().UnixNano()}
+	if ticks, ok := liveStart(uint32(s.pid)); ok {
+		p.Start = procStartNs(ticks)
+	}
+	return p
+}
