@@ -1,5 +1,7 @@
 // Package agent owns one tracing session end to end: it reads the target's
-// binary, selects functions, attaches the probes, moves records from the
+// binary, selects functions, attaches the probes (to one process, or to
+// every process of one executable file, which a follower keeps track of:
+// exe.go, exefollow.go), moves records from the
 // kernel rings through the error-first queue into the store, and, when the
 // target exits or the session ends, detaches, closes what was left open and
 // writes the final aggregates. It refuses to trace obs-agent itself, and
