@@ -306,3 +306,80 @@ func TestProcessRowOfRun(t *testing.T) {
 		t.Errorf("calls per pid %v; want %d: 20, %d: 30", got, pids[0], pids[1])
 	}
 }
+
+// TestExeInPIDNamespace runs a process of the traced file inside a new pid
+// and mount namespace (unshare --pid --fork --mount-proc, as a container
+// would), started by a path that exists only in its mount namespace (a
+// bind mount on a private tmpfs): it is matched by inode, traced with its
+// host pid, and its row keeps its namespaced pid (1).
+func TestExeInPIDNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	traced := filepath.Join(dir, "bin", "procs")
+	copyFile(t, bin, traced)
+	ctr := filepath.Join(dir, "ctr") // empty on the host
+	if err := os.Mkdir(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inside := filepath.Join(ctr, "app")
+	db := filepath.Join(dir, "obs.db")
+	stop := exeSession(t, traced, db)
+
+	script := `mount -t tmpfs none "$1" && touch "$1/app" && mount --bind "$2" "$1/app" && exec "$1/app" wait 40`
+	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", script, "sh", ctr, traced)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("procs in a pid namespace did not start: %q, %v", line, err)
+	}
+	if _, err := os.Stat(inside); !os.IsNotExist(err) {
+		t.Fatalf("%s exists on the host (%v): the test needs a path only the namespace has", inside, err)
+	}
+	// The follower finds the process on its next scan of /proc; wait for
+	// its row (a condition, with a deadline, not a fixed sleep).
+	var row store.Process
+	deadline := time.Now().Add(10 * time.Second)
+	for row.PID == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no process row for the namespaced process within 10 s")
+		}
+		if st, err := store.Open(db, store.Options{ReadOnly: true}); err == nil {
+			ps, _ := st.Processes(context.Background(), 0)
+			st.Close()
+			for _, p := range ps {
+				if p.NSPID != 0 {
+					row = p
+				}
+			}
+		}
+		if row.PID == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	stop()
+	if row.NSPID != 1 || row.PID == 1 {
+		t.Errorf("row %+v: want the host pid, and ns pid 1", row)
+	}
+	checkProcesses(t, db, traced, map[uint32]int{row.PID: 40})
+}
