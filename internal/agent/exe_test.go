@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,21 +183,7 @@ func TestExeOnlyThatFile(t *testing.T) {
 	}
 
 	early := exec.Command(traced, "wait", "40")
-	in, err := early.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := early.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := early.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); early.Wait() })
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("procs wait did not start: %q, %v", line, err)
-	}
+	in := startReady(t, early)
 
 	db := filepath.Join(dir, "obs.db")
 	stop := exeSession(t, traced, db)
@@ -331,22 +318,8 @@ func TestExeInPIDNamespace(t *testing.T) {
 
 	script := `mount -t tmpfs none "$1" && touch "$1/app" && mount --bind "$2" "$1/app" && exec "$1/app" wait 40`
 	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", script, "sh", ctr, traced)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); cmd.Wait() })
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("procs in a pid namespace did not start: %q, %v", line, err)
-	}
+	in := startReady(t, cmd)
 	if _, err := os.Stat(inside); !os.IsNotExist(err) {
 		t.Fatalf("%s exists on the host (%v): the test needs a path only the namespace has", inside, err)
 	}
@@ -382,4 +355,26 @@ func TestExeInPIDNamespace(t *testing.T) {
 		t.Errorf("row %+v: want the host pid, and ns pid 1", row)
 	}
 	checkProcesses(t, db, traced, map[uint32]int{row.PID: 40})
+}
+
+// startReady starts a command (procs wait, churn) and returns its stdin once it
+// has printed "ready"; a line on stdin lets it go.
+func startReady(t *testing.T, cmd *exec.Cmd) io.WriteCloser {
+	t.Helper()
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("%v did not start: %q, %v", cmd.Args, line, err)
+	}
+	return in
 }

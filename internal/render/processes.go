@@ -10,6 +10,14 @@ import (
 	"github.com/obs-agent/obs-agent/internal/result"
 )
 
+// dash shows an unknown table cell as "-".
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 // ProcessRecord is the JSON form of a traced process.
 type ProcessRecord struct {
 	Session    uint64  `json:"session"`
@@ -57,12 +65,6 @@ func Processes(w io.Writer, f Format, ps []result.Process) error {
 		}
 		cw.Flush()
 		return cw.Error()
-	}
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "START (UTC)\tEND (UTC)\tPID\tNS PID\tSESSION\tBINARY\tEXIT")
