@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
@@ -377,4 +380,22 @@ func startReady(t *testing.T, cmd *exec.Cmd) io.WriteCloser {
 		t.Fatalf("%v did not start: %q, %v", cmd.Args, line, err)
 	}
 	return in
+}
+
+// BenchmarkFollowerScan times one scan of /proc by the follower of a file
+// that no process runs (the steady cost of attach --exe, paid every
+// followEvery): go test -run '^$' -bench FollowerScan ./internal/agent/
+func BenchmarkFollowerScan(b *testing.B) {
+	var st unix.Stat_t
+	if err := unix.Stat("/bin/true", &st); err != nil {
+		b.Skip(err)
+	}
+	s := &session{log: slog.Default()}
+	f := newFollower(s, "/bin/true", uint64(st.Dev), st.Ino, "")
+	ents, _ := os.ReadDir("/proc")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		f.scan(true)
+	}
+	b.ReportMetric(float64(len(ents)), "proc-entries")
 }
