@@ -23,7 +23,7 @@ import (
 // exeSession runs AttachExe on bin in the background. The returned start
 // blocks until every probe is live; stop ends the session (as Ctrl-C
 // would) and returns its result.
-func exeSession(t *testing.T, bin, db string) (stop func() *Result) {
+func exeSession(t *testing.T, bin, db string, mods ...func(*Options)) (stop func() *Result) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
@@ -35,6 +35,9 @@ func exeSession(t *testing.T, bin, db string) (stop func() *Result) {
 	opts := Options{
 		Include: []string{"main.tick"}, DB: db, SampleRate: 1, SampleInterval: -1,
 		OnReady: func(int) { close(ready) },
+	}
+	for _, m := range mods {
+		m(&opts)
 	}
 	go func() {
 		res, err := AttachExe(ctx, bin, opts)
@@ -150,12 +153,22 @@ func checkProcesses(t *testing.T, db string, bin string, want map[uint32]int) {
 
 // TestExeRestarts restarts a target three times during one attach --exe
 // session: each process is traced from its first instruction, with its
-// exact call count under its own pid, and the session outlives them all.
+// exact call count under its own pid, and the session outlives them all;
+// with uprobe_multi links and with one perf-event uprobe per site (the
+// path of kernels before 6.6).
 func TestExeRestarts(t *testing.T) {
 	testutil.RequireRoot(t)
+	for _, single := range []bool{false, true} {
+		t.Run(map[bool]string{false: "uprobe_multi", true: "single-probes"}[single], func(t *testing.T) {
+			testExeRestarts(t, single)
+		})
+	}
+}
+
+func testExeRestarts(t *testing.T, single bool) {
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
 	db := filepath.Join(t.TempDir(), "obs.db")
-	stop := exeSession(t, bin, db)
+	stop := exeSession(t, bin, db, func(o *Options) { o.SingleProbes = single })
 	want := map[uint32]int{}
 	for i, n := range []int{100, 250, 70} {
 		pid := runCount(t, bin, n)
@@ -166,6 +179,9 @@ func TestExeRestarts(t *testing.T) {
 	}
 	res := stop()
 	checkProcesses(t, db, bin, want)
+	if res.Sites == 0 {
+		t.Error("no probe sites attached")
+	}
 	if res.Processes != 3 || res.Recorded != 420 || res.Lost() != 0 {
 		t.Errorf("result: %d processes, %d recorded, %d lost; want 3, 420, 0 (%s)", res.Processes, res.Recorded, res.Lost(), res.Summary())
 	}
