@@ -376,8 +376,9 @@ func TestExeInPIDNamespace(t *testing.T) {
 	checkProcesses(t, db, traced, map[uint32]int{row.PID: 40})
 }
 
-// startReady starts a command (procs wait, churn) and returns its stdin once it
-// has printed "ready"; a line on stdin lets it go.
+// startReady starts a command that prints "ready" when it has started
+// (procs wait, churn) and returns its stdin once it has; what procs waits
+// for is a line on stdin, churn for stdin to close.
 func startReady(t *testing.T, cmd *exec.Cmd) io.WriteCloser {
 	t.Helper()
 	in, err := cmd.StdinPipe()
