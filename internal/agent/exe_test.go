@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -415,4 +416,43 @@ func BenchmarkFollowerScan(b *testing.B) {
 		f.scan(true)
 	}
 	b.ReportMetric(float64(len(ents)), "proc-entries")
+}
+
+// TestExeMetrics scrapes /metrics of an attach --exe session after two
+// processes ran: the per-function counters add up every process's calls
+// (the session's aggregates are per process there, merged for metrics).
+func TestExeMetrics(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := exeSession(t, bin, filepath.Join(t.TempDir(), "obs.db"), func(o *Options) { o.Metrics = ln })
+	runCount(t, bin, 30)
+	runCount(t, bin, 30)
+	// The counters are read from the session's aggregates, which take
+	// the records as the ring readers get them (every 20 ms or sooner):
+	// wait for the count, with a deadline.
+	var ok, errs float64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		fams, err := scrape(ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := series(fams, "obs_agent_calls_total")
+		if m := s["function=main.tick,package=main,status=ok"]; m != nil {
+			ok = m.GetCounter().GetValue()
+		}
+		if m := s["function=main.tick,package=main,status=error"]; m != nil {
+			errs = m.GetCounter().GetValue()
+		}
+		if ok+errs >= 60 {
+			break
+		}
+	}
+	stop()
+	if ok != 54 || errs != 6 {
+		t.Errorf("obs_agent_calls_total for main.tick: ok %v, error %v; want 54, 6", ok, errs)
+	}
 }
