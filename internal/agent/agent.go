@@ -722,7 +722,7 @@ func (s *session) readLane(l *uprobe.Lane) {
 		}
 		c := s.conv.call(&ev)
 		if s.follow != nil {
-			s.follow.saw(&c)
+			s.follow.saw(&c, ev.FuncID)
 		}
 		s.q.Push(c)
 	}
@@ -745,7 +745,7 @@ func (s *session) takeOpen(pid uint32) {
 	for i := range open {
 		c := s.conv.open(&open[i])
 		if s.follow != nil {
-			s.follow.saw(&c)
+			s.follow.saw(&c, open[i].FuncID)
 		}
 		s.q.Push(c)
 	}

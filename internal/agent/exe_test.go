@@ -456,3 +456,28 @@ func TestExeMetrics(t *testing.T) {
 		t.Errorf("obs_agent_calls_total for main.tick: ok %v, error %v; want 54, 6", ok, errs)
 	}
 }
+
+// BenchmarkFollowerSaw times the follower's accounting of one record (the
+// per-record cost attach --exe adds on the ring readers' path), over 8
+// processes and 16 functions.
+func BenchmarkFollowerSaw(b *testing.B) {
+	f := newFollower(&session{log: slog.Default()}, "/bin/true", 0, 0, "")
+	for pid := uint32(1); pid <= 8; pid++ {
+		f.procs[pid] = &followed{}
+	}
+	c := record.Call{Duration: 1500}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.PID = uint32(i%8) + 1
+		c.Function = funcNames[i%16]
+		f.saw(&c, uint32(i%16))
+	}
+}
+
+var funcNames = func() []string {
+	out := make([]string, 16)
+	for i := range out {
+		out[i] = "github.com/acme/api/server.(*Handler).Func" + strconv.Itoa(i)
+	}
+	return out
+}()

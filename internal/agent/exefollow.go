@@ -65,9 +65,10 @@ type follower struct {
 	idx map[aggKey]int
 }
 
+// aggKey is a process and a function id: integers, cheaper to hash on
+// every record than the function's name.
 type aggKey struct {
-	pid uint32
-	fn  string
+	pid, fid uint32
 }
 
 // followed is one process of the traced file.
@@ -87,10 +88,10 @@ func newFollower(s *session, path string, dev, ino uint64, buildID string) *foll
 	}
 }
 
-// saw accounts for one call record on its way to the queue (from the
-// rings, or closed in user space): it is added to its process's
-// aggregates, and an unknown pid is noted for the next scan.
-func (f *follower) saw(c *record.Call) {
+// saw accounts for one call record of function id fid on its way to the
+// queue (from the rings, or closed in user space): it is added to its
+// process's aggregates, and an unknown pid is noted for the next scan.
+func (f *follower) saw(c *record.Call, fid uint32) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.procs[c.PID]; !ok && !f.gone[c.PID] {
@@ -102,7 +103,7 @@ func (f *follower) saw(c *record.Call) {
 		p.first = min(p.first, c.Start)
 		p.last = max(p.last, c.Start+c.Duration)
 	}
-	k := aggKey{c.PID, c.Function}
+	k := aggKey{c.PID, fid}
 	i, ok := f.idx[k]
 	if !ok {
 		i = len(f.agg)
