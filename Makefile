@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DEMO_DB ?= /tmp/obs-agent-demo.db
 
-.PHONY: help build generate check-generated test test-race fuzz test-ui test-arm64 test-kernel test-short bench bench-ui demo lint install clean deps
+.PHONY: help build generate check-generated test test-race fuzz test-ui collector test-arm64 test-kernel test-short bench bench-ui demo lint install clean deps
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,15 +24,23 @@ generate: ## regenerate the BPF objects and their Go bindings from bpf/ (needs c
 check-generated: generate ## fail if the committed BPF objects differ from bpf/
 	@git diff --exit-code --stat -- internal/uprobe || { echo "generated BPF files drifted from bpf/: run 'make generate' and commit"; exit 1; }
 
+# The end-to-end OTLP tests (cmd/obs-agent/collector*_test.go) run against a
+# real OpenTelemetry Collector: test builds it first (cached by the hash of
+# its manifest) and passes its path in OBS_OTELCOL.
 test: ## run every test, then the live pipeline under -race and each fuzz target; the probe tests need root (sudo make test)
-	$(GO) test -count=1 -timeout 30m ./...
+	col=$$(GO=$(GO) ./scripts/build-collector.sh) && OBS_OTELCOL=$$col $(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) test-race fuzz test-ui
+
+collector: ## build the OpenTelemetry Collector of the end-to-end OTLP tests (ocb, testdata/collector/builder-config.yaml); prints its path
+	GO=$(GO) ./scripts/build-collector.sh
 
 # The root end-to-end tests of the live pipeline (BPF rings -> agent ->
 # queue -> store), floods included, under the race detector. Left out, as
 # the same pipeline at more cost (measured under -race on the shared 2-core
 # VM): TestCircuitBreaker 555 s, TestBurst20000 135 s, TestHotLoopAllRecorded
-# and TestForeignBinaryGofmt 83 s each. All of them ran race-clean.
+# and TestForeignBinaryGofmt 83 s each. All of them ran race-clean. The
+# cross-release matrix shrinks to the newest release under -race
+# (testutil.Matrix): the full matrix runs without -race just before.
 RACE_SKIP ?= TestCircuitBreaker|TestBurst20000|TestHotLoopAllRecorded|TestForeignBinaryGofmt
 test-race: ## the root end-to-end tests of internal/agent and internal/queue under the race detector (root)
 	$(GO) test -race -count=1 -timeout 30m -skip '$(RACE_SKIP)' ./internal/agent/ ./internal/queue/

@@ -277,6 +277,7 @@ func startHeld(t *testing.T, bin string, args ...string) (*exec.Cmd, io.WriteClo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	testutil.WaitExec(t, cmd.Process.Pid, bin)
 	return cmd, in, &out
 }
 

@@ -23,71 +23,10 @@ type Partition struct {
 	Start, End time.Time
 	Created    time.Time
 	Rows       int64
-	// Bytes is the space the table and its indexes take, from SQLite's
-	// dbstat virtual table (compiled into modernc.org/sqlite): the sum of
-	// the pages of the table's b-trees. -1 when dbstat is unavailable.
+	// Bytes is the space the table, its indexes and side tables take: the
+	// pages of their b-trees (partinfo.go). -1 when the SQLite build cannot
+	// read pages (sqlite_dbpage).
 	Bytes int64
-}
-
-// Partitions lists every partition, oldest hour first, with its row count
-// (count(*), a b-tree walk: tens of ms per million rows) and size.
-func (s *Store) Partitions(ctx context.Context) ([]Partition, error) {
-	var out []Partition
-	err := s.read(ctx, "list partitions", func(r *rtx) error {
-		rows, err := r.tx.QueryContext(r.ctx, `SELECT name, kind, start_ns, end_ns, created_ns FROM partitions ORDER BY start_ns, name`)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var p Partition
-			var st, en, cr int64
-			if err := rows.Scan(&p.Name, &p.Kind, &st, &en, &cr); err != nil {
-				rows.Close()
-				return err
-			}
-			p.Start, p.End, p.Created = time.Unix(0, st).UTC(), time.Unix(0, en).UTC(), time.Unix(0, cr).UTC()
-			out = append(out, p)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		sizes := map[string]int64{}
-		haveStat := true
-		srows, err := r.tx.QueryContext(r.ctx, `SELECT name, sum(pgsize) FROM dbstat WHERE aggregate = TRUE GROUP BY name`)
-		if err != nil {
-			haveStat = false
-		} else {
-			for srows.Next() {
-				var n string
-				var b int64
-				if err := srows.Scan(&n, &b); err != nil {
-					srows.Close()
-					return err
-				}
-				// Indexes are named <table>__<column>.
-				if i := strings.Index(n, "__"); i > 0 {
-					n = n[:i]
-				}
-				sizes[n] += b
-			}
-			srows.Close()
-		}
-		for i := range out {
-			if _, _, ok := ParsePartitionName(out[i].Name); !ok {
-				return fmt.Errorf("%w: bad partition name %q in catalog", ErrCorrupt, out[i].Name)
-			}
-			if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM `+out[i].Name).Scan(&out[i].Rows); err != nil {
-				return err
-			}
-			out[i].Bytes = -1
-			if haveStat {
-				out[i].Bytes = sizes[out[i].Name]
-			}
-		}
-		return nil
-	})
-	return out, err
 }
 
 // DropPartition drops one partition table (DROP TABLE, never DELETE) and

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// migrationProcesses (schema 4 -> 5) adds the processes table: one row per
+// migrationProcesses (schema 5 -> 6) adds the processes table: one row per
 // process a session traced. A session of `attach --pid` or `run` has one;
 // a session of `attach --exe` has one per process of the binary that ran
 // while it lasted, so that `query processes` can say which pid ran when,
@@ -75,7 +75,7 @@ func (s *Store) EndProcesses(session uint64, end int64, reason string) error {
 }
 
 // Processes returns the traced processes, oldest first; pid 0 means all
-// of them. A store older than schema 5 has none.
+// of them. A store older than schema 6 has none.
 func (s *Store) Processes(ctx context.Context, pid uint32) ([]Process, error) {
 	var out []Process
 	err := s.read(ctx, "query processes", func(r *rtx) error {

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -100,7 +100,12 @@ var migrations = [][]string{
 			next_id INTEGER NOT NULL DEFAULT 0
 		) WITHOUT ROWID`,
 	},
-	// 4 -> 5 (processes): one row per traced process (processes.go).
+	// 4 -> 5: per-partition row counts kept by the writer (partinfo.go).
+	// Partitions from before stay NULL: readers count those.
+	{
+		`ALTER TABLE partitions ADD COLUMN rows INTEGER`,
+	},
+	// 5 -> 6 (processes): one row per traced process (processes.go).
 	migrationProcesses,
 }
 

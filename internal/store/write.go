@@ -122,8 +122,8 @@ func (tx *wtx) createHour(hour time.Time) error {
 				return fmt.Errorf("create partition %s: %w", t, err)
 			}
 		}
-		if _, err := tx.exec(`INSERT OR IGNORE INTO partitions (name, kind, start_ns, end_ns, created_ns) VALUES (?, ?, ?, ?, ?)`,
-			t, kind, hour.UnixNano(), hour.Add(time.Hour).UnixNano(), now); err != nil {
+		if _, err := tx.exec(`INSERT OR IGNORE INTO partitions (name, kind, start_ns, end_ns, created_ns, rows) VALUES (?, ?, ?, ?, ?, ?)`,
+			t, kind, hour.UnixNano(), hour.Add(time.Hour).UnixNano(), now, initialRows(kind)); err != nil {
 			return err
 		}
 		if kind == KindCalls {
@@ -296,6 +296,9 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 			table := tableName(KindCalls, h)
 			fids, err := tx.insertCalls(table, groups[i])
 			if err != nil {
+				return err
+			}
+			if err := tx.addRows(table, len(groups[i])); err != nil {
 				return err
 			}
 			if err := tx.maintainCalls(table, h, groups[i], fids); err != nil {
@@ -491,6 +494,9 @@ func (s *Store) WriteStats(st []record.FuncStats) error {
 					return fmt.Errorf("insert into %s: %w", table, err)
 				}
 			}
+			if err := tx.addRows(table, len(groups[i])); err != nil {
+				return err
+			}
 			if err := tx.maintainRollup(table, groups[i], fids); err != nil {
 				return err
 			}
@@ -535,6 +541,9 @@ func (s *Store) WriteSamples(rs []record.ResourceSample) error {
 					nullable(r.InvCtxSwitches), nullable(r.Goroutines)); err != nil {
 					return fmt.Errorf("insert into %s: %w", table, err)
 				}
+			}
+			if err := tx.addRows(table, len(groups[i])); err != nil {
+				return err
 			}
 		}
 		return nil

@@ -57,13 +57,14 @@ func (s *Server) routes(mux *http.ServeMux) {
 		"resources":     apiResources,
 		"gaps":          apiGaps,
 		"retention":     apiRetention,
+		"partitions":    apiPartitions,
 	}
 	for name, fn := range api {
 		mux.HandleFunc("/api/"+name, s.api(func(ctx context.Context, q *query.Layer, r *http.Request, w io.Writer) error {
 			return fn(ctx, q, r.URL.Query(), w)
 		}))
 	}
-	mux.HandleFunc("/api/partitions", s.api(s.apiPartitions))
+	mux.HandleFunc("/api/events", s.events)
 	mux.HandleFunc("/api/call/{id}", s.api(apiCall))
 	mux.HandleFunc("/api/tree/{id}", s.api(apiTree))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -398,15 +399,34 @@ func apiSeries(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) e
 	return writeJSON(w, out)
 }
 
+// apiCalls: the matching calls, oldest first, or with order=newest the
+// newest first (the overview's latest calls).
 func apiCalls(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) error {
-	if err := allowOnly(p, filterParams...); err != nil {
+	if err := allowOnly(p, append(filterParams, "order")...); err != nil {
 		return err
 	}
 	f, err := filter(p, maxLimit)
 	if err != nil {
 		return err
 	}
-	calls, err := q.Calls(ctx, f)
+	var calls []record.Call
+	switch o := p.Get("order"); o {
+	case "", "oldest":
+		calls, err = q.Calls(ctx, f)
+	case "newest":
+		// The error lane's read runs newest first; given every status
+		// it reads all calls, and stops after the limit.
+		if len(f.Status) == 0 {
+			f.Status = []record.Status{record.StatusOK, record.StatusError, record.StatusPanic, record.StatusUnfinished}
+		}
+		var chains []result.ErrorChain
+		chains, err = q.Errors(ctx, f)
+		for _, c := range chains {
+			calls = append(calls, c.Call)
+		}
+	default:
+		return bad("order", "%q: want oldest or newest", o)
+	}
 	if err != nil {
 		return err
 	}
@@ -521,31 +541,18 @@ func apiGaps(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) err
 	return writeJSON(w, gapRecords(gaps))
 }
 
-// partitionsTTL is how long /api/partitions reuses its answer: sizing the
-// tables reads every page of the store (dbstat), far too slow to repeat on
-// every poll of the Store page.
-const partitionsTTL = 30 * time.Second
-
-// apiPartitions answers from a copy at most partitionsTTL old.
-func (s *Server) apiPartitions(ctx context.Context, q *query.Layer, r *http.Request, w io.Writer) error {
-	if err := allowOnly(r.URL.Query()); err != nil {
+// apiPartitions lists the partitions with rows and bytes: the writer keeps
+// the counts and the sizes come from the b-trees' interior pages
+// (internal/store/partinfo.go), so this is cheap on any store.
+func apiPartitions(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) error {
+	if err := allowOnly(p); err != nil {
 		return err
 	}
-	s.partsMu.Lock()
-	defer s.partsMu.Unlock()
-	if s.parts == nil || time.Since(s.partsAt) > partitionsTTL {
-		parts, err := q.Partitions(ctx)
-		if err != nil {
-			return err
-		}
-		var b bytes.Buffer
-		if err := jsonArray(&b, func(lw io.Writer) error { return render.Partitions(lw, render.JSON, parts) }); err != nil {
-			return err
-		}
-		s.parts, s.partsAt = b.Bytes(), time.Now()
+	parts, err := q.Partitions(ctx)
+	if err != nil {
+		return err
 	}
-	_, err := w.Write(s.parts)
-	return err
+	return jsonArray(w, func(lw io.Writer) error { return render.Partitions(lw, render.JSON, parts) })
 }
 
 type retentionRecord struct {

@@ -54,9 +54,9 @@ type Server struct {
 	mu sync.Mutex
 	q  *query.Layer
 
-	partsMu sync.Mutex // one sizing of the tables at a time
-	parts   []byte     // the last /api/partitions answer
-	partsAt time.Time
+	hub         hub           // live updates (live.go)
+	streamsDone chan struct{} // closed when the server shuts down: ends the event streams
+	endStreams  sync.Once
 }
 
 // New returns a server over the store at o.DB. The store is opened on the
@@ -79,7 +79,9 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{db: o.DB, token: tok, log: log.With("component", "ui"), static: http.FileServerFS(sub)}, nil
+	s := &Server{db: o.DB, token: tok, log: log.With("component", "ui"), static: http.FileServerFS(sub), streamsDone: make(chan struct{})}
+	s.hub.s = s
+	return s, nil
 }
 
 // Token is the access token every request must carry.
@@ -240,6 +242,9 @@ func Serve(ctx context.Context, s *Server, ln net.Listener) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	// Shutdown waits for open requests, and an event stream never ends by
+	// itself.
+	srv.RegisterOnShutdown(func() { s.endStreams.Do(func() { close(s.streamsDone) }) })
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {

@@ -110,7 +110,7 @@ func get(t *testing.T, ts *httptest.Server, path string, auth bool) (*http.Respo
 func TestTokenRequired(t *testing.T) {
 	f := newFixture(t)
 	ts := newServer(t, f.path)
-	for _, p := range []string{"/", "/functions", "/static/app.js", "/api/sessions", "/api/call/1", "/nope", "/?token=wrong"} {
+	for _, p := range []string{"/", "/functions", "/static/app.js", "/api/sessions", "/api/call/1", "/api/events", "/nope", "/?token=wrong"} {
 		resp, body := get(t, ts, p, false)
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("GET %s without the token: %d, want 401", p, resp.StatusCode)
@@ -384,6 +384,8 @@ func TestBadParameters(t *testing.T) {
 		"/api/tree/1?limit=0":                          "limit",
 		"/api/tree/1?limit=20001":                      "limit",
 		"/api/calls?func=" + strings.Repeat("a", 1025): "func",
+		"/api/calls?order=random":                      "order",
+		"/api/events?x=1":                              "x",
 	}
 	for p, param := range cases {
 		resp, body := get(t, ts, p, true)

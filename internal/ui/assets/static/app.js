@@ -1,9 +1,16 @@
 // obs-agent web UI: plain JavaScript, no build step, no dependencies.
 // Every view keeps its filters and time range in the URL (so it can be
-// shared) and re-reads the JSON API every POLL_MS while "live" is on.
+// shared) and, while "live" is on, re-reads the JSON API when the server
+// says the store changed (Server-Sent Events on /api/events), at most every
+// MIN_GAP_MS, and leaving as long as the last draw took (up to MAX_GAP_MS)
+// between draws, so that a busy store (which changes all the time) and a
+// slow page keep the server busy half the time at most; without the event
+// stream it polls every POLL_MS.
 'use strict';
 
 const POLL_MS = 2000;
+const MIN_GAP_MS = 400;
+const MAX_GAP_MS = 1000;
 const VIEWS = [['/', 'Overview'], ['/functions', 'Functions'], ['/errors', 'Errors'], ['/resources', 'Resources'], ['/store', 'Store']];
 const RANGES = [['5m', '5 min'], ['15m', '15 min'], ['1h', '1 hour'], ['6h', '6 hours'], ['24h', '24 hours'], ['0', 'all time']];
 // Parameters that follow the user from view to view.
@@ -72,8 +79,15 @@ async function api(path, extra, opts) {
   const cur = params();
   if (!(opts && opts.noRange)) for (const k of SHARED) if (cur.has(k)) p.set(k, cur.get(k));
   for (const [k, v] of Object.entries(extra || {})) if (v !== '' && v !== undefined && v !== null) p.set(k, v);
-  const r = await fetch('/api/' + path + (p.toString() ? '?' + p : ''), { credentials: 'same-origin' });
-  const body = await r.json();
+  let r, body;
+  try {
+    r = await fetch('/api/' + path + (p.toString() ? '?' + p : ''), { credentials: 'same-origin' });
+    body = await r.json();
+  } catch (e) {
+    // The server is gone (the session of `run --ui` ended) or answered
+    // something else than the API's JSON: say so; the page keeps trying.
+    throw new APIError('cannot read /api/' + path + ' from the obs-agent UI server (' + e.message + '); retrying');
+  }
   if (!r.ok) throw new APIError((body.param ? body.param + ': ' : '') + body.error);
   return body;
 }
@@ -201,7 +215,8 @@ function header() {
 const views = {};
 
 views['/'] = async main => {
-  const [sessions, stats, gaps] = await Promise.all([api('sessions', {}, { noRange: true }), api('stats'), api('gaps', { limit: 1000 })]);
+  const [sessions, stats, gaps, latest] = await Promise.all([api('sessions', {}, { noRange: true }), api('stats'), api('gaps', { limit: 1000 }),
+    api('calls', { order: 'newest', limit: 15 })]);
   const rows = stats.rows;
   const tot = { calls: 0, errors: 0, panics: 0, recorded: 0, lost: 0, dropped: 0 };
   for (const r of rows) for (const k in tot) tot[k] += r[k];
@@ -225,8 +240,22 @@ views['/'] = async main => {
       { title: 'go', cell: s => s.go_version }, { title: 'start', cell: s => fmtTime(s.start) }, { title: 'end', cell: s => s.end ? fmtTime(s.end) : 'running' },
       { title: 'exit', cell: s => s.exit_reason || '-' }, { title: 'recorded', num: true, cell: s => fmtNum(s.calls_recorded) },
       { title: 'lost', num: true, cell: s => fmtNum(s.calls_lost) }], sessions.slice().reverse(), { id: 'sessions' }),
-    el('div', { class: 'grid' }, top('calls', 'Top functions by calls', fmtNum), top('errors', 'Top functions by errors', fmtNum), top('p99_ns', 'Top functions by p99', fmtDur)));
+    el('div', { class: 'grid' }, top('calls', 'Top functions by calls', fmtNum), top('errors', 'Top functions by errors', fmtNum), top('p99_ns', 'Top functions by p99', fmtDur)),
+    el('h2', {}, 'Latest calls'),
+    latestTable(latest));
 };
+
+// latestTable lists calls newest first; each row carries its call's end
+// (start + duration, Unix ms) so a test can tell how fresh the page is.
+function latestTable(calls) {
+  if (!calls.length) return el('p', { class: 'muted', id: 'latest' }, 'No calls in this range yet.');
+  const t = table([
+    { title: 'start', cell: c => fmtTime(c.start) }, { title: 'function', cls: 'fn', cell: c => fnLink(c.function) },
+    { title: 'duration', num: true, cell: c => fmtDur(c.duration_ns) }, { title: 'status', cell: c => status(c.status) },
+    { title: 'pid', num: true, cell: c => c.pid }, { title: 'goid', num: true, cell: c => c.goid }, { title: 'call', cell: c => callLink(c.id) }], calls, { id: 'latest' });
+  t.querySelectorAll('tbody tr').forEach((tr, i) => { tr.dataset.end = String(tns(calls[i].start) / 1e6 + calls[i].duration_ns / 1e6); tr.dataset.id = calls[i].id; });
+  return t;
+}
 
 const gapSpans = (gaps, end) => gaps.map(g => [tms(g.start), g.end ? tms(g.end) : end]);
 
@@ -525,11 +554,12 @@ views['/store'] = async main => {
 };
 
 // ---- refresh loop ----
-let busy = false, timer = null, last = 0;
+let busy = false, timer = null, last = 0, drawMs = 0, pending = false, events = null;
 async function refresh(force) {
   clearTimeout(timer);
-  if (busy && !force) return;
+  if (busy && !force) { pending = true; return; }
   busy = true;
+  pending = false;
   const main = document.getElementById('main');
   const st = document.getElementById('status');
   const view = views[location.pathname];
@@ -541,6 +571,7 @@ async function refresh(force) {
     await view(main);
     window.scrollTo(0, y);
     last = Date.now();
+    drawMs = performance.now() - t;
     st.textContent = `updated ${new Date(last).toISOString().slice(11, 19)} UTC · ${(performance.now() - t).toFixed(0)} ms`;
   } catch (e) {
     if (!(e instanceof APIError)) throw e;
@@ -549,11 +580,37 @@ async function refresh(force) {
     busy = false;
     // Counts complete draws (tests wait for it).
     document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
-    if (params().get('live') !== '0') timer = setTimeout(tick, POLL_MS);
+    schedule();
   }
 }
 
-// tick polls unless the tab is hidden or the user is typing or selecting
+// schedule plans the next redraw: soon when a change arrived meanwhile,
+// else a poll only while the event stream is down.
+function schedule() {
+  clearTimeout(timer);
+  if (!listen()) return;
+  if (pending) timer = setTimeout(tick, Math.max(0, last + Math.min(MAX_GAP_MS, Math.max(MIN_GAP_MS, drawMs)) - Date.now()));
+  else if (!events || events.readyState !== EventSource.OPEN) timer = setTimeout(tick, POLL_MS);
+}
+
+// listen keeps the event stream open while live is on.
+function listen() {
+  const on = params().get('live') !== '0';
+  if (!on && events) { events.close(); events = null; }
+  if (on && !events) {
+    events = new EventSource('/api/events');
+    events.addEventListener('change', () => {
+      pending = true;
+      if (!busy) schedule();
+    });
+    // The browser reconnects by itself; meanwhile schedule polls.
+    events.onerror = () => { if (!busy) schedule(); };
+    events.onopen = () => { if (!busy) schedule(); };
+  }
+  return on;
+}
+
+// tick redraws unless the tab is hidden or the user is typing or selecting
 // (a redraw would lose the half-typed filter or the selection).
 function tick() {
   const a = document.activeElement;
