@@ -241,26 +241,33 @@ func effectiveCaps() (uint64, error) {
 type attachFlags struct {
 	traceFlags
 	pid int
+	exe []string
 }
 
 func newAttachCommand() *cobra.Command {
 	f := &attachFlags{}
 	cmd := &cobra.Command{
-		Use:   "attach --pid PID -f PATTERN [-f PATTERN ...] [flags]",
+		Use:   "attach (--pid PID | --exe PATH) -f PATTERN [-f PATTERN ...] [flags]",
 		Short: "Trace the functions of a running Go process",
 		Long: `Attach uprobes to the functions of a running Go program that match the -f
 patterns, record every call until the program exits, Ctrl-C arrives or
 --duration passes, then detach and report what was recorded and lost.
-The program keeps running, unchanged, after obs-agent detaches.`,
+The program keeps running, unchanged, after obs-agent detaches.
+
+With --exe PATH, every process whose executable is that file (the same
+device and inode, whatever name it was started by) is traced: those
+running now and every one that starts later, from its first instruction,
+until Ctrl-C or --duration. 'obs-agent query processes' lists them.`,
 		Example: `  sudo obs-agent attach --pid 4242 -f 'main.*'
   sudo obs-agent attach --pid 4242 -f 'github.com/acme/api/*' -x '*.String' --duration 30s
-  sudo obs-agent attach --pid 4242 -f 'main.*@0.01'      # keep 1% of ok calls, every error`,
+  sudo obs-agent attach --pid 4242 -f 'main.*@0.01'      # keep 1% of ok calls, every error
+  sudo obs-agent attach --exe /srv/api/bin/api -f 'github.com/acme/api/*'   # every process of that file`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("pid") {
-				return errors.New("--pid is required: the process id of the Go program to trace")
+			if err := f.checkTarget(cmd); err != nil {
+				return err
 			}
-			if err := validate.First(pidRange().Check("pid", f.pid), f.validate(), f.validateMemory(cmd)); err != nil {
+			if err := validate.First(f.validate(), f.validateMemory(cmd)); err != nil {
 				return err
 			}
 			if err := checkPrivileges(); err != nil {
@@ -282,7 +289,12 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 			if opts.Metrics != nil {
 				defer opts.Metrics.Close()
 			}
-			res, err := agent.Attach(cmd.Context(), f.pid, opts)
+			var res *agent.Result
+			if len(f.exe) > 0 {
+				res, err = agent.AttachExe(cmd.Context(), f.exe[0], opts)
+			} else {
+				res, err = agent.Attach(cmd.Context(), f.pid, opts)
+			}
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())
 			}
@@ -290,8 +302,30 @@ The program keeps running, unchanged, after obs-agent detaches.`,
 		},
 	}
 	cmd.Flags().IntVarP(&f.pid, "pid", "p", 0, "process id of the Go program to trace")
+	cmd.Flags().StringArrayVar(&f.exe, "exe", nil, "trace every process whose executable is this file (matched by device and inode), running now or started later, until Ctrl-C or --duration")
 	f.register(cmd)
 	return cmd
+}
+
+// checkTarget wants exactly one of --pid and --exe.
+func (f *attachFlags) checkTarget(cmd *cobra.Command) error {
+	for _, p := range f.exe {
+		if err := agent.CheckExe(p); err != nil {
+			return err
+		}
+	}
+	hasPID := cmd.Flags().Changed("pid")
+	switch {
+	case len(f.exe) > 1:
+		return errors.New("--exe is given more than once: one obs-agent traces one executable file for now; run one per file (see docs/unsupported.md)")
+	case len(f.exe) == 1 && hasPID:
+		return errors.New("--exe cannot be combined with --pid for now: run one obs-agent per target (see docs/unsupported.md)")
+	case len(f.exe) == 1:
+		return nil
+	case !hasPID:
+		return errors.New("--pid or --exe is required: the process id of the Go program to trace, or the path of its executable")
+	}
+	return pidRange().Check("pid", f.pid)
 }
 
 // pidRange is the process ids the kernel can hand out.

@@ -146,6 +146,9 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"attach", "pid", "0", "--pid 0 is out of range: want from 1 to"},
 		flagCase{"attach", "pid", "-1", "--pid -1 is out of range"},
 		flagCase{"attach", "pid", "99999999", "--pid 99999999 is out of range"},
+		flagCase{"attach", "exe", missing, "--exe " + missing + ": no such file or directory"},
+		flagCase{"attach", "exe", dir, "--exe " + dir + " is not a regular file"},
+		flagCase{"attach", "exe", plainFile, "--exe cannot be combined with --pid"},
 		flagCase{"list", "pid", "0", "--pid 0 is out of range: want from 1 to"},
 		flagCase{"list", "pid", "-5", "--pid -5 is out of range"},
 		flagCase{"list", "format", "yaml", `--format "yaml": want table or json`},
@@ -168,6 +171,8 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"export otlp", "header", "novalue", `--header: header "novalue": want key=value`},
 		flagCase{"export otlp", "ca-file", missing, "--ca-file: stat " + missing + ": no such file or directory"},
 		flagCase{"retention status", "format", "csv", `--format "csv": want table, json`},
+		flagCase{"query processes", "pid", "-1", "--pid -1 is out of range: want 0 (every process), or from 1 to"},
+		flagCase{"query processes", "format", "xml", `--format "xml": want table, json, csv`},
 	)
 	for _, q := range []string{"calls", "errors", "stats", "groups", "resources"} {
 		cmd := "query " + q

@@ -164,6 +164,7 @@ the agent is writing. Time ranges default to the last hour (--since 1h);
 		newQueryTreeCommand(),
 		newQueryResourcesCommand(),
 		newQueryGroupsCommand(),
+		newQueryProcessesCommand(),
 	)
 	return groupCommand(cmd)
 }

@@ -1,5 +1,7 @@
 // Package agent owns one tracing session end to end: it reads the target's
-// binary, selects functions, attaches the probes, moves records from the
+// binary, selects functions, attaches the probes (to one process, or to
+// every process of one executable file, which a follower keeps track of:
+// exe.go, exefollow.go), moves records from the
 // kernel rings through the error-first queue into the store, and, when the
 // target exits or the session ends, detaches, closes what was left open and
 // writes the final aggregates. It refuses to trace obs-agent itself, and
@@ -103,7 +105,11 @@ type Options struct {
 
 // Result summarises a finished session.
 type Result struct {
-	PID        int
+	PID int
+	// Exe is the traced file of an AttachExe session (PID is then 0),
+	// and Processes how many of its processes ran while it lasted.
+	Exe        string
+	Processes  int
 	Recorded   uint64 // calls written to the store
 	Sampled    uint64
 	Dropped    uint64
@@ -128,8 +134,12 @@ func (r *Result) Lost() uint64 { return r.Sampled + r.Dropped }
 // Summary is the report printed when the agent exits: one line, plus one
 // for the tracer's own trouble when there was any.
 func (r *Result) Summary() string {
-	s := fmt.Sprintf("pid %d: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
-		r.PID, r.ExitReason, r.Recorded, r.Lost(), r.Sampled, r.Dropped, r.Functions, r.Sites)
+	who := fmt.Sprintf("pid %d", r.PID)
+	if r.Exe != "" {
+		who = fmt.Sprintf("%s (%d processes)", r.Exe, r.Processes)
+	}
+	s := fmt.Sprintf("%s: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
+		who, r.ExitReason, r.Recorded, r.Lost(), r.Sampled, r.Dropped, r.Functions, r.Sites)
 	if n := r.errorsLostTotal(); n > 0 {
 		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept in the store, the spill journal or memory: %s",
 			n, formatLost(r.ErrorsLost))
@@ -211,6 +221,14 @@ type session struct {
 	// is only read once the breaker has stopped).
 	storeWrites metrics.Log2Hist
 	pauses      atomic.Uint64
+	// follow tracks the processes of a file target (AttachExe); nil when
+	// the session traces one process.
+	follow *follower
+	// openMu serialises taking the frames left open (takeOpen), which
+	// the follower does as each process exits and stop does at the end.
+	openMu sync.Mutex
+	// procRow is the process row of a one-process session (procrow.go).
+	procRow store.Process
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -444,6 +462,9 @@ func newprocCallerGPReg(goVersion string) uint32 {
 func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	s.pid = t.PID()
 	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
+	if s.follow != nil {
+		s.result.Exe = s.follow.path
+	}
 	if s.opts.SetGoMemoryLimit {
 		debug.SetMemoryLimit(s.budget.GoLimit())
 	}
@@ -454,6 +475,7 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	if err := s.attach(t); err != nil {
 		return nil, err
 	}
+	s.beginProcessRow()
 	defer s.tr.Close()
 	if err := s.newQueue(); err != nil {
 		return nil, err
@@ -563,6 +585,9 @@ func (s *session) start() *pipeline {
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())
 	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop, s.statusLoop}
+	if s.follow != nil {
+		helpers = append(helpers, s.follow.run)
+	}
 	if s.opts.MaxOverhead > 0 {
 		p.brk = newBreaker(s)
 		helpers = append(helpers, p.brk.run)
@@ -621,6 +646,7 @@ func (s *session) finish() {
 		s.log.Error("error records lost: they could not be kept in the store, the spill journal or memory", "function", f, "count", n)
 	}
 	s.log.Debug("tracer health", "counters", fmt.Sprintf("%+v", s.result.Health))
+	s.endProcessRows()
 	s.sess.End = time.Now().UnixNano()
 	s.sess.CallsRecorded = s.result.Recorded
 	s.sess.CallsLost = s.result.Lost()
@@ -695,6 +721,9 @@ func (s *session) readLane(l *uprobe.Lane) {
 			continue
 		}
 		c := s.conv.call(&ev)
+		if s.follow != nil {
+			s.follow.saw(&c, ev.FuncID)
+		}
 		s.q.Push(c)
 	}
 }
@@ -702,14 +731,22 @@ func (s *session) readLane(l *uprobe.Lane) {
 // closeOpen records the calls still open at the end: status panic when
 // their goroutine was panicking (the process died of it), else unfinished,
 // with the time their goroutine was last seen.
-func (s *session) closeOpen() {
-	open, err := s.tr.TakeOpen(uint32(s.pid))
+func (s *session) closeOpen() { s.takeOpen(uint32(s.pid)) }
+
+// takeOpen records the calls process pid (0: every process) left open.
+func (s *session) takeOpen(pid uint32) {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	open, err := s.tr.TakeOpen(pid)
 	if err != nil {
-		s.log.Error("read open frames", "err", err)
+		s.log.Error("read open frames", "pid", pid, "err", err)
 		return
 	}
 	for i := range open {
 		c := s.conv.open(&open[i])
+		if s.follow != nil {
+			s.follow.saw(&c, open[i].FuncID)
+		}
 		s.q.Push(c)
 	}
 	s.conv.addOpen(open)
@@ -758,8 +795,8 @@ func (s *session) retentionLoop(ctx context.Context) {
 
 // samplerLoop samples the target's resource use every SampleInterval.
 func (s *session) samplerLoop(ctx context.Context) {
-	if s.opts.SampleInterval < 0 {
-		return
+	if s.opts.SampleInterval < 0 || s.follow != nil {
+		return // a file target has no one process to sample
 	}
 	every := s.opts.SampleInterval
 	if every == 0 {

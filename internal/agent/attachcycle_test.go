@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"os/exec"
 	"path/filepath"
@@ -32,21 +31,7 @@ func TestAttachDetachCycles(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "churn"})
 	cmd := exec.Command(bin, "8")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { in.Close(); cmd.Wait() })
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
-		t.Fatalf("churn did not start: %q, %v", line, err)
-	}
+	startReady(t, cmd)
 
 	db := filepath.Join(t.TempDir(), "obs.db")
 	var drainRets, unmatched uint64

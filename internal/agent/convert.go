@@ -44,12 +44,19 @@ type converter struct {
 	// goroutine is done with it, so the table is bounded: past
 	// maxPanics entries the oldest is forgotten (its late frames would
 	// then be recorded as panics without the value's text).
-	panics     map[uint64]panicValue
-	panicOrder []uint64 // goids in insertion order, oldest first
-	bias       uint64   // load bias of a PIE target
+	panics     map[pidGoid]panicValue
+	panicOrder []pidGoid // in insertion order, oldest first
+	bias       uint64    // load bias of a PIE target
 	// extra holds per-function outcomes of calls closed in user space
 	// (open at the end), which the kernel counters do not include.
 	extra []extraCounts
+}
+
+// pidGoid names a goroutine: goroutine ids repeat across the processes
+// of a file target.
+type pidGoid struct {
+	pid  uint32
+	goid uint64
 }
 
 type panicValue struct {
@@ -69,7 +76,7 @@ type extraCounts struct {
 func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid int) (*converter, error) {
 	c := &converter{
 		names: names, bin: bin, tr: tr, pid: pid,
-		panics: map[uint64]panicValue{},
+		panics: map[pidGoid]panicValue{},
 		extra:  make([]extraCounts, len(names)),
 	}
 	if bin.PIE {
@@ -129,7 +136,7 @@ const maxPanics = 1 << 16
 // goroutine panicked with.
 func (c *converter) withPanic(r *record.Call) {
 	c.mu.Lock()
-	pv, ok := c.panics[r.GoID]
+	pv, ok := c.panics[pidGoid{r.PID, r.GoID}]
 	c.mu.Unlock()
 	if ok {
 		r.ErrorType, r.Error, r.ErrorTruncated = pv.typ, pv.text, pv.truncated
@@ -142,14 +149,15 @@ func (c *converter) panicValue(ev *uprobe.Event) {
 	pv := c.describePanic(ev)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.panics[ev.GoID]; !ok {
+	k := pidGoid{ev.PID, ev.GoID}
+	if _, ok := c.panics[k]; !ok {
 		if len(c.panicOrder) >= maxPanics {
 			delete(c.panics, c.panicOrder[0])
 			c.panicOrder = c.panicOrder[1:]
 		}
-		c.panicOrder = append(c.panicOrder, ev.GoID)
+		c.panicOrder = append(c.panicOrder, k)
 	}
-	c.panics[ev.GoID] = pv
+	c.panics[k] = pv
 }
 
 // describePanic names a panic value's dynamic type from its descriptor and

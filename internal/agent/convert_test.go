@@ -11,7 +11,7 @@ import (
 // announced as done, so the table of panic values must stay bounded, keep
 // the newest values, and still answer for a goroutine that panics again.
 func TestPanicTableBounded(t *testing.T) {
-	c := &converter{panics: map[uint64]panicValue{}}
+	c := &converter{panics: map[pidGoid]panicValue{}}
 	for goid := uint64(1); goid <= maxPanics+100; goid++ {
 		c.panicValue(&uprobe.Event{GoID: goid}) // panic(nil): no type data needed
 	}

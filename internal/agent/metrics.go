@@ -29,7 +29,7 @@ type metricsSource struct{ s *session }
 
 func (m metricsSource) Snapshot() (metrics.Snapshot, error) {
 	s := m.s
-	totals, err := s.snapshot()
+	totals, err := s.functionTotals()
 	if err != nil {
 		return metrics.Snapshot{}, err
 	}

@@ -132,6 +132,9 @@ func (s *session) closeLeftSessions(self identity) {
 			continue
 		}
 		if end != 0 {
+			if err := s.st.EndProcesses(ss.ID, end, killedReason); err != nil {
+				s.log.Warn("cannot close the process rows of a killed agent", "session", ss.ID, "err", err)
+			}
 			s.log.Warn("closed the session row of an agent that was killed (it has no end): its end is the last record it stored; records and counts it had not stored are lost",
 				"session", ss.ID, "target_pid", ss.PID, "agent_pid", ss.AgentPID, "end", time.Unix(0, end).UTC().Format(time.RFC3339Nano))
 		}

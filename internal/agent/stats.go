@@ -36,6 +36,9 @@ type statsState struct {
 // snapshot reads the cumulative aggregates: kernel counters, plus calls
 // closed in user space, plus the queue's recorded and dropped counts.
 func (s *session) snapshot() ([]record.FuncStats, error) {
+	if s.follow != nil {
+		return s.follow.snapshot()
+	}
 	ks, err := s.tr.Stats()
 	if err != nil {
 		return nil, err
@@ -79,7 +82,9 @@ func (s *session) writeStats() ([]record.FuncStats, error) {
 	var delta []record.FuncStats
 	for i := range cur {
 		d := cur[i]
-		if st.last != nil {
+		// A file target's snapshot grows new rows at its end as new
+		// processes appear; a row keeps its position.
+		if i < len(st.last) {
 			d.Sub(&st.last[i])
 		}
 		if d.Calls == 0 && d.Recorded == 0 && d.Dropped == 0 {
@@ -106,6 +111,10 @@ func (s *session) finishResult(totals []record.FuncStats) {
 		r.Recorded += f.Recorded
 		r.Sampled += f.Sampled
 		r.Dropped += f.Dropped
+	}
+	if s.follow != nil {
+		r.Recorded = s.follow.recorded()
+		r.Processes = s.follow.processes()
 	}
 	if h, err := s.tr.Health(); err == nil {
 		r.Health = h

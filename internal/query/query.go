@@ -1,8 +1,8 @@
 // Package query is obs-agent's read layer: it answers the questions users
 // ask of a store (calls, one call and its ancestors, a call tree, errors
 // with their parent chains, statistics grouped by function, package or
-// module, resources, gaps, partitions, sessions) for the CLI and for any
-// other front end alike. It composes the SQL primitives of internal/store
+// module, resources, gaps, partitions, sessions, processes) for the CLI
+// and for any other front end alike. It composes the SQL primitives of internal/store
 // (which picks indexes and side tables per hour) and returns plain values
 // from internal/result; rendering them is internal/render's job.
 package query

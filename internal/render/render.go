@@ -401,12 +401,6 @@ func Resources(w io.Writer, f Format, rs []record.ResourceSample) error {
 		cw.Flush()
 		return cw.Error()
 	}
-	dash := func(s string) string {
-		if s == "" {
-			return "-"
-		}
-		return s
-	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME (UTC)\tPID\tCPU%\tRSS\tVMS\tTHREADS\tFDS\tREAD\tWRITE\tVCSW\tIVCSW\tGOROUTINES")
 	for _, r := range rs {

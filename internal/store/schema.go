@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -117,6 +117,8 @@ var migrations = [][]string{
 		) WITHOUT ROWID`,
 		`INSERT INTO partition_writes (name, gen) SELECT name, 0 FROM partitions`,
 	},
+	// 6 -> 7 (processes): one row per traced process (processes.go).
+	migrationProcesses,
 }
 
 // Partition kinds. Every hour has one table of each kind.

@@ -1,6 +1,7 @@
 // Package uprobe owns the kernel side of tracing: it loads obs-agent's BPF
 // programs (bpf/obs.c), attaches them to the entry and RET sites of the
-// selected Go functions of one process, and hands back what they produce:
+// selected Go functions of one process, or of every process of one file,
+// and hands back what they produce:
 // call events from two ring buffers (an ok lane and an error lane), exact
 // per-function aggregates, health counters, and the frames still open when
 // the process ends. It knows nothing about symbols or storage: callers give
@@ -9,7 +10,10 @@
 // Sites are attached with one uprobe_multi link per program where the
 // kernel supports it (Linux 6.6+), which attaches and detaches thousands of
 // sites in one system call each; otherwise one perf-event uprobe per site.
-// Every probe is filtered by the traced pid.
+// Every probe is filtered by the traced pid, or, with Config.PID 0, by
+// none: uprobes belong to the file's inode, so the kernel then arms every
+// process that maps the file, those that exec it later included, before
+// their first instruction, and processes of other files are never hit.
 package uprobe
 
 import (
@@ -85,7 +89,10 @@ type Runtime struct {
 
 // Config describes one attachment.
 type Config struct {
-	Binary     string // path of the executable whose inode is probed
+	Binary string // path of the executable whose inode is probed
+	// PID is the traced process; 0 traces every process of Binary (the
+	// BPF state is keyed by tgid, and the goroutine slot table, keyed by
+	// g alone, is off).
 	PID        int
 	GoidOffset uint64
 	Funcs      []Func
