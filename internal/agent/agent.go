@@ -26,8 +26,6 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/errtext"
-	"github.com/obs-agent/obs-agent/internal/metrics"
-	"github.com/obs-agent/obs-agent/internal/queue"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/resources"
 	"github.com/obs-agent/obs-agent/internal/retention"
@@ -93,6 +91,9 @@ type Options struct {
 	// EmptyPrograms attaches empty BPF programs to the same sites and
 	// records nothing: the floor that overhead is measured against.
 	EmptyPrograms bool
+	// OTLP, when set, also sends every record as a span to an OTLP/HTTP
+	// endpoint while tracing (the OTLP sink, otlpsink.go).
+	OTLP *OTLPOptions
 	// Metrics, when set, serves Prometheus metrics on /metrics while the
 	// session runs (internal/metrics). The session closes it when it
 	// ends; a caller that opened it closes it too, for a session that
@@ -118,8 +119,10 @@ type Result struct {
 	Gaps       int    // probe pauses by the circuit breaker, each stored as a gap
 	Health     uprobe.Health
 	// ErrorsLost counts per function the error records that could not be
-	// kept (also in Dropped): see queue.Queue.ErrorsLost.
+	// kept in the store (also in Dropped): see queue.Queue.ErrorsLost.
 	ErrorsLost map[string]uint64
+	// Sinks are every sink's ledger, the store's first.
+	Sinks []Ledger
 }
 
 // Lost is every call made but not recorded, for any reason.
@@ -133,6 +136,11 @@ func (r *Result) Summary() string {
 	if n := r.errorsLostTotal(); n > 0 {
 		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept in the store, the spill journal or memory: %s",
 			n, formatLost(r.ErrorsLost))
+	}
+	for i := range r.Sinks {
+		if l := &r.Sinks[i]; l.Sink != storeSinkName {
+			s += "\n  " + l.summary()
+		}
 	}
 	if r.Gaps > 0 {
 		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", r.Gaps)
@@ -193,24 +201,25 @@ var testNoKernelPIDFilter bool
 
 // session is the state shared by the parts of one run.
 type session struct {
-	opts   Options
-	log    *slog.Logger
-	bin    *symbols.Binary
-	sel    *selector.Selection
-	names  []string // function id -> name
-	st     *store.Store
-	sess   record.Session
-	tr     *uprobe.Tracer
-	q      *queue.Queue
-	conv   *converter
+	opts  Options
+	log   *slog.Logger
+	bin   *symbols.Binary
+	sel   *selector.Selection
+	names []string // function id -> name
+	st    *store.Store
+	sess  record.Session
+	tr    *uprobe.Tracer
+	conv  *converter
+	// sinks receive every record, the store first (see sink.go).
+	sinks  fanout
+	store  *queueSink
 	pid    int
 	result Result
 	stats  statsState
 	budget *Budget
-	// For /metrics: store write durations, and breaker pauses (Result.Gaps
-	// is only read once the breaker has stopped).
-	storeWrites metrics.Log2Hist
-	pauses      atomic.Uint64
+	// For /metrics: breaker pauses (Result.Gaps is only read once the
+	// breaker has stopped).
+	pauses atomic.Uint64
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -455,7 +464,7 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 		return nil, err
 	}
 	defer s.tr.Close()
-	if err := s.newQueue(); err != nil {
+	if err := s.newSinks(); err != nil {
 		return nil, err
 	}
 
@@ -525,32 +534,40 @@ func (s *session) attach(t target) error {
 	return nil
 }
 
-// newQueue sets up the record converter and the error-first queue.
-func (s *session) newQueue() error {
+// newSinks sets up the decoder (the record converter) and the sinks: the
+// store always, OTLP when configured.
+func (s *session) newSinks() error {
 	var err error
 	if s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid); err != nil {
 		return err
 	}
-	// Error records that cannot reach the store spill to a journal (beside
-	// it unless --spill-dir), and the next run on this store replays what
-	// is left there.
-	s.q = queue.New(queue.Options{OKBytes: s.budget.OKLane, ErrBytes: s.budget.ErrLane, SpillDir: s.spillDir(), Logger: s.log})
+	s.store = s.newStoreSink()
+	s.sinks = fanout{s.store}
+	if s.opts.OTLP != nil {
+		k, err := s.newOTLPSink(*s.opts.OTLP)
+		if err != nil {
+			return err
+		}
+		s.sinks = append(s.sinks, k)
+	}
 	return nil
 }
 
 // pipeline is the set of goroutines that run while the target is traced.
 type pipeline struct {
-	lanes      []*uprobe.Lane
-	readers    sync.WaitGroup // one per ring
-	writerDone chan error     // the queue's writer
-	helpers    sync.WaitGroup // aggregates, retention, resources, breaker
-	stop       context.CancelFunc
-	brk        *breaker
+	lanes   []*uprobe.Lane
+	readers sync.WaitGroup // one per ring
+	helpers sync.WaitGroup // aggregates, retention, resources, breaker
+	stop    context.CancelFunc
+	brk     *breaker
 }
 
-// start launches the ring readers, the store writer and the helpers.
+// start launches the sinks' writers, the ring readers and the helpers.
 func (s *session) start() *pipeline {
-	p := &pipeline{lanes: []*uprobe.Lane{s.tr.Errors(), s.tr.OK()}, writerDone: make(chan error, 1)}
+	for _, k := range s.sinks {
+		k.start()
+	}
+	p := &pipeline{lanes: []*uprobe.Lane{s.tr.Errors(), s.tr.OK()}}
 	for _, l := range p.lanes {
 		p.readers.Add(1)
 		go func(l *uprobe.Lane) {
@@ -558,7 +575,6 @@ func (s *session) start() *pipeline {
 			s.readLane(l)
 		}(l)
 	}
-	go func() { p.writerDone <- s.q.Drain(timedWriter{s.st, &s.storeWrites}) }()
 
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())
@@ -590,8 +606,8 @@ func (s *session) announceReady() {
 }
 
 // stop detaches the probes, drains the rings, records the calls left open,
-// stops the helpers and waits for the store writer. It returns the writer's
-// error.
+// stops the helpers and waits for every sink to drain. It returns the store
+// sink's error.
 func (s *session) stop(p *pipeline) error {
 	s.result.DetachTime = s.tr.Detach()
 	// Every probe is gone: what the rings hold now is all there is.
@@ -605,8 +621,7 @@ func (s *session) stop(p *pipeline) error {
 	if p.brk != nil {
 		p.brk.close(time.Now())
 	}
-	s.q.Close()
-	return <-p.writerDone
+	return s.waitSinks()
 }
 
 // finish writes the final aggregates and closes the session row.
@@ -616,7 +631,8 @@ func (s *session) finish() {
 		s.log.Error("write final aggregates", "err", err)
 	}
 	s.finishResult(totals)
-	s.result.ErrorsLost = s.q.ErrorsLost()
+	s.result.Sinks = s.ledgers()
+	s.result.ErrorsLost = s.result.Sinks[0].ErrorsLost
 	for f, n := range s.result.ErrorsLost {
 		s.log.Error("error records lost: they could not be kept in the store, the spill journal or memory", "function", f, "count", n)
 	}
@@ -694,8 +710,7 @@ func (s *session) readLane(l *uprobe.Lane) {
 			s.conv.panicValue(&ev)
 			continue
 		}
-		c := s.conv.call(&ev)
-		s.q.Push(c)
+		s.sinks.Push(s.conv.call(&ev))
 	}
 }
 
@@ -709,8 +724,7 @@ func (s *session) closeOpen() {
 		return
 	}
 	for i := range open {
-		c := s.conv.open(&open[i])
-		s.q.Push(c)
+		s.sinks.Push(s.conv.open(&open[i]))
 	}
 	s.conv.addOpen(open)
 }
