@@ -80,6 +80,7 @@ func (s *session) newOTLPSink(o OTLPOptions) (*otlpSink, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = time.Second
 	}
+	cfg.QuietRetries = true // the queue logs the outage, once
 	exp, err := otlp.New(cfg)
 	if err != nil {
 		return nil, err

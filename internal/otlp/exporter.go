@@ -47,6 +47,9 @@ type Config struct {
 	InitialBackoff, MaxBackoff time.Duration
 	// UserAgent is sent with every request.
 	UserAgent string
+	// QuietRetries logs each retry at debug level instead of warn: for a
+	// caller that reports an outage itself, once (the live sink's queue).
+	QuietRetries bool
 }
 
 // Config defaults.
@@ -283,7 +286,11 @@ func (e *Exporter) Export(ctx context.Context, req *coltracepb.ExportTraceServic
 			}
 			return res, fmt.Errorf("otlp export: gave up after %d attempts over %v: %w", res.Attempts, time.Since(first).Round(time.Millisecond), err)
 		}
-		e.log.Warn("export failed; retrying", "attempt", res.Attempts, "wait", wait, "err", err)
+		lvl := slog.LevelWarn
+		if e.cfg.QuietRetries {
+			lvl = slog.LevelDebug
+		}
+		e.log.Log(ctx, lvl, "export failed; retrying", "attempt", res.Attempts, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
