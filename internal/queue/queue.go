@@ -157,7 +157,7 @@ type Queue struct {
 type outage struct {
 	start    time.Time
 	logged   map[string]bool // failure kinds already logged
-	replayed int            // journal records written since it began
+	replayed int             // journal records written since it began
 }
 
 // New makes a queue. It does no I/O: the journal is opened by Recover,

@@ -324,10 +324,10 @@ func TestStoreLockedThenOK(t *testing.T) {
 // error records spill while the store fails.
 func TestEveryFailureKind(t *testing.T) {
 	kinds := map[error]string{
-		errLocked:         "is locked by another writer",
-		errReadOnly:       "is read-only",
-		errDiskFull:       "is on a full disk",
-		errCorrupt:        "is corrupt",
+		errLocked:               "is locked by another writer",
+		errReadOnly:             "is read-only",
+		errDiskFull:             "is on a full disk",
+		errCorrupt:              "is corrupt",
 		errors.New("weird one"): "can't be written",
 	}
 	for kind, phrase := range kinds {
