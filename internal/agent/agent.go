@@ -138,8 +138,11 @@ func (r *Result) Summary() string {
 			n, formatLost(r.ErrorsLost))
 	}
 	for i := range r.Sinks {
-		if l := &r.Sinks[i]; l.Sink != storeSinkName {
+		l := &r.Sinks[i]
+		if l.Sink != storeSinkName {
 			s += "\n  " + l.summary()
+		} else if l.GapsLost+l.SamplesLost > 0 {
+			s += fmt.Sprintf("\n  the store could not take %d probe gaps and %d resource samples (logged)", l.GapsLost, l.SamplesLost)
 		}
 	}
 	if r.Gaps > 0 {
@@ -212,7 +215,7 @@ type session struct {
 	conv  *converter
 	// sinks receive every record, the store first (see sink.go).
 	sinks  fanout
-	store  *queueSink
+	store  *storeSink
 	pid    int
 	result Result
 	stats  statsState
@@ -580,7 +583,7 @@ func (s *session) start() *pipeline {
 	ctx, p.stop = context.WithCancel(context.Background())
 	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop, s.statusLoop}
 	if s.opts.MaxOverhead > 0 {
-		p.brk = newBreaker(s)
+		p.brk = newBreaker(s.tr, s.store, s.names, s.pid, s.opts.MaxOverhead, &s.pauses, s.log)
 		helpers = append(helpers, p.brk.run)
 	}
 	for _, h := range helpers {
@@ -621,6 +624,7 @@ func (s *session) stop(p *pipeline) error {
 	if p.brk != nil {
 		p.brk.close(time.Now())
 	}
+	s.result.Gaps = int(s.pauses.Load())
 	return s.waitSinks()
 }
 
@@ -787,11 +791,7 @@ func (s *session) samplerLoop(ctx context.Context) {
 		v := int64(n)
 		return &v
 	}
-	err := resources.Run(ctx, int32(s.pid), every, goroutines, func(rs record.ResourceSample) {
-		if err := s.st.WriteSamples([]record.ResourceSample{rs}); err != nil {
-			s.log.Warn("write resource sample", "err", err)
-		}
-	})
+	err := resources.Run(ctx, int32(s.pid), every, goroutines, s.store.WriteSample)
 	switch {
 	case err == nil || ctx.Err() != nil:
 	case errors.Is(err, resources.ErrNoProcess):

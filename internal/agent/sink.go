@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/metrics"
@@ -54,6 +56,8 @@ type Ledger struct {
 	// said it dropped (OTLP partial success); it does not say which, so
 	// they are not in Written or Dropped by function.
 	Rejected uint64
+	// The store's other rows that could not be written.
+	GapsLost, SamplesLost uint64
 }
 
 // Totals sums the ledger over functions.
@@ -163,14 +167,52 @@ func (w storeWriter) Classify(err error) queue.Failure {
 	return f
 }
 
+// storeSink is the store: call records through its queue; the session's
+// other rows (probe gaps, resource samples) straight, since they are few
+// and the store alone keeps them, each failure logged and counted in the
+// ledger.
+type storeSink struct {
+	*queueSink
+	st  *store.Store
+	log *slog.Logger
+	// Rows other than calls that could not be written.
+	gapsLost, samplesLost atomic.Uint64
+}
+
 // newStoreSink is the store sink: error records that cannot reach the
 // store spill to a journal (beside it unless --spill-dir), which the next
 // run on this store replays.
-func (s *session) newStoreSink() *queueSink {
-	return newQueueSink(storeSinkName, storeWriter{s.st}, queue.Options{
-		OKBytes: s.budget.OKLane, ErrBytes: s.budget.ErrLane, SpillDir: s.spillDir(), Logger: s.log,
-		Name: fmt.Sprintf("%s %s", storeSinkName, s.opts.DB),
-	})
+func (s *session) newStoreSink() *storeSink {
+	return &storeSink{
+		queueSink: newQueueSink(storeSinkName, storeWriter{s.st}, queue.Options{
+			OKBytes: s.budget.OKLane, ErrBytes: s.budget.ErrLane, SpillDir: s.spillDir(), Logger: s.log,
+			Name: fmt.Sprintf("%s %s", storeSinkName, s.opts.DB),
+		}),
+		st: s.st, log: s.log.With("sink", storeSinkName),
+	}
+}
+
+// WriteGap stores a probe gap (the breaker's gapSink).
+func (k *storeSink) WriteGap(g record.Gap) {
+	if err := k.st.WriteGaps([]record.Gap{g}); err != nil {
+		k.gapsLost.Add(1)
+		k.log.Error("store a probe gap: it is lost, and counted in the exit line", "function", g.Function, "err", err)
+	}
+}
+
+// WriteSample stores one resource sample.
+func (k *storeSink) WriteSample(rs record.ResourceSample) {
+	if err := k.st.WriteSamples([]record.ResourceSample{rs}); err != nil {
+		if k.samplesLost.Add(1) == 1 {
+			k.log.Warn("write resource sample: it is lost; further failures are counted, not logged", "err", err)
+		}
+	}
+}
+
+func (k *storeSink) Ledger() Ledger {
+	l := k.queueSink.Ledger()
+	l.GapsLost, l.SamplesLost = k.gapsLost.Load(), k.samplesLost.Load()
+	return l
 }
 
 // waitSinks closes every sink and waits for each to drain; they drain in
