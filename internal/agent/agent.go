@@ -1,12 +1,15 @@
 // Package agent owns one tracing session end to end: it reads the target's
-// binary, selects functions, attaches the probes, moves records from the
-// kernel rings through the error-first queue into the store, and, when the
-// target exits or the session ends, detaches, closes what was left open and
-// writes the final aggregates. It refuses to trace obs-agent itself, and
-// holds a lock on its target so that a second agent refuses the same
-// process (guard.go). It sizes the session's memory from one limit
-// (memory.go) and closes the session rows of agents that were killed
-// (owner.go). The attach and run commands are thin wrappers around it.
+// binary, selects functions, attaches the probes, runs the pipeline tracer
+// (kernel rings) → decoder → sinks, in which every record goes to every
+// sink (the store, and OTLP with --otlp-endpoint), each with its own
+// bounded error-first queue and its own ledger of what it wrote and lost
+// (sink.go, otlpsink.go), and, when the target exits or the session ends,
+// detaches, closes what was left open and writes the final aggregates.
+// It refuses to trace obs-agent itself, and holds a lock on its target so
+// that a second agent refuses the same process (guard.go). It sizes the
+// session's memory from one limit (memory.go) and closes the session rows
+// of agents that were killed (owner.go). The attach and run commands are
+// thin wrappers around it.
 package agent
 
 import (
