@@ -66,6 +66,7 @@ type otlpSink struct {
 	w        *otlpWriter
 	stop     chan struct{}
 	loopDone chan struct{}
+	started  bool // start ran: the expiry loop must be stopped
 	once     sync.Once
 }
 
@@ -118,6 +119,7 @@ func cmpOrDur(v, def time.Duration) time.Duration {
 
 func (k *otlpSink) start() {
 	k.queueSink.start()
+	k.started = true
 	go func() {
 		defer close(k.loopDone)
 		t := time.NewTicker(k.res.hold / 4)
@@ -141,7 +143,9 @@ func (k *otlpSink) Push(c record.Call) { k.res.add(c) }
 func (k *otlpSink) Close() {
 	k.once.Do(func() {
 		close(k.stop)
-		<-k.loopDone
+		if k.started {
+			<-k.loopDone
+		}
 		k.res.expire(time.Now(), true)
 		k.queueSink.Close()
 	})
@@ -247,6 +251,21 @@ func newRootResolver(hold time.Duration, emit func(record.Call)) *rootResolver {
 // add takes one record; it is emitted now if its root is known.
 func (r *rootResolver) add(c record.Call) {
 	r.mu.Lock()
+	// The common case, a record whose root is known and that nothing
+	// waits for, is emitted without the release machinery.
+	if _, waited := r.waiting[c.ID]; !waited {
+		root, ok := c.ID, c.ParentID == 0
+		if !ok {
+			root, ok = r.lookup(c.ParentID)
+		}
+		if _, provisional := r.lookup(c.ID); ok && !provisional {
+			c.TraceRoot = root
+			r.remember(c.ID, root)
+			r.mu.Unlock()
+			r.emit(c)
+			return
+		}
+	}
 	switch root, ok := r.lookup(c.ID); {
 	case ok: // a provisional root given to its held descendants
 		r.resolve(c, root)
