@@ -30,7 +30,8 @@ type OTLPOptions struct {
 	// CloseTimeout is how long the sink keeps retrying a failing endpoint
 	// after the trace ended (0: DefaultOTLPCloseTimeout).
 	CloseTimeout time.Duration
-	// OKBytes and ErrBytes bound the sink's queue (0: 16 MiB each).
+	// OKBytes and ErrBytes bound the sink's queue (0: its shares of the
+	// memory budget, see planBudget).
 	OKBytes, ErrBytes int64
 }
 
@@ -47,12 +48,11 @@ const (
 	DefaultOTLPCloseTimeout = 10 * time.Second
 	otlpSinkName            = "otlp"
 	otlpBatch               = 512
-	otlpLaneBytes           = 16 << 20
 	otlpRetryFor            = 5 * time.Second
 	// rootMemo bounds each of the two generations of the call → root
 	// memo, and maxHeld the spans waiting for an ancestor.
-	rootMemo = 1 << 16
-	maxHeld  = 1 << 16
+	rootMemo = 1 << 15
+	maxHeld  = 1 << 13
 )
 
 // otlpSink sends every record as one span (internal/otlp's mapping, so the
@@ -90,8 +90,8 @@ func (s *session) newOTLPSink(o OTLPOptions) (*otlpSink, error) {
 	w := &otlpWriter{exp: exp, proc: &proc, batch: otlp.NewBatch(o.Version)}
 	k := &otlpSink{w: w, stop: make(chan struct{}), loopDone: make(chan struct{})}
 	k.queueSink = newQueueSink(otlpSinkName, w, queue.Options{
-		OKBytes:            cmpOr64(o.OKBytes, otlpLaneBytes),
-		ErrBytes:           cmpOr64(o.ErrBytes, otlpLaneBytes),
+		OKBytes:            cmpOr64(o.OKBytes, s.budget.OTLPOKLane),
+		ErrBytes:           cmpOr64(o.ErrBytes, s.budget.OTLPErrLane),
 		BatchSize:          otlpBatch,
 		CloseTimeout:       cmpOrDur(o.CloseTimeout, DefaultOTLPCloseTimeout),
 		ShedOKWhileFailing: true,
