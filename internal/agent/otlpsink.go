@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -90,31 +91,17 @@ func (s *session) newOTLPSink(o OTLPOptions) (*otlpSink, error) {
 	w := &otlpWriter{exp: exp, proc: &proc, batch: otlp.NewBatch(o.Version)}
 	k := &otlpSink{w: w, stop: make(chan struct{}), loopDone: make(chan struct{})}
 	k.queueSink = newQueueSink(otlpSinkName, w, queue.Options{
-		OKBytes:            cmpOr64(o.OKBytes, s.budget.OTLPOKLane),
-		ErrBytes:           cmpOr64(o.ErrBytes, s.budget.OTLPErrLane),
+		OKBytes:            cmp.Or(o.OKBytes, s.budget.OTLPOKLane),
+		ErrBytes:           cmp.Or(o.ErrBytes, s.budget.OTLPErrLane),
 		BatchSize:          otlpBatch,
-		CloseTimeout:       cmpOrDur(o.CloseTimeout, DefaultOTLPCloseTimeout),
+		CloseTimeout:       cmp.Or(o.CloseTimeout, DefaultOTLPCloseTimeout),
 		ShedOKWhileFailing: true,
 		Logger:             s.log,
 		Name:               "otlp endpoint " + exp.Endpoint(),
 	})
-	k.res = newRootResolver(cmpOrDur(o.Hold, DefaultRootHold), k.queueSink.Push)
+	k.res = newRootResolver(cmp.Or(o.Hold, DefaultRootHold), k.queueSink.Push)
 	s.log.Info("sending spans over OTLP", "endpoint", exp.Endpoint(), "service", proc.ServiceName)
 	return k, nil
-}
-
-func cmpOr64(v, def int64) int64 {
-	if v <= 0 {
-		return def
-	}
-	return v
-}
-
-func cmpOrDur(v, def time.Duration) time.Duration {
-	if v <= 0 {
-		return def
-	}
-	return v
 }
 
 func (k *otlpSink) start() {
