@@ -300,15 +300,7 @@ func TestLiveOTLPOutage(t *testing.T) {
 	if !strings.Contains(out.String(), "made main.work calls=12000 errors=1200") {
 		t.Fatalf("load output %q", out.String())
 	}
-	s, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	calls, err := s.Calls(context.Background(), store.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	calls := readCalls(t, db)
 	if len(calls) != 12000 || res.Sinks[0].ErrorsLost["main.work"] != 0 {
 		t.Fatalf("store holds %d calls, want 12000 (store ledger %+v)", len(calls), res.Sinks[0])
 	}

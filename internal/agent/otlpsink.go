@@ -274,13 +274,7 @@ func (r *rootResolver) add(c record.Call) {
 			}
 		}
 	}
-	r.heldN.Store(int64(r.nheld))
-	out := r.out
-	r.out = nil
-	r.mu.Unlock()
-	for i := range out {
-		r.emit(out[i])
-	}
+	r.unlockAndEmit()
 }
 
 // expire releases the records held longer than hold (all of them when
@@ -294,6 +288,12 @@ func (r *rootResolver) expire(now time.Time, all bool) {
 	} else {
 		r.releaseOldest(now.Add(-r.hold), false)
 	}
+	r.unlockAndEmit()
+}
+
+// unlockAndEmit publishes the held count, unlocks, and emits what was
+// released, outside the lock (emit queues the record).
+func (r *rootResolver) unlockAndEmit() {
 	r.heldN.Store(int64(r.nheld))
 	out := r.out
 	r.out = nil
