@@ -21,6 +21,11 @@ import (
 // neither the target, nor the store, nor another sink anything but its own
 // losses. The only wait is the store's error lane waiting one fsync for a
 // spill to its journal, which keeps an error record rather than lose it.
+//
+// /metrics is not a record sink: its per-function counts and histograms
+// come from the kernel's exact aggregates, which no sink's losses change
+// (a record-fed metric would undercount exactly when a sink sheds); it
+// reads each sink's queue depths and ledger (Sink.Health).
 
 // Sink is one destination of the call records.
 type Sink interface {
