@@ -25,7 +25,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/errtext"
@@ -223,9 +222,9 @@ type session struct {
 	result Result
 	stats  statsState
 	budget *Budget
-	// For /metrics: breaker pauses (Result.Gaps is only read once the
-	// breaker has stopped).
-	pauses atomic.Uint64
+	// For /metrics: breaker pauses and the sites attached (Result.Gaps
+	// and Sites are only read once the breaker has stopped).
+	probes probeCounts
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -535,6 +534,7 @@ func (s *session) attach(t target) error {
 	s.tr = tr
 	s.result.AttachTime = time.Since(start)
 	s.result.Sites = tr.Sites()
+	s.probes.sites.Store(int64(tr.Sites()))
 	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.names), "sites", tr.Sites(),
 		"uprobe_multi", tr.Multi(), "took", s.result.AttachTime.Round(time.Millisecond))
 	return nil
@@ -586,7 +586,7 @@ func (s *session) start() *pipeline {
 	ctx, p.stop = context.WithCancel(context.Background())
 	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop, s.statusLoop}
 	if s.opts.MaxOverhead > 0 {
-		p.brk = newBreaker(s.tr, s.store, s.names, s.pid, s.opts.MaxOverhead, &s.pauses, s.log)
+		p.brk = newBreaker(s.tr, s.store, s.names, s.pid, s.opts.MaxOverhead, &s.probes, s.log)
 		helpers = append(helpers, p.brk.run)
 	}
 	for _, h := range helpers {
@@ -627,7 +627,7 @@ func (s *session) stop(p *pipeline) error {
 	if p.brk != nil {
 		p.brk.close(time.Now())
 	}
-	s.result.Gaps = int(s.pauses.Load())
+	s.result.Gaps = int(s.probes.pauses.Load())
 	return s.waitSinks()
 }
 

@@ -32,14 +32,14 @@ const DefaultCallCost = 10 * time.Microsecond
 //
 // It depends on small interfaces, not on the session: the probes it reads
 // and pauses (probeControl, the tracer), where its gaps go (gapSink, the
-// store sink) and a counter of pauses that /metrics reads.
+// store sink) and counters that /metrics reads (probeCounts).
 type breaker struct {
 	probes probeControl
 	gaps   gapSink
 	names  []string // function id -> name
 	pid    uint32
 	log    *slog.Logger
-	pauses *atomic.Uint64
+	counts *probeCounts
 	budget float64
 	cost   time.Duration
 	every  time.Duration
@@ -61,6 +61,15 @@ type pauseState struct {
 type probeControl interface {
 	Stats() ([]uprobe.Stats, error)
 	Reattach(removed map[int]uprobe.Removed) (time.Duration, error)
+	Sites() int
+}
+
+// probeCounts are what the breaker changes that others read while it
+// runs: its pauses, and the sites attached after its last re-attach (the
+// tracer's own count may only be read by the goroutine that re-attaches).
+type probeCounts struct {
+	pauses atomic.Uint64
+	sites  atomic.Int64
 }
 
 // gapSink keeps the breaker's gaps; it handles (logs and counts) its own
@@ -69,9 +78,9 @@ type gapSink interface {
 	WriteGap(record.Gap)
 }
 
-func newBreaker(probes probeControl, gaps gapSink, names []string, pid int, budget float64, pauses *atomic.Uint64, log *slog.Logger) *breaker {
+func newBreaker(probes probeControl, gaps gapSink, names []string, pid int, budget float64, counts *probeCounts, log *slog.Logger) *breaker {
 	return &breaker{
-		probes: probes, gaps: gaps, names: names, pid: uint32(pid), log: log, pauses: pauses,
+		probes: probes, gaps: gaps, names: names, pid: uint32(pid), log: log, counts: counts,
 		budget: budget, cost: DefaultCallCost, every: time.Second,
 		paused: map[int]*pauseState{}, backof: map[int]time.Duration{},
 	}
@@ -164,7 +173,7 @@ func (b *breaker) tick(now time.Time) error {
 				Reason: fmt.Sprintf("circuit breaker: %.0f calls/s cost the target about %.2f CPU in probe traps; budget --max-overhead %.2f", rates[id], cpu, b.budget),
 			}}
 			b.paused[id] = p
-			b.pauses.Add(1)
+			b.counts.pauses.Add(1)
 			b.gaps.WriteGap(p.gap)
 			b.log.Warn("pausing probes: calls while paused are not recorded (see gaps in 'obs-agent query stats')",
 				"function", b.names[id], "calls_per_s", int(rates[id]), "est_cpu", fmt.Sprintf("%.2f", cpu),
@@ -183,6 +192,7 @@ func (b *breaker) tick(now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("re-attach probes: %w", err)
 	}
+	b.counts.sites.Store(int64(b.probes.Sites()))
 	b.log.Debug("probes re-attached", "paused", len(b.paused), "took", took)
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,6 +124,21 @@ func (f *fakeProbes) Reattach(removed map[int]uprobe.Removed) (time.Duration, er
 	return 0, nil
 }
 
+// Sites: each function has one entry and one RET site.
+func (f *fakeProbes) Sites() int {
+	n := 0
+	for id := range f.calls {
+		r := f.removed[id]
+		if !r.Entry {
+			n++
+		}
+		if !r.Rets {
+			n++
+		}
+	}
+	return n
+}
+
 type gapList []record.Gap
 
 func (g *gapList) WriteGap(x record.Gap) { *g = append(*g, x) }
@@ -137,8 +151,9 @@ func (g *gapList) WriteGap(x record.Gap) { *g = append(*g, x) }
 func TestBreakerDecisions(t *testing.T) {
 	probes := &fakeProbes{calls: []uint64{0, 0}}
 	var gaps gapList
-	var pauses atomic.Uint64
-	b := newBreaker(probes, &gaps, []string{"main.hot", "main.cool"}, 42, 0.5, &pauses, slog.New(slog.DiscardHandler))
+	var counts probeCounts
+	b := newBreaker(probes, &gaps, []string{"main.hot", "main.cool"}, 42, 0.5, &counts, slog.New(slog.DiscardHandler))
+	pauses := &counts.pauses
 	t0 := time.Unix(1_000_000, 0)
 	step := func(i int, hot, cool uint64) {
 		probes.calls[0] += hot
@@ -157,8 +172,8 @@ func TestBreakerDecisions(t *testing.T) {
 		t.Fatalf("gaps %+v, pauses %d", gaps, pauses.Load())
 	}
 	step(2, 0, 100)
-	if r := probes.removed[0]; !r.Entry || !r.Rets {
-		t.Fatalf("a tick later, removed %+v; want its RET sites too", probes.removed)
+	if r := probes.removed[0]; !r.Entry || !r.Rets || counts.sites.Load() != 2 {
+		t.Fatalf("a tick later, removed %+v, %d sites; want its RET sites too, main.cool's 2 sites left", probes.removed, counts.sites.Load())
 	}
 	for i := 3; i < 3+5; i++ { // the first back-off is 5 s
 		step(i, 0, 100)

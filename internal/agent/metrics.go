@@ -53,8 +53,8 @@ func (m metricsSource) Snapshot() (metrics.Snapshot, error) {
 		f.TotalNs, f.Hist = t.TotalNs, t.Hist
 	}
 	h := &snap.Health
-	h.ProbeSites, h.Functions = s.tr.Sites(), len(s.names)
-	h.BreakerPauses = s.pauses.Load()
+	h.ProbeSites, h.Functions = int(s.probes.sites.Load()), len(s.names)
+	h.BreakerPauses = s.probes.pauses.Load()
 	if th, err := s.tr.Health(); err == nil {
 		h.Rings = []metrics.Ring{{Lane: "error", Dropped: th.RingErrFull}, {Lane: "ok", Dropped: th.RingOKFull}}
 		h.MapFull, h.ReadFail, h.UnmatchedReturns = th.MapFull, th.ReadFail, th.UnmatchedRet
