@@ -164,7 +164,7 @@ func (w storeWriter) WriteCalls(c []record.Call) error { return w.st.WriteCalls(
 // Classify: a constraint violation (an id already stored) is a refusal of
 // those records; everything else is the store failing, by sentinel.
 func (w storeWriter) Classify(err error) queue.Failure {
-	kind, what := store.Trouble(err)
+	what, kind := store.Trouble(err)
 	f := queue.Failure{Refused: store.Refused(err), Kind: "other", What: what}
 	if kind != nil {
 		f.Kind = kind.Error()

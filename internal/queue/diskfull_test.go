@@ -22,7 +22,7 @@ type notifyWriter struct {
 
 // Classify reads the store's errors as the agent's store sink does.
 func (w notifyWriter) Classify(err error) Failure {
-	kind, what := store.Trouble(err)
+	what, kind := store.Trouble(err)
 	f := Failure{Refused: store.Refused(err), What: what, Kind: "other"}
 	if kind != nil {
 		f.Kind = kind.Error()

@@ -17,10 +17,11 @@ func Refused(err error) bool {
 }
 
 // Trouble names what is wrong with the store after a failed write: the
-// sentinel the error matches, and the words a writer's log uses for it
-// ("is on a full disk"). An error that matches no sentinel gives nil and
-// "can't be written".
-func Trouble(err error) (kind error, what string) {
+// words a writer's log uses for it ("is on a full disk"), and the sentinel
+// the error matches. An error that matches no sentinel gives "can't be
+// written" and nil.
+func Trouble(err error) (what string, kind error) {
+
 	for _, k := range []struct {
 		err  error
 		what string
@@ -32,8 +33,8 @@ func Trouble(err error) (kind error, what string) {
 		{ErrNewerSchema, "was created by a newer obs-agent"},
 	} {
 		if errors.Is(err, k.err) {
-			return k.err, k.what
+			return k.what, k.err
 		}
 	}
-	return nil, "can't be written"
+	return "can't be written", nil
 }
