@@ -33,14 +33,7 @@ func traceCalltree(t *testing.T, opts Options) (*Result, string, *store.Store, [
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
 	opts.DB = filepath.Join(t.TempDir(), "obs.db")
 	opts.Include, opts.Exclude, opts.SampleRate = []string{"main.*"}, []string{"main.hop*"}, 1
-	var out bytes.Buffer
-	res, err := Run(context.Background(), []string{bin}, nil, &out, io.Discard, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.ExitCode != 0 || !strings.Contains(out.String(), "result 419") {
-		t.Fatalf("traced program misbehaved: exit %d, output %q", res.ExitCode, out.String())
-	}
+	res := runCalltree(t, bin, opts)
 	s, err := store.Open(opts.DB, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
