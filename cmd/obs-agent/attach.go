@@ -45,6 +45,7 @@ type traceFlags struct {
 	ui          string
 	metrics     string // --metrics-listen as given; metricsAddr once checked
 	metricsAddr string
+	otlp        otlpFlags
 }
 
 // maxMemoryMiB bounds --memory-limit: 1 TiB.
@@ -90,6 +91,7 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.ui, "ui", "", "while tracing, also serve the web UI on this loopback HOST:PORT (e.g. 127.0.0.1:7070); its URL with the access token goes to stderr")
 	fl.DurationVar(&f.sampleRes, "sample-interval", 5*time.Second, "how often the target's CPU, memory, threads, fds, I/O and goroutines are sampled (0: never)")
 	fl.StringVar(&f.metrics, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics while tracing; a port alone (9464) listens on 127.0.0.1 only, other hosts can scrape only when an address says so (0.0.0.0:9464); see docs/metrics.md")
+	f.otlp.register(fl)
 	registerGroup(fl, &f.group)
 }
 
@@ -146,6 +148,7 @@ func (f *traceFlags) validate() error {
 		validate.NotDir("ready-file", f.readyFile),
 		archiveDirError(f.archive),
 		f.checkMetrics(),
+		f.otlp.check(os.Getenv),
 	)
 }
 
@@ -196,6 +199,7 @@ func (f *traceFlags) options(stderr io.Writer) agent.Options {
 		Retention: f.retention, ArchiveDir: f.archive, SampleInterval: sampleInterval(f.sampleRes),
 		MaxOverhead: f.maxOver, QueueBytes: int64(f.queueMiB) << 20,
 		MemoryLimit: int64(f.memoryMiB) << 20, SetGoMemoryLimit: true, SpillDir: f.spillDir,
+		OTLP: f.otlp.opts,
 	}
 }
 

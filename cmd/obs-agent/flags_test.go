@@ -77,6 +77,7 @@ var freeForm = map[string]string{
 	"list/binary":              "a missing or non-Go file: TestListErrors",
 	"*/db":                     "a directory or a full disk: TestOpenExplains in internal/store; a missing store: TestQueryErrors",
 	"export otlp/service-name": "any text is a valid service.name",
+	"*/otlp-service-name":      "any text is a valid service.name; without an endpoint it is refused (TestOTLPFlags)",
 	"export otlp/state":        "a planted or foreign file: safefile's tests (TestPlantedNames); a corrupt one: TestStateFile in internal/otlp",
 }
 
@@ -125,6 +126,11 @@ func TestFlagRanges(t *testing.T) {
 		{"", "metrics-listen", "70000", "--metrics-listen 70000 is out of range: want from 1 to 65535"},
 		{"", "metrics-listen", "0", "--metrics-listen 0 is out of range"},
 		{"", "metrics-listen", "host.example:9464", `--metrics-listen "host.example:9464": want PORT (served on 127.0.0.1 only) or IP:PORT`},
+		{"", "otlp-endpoint", "ftp://x", `--otlp-endpoint: endpoint "ftp://x/v1/traces": want an http:// or https:// URL`},
+		{"", "otlp-endpoint", "http://", `--otlp-endpoint: endpoint "http:///v1/traces" has no host`},
+		{"", "otlp-header", "novalue", `--otlp-header: header "novalue": want key=value`},
+		{"", "otlp-header", "a b=c", `--otlp-header: header "a b": the key must be an HTTP token`},
+		{"", "otlp-ca-file", missing, "--otlp-ca-file: stat " + missing + ": no such file or directory"},
 	}
 	patterns := []flagCase{
 		{"", "func", "main.*@2", `bad pattern "main.*@2": sample rate "2" after '@' must be a number from 0 to 1`},

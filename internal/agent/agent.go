@@ -1,14 +1,17 @@
 // Package agent owns one tracing session end to end: it reads the target's
 // binary, selects functions, attaches the probes (to one process, or to
 // every process of one executable file, which a follower keeps track of:
-// exe.go, exefollow.go), moves records from the
-// kernel rings through the error-first queue into the store, and, when the
-// target exits or the session ends, detaches, closes what was left open and
-// writes the final aggregates. It refuses to trace obs-agent itself, and
-// holds a lock on its target so that a second agent refuses the same
-// process (guard.go). It sizes the session's memory from one limit
-// (memory.go) and closes the session rows of agents that were killed
-// (owner.go). The attach and run commands are thin wrappers around it.
+// exe.go, exefollow.go), runs the pipeline tracer (kernel rings) → decoder
+// → sinks, in which every record goes to every sink (the store, and OTLP
+// with --otlp-endpoint), each with its own bounded error-first queue and
+// its own ledger of what it wrote and lost (sink.go, otlpsink.go), and,
+// when the target exits or the session ends, detaches, closes what was
+// left open and writes the final aggregates. It refuses to trace
+// obs-agent itself, and holds a lock on its target so that a second agent
+// refuses the same process (guard.go). It sizes the session's memory from
+// one limit (memory.go) and closes the session rows of agents that were
+// killed (owner.go). The attach and run commands are thin wrappers around
+// it.
 package agent
 
 import (
@@ -24,12 +27,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/errtext"
-	"github.com/obs-agent/obs-agent/internal/metrics"
-	"github.com/obs-agent/obs-agent/internal/queue"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/resources"
 	"github.com/obs-agent/obs-agent/internal/retention"
@@ -95,6 +95,9 @@ type Options struct {
 	// EmptyPrograms attaches empty BPF programs to the same sites and
 	// records nothing: the floor that overhead is measured against.
 	EmptyPrograms bool
+	// OTLP, when set, also sends every record as a span to an OTLP/HTTP
+	// endpoint while tracing (the OTLP sink, otlpsink.go).
+	OTLP *OTLPOptions
 	// Metrics, when set, serves Prometheus metrics on /metrics while the
 	// session runs (internal/metrics). The session closes it when it
 	// ends; a caller that opened it closes it too, for a session that
@@ -124,8 +127,10 @@ type Result struct {
 	Gaps       int    // probe pauses by the circuit breaker, each stored as a gap
 	Health     uprobe.Health
 	// ErrorsLost counts per function the error records that could not be
-	// kept (also in Dropped): see queue.Queue.ErrorsLost.
+	// kept in the store (also in Dropped): see queue.Queue.ErrorsLost.
 	ErrorsLost map[string]uint64
+	// Sinks are every sink's ledger, the store's first.
+	Sinks []Ledger
 }
 
 // Lost is every call made but not recorded, for any reason.
@@ -143,6 +148,14 @@ func (r *Result) Summary() string {
 	if n := r.errorsLostTotal(); n > 0 {
 		s += fmt.Sprintf("\n  ERROR RECORDS LOST: %d error records could not be kept in the store, the spill journal or memory: %s",
 			n, formatLost(r.ErrorsLost))
+	}
+	for i := range r.Sinks {
+		l := &r.Sinks[i]
+		if l.Sink != storeSinkName {
+			s += "\n  " + l.summary()
+		} else if l.GapsLost+l.SamplesLost > 0 {
+			s += fmt.Sprintf("\n  the store could not take %d probe gaps and %d resource samples (logged)", l.GapsLost, l.SamplesLost)
+		}
 	}
 	if r.Gaps > 0 {
 		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", r.Gaps)
@@ -203,24 +216,25 @@ var testNoKernelPIDFilter bool
 
 // session is the state shared by the parts of one run.
 type session struct {
-	opts   Options
-	log    *slog.Logger
-	bin    *symbols.Binary
-	sel    *selector.Selection
-	names  []string // function id -> name
-	st     *store.Store
-	sess   record.Session
-	tr     *uprobe.Tracer
-	q      *queue.Queue
-	conv   *converter
+	opts  Options
+	log   *slog.Logger
+	bin   *symbols.Binary
+	sel   *selector.Selection
+	names []string // function id -> name
+	st    *store.Store
+	sess  record.Session
+	tr    *uprobe.Tracer
+	conv  *converter
+	// sinks receive every record, the store first (see sink.go).
+	sinks  fanout
+	store  *storeSink
 	pid    int
 	result Result
 	stats  statsState
 	budget *Budget
-	// For /metrics: store write durations, and breaker pauses (Result.Gaps
-	// is only read once the breaker has stopped).
-	storeWrites metrics.Log2Hist
-	pauses      atomic.Uint64
+	// For /metrics: breaker pauses and the sites attached (Result.Gaps
+	// and Sites are only read once the breaker has stopped).
+	probes probeCounts
 	// follow tracks the processes of a file target (AttachExe); nil when
 	// the session traces one process.
 	follow *follower
@@ -302,7 +316,7 @@ func prepare(opts Options, exe string) (*session, error) {
 	if limit == 0 {
 		limit = DefaultMemoryLimit
 	}
-	if s.budget, err = planBudget(limit, len(s.names), opts.QueueBytes); err != nil {
+	if s.budget, err = planBudget(limit, len(s.names), opts.QueueBytes, opts.OTLP != nil); err != nil {
 		bin.Close()
 		return nil, err
 	}
@@ -477,7 +491,7 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	}
 	s.beginProcessRow()
 	defer s.tr.Close()
-	if err := s.newQueue(); err != nil {
+	if err := s.newSinks(); err != nil {
 		return nil, err
 	}
 
@@ -542,37 +556,46 @@ func (s *session) attach(t target) error {
 	s.tr = tr
 	s.result.AttachTime = time.Since(start)
 	s.result.Sites = tr.Sites()
+	s.probes.sites.Store(int64(tr.Sites()))
 	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.names), "sites", tr.Sites(),
 		"uprobe_multi", tr.Multi(), "took", s.result.AttachTime.Round(time.Millisecond))
 	return nil
 }
 
-// newQueue sets up the record converter and the error-first queue.
-func (s *session) newQueue() error {
+// newSinks sets up the decoder (the record converter) and the sinks: the
+// store always, OTLP when configured.
+func (s *session) newSinks() error {
 	var err error
 	if s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid); err != nil {
 		return err
 	}
-	// Error records that cannot reach the store spill to a journal (beside
-	// it unless --spill-dir), and the next run on this store replays what
-	// is left there.
-	s.q = queue.New(queue.Options{OKBytes: s.budget.OKLane, ErrBytes: s.budget.ErrLane, SpillDir: s.spillDir(), Logger: s.log})
+	s.store = s.newStoreSink()
+	s.sinks = fanout{s.store}
+	if s.opts.OTLP != nil {
+		k, err := s.newOTLPSink(*s.opts.OTLP)
+		if err != nil {
+			return err
+		}
+		s.sinks = append(s.sinks, k)
+	}
 	return nil
 }
 
 // pipeline is the set of goroutines that run while the target is traced.
 type pipeline struct {
-	lanes      []*uprobe.Lane
-	readers    sync.WaitGroup // one per ring
-	writerDone chan error     // the queue's writer
-	helpers    sync.WaitGroup // aggregates, retention, resources, breaker
-	stop       context.CancelFunc
-	brk        *breaker
+	lanes   []*uprobe.Lane
+	readers sync.WaitGroup // one per ring
+	helpers sync.WaitGroup // aggregates, retention, resources, breaker
+	stop    context.CancelFunc
+	brk     *breaker
 }
 
-// start launches the ring readers, the store writer and the helpers.
+// start launches the sinks' writers, the ring readers and the helpers.
 func (s *session) start() *pipeline {
-	p := &pipeline{lanes: []*uprobe.Lane{s.tr.Errors(), s.tr.OK()}, writerDone: make(chan error, 1)}
+	for _, k := range s.sinks {
+		k.start()
+	}
+	p := &pipeline{lanes: []*uprobe.Lane{s.tr.Errors(), s.tr.OK()}}
 	for _, l := range p.lanes {
 		p.readers.Add(1)
 		go func(l *uprobe.Lane) {
@@ -580,7 +603,6 @@ func (s *session) start() *pipeline {
 			s.readLane(l)
 		}(l)
 	}
-	go func() { p.writerDone <- s.q.Drain(timedWriter{s.st, &s.storeWrites}) }()
 
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())
@@ -589,7 +611,7 @@ func (s *session) start() *pipeline {
 		helpers = append(helpers, s.follow.run)
 	}
 	if s.opts.MaxOverhead > 0 {
-		p.brk = newBreaker(s)
+		p.brk = newBreaker(s.tr, s.store, s.names, s.pid, s.opts.MaxOverhead, &s.probes, s.log)
 		helpers = append(helpers, p.brk.run)
 	}
 	for _, h := range helpers {
@@ -615,8 +637,8 @@ func (s *session) announceReady() {
 }
 
 // stop detaches the probes, drains the rings, records the calls left open,
-// stops the helpers and waits for the store writer. It returns the writer's
-// error.
+// stops the helpers and waits for every sink to drain. It returns the store
+// sink's error.
 func (s *session) stop(p *pipeline) error {
 	s.result.DetachTime = s.tr.Detach()
 	// Every probe is gone: what the rings hold now is all there is.
@@ -630,8 +652,8 @@ func (s *session) stop(p *pipeline) error {
 	if p.brk != nil {
 		p.brk.close(time.Now())
 	}
-	s.q.Close()
-	return <-p.writerDone
+	s.result.Gaps = int(s.probes.pauses.Load())
+	return s.waitSinks()
 }
 
 // finish writes the final aggregates and closes the session row.
@@ -641,7 +663,8 @@ func (s *session) finish() {
 		s.log.Error("write final aggregates", "err", err)
 	}
 	s.finishResult(totals)
-	s.result.ErrorsLost = s.q.ErrorsLost()
+	s.result.Sinks = s.ledgers()
+	s.result.ErrorsLost = s.result.Sinks[0].ErrorsLost
 	for f, n := range s.result.ErrorsLost {
 		s.log.Error("error records lost: they could not be kept in the store, the spill journal or memory", "function", f, "count", n)
 	}
@@ -724,7 +747,7 @@ func (s *session) readLane(l *uprobe.Lane) {
 		if s.follow != nil {
 			s.follow.saw(&c, ev.FuncID)
 		}
-		s.q.Push(c)
+		s.sinks.Push(c)
 	}
 }
 
@@ -747,7 +770,7 @@ func (s *session) takeOpen(pid uint32) {
 		if s.follow != nil {
 			s.follow.saw(&c, open[i].FuncID)
 		}
-		s.q.Push(c)
+		s.sinks.Push(c)
 	}
 	s.conv.addOpen(open)
 }
@@ -810,11 +833,7 @@ func (s *session) samplerLoop(ctx context.Context) {
 		v := int64(n)
 		return &v
 	}
-	err := resources.Run(ctx, int32(s.pid), every, goroutines, func(rs record.ResourceSample) {
-		if err := s.st.WriteSamples([]record.ResourceSample{rs}); err != nil {
-			s.log.Warn("write resource sample", "err", err)
-		}
-	})
+	err := resources.Run(ctx, int32(s.pid), every, goroutines, s.store.WriteSample)
 	switch {
 	case err == nil || ctx.Err() != nil:
 	case errors.Is(err, resources.ErrNoProcess):

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
@@ -27,8 +29,17 @@ const DefaultCallCost = 10 * time.Microsecond
 // and logged. After a back-off (5 s, doubling on each new trip of the same
 // function, at most 5 min) the probes come back, and the next tick decides
 // again from the measured rate.
+//
+// It depends on small interfaces, not on the session: the probes it reads
+// and pauses (probeControl, the tracer), where its gaps go (gapSink, the
+// store sink) and counters that /metrics reads (probeCounts).
 type breaker struct {
-	s      *session
+	probes probeControl
+	gaps   gapSink
+	names  []string // function id -> name
+	pid    uint32
+	log    *slog.Logger
+	counts *probeCounts
 	budget float64
 	cost   time.Duration
 	every  time.Duration
@@ -45,9 +56,32 @@ type pauseState struct {
 	retsOff bool // the RET sites are gone too
 }
 
-func newBreaker(s *session) *breaker {
+// probeControl is what the breaker needs of the tracer: the kernel's
+// per-function counters, and the sites to take out (the rest go back).
+type probeControl interface {
+	Stats() ([]uprobe.Stats, error)
+	Reattach(removed map[int]uprobe.Removed) (time.Duration, error)
+	Sites() int
+}
+
+// probeCounts are what the breaker changes that others read while it
+// runs: its pauses, and the sites attached after its last re-attach (the
+// tracer's own count may only be read by the goroutine that re-attaches).
+type probeCounts struct {
+	pauses atomic.Uint64
+	sites  atomic.Int64
+}
+
+// gapSink keeps the breaker's gaps; it handles (logs and counts) its own
+// failures.
+type gapSink interface {
+	WriteGap(record.Gap)
+}
+
+func newBreaker(probes probeControl, gaps gapSink, names []string, pid int, budget float64, counts *probeCounts, log *slog.Logger) *breaker {
 	return &breaker{
-		s: s, budget: s.opts.MaxOverhead, cost: DefaultCallCost, every: time.Second,
+		probes: probes, gaps: gaps, names: names, pid: uint32(pid), log: log, counts: counts,
+		budget: budget, cost: DefaultCallCost, every: time.Second,
 		paused: map[int]*pauseState{}, backof: map[int]time.Duration{},
 	}
 }
@@ -65,7 +99,7 @@ func (b *breaker) run(ctx context.Context) {
 				return // the session is ending: nothing left to pause
 			}
 			if err != nil {
-				b.s.log.Error("circuit breaker", "err", err)
+				b.log.Error("circuit breaker", "err", err)
 			}
 		}
 	}
@@ -73,7 +107,7 @@ func (b *breaker) run(ctx context.Context) {
 
 // tick is one decision. It is separate from run so tests can drive it.
 func (b *breaker) tick(now time.Time) error {
-	ks, err := b.s.tr.Stats()
+	ks, err := b.probes.Stats()
 	if err != nil {
 		return err
 	}
@@ -102,9 +136,9 @@ func (b *breaker) tick(now time.Time) error {
 		switch {
 		case !now.Before(p.until):
 			p.gap.End = now.UnixNano()
-			b.writeGap(p.gap)
+			b.gaps.WriteGap(p.gap)
 			delete(b.paused, id)
-			b.s.log.Info("resuming probes", "function", b.s.names[id], "paused_for", now.Sub(time.Unix(0, p.gap.Start)).Round(time.Millisecond))
+			b.log.Info("resuming probes", "function", b.names[id], "paused_for", now.Sub(time.Unix(0, p.gap.Start)).Round(time.Millisecond))
 			changed = true
 		case !p.retsOff:
 			p.retsOff = true
@@ -135,15 +169,14 @@ func (b *breaker) tick(now time.Time) error {
 			back := min(max(2*b.backof[id], 5*time.Second), 5*time.Minute)
 			b.backof[id] = back
 			p := &pauseState{until: now.Add(back), gap: record.Gap{
-				PID: uint32(b.s.pid), Function: b.s.names[id], Start: now.UnixNano(),
+				PID: b.pid, Function: b.names[id], Start: now.UnixNano(),
 				Reason: fmt.Sprintf("circuit breaker: %.0f calls/s cost the target about %.2f CPU in probe traps; budget --max-overhead %.2f", rates[id], cpu, b.budget),
 			}}
 			b.paused[id] = p
-			b.s.result.Gaps++
-			b.s.pauses.Add(1)
-			b.writeGap(p.gap)
-			b.s.log.Warn("pausing probes: calls while paused are not recorded (see gaps in 'obs-agent query stats')",
-				"function", b.s.names[id], "calls_per_s", int(rates[id]), "est_cpu", fmt.Sprintf("%.2f", cpu),
+			b.counts.pauses.Add(1)
+			b.gaps.WriteGap(p.gap)
+			b.log.Warn("pausing probes: calls while paused are not recorded (see gaps in 'obs-agent query stats')",
+				"function", b.names[id], "calls_per_s", int(rates[id]), "est_cpu", fmt.Sprintf("%.2f", cpu),
 				"budget", b.budget, "for", back)
 			changed = true
 		}
@@ -155,11 +188,12 @@ func (b *breaker) tick(now time.Time) error {
 	for id, p := range b.paused {
 		removed[id] = uprobe.Removed{Entry: true, Rets: p.retsOff}
 	}
-	took, err := b.s.tr.Reattach(removed)
+	took, err := b.probes.Reattach(removed)
 	if err != nil {
 		return fmt.Errorf("re-attach probes: %w", err)
 	}
-	b.s.log.Debug("probes re-attached", "paused", len(b.paused), "took", took)
+	b.counts.sites.Store(int64(b.probes.Sites()))
+	b.log.Debug("probes re-attached", "paused", len(b.paused), "took", took)
 	return nil
 }
 
@@ -167,13 +201,7 @@ func (b *breaker) tick(now time.Time) error {
 func (b *breaker) close(now time.Time) {
 	for id, p := range b.paused {
 		p.gap.End = now.UnixNano()
-		b.writeGap(p.gap)
+		b.gaps.WriteGap(p.gap)
 		delete(b.paused, id)
-	}
-}
-
-func (b *breaker) writeGap(g record.Gap) {
-	if err := b.s.st.WriteGaps([]record.Gap{g}); err != nil {
-		b.s.log.Error("store a probe gap", "function", g.Function, "err", err)
 	}
 }

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
+	"github.com/obs-agent/obs-agent/internal/uprobe"
 )
 
 // TestCircuitBreaker runs a hot phase that costs the target far more than
@@ -99,4 +102,86 @@ func TestCircuitBreaker(t *testing.T) {
 		t.Fatalf("lost %d: paused calls must show as a gap, not as losses of seen calls", res.Lost())
 	}
 	t.Logf("gap %.2fs; recorded %d of %d calls, %d after the gap", float64(g.End-g.Start)/1e9, res.Recorded, hotN+coolN, after)
+}
+
+// fakeProbes are counters the breaker test drives by hand, and the sites
+// the breaker last asked to be taken out.
+type fakeProbes struct {
+	calls   []uint64
+	removed map[int]uprobe.Removed
+}
+
+func (f *fakeProbes) Stats() ([]uprobe.Stats, error) {
+	out := make([]uprobe.Stats, len(f.calls))
+	for i, c := range f.calls {
+		out[i].Calls = c
+	}
+	return out, nil
+}
+
+func (f *fakeProbes) Reattach(removed map[int]uprobe.Removed) (time.Duration, error) {
+	f.removed = removed
+	return 0, nil
+}
+
+// Sites: each function has one entry and one RET site.
+func (f *fakeProbes) Sites() int {
+	n := 0
+	for id := range f.calls {
+		r := f.removed[id]
+		if !r.Entry {
+			n++
+		}
+		if !r.Rets {
+			n++
+		}
+	}
+	return n
+}
+
+type gapList []record.Gap
+
+func (g *gapList) WriteGap(x record.Gap) { *g = append(*g, x) }
+
+// TestBreakerDecisions drives the breaker's decisions through its
+// interfaces, tick by tick: the hottest function over the budget loses its
+// entry sites, then its RET sites a tick later; a cool one is left alone;
+// after the back-off the probes return, the gap is closed, and the pause
+// was counted once.
+func TestBreakerDecisions(t *testing.T) {
+	probes := &fakeProbes{calls: []uint64{0, 0}}
+	var gaps gapList
+	var counts probeCounts
+	b := newBreaker(probes, &gaps, []string{"main.hot", "main.cool"}, 42, 0.5, &counts, slog.New(slog.DiscardHandler))
+	pauses := &counts.pauses
+	t0 := time.Unix(1_000_000, 0)
+	step := func(i int, hot, cool uint64) {
+		probes.calls[0] += hot
+		probes.calls[1] += cool
+		if err := b.tick(t0.Add(time.Duration(i) * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(0, 0, 0)
+	// 100k calls/s × 10 µs = 1 CPU, over the 0.5 budget; 100 calls/s is not.
+	step(1, 100_000, 100)
+	if r, ok := probes.removed[0]; !ok || !r.Entry || r.Rets || len(probes.removed) != 1 {
+		t.Fatalf("after the hot tick, removed %+v; want main.hot's entry sites only", probes.removed)
+	}
+	if len(gaps) != 1 || gaps[0].Function != "main.hot" || gaps[0].PID != 42 || gaps[0].End != 0 || pauses.Load() != 1 {
+		t.Fatalf("gaps %+v, pauses %d", gaps, pauses.Load())
+	}
+	step(2, 0, 100)
+	if r := probes.removed[0]; !r.Entry || !r.Rets || counts.sites.Load() != 2 {
+		t.Fatalf("a tick later, removed %+v, %d sites; want its RET sites too, main.cool's 2 sites left", probes.removed, counts.sites.Load())
+	}
+	for i := 3; i < 3+5; i++ { // the first back-off is 5 s
+		step(i, 0, 100)
+	}
+	if len(probes.removed) != 0 {
+		t.Fatalf("after the back-off, still removed: %+v", probes.removed)
+	}
+	if len(gaps) != 2 || gaps[1].End != t0.Add(6*time.Second).UnixNano() || pauses.Load() != 1 {
+		t.Fatalf("gaps %+v, pauses %d; want the gap closed at the resume", gaps, pauses.Load())
+	}
 }

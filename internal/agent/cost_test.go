@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -332,4 +333,74 @@ func BenchmarkAgentCost(b *testing.B) {
 	b.ReportMetric(rss, "agent-peak-rss-MiB")
 	b.ReportMetric(anon, "agent-peak-anon-MiB")
 	b.ReportMetric(rate, "calls/s")
+}
+
+// BenchmarkAgentCostSinks measures the agent's CPU per recorded call
+// through the whole pipeline (ring read, decode, fan-out, queues, store;
+// and OTLP encoding, gzip and requests to an in-process receiver), with
+// the store as the only sink and with the OTLP sink on, alternately in one
+// run, on `load flood 2 SECS 1` (two goroutines calling main.work as fast
+// as the traps allow, 1% errors). The per-call figure is the steady-state
+// slope of the agent's own CPU (startup and detach left out) over the
+// target's call rate. Every call must be recorded or counted lost; with
+// OTLP, every span the sink counts as sent must have arrived, once, and
+// sent + lost must be every recorded call. The share of ok spans the sink
+// shed (its queue full while the receiver, on the same machine, lagged)
+// is reported, not failed on.
+func BenchmarkAgentCostSinks(b *testing.B) {
+	testutil.RequireRoot(b)
+	const secs = 4
+	agentBinary(b)
+	testutil.BuildProgram(b, testutil.Build{Program: "load"})
+	b.ResetTimer()
+	var store, withOTLP, otlpLost float64
+	for i := 0; i < b.N; i++ {
+		for _, otlpOn := range []bool{false, true} {
+			flags := []string{"-f", "main.work"}
+			var rcv *otlptest.Receiver
+			if otlpOn {
+				rcv = otlptest.NewReceiver(b)
+				flags = append(flags, "--otlp-endpoint", rcv.URL())
+			}
+			c := runAgentBinary(b, flags, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
+			m := c.Target.made["main.work"]
+			if c.Recorded+c.Lost != m.calls || c.SteadyCPUPct < 0 {
+				b.Fatalf("made %d calls, agent recorded %d lost %d (steady %.1f%%)", m.calls, c.Recorded, c.Lost, c.SteadyCPUPct)
+			}
+			rate := float64(m.calls) / secs
+			us := c.SteadyCPUPct / 100 * 1e6 / rate
+			if otlpOn {
+				spans, _, dups := rcv.Snapshot()
+				var sent, lost uint64
+				if _, err := fmt.Sscanf(otlpLine(c.Stderr), "  otlp sink: sent %d records, lost %d", &sent, &lost); err != nil {
+					b.Fatalf("no otlp line in the exit report: %v\n%s", err, c.Stderr)
+				}
+				if uint64(len(spans)) != sent || dups != 0 || sent+lost != c.Recorded {
+					b.Fatalf("receiver holds %d spans (%d twice); the sink sent %d and lost %d of %d recorded calls\n%s", len(spans), dups, sent, lost, c.Recorded, c.Stderr)
+				}
+				otlpLost += 100 * float64(lost) / float64(c.Recorded)
+				withOTLP += us
+			} else {
+				store += us
+			}
+			b.Logf("otlp %v: %d calls (%.0f/s), steady agent CPU %.1f%% of a core = %.2f µs/call; %s", otlpOn, m.calls, rate, c.SteadyCPUPct, us, c)
+			if rcv != nil {
+				rcv.Stop()
+			}
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(store/n, "store-us/call")
+	b.ReportMetric(withOTLP/n, "store+otlp-us/call")
+	b.ReportMetric((withOTLP-store)/n, "otlp-extra-us/call")
+	b.ReportMetric(otlpLost/n, "otlp-shed-%")
+}
+
+func otlpLine(stderr string) string {
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "  otlp sink: ") {
+			return l
+		}
+	}
+	return ""
 }

@@ -162,6 +162,21 @@ func abbreviate(p string) string {
 	return p
 }
 
+// runCalltree runs calltree's fixed tree under the agent and checks that
+// the program behaved as it does untraced.
+func runCalltree(t *testing.T, bin string, opts Options) *Result {
+	t.Helper()
+	var out bytes.Buffer
+	res, err := Run(context.Background(), []string{bin}, nil, &out, io.Discard, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 || !strings.Contains(out.String(), "result 419") {
+		t.Fatalf("traced program misbehaved: exit %d, output %q", res.ExitCode, out.String())
+	}
+	return res
+}
+
 func readCalls(t *testing.T, db string) []record.Call {
 	t.Helper()
 	st, err := store.Open(db, store.Options{ReadOnly: true})
@@ -219,14 +234,7 @@ func TestRunTree(t *testing.T) {
 		t.Run(b.String(), func(t *testing.T) {
 			bin := testutil.BuildProgram(t, b)
 			opts := treeOptions(t)
-			var out bytes.Buffer
-			res, err := Run(context.Background(), []string{bin}, nil, &out, io.Discard, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.ExitCode != 0 || !strings.Contains(out.String(), "result 419") {
-				t.Fatalf("traced program misbehaved: exit %d, output %q", res.ExitCode, out.String())
-			}
+			res := runCalltree(t, bin, opts)
 			calls := readCalls(t, opts.DB)
 			diffPaths(t, paths(t, calls), treePaths(b.Toolchain))
 			checkResult(t, res, len(calls))

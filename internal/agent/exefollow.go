@@ -138,7 +138,7 @@ func (f *follower) snapshot() ([]record.FuncStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, dropped := s.q.Counts()
+	dropped := s.store.Ledger().Dropped
 	out := make([]record.FuncStats, len(ks))
 	for i, k := range ks {
 		o := &out[i]
@@ -156,7 +156,7 @@ func (f *follower) snapshot() ([]record.FuncStats, error) {
 // recorded is how many records the store took, for the session's result
 // (the per-process rows count what reached the agent).
 func (f *follower) recorded() uint64 {
-	rec, _ := f.s.q.Counts()
+	rec := f.s.store.Ledger().Written
 	var n uint64
 	for _, v := range rec {
 		n += v

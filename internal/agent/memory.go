@@ -45,6 +45,10 @@ const (
 	// sqliteFactor: SQLite's memory over its page-cache budget (its soft
 	// heap limit is twice the cache).
 	sqliteFactor = 2
+	// resolverAllowance: the OTLP sink's root resolver (otlpsink.go): its
+	// memo of trace roots (two generations of rootMemo entries) and the
+	// records it holds (at most maxHeld), about 3 MiB at most, rounded up.
+	resolverAllowance = 4 << 20
 )
 
 // Budget splits a memory limit among the parts of the agent that can
@@ -61,13 +65,15 @@ type Budget struct {
 	OKLane   int64 // the ok lane's bound, as the queue counts it
 	ErrLane  int64 // the error lane's bound, as the queue counts it
 	SQLite   int64 // SQLite's page caches (store.Options.CacheBytes)
+	// The OTLP sink's lanes and resolver; 0 without it.
+	OTLPOKLane, OTLPErrLane, Resolver int64
 }
 
 // GoLimit is the Go runtime's memory limit: everything the Go heap and
 // runtime hold. Kernel memory and SQLite (which allocates outside the Go
 // heap) are not in it.
 func (b *Budget) GoLimit() int64 {
-	return b.Base + b.Work + laneFactor*(b.OKLane+b.ErrLane)
+	return b.Base + b.Work + laneFactor*(b.OKLane+b.ErrLane+b.OTLPOKLane+b.OTLPErrLane) + b.Resolver
 }
 
 // Need is the agent's total memory need, as charged to its memory cgroup:
@@ -78,11 +84,16 @@ func (b *Budget) Need() int64 {
 
 // String is the line printed at start.
 func (b *Budget) String() string {
-	return fmt.Sprintf("memory: need %s of the %s limit: kernel %s (rings %s + %s, maps %s for %d goroutines in slots + %d more and %d deep frames, programs %s); agent %s (Go %s: base %s, work %s, ok lane %s, error lane %s; SQLite %s)",
+	otlp := ""
+	if b.Resolver > 0 {
+		otlp = fmt.Sprintf(", OTLP sink %s (ok lane %s, error lane %s, resolver %s)", mib(laneFactor*(b.OTLPOKLane+b.OTLPErrLane)+b.Resolver),
+			mib(laneFactor*b.OTLPOKLane), mib(laneFactor*b.OTLPErrLane), mib(b.Resolver))
+	}
+	return fmt.Sprintf("memory: need %s of the %s limit: kernel %s (rings %s + %s, maps %s for %d goroutines in slots + %d more and %d deep frames, programs %s); agent %s (Go %s: base %s, work %s, ok lane %s, error lane %s%s; SQLite %s)",
 		mib(b.Need()), mib(b.Limit), mib(b.Kernel.Total()+b.Programs), mib(int64(b.Sizes.RingOK)), mib(int64(b.Sizes.RingErr)),
 		mib(b.Kernel.Maps), b.Sizes.GoroutineSlots, b.Sizes.Goroutines, b.Sizes.Frames, mib(b.Programs),
 		mib(b.GoLimit()+sqliteFactor*b.SQLite), mib(b.GoLimit()), mib(b.Base), mib(b.Work),
-		mib(laneFactor*b.OKLane), mib(laneFactor*b.ErrLane), mib(sqliteFactor*b.SQLite))
+		mib(laneFactor*b.OKLane), mib(laneFactor*b.ErrLane), otlp, mib(sqliteFactor*b.SQLite))
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
@@ -94,12 +105,17 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // error lane 9%, SQLite 5%. At the default limit that keeps the rings at
 // 16 and 8 MiB and leaves room for about 35,000 goroutines in traced calls at once (TestBurst20000 has 20,000).
 // okLane, when not 0, replaces the ok lane's share (--queue-memory) and
-// must fit.
-func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
+// must fit. With the OTLP sink (withOTLP), its resolver is a fixed cost
+// and its lanes take a share of the queues' (ok 5% of the 17%, error 3%
+// of the 9%): each sink has its own bounded queue inside the one limit.
+func planBudget(limit int64, nfuncs int, okLane int64, withOTLP bool) (*Budget, error) {
 	if limit < MinMemoryLimit {
 		return nil, fmt.Errorf("memory limit %s is below the minimum of %s", mib(limit), mib(MinMemoryLimit))
 	}
 	b := &Budget{Limit: limit, Base: goMemoryInUse(), Work: workAllowance, Programs: programsAllowance}
+	if withOTLP {
+		b.Resolver = resolverAllowance
+	}
 	// The maps that don't scale with the limit: their cost with the
 	// scaled ones at their smallest.
 	small := uprobe.Sizes{RingOK: 1 << 16, RingErr: 1 << 16, Goroutines: 1, Frames: 1, GoroutineSlots: 1}
@@ -107,7 +123,7 @@ func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
 	if err != nil {
 		return nil, err
 	}
-	fixed := b.Base + b.Work + b.Programs + k.Total()
+	fixed := b.Base + b.Work + b.Programs + b.Resolver + k.Total()
 	avail := limit - fixed
 	if avail < 16<<20 {
 		return nil, fmt.Errorf("memory limit %s leaves %s after the fixed costs (Go base %s, work %s, BPF programs %s, fixed maps %s): raise it to at least %s",
@@ -142,10 +158,16 @@ func planBudget(limit int64, nfuncs int, okLane int64) (*Budget, error) {
 	b.Sizes.Goroutines = uint32(min((gShare-int64(slots)*sCost)/gCost, 1<<22))
 	b.Sizes.Frames = uint32(min(share(4)/fCost, 1<<24))
 	b.OKLane = share(17) / laneFactor
+	b.ErrLane = share(9) / laneFactor
+	if withOTLP {
+		b.OTLPOKLane = share(5) / laneFactor
+		b.OTLPErrLane = share(3) / laneFactor
+		b.OKLane -= b.OTLPOKLane
+		b.ErrLane -= b.OTLPErrLane
+	}
 	if okLane > 0 {
 		b.OKLane = okLane
 	}
-	b.ErrLane = share(9) / laneFactor
 	b.SQLite = share(5) / sqliteFactor
 	if b.Kernel, err = uprobe.EstimateKernelMemory(nfuncs, b.Sizes); err != nil {
 		return nil, err

@@ -12,7 +12,7 @@ import (
 func TestPlanBudget(t *testing.T) {
 	var prev *Budget
 	for _, mib := range []int64{64, 96, 128, 160, 256, 1024, 4096} {
-		b, err := planBudget(mib<<20, 50, 0)
+		b, err := planBudget(mib<<20, 50, 0, false)
 		if err != nil {
 			t.Fatalf("%d MiB: %v", mib, err)
 		}
@@ -33,16 +33,31 @@ func TestPlanBudget(t *testing.T) {
 		t.Logf("%s", b)
 		prev = b
 	}
-	if b, _ := planBudget(DefaultMemoryLimit, 50, 0); b.Sizes.RingOK != 16<<20 || b.Sizes.RingErr != 8<<20 || b.Sizes.Goroutines < 20000 {
+	if b, _ := planBudget(DefaultMemoryLimit, 50, 0, false); b.Sizes.RingOK != 16<<20 || b.Sizes.RingErr != 8<<20 || b.Sizes.Goroutines < 20000 {
 		t.Errorf("default budget: rings %d + %d, %d goroutines; want 16 + 8 MiB and room for TestBurst20000", b.Sizes.RingOK, b.Sizes.RingErr, b.Sizes.Goroutines)
 	}
-	if _, err := planBudget(32<<20, 50, 0); err == nil || !strings.Contains(err.Error(), "below the minimum") {
+	if _, err := planBudget(32<<20, 50, 0, false); err == nil || !strings.Contains(err.Error(), "below the minimum") {
 		t.Errorf("32 MiB: %v", err)
 	}
-	if _, err := planBudget(128<<20, 50, 100<<20); err == nil || !strings.Contains(err.Error(), "--queue-memory") {
+	if _, err := planBudget(128<<20, 50, 100<<20, false); err == nil || !strings.Contains(err.Error(), "--queue-memory") {
 		t.Errorf("a 100 MiB ok lane in 128 MiB: %v", err)
 	}
-	if b, err := planBudget(256<<20, 50, 8<<20); err != nil || b.OKLane != 8<<20 {
+	if b, err := planBudget(256<<20, 50, 8<<20, false); err != nil || b.OKLane != 8<<20 {
 		t.Errorf("--queue-memory 8 in 256 MiB: %v, ok lane %d", err, b.OKLane)
+	}
+	// With the OTLP sink: its lanes and resolver fit the same limit, the
+	// rings keep their default sizes, and the store keeps most of the
+	// queues' share.
+	for _, mib := range []int64{64, 160, 1024} {
+		b, err := planBudget(mib<<20, 50, 0, true)
+		plain, _ := planBudget(mib<<20, 50, 0, false)
+		if err != nil || b.Need() > b.Limit || b.OTLPOKLane <= 0 || b.OTLPErrLane <= 0 || b.Resolver != resolverAllowance ||
+			b.OKLane <= b.OTLPOKLane || b.ErrLane <= b.OTLPErrLane || b.OKLane+b.OTLPOKLane > plain.OKLane {
+			t.Errorf("%d MiB with OTLP: %v, %+v", mib, err, b)
+		}
+		if mib == 160 && (b.Sizes.RingOK != 16<<20 || b.Sizes.RingErr != 8<<20) {
+			t.Errorf("default budget with OTLP: rings %d + %d, want 16 + 8 MiB", b.Sizes.RingOK, b.Sizes.RingErr)
+		}
+		t.Logf("with OTLP: %s", b)
 	}
 }

@@ -4,10 +4,8 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"fmt"
-	"time"
 
 	"github.com/obs-agent/obs-agent/internal/metrics"
-	"github.com/obs-agent/obs-agent/internal/record"
 )
 
 // serveMetrics starts the /metrics endpoint when Options.Metrics is set.
@@ -33,7 +31,7 @@ func (m metricsSource) Snapshot() (metrics.Snapshot, error) {
 	if err != nil {
 		return metrics.Snapshot{}, err
 	}
-	errLost := s.q.ErrorsLost()
+	errLost := s.store.Ledger().ErrorsLost
 	s.conv.mu.Lock()
 	unfinished := make([]uint64, len(s.conv.extra))
 	for i := range s.conv.extra {
@@ -55,40 +53,17 @@ func (m metricsSource) Snapshot() (metrics.Snapshot, error) {
 		f.TotalNs, f.Hist = t.TotalNs, t.Hist
 	}
 	h := &snap.Health
-	h.ProbeSites, h.Functions = s.tr.Sites(), len(s.names)
-	h.BreakerPauses = s.pauses.Load()
+	h.ProbeSites, h.Functions = int(s.probes.sites.Load()), len(s.names)
+	h.BreakerPauses = s.probes.pauses.Load()
 	if th, err := s.tr.Health(); err == nil {
 		h.Rings = []metrics.Ring{{Lane: "error", Dropped: th.RingErrFull}, {Lane: "ok", Dropped: th.RingOKFull}}
 		h.MapFull, h.ReadFail, h.UnmatchedReturns = th.MapFull, th.ReadFail, th.UnmatchedRet
 	}
-	errs, oks, journal := s.q.Depth()
-	h.Sinks = []metrics.Sink{{
-		Name:   "store",
-		Queue:  []metrics.Depth{{Lane: "error", Records: errs}, {Lane: "ok", Records: oks}, {Lane: "error_journal", Records: journal}},
-		Writes: &s.storeWrites,
-	}}
+	for _, k := range s.sinks {
+		h.Sinks = append(h.Sinks, k.Health())
+	}
 	return snap, nil
 }
-
-// timedWriter measures each batch write to the store for
-// obs_agent_sink_write_duration_seconds.
-type timedWriter struct {
-	w interface {
-		WriteCalls([]record.Call) error
-		Path() string
-	}
-	h *metrics.Log2Hist
-}
-
-func (t timedWriter) WriteCalls(c []record.Call) error {
-	start := time.Now()
-	err := t.w.WriteCalls(c)
-	t.h.Observe(time.Since(start))
-	return err
-}
-
-// Path lets the queue name the store in its messages, as it does unwrapped.
-func (t timedWriter) Path() string { return t.w.Path() }
 
 // buildID is the executable's Go build id, else its GNU build id, else "":
 // which build of a program was traced, for obs_agent_session_info.

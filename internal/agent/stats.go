@@ -43,7 +43,8 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	recorded, dropped := s.q.Counts()
+	l := s.store.Ledger()
+	recorded, dropped := l.Written, l.Dropped
 	s.conv.mu.Lock()
 	defer s.conv.mu.Unlock()
 	out := make([]record.FuncStats, len(ks))

@@ -46,6 +46,8 @@ var (
 		"sink", "lane")
 	descSinkWrite = desc("sink_write_duration_seconds", "Duration of each batch write to a sink.",
 		"sink")
+	descSinkRecords = desc("sink_records_total", "Records each sink wrote (outcome written) or lost (outcome dropped; error_lost counts the error records among them). Every sink keeps its own account.",
+		"sink", "outcome")
 	descSites      = desc("probe_sites", "Uprobe sites attached (entry and RET sites).")
 	descFunctions  = desc("probed_functions", "Functions traced.")
 	descPauses     = desc("breaker_pauses_total", "Times the circuit breaker paused a function's probes (each is a gap in query stats).")
@@ -62,7 +64,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descCalls, descDuration, descRecorded, descLost, descErrorsLost,
-		descRingDropped, descQueueDepth, descSinkWrite, descSites, descFunctions, descPauses, descKernelLost} {
+		descRingDropped, descQueueDepth, descSinkWrite, descSinkRecords, descSites, descFunctions, descPauses, descKernelLost} {
 		ch <- d
 	}
 }
@@ -108,6 +110,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, d := range s.Queue {
 			gauge(descQueueDepth, float64(d.Records), s.Name, d.Lane)
 		}
+		counter(descSinkRecords, s.Written, s.Name, "written")
+		counter(descSinkRecords, s.Dropped, s.Name, "dropped")
+		counter(descSinkRecords, s.ErrorsLost, s.Name, "error_lost")
 		if s.Writes != nil {
 			b, sum := s.Writes.Read()
 			buckets, count := promBuckets(&b)

@@ -69,6 +69,10 @@ type Sink struct {
 	Name   string
 	Queue  []Depth
 	Writes *Log2Hist // duration of each batch write; nil when not measured
+	// The sink's ledger: records it wrote, and records it lost (ok records
+	// shed, error records that could not be kept); ErrorsLost are the
+	// error records among Dropped.
+	Written, Dropped, ErrorsLost uint64
 }
 
 // Health is the agent's own state.

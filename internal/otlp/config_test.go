@@ -5,16 +5,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	resourcepb "go.opentelemetry.io/proto/slim/otlp/resource/v1"
-	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
-
+	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
@@ -91,9 +88,9 @@ func TestRetryAfter(t *testing.T) {
 // TestExportGivesUp: a receiver that stays down is retried with
 // back-off for MaxElapsed, then the export fails with the last error.
 func TestExportGivesUp(t *testing.T) {
-	rcv := newReceiver(t)
-	rcv.refuse = func(int, int) (int, string) { return 503, "" }
-	e, err := New(Config{Endpoint: rcv.url(), InitialBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, MaxElapsed: 300 * time.Millisecond})
+	rcv := otlptest.NewReceiver(t)
+	rcv.SetRefuse(func(int, int) (int, string) { return 503, "" })
+	e, err := New(Config{Endpoint: rcv.URL(), InitialBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, MaxElapsed: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +105,7 @@ func TestExportGivesUp(t *testing.T) {
 	if res.Attempts < 3 || res.Attempts > 20 {
 		t.Errorf("%d attempts", res.Attempts)
 	}
-	if spans, _, _ := rcv.snapshot(); len(spans) != 0 {
+	if spans, _, _ := rcv.Snapshot(); len(spans) != 0 {
 		t.Errorf("refused spans were kept: %d", len(spans))
 	}
 }
@@ -162,18 +159,16 @@ func TestStateFile(t *testing.T) {
 // TestExportTLS: an https receiver whose certificate only --ca-file
 // vouches for is refused without it and reached with it.
 func TestExportTLS(t *testing.T) {
-	rcv := &receiver{t: t, spans: map[string]*tracepb.Span{}, res: map[string]*resourcepb.Resource{}}
-	rcv.srv = httptest.NewTLSServer(http.HandlerFunc(rcv.serve))
-	t.Cleanup(rcv.srv.Close)
+	rcv := otlptest.NewTLSReceiver(t)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rcv.srv.Certificate().Raw})
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rcv.Certificate()})
 	if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b := NewBatch("test")
 	p := Process{SessionID: 1, PID: 1, ServiceName: "x"}
 	b.Add(&p, &synthCall, synthCall.ID)
-	plain, err := New(Config{Endpoint: rcv.url()})
+	plain, err := New(Config{Endpoint: rcv.URL()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,17 +177,17 @@ func TestExportTLS(t *testing.T) {
 	if res, err := plain.Export(context.Background(), b.Request()); !errors.As(err, &perm) || !strings.Contains(err.Error(), "certificate") || res.Attempts != 1 {
 		t.Errorf("export to an unknown CA: %v after %d attempts, want one certificate error", err, res.Attempts)
 	}
-	withCA, err := New(Config{Endpoint: rcv.url(), CAFile: ca})
+	withCA, err := New(Config{Endpoint: rcv.URL(), CAFile: ca})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := withCA.Export(context.Background(), b.Request()); err != nil {
 		t.Fatal(err)
 	}
-	if spans, _, _ := rcv.snapshot(); len(spans) != 1 {
+	if spans, _, _ := rcv.Snapshot(); len(spans) != 1 {
 		t.Errorf("receiver holds %d spans, want 1", len(spans))
 	}
-	if _, err := New(Config{Endpoint: rcv.url(), CAFile: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
+	if _, err := New(Config{Endpoint: rcv.URL(), CAFile: filepath.Join(t.TempDir(), "none.pem")}); err == nil {
 		t.Error("a missing CA file was accepted")
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
 
+	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
 )
@@ -98,101 +99,14 @@ func runExport(t *testing.T, s *store.Store, e Sender, state string, batch int, 
 	return x.Run(context.Background())
 }
 
-// byCall indexes received spans by their call id attribute.
-func byCall(t *testing.T, spans map[string]*tracepb.Span) map[uint64]*tracepb.Span {
+// checkSpans asserts that every call arrived as exactly one span
+// (otlptest.Receiver.Check), and returns the spans by call id.
+func checkSpans(t *testing.T, rcv *otlptest.Receiver, calls []record.Call) map[uint64]*tracepb.Span {
 	t.Helper()
-	out := map[uint64]*tracepb.Span{}
-	for _, sp := range spans {
-		v := attr(sp.Attributes, AttrCallID)
-		if v == nil {
-			t.Fatalf("span %x has no %s", sp.SpanId, AttrCallID)
-		}
-		out[uint64(v.GetIntValue())] = sp
+	if sc := rcv.Scopes(); len(calls) > 0 && (len(sc) != 1 || !sc[ScopeName]) {
+		t.Errorf("instrumentation scopes %v, want only %s", sc, ScopeName)
 	}
-	return out
-}
-
-// checkSpans asserts that every call arrived as exactly one span with the
-// right name, goroutine, parent, trace, status and error text, and
-// returns the spans by call id.
-func checkSpans(t *testing.T, rcv *receiver, calls []record.Call) map[uint64]*tracepb.Span {
-	t.Helper()
-	spans, _, dups := rcv.snapshot()
-	if dups != 0 {
-		t.Errorf("%d spans arrived twice", dups)
-	}
-	if len(spans) != len(calls) {
-		t.Errorf("receiver holds %d spans, store %d calls", len(spans), len(calls))
-	}
-	got := byCall(t, spans)
-	stored := map[uint64]bool{}
-	for _, c := range calls {
-		stored[c.ID] = true
-	}
-	for _, c := range calls {
-		sp, ok := got[c.ID]
-		if !ok {
-			t.Errorf("call %d (%s) never arrived", c.ID, c.Function)
-			continue
-		}
-		if sp.Name != c.Function || attr(sp.Attributes, AttrFunctionName).GetStringValue() != c.Function {
-			t.Errorf("call %d: span name %q, want %q", c.ID, sp.Name, c.Function)
-		}
-		if sp.Kind != tracepb.Span_SPAN_KIND_INTERNAL {
-			t.Errorf("call %d: kind %v", c.ID, sp.Kind)
-		}
-		if g := attr(sp.Attributes, AttrThreadID).GetIntValue(); uint64(g) != c.GoID {
-			t.Errorf("call %d: thread.id %d, want goroutine %d", c.ID, g, c.GoID)
-		}
-		if sp.StartTimeUnixNano != uint64(c.Start) || sp.EndTimeUnixNano != uint64(c.Start+c.Duration) {
-			t.Errorf("call %d: span [%d, %d], call starts %d for %d ns", c.ID, sp.StartTimeUnixNano, sp.EndTimeUnixNano, c.Start, c.Duration)
-		}
-		switch {
-		case c.ParentID == 0:
-			if len(sp.ParentSpanId) != 0 {
-				t.Errorf("root call %d has parent span %x", c.ID, sp.ParentSpanId)
-			}
-		case stored[c.ParentID]:
-			p := got[c.ParentID]
-			if p == nil || hex.EncodeToString(sp.ParentSpanId) != hex.EncodeToString(p.SpanId) {
-				t.Errorf("call %d: parent span %x is not call %d's span", c.ID, sp.ParentSpanId, c.ParentID)
-			} else if hex.EncodeToString(sp.TraceId) != hex.EncodeToString(p.TraceId) {
-				t.Errorf("call %d: trace %x, its parent's %x", c.ID, sp.TraceId, p.TraceId)
-			}
-		default:
-			// The parent is not stored: the span still names it (so a
-			// backend that has it links them), and starts its own trace.
-			if len(sp.ParentSpanId) != 8 {
-				t.Errorf("orphan call %d: parent span %x", c.ID, sp.ParentSpanId)
-			}
-		}
-		st := sp.Status.GetCode()
-		et := attr(sp.Attributes, AttrErrorType).GetStringValue()
-		switch c.Status {
-		case record.StatusError, record.StatusPanic:
-			want := c.ErrorType
-			if want == "" {
-				want = "_OTHER"
-			}
-			if st != tracepb.Status_STATUS_CODE_ERROR || sp.Status.GetMessage() != c.Error || et != want {
-				t.Errorf("call %d (%v): status %v %q, error.type %q; want ERROR %q %q", c.ID, c.Status, st, sp.Status.GetMessage(), et, c.Error, want)
-			}
-			if panicked := attr(sp.Attributes, AttrPanic).GetBoolValue(); panicked != (c.Status == record.StatusPanic) {
-				t.Errorf("call %d (%v): %s = %v", c.ID, c.Status, AttrPanic, panicked)
-			}
-			if tr := attr(sp.Attributes, AttrErrorTruncated).GetBoolValue(); tr != c.ErrorTruncated {
-				t.Errorf("call %d: %s = %v", c.ID, AttrErrorTruncated, tr)
-			}
-		default:
-			if st != tracepb.Status_STATUS_CODE_UNSET || et != "" {
-				t.Errorf("call %d (%v): status %v, error.type %q", c.ID, c.Status, st, et)
-			}
-			if u := attr(sp.Attributes, AttrUnfinished).GetBoolValue(); u != (c.Status == record.StatusUnfinished) {
-				t.Errorf("call %d (%v): %s = %v", c.ID, c.Status, AttrUnfinished, u)
-			}
-		}
-	}
-	return got
+	return rcv.Check(t, calls, false)
 }
 
 // TestExportSynthetic covers every status, an orphan, hours, ties of
@@ -200,8 +114,8 @@ func checkSpans(t *testing.T, rcv *receiver, calls []record.Call) map[uint64]*tr
 func TestExportSynthetic(t *testing.T) {
 	path, calls := synthStore(t, 300)
 	s := openRO(t, path)
-	rcv := newReceiver(t)
-	rep, err := runExport(t, s, testExporter(t, rcv.url()), filepath.Join(t.TempDir(), "st"), 7, time.Time{})
+	rcv := otlptest.NewReceiver(t)
+	rep, err := runExport(t, s, testExporter(t, rcv.URL()), filepath.Join(t.TempDir(), "st"), 7, time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +123,7 @@ func TestExportSynthetic(t *testing.T) {
 		t.Errorf("report %+v for %d calls over 2 hours", rep, len(calls))
 	}
 	checkSpans(t, rcv, calls)
-	_, res, _ := rcv.snapshot()
+	_, res, _ := rcv.Snapshot()
 	for k, r := range res {
 		if attr(r.Attributes, AttrServiceName).GetStringValue() != "app" || attr(r.Attributes, AttrProcessPID).GetIntValue() != 42 ||
 			attr(r.Attributes, AttrExecutableName).GetStringValue() != "app" {
@@ -226,22 +140,20 @@ func TestExportRetryAfter(t *testing.T) {
 		t.Run(strings.TrimSpace(time.Duration(code).String()), func(t *testing.T) {
 			path, calls := synthStore(t, 60)
 			s := openRO(t, path)
-			rcv := newReceiver(t)
+			rcv := otlptest.NewReceiver(t)
 			// The second request is refused twice with Retry-After: 1.
-			rcv.refuse = func(n, _ int) (int, string) {
+			rcv.SetRefuse(func(n, _ int) (int, string) {
 				if n == 2 || n == 3 {
 					return code, "1"
 				}
 				return 0, ""
-			}
-			rep, err := runExport(t, s, testExporter(t, rcv.url()), filepath.Join(t.TempDir(), "st"), 16, time.Time{})
+			})
+			rep, err := runExport(t, s, testExporter(t, rcv.URL()), filepath.Join(t.TempDir(), "st"), 16, time.Time{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			checkSpans(t, rcv, calls)
-			rcv.mu.Lock()
-			at := append([]time.Time(nil), rcv.requests...)
-			rcv.mu.Unlock()
+			at := rcv.Requests()
 			if len(at) != rep.Requests+2 {
 				t.Fatalf("%d requests arrived for %d accepted and 2 refused", len(at), rep.Requests)
 			}
@@ -262,14 +174,14 @@ func TestExportResume(t *testing.T) {
 	path, calls := synthStore(t, 200)
 	s := openRO(t, path)
 	state := filepath.Join(t.TempDir(), "obs.db.otlp-state")
-	rcv := newReceiver(t)
-	rcv.refuse = func(_, accepted int) (int, string) {
+	rcv := otlptest.NewReceiver(t)
+	rcv.SetRefuse(func(_, accepted int) (int, string) {
 		if accepted >= 50 {
 			return 400, ""
 		}
 		return 0, ""
-	}
-	e := testExporter(t, rcv.url())
+	})
+	e := testExporter(t, rcv.URL())
 	rep, err := runExport(t, s, e, state, 9, time.Time{})
 	var perm *PermanentError
 	if !errors.As(err, &perm) || perm.Status != 400 {
@@ -278,9 +190,7 @@ func TestExportResume(t *testing.T) {
 	if rep.Spans < 50 || rep.Spans >= int64(len(calls)) {
 		t.Fatalf("first run sent %d spans", rep.Spans)
 	}
-	rcv.mu.Lock()
-	rcv.refuse = nil
-	rcv.mu.Unlock()
+	rcv.SetRefuse(nil)
 	rep2, err := runExport(t, s, e, state, 9, time.Time{})
 	if err != nil {
 		t.Fatal(err)
@@ -314,13 +224,13 @@ func TestExportIdempotentIDs(t *testing.T) {
 	s := openRO(t, path)
 	var ids [2]map[uint64]string
 	for i := range ids {
-		rcv := newReceiver(t)
-		if _, err := runExport(t, s, testExporter(t, rcv.url()), filepath.Join(t.TempDir(), "st"), 5, time.Time{}); err != nil {
+		rcv := otlptest.NewReceiver(t)
+		if _, err := runExport(t, s, testExporter(t, rcv.URL()), filepath.Join(t.TempDir(), "st"), 5, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		spans, _, _ := rcv.snapshot()
+		spans, _, _ := rcv.Snapshot()
 		ids[i] = map[uint64]string{}
-		for id, sp := range byCall(t, spans) {
+		for id, sp := range otlptest.ByCall(t, spans) {
 			ids[i][id] = hex.EncodeToString(sp.TraceId) + "/" + hex.EncodeToString(sp.SpanId)
 		}
 	}

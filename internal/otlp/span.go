@@ -108,12 +108,19 @@ func (p *Process) TraceID(rootID uint64) []byte { return p.id('t', rootID, 16) }
 
 // id is the first n bytes of the digest, never all zero (invalid in OTLP).
 func (p *Process) id(kind byte, callID uint64, n int) []byte {
-	d := p.digest(kind, callID)
-	id := d[:n]
-	if allZero(id) {
-		id[n-1] = 1
-	}
+	id := make([]byte, n)
+	p.putID(id, kind, callID)
 	return id
+}
+
+// putID fills dst with the first len(dst) bytes of the digest, never all
+// zero; it does not allocate.
+func (p *Process) putID(dst []byte, kind byte, callID uint64) {
+	d := p.digest(kind, callID)
+	copy(dst, d[:])
+	if allZero(dst) {
+		dst[len(dst)-1] = 1
+	}
 }
 
 func allZero(b []byte) bool {
@@ -129,13 +136,14 @@ func allZero(b []byte) bool {
 // the topmost ancestor the caller knows (the call itself when it has no
 // parent), which names the trace.
 func (p *Process) Span(c *record.Call, rootID uint64) *tracepb.Span {
+	start, end := spanTimes(c)
 	sp := &tracepb.Span{
 		TraceId:           p.TraceID(rootID),
 		SpanId:            p.SpanID(c.ID),
 		Name:              c.Function,
 		Kind:              tracepb.Span_SPAN_KIND_INTERNAL,
-		StartTimeUnixNano: uint64(max(c.Start, 0)),
-		EndTimeUnixNano:   uint64(max(c.Start+max(c.Duration, 0), 0)),
+		StartTimeUnixNano: start,
+		EndTimeUnixNano:   end,
 		Attributes: []*commonpb.KeyValue{
 			str(AttrFunctionName, c.Function),
 			num(AttrThreadID, int64(c.GoID)),
@@ -163,6 +171,12 @@ func (p *Process) Span(c *record.Call, rootID uint64) *tracepb.Span {
 		sp.Attributes = append(sp.Attributes, boolean(AttrUnfinished))
 	}
 	return sp
+}
+
+// spanTimes are a call's span start and end: an unfinished call ends when
+// it was last seen; times before 1970 are clamped to 0.
+func spanTimes(c *record.Call) (start, end uint64) {
+	return uint64(max(c.Start, 0)), uint64(max(c.Start+max(c.Duration, 0), 0))
 }
 
 // Resource is the resource of the session's spans.

@@ -20,6 +20,16 @@ type notifyWriter struct {
 	calls chan error
 }
 
+// Classify reads the store's errors as the agent's store sink does.
+func (w notifyWriter) Classify(err error) Failure {
+	what, kind := store.Trouble(err)
+	f := Failure{Refused: store.Refused(err), What: what, Kind: "other"}
+	if kind != nil {
+		f.Kind = kind.Error()
+	}
+	return f
+}
+
 func (w notifyWriter) WriteCalls(c []record.Call) error {
 	err := w.Store.WriteCalls(c)
 	select {
@@ -60,7 +70,7 @@ func TestDiskFullRealStore(t *testing.T) {
 			testutil.Fill(t, filler)
 
 			log, lb := newLogger()
-			q := New(fastOpts(Options{SpillDir: spill, BatchSize: 500, Logger: log}))
+			q := New(fastOpts(Options{SpillDir: spill, BatchSize: 500, Logger: log, Name: "store " + db}))
 			w := notifyWriter{st, make(chan error, 1)}
 			var p pushed
 			const total, errEvery = 3000, 10
@@ -117,7 +127,7 @@ func TestDiskFullRealStore(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatalf("Drain: %v", err)
 			}
-			if !strings.Contains(lb.String(), "store writes resumed") {
+			if !strings.Contains(lb.String(), "writes resumed") {
 				t.Errorf("no resumed message:\n%s", lb)
 			}
 			checkInvariant(t, q, &p)
@@ -136,9 +146,8 @@ func TestDiskFullRealStore(t *testing.T) {
 	}
 }
 
-// TestRealStoreDuplicateIsConstraint pins what replaySingly relies on: the
-// real store refuses a duplicate id with a constraint violation, which is
-// not one of the outage sentinels.
+// TestRealStoreDuplicateIsConstraint pins what writeSingly relies on: the
+// real store's duplicate id reads as a refusal, not as an outage.
 func TestRealStoreDuplicateIsConstraint(t *testing.T) {
 	st, err := store.Open(filepath.Join(t.TempDir(), "obs.db"), store.Options{})
 	if err != nil {
@@ -150,7 +159,7 @@ func TestRealStoreDuplicateIsConstraint(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = st.WriteCalls(c)
-	if !isConstraint(err) || failureKind(err) != errOther {
-		t.Fatalf("duplicate write: %v (constraint %v, kind %v)", err, isConstraint(err), failureKind(err))
+	if f := (notifyWriter{}).Classify(err); !f.Refused || f.Kind != "other" {
+		t.Fatalf("duplicate write: %v reads as %+v, want refused", err, f)
 	}
 }

@@ -1,5 +1,9 @@
-// Package queue owns the path from decoded call records to the store: an
-// error-first queue with two lanes.
+// Package queue owns a bounded, error-first queue of call records in front
+// of one sink (the store, an OTLP endpoint): two lanes, a spill journal, a
+// writer goroutine and a per-function loss ledger. It knows nothing of the
+// destination: the sink's Writer writes a batch and says what a failure
+// means (Writer.Classify), an outage the queue outlasts or records the
+// destination refuses.
 //
 // Error, panic and unfinished records go in the error lane. It is bounded
 // in memory (Options.ErrBytes, counting a spill in flight); from half the
@@ -15,13 +19,18 @@
 // loss per function.
 //
 // One writer goroutine (Drain) writes, in this order: journal segments,
-// oldest first, each as one store transaction (the segment file is deleted
-// only after that commit); then batches from memory, error records first.
-// When the store fails (locked, read-only, full, corrupt), the batch goes
-// back to its lanes and is retried with backoff. After Close, Drain keeps
-// retrying for Options.CloseTimeout; then the ok records still unwritten
-// are counted as dropped and the error records are left in the journal,
-// which the next run on the same store replays (Recover).
+// oldest first, each as one write (the segment file is deleted only after
+// the destination took it); then batches from memory, error records first.
+// When the destination fails (an outage: a store locked, read-only or
+// full, a collector down), the batch goes back to its lanes and is retried
+// with backoff; with Options.ShedOKWhileFailing its ok records are dropped
+// and counted instead, and new ok records are shed until writes succeed.
+// Records the destination refuses (Failure.Refused) are written one by one
+// and those refused again are dropped and counted. After Close, Drain
+// keeps retrying for Options.CloseTimeout; then the ok records still
+// unwritten are counted as dropped and the error records are left in the
+// journal, which the next run on the same spill directory replays
+// (Recover).
 //
 // For every function, records pushed == recorded + dropped + error records
 // still in the journal (SpillCounts), once Drain has returned.
@@ -36,7 +45,6 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
-	"github.com/obs-agent/obs-agent/internal/store"
 )
 
 // DefaultOKBytes bounds the memory held by ok records: 64 MiB.
@@ -53,9 +61,25 @@ const DefaultCloseTimeout = 30 * time.Second
 // take a write (the records stay in memory meanwhile).
 const journalRetry = time.Second
 
-// Writer is the store's write side. A failed WriteCalls must write nothing.
+// Writer is a sink's write side. A failed WriteCalls must write nothing.
 type Writer interface {
 	WriteCalls([]record.Call) error
+	// Classify says what a failed WriteCalls means.
+	Classify(err error) Failure
+}
+
+// Failure is a Writer's reading of one of its errors.
+type Failure struct {
+	// Refused: the destination refuses these records themselves (an id
+	// already stored, a request it rejects as malformed), so writing them
+	// again cannot succeed, though other records may. Otherwise the
+	// destination is failing (an outage) and the records are retried.
+	Refused bool
+	// Kind names the kind of failure; each kind is logged once per outage.
+	Kind string
+	// What says what is wrong, after the destination's name: "is on a
+	// full disk", "is unreachable".
+	What string
 }
 
 // Options tune a Queue.
@@ -77,6 +101,13 @@ type Options struct {
 	Logger       *slog.Logger
 	// RetryMin and RetryMax bound the backoff after a failed write; 0: 50 ms and 5 s.
 	RetryMin, RetryMax time.Duration
+	// Name names the destination in log messages, e.g. "store /var/lib/obs.db".
+	Name string
+	// ShedOKWhileFailing drops ok records (counted) while the destination
+	// is failing, instead of keeping them up to OKBytes: for a sink whose
+	// ok records are worth little late (live spans), so memory goes to
+	// the error records that wait.
+	ShedOKWhileFailing bool
 }
 
 // Queue is the two-lane queue. Push may be called from any goroutine;
@@ -101,7 +132,6 @@ type Queue struct {
 	spilled   map[string]uint64 // error records written to the journal
 	journaled map[string]uint64 // error records of this run in the journal now
 	storeErr  error             // last write error, nil once writes succeed again
-	storePath string
 	down      *outage
 
 	// The journal. jready counts records in readable segments (including
@@ -126,8 +156,8 @@ type Queue struct {
 // outage is one period of failing store writes.
 type outage struct {
 	start    time.Time
-	logged   map[error]bool // failure kinds already logged
-	replayed int            // journal records written since it began
+	logged   map[string]bool // failure kinds already logged
+	replayed int             // journal records written since it began
 }
 
 // New makes a queue. It does no I/O: the journal is opened by Recover,
@@ -157,9 +187,12 @@ func New(opts Options) *Queue {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Name == "" {
+		opts.Name = "sink"
+	}
 	q := &Queue{
 		opts:      opts,
-		log:       opts.Logger.With("component", "queue"),
+		log:       opts.Logger.With("component", "queue", "sink", opts.Name),
 		closeCh:   make(chan struct{}),
 		recorded:  map[string]uint64{},
 		dropped:   map[string]uint64{},
@@ -193,7 +226,7 @@ func (q *Queue) Push(c record.Call) {
 		}
 	} else {
 		sz := recordSize(&c)
-		if q.okBytes+sz > q.opts.OKBytes {
+		if q.okBytes+sz > q.opts.OKBytes || (q.opts.ShedOKWhileFailing && q.storeErr != nil) {
 			q.dropped[c.Function]++
 			q.mu.Unlock()
 			return
@@ -513,11 +546,6 @@ func shift(s []record.Call, n int) []record.Call {
 // unwritten as dropped, moves the error records to the journal, and returns
 // an error that says how many wait there.
 func (q *Queue) Drain(w Writer) error {
-	if p, ok := w.(interface{ Path() string }); ok {
-		q.mu.Lock()
-		q.storePath = p.Path()
-		q.mu.Unlock()
-	}
 	if q.jr != nil {
 		q.Recover() // logged; without a journal errors stay in memory
 	}
@@ -544,18 +572,27 @@ func (q *Queue) Drain(w Writer) error {
 			retrying, backoff = false, q.opts.RetryMin
 			continue
 		}
-		if seg != nil && isConstraint(err) {
-			// Not an outage: the store refuses this segment's records
-			// (after a crash between a commit and the segment's deletion,
-			// they are already stored: duplicate ids). Write it record by
-			// record so refused records can't block the journal.
-			if err = q.replaySingly(w, seg, batch); err == nil {
-				q.committed(seg, nil)
+		if w.Classify(err).Refused {
+			// Not an outage: the destination refuses some of these
+			// records (after a crash between a commit and a segment's
+			// deletion, the store holds them already: duplicate ids).
+			// Write them one by one so refused records can't block the
+			// others.
+			var rest []record.Call
+			if rest, err = q.writeSingly(w, seg, batch); err == nil {
+				if seg != nil {
+					q.committed(seg, nil)
+				} else {
+					q.resumed()
+				}
 				retrying, backoff = false, q.opts.RetryMin
 				continue
 			}
+			if seg == nil {
+				batch = rest // the others are written or counted
+			}
 		}
-		q.failed(err, seg, batch)
+		q.failed(w.Classify(err), err, seg, batch)
 		retrying = true
 		if q.closeExpired() {
 			return q.giveUp(err)
@@ -681,51 +718,61 @@ func (q *Queue) committed(seg *segment, batch []record.Call) {
 	if seg != nil {
 		q.down.replayed += len(batch)
 	}
-	if q.jready == 0 {
-		q.log.Info(fmt.Sprintf("store writes resumed (replayed %d spilled records)", q.down.replayed),
-			"store", q.storePath, "down_for", time.Since(q.down.start).Round(time.Millisecond))
+	q.endOutage()
+}
+
+// resumed notes a write that succeeded.
+func (q *Queue) resumed() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.storeErr = nil
+	q.endOutage()
+}
+
+// endOutage ends the outage once the journal is replayed. Called with mu
+// held.
+func (q *Queue) endOutage() {
+	if q.down != nil && q.jready == 0 {
+		q.log.Info(fmt.Sprintf("%s: writes resumed (replayed %d spilled records)", q.opts.Name, q.down.replayed),
+			"down_for", time.Since(q.down.start).Round(time.Millisecond))
 		q.down = nil
 	}
 }
 
-// replaySingly writes a journal segment's records one at a time. Records
-// the store refuses with a constraint violation (in practice: already
-// stored) are counted as dropped and reported; any other error stops it,
-// and the records written so far are not written again.
-func (q *Queue) replaySingly(w Writer, seg *segment, recs []record.Call) error {
-	if seg.done == nil {
+// writeSingly writes records one at a time after the destination refused
+// their batch: those it refuses again (in practice, for the store: already
+// stored before a crash) are counted as dropped and reported. Any other
+// failure stops it; it returns that error and the records not yet written
+// (a journal segment's written records are marked done, so they are not
+// written again).
+func (q *Queue) writeSingly(w Writer, seg *segment, recs []record.Call) (rest []record.Call, err error) {
+	if seg != nil && seg.done == nil {
 		seg.done = map[uint64]bool{}
 	}
 	var refused []record.Call
 	var firstErr error
 	defer func() {
-		if len(refused) > 0 {
-			q.log.Error("the store refused error records replayed from the spill journal; they are counted as dropped (a duplicate id means the record was already stored before a crash)",
-				"file", seg.path, "refused", len(refused), "first_id", refused[0].ID, "err", firstErr)
+		if len(refused) == 0 {
+			return
 		}
+		from := "a batch"
+		if seg != nil {
+			from = "the spill journal segment " + seg.path
+		}
+		q.log.Error("the destination refused records of "+from+"; they are counted as dropped (for the store, a duplicate id means the record was already stored before a crash)",
+			"refused", len(refused), "error_records", countErrors(refused), "first_id", refused[0].ID, "err", firstErr)
 	}()
 	for i := range recs {
 		c := recs[i : i+1]
 		err := w.WriteCalls(c)
-		if err != nil && !isConstraint(err) {
-			return err
+		if err != nil && !w.Classify(err).Refused {
+			return recs[i:], err
 		}
-		seg.done[c[0].ID] = true
+		if seg != nil {
+			seg.done[c[0].ID] = true
+		}
 		q.mu.Lock()
-		q.jready--
-		switch {
-		case err == nil && seg.recovered:
-			q.recovered.replayed++
-		case err == nil:
-			q.recorded[c[0].Function]++
-			q.journaled[c[0].Function]--
-		case seg.recovered:
-			q.recovered.found--
-		default:
-			q.journaled[c[0].Function]--
-			q.dropped[c[0].Function]++
-			q.errLost[c[0].Function]++
-		}
+		q.noteSingle(seg, &c[0], err == nil)
 		q.mu.Unlock()
 		if err != nil {
 			if firstErr == nil {
@@ -734,13 +781,52 @@ func (q *Queue) replaySingly(w Writer, seg *segment, recs []record.Call) error {
 			refused = append(refused, c[0])
 		}
 	}
-	return nil
+	return nil, nil
+}
+
+// noteSingle counts one record written (ok) or refused by writeSingly.
+// Called with mu held.
+func (q *Queue) noteSingle(seg *segment, c *record.Call, ok bool) {
+	if seg != nil {
+		q.jready--
+	}
+	switch {
+	case seg == nil && ok:
+		q.recorded[c.Function]++
+	case seg == nil:
+		q.dropped[c.Function]++
+		if c.IsError() {
+			q.errLost[c.Function]++
+		}
+	case ok && seg.recovered:
+		q.recovered.replayed++
+	case ok:
+		q.recorded[c.Function]++
+		q.journaled[c.Function]--
+	case seg.recovered:
+		q.recovered.found--
+	default:
+		q.journaled[c.Function]--
+		q.dropped[c.Function]++
+		q.errLost[c.Function]++
+	}
+}
+
+func countErrors(recs []record.Call) int {
+	n := 0
+	for i := range recs {
+		if recs[i].IsError() {
+			n++
+		}
+	}
+	return n
 }
 
 // failed handles a failed write: a batch from memory goes back to its
-// lanes (a journal segment just stays on disk), the failure is logged once
-// per kind, and the error lane starts spilling.
-func (q *Queue) failed(err error, seg *segment, batch []record.Call) {
+// lanes (a journal segment just stays on disk; with ShedOKWhileFailing its
+// ok records are dropped and counted), the failure is logged once per
+// kind, and the error lane starts spilling.
+func (q *Queue) failed(f Failure, err error, seg *segment, batch []record.Call) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if seg == nil {
@@ -749,67 +835,39 @@ func (q *Queue) failed(err error, seg *segment, batch []record.Call) {
 			n++
 		}
 		q.requeueErrs(batch[:n])
-		q.requeueOKs(batch[n:])
+		if q.opts.ShedOKWhileFailing {
+			for i := range batch[n:] {
+				q.dropped[batch[n+i].Function]++
+			}
+		} else {
+			q.requeueOKs(batch[n:])
+		}
 	}
 	q.storeErr = err
 	if q.down == nil {
-		q.down = &outage{start: time.Now(), logged: map[error]bool{}}
+		q.down = &outage{start: time.Now(), logged: map[string]bool{}}
 	}
-	kind := failureKind(err)
-	if !q.down.logged[kind] {
-		q.down.logged[kind] = true
-		q.log.Error(q.failureMessage(kind), "err", err)
+	if !q.down.logged[f.Kind] {
+		q.down.logged[f.Kind] = true
+		q.log.Error(q.failureMessage(f), "err", err)
 	}
 	q.kickSpill()
 }
 
-var failureKinds = []error{store.ErrDiskFull, store.ErrLocked, store.ErrReadOnly, store.ErrCorrupt, store.ErrNewerSchema}
-
-// errOther is the failure kind of errors that match no store sentinel.
-var errOther = errors.New("other")
-
-// sqliteConstraint is SQLITE_CONSTRAINT, the primary result code of a
-// UNIQUE or PRIMARY KEY violation (the store refuses a duplicate id).
-const sqliteConstraint = 19
-
-// isConstraint reports whether err is a constraint violation from the
-// SQLite driver (whose errors have a Code method): the store refuses the
-// data, it is not failing.
-func isConstraint(err error) bool {
-	var ce interface{ Code() int }
-	return errors.As(err, &ce) && ce.Code()&0xff == sqliteConstraint
-}
-
-func failureKind(err error) error {
-	for _, k := range failureKinds {
-		if errors.Is(err, k) {
-			return k
-		}
-	}
-	return errOther
-}
-
 // failureMessage says what is wrong and what happens to the records; the
 // error it is logged with says what to do.
-func (q *Queue) failureMessage(kind error) string {
-	what := map[error]string{
-		store.ErrDiskFull:    "is on a full disk",
-		store.ErrLocked:      "is locked by another writer",
-		store.ErrReadOnly:    "is read-only",
-		store.ErrCorrupt:     "is corrupt",
-		store.ErrNewerSchema: "was created by a newer obs-agent",
-	}[kind]
+func (q *Queue) failureMessage(f Failure) string {
+	what := f.What
 	if what == "" {
 		what = "can't be written"
-	}
-	name := "store"
-	if q.storePath != "" {
-		name += " " + q.storePath
 	}
 	var errs string
 	switch {
 	case q.jr == nil:
-		errs = fmt.Sprintf("error records are kept in memory up to %d bytes (no spill directory)", q.opts.ErrBytes)
+		errs = fmt.Sprintf("error records are kept in memory up to %d bytes", q.opts.ErrBytes)
+		if q.opts.SpillDir == "" {
+			errs += " (no spill directory)"
+		}
 	case q.jrDisabled != nil:
 		errs = fmt.Sprintf("error records are kept in memory up to %d bytes (the spill journal can't be used)", q.opts.ErrBytes)
 	default:
@@ -822,8 +880,12 @@ func (q *Queue) failureMessage(kind error) string {
 			errs += fmt.Sprintf(" (%d so far)", n)
 		}
 	}
-	return fmt.Sprintf("%s %s: %s; ok records are kept up to %d bytes, then shed and counted; writing resumes by itself once the store accepts writes",
-		name, what, errs, q.opts.OKBytes)
+	oks := fmt.Sprintf("ok records are kept up to %d bytes, then shed and counted", q.opts.OKBytes)
+	if q.opts.ShedOKWhileFailing {
+		oks = "ok records are dropped and counted until it works again"
+	}
+	return fmt.Sprintf("%s %s: %s; %s; writing resumes by itself once it accepts writes",
+		q.opts.Name, what, errs, oks)
 }
 
 func (q *Queue) closeExpired() bool {
@@ -899,9 +961,9 @@ func (q *Queue) giveUp(storeErr error) error {
 		q.errLost[lost[i].Function]++
 	}
 	waiting := q.jready
-	msg := fmt.Sprintf("store still failing %s after the trace ended: ", q.opts.CloseTimeout)
+	msg := fmt.Sprintf("%s still failing %s after the trace ended: ", q.opts.Name, q.opts.CloseTimeout)
 	if waiting > 0 {
-		msg += fmt.Sprintf("%d error records are waiting in the spill journal %s and are written to the store by the next obs-agent run on it; ", waiting, q.opts.SpillDir)
+		msg += fmt.Sprintf("%d error records are waiting in the spill journal %s and are written by the next obs-agent run on the same spill directory; ", waiting, q.opts.SpillDir)
 	}
 	if len(lost) > 0 {
 		msg += fmt.Sprintf("%d error records could not be kept and are lost (%v); ", len(lost), jerr)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
-	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -42,7 +41,7 @@ func (w *fakeWriter) WriteCalls(batch []record.Call) error {
 		}
 		for i := range batch {
 			if w.ids[batch[i].ID] {
-				err = fmt.Errorf("store: write calls: constraint failed: UNIQUE constraint failed: calls.id (%d): %w", batch[i].ID, codeErr(1555))
+				err = fmt.Errorf("write calls: UNIQUE constraint failed: calls.id (%d): %w", batch[i].ID, errDuplicate)
 			}
 		}
 	}
@@ -64,11 +63,35 @@ func (w *fakeWriter) WriteCalls(batch []record.Call) error {
 	return err
 }
 
-// codeErr carries a SQLite result code the way the driver's errors do.
-type codeErr int
+// errDuplicate is the fake destination's refusal of a record it holds.
+var errDuplicate = errors.New("duplicate id")
 
-func (e codeErr) Error() string { return fmt.Sprintf("sqlite code %d", int(e)) }
-func (e codeErr) Code() int     { return int(e) }
+// downErr is a kind of outage of the fake destination.
+type downErr struct{ kind, what string }
+
+func (e *downErr) Error() string { return e.kind }
+
+// The outage kinds the tests switch on (a store's, for the messages).
+var (
+	errLocked   = &downErr{"locked", "is locked by another writer"}
+	errReadOnly = &downErr{"read-only", "is read-only"}
+	errDiskFull = &downErr{"disk-full", "is on a full disk"}
+	errCorrupt  = &downErr{"corrupt", "is corrupt"}
+)
+
+// Classify reads the fake's errors as a sink's Writer does its own.
+func (w *fakeWriter) Classify(err error) Failure { return classifyFake(err) }
+
+func classifyFake(err error) Failure {
+	var d *downErr
+	switch {
+	case errors.Is(err, errDuplicate):
+		return Failure{Refused: true, Kind: "refused"}
+	case errors.As(err, &d):
+		return Failure{Kind: d.kind, What: d.what}
+	}
+	return Failure{Kind: "other"}
+}
 
 func (w *fakeWriter) setFail(err error) {
 	w.mu.Lock()
@@ -82,7 +105,7 @@ func (w *fakeWriter) snapshot() []record.Call {
 	return append([]record.Call(nil), w.written...)
 }
 
-// storeErr wraps a sentinel the way the store does.
+// storeErr wraps an outage kind the way a writer's errors do.
 func storeErr(kind error) error {
 	return fmt.Errorf("store: write calls: %w: %w", kind, errors.New("driver says no"))
 }
@@ -114,6 +137,9 @@ func fastOpts(o Options) Options {
 	o.RetryMax = 5 * time.Millisecond
 	if o.FlushEvery == 0 {
 		o.FlushEvery = 5 * time.Millisecond
+	}
+	if o.Name == "" {
+		o.Name = "store"
 	}
 	return o
 }
@@ -243,7 +269,7 @@ func TestStoreLockedThenOK(t *testing.T) {
 	log, lb := newLogger()
 	dir := t.TempDir()
 	q := New(fastOpts(Options{SpillDir: filepath.Join(dir, "spill"), BatchSize: 50, Logger: log}))
-	w := &fakeWriter{fail: storeErr(store.ErrLocked), calls: make(chan error, 1)}
+	w := &fakeWriter{fail: storeErr(errLocked), calls: make(chan error, 1)}
 	var p pushed
 	for i := range 300 {
 		st := record.StatusOK
@@ -259,7 +285,7 @@ func TestStoreLockedThenOK(t *testing.T) {
 			fails++
 		}
 	}
-	if q.StoreError() == nil || !errors.Is(q.StoreError(), store.ErrLocked) {
+	if q.StoreError() == nil || !errors.Is(q.StoreError(), errLocked) {
 		t.Fatalf("StoreError = %v, want ErrLocked", q.StoreError())
 	}
 	w.setFail(nil)
@@ -270,7 +296,7 @@ func TestStoreLockedThenOK(t *testing.T) {
 	if n := lb.count(`msg="store is locked by another writer`); n != 1 {
 		t.Errorf("locked message logged %d times, want 1:\n%s", n, lb)
 	}
-	if n := lb.count("store writes resumed"); n != 1 {
+	if n := lb.count("store: writes resumed"); n != 1 {
 		t.Errorf("resumed message logged %d times, want 1:\n%s", n, lb)
 	}
 	if q.StoreError() != nil {
@@ -298,10 +324,10 @@ func TestStoreLockedThenOK(t *testing.T) {
 // error records spill while the store fails.
 func TestEveryFailureKind(t *testing.T) {
 	kinds := map[error]string{
-		store.ErrLocked:         "is locked by another writer",
-		store.ErrReadOnly:       "is read-only",
-		store.ErrDiskFull:       "is on a full disk",
-		store.ErrCorrupt:        "is corrupt",
+		errLocked:               "is locked by another writer",
+		errReadOnly:             "is read-only",
+		errDiskFull:             "is on a full disk",
+		errCorrupt:              "is corrupt",
 		errors.New("weird one"): "can't be written",
 	}
 	for kind, phrase := range kinds {
@@ -356,7 +382,7 @@ func TestCloseTimeoutLeavesErrorsInJournal(t *testing.T) {
 	log, _ := newLogger()
 	spill := filepath.Join(t.TempDir(), "obs.db.spill")
 	q := New(fastOpts(Options{SpillDir: spill, BatchSize: 16, CloseTimeout: 20 * time.Millisecond, Logger: log}))
-	w := &fakeWriter{fail: storeErr(store.ErrReadOnly)}
+	w := &fakeWriter{fail: storeErr(errReadOnly)}
 	var p pushed
 	for i := range 100 {
 		st := record.StatusOK
@@ -372,7 +398,7 @@ func TestCloseTimeoutLeavesErrorsInJournal(t *testing.T) {
 		t.Fatal("Drain returned nil on a store that never accepted a write")
 	}
 	want := fmt.Sprintf("20 error records are waiting in the spill journal %s", spill)
-	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "80 ok records were dropped") || !errors.Is(err, store.ErrReadOnly) {
+	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "80 ok records were dropped") || !errors.Is(err, errReadOnly) {
 		t.Errorf("Drain error = %v\nwant it to contain %q, the ok count and wrap ErrReadOnly", err, want)
 	}
 	checkInvariant(t, q, &p)
@@ -498,7 +524,7 @@ func TestJournalUnwritable(t *testing.T) {
 	}
 	log, lb := newLogger()
 	q := New(fastOpts(Options{SpillDir: filepath.Join(blocker, "spill"), ErrBytes: 1 << 20, BatchSize: 8, Logger: log}))
-	w := &fakeWriter{fail: storeErr(store.ErrDiskFull), calls: make(chan error, 1)}
+	w := &fakeWriter{fail: storeErr(errDiskFull), calls: make(chan error, 1)}
 	var p pushed
 	for range 40 {
 		p.push(q, call("main.u", record.StatusError))
@@ -671,7 +697,7 @@ func TestNoSpillDirGivesUpCounted(t *testing.T) {
 	var p pushed
 	p.push(q, call("main.n", record.StatusError))
 	p.push(q, call("main.n", record.StatusOK))
-	w := &fakeWriter{fail: storeErr(store.ErrCorrupt)}
+	w := &fakeWriter{fail: storeErr(errCorrupt)}
 	done := startDrain(q, w)
 	q.Close()
 	err := <-done
@@ -711,6 +737,8 @@ type nopWriter struct{}
 
 func (nopWriter) WriteCalls([]record.Call) error { return nil }
 
+func (nopWriter) Classify(error) Failure { return Failure{} }
+
 // TestReplayAfterCommitBeforeDelete: a crash after the store committed a
 // segment but before the segment was deleted makes the next run replay
 // records the store already has. The store refuses the batch (duplicate
@@ -726,7 +754,7 @@ func TestReplayAfterCommitBeforeDelete(t *testing.T) {
 		errs = append(errs, c)
 		q.Push(c)
 	}
-	done := startDrain(q, &fakeWriter{fail: storeErr(store.ErrLocked)})
+	done := startDrain(q, &fakeWriter{fail: storeErr(errLocked)})
 	q.Close()
 	if err := <-done; err == nil {
 		t.Fatal("want the give-up error")

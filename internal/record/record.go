@@ -59,6 +59,11 @@ type Call struct {
 	// there is none or it could not be read without running code.
 	Error          string
 	ErrorTruncated bool // Error was cut at the read bound
+	// TraceRoot is the root of the call's tree (the call itself for a
+	// root), once a live sink has resolved it (internal/agent's OTLP
+	// sink); 0 otherwise. It is not stored: the store derives roots from
+	// its parent links.
+	TraceRoot uint64
 }
 
 // IsError reports whether the call belongs to the error lane: an error

@@ -1,0 +1,129 @@
+package otlp
+
+import (
+	"bytes"
+	"compress/gzip"
+	"strings"
+	"testing"
+
+	coltracepb "go.opentelemetry.io/proto/slim/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// encoderCalls covers every status and attribute, a root, children, a
+// call before 1970 and empty texts.
+func encoderCalls() []record.Call {
+	base := uint64(3) << 40
+	return []record.Call{
+		{ID: base + 1, GoID: 1, Function: "main.main", Start: 1_700_000_000_000_000_000, Duration: 5000},
+		{ID: base + 2, ParentID: base + 1, GoID: 1, Function: "main.(*T).Work", Start: 1_700_000_000_000_000_100, Duration: 10,
+			Status: record.StatusError, ErrorType: "*errors.errorString", Error: "not found"},
+		{ID: base + 3, ParentID: base + 2, GoID: 9, Function: "main.leaf", Start: 1_700_000_000_000_000_200, Status: record.StatusPanic, ErrorType: "string", Error: "boom"},
+		{ID: base + 4, ParentID: base + 1, GoID: 1 << 40, Function: "main.open", Start: 1_700_000_000_000_001_000, Duration: 7, Status: record.StatusUnfinished},
+		{ID: base + 5, ParentID: base + 1, Function: "main.trunc", Start: -5, Duration: 3, Status: record.StatusError, Error: strings.Repeat("x", 300), ErrorTruncated: true},
+		{ID: base + 6, Function: "main.noerrtext", Status: record.StatusError},
+	}
+}
+
+// TestEncoderMatchesBatch: the wire encoder's request decodes to exactly
+// the message Batch builds for the same calls, so the live sink and
+// `export otlp` send the same spans.
+func TestEncoderMatchesBatch(t *testing.T) {
+	p := Process{SessionID: 3, SessionStart: 1_700_000_000_000_000_000, PID: 42, Executable: "/usr/bin/app", ServiceName: "app"}
+	calls := encoderCalls()
+	for _, version := range []string{"1.2.3", ""} {
+		e := NewEncoder(&p, version)
+		b := NewBatch(version)
+		for round := range 2 { // the second round reuses the buffers
+			e.Reset()
+			b.Reset()
+			for i := range calls[round:] {
+				c := &calls[round+i]
+				e.Add(c, uint64(3)<<40+1)
+				b.Add(&p, c, uint64(3)<<40+1)
+			}
+			var got coltracepb.ExportTraceServiceRequest
+			if err := proto.Unmarshal(e.Bytes(), &got); err != nil {
+				t.Fatalf("version %q: the encoder's bytes do not decode: %v", version, err)
+			}
+			if want := b.Request(); !proto.Equal(&got, want) {
+				t.Fatalf("version %q round %d: encoder gives\n%v\nBatch gives\n%v", version, round, &got, want)
+			}
+			if e.Len() != len(calls)-round {
+				t.Errorf("Len %d", e.Len())
+			}
+		}
+	}
+}
+
+// BenchmarkEncode compares the two ways to the request body of 512 spans:
+// Batch (message objects, then proto.Marshal) and Encoder (wire format
+// directly). Run both in one run: only their ratio means anything on a
+// shared machine.
+func BenchmarkEncode(b *testing.B) {
+	p := Process{SessionID: 1, PID: 42, Executable: "/usr/bin/app", ServiceName: "app"}
+	calls := make([]record.Call, 512)
+	for i := range calls {
+		calls[i] = record.Call{ID: uint64(1<<40 + i + 1), ParentID: uint64(1<<40 + i/2), GoID: 7, Function: "main.work", Start: 1e18 + int64(i)*1000, Duration: 500}
+		if i%100 == 0 {
+			calls[i].Status, calls[i].ErrorType, calls[i].Error = record.StatusError, "*errors.errorString", "work: injected failure"
+		}
+	}
+	b.Run("batch+marshal", func(b *testing.B) {
+		bt := NewBatch("v")
+		b.ReportAllocs()
+		for range b.N {
+			bt.Reset()
+			for i := range calls {
+				bt.Add(&p, &calls[i], 1<<40)
+			}
+			if _, err := proto.Marshal(bt.Request()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+	})
+	b.Run("encoder", func(b *testing.B) {
+		e := NewEncoder(&p, "v")
+		b.ReportAllocs()
+		for range b.N {
+			e.Reset()
+			for i := range calls {
+				e.Add(&calls[i], 1<<40)
+			}
+			_ = e.Bytes()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+	})
+}
+
+// BenchmarkGzip compares the default compression level with BestSpeed on
+// a request of 512 spans: time and compressed bytes per span, in one run.
+func BenchmarkGzip(b *testing.B) {
+	p := Process{SessionID: 1, PID: 42, ServiceName: "app"}
+	e := NewEncoder(&p, "v")
+	for i := range 512 {
+		c := record.Call{ID: uint64(1<<40 + i + 1), ParentID: uint64(1<<40 + i/2), GoID: 7, Function: "main.work", Start: 1e18 + int64(i)*1000, Duration: 500}
+		e.Add(&c, 1<<40)
+	}
+	raw := e.Bytes()
+	for _, lvl := range []struct {
+		name  string
+		level int
+	}{{"default", gzip.DefaultCompression}, {"best-speed", gzip.BestSpeed}, {"huffman-only", gzip.HuffmanOnly}} {
+		b.Run(lvl.name, func(b *testing.B) {
+			var zb bytes.Buffer
+			zw, _ := gzip.NewWriterLevel(&zb, lvl.level)
+			for range b.N {
+				zb.Reset()
+				zw.Reset(&zb)
+				zw.Write(raw) //nolint:errcheck // a bytes.Buffer
+				zw.Close()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
+			b.ReportMetric(float64(zb.Len())/512, "gzip-bytes/span")
+		})
+	}
+}

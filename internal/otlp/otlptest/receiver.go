@@ -1,0 +1,244 @@
+// Package otlptest owns an in-process OTLP/HTTP traces receiver for tests:
+// it decodes each request as a real receiver does (gzip, then protobuf),
+// keeps every span it accepted, counts span ids that arrive twice, and can
+// refuse requests or go down (its port closed) and come back on the same
+// address. It does not import internal/otlp, so that package's own tests
+// can use it.
+package otlptest
+
+import (
+	"compress/gzip"
+	"encoding/hex"
+	"errors"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/slim/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/slim/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/slim/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Receiver is the in-process endpoint.
+type Receiver struct {
+	t    testing.TB
+	addr string
+	tls  bool
+	srv  *httptest.Server
+
+	mu       sync.Mutex
+	spans    map[string]*tracepb.Span
+	res      map[string]*resourcepb.Resource // by span id
+	scopes   map[string]bool
+	dups     int
+	requests []time.Time // arrival of every request, accepted or not
+	refuse   func(n int, accepted int) (status int, retryAfter string)
+	// accepted is signalled (without blocking) after each accepted request.
+	accepted chan struct{}
+}
+
+// NewReceiver starts a receiver on a loopback port; it stops at the end
+// of the test.
+func NewReceiver(t testing.TB) *Receiver { return newReceiver(t, false) }
+
+// NewTLSReceiver starts an https receiver with httptest's certificate
+// (Certificate returns it).
+func NewTLSReceiver(t testing.TB) *Receiver { return newReceiver(t, true) }
+
+func newReceiver(t testing.TB, useTLS bool) *Receiver {
+	r := &Receiver{t: t, tls: useTLS, spans: map[string]*tracepb.Span{}, res: map[string]*resourcepb.Resource{},
+		scopes: map[string]bool{}, accepted: make(chan struct{}, 1)}
+	r.start(nil)
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func (r *Receiver) start(ln net.Listener) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
+	if ln != nil {
+		s.Listener.Close()
+		s.Listener = ln
+	}
+	if r.tls {
+		s.StartTLS()
+	} else {
+		s.Start()
+	}
+	r.mu.Lock()
+	r.srv = s
+	r.addr = s.Listener.Addr().String()
+	r.mu.Unlock()
+}
+
+// URL is the traces endpoint, http(s)://127.0.0.1:PORT/v1/traces.
+func (r *Receiver) URL() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	scheme := "http://"
+	if r.tls {
+		scheme = "https://"
+	}
+	return scheme + r.addr + "/v1/traces"
+}
+
+// Certificate is the https receiver's certificate.
+func (r *Receiver) Certificate() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.srv.Certificate().Raw
+}
+
+// Stop takes the receiver down: it answers the requests in flight (so a
+// span it kept was also acknowledged), then its port is closed and
+// connections are refused. Stopping twice is harmless.
+func (r *Receiver) Stop() {
+	r.mu.Lock()
+	s := r.srv
+	r.srv = nil
+	r.mu.Unlock()
+	if s != nil {
+		s.Close()
+	}
+}
+
+// Restart brings a stopped receiver back on the same address.
+func (r *Receiver) Restart() {
+	r.mu.Lock()
+	addr := r.addr
+	r.mu.Unlock()
+	var ln net.Listener
+	var err error
+	// The port was just closed: rebinding it may take a moment.
+	for range 100 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		r.t.Fatalf("otlptest: listen again on %s: %v", addr, err)
+	}
+	r.start(ln)
+}
+
+// SetRefuse installs a function that decides before a request is
+// accepted: a non-zero status refuses it (with Retry-After when
+// retryAfter != ""). n counts requests so far, this one included;
+// accepted counts the spans accepted so far. nil accepts everything.
+func (r *Receiver) SetRefuse(f func(n, accepted int) (status int, retryAfter string)) {
+	r.mu.Lock()
+	r.refuse = f
+	r.mu.Unlock()
+}
+
+// Accepted is signalled after a request was accepted (a buffered channel
+// of one: a receive means at least one request arrived since the last).
+func (r *Receiver) Accepted() <-chan struct{} { return r.accepted }
+
+func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests = append(r.requests, time.Now())
+	if hr.Method != http.MethodPost || hr.URL.Path != "/v1/traces" {
+		r.t.Errorf("otlptest: request %s %s", hr.Method, hr.URL.Path)
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	if ct := hr.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+		r.t.Errorf("otlptest: Content-Type %q", ct)
+	}
+	if ce := hr.Header.Get("Content-Encoding"); ce != "gzip" {
+		r.t.Errorf("otlptest: Content-Encoding %q, want gzip", ce)
+		http.Error(w, "want gzip", http.StatusUnsupportedMediaType)
+		return
+	}
+	zr, err := gzip.NewReader(hr.Body)
+	if err != nil {
+		r.t.Errorf("otlptest: gzip: %v", err)
+		http.Error(w, "bad gzip", http.StatusBadRequest)
+		return
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+			return // cut by Stop
+		}
+		r.t.Errorf("otlptest: gunzip: %v", err)
+		http.Error(w, "bad gzip", http.StatusBadRequest)
+		return
+	}
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(raw, &req); err != nil {
+		r.t.Errorf("otlptest: protobuf: %v", err)
+		http.Error(w, "bad protobuf", http.StatusBadRequest)
+		return
+	}
+	if r.refuse != nil {
+		if st, ra := r.refuse(len(r.requests), len(r.spans)); st != 0 {
+			if ra != "" {
+				w.Header().Set("Retry-After", ra)
+			}
+			http.Error(w, "refused by the test", st)
+			return
+		}
+	}
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			r.scopes[ss.Scope.GetName()] = true
+			for _, sp := range ss.Spans {
+				k := hex.EncodeToString(sp.SpanId)
+				if _, dup := r.spans[k]; dup {
+					r.dups++
+				}
+				r.spans[k] = sp
+				r.res[k] = rs.Resource
+			}
+		}
+	}
+	b, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(b) //nolint:errcheck // the client's problem
+	select {
+	case r.accepted <- struct{}{}:
+	default:
+	}
+}
+
+// Snapshot returns the accepted spans and their resources by span id (hex),
+// and how many spans arrived more than once.
+func (r *Receiver) Snapshot() (map[string]*tracepb.Span, map[string]*resourcepb.Resource, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.spans), maps.Clone(r.res), r.dups
+}
+
+// Scopes are the instrumentation scope names seen.
+func (r *Receiver) Scopes() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.scopes)
+}
+
+// Requests are the arrival times of every request, accepted or not.
+func (r *Receiver) Requests() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]time.Time(nil), r.requests...)
+}
+
+// Attr returns attribute k of kvs, nil when absent.
+func Attr(kvs []*commonpb.KeyValue, k string) *commonpb.AnyValue {
+	for _, kv := range kvs {
+		if kv.Key == k {
+			return kv.Value
+		}
+	}
+	return nil
+}
