@@ -113,6 +113,7 @@ type Store struct {
 	rdb *sql.DB
 
 	ckptStop chan struct{} // closes to stop the checkpointer
+	walOver  atomic.Bool   // the checkpointer found the WAL past walLimit
 	ckptDone chan struct{}
 
 	buildStop chan struct{} // closes to stop the background builder
@@ -262,6 +263,8 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	// on its own connection, so the copy into the main file and its fsync
 	// run on the other core instead of stalling a WriteCalls.
 	wp.Add("_pragma", "wal_autocheckpoint(0)")
+	// The WAL file is cut back to walLimit when it starts over (walLimit).
+	wp.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walLimit))
 	s.opts.addPragmas(wp, 2)
 	if s.opts.CacheBytes > 0 {
 		// Process-wide in SQLite: past it, SQLite frees cache pages
@@ -305,7 +308,7 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	if err := migrate(ctx, s.wc, s.path, SchemaVersion); err != nil {
 		return classify("open "+s.path, err)
 	}
-	if err := s.startCheckpointer(busyPragma); err != nil {
+	if err := s.startCheckpointer(); err != nil {
 		return err
 	}
 	s.known = map[string]bool{}
@@ -421,15 +424,40 @@ func (s *Store) writable() error {
 }
 
 // checkpointEvery is how often the checkpointer runs a PASSIVE checkpoint.
-const checkpointEvery = 500 * time.Millisecond
+// A variable for tests.
+var checkpointEvery = 500 * time.Millisecond
 
-// startCheckpointer runs PASSIVE WAL checkpoints from a second connection.
-// PASSIVE never waits for the writer or readers; it copies what it can, and
-// SQLite restarts the WAL from its beginning once everything is copied, so
-// the WAL stays bounded by what is written between two runs.
-func (s *Store) startCheckpointer(busyPragma string) error {
+// walLimit bounds the WAL: past it the writer runs a checkpoint itself,
+// between two of its transactions, and the WAL file is cut back to
+// walLimit when SQLite next starts it over (journal_size_limit). A
+// variable for tests.
+//
+// PASSIVE checkpoints from another connection do not bound the WAL alone:
+// SQLite starts the WAL over only when a write transaction begins after a
+// checkpoint copied every frame, and a writer that commits batch after
+// batch (a flood) appends frames while each checkpoint copies, so that
+// moment never comes. Measured with a writer writing 5,000-call batches
+// flat out: the WAL grew for as long as it wrote, to 852 MiB in 40 s,
+// three times the store itself. A forced checkpoint from the checkpointer
+// (TRUNCATE) does not help either: it waits for the write lock through
+// SQLite's busy handler, which polls, and a writer that begins its next
+// transaction at once wins every time. The writer is the one connection
+// that can checkpoint with no frame appended meanwhile, so it does it,
+// when the checkpointer says the WAL has passed walLimit: it copies only
+// what the checkpointer had not copied yet. A reader that keeps one
+// snapshot open for long still holds the WAL back until it ends.
+var walLimit int64 = 64 << 20
+
+// checkpointHook, when set (tests), gets the WAL size each PASSIVE
+// checkpoint of the checkpointer found.
+var checkpointHook func(walBytes int64)
+
+// startCheckpointer runs PASSIVE WAL checkpoints from a second connection,
+// every checkpointEvery. PASSIVE never waits for the writer or readers; it
+// copies what it can. When the WAL holds more than walLimit all the same,
+// it asks the writer to checkpoint after its next transaction (walOver).
+func (s *Store) startCheckpointer() error {
 	p := url.Values{}
-	p.Add("_pragma", busyPragma)
 	s.opts.addPragmas(p, 10)
 	db, err := sql.Open("sqlite", dsn(s.path, p))
 	if err != nil {
@@ -441,6 +469,7 @@ func (s *Store) startCheckpointer(busyPragma string) error {
 	go func() {
 		defer close(s.ckptDone)
 		defer db.Close()
+		var pageSize int64
 		t := time.NewTicker(checkpointEvery)
 		defer t.Stop()
 		for {
@@ -450,7 +479,23 @@ func (s *Store) startCheckpointer(busyPragma string) error {
 			case <-t.C:
 				// Errors (busy, disk full) are retried on the next tick; the
 				// writer reports its own errors.
-				_, _ = db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+				if pageSize == 0 {
+					if err := db.QueryRow("PRAGMA page_size").Scan(&pageSize); err != nil {
+						continue
+					}
+				}
+				var busy, frames, copied int64
+				if err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+					continue
+				}
+				// A frame is a page and its 24-byte header.
+				walBytes := frames * (pageSize + 24)
+				if walBytes > walLimit {
+					s.walOver.Store(true)
+				}
+				if checkpointHook != nil {
+					checkpointHook(walBytes)
+				}
 			}
 		}
 	}()

@@ -74,6 +74,13 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 	if track {
 		s.lastWrite.Store(time.Now().UnixNano())
 	}
+	if s.walOver.CompareAndSwap(true, false) {
+		// Between two transactions of the only writer: nothing is
+		// appended while it copies, so the WAL can start over (walLimit).
+		// A failure is retried when the checkpointer next finds the WAL
+		// too big.
+		_, _ = s.wc.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+	}
 	return nil
 }
 
