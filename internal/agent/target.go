@@ -134,6 +134,10 @@ type process struct {
 	pidfd  int
 	exited chan struct{}
 	once   sync.Once
+	// stopR and stopW are a pipe that wakes watch when the session ends
+	// before the process does; watched is closed when watch has returned.
+	stopR, stopW int
+	watched      chan struct{}
 }
 
 func openProcess(pid int) (*process, error) {
@@ -152,17 +156,34 @@ func openProcess(pid int) (*process, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	p := &process{pid: pid, exe: exe, pidfd: fd, exited: make(chan struct{})}
+	var stop [2]int
+	if err := unix.Pipe2(stop[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	p := &process{pid: pid, exe: exe, pidfd: fd, exited: make(chan struct{}),
+		stopR: stop[0], stopW: stop[1], watched: make(chan struct{})}
 	go p.watch()
 	return p, nil
 }
 
 // watch closes exited when the pidfd becomes readable: the process ended.
+// It returns without closing exited when Close wakes it first (a failed
+// attach, or a session that ended before its target): closing the pidfd
+// alone would not wake a poll already waiting on it, and the goroutine
+// would wait for as long as the target lives.
 func (p *process) watch() {
-	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+	defer close(p.watched)
+	fds := []unix.PollFd{
+		{Fd: int32(p.pidfd), Events: unix.POLLIN},
+		{Fd: int32(p.stopR), Events: unix.POLLIN},
+	}
 	for {
 		_, err := unix.Poll(fds, -1)
 		if err == nil || !errors.Is(err, unix.EINTR) {
+			if err == nil && fds[0].Revents == 0 {
+				return // stopped by Close
+			}
 			break
 		}
 	}
@@ -187,7 +208,16 @@ func (p *process) ExePath() string         { return p.exe }
 func (p *process) Exited() <-chan struct{} { return p.exited }
 func (p *process) Resume() error           { return nil }
 func (p *process) ExitStatus() (int, bool) { return -1, false }
-func (p *process) Close()                  { unix.Close(p.pidfd) }
+
+// Close stops watch, waits for it, then closes the descriptors (a pidfd
+// closed under a running poll could be reused by another file meanwhile).
+func (p *process) Close() {
+	unix.Write(p.stopW, []byte{0})
+	<-p.watched
+	unix.Close(p.pidfd)
+	unix.Close(p.stopR)
+	unix.Close(p.stopW)
+}
 
 // child is a program started by Run. It is started under ptrace so that it
 // stops right after execve, before its first instruction: the probes go in
