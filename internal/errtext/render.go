@@ -129,12 +129,23 @@ func (r *Renderer) RenderValue(segs []uprobe.Segment, typ, data uint64) (text st
 
 const maxDepth = 6
 
-// iface renders an error interface value held at addr (itab, data).
-func (rd *render) iface(addr uint64, depth int) string {
+// ifaceWords reads the two words of an interface value at addr (itab or
+// type, and data); a word the snapshot does not hold marks the text
+// truncated.
+func (rd *render) ifaceWords(addr uint64) (tab, data uint64, ok bool) {
 	tab, ok1 := rd.m.word(addr)
 	data, ok2 := rd.m.word(addr + 8)
 	if !ok1 || !ok2 {
 		rd.truncated = true
+		return 0, 0, false
+	}
+	return tab, data, true
+}
+
+// iface renders an error interface value held at addr (itab, data).
+func (rd *render) iface(addr uint64, depth int) string {
+	tab, data, ok := rd.ifaceWords(addr)
+	if !ok {
 		return "…"
 	}
 	if tab == 0 {
@@ -551,10 +562,8 @@ func (rd *render) value(d *symbols.TypeDesc, addr uint64, depth int) string {
 	case symbols.KindPointer:
 		return rd.goSyntax(d, addr, false, depth)
 	case symbols.KindInterface:
-		tab, ok1 := rd.m.word(addr)
-		data, ok2 := rd.m.word(addr + 8)
-		if !ok1 || !ok2 {
-			rd.truncated = true
+		tab, data, ok := rd.ifaceWords(addr)
+		if !ok {
 			return "…"
 		}
 		if tab == 0 {
