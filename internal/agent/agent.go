@@ -316,7 +316,7 @@ func prepare(opts Options, exe string) (*session, error) {
 	if limit == 0 {
 		limit = DefaultMemoryLimit
 	}
-	if s.budget, err = planBudget(limit, len(s.names), opts.QueueBytes, opts.OTLP != nil); err != nil {
+	if s.budget, err = planBudget(limit, goMemoryInUse(), len(s.names), opts.QueueBytes, opts.OTLP != nil); err != nil {
 		bin.Close()
 		return nil, err
 	}

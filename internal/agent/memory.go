@@ -104,15 +104,18 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // (the slot table, then the goroutine map), frame map 4%, ok lane 17%,
 // error lane 9%, SQLite 5%. At the default limit that keeps the rings at
 // 16 and 8 MiB and leaves room for about 35,000 goroutines in traced calls at once (TestBurst20000 has 20,000).
+// base is the Go memory the agent already holds (goMemoryInUse); it is a
+// fixed cost, so a limit near the minimum may not fit a large base, and
+// is then refused with the limit that would.
 // okLane, when not 0, replaces the ok lane's share (--queue-memory) and
 // must fit. With the OTLP sink (withOTLP), its resolver is a fixed cost
 // and its lanes take a share of the queues' (ok 5% of the 17%, error 3%
 // of the 9%): each sink has its own bounded queue inside the one limit.
-func planBudget(limit int64, nfuncs int, okLane int64, withOTLP bool) (*Budget, error) {
+func planBudget(limit, base int64, nfuncs int, okLane int64, withOTLP bool) (*Budget, error) {
 	if limit < MinMemoryLimit {
 		return nil, fmt.Errorf("memory limit %s is below the minimum of %s", mib(limit), mib(MinMemoryLimit))
 	}
-	b := &Budget{Limit: limit, Base: goMemoryInUse(), Work: workAllowance, Programs: programsAllowance}
+	b := &Budget{Limit: limit, Base: base, Work: workAllowance, Programs: programsAllowance}
 	if withOTLP {
 		b.Resolver = resolverAllowance
 	}
