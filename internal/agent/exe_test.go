@@ -481,3 +481,34 @@ var funcNames = func() []string {
 	}
 	return out
 }()
+
+// TestFollowerPendedAfterExit: calls of a process pended while a scan was
+// resolving it (saw runs on the ring readers, between resolvePending's
+// swap of the pending set and its consider), of a process that exited
+// before the next scan, do not store it a second time from its calls.
+// The race step of CI once found two rows for one short-lived process.
+func TestFollowerPendedAfterExit(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "obs.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// A pid whose process has exited: the follower followed it, ended it
+	// (gone), and a call it made was pended in that window.
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	f := newFollower(&session{log: slog.Default(), st: st}, "/bin/true", 0, 0, "")
+	f.gone[pid] = true
+	f.pending[pid] = &followed{first: 1, last: 2}
+	f.resolvePending()
+	procs, err := st.Processes(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(procs) != 0 {
+		t.Errorf("an ended process was stored again from its pended calls: %+v", procs)
+	}
+}

@@ -263,8 +263,13 @@ func (f *follower) resolvePending() {
 	f.pending = map[uint32]*followed{}
 	f.mu.Unlock()
 	for pid, p := range pend {
+		// A pid followed or ended since its calls were pended is not
+		// news: saw may pend it between the swap above and consider
+		// below, and the process may exit before the next scan, which
+		// would otherwise store it a second time, from its calls.
 		f.mu.Lock()
 		_, known := f.procs[pid]
+		known = known || f.gone[pid]
 		f.mu.Unlock()
 		if known || f.consider(pid, p) {
 			continue
