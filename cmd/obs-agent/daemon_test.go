@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/query"
+	"github.com/obs-agent/obs-agent/internal/testutil"
+)
+
+// daemonConfig is a config tracing every process of exe.
+func daemonConfig(exe, db string, include ...string) string {
+	q := make([]string, len(include))
+	for i, p := range include {
+		q[i] = "'" + p + "'"
+	}
+	return fmt.Sprintf("targets:\n  - exe: %s\n    include: [%s]\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n",
+		exe, strings.Join(q, ", "), db)
+}
+
+// waitFor polls cond (a file or a log line the daemon writes) until it
+// holds; the 60 s bound only turns a hang into a failure.
+func waitFor(t *testing.T, what string, stderr *testutil.SyncBuffer, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon: %s not seen after 60 s:\n%s", what, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the daemon's output, not timing an event
+	}
+}
+
+// TestDaemonReload runs `obs-agent daemon` with an exe target and
+// programs started after it: a SIGHUP that adds a pattern makes the new
+// function recorded from the next process on while nothing of the old
+// selection is lost (exact counts per process), a file that does not
+// load and one whose pattern matches nothing are refused with the old
+// config still tracing, and SIGTERM stores everything and ends every
+// session row.
+func TestDaemonReload(t *testing.T) {
+	testutil.RequireRoot(t)
+	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "obs.db")
+	cfg := filepath.Join(dir, "obs-agent.yaml")
+	ready := filepath.Join(dir, "ready")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(daemonConfig(target, db, "main.alpha"))
+	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
+	var stderr testutil.SyncBuffer
+	d.Stderr = &stderr
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	generation := func(want string) func() bool {
+		return func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == want }
+	}
+	waitFor(t, "generation 1", &stderr, generation("1"))
+
+	var pids []int
+	phase := func(n int) {
+		t.Helper()
+		c := exec.Command(target, fmt.Sprint(n))
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("phases %d: %v\n%s", n, err, out)
+		}
+		pids = append(pids, c.Process.Pid)
+	}
+	phase(7) // started after the daemon: alpha traced, beta not
+
+	write(daemonConfig(target, db, "main.alpha", "main.beta"))
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 2", &stderr, generation("2"))
+	phase(5) // both traced
+
+	refusals := func(n int) func() bool {
+		return func() bool { return strings.Count(stderr.String(), "config reload refused") == n }
+	}
+	write(daemonConfig(target, db, "main.alpha") + "bogus: 1\n")
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the refusal of an unknown key", &stderr, refusals(1))
+	write(daemonConfig(target, db, "main.alpha", "main.nosuch"))
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the refusal of a pattern that matches nothing", &stderr, refusals(2))
+	phase(3) // generation 2 still in force: both traced
+
+	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr.String())
+	}
+	log := stderr.String()
+	for _, want := range []string{`unknown key \"bogus\"`, `pattern \"main.nosuch\" matches no function`, "stopped: every record is stored"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if b, _ := os.ReadFile(ready); strings.TrimSpace(string(b)) != "2" {
+		t.Errorf("ready file %q: the refused reloads must not count as generations", b)
+	}
+
+	// Exact counts per process: 7 alpha before the reload, 5+5 and 3+3
+	// after it.
+	want := []map[string]int{{"main.alpha": 7}, {"main.alpha": 5, "main.beta": 5}, {"main.alpha": 3, "main.beta": 3}}
+	for i, pid := range pids {
+		out, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(pid), "--since", "0", "--limit", "0", "--format", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var c struct {
+				Function, Status string
+			}
+			if line == "" {
+				continue
+			}
+			if err := json.Unmarshal([]byte(line), &c); err != nil {
+				t.Fatalf("%v: %q", err, line)
+			}
+			if c.Status != "ok" {
+				t.Errorf("pid %d: %s call with status %s", pid, c.Function, c.Status)
+			}
+			got[c.Function]++
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want[i]) {
+			t.Errorf("process %d (pid %d): calls %v, want %v", i, pid, got, want[i])
+		}
+	}
+
+	// Two sessions (one per config in force), both ended by the daemon.
+	q, err := query.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	sessions, err := q.Sessions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sessions) != 2 {
+		t.Fatalf("%d sessions, want 2: %+v", len(sessions), sessions)
+	}
+	for i, s := range sessions {
+		if s.End == 0 || s.ExitReason != "interrupted" || s.CallsLost != 0 {
+			t.Errorf("session %d: end %d, exit %q, lost %d; want ended, interrupted, nothing lost", i, s.End, s.ExitReason, s.CallsLost)
+		}
+	}
+	if sessions[0].CallsRecorded != 7 || sessions[1].CallsRecorded != 16 {
+		t.Errorf("sessions recorded %d and %d calls, want 7 and 16", sessions[0].CallsRecorded, sessions[1].CallsRecorded)
+	}
+	if sessions[0].Patterns != "main.alpha" || sessions[1].Patterns != "main.alpha main.beta" {
+		t.Errorf("session patterns %q and %q", sessions[0].Patterns, sessions[1].Patterns)
+	}
+}
+
+// TestDaemonRefusesAtStart: a config the daemon cannot run fails the
+// command with the key named, before anything is attached or created.
+func TestDaemonRefusesAtStart(t *testing.T) {
+	testutil.RequireRoot(t)
+	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "obs.db")
+	for _, tc := range []struct{ name, body, want string }{
+		{"two targets", fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\n  - pid: 1\n    include: ['main.*']\nstore: {db: %s}\n", target, db),
+			"targets: 2 targets: one target per daemon"},
+		{"cgroup", fmt.Sprintf("targets: [{cgroup: /sys/fs/cgroup/x, include: ['main.*']}]\nstore: {db: %s}\n", db),
+			"targets[0].cgroup: cgroup targets are not supported"},
+		{"missing exe", daemonConfig(filepath.Join(dir, "none"), db, "main.alpha"), "targets[0].exe"},
+		{"range", daemonConfig(target, db, "main.alpha") + "  memory_mib: 1\n", "limits.memory_mib 1 is out of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, "c.yaml")
+			if err := os.WriteFile(cfg, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := cli(t, "daemon", "--config", cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("daemon: %v; want an error containing %q", err, tc.want)
+			}
+			if _, err := os.Stat(db); err == nil {
+				t.Fatalf("the store was created by a refused config")
+			}
+		})
+	}
+	// --check accepts what the daemon would run.
+	cfg := filepath.Join(dir, "ok.yaml")
+	if err := os.WriteFile(cfg, []byte(daemonConfig(target, db, "main.*")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := cli(t, "daemon", "--config", cfg, "--check")
+	if err != nil || !strings.Contains(out, "ok (1 target)") {
+		t.Fatalf("--check: %q, %v", out, err)
+	}
+}
