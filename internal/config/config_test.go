@@ -1,12 +1,15 @@
 package config
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/obs-agent/obs-agent/internal/store"
 )
@@ -127,5 +130,39 @@ func TestLoadFile(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "none.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("Load(missing): %v", err)
+	}
+}
+
+// TestDaemonSetConfig loads the config that the Kubernetes example's
+// ConfigMap carries (deploy/kubernetes/check validates the rest).
+func TestDaemonSetConfig(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/kubernetes/obs-agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	found := false
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if doc.Kind != "ConfigMap" {
+			continue
+		}
+		found = true
+		c, err := Parse([]byte(doc.Data["obs-agent.yaml"]))
+		if err != nil {
+			t.Fatalf("the ConfigMap's obs-agent.yaml: %v", err)
+		}
+		if c.Store.DB != "/var/lib/obs-agent/obs.db" || c.Metrics.Addr() != "0.0.0.0:9464" {
+			t.Errorf("store %+v, metrics %+v", c.Store, c.Metrics)
+		}
+	}
+	if !found {
+		t.Fatal("no ConfigMap in the Kubernetes example")
 	}
 }
