@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -83,10 +84,33 @@ func TestDaemonReload(t *testing.T) {
 	}
 	phase(7) // started after the daemon: alpha traced, beta not
 
+	// A process that lives across the switch and calls only after it.
+	long := exec.Command(target, "wait", "4")
+	stdin, err := long.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := long.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := long.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { long.Process.Kill(); long.Wait() })
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready"
+		t.Fatal(err)
+	}
+
 	write(daemonConfig(target, db, "main.alpha", "main.beta"))
 	d.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "generation 2", &stderr, generation("2"))
 	phase(5) // both traced
+	stdin.Write([]byte("go\n"))
+	if err := long.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	pids = append(pids, long.Process.Pid)
 
 	refusals := func(n int) func() bool {
 		return func() bool { return strings.Count(stderr.String(), "config reload refused") == n }
@@ -115,9 +139,9 @@ func TestDaemonReload(t *testing.T) {
 		t.Errorf("ready file %q: the refused reloads must not count as generations", b)
 	}
 
-	// Exact counts per process: 7 alpha before the reload, 5+5 and 3+3
-	// after it.
-	want := []map[string]int{{"main.alpha": 7}, {"main.alpha": 5, "main.beta": 5}, {"main.alpha": 3, "main.beta": 3}}
+	// Exact counts per process: 7 alpha before the reload; 5+5, 4+4 (the
+	// process started before the reload) and 3+3 after it.
+	want := []map[string]int{{"main.alpha": 7}, {"main.alpha": 5, "main.beta": 5}, {"main.alpha": 4, "main.beta": 4}, {"main.alpha": 3, "main.beta": 3}}
 	for i, pid := range pids {
 		out, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(pid), "--since", "0", "--limit", "0", "--format", "json")
 		if err != nil {
@@ -162,8 +186,8 @@ func TestDaemonReload(t *testing.T) {
 			t.Errorf("session %d: end %d, exit %q, lost %d; want ended, interrupted, nothing lost", i, s.End, s.ExitReason, s.CallsLost)
 		}
 	}
-	if sessions[0].CallsRecorded != 7 || sessions[1].CallsRecorded != 16 {
-		t.Errorf("sessions recorded %d and %d calls, want 7 and 16", sessions[0].CallsRecorded, sessions[1].CallsRecorded)
+	if sessions[0].CallsRecorded != 7 || sessions[1].CallsRecorded != 24 {
+		t.Errorf("sessions recorded %d and %d calls, want 7 and 24", sessions[0].CallsRecorded, sessions[1].CallsRecorded)
 	}
 	if sessions[0].Patterns != "main.alpha" || sessions[1].Patterns != "main.alpha main.beta" {
 		t.Errorf("session patterns %q and %q", sessions[0].Patterns, sessions[1].Patterns)

@@ -2,10 +2,13 @@
 // two functions a known number of times, so a test that changes which of
 // them are traced between runs can count exactly what each config recorded.
 //
-//	phases N    call main.alpha N times, then main.beta N times, and exit
+//	phases N         call main.alpha N times, then main.beta N times, and exit
+//	phases wait N    print "ready", wait for a line on stdin, then do the same
+//	                 (a process that lives across a reload)
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"strconv"
@@ -26,13 +29,19 @@ func beta(i int) int {
 }
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: phases N")
+	args := os.Args[1:]
+	if len(args) == 2 && args[0] == "wait" {
+		fmt.Println("ready")
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		args = args[1:]
+	}
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: phases N | phases wait N")
 		os.Exit(2)
 	}
-	n, err := strconv.Atoi(os.Args[1])
+	n, err := strconv.Atoi(args[0])
 	if err != nil || n < 0 {
-		fmt.Fprintln(os.Stderr, "phases: bad number", os.Args[1])
+		fmt.Fprintln(os.Stderr, "phases: bad number", args[0])
 		os.Exit(2)
 	}
 	for i := 0; i < n; i++ {
