@@ -5,7 +5,10 @@
 //
 // Every command checks all of its flags with these helpers before it does
 // anything else, so a nonsense value fails fast, names the flag and the
-// allowed range, and nothing is started, attached or created.
+// allowed range, and nothing is started, attached or created. The ranges
+// of the tracing settings (trace.go) are shared by the flags of attach and
+// run and the keys of the daemon's config file (internal/config), which
+// these helpers name as written when the name has a dot in it (Name).
 package validate
 
 import (
