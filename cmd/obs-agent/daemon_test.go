@@ -233,3 +233,67 @@ func TestDaemonRefusesAtStart(t *testing.T) {
 		t.Fatalf("--check: %q, %v", out, err)
 	}
 }
+
+// TestDaemonPIDTarget: a pid target is traced until it exits; the daemon
+// then stays up, idle, until SIGTERM.
+func TestDaemonPIDTarget(t *testing.T) {
+	testutil.RequireRoot(t)
+	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "obs.db")
+	cfg := filepath.Join(dir, "obs-agent.yaml")
+	ready := filepath.Join(dir, "ready")
+	p := exec.Command(target, "wait", "6")
+	stdin, err := p.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := p.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready": it runs phases now
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf("targets: [{pid: %d, include: ['main.alpha', 'main.beta']}]\nstore: {db: %s}\n", p.Process.Pid, db)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
+	var stderr testutil.SyncBuffer
+	d.Stderr = &stderr
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	waitFor(t, "generation 1", &stderr, func() bool { _, err := os.Stat(ready); return err == nil })
+	stdin.Write([]byte("go\n"))
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the end of the pid target", &stderr, func() bool {
+		return strings.Contains(stderr.String(), "every target of the config has ended")
+	})
+	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr.String())
+	}
+	q, err := query.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	sessions, err := q.Sessions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sessions) != 1 || sessions[0].End == 0 || sessions[0].ExitReason != "target exited" || sessions[0].CallsRecorded != 12 || int(sessions[0].PID) != p.Process.Pid {
+		t.Errorf("sessions %+v; want one, of pid %d, ended, target exited, 12 calls", sessions, p.Process.Pid)
+	}
+}
