@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,7 +237,8 @@ func TestDaemonRefusesAtStart(t *testing.T) {
 }
 
 // TestDaemonPIDTarget: a pid target is traced until it exits; the daemon
-// then stays up, idle, until SIGTERM.
+// then stays up, idle, until SIGTERM. It serves the UI meanwhile, whose URL
+// with the token is in the 0600 url file, not in the log.
 func TestDaemonPIDTarget(t *testing.T) {
 	testutil.RequireRoot(t)
 	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
@@ -259,7 +262,9 @@ func TestDaemonPIDTarget(t *testing.T) {
 	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready": it runs phases now
 		t.Fatal(err)
 	}
-	body := fmt.Sprintf("targets: [{pid: %d, include: ['main.alpha', 'main.beta']}]\nstore: {db: %s}\n", p.Process.Pid, db)
+	urlFile := filepath.Join(dir, "ui.url")
+	body := fmt.Sprintf("targets: [{pid: %d, include: ['main.alpha', 'main.beta']}]\nstore: {db: %s}\nui: {listen: '127.0.0.1:0', url_file: %s}\n",
+		p.Process.Pid, db, urlFile)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +283,28 @@ func TestDaemonPIDTarget(t *testing.T) {
 	waitFor(t, "the end of the pid target", &stderr, func() bool {
 		return strings.Contains(stderr.String(), "every target of the config has ended")
 	})
+	u, err := os.ReadFile(urlFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(urlFile); fi.Mode().Perm() != 0o600 {
+		t.Errorf("ui url file mode %v, want 0600", fi.Mode().Perm())
+	}
+	base, token, ok := strings.Cut(strings.TrimSpace(string(u)), "/?token=")
+	if !ok || strings.Contains(stderr.String(), token) {
+		t.Fatalf("ui url %q (the token must not be in the log)", u)
+	}
+	req, _ := http.NewRequest("GET", base+"/api/sessions", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), fmt.Sprintf(`"pid":%d`, p.Process.Pid)) {
+		t.Errorf("GET /api/sessions: %d %s", resp.StatusCode, page)
+	}
 	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
