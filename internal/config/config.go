@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
@@ -135,6 +136,9 @@ func Load(path string) (*Config, error) {
 	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("config %s: not a regular file", validate.Clip(path))
 	}
+	if err := checkOwner(f); err != nil {
+		return nil, fmt.Errorf("config %s: %w", validate.Clip(path), err)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", validate.Clip(path), err)
@@ -147,6 +151,41 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", validate.Clip(path), err)
 	}
 	return c, nil
+}
+
+// checkOwner refuses, for a daemon running as root, a config file that
+// another user could have written: the file names paths root writes to
+// (the store, the UI's url file, archives) and binaries it reads, so
+// whoever can change it could make the daemon overwrite a file of the
+// host. The file and every directory above it (links resolved) must
+// belong to root and be writable by no one else, except a sticky
+// directory (a Kubernetes ConfigMap volume's root is one).
+func checkOwner(f *os.File) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	if st.Uid != 0 || st.Mode&0o022 != 0 {
+		return fmt.Errorf("the file is owned by uid %d with mode %04o: a root daemon takes paths it writes from it, so it must be root's and writable by root alone (chown root; chmod go-w)", st.Uid, st.Mode&0o7777)
+	}
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		return err
+	}
+	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
+		if err := unix.Stat(dir, &st); err != nil {
+			return err
+		}
+		if st.Uid != 0 || (st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0) {
+			return fmt.Errorf("directory %s is owned by uid %d with mode %04o: another user could replace the config in it; keep it in a directory only root can write", dir, st.Uid, st.Mode&0o7777)
+		}
+		if dir == "/" {
+			return nil
+		}
+	}
 }
 
 // Parse decodes a config over the defaults and checks it.

@@ -17,7 +17,13 @@ import (
 // TestExampleConfig loads the example that deploy/ ships and `make
 // install` installs, so it can never drift from what the daemon accepts.
 func TestExampleConfig(t *testing.T) {
-	c, err := Load("../../deploy/obs-agent.yaml")
+	// Parse, not Load: as root, Load refuses a file of another user, and
+	// `sudo make test` runs in a checkout that may be a user's.
+	data, err := os.ReadFile("../../deploy/obs-agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +136,47 @@ func TestLoadFile(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "none.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("Load(missing): %v", err)
+	}
+}
+
+// TestLoadForeignFile: as root, a config another user could have written
+// is refused (it names the paths root writes to).
+func TestLoadForeignFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the owner check applies to a daemon running as root")
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte("targets: [{exe: /bin/x, include: ['main.*']}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err != nil {
+		t.Fatalf("root's own 0600 file: %v", err)
+	}
+	os.Chmod(p, 0o666)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "mode 0666") {
+		t.Errorf("0666 file: %v", err)
+	}
+	os.Chmod(p, 0o644)
+	os.Chown(p, 65534, 65534)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("file of uid 65534: %v", err)
+	}
+	os.Chown(p, 0, 0)
+	sub := filepath.Join(dir, "open")
+	os.Mkdir(sub, 0o777)
+	os.Chmod(sub, 0o777) // past the umask
+	q := filepath.Join(sub, "c.yaml")
+	os.Rename(p, q)
+	if _, err := Load(q); err == nil || !strings.Contains(err.Error(), "directory "+sub) {
+		t.Errorf("file in a world-writable directory: %v", err)
+	}
+	// A link to the file from such a directory does not hide where it is.
+	os.Rename(q, p)
+	link := filepath.Join(sub, "link.yaml")
+	os.Symlink(p, link)
+	if _, err := Load(link); err != nil {
+		t.Errorf("a link to root's file: %v", err)
 	}
 }
 
