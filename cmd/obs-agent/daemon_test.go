@@ -45,7 +45,8 @@ func waitFor(t *testing.T, what string, stderr *testutil.SyncBuffer, cond func()
 // TestDaemonReload runs `obs-agent daemon` with an exe target and
 // programs started after it: a SIGHUP that adds a pattern makes the new
 // function recorded from the next process on while nothing of the old
-// selection is lost (exact counts per process), a file that does not
+// selection is lost (exact counts per process), a reload that changes
+// nothing keeps the session running, a file that does not
 // load and one whose pattern matches nothing are refused with the old
 // config still tracing, and SIGTERM stores everything and ends every
 // session row.
@@ -114,6 +115,15 @@ func TestDaemonReload(t *testing.T) {
 	}
 	pids = append(pids, long.Process.Pid)
 
+	// Only a comment changed: the session keeps running (no third
+	// session at the end, no window).
+	write(daemonConfig(target, db, "main.alpha", "main.beta") + "# reviewed\n")
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 3", &stderr, generation("3"))
+	if !strings.Contains(stderr.String(), "targets unchanged: they keep running") {
+		t.Errorf("an unchanged reload did not keep the session:\n%s", stderr.String())
+	}
+
 	refusals := func(n int) func() bool {
 		return func() bool { return strings.Count(stderr.String(), "config reload refused") == n }
 	}
@@ -123,7 +133,7 @@ func TestDaemonReload(t *testing.T) {
 	write(daemonConfig(target, db, "main.alpha", "main.nosuch"))
 	d.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "the refusal of a pattern that matches nothing", &stderr, refusals(2))
-	phase(3) // generation 2 still in force: both traced
+	phase(3) // generation 3 (= 2) still in force: both traced
 
 	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -137,7 +147,7 @@ func TestDaemonReload(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
-	if b, _ := os.ReadFile(ready); strings.TrimSpace(string(b)) != "2" {
+	if b, _ := os.ReadFile(ready); strings.TrimSpace(string(b)) != "3" {
 		t.Errorf("ready file %q: the refused reloads must not count as generations", b)
 	}
 
