@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/query"
+	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -40,6 +41,54 @@ func waitFor(t *testing.T, what string, stderr *testutil.SyncBuffer, cond func()
 		}
 		time.Sleep(20 * time.Millisecond) // polling for the daemon's output, not timing an event
 	}
+}
+
+// startHeld starts c, a `phases wait N`, and returns once it is ready;
+// writing a line to the returned stdin lets it make its calls.
+func startHeld(t *testing.T, c *exec.Cmd) io.Writer {
+	t.Helper()
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready"
+		t.Fatal(err)
+	}
+	return stdin
+}
+
+// stopDaemon sends SIGTERM and wants a clean exit.
+func stopDaemon(t *testing.T, d *exec.Cmd, stderr *testutil.SyncBuffer) {
+	t.Helper()
+	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Wait(); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, stderr.String())
+	}
+}
+
+// sessionsOf reads every session row of the store at db.
+func sessionsOf(t *testing.T, db string) []record.Session {
+	t.Helper()
+	q, err := query.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	s, err := q.Sessions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // TestDaemonReload runs `obs-agent daemon` with an exe target and
@@ -89,21 +138,7 @@ func TestDaemonReload(t *testing.T) {
 
 	// A process that lives across the switch and calls only after it.
 	long := exec.Command(target, "wait", "4")
-	stdin, err := long.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := long.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := long.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { long.Process.Kill(); long.Wait() })
-	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready"
-		t.Fatal(err)
-	}
+	stdin := startHeld(t, long)
 
 	write(daemonConfig(target, db, "main.alpha", "main.beta"))
 	d.Process.Signal(syscall.SIGHUP)
@@ -135,12 +170,7 @@ func TestDaemonReload(t *testing.T) {
 	waitFor(t, "the refusal of a pattern that matches nothing", &stderr, refusals(2))
 	phase(3) // generation 3 (= 2) still in force: both traced
 
-	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Wait(); err != nil {
-		t.Fatalf("daemon: %v\n%s", err, stderr.String())
-	}
+	stopDaemon(t, d, &stderr)
 	log := stderr.String()
 	for _, want := range []string{`unknown key \"bogus\"`, `pattern \"main.nosuch\" matches no function`, "stopped: every record is stored"} {
 		if !strings.Contains(log, want) {
@@ -181,15 +211,7 @@ func TestDaemonReload(t *testing.T) {
 	}
 
 	// Two sessions (one per config in force), both ended by the daemon.
-	q, err := query.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	sessions, err := q.Sessions(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	sessions := sessionsOf(t, db)
 	if len(sessions) != 2 {
 		t.Fatalf("%d sessions, want 2: %+v", len(sessions), sessions)
 	}
@@ -257,21 +279,7 @@ func TestDaemonPIDTarget(t *testing.T) {
 	cfg := filepath.Join(dir, "obs-agent.yaml")
 	ready := filepath.Join(dir, "ready")
 	p := exec.Command(target, "wait", "6")
-	stdin, err := p.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := p.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
-	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready": it runs phases now
-		t.Fatal(err)
-	}
+	stdin := startHeld(t, p)
 	urlFile := filepath.Join(dir, "ui.url")
 	body := fmt.Sprintf("targets: [{pid: %d, include: ['main.alpha', 'main.beta']}]\nstore: {db: %s}\nui: {listen: '127.0.0.1:0', url_file: %s}\n",
 		p.Process.Pid, db, urlFile)
@@ -315,22 +323,8 @@ func TestDaemonPIDTarget(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(page), fmt.Sprintf(`"pid":%d`, p.Process.Pid)) {
 		t.Errorf("GET /api/sessions: %d %s", resp.StatusCode, page)
 	}
-	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Wait(); err != nil {
-		t.Fatalf("daemon: %v\n%s", err, stderr.String())
-	}
-	q, err := query.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	sessions, err := q.Sessions(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(sessions) != 1 || sessions[0].End == 0 || sessions[0].ExitReason != "target exited" || sessions[0].CallsRecorded != 12 || int(sessions[0].PID) != p.Process.Pid {
-		t.Errorf("sessions %+v; want one, of pid %d, ended, target exited, 12 calls", sessions, p.Process.Pid)
+	stopDaemon(t, d, &stderr)
+	if sessions := sessionsOf(t, db); len(sessions) != 1 || sessions[0].End == 0 || sessions[0].ExitReason != "target exited" || sessions[0].CallsRecorded != 12 || int(sessions[0].PID) != p.Process.Pid {
+		t.Errorf("sessions %+v; want one, of pid %d, ended, target exited, 12 calls", sessionsOf(t, db), p.Process.Pid)
 	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -13,7 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -82,15 +79,7 @@ func TestDaemonCapabilities(t *testing.T) {
 			}
 			target := exec.Command(prog, "wait", "6")
 			target.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-			stdin, _ := target.StdinPipe()
-			stdout, _ := target.StdoutPipe()
-			if err := target.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-			if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
-				t.Fatal(err)
-			}
+			stdin := startHeld(t, target)
 			dir := t.TempDir()
 			db := filepath.Join(dir, "obs.db")
 			cfg := filepath.Join(dir, "obs-agent.yaml")
@@ -123,20 +112,8 @@ func TestDaemonCapabilities(t *testing.T) {
 			waitFor(t, "the end of the pid target", &stderr, func() bool {
 				return strings.Contains(stderr.String(), "every target of the config has ended")
 			})
-			d.Process.Signal(syscall.SIGTERM)
-			if err := d.Wait(); err != nil {
-				t.Fatalf("daemon: %v\n%s", err, stderr.String())
-			}
-			q, err := query.Open(db)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer q.Close()
-			s, err := q.Sessions(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(s) != 1 || s[0].CallsRecorded != 12 || s[0].CallsLost != 0 || s[0].End == 0 {
+			stopDaemon(t, d, &stderr)
+			if s := sessionsOf(t, db); len(s) != 1 || s[0].CallsRecorded != 12 || s[0].CallsLost != 0 || s[0].End == 0 {
 				t.Errorf("sessions %+v; want one, ended, 12 calls, none lost", s)
 			}
 		})
