@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/testutil"
@@ -326,5 +328,50 @@ func TestDaemonPIDTarget(t *testing.T) {
 	stopDaemon(t, d, &stderr)
 	if sessions := sessionsOf(t, db); len(sessions) != 1 || sessions[0].End == 0 || sessions[0].ExitReason != "target exited" || sessions[0].CallsRecorded != 12 || int(sessions[0].PID) != p.Process.Pid {
 		t.Errorf("sessions %+v; want one, of pid %d, ended, target exited, 12 calls", sessionsOf(t, db), p.Process.Pid)
+	}
+}
+
+// TestDaemonExampleConfig runs the daemon with deploy/obs-agent.yaml, only
+// its target and store path changed, and a program started after it.
+func TestDaemonExampleConfig(t *testing.T) {
+	testutil.RequireRoot(t)
+	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	example, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "deploy", "obs-agent.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := yaml.Unmarshal(example, &c); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "obs.db")
+	c["targets"] = []map[string]any{{"exe": target, "include": []string{"main.*"}}}
+	c["store"].(map[string]any)["db"] = db
+	body, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "obs-agent.yaml")
+	ready := filepath.Join(dir, "ready")
+	if err := os.WriteFile(cfg, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
+	var stderr testutil.SyncBuffer
+	d.Stderr = &stderr
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	waitFor(t, "generation 1", &stderr, func() bool { _, err := os.Stat(ready); return err == nil })
+	if out, err := exec.Command(target, "9").CombinedOutput(); err != nil {
+		t.Fatalf("phases: %v\n%s", err, out)
+	}
+	stopDaemon(t, d, &stderr)
+	s := sessionsOf(t, db)
+	// main.main, 9 alpha and 9 beta.
+	if len(s) != 1 || s[0].CallsRecorded != 19 || s[0].CallsLost != 0 || s[0].End == 0 {
+		t.Errorf("sessions %+v; want one, ended, 19 calls, none lost\n%s", s, stderr.String())
 	}
 }
