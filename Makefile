@@ -5,9 +5,11 @@ BIN := bin/obs-agent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 DEMO_DB ?= /tmp/obs-agent-demo.db
 
-.PHONY: help build generate check-generated test test-race fuzz test-ui collector test-arm64 test-kernel test-short bench bench-ui demo lint install clean deps
+.PHONY: help build generate check-generated check-deploy test test-race fuzz test-ui collector test-arm64 test-kernel test-short bench bench-ui demo lint install clean deps
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,8 +83,30 @@ lint: ## gofmt, go vet, staticcheck, shellcheck, clang-format on bpf/
 	shellcheck scripts/*.sh .ci/run
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
 
-install: build ## install obs-agent into $(PREFIX)/bin
+# The unit's ExecStart names $(PREFIX)/bin/obs-agent; an existing config is
+# never overwritten (it is the admin's), the example goes beside it instead.
+install: build ## install obs-agent into $(PREFIX)/bin, its systemd unit into $(UNITDIR) and the example config into $(SYSCONFDIR)/obs-agent (DESTDIR aware)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/obs-agent
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's#@PREFIX@#$(PREFIX)#g' deploy/obs-agent.service > $(DESTDIR)$(UNITDIR)/obs-agent.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/obs-agent.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/obs-agent
+	if [ -e $(DESTDIR)$(SYSCONFDIR)/obs-agent/obs-agent.yaml ]; then \
+		install -m 0600 deploy/obs-agent.yaml $(DESTDIR)$(SYSCONFDIR)/obs-agent/obs-agent.yaml.example; \
+	else \
+		install -m 0600 deploy/obs-agent.yaml $(DESTDIR)$(SYSCONFDIR)/obs-agent/obs-agent.yaml; \
+	fi
+
+# deploy/kubernetes/check is its own module (k8s.io/api pinned there), so
+# obs-agent does not depend on the Kubernetes API; it needs only the Go
+# module proxy.
+check-deploy: ## check deploy/: the DaemonSet against the Kubernetes API types (strict), the systemd unit with systemd-analyze verify when present
+	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 ./...
+	@if command -v systemd-analyze >/dev/null; then \
+		d=$$(mktemp -d) && mkdir -p $$d/bin && cp /bin/true $$d/bin/obs-agent && \
+		sed "s#@PREFIX@#$$d#g" deploy/obs-agent.service > $$d/obs-agent.service && \
+		systemd-analyze verify $$d/obs-agent.service; rc=$$?; rm -rf $$d; exit $$rc; \
+	else echo "systemd-analyze not installed: the unit is not verified"; fi
 
 clean: ## remove build output
 	rm -rf bin

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +48,7 @@ type traceFlags struct {
 }
 
 // maxMemoryMiB bounds --memory-limit: 1 TiB.
-const maxMemoryMiB = 1 << 20
+const maxMemoryMiB = validate.MaxMemoryMiB
 
 // validateMemory range-checks --memory-limit and --queue-memory (which
 // must fit in it) and --spill-dir.
@@ -114,25 +113,17 @@ func applyGroup(name string) error {
 	return nil
 }
 
-// The allowed values of the numeric trace flags. The minimums keep a typo
-// from hurting the host: a 1ns --stats-interval would write a row per
-// function hundreds of times a second.
+// The allowed values of the numeric trace flags (internal/validate holds
+// them: the daemon's config file takes the same).
 var (
-	durationRange  = validate.Range[time.Duration]{Min: time.Millisecond, Special: []validate.Special[time.Duration]{{Value: 0, Means: "until the target exits or Ctrl-C"}}}
-	maxProbesRange = validate.Range[int]{Min: 1, Special: []validate.Special[int]{{Value: -1, Means: "no limit"}}}
-	rateRange      = validate.Range[float64]{Min: 0, Max: 1}
-	statsRange     = validate.Range[time.Duration]{Min: time.Second, Max: time.Hour}
-	// Retention drops whole hours, so a window under an hour would promise
-	// an expiry finer than the store has.
-	retentionRange = validate.Range[time.Duration]{Min: time.Hour}
-	sampleRange    = validate.Range[time.Duration]{Min: 100 * time.Millisecond, Max: time.Hour, Special: []validate.Special[time.Duration]{{Value: 0, Means: "never"}}}
+	durationRange  = validate.TraceDuration
+	maxProbesRange = validate.MaxProbes
+	rateRange      = validate.Rate
+	statsRange     = validate.StatsInterval
+	retentionRange = validate.Retention
+	sampleRange    = validate.SampleInterval
+	overheadRange  = validate.Overhead
 )
-
-// overheadRange is the breaker budget: a fraction of one CPU, up to every
-// CPU this machine has (a larger budget could never be reached).
-func overheadRange() validate.Range[float64] {
-	return validate.Range[float64]{Min: 0.001, Max: float64(runtime.NumCPU()), Special: []validate.Special[float64]{{Value: 0, Means: "off"}}}
-}
 
 // validate range-checks every trace flag; it runs before anything else.
 func (f *traceFlags) validate() error {

@@ -179,6 +179,9 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"retention status", "format", "csv", `--format "csv": want table, json`},
 		flagCase{"query processes", "pid", "-1", "--pid -1 is out of range: want 0 (every process), or from 1 to"},
 		flagCase{"query processes", "format", "xml", `--format "xml": want table, json, csv`},
+		flagCase{"daemon", "config", missing, "config: open " + missing + ": no such file or directory"},
+		flagCase{"daemon", "config", dir, "config " + dir + ": not a regular file"},
+		flagCase{"daemon", "ready-file", dir, "--ready-file " + dir + " is a directory"},
 	)
 	for _, q := range []string{"calls", "errors", "stats", "groups", "resources"} {
 		cmd := "query " + q
@@ -244,6 +247,10 @@ func TestFlagRanges(t *testing.T) {
 			case "list":
 				if c.flag != "pid" {
 					args = append(args, "--binary", "/bin/true")
+				}
+			case "daemon": // the store is named in the config
+				if c.flag != "config" {
+					args = append(args, "--config", missing+".yaml")
 				}
 			default:
 				args = append(args, "--db", missing)

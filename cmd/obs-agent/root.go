@@ -87,6 +87,7 @@ local SQLite store that you query with 'obs-agent query'.
 		newExportCommand(),
 		newVersionCommand(),
 		newUICommand(),
+		newDaemonCommand(),
 	)
 	return root
 }

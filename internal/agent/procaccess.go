@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ProcessExe returns the path that opens the executable of process pid,
@@ -33,10 +34,38 @@ func ProcessExe(pid int) (string, error) {
 		return "", fmt.Errorf("pid %d (%s) has exited: it is a zombie waiting for its parent (pid %d) to collect its exit status, and has no program left to trace", pid, st.comm, st.ppid)
 	case errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("pid %d (%s): its executable is gone (the process is exiting): %w", pid, st.comm, err)
+	case errors.Is(err, fs.ErrPermission) && unreadableFile(exe):
+		return "", fmt.Errorf("pid %d (%s): obs-agent may inspect the process but not read its executable file: %s (%w)", pid, st.comm, unreadableBecause(exe), err)
 	case errors.Is(err, fs.ErrPermission):
 		return "", fmt.Errorf("pid %d (%s): the kernel denied access to its executable and memory: %s (%w)", pid, st.comm, deniedBecause(pid), err)
 	}
 	return "", fmt.Errorf("pid %d (%s): cannot read its executable %s: %w", pid, st.comm, exe, err)
+}
+
+// unreadableFile tells the two refusals of opening /proc/PID/exe apart:
+// reading the link needs only the ptrace access check, opening it also
+// needs read permission on the file itself. When the link reads, the
+// process is open to inspection and only the file's mode is in the way
+// (root without CAP_DAC_READ_SEARCH, as under a unit that grants only the
+// capabilities it needs, and a 0700 program of another user).
+func unreadableFile(exe string) bool {
+	_, err := os.Readlink(exe)
+	return err == nil
+}
+
+// unreadableBecause describes the file's owner and mode, and the fix.
+func unreadableBecause(exe string) string {
+	var desc string
+	if fi, err := os.Stat(exe); err == nil {
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			desc = userName(int(sys.Uid)) + ", "
+		}
+		desc = fmt.Sprintf("it is owned by %smode %04o", desc, fi.Mode().Perm())
+	}
+	if target, err := os.Readlink(exe); err == nil {
+		desc = target + ": " + desc
+	}
+	return desc + "; obs-agent runs without CAP_DAC_READ_SEARCH (or CAP_DAC_OVERRIDE), so only the mode decides: grant it CAP_DAC_READ_SEARCH, or run it as root with every capability"
 }
 
 // pfKthread is PF_KTHREAD in the flags of /proc/PID/stat.

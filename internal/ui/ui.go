@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/query"
+	"github.com/obs-agent/obs-agent/internal/validate"
 )
 
 //go:embed assets
@@ -196,25 +197,28 @@ func (s *Server) tokenOK(t string) bool {
 func CheckListen(flag, addr string, allowRemote bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("--%s %q: want HOST:PORT such as %s", flag, addr, DefaultListen)
+		return fmt.Errorf("%s %q: want HOST:PORT such as %s", validate.Name(flag), addr, DefaultListen)
 	}
 	p, err := strconv.Atoi(port)
 	if err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("--%s %q: port must be 0..65535 (0 picks a free port)", flag, addr)
+		return fmt.Errorf("%s %q: port must be 0..65535 (0 picks a free port)", validate.Name(flag), addr)
 	}
 	if host == "localhost" {
 		return nil
 	}
 	ip := net.ParseIP(host)
 	if ip == nil {
-		return fmt.Errorf("--%s %q: host must be an IP address or localhost", flag, addr)
+		return fmt.Errorf("%s %q: host must be an IP address or localhost", validate.Name(flag), addr)
 	}
 	if !ip.IsLoopback() && !allowRemote {
 		how := "pass --allow-remote to serve it anyway"
-		if flag != "listen" {
+		switch {
+		case strings.Contains(flag, "."): // a key of the daemon's config
+			how = "set ui.allow_remote: true to serve it anyway"
+		case flag != "listen":
 			how = "serve it with `obs-agent ui --allow-remote` instead"
 		}
-		return fmt.Errorf("--%s %q is not a loopback address: anyone who can reach it and learns the token sees the traced calls; %s", flag, addr, how)
+		return fmt.Errorf("%s %q is not a loopback address: anyone who can reach it and learns the token sees the traced calls; %s", validate.Name(flag), addr, how)
 	}
 	return nil
 }

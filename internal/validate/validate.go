@@ -5,7 +5,10 @@
 //
 // Every command checks all of its flags with these helpers before it does
 // anything else, so a nonsense value fails fast, names the flag and the
-// allowed range, and nothing is started, attached or created.
+// allowed range, and nothing is started, attached or created. The ranges
+// of the tracing settings (trace.go) are shared by the flags of attach and
+// run and the keys of the daemon's config file (internal/config), which
+// these helpers name as written when the name has a dot in it (Name).
 package validate
 
 import (
@@ -32,7 +35,18 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("--%s %s is out of range: want %s", e.Flag, e.Value, e.Want)
+	return fmt.Sprintf("%s %s is out of range: want %s", Name(e.Flag), e.Value, e.Want)
+}
+
+// Name is how a message names a setting: "--flag" for a command-line flag,
+// and the key itself for a key of the daemon's config file, which always
+// has a dot in it ("limits.memory_mib", "targets[0].sample"). The same
+// checks then serve both and each error names what the user wrote.
+func Name(flag string) string {
+	if strings.Contains(flag, ".") {
+		return flag
+	}
+	return "--" + flag
 }
 
 // Number is the kinds of flag values Range checks.
@@ -143,7 +157,7 @@ func First(errs ...error) error {
 // a file meant to be written there fails now rather than after the work.
 func NotDir(flag, path string) error {
 	if fi, err := os.Stat(path); path != "" && err == nil && fi.IsDir() {
-		return fmt.Errorf("--%s %s is a directory: give the path of a file in it", flag, Clip(path))
+		return fmt.Errorf("%s %s is a directory: give the path of a file in it", Name(flag), Clip(path))
 	}
 	return nil
 }
@@ -161,14 +175,14 @@ func WritableDir(flag, path string) error {
 		fi, err := os.Stat(p)
 		switch {
 		case err == nil && !fi.IsDir():
-			return fmt.Errorf("--%s %s: %s is not a directory", flag, Clip(path), Clip(p))
+			return fmt.Errorf("%s %s: %s is not a directory", Name(flag), Clip(path), Clip(p))
 		case err == nil:
 			if err := unix.Access(p, unix.W_OK); err != nil {
-				return fmt.Errorf("--%s %s: cannot write to %s: %w", flag, Clip(path), Clip(p), err)
+				return fmt.Errorf("%s %s: cannot write to %s: %w", Name(flag), Clip(path), Clip(p), err)
 			}
 			return nil
 		case !errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("--%s %s: %w", flag, Clip(path), err)
+			return fmt.Errorf("%s %s: %w", Name(flag), Clip(path), err)
 		}
 		parent := filepath.Dir(p)
 		if parent == p {
@@ -222,7 +236,7 @@ var portRange = Range[int]{Min: 1, Max: 65535}
 // so (0.0.0.0:9464, [::]:9464, 192.0.2.7:9464). The host must be an IP
 // address or localhost, so no name is resolved.
 func ListenAddr(flag, v string) (string, error) {
-	bad := fmt.Errorf("--%s %s: want PORT (served on 127.0.0.1 only) or IP:PORT, e.g. 9464, 127.0.0.1:9464 or 0.0.0.0:9464 for every interface", flag, Quote(v))
+	bad := fmt.Errorf("%s %s: want PORT (served on 127.0.0.1 only) or IP:PORT, e.g. 9464, 127.0.0.1:9464 or 0.0.0.0:9464 for every interface", Name(flag), Quote(v))
 	host, port := "", v
 	if strings.Contains(v, ":") {
 		var err error

@@ -1,0 +1,3 @@
+module example.com/phases
+
+go 1.21
