@@ -14,7 +14,7 @@ import (
 // (--retention, in ns) and archive directory (--archive) each session's
 // agent runs with, so that a reader (the UI's Store page, `retention
 // status`) can say what window the store is kept to, not only which hours
-// it holds. Rows from before keep 0 and ”: unknown.
+// it holds. Rows from before keep 0 and an empty string: unknown.
 var migrationSessionRetention = []string{
 	`ALTER TABLE sessions ADD COLUMN retention_ns INTEGER NOT NULL DEFAULT 0`,
 	`ALTER TABLE sessions ADD COLUMN archive_dir TEXT NOT NULL DEFAULT ''`,
