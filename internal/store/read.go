@@ -23,6 +23,45 @@ type Filter struct {
 	Status      []record.Status
 	MinDuration time.Duration
 	Limit       int // 0 = all
+	// Binary, when set, keeps only the records of the processes that ran
+	// that binary (the processes table, schema 7). Calls, Errors, Stats
+	// and Gaps honour it.
+	Binary *BinaryMatch
+}
+
+// BinaryMatch selects traced processes by what they ran: a process
+// matches when its stored path is one of Paths or its build id one of
+// BuildIDs. A record (stats interval, gap) is a matching process's when
+// its pid is the process's and its time falls in the process's lifetime,
+// so a pid reused by another program is told apart.
+type BinaryMatch struct {
+	Paths, BuildIDs []string
+}
+
+// cond is the SQL condition that a row of table, with its pid and its
+// time span in the columns from and to, is of a matching process.
+func (m *BinaryMatch) cond(table, from, to string) (string, []any) {
+	var alts []string
+	var args []any
+	for _, set := range []struct {
+		col  string
+		vals []string
+	}{{"pr.binary", m.Paths}, {"pr.build_id", m.BuildIDs}} {
+		if len(set.vals) == 0 {
+			continue
+		}
+		alts = append(alts, set.col+" IN (?"+strings.Repeat(", ?", len(set.vals)-1)+")")
+		for _, v := range set.vals {
+			args = append(args, v)
+		}
+	}
+	if len(alts) == 0 {
+		return "0", nil
+	}
+	// The outer columns are qualified by table: unqualified, pid would
+	// name the processes row's own.
+	return `EXISTS (SELECT 1 FROM processes pr WHERE pr.pid = ` + table + `.pid AND (` + strings.Join(alts, " OR ") + `)
+		AND pr.start_ns <= ` + table + `.` + to + ` AND (pr.end_ns = 0 OR pr.end_ns >= ` + table + `.` + from + `))`, args
 }
 
 // Bounds is the range [lo, hi) in Unix ns that Since and Until select.
