@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,11 +17,7 @@ import (
 // path's last element and pulls in the same build; a binary no process ran
 // is ErrNoBinary naming what the store holds.
 func TestMatchBinary(t *testing.T) {
-	s, err := store.Open(filepath.Join(t.TempDir(), "obs.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	ctx := context.Background()
 	q := New(s)
 	if _, err := q.MatchBinary(ctx, "api"); !errors.Is(err, ErrNoBinary) || !strings.Contains(err.Error(), "no traced processes") {

@@ -121,11 +121,7 @@ func TestLayer(t *testing.T) {
 // ended ones'; with none running, the newest session's alone; sessions
 // that did not record theirs (0) are passed over.
 func TestRetentionSettings(t *testing.T) {
-	s, err := store.Open(filepath.Join(t.TempDir(), "obs.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	ctx := context.Background()
 	q := New(s)
 	begin := func(sess record.Session) uint64 {
@@ -173,4 +169,15 @@ func TestRetentionSettings(t *testing.T) {
 	if got := settings(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("none running: %+v, want the newest session's %+v", got, want)
 	}
+}
+
+// openStore opens a new writable store, closed at the end of the test.
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.Open(filepath.Join(t.TempDir(), "obs.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

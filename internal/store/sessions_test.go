@@ -133,24 +133,7 @@ func TestCacheBytes(t *testing.T) {
 // store, which is not migrated, reads the same.
 func TestSessionRetention(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v7.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrate(ctx, conn, path, 7); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, `INSERT INTO sessions (pid, binary, start_ns) VALUES (42, '/bin/old', 1)`); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
-	db.Close()
-
+	path := oldSessionStore(t, 7)
 	ro, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -185,4 +168,29 @@ func TestSessionRetention(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("retention of the sessions: %v, want %v", got, want)
 	}
+}
+
+// oldSessionStore makes a store of schema version (as the code of that
+// version made it) holding one session row, pid 42, and returns its path.
+func oldSessionStore(t *testing.T, version int) string {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := migrate(ctx, conn, path, version); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO sessions (pid, binary, start_ns) VALUES (42, '/bin/old', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
