@@ -200,13 +200,7 @@ func runQueryCalls(ctx context.Context, w io.Writer, f *queryCallsFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := f.checkBinary(); err != nil {
-		return err
-	}
-	return withLayer(f.db, func(q *query.Layer) error {
-		if err := f.applyBinary(ctx, q, &filter); err != nil {
-			return err
-		}
+	return f.withBinary(ctx, f.db, &filter, func(q *query.Layer) error {
 		calls, err := q.Calls(ctx, filter)
 		if err != nil {
 			return err
@@ -249,13 +243,7 @@ func runQueryErrors(ctx context.Context, w io.Writer, f *queryErrorsFlags) error
 			return errors.New("--status ok: errors lists error, panic and unfinished calls; use `query calls --status ok`")
 		}
 	}
-	if err := f.checkBinary(); err != nil {
-		return err
-	}
-	return withLayer(f.db, func(q *query.Layer) error {
-		if err := f.applyBinary(ctx, q, &filter); err != nil {
-			return err
-		}
+	return f.withBinary(ctx, f.db, &filter, func(q *query.Layer) error {
 		errs, err := q.Errors(ctx, filter)
 		if err != nil {
 			return err
@@ -313,13 +301,7 @@ func runQueryStats(ctx context.Context, w io.Writer, f *queryStatsFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := f.checkBinary(); err != nil {
-		return err
-	}
-	return withLayer(f.db, func(q *query.Layer) error {
-		if err := f.applyBinary(ctx, q, &filter); err != nil {
-			return err
-		}
+	return f.withBinary(ctx, f.db, &filter, func(q *query.Layer) error {
 		rows, gaps, err := q.Stats(ctx, filter, by)
 		if err != nil {
 			return err
@@ -337,6 +319,21 @@ type binaryFlag struct{ binary string }
 
 func (b *binaryFlag) registerBinary(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&b.binary, "binary", "", "only the processes that ran this program, across restarts: its path, or its file name (see 'query processes')")
+}
+
+// withBinary is withLayer for a query that takes --binary: the flag is
+// checked before the store is opened, and f selects the processes that ran
+// the binary when fn runs.
+func (b *binaryFlag) withBinary(ctx context.Context, db string, f *store.Filter, fn func(q *query.Layer) error) error {
+	if err := b.checkBinary(); err != nil {
+		return err
+	}
+	return withLayer(db, func(q *query.Layer) error {
+		if err := b.applyBinary(ctx, q, f); err != nil {
+			return err
+		}
+		return fn(q)
+	})
 }
 
 // checkBinary checks --binary before the store is opened.
