@@ -107,8 +107,15 @@ type partRef struct {
 
 // parts lists the partitions of kind overlapping [lo, hi), oldest first.
 func (r *rtx) parts(kind string, lo, hi int64) ([]partRef, error) {
-	rows, err := r.tx.QueryContext(r.ctx, `SELECT name, start_ns, end_ns FROM partitions
+	return r.catalog(true, `SELECT name, start_ns, end_ns FROM partitions
 		WHERE kind = ? AND end_ns > ? AND start_ns < ? ORDER BY start_ns`, kind, lo, hi)
+}
+
+// catalog reads the partitions a query of the catalog selects (name, start,
+// end). A name that is not a partition's (a table name is built from it)
+// is ErrCorrupt when strict, else passed over.
+func (r *rtx) catalog(strict bool, q string, args ...any) ([]partRef, error) {
+	rows, err := r.tx.QueryContext(r.ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +127,10 @@ func (r *rtx) parts(kind string, lo, hi int64) ([]partRef, error) {
 			return nil, err
 		}
 		if _, _, ok := ParsePartitionName(p.name); !ok {
-			return nil, fmt.Errorf("%w: bad partition name %q in catalog", ErrCorrupt, p.name)
+			if strict {
+				return nil, fmt.Errorf("%w: bad partition name %q in catalog", ErrCorrupt, p.name)
+			}
+			continue
 		}
 		out = append(out, p)
 	}
@@ -210,23 +220,8 @@ func (r *rtx) funcCond(col, pattern string) (cond string, ok bool, err error) {
 // partsBegun lists the calls and stats partitions of hours that began at
 // or before now, oldest first.
 func (r *rtx) partsBegun(now int64) ([]partRef, error) {
-	rows, err := r.tx.QueryContext(r.ctx, `SELECT name, start_ns, end_ns FROM partitions
+	return r.catalog(false, `SELECT name, start_ns, end_ns FROM partitions
 		WHERE kind IN (?, ?) AND start_ns <= ? ORDER BY start_ns, name`, KindCalls, KindStats, now)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []partRef
-	for rows.Next() {
-		var p partRef
-		if err := rows.Scan(&p.name, &p.start, &p.end); err != nil {
-			return nil, err
-		}
-		if _, _, ok := ParsePartitionName(p.name); ok {
-			out = append(out, p)
-		}
-	}
-	return out, rows.Err()
 }
 
 // spanRow is one row of call_spans.
