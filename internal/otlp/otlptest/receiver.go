@@ -2,7 +2,9 @@
 // it decodes each request as a real receiver does (gzip, then protobuf),
 // keeps every span it accepted, counts span ids that arrive twice, and can
 // refuse requests or go down (its port closed) and come back on the same
-// address. It does not import internal/otlp, so that package's own tests
+// address. It also owns the checks of received spans against a store's
+// calls, for what this receiver got and for what a real collector wrote
+// (Spans). It does not import internal/otlp, so that package's own tests
 // can use it.
 package otlptest
 
