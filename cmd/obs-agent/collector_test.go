@@ -4,20 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
+
 	"github.com/obs-agent/obs-agent/internal/otlp"
+	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
@@ -167,132 +168,20 @@ func (c *collector) kill() {
 	}
 }
 
-// otlpJSON is what the file exporter writes per request: one
-// ExportTraceServiceRequest per line in the OTLP JSON encoding (ids in hex,
-// 64-bit integers as strings, enums as numbers).
-type otlpJSON struct {
-	ResourceSpans []struct {
-		Resource struct {
-			Attributes []jsonKV `json:"attributes"`
-		} `json:"resource"`
-		ScopeSpans []struct {
-			Scope struct {
-				Name string `json:"name"`
-			} `json:"scope"`
-			Spans []jsonSpan `json:"spans"`
-		} `json:"scopeSpans"`
-	} `json:"resourceSpans"`
-}
-
-type jsonKV struct {
-	Key   string `json:"key"`
-	Value struct {
-		StringValue *string         `json:"stringValue"`
-		IntValue    json.RawMessage `json:"intValue"`
-		BoolValue   *bool           `json:"boolValue"`
-	} `json:"value"`
-}
-
-type jsonSpan struct {
-	TraceID      string   `json:"traceId"`
-	SpanID       string   `json:"spanId"`
-	ParentSpanID string   `json:"parentSpanId"`
-	Name         string   `json:"name"`
-	Kind         int      `json:"kind"`
-	Start        string   `json:"startTimeUnixNano"`
-	End          string   `json:"endTimeUnixNano"`
-	Attributes   []jsonKV `json:"attributes"`
-	Status       struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	} `json:"status"`
-}
-
-// receivedSpan is a span with its resource's attributes.
-type receivedSpan struct {
-	jsonSpan
-	resource []jsonKV
-}
-
-func attrOf(kvs []jsonKV, key string) *jsonKV {
-	for i := range kvs {
-		if kvs[i].Key == key {
-			return &kvs[i]
-		}
-	}
-	return nil
-}
-
-func attrString(kvs []jsonKV, key string) string {
-	if a := attrOf(kvs, key); a != nil && a.Value.StringValue != nil {
-		return *a.Value.StringValue
-	}
-	return ""
-}
-
-// attrInt is an int attribute; ok is false when absent or not an int.
-func attrInt(kvs []jsonKV, key string) (int64, bool) {
-	a := attrOf(kvs, key)
-	if a == nil || a.Value.IntValue == nil {
-		return 0, false
-	}
-	v, err := strconv.ParseInt(strings.Trim(string(a.Value.IntValue), `"`), 10, 64)
-	return v, err == nil
-}
-
-func attrBool(kvs []jsonKV, key string) bool {
-	a := attrOf(kvs, key)
-	return a != nil && a.Value.BoolValue != nil && *a.Value.BoolValue
-}
-
-// readCollector parses every output file and returns the spans by call id,
-// and how many spans arrived more than once (by span id).
-func readCollector(t *testing.T, paths ...string) (map[uint64]receivedSpan, int) {
+// readCollector reads what the collectors wrote (otlptest.Spans.ReadJSON)
+// and checks that every span came in obs-agent's instrumentation scope.
+func readCollector(t *testing.T, paths ...string) *otlptest.Spans {
 	t.Helper()
-	byCall := map[uint64]receivedSpan{}
-	seen := map[string]bool{}
-	dups := 0
+	spans := otlptest.NewSpans()
 	for _, p := range paths {
-		raw, err := os.ReadFile(p)
-		if os.IsNotExist(err) {
-			continue // that collector received nothing
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, line := range bytes.Split(raw, []byte("\n")) {
-			if len(bytes.TrimSpace(line)) == 0 {
-				continue
-			}
-			var req otlpJSON
-			if err := json.Unmarshal(line, &req); err != nil {
-				t.Fatalf("%s line %d: %v", p, i+1, err)
-			}
-			for _, rs := range req.ResourceSpans {
-				for _, ss := range rs.ScopeSpans {
-					if ss.Scope.Name != otlp.ScopeName {
-						t.Errorf("scope %q, want %q", ss.Scope.Name, otlp.ScopeName)
-					}
-					for _, sp := range ss.Spans {
-						if seen[sp.SpanID] {
-							dups++
-							continue
-						}
-						seen[sp.SpanID] = true
-						id, ok := attrInt(sp.Attributes, otlp.AttrCallID)
-						if !ok {
-							t.Fatalf("span %s (%s) has no %s", sp.SpanID, sp.Name, otlp.AttrCallID)
-						}
-						if prev, ok := byCall[uint64(id)]; ok {
-							t.Errorf("call %d arrived as two spans, %s and %s", id, prev.SpanID, sp.SpanID)
-						}
-						byCall[uint64(id)] = receivedSpan{sp, rs.Resource.Attributes}
-					}
-				}
-			}
+		spans.ReadJSON(t, p)
+	}
+	for sc := range spans.Scopes {
+		if sc != otlp.ScopeName {
+			t.Errorf("scope %q, want %q", sc, otlp.ScopeName)
 		}
 	}
-	return byCall, dups
+	return spans
 }
 
 // storeCalls reads every call and the one session of a store.
@@ -314,124 +203,16 @@ func storeCalls(t *testing.T, db string) (*store.Store, []record.Call, record.Se
 	return s, calls, sessions[0]
 }
 
-// checkSpan compares one received span with the call it stands for.
-func checkSpan(t *testing.T, c record.Call, sp receivedSpan, spans map[uint64]receivedSpan, sess record.Session) {
-	t.Helper()
-	where := fmt.Sprintf("call %d (%s)", c.ID, c.Function)
-	if sp.Name != c.Function || attrString(sp.Attributes, otlp.AttrFunctionName) != c.Function {
-		t.Errorf("%s: span name %q, %s %q", where, sp.Name, otlp.AttrFunctionName, attrString(sp.Attributes, otlp.AttrFunctionName))
-	}
-	if sp.Kind != 1 {
-		t.Errorf("%s: kind %d, want 1 (INTERNAL)", where, sp.Kind)
-	}
-	if g, _ := attrInt(sp.Attributes, otlp.AttrThreadID); g != int64(c.GoID) {
-		t.Errorf("%s: %s %d, want goroutine %d", where, otlp.AttrThreadID, g, c.GoID)
-	}
-	if sp.Start != strconv.FormatInt(c.Start, 10) || sp.End != strconv.FormatInt(c.Start+c.Duration, 10) {
-		t.Errorf("%s: span [%s, %s], call starts %d and lasts %d ns", where, sp.Start, sp.End, c.Start, c.Duration)
-	}
-	if c.ParentID == 0 {
-		if sp.ParentSpanID != "" {
-			t.Errorf("%s: a root, but its span has parent %s", where, sp.ParentSpanID)
-		}
-	} else if p, ok := spans[c.ParentID]; !ok {
-		t.Errorf("%s: its parent call %d did not arrive", where, c.ParentID)
-	} else if sp.ParentSpanID != p.SpanID {
-		t.Errorf("%s: parent span %s, want %s (call %d, %s)", where, sp.ParentSpanID, p.SpanID, c.ParentID, p.Name)
-	} else if sp.TraceID != p.TraceID {
-		t.Errorf("%s: trace %s, its parent's %s", where, sp.TraceID, p.TraceID)
-	}
-	switch c.Status {
-	case record.StatusError, record.StatusPanic:
-		want := c.ErrorType
-		if want == "" {
-			want = "_OTHER"
-		}
-		if sp.Status.Code != 2 || sp.Status.Message != c.Error || attrString(sp.Attributes, otlp.AttrErrorType) != want {
-			t.Errorf("%s: status %+v, %s %q; want ERROR %q, %q", where, sp.Status, otlp.AttrErrorType,
-				attrString(sp.Attributes, otlp.AttrErrorType), c.Error, want)
-		}
-		if attrBool(sp.Attributes, otlp.AttrPanic) != (c.Status == record.StatusPanic) {
-			t.Errorf("%s: status %v, %s %v", where, c.Status, otlp.AttrPanic, attrBool(sp.Attributes, otlp.AttrPanic))
-		}
-	default:
-		if sp.Status.Code != 0 || sp.Status.Message != "" {
-			t.Errorf("%s: status %v, span status %+v; want unset", where, c.Status, sp.Status)
-		}
-		if attrBool(sp.Attributes, otlp.AttrUnfinished) != (c.Status == record.StatusUnfinished) {
-			t.Errorf("%s: status %v, %s %v", where, c.Status, otlp.AttrUnfinished, attrBool(sp.Attributes, otlp.AttrUnfinished))
-		}
-	}
-	if pid, _ := attrInt(sp.resource, otlp.AttrProcessPID); pid != int64(sess.PID) {
-		t.Errorf("%s: %s %d, want %d", where, otlp.AttrProcessPID, pid, sess.PID)
-	}
-	exe := filepath.Base(sess.Binary)
-	if attrString(sp.resource, otlp.AttrServiceName) != exe || attrString(sp.resource, otlp.AttrExecutableName) != exe {
-		t.Errorf("%s: %s %q, %s %q; want %q", where, otlp.AttrServiceName, attrString(sp.resource, otlp.AttrServiceName),
-			otlp.AttrExecutableName, attrString(sp.resource, otlp.AttrExecutableName), exe)
-	}
-}
-
-// checkTrees checks that each trace the collector received is exactly the
-// store's tree under one root call, spawned goroutines included, and that
-// parents on other goroutines are among them.
-func checkTrees(t *testing.T, s *store.Store, calls []record.Call, spans map[uint64]receivedSpan, minCross int) {
-	t.Helper()
-	traces := map[string]map[uint64]bool{}
-	for id, sp := range spans {
-		if traces[sp.TraceID] == nil {
-			traces[sp.TraceID] = map[uint64]bool{}
-		}
-		traces[sp.TraceID][id] = true
-	}
-	q := query.New(s)
-	roots, cross := 0, 0
-	for _, c := range calls {
-		if p, ok := spans[c.ParentID]; ok && c.ParentID != 0 {
-			if g, _ := attrInt(p.Attributes, otlp.AttrThreadID); g != int64(c.GoID) {
-				cross++
-			}
-		}
-		if c.ParentID != 0 {
-			continue
-		}
-		roots++
-		tree, err := q.Tree(context.Background(), c.ID, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr := traces[spans[c.ID].TraceID]
-		if len(tr) != len(tree.Calls) {
-			t.Errorf("root %d (%s): its trace has %d spans, the store's tree %d calls", c.ID, c.Function, len(tr), len(tree.Calls))
-		}
-		for _, tc := range tree.Calls {
-			if !tr[tc.ID] {
-				t.Errorf("call %d (%s) of root %d's tree is not in its trace", tc.ID, tc.Function, c.ID)
-			}
-		}
-	}
-	if roots != len(traces) {
-		t.Errorf("the store has %d roots, the collector %d traces", roots, len(traces))
-	}
-	if cross < minCross {
-		t.Errorf("%d spans have a parent on another goroutine; want at least %d", cross, minCross)
-	}
-}
-
-// checkAllArrived checks that every call of the store arrived exactly once
-// (dups counts spans received twice), as a span that matches it, and that
-// nothing arrived that the store does not hold.
-func checkAllArrived(t *testing.T, db string, spans map[uint64]receivedSpan, dups int) {
+// checkAllArrived checks that every call of the store arrived exactly once,
+// as a span that matches it (otlptest.Spans.Check), with the process as
+// its resource, that nothing arrived that the store does not hold, and
+// that each trace is exactly the store's tree under one root call. It
+// returns the spans by call id.
+func checkAllArrived(t *testing.T, db string, spans *otlptest.Spans) map[uint64]*tracepb.Span {
 	t.Helper()
 	s, calls, sess := storeCalls(t, db)
 	var errs, panics int
 	for _, c := range calls {
-		sp, ok := spans[c.ID]
-		if !ok {
-			t.Errorf("call %d (%s, %v) did not arrive", c.ID, c.Function, c.Status)
-			continue
-		}
-		checkSpan(t, c, sp, spans, sess)
 		switch c.Status {
 		case record.StatusError:
 			errs++
@@ -443,11 +224,11 @@ func checkAllArrived(t *testing.T, db string, spans map[uint64]receivedSpan, dup
 	if len(calls) < 200 || errs == 0 || panics == 0 {
 		t.Fatalf("store holds %d calls, %d errors, %d panics: calltree makes more", len(calls), errs, panics)
 	}
-	if len(spans) != len(calls) || dups != 0 {
-		t.Errorf("the collector received %d distinct spans (%d more than once) for %d stored calls", len(spans), dups, len(calls))
-	}
+	got := spans.Check(t, calls, false)
+	spans.CheckResources(t, filepath.Base(sess.Binary), int64(sess.PID))
 	// calltree spawns 6 goroutines under traced calls (spawn ×5, relay).
-	checkTrees(t, s, calls, spans, 6)
+	otlptest.CheckTrees(t, calls, got, query.New(s).Tree, 6)
+	return got
 }
 
 // TestCollectorExport traces calltree into a store, sends the store with
@@ -483,18 +264,18 @@ func TestCollectorExport(t *testing.T) {
 		t.Errorf("second export: %q, %v; want 0 spans", again, err)
 	}
 	c.stop(t)
-	spans, dups := readCollector(t, first)
-	t.Logf("%s; %d spans in %v", strings.TrimSpace(out), len(spans), took)
-	checkAllArrived(t, db, spans, dups)
+	spans := readCollector(t, first)
+	t.Logf("%s; %d spans in %v", strings.TrimSpace(out), len(spans.ByID), took)
+	byCall := checkAllArrived(t, db, spans)
 
 	// A fresh export (no progress file) to a second collector: the same ids.
-	checkSameIDs(t, spans, "first export", exportToCollector(t, col, port, db, filepath.Join(dir, "fresh.state")), "re-export")
+	checkSameIDs(t, byCall, "first export", exportToCollector(t, col, port, db, filepath.Join(dir, "fresh.state")), "re-export")
 }
 
 // exportToCollector sends the whole store with `obs-agent export otlp`
 // (progress in state) to a new collector on port and returns what it
 // received.
-func exportToCollector(t *testing.T, col string, port int, db, state string) map[uint64]receivedSpan {
+func exportToCollector(t *testing.T, col string, port int, db, state string) map[uint64]*tracepb.Span {
 	t.Helper()
 	out := filepath.Join(filepath.Dir(state), filepath.Base(state)+".json")
 	c := startCollector(t, col, port, out)
@@ -503,21 +284,21 @@ func exportToCollector(t *testing.T, col string, port int, db, state string) map
 		t.Fatal(err)
 	}
 	c.stop(t)
-	spans, _ := readCollector(t, out)
-	return spans
+	return otlptest.ByCall(t, readCollector(t, out).ByID)
 }
 
 // checkSameIDs checks that two sendings of the same calls gave each call
 // the same trace, span and parent span ids.
-func checkSameIDs(t *testing.T, a map[uint64]receivedSpan, aName string, b map[uint64]receivedSpan, bName string) {
+func checkSameIDs(t *testing.T, a map[uint64]*tracepb.Span, aName string, b map[uint64]*tracepb.Span, bName string) {
 	t.Helper()
 	if len(a) != len(b) {
 		t.Errorf("%s: %d spans, %s %d", bName, len(b), aName, len(a))
 	}
 	for id, x := range a {
-		if y := b[id]; x.SpanID != y.SpanID || x.TraceID != y.TraceID || x.ParentSpanID != y.ParentSpanID {
-			t.Errorf("call %d: %s as span %s/%s parent %s, %s as %s/%s parent %s",
-				id, aName, x.TraceID, x.SpanID, x.ParentSpanID, bName, y.TraceID, y.SpanID, y.ParentSpanID)
+		y := b[id]
+		if !bytes.Equal(x.SpanId, y.GetSpanId()) || !bytes.Equal(x.TraceId, y.GetTraceId()) || !bytes.Equal(x.ParentSpanId, y.GetParentSpanId()) {
+			t.Errorf("call %d: %s as span %x/%x parent %x, %s as %x/%x parent %x",
+				id, aName, x.TraceId, x.SpanId, x.ParentSpanId, bName, y.GetTraceId(), y.GetSpanId(), y.GetParentSpanId())
 		}
 	}
 }

@@ -93,4 +93,31 @@ func TestAttachExeCLI(t *testing.T) {
 			t.Errorf("query stats --pid %s: want %s calls:\n%s", pids[i], want, stats)
 		}
 	}
+
+	// One more run of the program, in a session of its own: `query stats
+	// --binary` and `query calls --binary` take the three processes, by
+	// path or by file name.
+	if out, _, err := cli(t, "run", "--db", db, "-f", "main.tick", "--sample-interval", "0", "--", target, "count", "7"); err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	for _, b := range []string{target, filepath.Base(target)} {
+		stats, _, err := cli(t, "query", "stats", "--db", db, "--binary", b, "--since", "0", "--format", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(stats, `"calls":47,`) {
+			t.Errorf("query stats --binary %s: want 15+25+7 = 47 calls:\n%s", b, stats)
+		}
+		calls, _, err := cli(t, "query", "calls", "--db", db, "--binary", b, "--since", "0", "--limit", "0", "--format", "csv")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(calls, "main.tick"); n != 47 {
+			t.Errorf("query calls --binary %s: %d calls, want 47", b, n)
+		}
+	}
+	if _, _, err := cli(t, "query", "stats", "--db", db, "--binary", "/srv/nothing", "--since", "0"); err == nil ||
+		!strings.Contains(err.Error(), "--binary /srv/nothing: no traced process ran it; the store has processes of "+target+" (") {
+		t.Errorf("query stats --binary of a program never traced: %v; want an error naming the store's binaries", err)
+	}
 }

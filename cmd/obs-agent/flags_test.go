@@ -195,6 +195,12 @@ func TestFlagRanges(t *testing.T) {
 			flagCase{cmd, "limit", "-1", "--limit -1 is out of range: want 0 (all), or at least 1"},
 			flagCase{cmd, "format", "xml", `--format "xml": want table, json, csv`},
 		)
+		if q == "calls" || q == "errors" || q == "stats" {
+			cases = append(cases,
+				flagCase{cmd, "binary", "/srv/api/", "--binary /srv/api/: a directory; want the program's path or file name"},
+				flagCase{cmd, "binary", strings.Repeat("a", 5000), "bytes, want at most 4096 (a path or a file name)"},
+			)
+		}
 		if q != "resources" {
 			cases = append(cases,
 				flagCase{cmd, "min-duration", "-1ms", "--min-duration -1ms is out of range: want at least 0"},

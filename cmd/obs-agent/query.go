@@ -169,7 +169,10 @@ the agent is writing. Time ranges default to the last hour (--since 1h);
 	return groupCommand(cmd)
 }
 
-type queryCallsFlags struct{ queryFlags }
+type queryCallsFlags struct {
+	queryFlags
+	binaryFlag
+}
 
 func newQueryCallsCommand() *cobra.Command {
 	f := &queryCallsFlags{}
@@ -178,7 +181,8 @@ func newQueryCallsCommand() *cobra.Command {
 		Short: "List calls, oldest first",
 		Example: `  obs-agent query calls --since 10m
   obs-agent query calls --func 'github.com/acme/api/*' --min-duration 5ms --format json
-  obs-agent query calls --status error,panic --pid 4242 --limit 0 --format csv`,
+  obs-agent query calls --status error,panic --pid 4242 --limit 0 --format csv
+  obs-agent query calls --binary /srv/api/bin/api --since 24h`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -187,6 +191,7 @@ func newQueryCallsCommand() *cobra.Command {
 	}
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
+	f.registerBinary(cmd)
 	return cmd
 }
 
@@ -195,7 +200,7 @@ func runQueryCalls(ctx context.Context, w io.Writer, f *queryCallsFlags) error {
 	if err != nil {
 		return err
 	}
-	return withLayer(f.db, func(q *query.Layer) error {
+	return f.withBinary(ctx, f.db, &filter, func(q *query.Layer) error {
 		calls, err := q.Calls(ctx, filter)
 		if err != nil {
 			return err
@@ -204,7 +209,10 @@ func runQueryCalls(ctx context.Context, w io.Writer, f *queryCallsFlags) error {
 	})
 }
 
-type queryErrorsFlags struct{ queryFlags }
+type queryErrorsFlags struct {
+	queryFlags
+	binaryFlag
+}
 
 func newQueryErrorsCommand() *cobra.Command {
 	f := &queryErrorsFlags{}
@@ -221,6 +229,7 @@ func newQueryErrorsCommand() *cobra.Command {
 	}
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
+	f.registerBinary(cmd)
 	return cmd
 }
 
@@ -234,7 +243,7 @@ func runQueryErrors(ctx context.Context, w io.Writer, f *queryErrorsFlags) error
 			return errors.New("--status ok: errors lists error, panic and unfinished calls; use `query calls --status ok`")
 		}
 	}
-	return withLayer(f.db, func(q *query.Layer) error {
+	return f.withBinary(ctx, f.db, &filter, func(q *query.Layer) error {
 		errs, err := q.Errors(ctx, filter)
 		if err != nil {
 			return err
@@ -245,6 +254,7 @@ func runQueryErrors(ctx context.Context, w io.Writer, f *queryErrorsFlags) error
 
 type queryStatsFlags struct {
 	queryFlags
+	binaryFlag
 	by string
 }
 
@@ -258,9 +268,17 @@ kernel counters, so counts include calls that were sampled out or lost.
 Percentiles come from log2 histograms: each is the upper bound of its bucket
 (the true value is at most that and more than half of it), capped at the
 exact maximum. Probe gaps (spans when a function's probes were paused) are
-counted per row and listed under the table.`,
+counted per row and listed under the table.
+
+--binary sums the processes that ran one program, across its restarts: a
+path selects the processes traced under that path and those of the same
+build (build id) as the file there; a file name selects the processes whose
+path ends in it ('query processes' lists them). Aggregates of an
+'attach --exe' session that the kernel sampled out or could not hand to the
+agent belong to no process (pid 0) and are not counted under --binary.`,
 		Example: `  obs-agent query stats --since 6h
-  obs-agent query stats --by module --format json`,
+  obs-agent query stats --by module --format json
+  obs-agent query stats --binary /srv/api/bin/api --since 24h`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -270,6 +288,7 @@ counted per row and listed under the table.`,
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&f.format, "format", "table", "output format: table, json (JSON Lines) or csv")
 	cmd.Flags().StringVar(&f.by, "by", "function", "group by function, package or module")
+	f.registerBinary(cmd)
 	return cmd
 }
 
@@ -282,13 +301,68 @@ func runQueryStats(ctx context.Context, w io.Writer, f *queryStatsFlags) error {
 	if err != nil {
 		return err
 	}
-	return withLayer(f.db, func(q *query.Layer) error {
+	return f.withBinary(ctx, f.db, &filter, func(q *query.Layer) error {
 		rows, gaps, err := q.Stats(ctx, filter, by)
 		if err != nil {
 			return err
 		}
 		return render.Stats(w, format, by, rows, gaps)
 	})
+}
+
+// maxBinary bounds --binary: a path, at most PATH_MAX.
+const maxBinary = 4096
+
+// binaryFlag is --binary of query calls, errors and stats: the processes
+// that ran one program, across its restarts (query.Layer.MatchBinary).
+type binaryFlag struct{ binary string }
+
+func (b *binaryFlag) registerBinary(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&b.binary, "binary", "", "only the processes that ran this program, across restarts: its path, or its file name (see 'query processes')")
+}
+
+// withBinary is withLayer for a query that takes --binary: the flag is
+// checked before the store is opened, and f selects the processes that ran
+// the binary when fn runs.
+func (b *binaryFlag) withBinary(ctx context.Context, db string, f *store.Filter, fn func(q *query.Layer) error) error {
+	if err := b.checkBinary(); err != nil {
+		return err
+	}
+	return withLayer(db, func(q *query.Layer) error {
+		if err := b.applyBinary(ctx, q, f); err != nil {
+			return err
+		}
+		return fn(q)
+	})
+}
+
+// checkBinary checks --binary before the store is opened.
+func (b *binaryFlag) checkBinary() error {
+	switch v := b.binary; {
+	case v == "":
+		return nil
+	case len(v) > maxBinary:
+		return fmt.Errorf("--binary %s: %d bytes, want at most %d (a path or a file name)", validate.Clip(v), len(v), maxBinary)
+	case strings.ContainsRune(v, 0):
+		return fmt.Errorf("--binary %s: a NUL byte; want a path or a file name", validate.Quote(v))
+	case strings.HasSuffix(v, "/"):
+		return fmt.Errorf("--binary %s: a directory; want the program's path or file name", validate.Clip(v))
+	}
+	return nil
+}
+
+// applyBinary selects in f the processes that ran --binary; an error when
+// none did.
+func (b *binaryFlag) applyBinary(ctx context.Context, q *query.Layer, f *store.Filter) error {
+	if b.binary == "" {
+		return nil
+	}
+	m, err := q.MatchBinary(ctx, b.binary)
+	if err != nil {
+		return fmt.Errorf("--binary %w", err)
+	}
+	f.Binary = m
+	return nil
 }
 
 type queryTreeFlags struct {

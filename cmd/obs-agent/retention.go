@@ -44,7 +44,12 @@ func newRetentionStatusCommand() *cobra.Command {
 	f := &retentionStatusFlags{}
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "List the partitions with their hours, row counts and sizes",
+		Short: "Show the retention window the store is kept to, and the partitions with their hours, row counts and sizes",
+		Long: `Status prints, above the partitions, the retention window and archive
+directory of each agent writing the store now (or, when none runs, of the
+last one): what 'attach' and 'run' were given with --retention and
+--archive. A store written only by agents older than schema 8 has no such
+line. The JSON output lists only the partitions.`,
 		Example: `  obs-agent retention status
   obs-agent retention status --db /tmp/obs.db --format json`,
 		Args:         cobra.NoArgs,
@@ -64,8 +69,15 @@ func runRetentionStatus(ctx context.Context, w io.Writer, f *retentionStatusFlag
 		return err
 	}
 	return withLayer(f.db, func(q *query.Layer) error {
+		settings, err := q.RetentionSettings(ctx)
+		if err != nil {
+			return err
+		}
 		parts, err := q.Partitions(ctx)
 		if err != nil {
+			return err
+		}
+		if err := render.RetentionSettings(w, format, settings); err != nil {
 			return err
 		}
 		return render.Partitions(w, format, parts)

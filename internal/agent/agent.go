@@ -348,6 +348,7 @@ func (s *session) openStore(pid int) error {
 		PID: uint32(pid), Binary: s.bin.Path, GoVersion: s.bin.GoVersion,
 		Patterns: strings.Join(s.opts.Include, " "), Start: time.Now().UnixNano(),
 		AgentPID: self.pid, AgentStart: self.start, BootID: self.boot,
+		Retention: s.retentionWindow(), ArchiveDir: archiveDirOf(s.opts.ArchiveDir),
 	}
 	id, err := st.BeginSession(s.sess)
 	if err != nil {
@@ -807,10 +808,31 @@ func writeReady(path string, pid int) error {
 	return safefile.WriteFileAtomic(path, []byte(fmt.Sprintf("%d\n", pid)), 0o644)
 }
 
+// retentionWindow is the window retentionLoop keeps, as the session row
+// records it for readers of the store.
+func (s *session) retentionWindow() time.Duration {
+	if s.opts.Retention > 0 {
+		return s.opts.Retention
+	}
+	return retention.DefaultWindow
+}
+
+// archiveDirOf is the archive directory as the session row records it:
+// absolute, since a reader of the store runs from another directory.
+func archiveDirOf(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir
+}
+
 // retentionLoop expires old hours of the store while tracing.
 func (s *session) retentionLoop(ctx context.Context) {
 	m := &retention.Manager{
-		Store: s.st, Window: s.opts.Retention, ArchiveDir: s.opts.ArchiveDir,
+		Store: s.st, Window: s.retentionWindow(), ArchiveDir: s.opts.ArchiveDir,
 		Logger: s.log.With("component", "retention"),
 	}
 	m.Run(ctx)

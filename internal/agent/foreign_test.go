@@ -35,15 +35,43 @@ func mountTracefs(t *testing.T) {
 // hitCounter counts how often each RET site of some functions runs, with
 // plain tracefs uprobes and their hit counters in uprobe_profile: a
 // counter that shares no code with obs-agent's BPF programs.
+//
+// A tracefs uprobe has no pid filter of its own: it counts every process
+// that maps the file. So the file must be the test's alone (see
+// privateCopy), or any other process running it (a gofmt of a lint run on
+// a loaded machine) is counted too. Its events are in a group named after
+// the test process, so two test processes counting at once (parallel CI
+// runs) neither collide on event names nor delete each other's.
 type hitCounter struct {
 	t      *testing.T
+	group  string
+	file   string            // the probed executable
 	events map[string]string // event name -> function
+}
+
+// eventGroup is the prefix of the counters' tracefs event groups; the
+// test process's pid follows it.
+const eventGroup = "obsagent_test_"
+
+// privateCopy copies the executable bin into a directory of this test, so
+// that the only processes running that file (inode) are the test's own.
+func privateCopy(t *testing.T, bin string) string {
+	t.Helper()
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), filepath.Base(bin))
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
 
 func newHitCounter(t *testing.T, bin string, fns []*symbols.Func, b *symbols.Binary) *hitCounter {
 	t.Helper()
 	mountTracefs(t)
-	h := &hitCounter{t: t, events: map[string]string{}}
+	h := &hitCounter{t: t, group: eventGroup + strconv.Itoa(os.Getpid()), file: bin, events: map[string]string{}}
 	var defs bytes.Buffer
 	for i, f := range fns {
 		for j, r := range f.Rets {
@@ -53,24 +81,55 @@ func newHitCounter(t *testing.T, bin string, fns []*symbols.Func, b *symbols.Bin
 			}
 			name := fmt.Sprintf("f%d_%d", i, j)
 			h.events[name] = f.Name
-			fmt.Fprintf(&defs, "p:obsagent_test/%s %s:%#x\n", name, bin, off)
+			fmt.Fprintf(&defs, "p:%s/%s %s:%#x\n", h.group, name, bin, off)
 		}
 	}
-	h.removeAll() // leftovers of a crashed run
+	h.removeStale() // leftovers of crashed runs
 	h.write("uprobe_events", defs.String(), false)
-	t.Cleanup(h.removeAll)
-	h.write("events/obsagent_test/enable", "1\n", false)
+	t.Cleanup(func() { h.remove(h.group) })
+	h.write("events/"+h.group+"/enable", "1\n", false)
 	return h
 }
 
-// removeAll disables and deletes every obsagent_test event.
-func (h *hitCounter) removeAll() {
-	h.write("events/obsagent_test/enable", "0\n", true)
+// removeStale deletes the counters of test processes that are gone.
+func (h *hitCounter) removeStale() {
+	for _, g := range h.groups() {
+		pid, err := strconv.Atoi(strings.TrimPrefix(g, eventGroup))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			h.remove(g)
+		}
+	}
+}
+
+// groups lists the counters' event groups in uprobe_events.
+func (h *hitCounter) groups() []string {
+	data, _ := os.ReadFile(filepath.Join(tracefs, "uprobe_events"))
+	seen := map[string]bool{}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		// "p:obsagent_test_123/f0_1 /path:0x..."
+		name, _, _ := strings.Cut(line, " ")
+		if _, ev, ok := strings.Cut(name, ":"); ok && strings.HasPrefix(ev, eventGroup) {
+			g, _, _ := strings.Cut(ev, "/")
+			if !seen[g] {
+				seen[g] = true
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+// remove disables and deletes the events of group.
+func (h *hitCounter) remove(group string) {
+	h.write("events/"+group+"/enable", "0\n", true)
 	data, _ := os.ReadFile(filepath.Join(tracefs, "uprobe_events"))
 	for _, line := range strings.Split(string(data), "\n") {
-		// "p:obsagent_test/f0_1 /path:0x..."
 		name, _, _ := strings.Cut(line, " ")
-		if _, ev, ok := strings.Cut(name, ":"); ok && strings.HasPrefix(ev, "obsagent_test/") {
+		if _, ev, ok := strings.Cut(name, ":"); ok && strings.HasPrefix(ev, group+"/") {
 			h.write("uprobe_events", "-:"+ev+"\n", true)
 		}
 	}
@@ -101,8 +160,10 @@ func (h *hitCounter) counts() map[string]uint64 {
 		if len(f) < 3 {
 			continue
 		}
+		// Event names repeat across groups: only the file's own hits,
+		// the first field, are the counters'.
 		fn, ok := h.events[f[len(f)-2]]
-		if !ok {
+		if !ok || f[0] != h.file {
 			continue
 		}
 		n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
@@ -124,7 +185,10 @@ func TestForeignBinaryGofmt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gofmt := filepath.Join(strings.TrimSpace(string(goroot)), "bin", "gofmt")
+	// A copy of the toolchain's gofmt: the independent counter counts
+	// every process running the file it probes, and other gofmt processes
+	// (lint runs of a busy machine) run the toolchain's.
+	gofmt := privateCopy(t, filepath.Join(strings.TrimSpace(string(goroot)), "bin", "gofmt"))
 	b, err := symbols.Open(gofmt)
 	if err != nil {
 		t.Fatal(err)

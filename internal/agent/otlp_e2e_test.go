@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,61 +67,9 @@ func traceCalltree(t *testing.T, opts Options) (*Result, string, *store.Store, [
 func checkCalltreeSpans(t *testing.T, rcv *otlptest.Receiver, s *store.Store, calls []record.Call, bin string, pid int) map[uint64]*tracepb.Span {
 	t.Helper()
 	got := rcv.Check(t, calls, false)
-
-	// Parents on another goroutine: spawn's and relay's workers.
-	cross := 0
-	for _, c := range calls {
-		if p, ok := got[c.ParentID]; ok && otlptest.Attr(p.Attributes, otlp.AttrThreadID).GetIntValue() != int64(c.GoID) {
-			cross++
-		}
-	}
-	if cross < 6 {
-		t.Errorf("%d spans have a parent on another goroutine; calltree spawns 6", cross)
-	}
-
-	// Each trace is exactly the store's tree under its root.
-	ctx := context.Background()
-	q := query.New(s)
-	traces := map[string]map[uint64]bool{}
-	for id, sp := range got {
-		k := hex.EncodeToString(sp.TraceId)
-		if traces[k] == nil {
-			traces[k] = map[uint64]bool{}
-		}
-		traces[k][id] = true
-	}
-	roots := 0
-	for _, c := range calls {
-		if c.ParentID != 0 {
-			continue
-		}
-		roots++
-		tree, err := q.Tree(ctx, c.ID, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr := traces[hex.EncodeToString(got[c.ID].TraceId)]
-		if len(tr) != len(tree.Calls) {
-			t.Errorf("root %d (%s): trace has %d spans, the store's tree %d calls", c.ID, c.Function, len(tr), len(tree.Calls))
-		}
-		for _, tc := range tree.Calls {
-			if !tr[tc.ID] {
-				t.Errorf("call %d (%s) of root %d's tree is not in its trace", tc.ID, tc.Function, c.ID)
-			}
-		}
-	}
-	if roots != len(traces) {
-		t.Errorf("%d roots, %d traces", roots, len(traces))
-	}
-
-	_, resources, _ := rcv.Snapshot()
-	for k, r := range resources {
-		if otlptest.Attr(r.Attributes, otlp.AttrServiceName).GetStringValue() != filepath.Base(bin) ||
-			otlptest.Attr(r.Attributes, otlp.AttrProcessPID).GetIntValue() != int64(pid) ||
-			otlptest.Attr(r.Attributes, otlp.AttrExecutableName).GetStringValue() != filepath.Base(bin) {
-			t.Fatalf("span %s: resource %v; want service and executable %s, pid %d", k, r, filepath.Base(bin), pid)
-		}
-	}
+	// calltree spawns 6 goroutines under traced calls (spawn ×5, relay).
+	otlptest.CheckTrees(t, calls, got, query.New(s).Tree, 6)
+	rcv.CheckResources(t, filepath.Base(bin), int64(pid))
 	return got
 }
 

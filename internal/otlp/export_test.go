@@ -123,13 +123,7 @@ func TestExportSynthetic(t *testing.T) {
 		t.Errorf("report %+v for %d calls over 2 hours", rep, len(calls))
 	}
 	checkSpans(t, rcv, calls)
-	_, res, _ := rcv.Snapshot()
-	for k, r := range res {
-		if attr(r.Attributes, AttrServiceName).GetStringValue() != "app" || attr(r.Attributes, AttrProcessPID).GetIntValue() != 42 ||
-			attr(r.Attributes, AttrExecutableName).GetStringValue() != "app" {
-			t.Fatalf("span %s resource %v", k, r)
-		}
-	}
+	rcv.CheckResources(t, "app", 42)
 }
 
 // TestExportRetryAfter: a receiver that answers 503 or 429 with

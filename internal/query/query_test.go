@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -114,4 +115,69 @@ func TestLayer(t *testing.T) {
 	if err != nil || len(pk) != 1 || pk[0].Key != "main" || pk[0].Calls != 100 {
 		t.Errorf("Stats by package, pid 42, limit 1 = %+v, %v", pk, err)
 	}
+}
+
+// TestRetentionSettings: the settings of the running agents win over the
+// ended ones'; with none running, the newest session's alone; sessions
+// that did not record theirs (0) are passed over.
+func TestRetentionSettings(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	q := New(s)
+	begin := func(sess record.Session) uint64 {
+		t.Helper()
+		id, err := s.BeginSession(sess)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	settings := func() []result.RetentionSetting {
+		t.Helper()
+		got, err := q.RetentionSettings(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := settings(); len(got) != 0 {
+		t.Errorf("empty store: %+v, want none", got)
+	}
+	old := begin(record.Session{PID: 1, Start: 1}) // an older agent: unknown
+	if got := settings(); len(got) != 0 {
+		t.Errorf("a session without settings: %+v, want none", got)
+	}
+	a := begin(record.Session{PID: 2, Start: 2, Retention: 24 * time.Hour, ArchiveDir: "/srv/a"})
+	b := begin(record.Session{PID: 3, Start: 3, Retention: 2 * time.Hour})
+	want := []result.RetentionSetting{{Session: a, Running: true, Window: 24 * time.Hour, ArchiveDir: "/srv/a"}, {Session: b, Running: true, Window: 2 * time.Hour}}
+	if got := settings(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("two running: %+v, want %+v", got, want)
+	}
+	for _, id := range []uint64{b, old} {
+		if err := s.EndSession(record.Session{ID: id, End: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want = want[:1]
+	if got := settings(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("one running: %+v, want %+v", got, want)
+	}
+	if err := s.EndSession(record.Session{ID: a, End: 11}); err != nil {
+		t.Fatal(err)
+	}
+	want = []result.RetentionSetting{{Session: b, Window: 2 * time.Hour}}
+	if got := settings(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("none running: %+v, want the newest session's %+v", got, want)
+	}
+}
+
+// openStore opens a new writable store, closed at the end of the test.
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.Open(filepath.Join(t.TempDir(), "obs.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -107,3 +107,32 @@ func (q *Layer) ErrorGroups(ctx context.Context, f Filter, scan int) (groups []E
 func (q *Layer) RetentionLog(ctx context.Context) ([]store.RetentionEntry, error) {
 	return q.s.RetentionLog(ctx)
 }
+
+// RetentionSettings returns the retention window and archive directory of
+// the agents that write the store now (sessions without an end, oldest
+// first). When none runs it returns the newest session's alone: the window
+// the store was last kept to, which nothing enforces until an agent writes
+// it again. Sessions stored before the store kept the settings (schema 8)
+// are passed over; nil when no session says.
+func (q *Layer) RetentionSettings(ctx context.Context) ([]result.RetentionSetting, error) {
+	ss, err := q.s.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var running []result.RetentionSetting
+	var last *result.RetentionSetting
+	for _, s := range ss {
+		if s.Retention <= 0 {
+			continue
+		}
+		r := result.RetentionSetting{Session: s.ID, Running: s.End == 0, Window: s.Retention, ArchiveDir: s.ArchiveDir}
+		if r.Running {
+			running = append(running, r)
+		}
+		last = &r
+	}
+	if len(running) > 0 || last == nil {
+		return running, nil
+	}
+	return []result.RetentionSetting{*last}, nil
+}

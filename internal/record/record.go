@@ -6,6 +6,7 @@ package record
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/obs-agent/obs-agent/internal/validate"
 )
@@ -194,6 +195,12 @@ type Session struct {
 	// ErrorsLost counts the error, panic and unfinished records the agent
 	// could not keep (also in CallsLost), per function.
 	ErrorsLost map[string]uint64
+	// Retention is the window the agent keeps records for (its
+	// --retention), ArchiveDir where it archives an hour before dropping
+	// it ("" = it drops without archiving). Retention 0 means unknown: a
+	// session stored before the store kept it.
+	Retention  time.Duration
+	ArchiveDir string
 }
 
 // ErrorsLostTotal sums ErrorsLost.

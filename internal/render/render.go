@@ -424,6 +424,31 @@ type partitionRecord struct {
 	Bytes     *int64 `json:"bytes"`
 }
 
+// RetentionSettings writes, for a table, one line per agent writing the
+// store with the window and archive it keeps the store to (retention
+// status, above the partitions). JSON has no line for them: `retention
+// status --format json` stays one partition per line, and the settings are
+// in the UI API's /api/retention/settings.
+func RetentionSettings(w io.Writer, f Format, settings []result.RetentionSetting) error {
+	if f == JSON {
+		return nil
+	}
+	for _, s := range settings {
+		archive := "hours are dropped without an archive"
+		if s.ArchiveDir != "" {
+			archive = "archived to " + s.ArchiveDir + " before the drop"
+		}
+		state := "ended; nothing drops hours until an agent writes the store again"
+		if s.Running {
+			state = "running"
+		}
+		if _, err := fmt.Fprintf(w, "retention: %s, %s (session %d, %s)\n", s.Window, archive, s.Session, state); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Partitions writes the partition list (retention status).
 func Partitions(w io.Writer, f Format, parts []result.Partition) error {
 	if f == JSON {

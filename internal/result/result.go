@@ -131,6 +131,14 @@ type Tree struct {
 	Truncated bool  // the limit left some descendants out
 }
 
+// RetentionSetting is the retention one agent writing the store runs with.
+type RetentionSetting struct {
+	Session    uint64
+	Running    bool          // the session has no end yet
+	Window     time.Duration // records older than this are dropped
+	ArchiveDir string        // "" when hours are dropped without an archive
+}
+
 // Partition describes one hour table of the store.
 type Partition struct {
 	Name       string

@@ -45,6 +45,12 @@ func (r *rtx) callsCond(f *Filter) (callsCond, bool, error) {
 		conds = append(conds, "c.duration_ns >= ?")
 		out.args = append(out.args, f.MinDuration.Nanoseconds())
 	}
+	if f.Binary != nil {
+		// A call is the process's that had its pid when it started.
+		bc, bargs := f.Binary.cond("c", "start_ns", "start_ns")
+		conds = append(conds, bc)
+		out.args = append(out.args, bargs...)
+	}
 	fc, ok, err := r.funcCond("c.func_id", f.Func)
 	if err != nil || !ok {
 		return out, false, err

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/obs-agent/obs-agent/internal/record"
@@ -36,8 +37,14 @@ func (r *rtx) gaps(f *Filter, lo, hi int64) ([]gapRow, error) {
 	}
 	var out []gapRow
 	for _, p := range parts {
+		where, wargs := strings.Join(conds, " AND "), args
+		if f.Binary != nil {
+			// A gap is the process's that ran when it began.
+			bc, bargs := f.Binary.cond(p.name, "start_ns", "start_ns")
+			where, wargs = where+" AND "+bc, append(slices.Clip(args), bargs...)
+		}
 		rows, err := r.tx.QueryContext(r.ctx, `SELECT pid, func_id, start_ns, end_ns, reason FROM `+p.name+
-			` WHERE `+strings.Join(conds, " AND ")+` ORDER BY start_ns`, args...)
+			` WHERE `+where+` ORDER BY start_ns`, wargs...)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,45 @@ type Filter struct {
 	Status      []record.Status
 	MinDuration time.Duration
 	Limit       int // 0 = all
+	// Binary, when set, keeps only the records of the processes that ran
+	// that binary (the processes table, schema 7). Calls, Errors, Stats
+	// and Gaps honour it.
+	Binary *BinaryMatch
+}
+
+// BinaryMatch selects traced processes by what they ran: a process
+// matches when its stored path is one of Paths or its build id one of
+// BuildIDs. A record (stats interval, gap) is a matching process's when
+// its pid is the process's and its time falls in the process's lifetime,
+// so a pid reused by another program is told apart.
+type BinaryMatch struct {
+	Paths, BuildIDs []string
+}
+
+// cond is the SQL condition that a row of table, with its pid and its
+// time span in the columns from and to, is of a matching process.
+func (m *BinaryMatch) cond(table, from, to string) (string, []any) {
+	var alts []string
+	var args []any
+	for _, set := range []struct {
+		col  string
+		vals []string
+	}{{"pr.binary", m.Paths}, {"pr.build_id", m.BuildIDs}} {
+		if len(set.vals) == 0 {
+			continue
+		}
+		alts = append(alts, set.col+" IN (?"+strings.Repeat(", ?", len(set.vals)-1)+")")
+		for _, v := range set.vals {
+			args = append(args, v)
+		}
+	}
+	if len(alts) == 0 {
+		return "0", nil
+	}
+	// The outer columns are qualified by table: unqualified, pid would
+	// name the processes row's own.
+	return `EXISTS (SELECT 1 FROM processes pr WHERE pr.pid = ` + table + `.pid AND (` + strings.Join(alts, " OR ") + `)
+		AND pr.start_ns <= ` + table + `.` + to + ` AND (pr.end_ns = 0 OR pr.end_ns >= ` + table + `.` + from + `))`, args
 }
 
 // Bounds is the range [lo, hi) in Unix ns that Since and Until select.
@@ -68,8 +107,15 @@ type partRef struct {
 
 // parts lists the partitions of kind overlapping [lo, hi), oldest first.
 func (r *rtx) parts(kind string, lo, hi int64) ([]partRef, error) {
-	rows, err := r.tx.QueryContext(r.ctx, `SELECT name, start_ns, end_ns FROM partitions
+	return r.catalog(true, `SELECT name, start_ns, end_ns FROM partitions
 		WHERE kind = ? AND end_ns > ? AND start_ns < ? ORDER BY start_ns`, kind, lo, hi)
+}
+
+// catalog reads the partitions a query of the catalog selects (name, start,
+// end). A name that is not a partition's (a table name is built from it)
+// is ErrCorrupt when strict, else passed over.
+func (r *rtx) catalog(strict bool, q string, args ...any) ([]partRef, error) {
+	rows, err := r.tx.QueryContext(r.ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +127,10 @@ func (r *rtx) parts(kind string, lo, hi int64) ([]partRef, error) {
 			return nil, err
 		}
 		if _, _, ok := ParsePartitionName(p.name); !ok {
-			return nil, fmt.Errorf("%w: bad partition name %q in catalog", ErrCorrupt, p.name)
+			if strict {
+				return nil, fmt.Errorf("%w: bad partition name %q in catalog", ErrCorrupt, p.name)
+			}
+			continue
 		}
 		out = append(out, p)
 	}
@@ -171,23 +220,8 @@ func (r *rtx) funcCond(col, pattern string) (cond string, ok bool, err error) {
 // partsBegun lists the calls and stats partitions of hours that began at
 // or before now, oldest first.
 func (r *rtx) partsBegun(now int64) ([]partRef, error) {
-	rows, err := r.tx.QueryContext(r.ctx, `SELECT name, start_ns, end_ns FROM partitions
+	return r.catalog(false, `SELECT name, start_ns, end_ns FROM partitions
 		WHERE kind IN (?, ?) AND start_ns <= ? ORDER BY start_ns, name`, KindCalls, KindStats, now)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []partRef
-	for rows.Next() {
-		var p partRef
-		if err := rows.Scan(&p.name, &p.start, &p.end); err != nil {
-			return nil, err
-		}
-		if _, _, ok := ParsePartitionName(p.name); ok {
-			out = append(out, p)
-		}
-	}
-	return out, rows.Err()
 }
 
 // spanRow is one row of call_spans.

@@ -5,9 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 )
+
+// migrationSessionRetention (schema 7 -> 8) keeps the retention window
+// (--retention, in ns) and archive directory (--archive) each session's
+// agent runs with, so that a reader (the UI's Store page, `retention
+// status`) can say what window the store is kept to, not only which hours
+// it holds. Rows from before keep 0 and an empty string: unknown.
+var migrationSessionRetention = []string{
+	`ALTER TABLE sessions ADD COLUMN retention_ns INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE sessions ADD COLUMN archive_dir TEXT NOT NULL DEFAULT ''`,
+}
 
 // lostJSON encodes the per-function errors lost as a JSON object, "" when
 // none were lost.
@@ -178,6 +189,16 @@ func (s *Store) Sessions(ctx context.Context) ([]record.Session, error) {
 		if owner == 0 {
 			cols = `0, 0, '', ''`
 		}
+		// Nor does one older than schema 8 know the retention settings.
+		var kept int
+		if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM pragma_table_info('sessions') WHERE name = 'retention_ns'`).Scan(&kept); err != nil {
+			return err
+		}
+		if kept == 0 {
+			cols += `, 0, ''`
+		} else {
+			cols += `, retention_ns, archive_dir`
+		}
 		rows, err := r.tx.QueryContext(r.ctx, `SELECT id, pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason,
 			`+cols+` FROM sessions ORDER BY id`)
 		if err != nil {
@@ -186,14 +207,14 @@ func (s *Store) Sessions(ctx context.Context) ([]record.Session, error) {
 		defer rows.Close()
 		for rows.Next() {
 			var ss record.Session
-			var id, pid, rec, lost, apid, astart int64
+			var id, pid, rec, lost, apid, astart, retention int64
 			var errsLost string
 			if err := rows.Scan(&id, &pid, &ss.Binary, &ss.GoVersion, &ss.Patterns, &ss.Start, &ss.End, &rec, &lost, &ss.ExitReason,
-				&apid, &astart, &ss.BootID, &errsLost); err != nil {
+				&apid, &astart, &ss.BootID, &errsLost, &retention, &ss.ArchiveDir); err != nil {
 				return err
 			}
 			ss.ID, ss.PID, ss.CallsRecorded, ss.CallsLost = uint64(id), uint32(pid), uint64(rec), uint64(lost)
-			ss.AgentPID, ss.AgentStart = uint32(apid), uint64(astart)
+			ss.AgentPID, ss.AgentStart, ss.Retention = uint32(apid), uint64(astart), time.Duration(retention)
 			if ss.ErrorsLost, err = parseLost(errsLost); err != nil {
 				return fmt.Errorf("session %d: errors_lost_by_function: %w", id, err)
 			}

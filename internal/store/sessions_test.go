@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -122,4 +125,72 @@ func TestCacheBytes(t *testing.T) {
 	if err := s.rdb.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&cache); err != nil || cache != -409 {
 		t.Errorf("reader cache_size %d, %v; want -409 KiB", cache, err)
 	}
+}
+
+// TestSessionRetention: a session keeps the retention window and archive
+// directory its agent runs with. A store of schema 7 is migrated with its
+// old rows reading 0 and "" (unknown), and a read-only open of the old
+// store, which is not migrated, reads the same.
+func TestSessionRetention(t *testing.T) {
+	ctx := context.Background()
+	path := oldSessionStore(t, 7)
+	ro, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := ro.Sessions(ctx)
+	ro.Close()
+	if err != nil || len(ss) != 1 || ss[0].Retention != 0 || ss[0].ArchiveDir != "" {
+		t.Fatalf("read-only sessions of a v7 store: %+v, %v", ss, err)
+	}
+
+	s, err := Open(path, Options{Clock: fixedClock(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.BeginSession(record.Session{PID: 7, Start: 2, Retention: 36 * time.Hour, ArchiveDir: "/srv/archive"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.BeginSession(record.Session{PID: 8, Start: 3, Retention: 2 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	ss, err = s.Sessions(ctx)
+	if err != nil || len(ss) != 3 {
+		t.Fatalf("sessions after migrate: %+v, %v", ss, err)
+	}
+	type kept struct {
+		d   time.Duration
+		dir string
+	}
+	got := []kept{{ss[0].Retention, ss[0].ArchiveDir}, {ss[1].Retention, ss[1].ArchiveDir}, {ss[2].Retention, ss[2].ArchiveDir}}
+	want := []kept{{0, ""}, {36 * time.Hour, "/srv/archive"}, {2 * time.Hour, ""}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("retention of the sessions: %v, want %v", got, want)
+	}
+}
+
+// oldSessionStore makes a store of schema version (as the code of that
+// version made it) holding one session row, pid 42, and returns its path.
+func oldSessionStore(t *testing.T, version int) string {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := migrate(ctx, conn, path, version); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO sessions (pid, binary, start_ns) VALUES (42, '/bin/old', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -234,10 +234,10 @@ func init() {
 
 // Stats merges, per function, the aggregates (the stats partitions, not
 // the calls) whose interval starts in [f.Since, f.Until) and that match
-// f.PID and f.Func. Hours the range covers whole are read from their
-// rollup when it is built (one row per process and function instead of one
-// per interval). Functions come in the order of their first row;
-// f.Status, f.MinDuration and f.Limit don't apply.
+// f.PID, f.Func and f.Binary. Hours the range covers whole are read from
+// their rollup when it is built (one row per process and function instead
+// of one per interval), except with f.Binary. Functions come in the order
+// of their first row; f.Status, f.MinDuration and f.Limit don't apply.
 func (s *Store) Stats(ctx context.Context, f Filter) ([]FuncStats, error) {
 	lo, hi := f.Bounds()
 	var out []FuncStats
@@ -252,7 +252,17 @@ func (s *Store) Stats(ctx context.Context, f Filter) ([]FuncStats, error) {
 		}
 		idx := map[int64]int{}
 		for _, p := range parts {
-			rows, fids, err := r.hourStats(p, lo, hi, where, args)
+			var rows []record.FuncStats
+			var fids []int64
+			if f.Binary != nil {
+				// The intervals themselves, not the rollups: a rollup
+				// row merges a pid's intervals over its bucket, which
+				// could join two processes that had the same pid.
+				bc, bargs := f.Binary.cond(p.name, "interval_start_ns", "interval_end_ns")
+				rows, fids, err = sumStats(r.ctx, r.tx, p.name, where+" AND "+bc, append(slices.Clip(args), bargs...))
+			} else {
+				rows, fids, err = r.hourStats(p, lo, hi, where, args)
+			}
 			if err != nil {
 				return err
 			}

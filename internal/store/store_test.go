@@ -592,21 +592,7 @@ func TestMigrateFromV2AndV3(t *testing.T) {
 	ctx := context.Background()
 	for _, from := range []int{2, 3} {
 		t.Run(fmt.Sprint("v", from), func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "old.db")
-			db, err := sql.Open("sqlite", path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			conn, _ := db.Conn(ctx)
-			if err := migrate(ctx, conn, path, from); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := conn.ExecContext(ctx, `INSERT INTO sessions (pid, binary, start_ns) VALUES (42, '/bin/old', 1)`); err != nil {
-				t.Fatal(err)
-			}
-			conn.Close()
-			db.Close()
-
+			path := oldSessionStore(t, from)
 			ro, err := Open(path, Options{ReadOnly: true})
 			if err != nil {
 				t.Fatal(err)

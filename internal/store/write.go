@@ -231,11 +231,13 @@ func (s *Store) RegisterFunctions(fns []record.Function) error {
 func (s *Store) BeginSession(sess record.Session) (uint64, error) {
 	var id int64
 	err := s.write("begin session", func(tx *wtx) error {
-		res, err := tx.exec(`INSERT INTO sessions (pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason, agent_pid, agent_start, boot_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		res, err := tx.exec(`INSERT INTO sessions (pid, binary, go_version, patterns, start_ns, end_ns, calls_recorded, calls_lost, exit_reason, agent_pid, agent_start, boot_id,
+			retention_ns, archive_dir)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			int64(sess.PID), sess.Binary, sess.GoVersion, sess.Patterns, sess.Start, sess.End,
 			int64(sess.CallsRecorded), int64(sess.CallsLost), sess.ExitReason,
-			int64(sess.AgentPID), int64(sess.AgentStart), sess.BootID)
+			int64(sess.AgentPID), int64(sess.AgentStart), sess.BootID,
+			int64(sess.Retention), sess.ArchiveDir)
 		if err != nil {
 			return err
 		}

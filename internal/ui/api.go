@@ -48,16 +48,17 @@ type apiFunc func(ctx context.Context, q *query.Layer, p url.Values, w io.Writer
 
 func (s *Server) routes(mux *http.ServeMux) {
 	api := map[string]apiFunc{
-		"sessions":      apiSessions,
-		"stats":         apiStats,
-		"series":        apiSeries,
-		"calls":         apiCalls,
-		"errors":        apiErrors,
-		"errors/groups": apiErrorGroups,
-		"resources":     apiResources,
-		"gaps":          apiGaps,
-		"retention":     apiRetention,
-		"partitions":    apiPartitions,
+		"sessions":           apiSessions,
+		"stats":              apiStats,
+		"series":             apiSeries,
+		"calls":              apiCalls,
+		"errors":             apiErrors,
+		"errors/groups":      apiErrorGroups,
+		"resources":          apiResources,
+		"gaps":               apiGaps,
+		"retention":          apiRetention,
+		"retention/settings": apiRetentionSettings,
+		"partitions":         apiPartitions,
 	}
 	for name, fn := range api {
 		mux.HandleFunc("/api/"+name, s.api(func(ctx context.Context, q *query.Layer, r *http.Request, w io.Writer) error {
@@ -268,6 +269,10 @@ type sessionRecord struct {
 	CallsRecorded uint64  `json:"calls_recorded"`
 	CallsLost     uint64  `json:"calls_lost"`
 	ExitReason    *string `json:"exit_reason"`
+	// The session's --retention (null: not known, a session stored before
+	// schema 8) and --archive (null: none).
+	RetentionNs *int64  `json:"retention_ns"`
+	Archive     *string `json:"archive"`
 }
 
 func apiSessions(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) error {
@@ -281,7 +286,8 @@ func apiSessions(ctx context.Context, q *query.Layer, p url.Values, w io.Writer)
 	out := make([]sessionRecord, len(ss))
 	for i, s := range ss {
 		out[i] = sessionRecord{ID: s.ID, PID: s.PID, Binary: s.Binary, GoVersion: s.GoVersion, Patterns: s.Patterns,
-			Start: render.FormatTime(s.Start), End: timeOrNil(s.End), CallsRecorded: s.CallsRecorded, CallsLost: s.CallsLost}
+			Start: render.FormatTime(s.Start), End: timeOrNil(s.End), CallsRecorded: s.CallsRecorded, CallsLost: s.CallsLost,
+			RetentionNs: retentionOrNil(s.Retention), Archive: strOrNil(s.ArchiveDir)}
 		if s.ExitReason != "" {
 			r := s.ExitReason
 			out[i].ExitReason = &r
@@ -574,6 +580,39 @@ func apiRetention(ctx context.Context, q *query.Layer, p url.Values, w io.Writer
 	for i, e := range log {
 		out[i] = retentionRecord{Hour: e.Hour.UTC().Format(time.RFC3339), State: e.State, Archive: strOrNil(e.Archive),
 			Updated: e.Updated.UTC().Format(time.RFC3339)}
+	}
+	return writeJSON(w, out)
+}
+
+func retentionOrNil(d time.Duration) *int64 {
+	if d <= 0 {
+		return nil
+	}
+	ns := int64(d)
+	return &ns
+}
+
+type retentionSettingRecord struct {
+	Session     uint64  `json:"session"`
+	Running     bool    `json:"running"`
+	RetentionNs int64   `json:"retention_ns"`
+	Archive     *string `json:"archive"`
+}
+
+// apiRetentionSettings: the retention window and archive directory of the
+// agents writing the store (query.Layer.RetentionSettings); [] when no
+// session recorded them.
+func apiRetentionSettings(ctx context.Context, q *query.Layer, p url.Values, w io.Writer) error {
+	if err := allowOnly(p); err != nil {
+		return err
+	}
+	settings, err := q.RetentionSettings(ctx)
+	if err != nil {
+		return err
+	}
+	out := make([]retentionSettingRecord, len(settings))
+	for i, s := range settings {
+		out[i] = retentionSettingRecord{Session: s.Session, Running: s.Running, RetentionNs: int64(s.Window), Archive: strOrNil(s.ArchiveDir)}
 	}
 	return writeJSON(w, out)
 }

@@ -377,6 +377,7 @@ func TestBadParameters(t *testing.T) {
 		"/api/sessions?pid=1":                          "pid",
 		"/api/partitions?x=1":                          "x",
 		"/api/retention?x=1":                           "x",
+		"/api/retention/settings?since=1h":             "since",
 		"/api/call/abc":                                "id",
 		"/api/call/0":                                  "id",
 		"/api/call/1?limit=3":                          "limit",
@@ -510,5 +511,37 @@ func TestCheckListen(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--listen") {
 			t.Errorf("%s: %v, want an error naming --listen and %q", addr, err, want)
 		}
+	}
+}
+
+// TestRetentionSettingsAPI: /api/sessions carries each session's retention
+// and archive (null when not known), and /api/retention/settings the
+// running agent's.
+func TestRetentionSettingsAPI(t *testing.T) {
+	f := newFixture(t) // its session recorded no settings
+	id, err := f.s.BeginSession(record.Session{PID: 7, Binary: "/bin/app", Start: f.t0, Retention: 3 * time.Hour, ArchiveDir: "/srv/archive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newServer(t, f.path)
+	resp, body := get(t, ts, "/api/sessions", true)
+	var ss []struct {
+		ID          uint64  `json:"id"`
+		RetentionNs *int64  `json:"retention_ns"`
+		Archive     *string `json:"archive"`
+	}
+	if err := json.Unmarshal(body, &ss); err != nil || resp.StatusCode != http.StatusOK || len(ss) != 2 {
+		t.Fatalf("/api/sessions: %d %s (%v)", resp.StatusCode, body, err)
+	}
+	if ss[0].RetentionNs != nil || ss[0].Archive != nil {
+		t.Errorf("a session without settings: retention %v, archive %v; want null", ss[0].RetentionNs, ss[0].Archive)
+	}
+	if ss[1].ID != id || ss[1].RetentionNs == nil || *ss[1].RetentionNs != int64(3*time.Hour) || ss[1].Archive == nil || *ss[1].Archive != "/srv/archive" {
+		t.Errorf("session %d: %s", id, body)
+	}
+	resp, body = get(t, ts, "/api/retention/settings", true)
+	want := fmt.Sprintf(`[{"session":%d,"running":true,"retention_ns":%d,"archive":"/srv/archive"}]`, id, int64(3*time.Hour))
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != want {
+		t.Errorf("/api/retention/settings: %d %s, want %s", resp.StatusCode, body, want)
 	}
 }

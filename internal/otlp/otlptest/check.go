@@ -19,6 +19,9 @@ const (
 	attrPanic          = "obs_agent.panic"
 	attrUnfinished     = "obs_agent.unfinished"
 	attrErrorTruncated = "obs_agent.error_truncated"
+	attrServiceName    = "service.name"
+	attrProcessPID     = "process.pid"
+	attrExecutableName = "process.executable.name"
 )
 
 // ByCall indexes spans by their call id attribute.
@@ -35,42 +38,17 @@ func ByCall(t testing.TB, spans map[string]*tracepb.Span) map[uint64]*tracepb.Sp
 	return out
 }
 
-// Check asserts that the spans received are the calls (a store's): each
-// call arrived exactly once as a span with the right name, kind,
-// goroutine, times, parent, trace (its parent's), status and error text.
-// With subset, calls may be missing (a sink that shed ok records), but
-// every span received must be one of the calls. It returns the spans by
-// call id.
+// CheckResources is Spans.CheckResources on what the receiver accepted so
+// far.
+func (r *Receiver) CheckResources(t testing.TB, exe string, pid int64) {
+	t.Helper()
+	r.snapshot().CheckResources(t, exe, pid)
+}
+
+// Check is Spans.Check on what the receiver accepted so far.
 func (r *Receiver) Check(t testing.TB, calls []record.Call, subset bool) map[uint64]*tracepb.Span {
 	t.Helper()
-	spans, _, dups := r.Snapshot()
-	if dups != 0 {
-		t.Errorf("%d spans arrived twice", dups)
-	}
-	if len(spans) != len(calls) && !subset {
-		t.Errorf("receiver holds %d spans, store %d calls", len(spans), len(calls))
-	}
-	got := ByCall(t, spans)
-	stored := map[uint64]bool{}
-	for _, c := range calls {
-		stored[c.ID] = true
-	}
-	for id := range got {
-		if !stored[id] {
-			t.Errorf("span of call %d, which is not stored", id)
-		}
-	}
-	for _, c := range calls {
-		sp, ok := got[c.ID]
-		if !ok {
-			if !subset {
-				t.Errorf("call %d (%s) never arrived", c.ID, c.Function)
-			}
-			continue
-		}
-		checkSpan(t, &c, sp, got, stored[c.ParentID])
-	}
-	return got
+	return r.snapshot().Check(t, calls, subset)
 }
 
 func checkSpan(t testing.TB, c *record.Call, sp *tracepb.Span, got map[uint64]*tracepb.Span, parentStored bool) {

@@ -2,16 +2,16 @@
 // it decodes each request as a real receiver does (gzip, then protobuf),
 // keeps every span it accepted, counts span ids that arrive twice, and can
 // refuse requests or go down (its port closed) and come back on the same
-// address. It does not import internal/otlp, so that package's own tests
+// address. It also owns the checks of received spans against a store's
+// calls, for what this receiver got and for what a real collector wrote
+// (Spans). It does not import internal/otlp, so that package's own tests
 // can use it.
 package otlptest
 
 import (
 	"compress/gzip"
-	"encoding/hex"
 	"errors"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,10 +34,7 @@ type Receiver struct {
 	srv  *httptest.Server
 
 	mu       sync.Mutex
-	spans    map[string]*tracepb.Span
-	res      map[string]*resourcepb.Resource // by span id
-	scopes   map[string]bool
-	dups     int
+	got      *Spans
 	requests []time.Time // arrival of every request, accepted or not
 	refuse   func(n int, accepted int) (status int, retryAfter string)
 	// accepted is signalled (without blocking) after each accepted request.
@@ -53,8 +50,7 @@ func NewReceiver(t testing.TB) *Receiver { return newReceiver(t, false) }
 func NewTLSReceiver(t testing.TB) *Receiver { return newReceiver(t, true) }
 
 func newReceiver(t testing.TB, useTLS bool) *Receiver {
-	r := &Receiver{t: t, tls: useTLS, spans: map[string]*tracepb.Span{}, res: map[string]*resourcepb.Resource{},
-		scopes: map[string]bool{}, accepted: make(chan struct{}, 1)}
+	r := &Receiver{t: t, tls: useTLS, got: NewSpans(), accepted: make(chan struct{}, 1)}
 	r.start(nil)
 	t.Cleanup(r.Stop)
 	return r
@@ -181,7 +177,7 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	if r.refuse != nil {
-		if st, ra := r.refuse(len(r.requests), len(r.spans)); st != 0 {
+		if st, ra := r.refuse(len(r.requests), len(r.got.ByID)); st != 0 {
 			if ra != "" {
 				w.Header().Set("Retry-After", ra)
 			}
@@ -189,19 +185,7 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 			return
 		}
 	}
-	for _, rs := range req.ResourceSpans {
-		for _, ss := range rs.ScopeSpans {
-			r.scopes[ss.Scope.GetName()] = true
-			for _, sp := range ss.Spans {
-				k := hex.EncodeToString(sp.SpanId)
-				if _, dup := r.spans[k]; dup {
-					r.dups++
-				}
-				r.spans[k] = sp
-				r.res[k] = rs.Resource
-			}
-		}
-	}
+	r.got.Add(&req)
 	b, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	w.Write(b) //nolint:errcheck // the client's problem
@@ -214,17 +198,19 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 // Snapshot returns the accepted spans and their resources by span id (hex),
 // and how many spans arrived more than once.
 func (r *Receiver) Snapshot() (map[string]*tracepb.Span, map[string]*resourcepb.Resource, int) {
+	s := r.snapshot()
+	return s.ByID, s.Resources, s.Dups
+}
+
+// snapshot is a copy of what the receiver accepted so far.
+func (r *Receiver) snapshot() *Spans {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return maps.Clone(r.spans), maps.Clone(r.res), r.dups
+	return r.got.clone()
 }
 
 // Scopes are the instrumentation scope names seen.
-func (r *Receiver) Scopes() map[string]bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return maps.Clone(r.scopes)
-}
+func (r *Receiver) Scopes() map[string]bool { return r.snapshot().Scopes }
 
 // Requests are the arrival times of every request, accepted or not.
 func (r *Receiver) Requests() []time.Time {

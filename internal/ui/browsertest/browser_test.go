@@ -225,7 +225,9 @@ func TestViews(t *testing.T) {
 	calltree := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
 	errs := testutil.BuildProgram(t, testutil.Build{Program: "errs"})
 	db := filepath.Join(t.TempDir(), "obs.db")
-	common := []string{"run", "--db", db, "-f", "main.*", "--stats-interval", "1s", "--sample-interval", "100ms"}
+	archive := t.TempDir()
+	common := []string{"run", "--db", db, "-f", "main.*", "--stats-interval", "1s", "--sample-interval", "100ms",
+		"--retention", "30h", "--archive", archive}
 	run(t, bin, append(common, "--", calltree, "multi", "3")...)
 	run(t, bin, append(common, "--", calltree, "hotcool", "100", "300")...)
 	run(t, bin, append(common, "--", errs, "errors", "4")...)
@@ -448,6 +450,18 @@ func TestViews(t *testing.T) {
 		}
 		if fmt.Sprint(names) != fmt.Sprint(want) {
 			t.Errorf("partitions\n got %v\nwant %v", names, want)
+		}
+		// The retention the agents ran with, as `retention status` says:
+		// the last session's, ended.
+		status := string(run(t, bin, "retention", "status", "--db", db))
+		line := fmt.Sprintf("retention: 30h0m0s, archived to %s before the drop (session 4, ended", archive)
+		if !strings.Contains(status, line) {
+			t.Errorf("retention status has no line %q:\n%s", line, status)
+		}
+		window := eval[string](t, ctx, `document.getElementById('retention-window').textContent`)
+		setting := eval[[]string](t, ctx, `[...document.querySelectorAll('#retention-settings tbody tr')].map(r => [...r.cells].map(c => c.textContent).join(' '))`)
+		if window != "30h (last agent, ended)" || fmt.Sprint(setting) != fmt.Sprintf("[4 ended 30h %s]", archive) {
+			t.Errorf("retention shown: %q, settings %q; want 30h of session 4, ended, archiving to %s", window, setting, archive)
 		}
 		// The rows the agent's writer counted are the calls stored.
 		if all := jsonLines(t, bin, "query", "calls", "--db", db, "--since", "0", "--limit", "0"); int64(len(all)) != calls {

@@ -40,6 +40,15 @@ function fmtDur(ns) {
   if (ns < 1e9) return (ns / 1e6).toFixed(2) + 'ms';
   return (ns / 1e9).toFixed(3) + 's';
 }
+// fmtWindow writes a retention window as Go prints it, less the zero
+// units: 6h, 1h30m, 90m45s.
+function fmtWindow(ns) {
+  let s = Math.round(ns / 1e9), out = '';
+  for (const [u, n] of [['h', 3600], ['m', 60], ['s', 1]]) {
+    if (s >= n) { out += Math.floor(s / n) + u; s %= n; }
+  }
+  return out || '0s';
+}
 const fmtNum = n => (n === null || n === undefined) ? '-' : Number(n).toLocaleString('en-US');
 function fmtBytes(b) {
   if (b === null || b === undefined) return '-';
@@ -538,13 +547,21 @@ views['/resources'] = async main => {
 };
 
 views['/store'] = async main => {
-  const [parts, ret, sessions] = await Promise.all([api('partitions', {}, { noRange: true }), api('retention', {}, { noRange: true }), api('sessions', {}, { noRange: true })]);
+  const [parts, ret, sessions, settings] = await Promise.all([api('partitions', {}, { noRange: true }), api('retention', {}, { noRange: true }),
+    api('sessions', {}, { noRange: true }), api('retention/settings', {}, { noRange: true })]);
   const rows = parts.reduce((a, p) => a + p.rows, 0), bytes = parts.reduce((a, p) => a + (p.bytes || 0), 0);
   const hours = [...new Set(parts.map(p => p.start))].sort();
+  // The window the store is kept to: the shortest of the running agents'
+  // (each drops what is older than its own), else the last agent's.
+  const window = settings.length ? fmtWindow(Math.min(...settings.map(s => s.retention_ns))) + (settings.some(s => s.running) ? '' : ' (last agent, ended)') : 'unknown';
   main.replaceChildren(el('h1', {}, 'Store'),
     el('div', { class: 'cards' }, ...[['partitions', parts.length], ['rows', fmtNum(rows)], ['bytes', fmtBytes(bytes)], ['sessions', sessions.length],
-      ['oldest hour kept', hours.length ? fmtTime(hours[0]) : '-'], ['newest hour', hours.length ? fmtTime(hours[hours.length - 1]) : '-']]
-      .map(([k, v]) => el('div', { class: 'card' }, el('div', { class: 'muted' }, k), el('div', { class: 'v' }, v)))),
+      ['retention', window], ['oldest hour kept', hours.length ? fmtTime(hours[0]) : '-'], ['newest hour', hours.length ? fmtTime(hours[hours.length - 1]) : '-']]
+      .map(([k, v]) => el('div', { class: 'card' }, el('div', { class: 'muted' }, k), el('div', { class: 'v', id: k === 'retention' ? 'retention-window' : undefined }, v)))),
+    el('h2', {}, 'Retention configured'),
+    settings.length ? table([{ title: 'session', cell: s => s.session }, { title: 'state', cell: s => s.running ? 'running' : 'ended' },
+      { title: 'retention', cell: s => fmtWindow(s.retention_ns) }, { title: 'archive', cls: 'fn', cell: s => s.archive || 'none (hours are dropped)' }], settings, { id: 'retention-settings' })
+      : el('p', { class: 'muted' }, 'No session recorded its retention (written by an agent older than schema 8).'),
     el('h2', {}, 'Partitions'),
     table([{ title: 'partition', cls: 'fn', cell: p => p.partition }, { title: 'kind', cell: p => p.kind }, { title: 'start', cell: p => p.start },
       { title: 'end', cell: p => p.end }, { title: 'rows', num: true, cell: p => fmtNum(p.rows) }, { title: 'bytes', num: true, cell: p => fmtBytes(p.bytes) }], parts, { id: 'partitions' }),
