@@ -138,7 +138,7 @@ func (f *follower) snapshot() ([]record.FuncStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	dropped := s.store.Ledger().Dropped
+	_, dropped := s.sinkCounts()
 	out := make([]record.FuncStats, len(ks))
 	for i, k := range ks {
 		o := &out[i]
@@ -156,7 +156,16 @@ func (f *follower) snapshot() ([]record.FuncStats, error) {
 // recorded is how many records the store took, for the session's result
 // (the per-process rows count what reached the agent).
 func (f *follower) recorded() uint64 {
-	rec := f.s.store.Ledger().Written
+	rec, _ := f.s.sinkCounts()
+	if f.s.shared {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var n uint64
+		for i := range f.agg {
+			n += f.agg[i].Recorded
+		}
+		return n
+	}
 	var n uint64
 	for _, v := range rec {
 		n += v

@@ -43,8 +43,7 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := s.store.Ledger()
-	recorded, dropped := l.Written, l.Dropped
+	recorded, dropped := s.sinkCounts()
 	s.conv.mu.Lock()
 	defer s.conv.mu.Unlock()
 	out := make([]record.FuncStats, len(ks))
@@ -59,6 +58,9 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 		f.Sampled = k.Sampled
 		f.Dropped = k.Dropped + dropped[f.Function]
 		f.Recorded = recorded[f.Function]
+		if s.shared {
+			f.Recorded = s.handed[i].Load()
+		}
 		f.TotalNs = k.TotalNs + e.totalNs
 		f.MaxNs = max(k.MaxNs, e.maxNs)
 		for b := range f.Hist {
@@ -120,4 +122,17 @@ func (s *session) finishResult(totals []record.FuncStats) {
 	if h, err := s.tr.Health(); err == nil {
 		r.Health = h
 	}
+}
+
+// sinkCounts is what the store sink wrote and dropped per function, for
+// the session's aggregates; nil maps for a target of a host of several
+// (host.go): the one store sink's ledger is keyed by function name, which
+// two binaries can share, so a target counts what it handed to the sinks
+// instead, and the host stores what the sink dropped under pid 0.
+func (s *session) sinkCounts() (written, dropped map[string]uint64) {
+	if s.shared {
+		return nil, nil
+	}
+	l := s.store.Ledger()
+	return l.Written, l.Dropped
 }

@@ -1,0 +1,539 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/uprobe"
+)
+
+// Target is one thing AttachTargets traces: a running process, or every
+// process of an executable file. Exactly one of PID and Exe is set.
+type Target struct {
+	// PID is a running process, traced until it exits (attach --pid).
+	PID int
+	// Exe is an executable file: every process that runs it, now or
+	// later, is traced (attach --exe).
+	Exe string
+	// Include and Exclude, when not nil, replace Options.Include and
+	// Options.Exclude for this target.
+	Include, Exclude []string
+}
+
+func (t Target) String() string {
+	if t.Exe != "" {
+		return "--exe " + t.Exe
+	}
+	return fmt.Sprintf("--pid %d", t.PID)
+}
+
+// options are the session options of the target.
+func (t Target) options(opts Options) Options {
+	if t.Include != nil {
+		opts.Include = t.Include
+	}
+	if t.Exclude != nil {
+		opts.Exclude = t.Exclude
+	}
+	return opts
+}
+
+// AttachTargets traces several targets in one agent, until ctx is done,
+// opts.Duration passes, or every target has exited (a file target never
+// exits by itself). One target is Attach or AttachExe.
+//
+// Several targets share one host: one store, one store sink (its queue,
+// writer and spill journal), one memory budget and the retention pass.
+// Each target keeps what is tied to its binary: its own selection, probes,
+// rings and maps (a tracer of its own), symbol table, converter, follower
+// (a file target), session row (so its call ids, based on the row's id,
+// never collide with another target's) and aggregates. Records keep the
+// host pid; `query processes` lists the processes of every target.
+//
+// A pid target that exits is detached and its session row closed, while
+// the others go on. A process is never traced twice: a --pid whose
+// executable is an --exe target's file, or the same file or pid given
+// twice, is refused.
+func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result, error) {
+	if err := checkTargets(targets); err != nil {
+		return nil, err
+	}
+	if len(targets) == 1 {
+		t := targets[0]
+		if t.Exe != "" {
+			return AttachExe(ctx, t.Exe, t.options(opts))
+		}
+		return Attach(ctx, t.PID, t.options(opts))
+	}
+	switch {
+	case opts.Metrics != nil:
+		return nil, errors.New("--metrics with several targets is not supported yet: run one obs-agent per target to serve /metrics (see docs/unsupported.md)")
+	case opts.OTLP != nil:
+		return nil, errors.New("--otlp-endpoint with several targets is not supported yet (a span's resource names one process): run one obs-agent per target to export spans (see docs/unsupported.md)")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	h := &host{opts: opts, log: opts.Logger.With("component", "host"), files: map[fileID]Target{}}
+	defer h.close()
+	// The files first, so that a file given twice is refused before
+	// anything is read.
+	for _, t := range targets {
+		if t.Exe == "" {
+			continue
+		}
+		_, st, err := checkExe(t.Exe)
+		if err != nil {
+			return nil, err
+		}
+		if err := h.claim(fileID{uint64(st.Dev), st.Ino}, t); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range targets {
+		if err := h.add(t); err != nil {
+			return nil, err
+		}
+	}
+	return h.run(ctx)
+}
+
+// checkTargets wants at least one target, each a pid or a file, and no pid
+// twice.
+func checkTargets(targets []Target) error {
+	if len(targets) == 0 {
+		return errors.New("no target: give --pid PID or --exe PATH")
+	}
+	pids := map[int]bool{}
+	for _, t := range targets {
+		if (t.PID != 0) == (t.Exe != "") {
+			return fmt.Errorf("target %+v: give exactly one of a pid and an executable", t)
+		}
+		if t.PID < 0 {
+			return fmt.Errorf("invalid pid %d", t.PID)
+		}
+		if t.PID != 0 {
+			if pids[t.PID] {
+				return fmt.Errorf("--pid %d is given twice: give each process once", t.PID)
+			}
+			pids[t.PID] = true
+		}
+	}
+	return nil
+}
+
+// host runs the targets of AttachTargets.
+type host struct {
+	opts    Options
+	log     *slog.Logger
+	targets []*hosted
+	// files are the targets' executable files, to refuse a process traced
+	// twice.
+	files  map[fileID]Target
+	st     *store.Store
+	store  *storeSink
+	budget *Budget
+	// shed is what the store sink had dropped at the last aggregates
+	// (writeShed).
+	shed     map[string]uint64
+	shedTime int64
+}
+
+// hosted is one target of a host.
+type hosted struct {
+	t    Target
+	s    *session
+	tgt  target
+	proc *process // a pid target's process, nil for a file
+	lock *targetLock
+	p    *pipeline
+	once sync.Once
+	done chan struct{} // closed once the target is detached and finished
+}
+
+type fileID struct{ dev, ino uint64 }
+
+// add reads a target's binary and selects its functions.
+func (h *host) add(t Target) error {
+	opts := t.options(h.opts)
+	ht := &hosted{t: t, done: make(chan struct{})}
+	if t.Exe != "" {
+		abs, st, err := checkExe(t.Exe)
+		if err != nil {
+			return err
+		}
+		if err := refuseSelf(0, abs); err != nil {
+			return err
+		}
+		s, err := selectFuncs(opts, abs)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
+		ht.s = s
+		h.targets = append(h.targets, ht)
+		if s.bin.PIE {
+			return fmt.Errorf("--exe %s: a position-independent executable (-buildmode=pie) is not supported with --exe yet: each of its processes is loaded at its own address; trace its processes one by one with --pid", t.Exe)
+		}
+		s.follow = newFollower(s, abs, uint64(st.Dev), st.Ino, buildID(abs))
+		ht.tgt = &fileTarget{path: abs, done: make(chan struct{})}
+	} else {
+		p, err := openProcess(t.PID)
+		if err != nil {
+			return err
+		}
+		ht.proc, ht.tgt = p, p
+		h.targets = append(h.targets, ht)
+		if err := refuseSelf(t.PID, p.exe); err != nil {
+			return err
+		}
+		if ht.lock, err = lockTarget(t.PID); err != nil {
+			return err
+		}
+		if ht.s, err = prepareExe(opts, p, selectFuncs); err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
+		st := p.parsed.Sys().(*syscall.Stat_t)
+		if err := h.claim(fileID{st.Dev, st.Ino}, t); err != nil {
+			return err
+		}
+	}
+	ht.s.shared = true
+	ht.s.handed = make([]atomic.Uint64, len(ht.s.names))
+	return nil
+}
+
+// claim notes the executable file of t, refusing one that an --exe target
+// already traces (or a file given as --exe that a --pid target runs): the
+// probes on the file would record that process's calls twice. Processes
+// of one file given by --pid each are fine: each has its own pid filter.
+func (h *host) claim(id fileID, t Target) error {
+	if o, ok := h.files[id]; ok && (o.Exe != "" || t.Exe != "") {
+		return fmt.Errorf("%s and %s trace the same executable file: its processes would be recorded twice; give the file once with --exe, which traces all its processes", o, t)
+	}
+	h.files[id] = t
+	return nil
+}
+
+// planBudget shares one memory limit among the targets: one store, one
+// queue and one SQLite cache, and per target its own programs, rings and
+// maps, each target's rings and maps a 1/n share of what one target would
+// get.
+func (h *host) planBudget() error {
+	n := len(h.targets)
+	total := 0
+	for _, ht := range h.targets {
+		total += len(ht.s.names)
+	}
+	limit := cmp.Or(h.opts.MemoryLimit, DefaultMemoryLimit)
+	extra := int64(n-1) * programsAllowance
+	b, err := planBudget(limit-extra, goMemoryInUse(), total, h.opts.QueueBytes, false)
+	if err != nil {
+		return fmt.Errorf("%d targets, each with its own BPF programs (%s each): %w", n, mib(programsAllowance), err)
+	}
+	b.Limit, b.Programs = limit, b.Programs+extra
+	b.Sizes = splitSizes(b.Sizes, n)
+	b.Kernel = uprobe.KernelMemory{}
+	for _, ht := range h.targets {
+		k, err := uprobe.EstimateKernelMemory(len(ht.s.names), b.Sizes)
+		if err != nil {
+			return err
+		}
+		b.Kernel.Rings += k.Rings
+		b.Kernel.Maps += k.Maps
+	}
+	if b.Need() > limit {
+		return fmt.Errorf("memory limit %s is too small for %d targets: they need %s; raise --memory-limit", mib(limit), n, mib(b.Need()))
+	}
+	h.budget = b
+	for _, ht := range h.targets {
+		ht.s.budget = b
+	}
+	h.log.Info(b.String(), "targets", n, "need_bytes", b.Need(), "limit_bytes", limit)
+	return nil
+}
+
+// splitSizes is a 1/n share of the rings and maps.
+func splitSizes(sz uprobe.Sizes, n int) uprobe.Sizes {
+	if n <= 1 {
+		return sz
+	}
+	sz.RingOK = pow2Floor(int64(sz.RingOK) / int64(n))
+	sz.RingErr = pow2Floor(int64(sz.RingErr) / int64(n))
+	sz.Goroutines = max(sz.Goroutines/uint32(n), 1)
+	sz.Frames = max(sz.Frames/uint32(n), 1)
+	sz.GoroutineSlots = splitSlots(sz.GoroutineSlots, n)
+	return sz
+}
+
+// splitSlots is the largest power of two at most slots/n (at least 1): the
+// slot table's size must be a power of two.
+func splitSlots(slots uint32, n int) uint32 {
+	want := max(slots/uint32(n), 1)
+	s := uint32(1)
+	for s<<1 <= want {
+		s <<= 1
+	}
+	return s
+}
+
+// run opens the store, attaches every target, and traces until the end.
+func (h *host) run(ctx context.Context) (*Result, error) {
+	if err := h.planBudget(); err != nil {
+		return nil, err
+	}
+	if h.opts.SetGoMemoryLimit {
+		debug.SetMemoryLimit(h.budget.GoLimit())
+	}
+	first := h.targets[0].s
+	if err := first.openStore(); err != nil {
+		return nil, err
+	}
+	h.st = first.st
+	h.store = first.newStoreSink()
+	for _, ht := range h.targets {
+		if err := h.attach(ht); err != nil {
+			h.abort(err)
+			return nil, fmt.Errorf("%s: %w", ht.t, err)
+		}
+	}
+
+	h.store.start()
+	for _, ht := range h.targets {
+		ht.p = ht.s.startTracing()
+	}
+	hctx, stopHelpers := context.WithCancel(context.Background())
+	var helpers sync.WaitGroup
+	h.shed, h.shedTime = map[string]uint64{}, time.Now().UnixNano()
+	for _, f := range []func(context.Context){first.retentionLoop, h.shedLoop} {
+		helpers.Add(1)
+		go func() {
+			defer helpers.Done()
+			f(hctx)
+		}()
+	}
+	h.announceReady()
+
+	reason := h.wait(ctx)
+	for _, ht := range h.targets {
+		h.end(ht, reason, nil)
+	}
+	stopHelpers()
+	helpers.Wait()
+	h.store.Close()
+	werr := h.store.Wait()
+	h.writeShed()
+	res := h.result(reason)
+	if werr != nil {
+		return res, fmt.Errorf("store: %w", werr)
+	}
+	return res, nil
+}
+
+// attach begins a target's session row and puts its probes in.
+func (h *host) attach(ht *hosted) error {
+	s := ht.s
+	s.st, s.store, s.sinks = h.st, h.store, fanout{h.store}
+	s.pid = ht.tgt.PID()
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
+	if s.follow != nil {
+		s.result.Exe = s.follow.path
+	}
+	if err := s.beginSession(s.pid); err != nil {
+		return err
+	}
+	if err := s.attach(ht.tgt); err != nil {
+		return err
+	}
+	s.beginProcessRow()
+	var err error
+	s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid)
+	return err
+}
+
+// abort closes the session rows of a host that could not start.
+func (h *host) abort(cause error) {
+	now := time.Now().UnixNano()
+	for _, ht := range h.targets {
+		s := ht.s
+		if s.sess.ID == 0 {
+			continue
+		}
+		s.sess.End, s.sess.ExitReason = now, "could not start: "+cause.Error()
+		if err := h.st.EndSession(s.sess); err != nil {
+			h.log.Warn("store the end of a session that could not start", "session", s.sess.ID, "err", err)
+		}
+		if err := h.st.EndProcesses(s.sess.ID, now, s.sess.ExitReason); err != nil {
+			h.log.Warn("store process ends", "session", s.sess.ID, "err", err)
+		}
+	}
+}
+
+// announceReady tells scripts and callers that every probe of every
+// target is live; there is no one pid to give, so it gives 0, as AttachExe
+// does.
+func (h *host) announceReady() {
+	if h.opts.ReadyFile != "" {
+		if err := writeReady(h.opts.ReadyFile, 0); err != nil {
+			h.log.Error("write ready file", "err", err)
+		}
+	}
+	if h.opts.OnReady != nil {
+		h.opts.OnReady(0)
+	}
+}
+
+// wait ends each pid target as it exits, and returns why the host ends:
+// every target exited, the duration passed, or ctx is done.
+func (h *host) wait(ctx context.Context) string {
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, ht := range h.targets {
+		go func() {
+			select {
+			case <-ht.tgt.Exited():
+				reason, code, sig := exitReason(ht.tgt)
+				h.end(ht, reason, func(r *Result) { r.ExitCode, r.Signaled = code, sig })
+			case <-stop:
+			}
+		}()
+	}
+	all := make(chan struct{})
+	go func() {
+		for _, ht := range h.targets {
+			select {
+			case <-ht.done:
+			case <-stop:
+				return
+			}
+		}
+		close(all)
+	}()
+	var timeout <-chan time.Time
+	if h.opts.Duration > 0 {
+		tm := time.NewTimer(h.opts.Duration)
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	select {
+	case <-all:
+		return "every target exited"
+	case <-timeout:
+		return "duration elapsed"
+	case <-ctx.Done():
+		return "interrupted"
+	}
+}
+
+// end detaches a target, records the calls it left open and closes its
+// session row, once; the store sink goes on for the others.
+func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
+	ht.once.Do(func() {
+		s := ht.s
+		s.result.ExitReason = reason
+		if exited != nil {
+			exited(&s.result)
+		}
+		s.stopTracing(ht.p)
+		s.finish()
+		h.log.Info("target ended", "target", ht.t.String(), "reason", reason, "session", s.sess.ID)
+		close(ht.done)
+	})
+}
+
+// shedLoop stores what the store sink dropped every StatsInterval.
+func (h *host) shedLoop(ctx context.Context) {
+	t := time.NewTicker(cmp.Or(h.opts.StatsInterval, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.writeShed()
+		}
+	}
+}
+
+// writeShed stores the records the store sink dropped since the last call
+// as aggregates of pid 0 (not attributed to a process), as AttachExe
+// stores what its queue shed: the sink's ledger is per function name, not
+// per target.
+func (h *host) writeShed() {
+	now := time.Now().UnixNano()
+	dropped := h.store.Ledger().Dropped
+	var rows []record.FuncStats
+	for f, n := range dropped {
+		if d := n - h.shed[f]; d > 0 {
+			rows = append(rows, record.FuncStats{Function: f, Dropped: d, IntervalStart: h.shedTime, IntervalEnd: now})
+		}
+	}
+	if len(rows) > 0 {
+		if err := h.st.WriteStats(rows); err != nil {
+			h.log.Warn("write the store sink's losses", "err", err)
+			return
+		}
+	}
+	h.shed, h.shedTime = dropped, now
+}
+
+// result sums the targets' results, with the store sink's account.
+func (h *host) result(reason string) *Result {
+	r := &Result{ExitCode: -1, ExitReason: reason}
+	for _, ht := range h.targets {
+		tr := ht.s.result
+		r.Targets = append(r.Targets, tr)
+		r.Calls += tr.Calls
+		r.Sampled += tr.Sampled
+		r.Dropped += tr.Dropped
+		r.Sites += tr.Sites
+		r.Functions += tr.Functions
+		r.Gaps += tr.Gaps
+		r.AttachTime += tr.AttachTime
+		r.DetachTime += tr.DetachTime
+		if tr.Exe != "" {
+			r.Processes += tr.Processes
+		} else {
+			r.Processes++
+		}
+	}
+	l := h.store.Ledger()
+	written, dropped, _ := l.Totals()
+	r.Recorded = written
+	r.Dropped += dropped
+	r.ErrorsLost = l.ErrorsLost
+	r.Sinks = []Ledger{l}
+	logErrorsLost(h.log, r.ErrorsLost)
+	return r
+}
+
+// close releases what the targets hold, then the store.
+func (h *host) close() {
+	for _, ht := range slices.Backward(h.targets) {
+		if ht.s != nil {
+			if ht.s.tr != nil {
+				ht.s.tr.Close()
+			}
+			ht.s.bin.Close()
+		}
+		if ht.lock != nil {
+			ht.lock.release()
+		}
+		if ht.proc != nil {
+			ht.proc.Close()
+		}
+	}
+	if h.st != nil {
+		h.st.Close()
+	}
+}

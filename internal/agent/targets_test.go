@@ -1,0 +1,378 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/testutil"
+)
+
+// targetsSession runs AttachTargets in the background; it returns once
+// every probe is live, and stop ends it as Ctrl-C would.
+func targetsSession(t *testing.T, targets []Target, db string) (stop func() *Result) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	type out struct {
+		res *Result
+		err error
+	}
+	done := make(chan out, 1)
+	opts := Options{
+		Include: []string{"main.tick"}, DB: db, SampleRate: 1, SampleInterval: -1,
+		OnReady: func(int) { close(ready) },
+	}
+	go func() {
+		res, err := AttachTargets(ctx, targets, opts)
+		done <- out{res, err}
+	}()
+	select {
+	case <-ready:
+	case o := <-done:
+		cancel()
+		t.Fatalf("AttachTargets ended before it was ready: %v", o.err)
+	}
+	var stopped bool
+	stop = func() *Result {
+		t.Helper()
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		o := <-done
+		if o.err != nil {
+			t.Fatalf("AttachTargets: %v", o.err)
+		}
+		return o.res
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// nsScript runs in a new pid and mount namespace (unshare --pid --fork
+// --mount-proc --propagation private): it mounts a private tmpfs on $1
+// (empty on the host), copies the program $2 there as app, so that its
+// binary exists only in this mount namespace, then runs `app wait $3`
+// and, once that exited, `app count $4` (by exec: a second process of the
+// file, under the shell's pid).
+const nsScript = `mount -t tmpfs none "$1" && cp "$2" "$1/app" && "$1/app" wait "$3" && exec "$1/app" count "$4"`
+
+// startInNamespace starts nsScript and returns the host pid of its first
+// process of app (ready, waiting for a line on stdin) and its stdin.
+func startInNamespace(t *testing.T, bin, ctr string, first, second int) (*exec.Cmd, io.WriteCloser, int) {
+	t.Helper()
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+		"sh", "-c", nsScript, "sh", ctr, bin, strconv.Itoa(first), strconv.Itoa(second))
+	cmd.Stderr = os.Stderr
+	in := startReady(t, cmd)
+	// app printed "ready": it runs. It is unshare's grandchild (unshare
+	// forks the shell, the shell starts app).
+	pid := 0
+	for _, sh := range children(cmd.Process.Pid) {
+		for _, c := range children(sh) {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); err == nil && strings.Contains(string(b), "wait") {
+				pid = c
+			}
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("no app process under unshare (pid %d)", cmd.Process.Pid)
+	}
+	if _, err := os.Stat(filepath.Join(ctr, "app")); !os.IsNotExist(err) {
+		t.Fatalf("%s/app exists on the host (%v): the test needs a binary only the namespace has", ctr, err)
+	}
+	return cmd, in, pid
+}
+
+// children lists the child processes of pid.
+func children(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// checkTicks asserts the exact main.tick calls (n/10 of them errors) of
+// every pid in want, by its calls and by its stored aggregates, that no
+// other pid recorded any, and returns the process rows by pid.
+func checkTicks(t *testing.T, db string, want map[uint32]int) map[uint32]store.Process {
+	t.Helper()
+	got, errs := tickCounts(readCalls(t, db))
+	for pid, n := range want {
+		if got[pid] != n || errs[pid] != n/10 {
+			t.Errorf("pid %d: %d calls, %d errors recorded; want %d, %d", pid, got[pid], errs[pid], n, n/10)
+		}
+	}
+	for pid, n := range got {
+		if _, ok := want[pid]; !ok {
+			t.Errorf("pid %d is no target's process, yet %d of its calls were recorded", pid, n)
+		}
+	}
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	for pid, n := range want {
+		stats, err := st.Stats(ctx, store.Filter{PID: pid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sc, se, sr uint64
+		for _, s := range stats {
+			if s.Function.Name == "main.tick" {
+				sc, se, sr = sc+s.Calls, se+s.Errors, sr+s.Recorded
+			}
+		}
+		if sc != uint64(n) || se != uint64(n/10) || sr != uint64(n) {
+			t.Errorf("pid %d: stats say %d calls, %d errors, %d recorded; want %d, %d, %d", pid, sc, se, sr, n, n/10, n)
+		}
+	}
+	procs, err := st.Processes(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[uint32]store.Process{}
+	for _, p := range procs {
+		rows[p.PID] = p
+	}
+	if len(rows) != len(want) {
+		t.Errorf("%d process rows, want %d: %+v", len(rows), len(want), procs)
+	}
+	return rows
+}
+
+// TestTargetsMixed traces two binaries by two --exe and a third by --pid
+// in one agent: the --pid target runs in its own pid and mount namespace,
+// from a binary that exists only there. Every process's calls are stored
+// under its host pid with exact counts, the namespaced process keeps its
+// ns pid, `query processes` has a row for each, and each target has its
+// own session row.
+func TestTargetsMixed(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	a, b, c := filepath.Join(dir, "a", "procs"), filepath.Join(dir, "b", "procs"), filepath.Join(dir, "c", "procs")
+	for _, p := range []string{a, b, c} {
+		copyFile(t, bin, p)
+	}
+	ctr := filepath.Join(dir, "ctr")
+	if err := os.Mkdir(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ns, in, nsPid := startInNamespace(t, c, ctr, 40, 0)
+
+	db := filepath.Join(dir, "obs.db")
+	stop := targetsSession(t, []Target{{Exe: a}, {Exe: b}, {PID: nsPid}}, db)
+	want := map[uint32]int{}
+	for _, r := range []struct {
+		bin string
+		n   int
+	}{{a, 100}, {b, 70}, {a, 50}, {c, 33}} { // c's own file, on the host: not a target
+		pid := runCount(t, r.bin, r.n)
+		if r.bin != c {
+			want[pid] = r.n
+		}
+	}
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The namespaced shell then execs a second process of its copy (count
+	// 0, under the shell's pid): not the --pid target.
+	if err := ns.Wait(); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	want[uint32(nsPid)] = 40
+	res := stop()
+
+	rows := checkTicks(t, db, want)
+	if r := rows[uint32(nsPid)]; r.NSPID == 0 || r.NSPID == r.PID || !strings.HasPrefix(r.ExitReason, "target exited") {
+		t.Errorf("--pid target's row %+v: want its ns pid and that it exited", r)
+	}
+	for pid, r := range rows {
+		if pid != uint32(nsPid) && (r.Binary != a && r.Binary != b || r.ExitReason != "exited") {
+			t.Errorf("row %+v: want binary %s or %s, exited", r, a, b)
+		}
+	}
+	if len(res.Targets) != 3 || res.Recorded != 260 || res.Lost() != 0 || res.Processes != 4 || res.Calls != 260 {
+		t.Errorf("result: %d targets, %d processes, %d calls, %d recorded, %d lost; want 3, 4, 260, 260, 0\n%s",
+			len(res.Targets), res.Processes, res.Calls, res.Recorded, res.Lost(), res.Summary())
+	}
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sessions, err := st.Sessions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[uint64]bool{}
+	for _, s := range sessions {
+		ids[s.ID] = true
+		if s.End == 0 {
+			t.Errorf("session %d has no end", s.ID)
+		}
+	}
+	for _, r := range rows {
+		if !ids[r.Session] {
+			t.Errorf("process row %+v names no session", r)
+		}
+	}
+	if len(sessions) != 3 {
+		t.Errorf("%d session rows, want one per target (3)", len(sessions))
+	}
+	t.Log(res.Summary())
+}
+
+// TestAttachInMountNamespace attaches by --pid to a process in its own pid
+// and mount namespace whose binary exists only there: it is read and
+// probed through /proc/PID/exe, its calls are stored under its host pid,
+// and its row keeps its ns pid (1).
+func TestAttachInMountNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	ctr := filepath.Join(dir, "ctr")
+	if err := os.Mkdir(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ns, in, pid := startInNamespace(t, bin, ctr, 60, 0)
+	db := filepath.Join(dir, "obs.db")
+	opts := Options{Include: []string{"main.tick"}, DB: db, SampleRate: 1, SampleInterval: -1,
+		OnReady: func(int) { in.Write([]byte("go\n")) }}
+	res, err := Attach(context.Background(), pid, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Wait(); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	rows := checkTicks(t, db, map[uint32]int{uint32(pid): 60})
+	if r := rows[uint32(pid)]; r.NSPID == 0 || r.NSPID == r.PID {
+		t.Errorf("row %+v: want its ns pid", r)
+	}
+	if res.Recorded != 60 {
+		t.Errorf("recorded %d, want 60: %s", res.Recorded, res.Summary())
+	}
+}
+
+// TestExeInMountNamespace traces by --exe a binary that exists only in a
+// container's mount namespace, through /proc/PID/root: two processes of
+// it start there (the second by the shell's exec), and both are traced
+// under their host pids.
+func TestExeInMountNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	ctr := filepath.Join(dir, "ctr")
+	if err := os.Mkdir(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ns, in, pid := startInNamespace(t, bin, ctr, 20, 30)
+	shell := 0
+	for _, sh := range children(ns.Process.Pid) {
+		shell = sh
+	}
+	db := filepath.Join(dir, "obs.db")
+	exe := fmt.Sprintf("/proc/%d/root%s/app", pid, ctr)
+	stop := exeSession(t, exe, db)
+	// The waiting process is found by the follower's scan of /proc; the
+	// second lives a few milliseconds and may be found only through its
+	// calls, after it exited, when its ns pid can no longer be read.
+	waitProcessRow(t, db, uint32(pid))
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Wait(); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	stop()
+	rows := checkTicks(t, db, map[uint32]int{uint32(pid): 20, uint32(shell): 30})
+	for p, r := range rows {
+		if r.Binary != exe || r.ExitReason != "exited" {
+			t.Errorf("pid %d: row %+v; want binary %s, exited", p, r, exe)
+		}
+	}
+	if r := rows[uint32(pid)]; r.NSPID == 0 || r.NSPID == r.PID {
+		t.Errorf("row %+v: want its ns pid", r)
+	}
+}
+
+// waitProcessRow waits until the store has a process row for pid (a
+// condition with a deadline, not a fixed sleep).
+func waitProcessRow(t *testing.T, db string, pid uint32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, err := store.Open(db, store.Options{ReadOnly: true}); err == nil {
+			ps, _ := st.Processes(context.Background(), pid)
+			st.Close()
+			if len(ps) > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no process row for pid %d within 10 s", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTargetsRefused: a process is never traced twice, and what several
+// targets cannot do yet is refused before anything is attached.
+func TestTargetsRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	cmd := exec.Command(bin, "wait", "1")
+	in := startReady(t, cmd)
+	defer in.Close()
+	other := filepath.Join(t.TempDir(), "procs")
+	copyFile(t, bin, other)
+	db := filepath.Join(t.TempDir(), "obs.db")
+	opts := Options{Include: []string{"main.tick"}, DB: db}
+	for _, c := range []struct {
+		targets []Target
+		want    string
+	}{
+		{[]Target{{Exe: bin}, {Exe: bin}}, "trace the same executable file"},
+		{[]Target{{Exe: bin}, {PID: cmd.Process.Pid}}, "trace the same executable file"},
+		{[]Target{{PID: cmd.Process.Pid}, {PID: cmd.Process.Pid}}, "given twice"},
+		{[]Target{{Exe: bin, PID: 1}}, "exactly one of"},
+		{nil, "no target"},
+	} {
+		_, err := AttachTargets(context.Background(), c.targets, opts)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v; want %q", c.targets, err, c.want)
+		}
+	}
+	opts.Metrics = nil
+	opts.OTLP = &OTLPOptions{}
+	if _, err := AttachTargets(context.Background(), []Target{{Exe: bin}, {Exe: other}}, opts); err == nil || !strings.Contains(err.Error(), "--otlp-endpoint") {
+		t.Errorf("two files with OTLP: error %v; want a refusal", err)
+	}
+	if _, err := os.Stat(db); !os.IsNotExist(err) {
+		t.Errorf("the store was created (%v): refusals must come before anything is opened", err)
+	}
+}
