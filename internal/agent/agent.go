@@ -1,8 +1,9 @@
 // Package agent owns one tracing session end to end: it reads the target's
 // binary, selects functions, attaches the probes (to one process, or to
 // every process of one executable file, which a follower keeps track of:
-// exe.go, exefollow.go), runs the pipeline tracer (kernel rings) → decoder
-// → sinks, in which every record goes to every sink (the store, and OTLP
+// exe.go, exefollow.go; several targets in one agent: host.go), runs the
+// pipeline tracer (kernel rings) → decoder → sinks, in which every record
+// goes to every sink (the store, and OTLP
 // with --otlp-endpoint), each with its own bounded error-first queue and
 // its own ledger of what it wrote and lost (sink.go, otlpsink.go), and,
 // when the target exits or the session ends, detaches, closes what was

@@ -435,8 +435,9 @@ func (h *host) wait(ctx context.Context) string {
 	}
 }
 
-// end detaches a target, records the calls it left open and closes its
-// session row, once; the store sink goes on for the others.
+// end detaches a target, records the calls it left open, closes its
+// session row and frees its tracer, once; the store sink goes on for the
+// others.
 func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 	ht.once.Do(func() {
 		s := ht.s
@@ -446,6 +447,9 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 		}
 		s.stopTracing(ht.p)
 		s.finish()
+		// Its rings and maps go back now, not when the last target ends.
+		s.tr.Close()
+		s.tr = nil
 		h.log.Info("target ended", "target", ht.t.String(), "reason", reason, "session", s.sess.ID)
 		close(ht.done)
 	})
