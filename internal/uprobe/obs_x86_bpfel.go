@@ -301,6 +301,8 @@ const (
 	obsVarNextId             = "next_id"
 	obsVarOkWakeRecords      = "ok_wake_records"
 	obsVarPhase              = "phase"
+	obsVarTargetCgroup       = "target_cgroup"
+	obsVarTargetCgroupLevel  = "target_cgroup_level"
 	obsVarTargetTgid         = "target_tgid"
 )
 
@@ -402,6 +404,8 @@ type obsVariableSpecs struct {
 	NextId             *ebpf.VariableSpec `ebpf:"next_id"`
 	OkWakeRecords      *ebpf.VariableSpec `ebpf:"ok_wake_records"`
 	Phase              *ebpf.VariableSpec `ebpf:"phase"`
+	TargetCgroup       *ebpf.VariableSpec `ebpf:"target_cgroup"`
+	TargetCgroupLevel  *ebpf.VariableSpec `ebpf:"target_cgroup_level"`
 	TargetTgid         *ebpf.VariableSpec `ebpf:"target_tgid"`
 }
 
@@ -483,6 +487,8 @@ type obsVariables struct {
 	NextId             *ebpf.Variable `ebpf:"next_id"`
 	OkWakeRecords      *ebpf.Variable `ebpf:"ok_wake_records"`
 	Phase              *ebpf.Variable `ebpf:"phase"`
+	TargetCgroup       *ebpf.Variable `ebpf:"target_cgroup"`
+	TargetCgroupLevel  *ebpf.Variable `ebpf:"target_cgroup_level"`
 	TargetTgid         *ebpf.Variable `ebpf:"target_tgid"`
 }
 

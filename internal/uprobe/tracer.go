@@ -93,11 +93,17 @@ type Config struct {
 	// PID is the traced process; 0 traces every process of Binary (the
 	// BPF state is keyed by tgid, and the goroutine slot table, keyed by
 	// g alone, is off).
-	PID        int
-	GoidOffset uint64
-	Funcs      []Func
-	Runtime    Runtime
-	IDBase     uint64 // first call id handed out
+	PID int
+	// Cgroup, when not 0, is the id of a cgroup v2 (the inode number of
+	// its directory) at depth CgroupLevel below the root: only processes
+	// in it or its descendants are traced, the others' hits end at the
+	// programs' first check. For a file target (PID 0).
+	Cgroup      uint64
+	CgroupLevel uint32
+	GoidOffset  uint64
+	Funcs       []Func
+	Runtime     Runtime
+	IDBase      uint64 // first call id handed out
 	// ErrText holds the read plans of error types, keyed by the run-time
 	// address of their type descriptor (bpf/errtext.h).
 	ErrText map[uint64]ErrTextNode
@@ -197,6 +203,8 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		{obsVarGoidOffset, cfg.GoidOffset},
 		{obsVarNewprocCallergpReg, cfg.Runtime.NewprocGPReg},
 		{obsVarTargetTgid, uint32(cfg.PID)},
+		{obsVarTargetCgroup, cfg.Cgroup},
+		{obsVarTargetCgroupLevel, cfg.CgroupLevel},
 		{obsVarCheckTgid, boolU32(!t.kernelFiltersPID())},
 		{obsVarOkWakeRecords, okWake},
 		{obsVarErrWakeRecords, errWake},
