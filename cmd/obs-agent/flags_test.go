@@ -155,6 +155,7 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"attach", "exe", missing, "--exe " + missing + ": no such file or directory"},
 		flagCase{"attach", "exe", dir, "--exe " + dir + " is not a regular file"},
 		flagCase{"attach", "exe", plainFile, "--exe " + plainFile + ": " + plainFile + " is not a Go program"},
+		flagCase{"attach", "cgroup", dir, "--cgroup " + dir + " is not a cgroup v2 directory"},
 		flagCase{"list", "pid", "0", "--pid 0 is out of range: want from 1 to"},
 		flagCase{"list", "pid", "-5", "--pid -5 is out of range"},
 		flagCase{"list", "format", "yaml", `--format "yaml": want table or json`},

@@ -262,6 +262,11 @@ type session struct {
 	// the store sink's ledger, which mixes the targets.
 	shared bool
 	handed []atomic.Uint64 // per function id, when shared
+	// cgroup, for a file of a cgroup target, limits the probes to the
+	// cgroup's processes; binName then names the file as its processes
+	// see it (it is opened through a descriptor).
+	cgroup  *cgroup
+	binName string
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -384,7 +389,7 @@ func (s *session) beginSession(pid int) error {
 		return fmt.Errorf("register functions: %w", err)
 	}
 	s.sess = record.Session{
-		PID: uint32(pid), Binary: s.bin.Path, GoVersion: s.bin.GoVersion,
+		PID: uint32(pid), Binary: cmp.Or(s.binName, s.bin.Path), GoVersion: s.bin.GoVersion,
 		Patterns: strings.Join(s.opts.Include, " "), Start: time.Now().UnixNano(),
 		AgentPID: self.pid, AgentStart: self.start, BootID: self.boot,
 	}
@@ -408,6 +413,9 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		Sizes:      s.budget.Sizes,
 
 		NoKernelPIDFilter: testNoKernelPIDFilter,
+	}
+	if s.cgroup != nil {
+		cfg.Cgroup, cfg.CgroupLevel = s.cgroup.id, s.cgroup.level
 	}
 	for _, sel := range s.sel.Funcs {
 		f := sel.Func

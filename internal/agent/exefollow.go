@@ -47,6 +47,9 @@ type follower struct {
 	path     string
 	dev, ino uint64
 	buildID  string
+	// scope, for a cgroup target, is the cgroup a process must be in to
+	// be followed (the probes' filter keeps the others' calls out).
+	scope *cgroup
 
 	mu sync.Mutex
 	// procs are the processes known to run, by host pid.
@@ -294,7 +297,7 @@ func (f *follower) resolvePending() {
 // consider starts following pid when its executable is the traced file,
 // and reports whether it did. seen is what events told of it, if anything.
 func (f *follower) consider(pid uint32, seen *followed) bool {
-	if !f.runsFile(pid) {
+	if !f.runsFile(pid) || f.scope != nil && !f.scope.holds(pid) {
 		return false
 	}
 	ticks, ok := liveStart(pid)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,22 +20,31 @@ import (
 	"github.com/obs-agent/obs-agent/internal/uprobe"
 )
 
-// Target is one thing AttachTargets traces: a running process, or every
-// process of an executable file. Exactly one of PID and Exe is set.
+// Target is one thing AttachTargets traces: a running process, every
+// process of an executable file, or every process of a cgroup. Exactly one
+// of PID, Exe and Cgroup is set.
 type Target struct {
 	// PID is a running process, traced until it exits (attach --pid).
 	PID int
 	// Exe is an executable file: every process that runs it, now or
 	// later, is traced (attach --exe).
 	Exe string
+	// Cgroup is a cgroup v2 directory: the executable files its processes
+	// (and its descendants') run when the agent starts are traced as Exe
+	// is, but only in processes of the cgroup, running now or started
+	// later (attach --cgroup).
+	Cgroup string
 	// Include and Exclude, when not nil, replace Options.Include and
 	// Options.Exclude for this target.
 	Include, Exclude []string
 }
 
 func (t Target) String() string {
-	if t.Exe != "" {
+	switch {
+	case t.Exe != "":
 		return "--exe " + t.Exe
+	case t.Cgroup != "":
+		return "--cgroup " + t.Cgroup
 	}
 	return fmt.Sprintf("--pid %d", t.PID)
 }
@@ -69,8 +80,7 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 	if err := checkTargets(targets); err != nil {
 		return nil, err
 	}
-	if len(targets) == 1 {
-		t := targets[0]
+	if t := targets[0]; len(targets) == 1 && t.Cgroup == "" {
 		if t.Exe != "" {
 			return AttachExe(ctx, t.Exe, t.options(opts))
 		}
@@ -85,7 +95,7 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	h := &host{opts: opts, log: opts.Logger.With("component", "host"), files: map[fileID]Target{}}
+	h := &host{opts: opts, log: opts.Logger.With("component", "host"), files: map[fileID][]claimant{}}
 	defer h.close()
 	// The files first, so that a file given twice is refused before
 	// anything is read.
@@ -97,12 +107,21 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 		if err != nil {
 			return nil, err
 		}
-		if err := h.claim(fileID{uint64(st.Dev), st.Ino}, t); err != nil {
+		if err := h.claim(fileID{uint64(st.Dev), st.Ino}, claimant{t: t}); err != nil {
 			return nil, err
 		}
 	}
 	for _, t := range targets {
-		if err := h.add(t); err != nil {
+		var err error
+		switch {
+		case t.Exe != "":
+			err = h.addExe(t)
+		case t.PID != 0:
+			err = h.addPID(t)
+		default:
+			err = h.addCgroup(t)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -117,8 +136,14 @@ func checkTargets(targets []Target) error {
 	}
 	pids := map[int]bool{}
 	for _, t := range targets {
-		if (t.PID != 0) == (t.Exe != "") {
-			return fmt.Errorf("target %+v: give exactly one of a pid and an executable", t)
+		n := 0
+		for _, set := range []bool{t.PID != 0, t.Exe != "", t.Cgroup != ""} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("target %+v: give exactly one of a pid, an executable and a cgroup", t)
 		}
 		if t.PID < 0 {
 			return fmt.Errorf("invalid pid %d", t.PID)
@@ -140,7 +165,7 @@ type host struct {
 	targets []*hosted
 	// files are the targets' executable files, to refuse a process traced
 	// twice.
-	files  map[fileID]Target
+	files  map[fileID][]claimant
 	st     *store.Store
 	store  *storeSink
 	budget *Budget
@@ -157,6 +182,10 @@ type hosted struct {
 	tgt  target
 	proc *process // a pid target's process, nil for a file
 	lock *targetLock
+	// file holds a cgroup target's executable open: it is attached and
+	// read through /proc/self/fd, whatever becomes of the process that
+	// showed it.
+	file *os.File
 	p    *pipeline
 	once sync.Once
 	done chan struct{} // closed once the target is detached and finished
@@ -164,65 +193,172 @@ type hosted struct {
 
 type fileID struct{ dev, ino uint64 }
 
-// add reads a target's binary and selects its functions.
-func (h *host) add(t Target) error {
-	opts := t.options(h.opts)
-	ht := &hosted{t: t, done: make(chan struct{})}
-	if t.Exe != "" {
-		abs, st, err := checkExe(t.Exe)
-		if err != nil {
-			return err
-		}
-		if err := refuseSelf(0, abs); err != nil {
-			return err
-		}
-		s, err := selectFuncs(opts, abs)
-		if err != nil {
-			return fmt.Errorf("%s: %w", t, err)
-		}
-		ht.s = s
-		h.targets = append(h.targets, ht)
-		if s.bin.PIE {
-			return fmt.Errorf("--exe %s: a position-independent executable (-buildmode=pie) is not supported with --exe yet: each of its processes is loaded at its own address; trace its processes one by one with --pid", t.Exe)
-		}
-		s.follow = newFollower(s, abs, uint64(st.Dev), st.Ino, buildID(abs))
-		ht.tgt = &fileTarget{path: abs, done: make(chan struct{})}
-	} else {
-		p, err := openProcess(t.PID)
-		if err != nil {
-			return err
-		}
-		ht.proc, ht.tgt = p, p
-		h.targets = append(h.targets, ht)
-		if err := refuseSelf(t.PID, p.exe); err != nil {
-			return err
-		}
-		if ht.lock, err = lockTarget(t.PID); err != nil {
-			return err
-		}
-		if ht.s, err = prepareExe(opts, p, selectFuncs); err != nil {
-			return fmt.Errorf("%s: %w", t, err)
-		}
-		st := p.parsed.Sys().(*syscall.Stat_t)
-		if err := h.claim(fileID{st.Dev, st.Ino}, t); err != nil {
-			return err
-		}
+// addExe reads a file target's binary and selects its functions.
+func (h *host) addExe(t Target) error {
+	abs, st, err := checkExe(t.Exe)
+	if err != nil {
+		return err
 	}
-	ht.s.shared = true
-	ht.s.handed = make([]atomic.Uint64, len(ht.s.names))
+	if err := refuseSelf(0, abs); err != nil {
+		return err
+	}
+	ht, err := h.addFile(t, abs, abs, fileID{uint64(st.Dev), st.Ino}, nil)
+	if err != nil {
+		return err
+	}
+	if ht.s.bin.PIE {
+		return fmt.Errorf("--exe %s: %w; trace its processes one by one with --pid", t.Exe, errPIEFile)
+	}
 	return nil
 }
 
-// claim notes the executable file of t, refusing one that an --exe target
-// already traces (or a file given as --exe that a --pid target runs): the
-// probes on the file would record that process's calls twice. Processes
-// of one file given by --pid each are fine: each has its own pid filter.
-func (h *host) claim(id fileID, t Target) error {
-	if o, ok := h.files[id]; ok && (o.Exe != "" || t.Exe != "") {
-		return fmt.Errorf("%s and %s trace the same executable file: its processes would be recorded twice; give the file once with --exe, which traces all its processes", o, t)
+// errPIEFile refuses a position-independent file for a file target.
+var errPIEFile = errors.New("a position-independent executable (-buildmode=pie) is not supported with --exe or --cgroup yet: error types and panic values are found by run-time address, and each of its processes is loaded at its own address")
+
+// addFile adds a target for every process of one file (of a cgroup, when
+// cg is set): open is a path that opens the file, name the one rows show.
+func (h *host) addFile(t Target, open, name string, id fileID, cg *cgroup) (*hosted, error) {
+	s, err := selectFuncs(t.options(h.opts), open)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t, err)
 	}
-	h.files[id] = t
+	ht := &hosted{t: t, s: s, done: make(chan struct{})}
+	h.targets = append(h.targets, ht)
+	s.follow = newFollower(s, name, id.dev, id.ino, buildID(open))
+	s.follow.scope = cg
+	s.cgroup, s.binName = cg, name
+	ht.tgt = &fileTarget{path: open, done: make(chan struct{})}
+	h.share(ht)
+	return ht, nil
+}
+
+// addPID reads a pid target's binary and selects its functions.
+func (h *host) addPID(t Target) error {
+	p, err := openProcess(t.PID)
+	if err != nil {
+		return err
+	}
+	ht := &hosted{t: t, proc: p, tgt: p, done: make(chan struct{})}
+	h.targets = append(h.targets, ht)
+	if err := refuseSelf(t.PID, p.exe); err != nil {
+		return err
+	}
+	if ht.lock, err = lockTarget(t.PID); err != nil {
+		return err
+	}
+	if ht.s, err = prepareExe(t.options(h.opts), p, selectFuncs); err != nil {
+		return fmt.Errorf("%s: %w", t, err)
+	}
+	st := p.parsed.Sys().(*syscall.Stat_t)
+	if err := h.claim(fileID{st.Dev, st.Ino}, claimant{t: t}); err != nil {
+		return err
+	}
+	h.share(ht)
 	return nil
+}
+
+// addCgroup adds a file target, limited to the cgroup, for each Go
+// executable its processes run now. Files that cannot be traced (not Go,
+// no function the patterns select, PIE, obs-agent itself) are skipped and
+// logged; a cgroup none of whose files can be is refused.
+func (h *host) addCgroup(t Target) error {
+	cg, err := openCgroup(t.Cgroup)
+	if err != nil {
+		return err
+	}
+	files, err := cg.files()
+	if err != nil {
+		return fmt.Errorf("--cgroup %s: list its processes: %w", t.Cgroup, err)
+	}
+	var skipped []string
+	skip := func(f cgroupFile, why error) {
+		skipped = append(skipped, fmt.Sprintf("%s: %v", f.name, why))
+		h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", why)
+	}
+	added := 0
+	for _, f := range files {
+		if err := refuseSelf(0, f.open); err != nil {
+			skip(f, err)
+			continue
+		}
+		if err := h.claim(f.id, claimant{t: t, cg: cg}); err != nil {
+			return err
+		}
+		// Held open: the process that showed the file may exit.
+		fh, err := os.Open(f.open)
+		if err != nil {
+			skip(f, err)
+			continue
+		}
+		open := fmt.Sprintf("/proc/self/fd/%d", fh.Fd())
+		ht, err := h.addFile(t, open, f.name, f.id, cg)
+		if err != nil {
+			fh.Close()
+			skip(f, err)
+			continue
+		}
+		ht.file = fh
+		if ht.s.bin.PIE {
+			// Keep it in h.targets for close, but trace nothing of it.
+			h.targets = h.targets[:len(h.targets)-1]
+			h.close1(ht)
+			skip(f, errPIEFile)
+			continue
+		}
+		added++
+	}
+	if added == 0 {
+		why := "it has no process"
+		if len(skipped) > 0 {
+			why = "none of the files its processes run can be traced:\n  " + strings.Join(skipped, "\n  ")
+		}
+		return fmt.Errorf("--cgroup %s: nothing to trace: %s", t.Cgroup, why)
+	}
+	return nil
+}
+
+// share marks a target's session as one of the host's.
+func (h *host) share(ht *hosted) {
+	ht.s.shared = true
+	ht.s.handed = make([]atomic.Uint64, len(ht.s.names))
+}
+
+// claimant is a target that traces a file, with its cgroup for a cgroup
+// target.
+type claimant struct {
+	t  Target
+	cg *cgroup
+}
+
+// claim notes that c traces the file id, refusing what would record a
+// process twice: the probes of an --exe target take every process of the
+// file; a cgroup target's take those of its cgroup, which may hold a --pid
+// target or nest in another cgroup target. Processes of one file given by
+// --pid each are fine: each has its own pid filter.
+func (h *host) claim(id fileID, c claimant) error {
+	for _, o := range h.files[id] {
+		if overlap(o, c) {
+			return fmt.Errorf("%s and %s trace the same executable file, and some of its processes would be recorded twice; give the file once with --exe, which traces all its processes, or targets that do not overlap", o.t, c.t)
+		}
+	}
+	h.files[id] = append(h.files[id], c)
+	return nil
+}
+
+// overlap reports whether two targets of one file may trace one process.
+func overlap(a, b claimant) bool {
+	switch {
+	case a.t.Exe != "" || b.t.Exe != "":
+		return true
+	case a.cg != nil && b.cg != nil:
+		return a.cg.rel == "/" || b.cg.rel == "/" || a.cg.rel == b.cg.rel ||
+			strings.HasPrefix(a.cg.rel, b.cg.rel+"/") || strings.HasPrefix(b.cg.rel, a.cg.rel+"/")
+	case a.cg != nil:
+		return a.cg.holds(uint32(b.t.PID))
+	case b.cg != nil:
+		return b.cg.holds(uint32(a.t.PID))
+	}
+	return false
 }
 
 // planBudget shares one memory limit among the targets: one store, one
@@ -450,7 +586,7 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 		// Its rings and maps go back now, not when the last target ends.
 		s.tr.Close()
 		s.tr = nil
-		h.log.Info("target ended", "target", ht.t.String(), "reason", reason, "session", s.sess.ID)
+		h.log.Info("target ended", "target", ht.t.String(), "binary", s.sess.Binary, "reason", reason, "session", s.sess.ID)
 		close(ht.done)
 	})
 }
@@ -524,20 +660,28 @@ func (h *host) result(reason string) *Result {
 // close releases what the targets hold, then the store.
 func (h *host) close() {
 	for _, ht := range slices.Backward(h.targets) {
-		if ht.s != nil {
-			if ht.s.tr != nil {
-				ht.s.tr.Close()
-			}
-			ht.s.bin.Close()
-		}
-		if ht.lock != nil {
-			ht.lock.release()
-		}
-		if ht.proc != nil {
-			ht.proc.Close()
-		}
+		h.close1(ht)
 	}
 	if h.st != nil {
 		h.st.Close()
+	}
+}
+
+// close1 releases what one target holds.
+func (h *host) close1(ht *hosted) {
+	if ht.s != nil {
+		if ht.s.tr != nil {
+			ht.s.tr.Close()
+		}
+		ht.s.bin.Close()
+	}
+	if ht.lock != nil {
+		ht.lock.release()
+	}
+	if ht.proc != nil {
+		ht.proc.Close()
+	}
+	if ht.file != nil {
+		ht.file.Close()
 	}
 }

@@ -376,3 +376,87 @@ func TestTargetsRefused(t *testing.T) {
 		t.Errorf("the store was created (%v): refusals must come before anything is opened", err)
 	}
 }
+
+// testCgroup makes a cgroup v2 for the test under the first cgroup2 mount
+// (on a hybrid host, beside the v1 controllers), removed at the end.
+func testCgroup(t *testing.T) string {
+	t.Helper()
+	ms := cgroup2Mounts()
+	if len(ms) == 0 {
+		t.Skip("no cgroup2 file system is mounted on this host")
+	}
+	dir, err := os.MkdirTemp(ms[0], "obs-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Children first; the test's processes have been reaped.
+		subs, _ := filepath.Glob(filepath.Join(dir, "*", "cgroup.procs"))
+		for _, s := range subs {
+			os.Remove(filepath.Dir(s))
+		}
+		if err := os.Remove(dir); err != nil {
+			t.Logf("remove cgroup %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// inCgroup is a command that moves its shell into cgroup dir, then execs
+// argv: the program runs in the cgroup from its first instruction.
+func inCgroup(dir string, argv ...string) *exec.Cmd {
+	return exec.Command("sh", append([]string{"-c", `echo $$ > "$1/cgroup.procs" && shift && exec "$@"`, "sh", dir}, argv...)...)
+}
+
+// TestCgroupTarget traces a cgroup made by the test: the process of the
+// cgroup running when the agent starts names the file; processes of that
+// file started in the cgroup later, and in a child cgroup made after the
+// start, are traced from their first instruction with exact counts, and a
+// process of the same file outside the cgroup is not (the probes' cgroup
+// filter drops its hits).
+func TestCgroupTarget(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	cg := testCgroup(t)
+	early := inCgroup(cg, bin, "wait", "40")
+	in := startReady(t, early)
+
+	db := filepath.Join(t.TempDir(), "obs.db")
+	stop := targetsSession(t, []Target{{Cgroup: cg}}, db)
+	want := map[uint32]int{}
+	run := func(cmd *exec.Cmd, n int, traced bool) {
+		t.Helper()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", cmd.Args, err, out)
+		}
+		if traced {
+			want[uint32(cmd.Process.Pid)] = n
+		}
+	}
+	run(inCgroup(cg, bin, "count", "30"), 30, true)
+	run(exec.Command(bin, "count", "50"), 50, false) // outside the cgroup
+	child := filepath.Join(cg, "child")
+	if err := os.Mkdir(child, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(inCgroup(child, bin, "count", "25"), 25, true)
+	run(inCgroup(cg, bin, "count", "60"), 60, true)
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := early.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	want[uint32(early.Process.Pid)] = 40
+	res := stop()
+	rows := checkTicks(t, db, want)
+	for pid, r := range rows {
+		if r.Binary != bin || r.ExitReason != "exited" {
+			t.Errorf("pid %d: row %+v; want binary %s, exited", pid, r, bin)
+		}
+	}
+	if res.Recorded != 155 || res.Lost() != 0 {
+		t.Errorf("recorded %d, lost %d; want 155, 0: %s", res.Recorded, res.Lost(), res.Summary())
+	}
+	t.Log(res.Summary())
+}
