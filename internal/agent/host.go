@@ -169,6 +169,16 @@ type host struct {
 	st     *store.Store
 	store  *storeSink
 	budget *Budget
+	// base holds the host's own store work (open, sink, retention): a
+	// session with no target of its own.
+	base *session
+	// mu guards targets, files and slots once the host runs: cgroup
+	// watchers add targets as their processes start new programs.
+	mu      sync.Mutex
+	watches []*cgWatch
+	// slots is how many more tracers the budget has room for (cgroupSlots
+	// per cgroup target), each with maps for up to slotFuncs functions.
+	slots, slotFuncs int
 	// shed is what the store sink had dropped at the last aggregates
 	// (writeShed).
 	shed     map[string]uint64
@@ -206,6 +216,7 @@ func (h *host) addExe(t Target) error {
 	if err != nil {
 		return err
 	}
+	h.targets = append(h.targets, ht)
 	if ht.s.bin.PIE {
 		return fmt.Errorf("--exe %s: %w; trace its processes one by one with --pid", t.Exe, errPIEFile)
 	}
@@ -215,7 +226,7 @@ func (h *host) addExe(t Target) error {
 // errPIEFile refuses a position-independent file for a file target.
 var errPIEFile = errors.New("a position-independent executable (-buildmode=pie) is not supported with --exe or --cgroup yet: error types and panic values are found by run-time address, and each of its processes is loaded at its own address")
 
-// addFile adds a target for every process of one file (of a cgroup, when
+// addFile makes a target for every process of one file (of a cgroup, when
 // cg is set): open is a path that opens the file, name the one rows show.
 func (h *host) addFile(t Target, open, name string, id fileID, cg *cgroup) (*hosted, error) {
 	s, err := selectFuncs(t.options(h.opts), open)
@@ -223,7 +234,6 @@ func (h *host) addFile(t Target, open, name string, id fileID, cg *cgroup) (*hos
 		return nil, fmt.Errorf("%s: %w", t, err)
 	}
 	ht := &hosted{t: t, s: s, done: make(chan struct{})}
-	h.targets = append(h.targets, ht)
 	s.follow = newFollower(s, name, id.dev, id.ino, buildID(open))
 	s.follow.scope = cg
 	s.cgroup, s.binName = cg, name
@@ -257,64 +267,154 @@ func (h *host) addPID(t Target) error {
 	return nil
 }
 
+// cgroupSlots is how many programs started later in a cgroup the budget
+// reserves room for, per cgroup target; minSlotFuncs the fewest functions
+// each reserved tracer's maps are sized for.
+const (
+	cgroupSlots  = 4
+	minSlotFuncs = 1024
+)
+
+// cgWatch is a cgroup target: the files of its processes already seen
+// (traced or skipped).
+type cgWatch struct {
+	t     Target
+	cg    *cgroup
+	known map[fileID]bool
+}
+
 // addCgroup adds a file target, limited to the cgroup, for each Go
-// executable its processes run now. Files that cannot be traced (not Go,
-// no function the patterns select, PIE, obs-agent itself) are skipped and
-// logged; a cgroup none of whose files can be is refused.
+// executable its processes run now, and a watch that adds those they start
+// later (watch). Files that cannot be traced (not Go, no function the
+// patterns select, PIE, obs-agent itself) are skipped and logged.
 func (h *host) addCgroup(t Target) error {
 	cg, err := openCgroup(t.Cgroup)
 	if err != nil {
 		return err
 	}
+	w := &cgWatch{t: t, cg: cg, known: map[fileID]bool{}}
+	h.watches = append(h.watches, w)
 	files, err := cg.files()
 	if err != nil {
 		return fmt.Errorf("--cgroup %s: list its processes: %w", t.Cgroup, err)
 	}
-	var skipped []string
-	skip := func(f cgroupFile, why error) {
-		skipped = append(skipped, fmt.Sprintf("%s: %v", f.name, why))
-		h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", why)
-	}
 	added := 0
 	for _, f := range files {
-		if err := refuseSelf(0, f.open); err != nil {
-			skip(f, err)
-			continue
-		}
-		if err := h.claim(f.id, claimant{t: t, cg: cg}); err != nil {
+		ht, err := h.addCgroupFile(w, f)
+		var ov *overlapError
+		switch {
+		case errors.As(err, &ov):
 			return err
+		case err != nil:
+			h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", err)
+		default:
+			h.targets = append(h.targets, ht)
+			added++
 		}
-		// Held open: the process that showed the file may exit.
-		fh, err := os.Open(f.open)
-		if err != nil {
-			skip(f, err)
-			continue
-		}
-		open := fmt.Sprintf("/proc/self/fd/%d", fh.Fd())
-		ht, err := h.addFile(t, open, f.name, f.id, cg)
-		if err != nil {
-			fh.Close()
-			skip(f, err)
-			continue
-		}
-		ht.file = fh
-		if ht.s.bin.PIE {
-			// Keep it in h.targets for close, but trace nothing of it.
-			h.targets = h.targets[:len(h.targets)-1]
-			h.close1(ht)
-			skip(f, errPIEFile)
-			continue
-		}
-		added++
 	}
 	if added == 0 {
-		why := "it has no process"
-		if len(skipped) > 0 {
-			why = "none of the files its processes run can be traced:\n  " + strings.Join(skipped, "\n  ")
-		}
-		return fmt.Errorf("--cgroup %s: nothing to trace: %s", t.Cgroup, why)
+		h.log.Warn("cgroup: no process of it runs a Go program to trace yet; its new programs are looked for every second", "cgroup", t.Cgroup)
 	}
 	return nil
+}
+
+// addCgroupFile makes the target of one file of a cgroup, held open: the
+// process that showed it may exit.
+func (h *host) addCgroupFile(w *cgWatch, f cgroupFile) (*hosted, error) {
+	w.known[f.id] = true
+	if err := refuseSelf(0, f.open); err != nil {
+		return nil, err
+	}
+	if err := h.claim(f.id, claimant{t: w.t, cg: w.cg}); err != nil {
+		return nil, err
+	}
+	fh, err := os.Open(f.open)
+	if err != nil {
+		return nil, err
+	}
+	open := fmt.Sprintf("/proc/self/fd/%d", fh.Fd())
+	ht, err := h.addFile(w.t, open, f.name, f.id, w.cg)
+	if err != nil {
+		fh.Close()
+		return nil, err
+	}
+	ht.file = fh
+	if ht.s.bin.PIE {
+		h.close1(ht)
+		return nil, errPIEFile
+	}
+	return ht, nil
+}
+
+// watch adds, every scanEvery, a target for each Go program the cgroup's
+// processes run that it has not seen yet. Its first processes run untraced
+// until the probes are in (about a second or two); every later process of
+// the file is traced from its first instruction.
+func (h *host) watch(ctx context.Context, w *cgWatch) {
+	t := time.NewTicker(scanEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.discover(w)
+		}
+	}
+}
+
+// discover attaches the files of the cgroup's processes not seen yet.
+func (h *host) discover(w *cgWatch) {
+	files, err := w.cg.files()
+	if err != nil {
+		h.log.Warn("cgroup: list its processes", "cgroup", w.t.Cgroup, "err", err)
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range files {
+		if w.known[f.id] {
+			continue
+		}
+		if h.slots == 0 {
+			w.known[f.id] = true
+			h.log.Warn("cgroup: a new program is not traced: the memory budget has no tracer left for it (each --cgroup reserves room for a few programs started later); restart the agent to include it",
+				"cgroup", w.t.Cgroup, "file", f.name, "reserved", cgroupSlots*len(h.watches))
+			continue
+		}
+		ht, err := h.addCgroupFile(w, f)
+		if err == nil && len(ht.s.names) > h.slotFuncs {
+			h.close1(ht)
+			err = fmt.Errorf("%d functions selected, more than the %d a reserved tracer has room for: narrow the -f patterns", len(ht.s.names), h.slotFuncs)
+		}
+		if err != nil {
+			h.log.Info("cgroup: file not traced", "cgroup", w.t.Cgroup, "file", f.name, "reason", err)
+			continue
+		}
+		ht.s.budget = h.budget
+		if err := h.attach(ht); err != nil {
+			h.endUnattached(ht, err)
+			h.log.Warn("cgroup: attach to a new program", "cgroup", w.t.Cgroup, "file", f.name, "err", err)
+			continue
+		}
+		ht.p = ht.s.startTracing()
+		h.targets = append(h.targets, ht)
+		h.slots--
+		h.log.Info("cgroup: tracing a program its processes started", "cgroup", w.t.Cgroup, "file", f.name, "session", ht.s.sess.ID)
+	}
+}
+
+// endUnattached closes the session row of a target whose probes could not
+// go in, and releases it.
+func (h *host) endUnattached(ht *hosted, cause error) {
+	s := ht.s
+	if s.sess.ID != 0 {
+		s.sess.End, s.sess.ExitReason = time.Now().UnixNano(), "could not start: "+cause.Error()
+		if err := h.st.EndSession(s.sess); err != nil {
+			h.log.Warn("store the end of a session that could not start", "session", s.sess.ID, "err", err)
+		}
+	}
+	h.close1(ht)
 }
 
 // share marks a target's session as one of the host's.
@@ -338,11 +438,18 @@ type claimant struct {
 func (h *host) claim(id fileID, c claimant) error {
 	for _, o := range h.files[id] {
 		if overlap(o, c) {
-			return fmt.Errorf("%s and %s trace the same executable file, and some of its processes would be recorded twice; give the file once with --exe, which traces all its processes, or targets that do not overlap", o.t, c.t)
+			return &overlapError{o.t, c.t}
 		}
 	}
 	h.files[id] = append(h.files[id], c)
 	return nil
+}
+
+// overlapError refuses two targets that would trace one process.
+type overlapError struct{ a, b Target }
+
+func (e *overlapError) Error() string {
+	return fmt.Sprintf("%s and %s trace the same executable file, and some of its processes would be recorded twice; give the file once with --exe, which traces all its processes, or targets that do not overlap", e.a, e.b)
 }
 
 // overlap reports whether two targets of one file may trace one process.
@@ -366,36 +473,61 @@ func overlap(a, b claimant) bool {
 // maps, each target's rings and maps a 1/n share of what one target would
 // get.
 func (h *host) planBudget() error {
-	n := len(h.targets)
+	h.slots = cgroupSlots * len(h.watches)
+	n := len(h.targets) + h.slots
 	total := 0
+	h.slotFuncs = minSlotFuncs
 	for _, ht := range h.targets {
 		total += len(ht.s.names)
+		h.slotFuncs = max(h.slotFuncs, len(ht.s.names))
 	}
+	total += h.slots * h.slotFuncs
 	limit := cmp.Or(h.opts.MemoryLimit, DefaultMemoryLimit)
-	extra := int64(n-1) * programsAllowance
-	b, err := planBudget(limit-extra, goMemoryInUse(), total, h.opts.QueueBytes, false)
+	// Each tracer has its own programs and the maps that do not scale
+	// with the limit: those of all but the first come off the limit
+	// before it is shared out. The maps of n tracers a 1/n share each
+	// round differently from one tracer's (hash tables grow by powers of
+	// two), so what the plan overshoots is taken off again, twice at most.
+	small := uprobe.Sizes{RingOK: 1 << 16, RingErr: 1 << 16, Goroutines: 1, Frames: 1, GoroutineSlots: 1}
+	k0, err := uprobe.EstimateKernelMemory(0, small)
 	if err != nil {
-		return fmt.Errorf("%d targets, each with its own BPF programs (%s each): %w", n, mib(programsAllowance), err)
+		return err
 	}
-	b.Limit, b.Programs = limit, b.Programs+extra
-	b.Sizes = splitSizes(b.Sizes, n)
-	b.Kernel = uprobe.KernelMemory{}
-	for _, ht := range h.targets {
-		k, err := uprobe.EstimateKernelMemory(len(ht.s.names), b.Sizes)
-		if err != nil {
-			return err
+	programs := int64(n-1) * programsAllowance
+	base := goMemoryInUse()
+	var b *Budget
+	for over := int64(0); ; {
+		if b, err = planBudget(limit-programs-int64(n-1)*k0.Total()-over, base, total, h.opts.QueueBytes, false); err != nil {
+			return fmt.Errorf("%d tracers (%d reserved for programs cgroups start later), each with its own BPF programs (%s each) and maps: %w", n, h.slots, mib(programsAllowance), err)
 		}
-		b.Kernel.Rings += k.Rings
-		b.Kernel.Maps += k.Maps
-	}
-	if b.Need() > limit {
-		return fmt.Errorf("memory limit %s is too small for %d targets: they need %s; raise --memory-limit", mib(limit), n, mib(b.Need()))
+		b.Limit, b.Programs = limit, b.Programs+programs
+		b.Sizes = splitSizes(b.Sizes, n)
+		b.Kernel = uprobe.KernelMemory{}
+		for i := range n {
+			nf := h.slotFuncs // a reserved tracer
+			if i < len(h.targets) {
+				nf = len(h.targets[i].s.names)
+			}
+			k, err := uprobe.EstimateKernelMemory(nf, b.Sizes)
+			if err != nil {
+				return err
+			}
+			b.Kernel.Rings += k.Rings
+			b.Kernel.Maps += k.Maps
+		}
+		if b.Need() <= limit {
+			break
+		}
+		if over > 0 {
+			return fmt.Errorf("memory limit %s is too small for %d tracers (%d reserved for programs cgroups start later): they need %s; raise --memory-limit", mib(limit), n, h.slots, mib(b.Need()))
+		}
+		over = b.Need() - limit
 	}
 	h.budget = b
 	for _, ht := range h.targets {
 		ht.s.budget = b
 	}
-	h.log.Info(b.String(), "targets", n, "need_bytes", b.Need(), "limit_bytes", limit)
+	h.log.Info(b.String(), "targets", len(h.targets), "reserved", h.slots, "need_bytes", b.Need(), "limit_bytes", limit)
 	return nil
 }
 
@@ -431,12 +563,12 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	if h.opts.SetGoMemoryLimit {
 		debug.SetMemoryLimit(h.budget.GoLimit())
 	}
-	first := h.targets[0].s
-	if err := first.openStore(); err != nil {
+	h.base = &session{opts: h.opts, log: h.log, budget: h.budget}
+	if err := h.base.openStore(); err != nil {
 		return nil, err
 	}
-	h.st = first.st
-	h.store = first.newStoreSink()
+	h.st = h.base.st
+	h.store = h.base.newStoreSink()
 	for _, ht := range h.targets {
 		if err := h.attach(ht); err != nil {
 			h.abort(err)
@@ -451,16 +583,27 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	hctx, stopHelpers := context.WithCancel(context.Background())
 	var helpers sync.WaitGroup
 	h.shed, h.shedTime = map[string]uint64{}, time.Now().UnixNano()
-	for _, f := range []func(context.Context){first.retentionLoop, h.shedLoop} {
+	for _, f := range []func(context.Context){h.base.retentionLoop, h.shedLoop} {
 		helpers.Add(1)
 		go func() {
 			defer helpers.Done()
 			f(hctx)
 		}()
 	}
+	wctx, stopWatches := context.WithCancel(context.Background())
+	var watches sync.WaitGroup
+	for _, w := range h.watches {
+		watches.Add(1)
+		go func() {
+			defer watches.Done()
+			h.watch(wctx, w)
+		}()
+	}
 	h.announceReady()
 
 	reason := h.wait(ctx)
+	stopWatches()
+	watches.Wait() // no target is added from here on
 	for _, ht := range h.targets {
 		h.end(ht, reason, nil)
 	}
@@ -534,7 +677,12 @@ func (h *host) announceReady() {
 func (h *host) wait(ctx context.Context) string {
 	stop := make(chan struct{})
 	defer close(stop)
-	for _, ht := range h.targets {
+	// The targets now: cgroup watchers may add file targets meanwhile,
+	// which never end by themselves.
+	h.mu.Lock()
+	targets := slices.Clone(h.targets)
+	h.mu.Unlock()
+	for _, ht := range targets {
 		go func() {
 			select {
 			case <-ht.tgt.Exited():
@@ -545,8 +693,15 @@ func (h *host) wait(ctx context.Context) string {
 		}()
 	}
 	all := make(chan struct{})
+	pidsOnly := len(h.watches) == 0
+	for _, ht := range targets {
+		pidsOnly = pidsOnly && ht.proc != nil
+	}
 	go func() {
-		for _, ht := range h.targets {
+		if !pidsOnly {
+			return // a file or a cgroup never ends by itself
+		}
+		for _, ht := range targets {
 			select {
 			case <-ht.done:
 			case <-stop:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -459,4 +460,80 @@ func TestCgroupTarget(t *testing.T) {
 		t.Errorf("recorded %d, lost %d; want 155, 0: %s", res.Recorded, res.Lost(), res.Summary())
 	}
 	t.Log(res.Summary())
+}
+
+// TestCgroupNewProgram starts the agent on an empty cgroup: a Go program
+// started in it later is found by the cgroup's watch and traced (the
+// running process from the moment its probes are in, the next ones from
+// their first instruction), and the same file run outside the cgroup is
+// not.
+func TestCgroupNewProgram(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	cg := testCgroup(t)
+	db := filepath.Join(t.TempDir(), "obs.db")
+	stop := targetsSession(t, []Target{{Cgroup: cg}}, db)
+
+	held := inCgroup(cg, bin, "wait", "40")
+	in := startReady(t, held)
+	waitProcessRow(t, db, uint32(held.Process.Pid))
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	later := inCgroup(cg, bin, "count", "30")
+	if out, err := later.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	runCount(t, bin, 50) // outside the cgroup
+	res := stop()
+	checkTicks(t, db, map[uint32]int{uint32(held.Process.Pid): 40, uint32(later.Process.Pid): 30})
+	if res.Recorded != 70 || len(res.Targets) != 1 {
+		t.Errorf("recorded %d over %d targets; want 70 over 1: %s", res.Recorded, len(res.Targets), res.Summary())
+	}
+}
+
+// TestHostBudget: the rings and maps of several tracers, reserved ones
+// included, fit one memory limit, and a limit too small for them is
+// refused with the figure they need.
+func TestHostBudget(t *testing.T) {
+	for _, c := range []struct {
+		targets, watches int
+		limit            int64
+		fits             bool
+	}{
+		{2, 0, DefaultMemoryLimit, true},
+		{3, 0, DefaultMemoryLimit, true},
+		{0, 1, DefaultMemoryLimit, true},
+		{2, 1, DefaultMemoryLimit, true},
+		{8, 0, 512 << 20, true},
+		{8, 2, MinMemoryLimit, false},
+	} {
+		h := &host{opts: Options{MemoryLimit: c.limit}, log: slog.New(slog.DiscardHandler)}
+		for i := range c.targets {
+			h.targets = append(h.targets, &hosted{s: &session{names: make([]string, 10*(i+1))}})
+		}
+		h.watches = make([]*cgWatch, c.watches)
+		err := h.planBudget()
+		if !c.fits {
+			if err == nil || !strings.Contains(err.Error(), "memory limit") {
+				t.Errorf("%+v: error %v; want a refusal", c, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%+v: %v", c, err)
+			continue
+		}
+		b := h.budget
+		sz := b.Sizes
+		if b.Need() > c.limit || sz.RingOK&(sz.RingOK-1) != 0 || sz.RingErr&(sz.RingErr-1) != 0 || sz.GoroutineSlots&(sz.GoroutineSlots-1) != 0 {
+			t.Errorf("%+v: need %d of %d, sizes %+v", c, b.Need(), c.limit, sz)
+		}
+		if h.slots != cgroupSlots*c.watches {
+			t.Errorf("%+v: %d slots reserved, want %d", c, h.slots, cgroupSlots*c.watches)
+		}
+	}
 }
