@@ -750,12 +750,8 @@ func (s *session) finish() {
 // wait blocks until the target exits, the duration passes or ctx is done,
 // and records why in the result.
 func (s *session) wait(ctx context.Context, t target) {
-	var timeout <-chan time.Time
-	if s.opts.Duration > 0 {
-		tm := time.NewTimer(s.opts.Duration)
-		defer tm.Stop()
-		timeout = tm.C
-	}
+	timeout, stopTimer := durationTimer(s.opts.Duration)
+	defer stopTimer()
 	select {
 	case <-t.Exited():
 		s.result.ExitReason, s.result.ExitCode, s.result.Signaled = exitReason(t)

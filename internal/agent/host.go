@@ -351,16 +351,7 @@ func (h *host) addCgroupFile(w *cgWatch, f cgroupFile) (*hosted, error) {
 // until the probes are in (about a second or two); every later process of
 // the file is traced from its first instruction.
 func (h *host) watch(ctx context.Context, w *cgWatch) {
-	t := time.NewTicker(scanEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			h.discover(w)
-		}
-	}
+	periodically(ctx, scanEvery, func() { h.discover(w) })
 }
 
 // discover attaches the files of the cgroup's processes not seen yet.
@@ -710,12 +701,8 @@ func (h *host) wait(ctx context.Context) string {
 		}
 		close(all)
 	}()
-	var timeout <-chan time.Time
-	if h.opts.Duration > 0 {
-		tm := time.NewTimer(h.opts.Duration)
-		defer tm.Stop()
-		timeout = tm.C
-	}
+	timeout, stopTimer := durationTimer(h.opts.Duration)
+	defer stopTimer()
 	select {
 	case <-all:
 		return "every target exited"
@@ -748,16 +735,7 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 
 // shedLoop stores what the store sink dropped every StatsInterval.
 func (h *host) shedLoop(ctx context.Context) {
-	t := time.NewTicker(cmp.Or(h.opts.StatsInterval, time.Minute))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			h.writeShed()
-		}
-	}
+	periodically(ctx, h.opts.statsEvery(), h.writeShed)
 }
 
 // writeShed stores the records the store sink dropped since the last call

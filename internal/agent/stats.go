@@ -9,22 +9,43 @@ import (
 
 // statsLoop writes the per-function aggregates every StatsInterval.
 func (s *session) statsLoop(ctx context.Context) {
-	every := s.opts.StatsInterval
-	if every <= 0 {
-		every = time.Minute
+	periodically(ctx, s.opts.statsEvery(), func() {
+		if _, err := s.writeStats(); err != nil {
+			s.log.Warn("write aggregates", "err", err)
+		}
+	})
+}
+
+// statsEvery is StatsInterval, or 1 min.
+func (o *Options) statsEvery() time.Duration {
+	if o.StatsInterval <= 0 {
+		return time.Minute
 	}
-	t := time.NewTicker(every)
+	return o.StatsInterval
+}
+
+// periodically calls f every d until ctx is done.
+func periodically(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.writeStats(); err != nil {
-				s.log.Warn("write aggregates", "err", err)
-			}
+			f()
 		}
 	}
+}
+
+// durationTimer fires once d has passed; never when d is 0. stop releases
+// it.
+func durationTimer(d time.Duration) (fired <-chan time.Time, stop func()) {
+	if d <= 0 {
+		return nil, func() {}
+	}
+	t := time.NewTimer(d)
+	return t.C, func() { t.Stop() }
 }
 
 // statsState is what was last written, so each interval stores a delta.

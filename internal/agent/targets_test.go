@@ -21,43 +21,9 @@ import (
 // every probe is live, and stop ends it as Ctrl-C would.
 func targetsSession(t *testing.T, targets []Target, db string) (stop func() *Result) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	type out struct {
-		res *Result
-		err error
-	}
-	done := make(chan out, 1)
-	opts := Options{
-		Include: []string{"main.tick"}, DB: db, SampleRate: 1, SampleInterval: -1,
-		OnReady: func(int) { close(ready) },
-	}
-	go func() {
-		res, err := AttachTargets(ctx, targets, opts)
-		done <- out{res, err}
-	}()
-	select {
-	case <-ready:
-	case o := <-done:
-		cancel()
-		t.Fatalf("AttachTargets ended before it was ready: %v", o.err)
-	}
-	var stopped bool
-	stop = func() *Result {
-		t.Helper()
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		o := <-done
-		if o.err != nil {
-			t.Fatalf("AttachTargets: %v", o.err)
-		}
-		return o.res
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	return backgroundSession(t, db, func(ctx context.Context, o Options) (*Result, error) {
+		return AttachTargets(ctx, targets, o)
+	})
 }
 
 // nsScript runs in a new pid and mount namespace (unshare --pid --fork
@@ -96,6 +62,18 @@ func startInNamespace(t *testing.T, bin, ctr string, first, second int) (*exec.C
 		t.Fatalf("%s/app exists on the host (%v): the test needs a binary only the namespace has", ctr, err)
 	}
 	return cmd, in, pid
+}
+
+// ctrDirs are a test directory and, in it, an empty directory ctr that
+// nsScript mounts its tmpfs on.
+func ctrDirs(t *testing.T) (dir, ctr string) {
+	t.Helper()
+	dir = t.TempDir()
+	ctr = filepath.Join(dir, "ctr")
+	if err := os.Mkdir(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, ctr
 }
 
 // children lists the child processes of pid.
@@ -250,15 +228,11 @@ func TestTargetsMixed(t *testing.T) {
 // TestAttachInMountNamespace attaches by --pid to a process in its own pid
 // and mount namespace whose binary exists only there: it is read and
 // probed through /proc/PID/exe, its calls are stored under its host pid,
-// and its row keeps its ns pid (1).
+// and its row keeps its ns pid.
 func TestAttachInMountNamespace(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
-	dir := t.TempDir()
-	ctr := filepath.Join(dir, "ctr")
-	if err := os.Mkdir(ctr, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, ctr := ctrDirs(t)
 	ns, in, pid := startInNamespace(t, bin, ctr, 60, 0)
 	db := filepath.Join(dir, "obs.db")
 	opts := Options{Include: []string{"main.tick"}, DB: db, SampleRate: 1, SampleInterval: -1,
@@ -286,11 +260,7 @@ func TestAttachInMountNamespace(t *testing.T) {
 func TestExeInMountNamespace(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
-	dir := t.TempDir()
-	ctr := filepath.Join(dir, "ctr")
-	if err := os.Mkdir(ctr, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, ctr := ctrDirs(t)
 	ns, in, pid := startInNamespace(t, bin, ctr, 20, 30)
 	shell := 0
 	for _, sh := range children(ns.Process.Pid) {
