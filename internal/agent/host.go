@@ -88,9 +88,9 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 	}
 	switch {
 	case opts.Metrics != nil:
-		return nil, errors.New("--metrics with several targets is not supported yet: run one obs-agent per target to serve /metrics (see docs/unsupported.md)")
+		return nil, errors.New("--metrics with several targets or a --cgroup is not supported yet: run one obs-agent per --pid or --exe target to serve /metrics (see docs/unsupported.md)")
 	case opts.OTLP != nil:
-		return nil, errors.New("--otlp-endpoint with several targets is not supported yet (a span's resource names one process): run one obs-agent per target to export spans (see docs/unsupported.md)")
+		return nil, errors.New("--otlp-endpoint with several targets or a --cgroup is not supported yet (a span's resource names one process): run one obs-agent per --pid or --exe target to export spans (see docs/unsupported.md)")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
