@@ -427,7 +427,7 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("%s: %w", f.Name, err)
 		}
-		uf := uprobe.Func{Entry: entry, Rets: rets, SampleRate: sel.SampleRate}
+		uf := uprobe.Func{Entry: entry, Rets: rets, SampleRate: sel.SampleRate, EntryAddr: f.Entry}
 		if er := f.ErrResult; er != nil {
 			if er.InRegs {
 				uf.Err = uprobe.ErrorLoc{Mode: uprobe.ErrInRegs, ItabReg: uint8(er.ItabReg), DataReg: uint8(er.DataReg)}
@@ -442,9 +442,14 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		return cfg, err
 	}
 	cfg.Runtime = rt
-	// The read plans of error types are keyed by run-time address.
+	// The read plans of error types are keyed by run-time address; for a
+	// PIE file traced in every process, each at its own address, by
+	// static address, which the programs find with each process's bias.
 	var bias uint64
-	if s.bin.PIE {
+	switch {
+	case s.bin.PIE && s.follow != nil:
+		cfg.PIEFile = true
+	case s.bin.PIE:
 		if bias, err = loadBias(pid, exe); err != nil {
 			return cfg, fmt.Errorf("pid %d: find where its executable is mapped: %w", pid, err)
 		}

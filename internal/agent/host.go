@@ -217,14 +217,8 @@ func (h *host) addExe(t Target) error {
 		return err
 	}
 	h.targets = append(h.targets, ht)
-	if ht.s.bin.PIE {
-		return fmt.Errorf("--exe %s: %w; trace its processes one by one with --pid", t.Exe, errPIEFile)
-	}
 	return nil
 }
-
-// errPIEFile refuses a position-independent file for a file target.
-var errPIEFile = errors.New("a position-independent executable (-buildmode=pie) is not supported with --exe or --cgroup yet: error types and panic values are found by run-time address, and each of its processes is loaded at its own address")
 
 // addFile makes a target for every process of one file (of a cgroup, when
 // cg is set): open is a path that opens the file, name the one rows show.
@@ -286,7 +280,7 @@ type cgWatch struct {
 // addCgroup adds a file target, limited to the cgroup, for each Go
 // executable its processes run now, and a watch that adds those they start
 // later (watch). Files that cannot be traced (not Go, no function the
-// patterns select, PIE, obs-agent itself) are skipped and logged.
+// patterns select, obs-agent itself) are skipped and logged.
 func (h *host) addCgroup(t Target) error {
 	cg, err := openCgroup(t.Cgroup)
 	if err != nil {
@@ -339,10 +333,6 @@ func (h *host) addCgroupFile(w *cgWatch, f cgroupFile) (*hosted, error) {
 		return nil, err
 	}
 	ht.file = fh
-	if ht.s.bin.PIE {
-		h.close1(ht)
-		return nil, errPIEFile
-	}
 	return ht, nil
 }
 

@@ -74,6 +74,10 @@ type Func struct {
 	Rets       []uint64
 	Err        ErrorLoc
 	SampleRate float64 // fraction of ok calls to keep; errors are always kept
+	// EntryAddr is the static (link-time) address of the first
+	// instruction, from which a PIEFile tracer finds each process's load
+	// bias.
+	EntryAddr uint64
 }
 
 // Runtime holds the file offsets of the runtime functions the tracer hooks.
@@ -100,10 +104,14 @@ type Config struct {
 	// programs' first check. For a file target (PID 0).
 	Cgroup      uint64
 	CgroupLevel uint32
-	GoidOffset  uint64
-	Funcs       []Func
-	Runtime     Runtime
-	IDBase      uint64 // first call id handed out
+	// PIEFile traces a position-independent file in every process that
+	// maps it (PID 0), each at its own load bias: ErrText is then keyed
+	// by static address, and Bias gives each process's bias.
+	PIEFile    bool
+	GoidOffset uint64
+	Funcs      []Func
+	Runtime    Runtime
+	IDBase     uint64 // first call id handed out
 	// ErrText holds the read plans of error types, keyed by the run-time
 	// address of their type descriptor (bpf/errtext.h).
 	ErrText map[uint64]ErrTextNode
@@ -204,6 +212,7 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		{obsVarNewprocCallergpReg, cfg.Runtime.NewprocGPReg},
 		{obsVarTargetTgid, uint32(cfg.PID)},
 		{obsVarTargetCgroup, cfg.Cgroup},
+		{obsVarPieFile, boolU32(cfg.PIEFile)},
 		{obsVarTargetCgroupLevel, cfg.CgroupLevel},
 		{obsVarCheckTgid, boolU32(!t.kernelFiltersPID())},
 		{obsVarOkWakeRecords, okWake},
@@ -533,6 +542,7 @@ func funcInfo(f Func) obsFuncInfo {
 		ItabReg:  f.Err.ItabReg,
 		DataReg:  f.Err.DataReg,
 		StackOff: f.Err.StackOff,
+		Entry:    f.EntryAddr,
 	}
 	switch {
 	case f.SampleRate >= 1:
