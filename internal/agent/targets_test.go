@@ -292,10 +292,12 @@ func TestExeInMountNamespace(t *testing.T) {
 }
 
 // waitProcessRow waits until the store has a process row for pid (a
-// condition with a deadline, not a fixed sleep).
+// condition with a deadline, not a fixed sleep; the deadline is generous
+// because a new program of a cgroup is read and attached first, which
+// takes many seconds under -race on a loaded machine).
 func waitProcessRow(t *testing.T, db string, pid uint32) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if st, err := store.Open(db, store.Options{ReadOnly: true}); err == nil {
 			ps, _ := st.Processes(context.Background(), pid)
@@ -305,7 +307,7 @@ func waitProcessRow(t *testing.T, db string, pid uint32) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no process row for pid %d within 10 s", pid)
+			t.Fatalf("no process row for pid %d within 90 s", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
