@@ -29,10 +29,10 @@ type Target struct {
 	// Exe is an executable file: every process that runs it, now or
 	// later, is traced (attach --exe).
 	Exe string
-	// Cgroup is a cgroup v2 directory: the executable files its processes
-	// (and its descendants') run when the agent starts are traced as Exe
-	// is, but only in processes of the cgroup, running now or started
-	// later (attach --cgroup).
+	// Cgroup is a cgroup v2 directory: the Go executables its processes
+	// (and its descendants') run, at start or later (a watch looks every
+	// second), are traced as Exe is, but only in processes of the cgroup
+	// (attach --cgroup).
 	Cgroup string
 	// Include and Exclude, when not nil, replace Options.Include and
 	// Options.Exclude for this target.
@@ -74,8 +74,8 @@ func (t Target) options(opts Options) Options {
 //
 // A pid target that exits is detached and its session row closed, while
 // the others go on. A process is never traced twice: a --pid whose
-// executable is an --exe target's file, or the same file or pid given
-// twice, is refused.
+// executable is an --exe target's file, the same file or pid given twice,
+// or cgroup targets that overlap on a file, are refused.
 func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result, error) {
 	if err := checkTargets(targets); err != nil {
 		return nil, err
