@@ -176,6 +176,18 @@ struct site {
 	struct gstate *gs;
 };
 
+/* Notes the load bias of process tgid at an entry of function fid, once. */
+static __always_inline void note_bias(struct pt_regs *ctx, __u32 tgid, __u32 fid)
+{
+	if (bpf_map_lookup_elem(&pie_bias, &tgid))
+		return;
+	struct func_info *fi = bpf_map_lookup_elem(&funcs, &fid);
+	if (!fi)
+		return;
+	__u64 bias = SITE_IP(ctx) - fi->entry;
+	bpf_map_update_elem(&pie_bias, &tgid, &bias, BPF_NOEXIST);
+}
+
 /* Fills s; returns 0 when the hit is not for this session (another
  * process, or a site of another generation), and leaves s->gs 0 when the
  * goroutine has no state (and create was 0) or could not get one. */
@@ -188,6 +200,8 @@ static __always_inline int site_hit(struct pt_regs *ctx, int create, struct site
 	if (fid < 0)
 		return 0;
 	s->func_id = fid;
+	if (pie_file && create)
+		note_bias(ctx, s->tgid, fid);
 	s->g = GO_G(ctx);
 	s->gs = goroutine(ctx, s->tgid, create, &s->sp_off);
 	return 1;

@@ -18,6 +18,18 @@ volatile const __u32 target_tgid = 0;
  * thread whose id is the pid, so user space attaches without it). 0: every
  * hit is the target's, and the helper call that reads the tgid is saved. */
 volatile const __u32 check_tgid = 1;
+/* The traced cgroup v2 (its id, the inode number of its directory) and its
+ * level (depth below the root), or 0: any cgroup. A process is the
+ * target's when its cgroup's ancestor at that level is the cgroup, so the
+ * processes of child cgroups made later are too. */
+volatile const __u64 target_cgroup = 0;
+volatile const __u32 target_cgroup_level = 0;
+/* 1: the traced file is position independent and traced in every process
+ * that maps it (a file target), each at its own load bias: the entries
+ * note each process's bias (pie_bias), and the error and panic snapshots
+ * look their types up by static address. 0: the read plans are keyed by
+ * run-time address (a non-PIE file, or one process of a PIE file). */
+volatile const __u32 pie_file = 0;
 /* A record wakes the ring's reader once this CPU has written this many
  * since it last did: a wakeup costs the traced thread microseconds, and the
  * reader polls anyway (internal/agent). User space derives them from the

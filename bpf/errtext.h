@@ -108,6 +108,7 @@ struct errtext_scratch {
 	__u32 tail;
 	__u32 pos; /* bytes of snapshot used */
 	__u32 _pad;
+	__u64 bias; /* the process's load bias when pie_file, else 0 */
 };
 
 const struct errtext_event *_errtext_event __attribute__((unused));
@@ -213,8 +214,12 @@ static long errtext_step(__u64 i, void *ctx)
 				     errtext_word(s, at + 16 * k + 8), d);
 		}
 		return 0;
-	case ERRTEXT_DYN: { /* a = type, b = data word */
-		struct errtext_node *n = bpf_map_lookup_elem(&errtext_nodes, &it.a);
+	case ERRTEXT_DYN: { /* a = type (run-time), b = data word */
+		/* Plans are keyed, and point at each other, by the addresses
+		 * user space gave them: with pie_file the static ones, so the
+		 * type read from memory loses the process's bias here, once. */
+		__u64 type = it.a - s->bias;
+		struct errtext_node *n = bpf_map_lookup_elem(&errtext_nodes, &type);
 		if (!n) {
 			/* No plan: the value's first words (a scalar's bytes,
 			 * or a string header) are still worth having. */
@@ -224,7 +229,7 @@ static long errtext_step(__u64 i, void *ctx)
 		if (n->flags & ERRTEXT_DIRECT)
 			errtext_push(s, ERRTEXT_TYPED, n->elem, it.b, it.depth);
 		else
-			errtext_push(s, ERRTEXT_TYPED, it.a, it.b, it.depth);
+			errtext_push(s, ERRTEXT_TYPED, type, it.b, it.depth);
 		return 0;
 	}
 	case ERRTEXT_TYPED: { /* a = type, b = address */
@@ -297,6 +302,14 @@ static __always_inline int errtext_send(struct call_event *call, __u8 kind, __u3
 	s->head = 0;
 	s->tail = 0;
 	s->pos = 0;
+	s->bias = 0;
+	if (pie_file) {
+		__u32 tgid = call->tgid;
+		__u64 *bias = bpf_map_lookup_elem(&pie_bias, &tgid);
+		if (!bias)
+			return -1; /* no plan can be found: the plain record */
+		s->bias = *bias;
+	}
 	errtext_push(s, root_kind, a, b, 0);
 	bpf_loop(ERRTEXT_ITEMS, errtext_step, 0, 0);
 	__u32 n = s->pos;

@@ -20,11 +20,17 @@ static __always_inline struct counters *health_get(void)
 			__c->field++;                                                              \
 	} while (0)
 
-/* Returns the current process's tgid, or 0 when it is not the target. */
+/* Returns the current process's tgid, or 0 when it is not the target (not
+ * the traced process, or not in the traced cgroup). */
 static __always_inline __u32 traced_tgid(void)
 {
 	if (!check_tgid && target_tgid)
 		return target_tgid;
+	/* The probes of a cgroup target are on files other cgroups' processes
+	 * may run too: their hits end here, before any map is touched. */
+	if (target_cgroup &&
+	    bpf_get_current_ancestor_cgroup_id(target_cgroup_level) != target_cgroup)
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (target_tgid && tgid != target_tgid)
 		return 0;

@@ -29,6 +29,18 @@ struct {
 	__type(value, struct func_info);
 } funcs SEC(".maps");
 
+/* tgid -> load bias of the traced file in that process, when pie_file:
+ * noted at its first traced entry (the probed address less the entry's
+ * static one). An LRU: the entries of processes that exited go, oldest
+ * first, and user space reads a process's bias while its records are
+ * decoded, which may be after it exited. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} pie_bias SEC(".maps");
+
 /* Function id -> aggregates, per CPU so no probe waits on another. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

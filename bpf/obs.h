@@ -87,6 +87,7 @@ struct func_info {
 	__u8 data_reg;
 	__s32 stack_off; /* OBS_ERR_STACK: from SP at RET to the itab word */
 	__u32 _pad;
+	__u64 entry; /* the entry's static address, for pie_file */
 };
 
 /* Exact per-function aggregates, per CPU; user space sums them. */

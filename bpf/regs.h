@@ -9,6 +9,9 @@
 #if defined(__TARGET_ARCH_x86)
 #define GO_G(ctx)  ((ctx)->r14)
 #define GO_SP(ctx) ((ctx)->sp)
+/* The probed address: the uprobe handler sets the instruction pointer
+ * back to the breakpoint before the programs run. */
+#define SITE_IP(ctx) ((ctx)->ip)
 /* Copied out first: the verifier refuses a context access at a variable
  * offset. */
 static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
@@ -20,8 +23,9 @@ static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
 	return 0;
 }
 #elif defined(__TARGET_ARCH_arm64)
-#define GO_G(ctx)  ((ctx)->regs[28])
-#define GO_SP(ctx) ((ctx)->sp)
+#define GO_G(ctx)    ((ctx)->regs[28])
+#define GO_SP(ctx)   ((ctx)->sp)
+#define SITE_IP(ctx) ((ctx)->pc)
 static __always_inline __u64 go_int_reg(struct pt_regs *ctx, __u32 i)
 {
 	__u64 r[16];

@@ -235,14 +235,15 @@ func effectiveCaps() (uint64, error) {
 
 type attachFlags struct {
 	traceFlags
-	pid int
-	exe []string
+	pids    []int
+	exe     []string
+	cgroups []string
 }
 
 func newAttachCommand() *cobra.Command {
 	f := &attachFlags{}
 	cmd := &cobra.Command{
-		Use:   "attach (--pid PID | --exe PATH) -f PATTERN [-f PATTERN ...] [flags]",
+		Use:   "attach (--pid PID | --exe PATH | --cgroup DIR)... -f PATTERN [-f PATTERN ...] [flags]",
 		Short: "Trace the functions of a running Go process",
 		Long: `Attach uprobes to the functions of a running Go program that match the -f
 patterns, record every call until the program exits, Ctrl-C arrives or
@@ -252,11 +253,21 @@ The program keeps running, unchanged, after obs-agent detaches.
 With --exe PATH, every process whose executable is that file (the same
 device and inode, whatever name it was started by) is traced: those
 running now and every one that starts later, from its first instruction,
-until Ctrl-C or --duration. 'obs-agent query processes' lists them.`,
+until Ctrl-C or --duration. 'obs-agent query processes' lists them.
+
+With --cgroup DIR (a cgroup v2 directory), the Go executables that the
+cgroup's processes run when obs-agent starts are traced in every process
+of the cgroup and its descendants, running now or started later.
+
+--pid, --exe and --cgroup may be given several times, in any mix: one agent
+traces them all into one store, each target with its own probes, until
+Ctrl-C, --duration, or every target has exited when all are --pid.`,
 		Example: `  sudo obs-agent attach --pid 4242 -f 'main.*'
   sudo obs-agent attach --pid 4242 -f 'github.com/acme/api/*' -x '*.String' --duration 30s
   sudo obs-agent attach --pid 4242 -f 'main.*@0.01'      # keep 1% of ok calls, every error
-  sudo obs-agent attach --exe /srv/api/bin/api -f 'github.com/acme/api/*'   # every process of that file`,
+  sudo obs-agent attach --exe /srv/api/bin/api -f 'github.com/acme/api/*'   # every process of that file
+  sudo obs-agent attach --exe /srv/api/bin/api --exe /srv/worker/bin/worker --pid 4242 -f 'main.*'
+  sudo obs-agent attach --cgroup /sys/fs/cgroup/system.slice/api.service -f 'main.*'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := f.checkTarget(cmd); err != nil {
@@ -284,43 +295,56 @@ until Ctrl-C or --duration. 'obs-agent query processes' lists them.`,
 			if opts.Metrics != nil {
 				defer opts.Metrics.Close()
 			}
-			var res *agent.Result
-			if len(f.exe) > 0 {
-				res, err = agent.AttachExe(cmd.Context(), f.exe[0], opts)
-			} else {
-				res, err = agent.Attach(cmd.Context(), f.pid, opts)
-			}
+			res, err := agent.AttachTargets(cmd.Context(), f.targets(), opts)
 			if res != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "obs-agent:", res.Summary())
 			}
 			return err
 		},
 	}
-	cmd.Flags().IntVarP(&f.pid, "pid", "p", 0, "process id of the Go program to trace")
-	cmd.Flags().StringArrayVar(&f.exe, "exe", nil, "trace every process whose executable is this file (matched by device and inode), running now or started later, until Ctrl-C or --duration")
+	cmd.Flags().IntSliceVarP(&f.pids, "pid", "p", nil, "process id of a Go program to trace (repeatable)")
+	cmd.Flags().StringArrayVar(&f.exe, "exe", nil, "trace every process whose executable is this file (matched by device and inode), running now or started later, until Ctrl-C or --duration (repeatable)")
+	cmd.Flags().StringArrayVar(&f.cgroups, "cgroup", nil, "trace the processes of this cgroup v2 directory and its descendants, running now or started later, in the Go executables they run at start (repeatable)")
 	f.register(cmd)
 	return cmd
 }
 
-// checkTarget wants exactly one of --pid and --exe.
+// checkTarget wants at least one --pid or --exe, each valid.
 func (f *attachFlags) checkTarget(cmd *cobra.Command) error {
 	for _, p := range f.exe {
 		if err := agent.CheckExe(p); err != nil {
 			return err
 		}
 	}
-	hasPID := cmd.Flags().Changed("pid")
-	switch {
-	case len(f.exe) > 1:
-		return errors.New("--exe is given more than once: one obs-agent traces one executable file for now; run one per file (see docs/unsupported.md)")
-	case len(f.exe) == 1 && hasPID:
-		return errors.New("--exe cannot be combined with --pid for now: run one obs-agent per target (see docs/unsupported.md)")
-	case len(f.exe) == 1:
-		return nil
-	case !hasPID:
-		return errors.New("--pid or --exe is required: the process id of the Go program to trace, or the path of its executable")
+	for _, c := range f.cgroups {
+		if err := agent.CheckCgroup(c); err != nil {
+			return err
+		}
 	}
-	return pidRange().Check("pid", f.pid)
+	if len(f.exe) == 0 && len(f.cgroups) == 0 && !cmd.Flags().Changed("pid") {
+		return errors.New("--pid, --exe or --cgroup is required: the process id of the Go program to trace, the path of its executable, or its cgroup")
+	}
+	for _, p := range f.pids {
+		if err := pidRange().Check("pid", p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// targets are the --exe, --cgroup and --pid targets, in that order.
+func (f *attachFlags) targets() []agent.Target {
+	var ts []agent.Target
+	for _, e := range f.exe {
+		ts = append(ts, agent.Target{Exe: e})
+	}
+	for _, c := range f.cgroups {
+		ts = append(ts, agent.Target{Cgroup: c})
+	}
+	for _, p := range f.pids {
+		ts = append(ts, agent.Target{PID: p})
+	}
+	return ts
 }
 
 // pidRange is the process ids the kernel can hand out.

@@ -22,25 +22,7 @@ func TestAttachExeCLI(t *testing.T) {
 	target := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
 	dir := t.TempDir()
 	db := filepath.Join(dir, "obs.db")
-	ready := filepath.Join(dir, "ready")
-	agent := exec.Command(agentBinary(t), "attach", "--exe", target, "-f", "main.tick", "--db", db,
-		"--ready-file", ready, "--sample-interval", "0")
-	var stderr testutil.SyncBuffer
-	agent.Stderr = &stderr
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("attach --exe not ready after 60 s:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the ready file, not timing an event
-	}
+	agent, stderr := startAttach(t, db, "--exe", target)
 	var pids []string
 	for _, n := range []string{"15", "25"} {
 		c := exec.Command(target, "count", n)
@@ -119,5 +101,88 @@ func TestAttachExeCLI(t *testing.T) {
 	if _, _, err := cli(t, "query", "stats", "--db", db, "--binary", "/srv/nothing", "--since", "0"); err == nil ||
 		!strings.Contains(err.Error(), "--binary /srv/nothing: no traced process ran it; the store has processes of "+target+" (") {
 		t.Errorf("query stats --binary of a program never traced: %v; want an error naming the store's binaries", err)
+	}
+}
+
+// startAttach starts `obs-agent attach ARGS -f main.tick` on db and
+// returns once every probe is live, with its stderr.
+func startAttach(t *testing.T, db string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	agent := exec.Command(agentBinary(t), append(append([]string{"attach"}, args...), "-f", "main.tick", "--db", db,
+		"--ready-file", ready, "--sample-interval", "0")...)
+	stderr := &testutil.SyncBuffer{}
+	agent.Stderr = stderr
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return agent, stderr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("attach %v not ready after 60 s:\n%s", args, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the ready file, not timing an event
+	}
+}
+
+// TestAttachTargetsCLI drives `attach --exe A --exe B` through the real
+// binary: one agent, one store, each file's processes under their own pid
+// and binary, and an exit line with a line per target.
+func TestAttachTargetsCLI(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	for _, p := range []string{a, b} {
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := filepath.Join(dir, "obs.db")
+	agent, stderr := startAttach(t, db, "--exe", a, "--exe", b)
+	want := map[string]string{}
+	for _, r := range [][2]string{{a, "15"}, {b, "25"}} {
+		c := exec.Command(r[0], "count", r[1])
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("%s count %s: %v\n%s", r[0], r[1], err, out)
+		}
+		want[itoa(c.Process.Pid)] = r[0]
+	}
+	if err := agent.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Wait(); err != nil {
+		t.Fatalf("attach: %v\n%s", err, stderr.String())
+	}
+	for _, line := range []string{"2 targets (2 processes): interrupted; recorded 40 calls, lost 0",
+		a + " (1 processes): interrupted; recorded 15 calls", b + " (1 processes): interrupted; recorded 25 calls"} {
+		if !strings.Contains(stderr.String(), line) {
+			t.Errorf("exit line does not say %q:\n%s", line, stderr.String())
+		}
+	}
+	out, _, err := cli(t, "query", "processes", "--db", db, "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	for _, line := range rows {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("query processes: %v: %q", err, line)
+		}
+		if pid := itoa(int(m["pid"].(float64))); want[pid] != m["binary"] {
+			t.Errorf("process row %v: want binary %q", m, want[pid])
+		}
+	}
+	if len(rows) != 2 {
+		t.Errorf("query processes: %d rows, want 2:\n%s", len(rows), out)
 	}
 }

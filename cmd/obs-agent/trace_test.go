@@ -44,9 +44,8 @@ func TestTraceBadInput(t *testing.T) {
 		args []string
 		want []string // substrings of the error
 	}{
-		{"attach without pid", []string{"attach", "-f", "main.*", "--db", db}, []string{"--pid or --exe is required"}},
-		{"attach two --exe", []string{"attach", "--exe", "/bin/true", "--exe", "/bin/true", "-f", "main.*", "--db", db}, []string{"--exe is given more than once"}},
-		{"attach --exe PIE", []string{"attach", "--exe", testutil.BuildProgram(t, testutil.Build{Program: "calltree", PIE: true}), "-f", "main.*", "--db", db}, []string{"position-independent executable", "--pid"}},
+		{"attach without pid", []string{"attach", "-f", "main.*", "--db", db}, []string{"--pid, --exe or --cgroup is required"}},
+		{"attach two --exe", []string{"attach", "--exe", "/bin/true", "--exe", "/bin/true", "-f", "main.*", "--db", db}, []string{"trace the same executable file", "give the file once"}},
 		{"attach missing process", []string{"attach", "--pid", itoa(exitedPid(t)), "-f", "main.*", "--db", db}, []string{"no such process", "is the program running"}},
 		{"attach non-Go process", []string{"attach", "--pid", itoa(sleeper.Process.Pid), "-f", "main.*", "--db", db}, []string{"not a Go binary"}},
 		{"run without --", []string{"run", "-f", "main.*", "--db", db, calltree}, []string{"put the program after --"}},

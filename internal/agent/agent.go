@@ -1,8 +1,9 @@
 // Package agent owns one tracing session end to end: it reads the target's
 // binary, selects functions, attaches the probes (to one process, or to
 // every process of one executable file, which a follower keeps track of:
-// exe.go, exefollow.go), runs the pipeline tracer (kernel rings) → decoder
-// → sinks, in which every record goes to every sink (the store, and OTLP
+// exe.go, exefollow.go; several targets in one agent: host.go), runs the
+// pipeline tracer (kernel rings) → decoder → sinks, in which every record
+// goes to every sink (the store, and OTLP
 // with --otlp-endpoint), each with its own bounded error-first queue and
 // its own ledger of what it wrote and lost (sink.go, otlpsink.go), and,
 // when the target exits or the session ends, detaches, closes what was
@@ -27,6 +28,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/errtext"
@@ -131,6 +133,11 @@ type Result struct {
 	ErrorsLost map[string]uint64
 	// Sinks are every sink's ledger, the store's first.
 	Sinks []Ledger
+	// Targets are the results of each target of AttachTargets, whose
+	// Recorded counts the records the target handed to the sinks (the
+	// store sink's ledger, above, is for them all). PID, Exe and
+	// ExitCode are then unset here.
+	Targets []Result
 }
 
 // Lost is every call made but not recorded, for any reason.
@@ -140,7 +147,10 @@ func (r *Result) Lost() uint64 { return r.Sampled + r.Dropped }
 // for the tracer's own trouble when there was any.
 func (r *Result) Summary() string {
 	who := fmt.Sprintf("pid %d", r.PID)
-	if r.Exe != "" {
+	switch {
+	case len(r.Targets) > 0:
+		who = fmt.Sprintf("%d targets (%d processes)", len(r.Targets), r.Processes)
+	case r.Exe != "":
 		who = fmt.Sprintf("%s (%d processes)", r.Exe, r.Processes)
 	}
 	s := fmt.Sprintf("%s: %s; recorded %d calls, lost %d (sampled %d, dropped %d) over %d functions, %d probe sites",
@@ -157,7 +167,10 @@ func (r *Result) Summary() string {
 			s += fmt.Sprintf("\n  the store could not take %d probe gaps and %d resource samples (logged)", l.GapsLost, l.SamplesLost)
 		}
 	}
-	if r.Gaps > 0 {
+	for i := range r.Targets {
+		s += "\n  " + strings.ReplaceAll(r.Targets[i].Summary(), "\n", "\n  ")
+	}
+	if r.Gaps > 0 && len(r.Targets) == 0 {
 		s += fmt.Sprintf("\n  the circuit breaker paused probes %d times: calls in those gaps were not seen ('obs-agent query stats' lists them)", r.Gaps)
 	}
 	h := r.Health
@@ -243,6 +256,17 @@ type session struct {
 	openMu sync.Mutex
 	// procRow is the process row of a one-process session (procrow.go).
 	procRow store.Process
+	// shared is set for a target of a host of several (host.go): the
+	// store, its sink and the budget are the host's, and the session's
+	// aggregates count the records it handed to the sinks (handed), not
+	// the store sink's ledger, which mixes the targets.
+	shared bool
+	handed []atomic.Uint64 // per function id, when shared
+	// cgroup, for a file of a cgroup target, limits the probes to the
+	// cgroup's processes; binName then names the file as its processes
+	// see it (it is opened through a descriptor).
+	cgroup  *cgroup
+	binName string
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -260,8 +284,24 @@ type target interface {
 	Close()
 }
 
-// prepare opens the binary, selects functions and opens the store.
+// prepare opens the binary, selects functions and plans the memory
+// budget.
 func prepare(opts Options, exe string) (*session, error) {
+	s, err := selectFuncs(opts, exe)
+	if err != nil {
+		return nil, err
+	}
+	limit := cmp.Or(opts.MemoryLimit, DefaultMemoryLimit)
+	if s.budget, err = planBudget(limit, goMemoryInUse(), len(s.names), opts.QueueBytes, opts.OTLP != nil); err != nil {
+		s.bin.Close()
+		return nil, err
+	}
+	s.log.Info(s.budget.String(), "need_bytes", s.budget.Need(), "limit_bytes", limit)
+	return s, nil
+}
+
+// selectFuncs opens the binary and selects the functions to trace.
+func selectFuncs(opts Options, exe string) (*session, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -312,19 +352,12 @@ func prepare(opts Options, exe string) (*session, error) {
 	for i, f := range sel.Funcs {
 		s.names[i] = f.Func.Name
 	}
-	limit := opts.MemoryLimit
-	if limit == 0 {
-		limit = DefaultMemoryLimit
-	}
-	if s.budget, err = planBudget(limit, goMemoryInUse(), len(s.names), opts.QueueBytes, opts.OTLP != nil); err != nil {
-		bin.Close()
-		return nil, err
-	}
-	s.log.Info(s.budget.String(), "need_bytes", s.budget.Need(), "limit_bytes", limit)
 	return s, nil
 }
 
-func (s *session) openStore(pid int) error {
+// openStore opens the store and closes the rows that killed agents left
+// open.
+func (s *session) openStore() error {
 	st, err := store.Open(s.opts.DB, store.Options{CacheBytes: s.budget.SQLite})
 	if err != nil {
 		return fmt.Errorf("--db: %w", err)
@@ -336,6 +369,17 @@ func (s *session) openStore(pid int) error {
 	}
 	s.checkFreeSpace()
 	s.closeLeftSessions(self)
+	return nil
+}
+
+// beginSession registers the selected functions and stores the session
+// row, whose id is the base of the session's call ids.
+func (s *session) beginSession(pid int) error {
+	self, err := selfIdentity()
+	if err != nil {
+		return err
+	}
+	st := s.st
 	fns := make([]record.Function, len(s.names))
 	for i, n := range s.names {
 		pkg := record.PackageOf(n)
@@ -345,7 +389,7 @@ func (s *session) openStore(pid int) error {
 		return fmt.Errorf("register functions: %w", err)
 	}
 	s.sess = record.Session{
-		PID: uint32(pid), Binary: s.bin.Path, GoVersion: s.bin.GoVersion,
+		PID: uint32(pid), Binary: cmp.Or(s.binName, s.bin.Path), GoVersion: s.bin.GoVersion,
 		Patterns: strings.Join(s.opts.Include, " "), Start: time.Now().UnixNano(),
 		AgentPID: self.pid, AgentStart: self.start, BootID: self.boot,
 		Retention: s.retentionWindow(), ArchiveDir: archiveDirOf(s.opts.ArchiveDir),
@@ -371,6 +415,9 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 
 		NoKernelPIDFilter: testNoKernelPIDFilter,
 	}
+	if s.cgroup != nil {
+		cfg.Cgroup, cfg.CgroupLevel = s.cgroup.id, s.cgroup.level
+	}
 	for _, sel := range s.sel.Funcs {
 		f := sel.Func
 		entry, err := s.bin.FileOffset(f.Entry)
@@ -381,7 +428,7 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		if err != nil {
 			return cfg, fmt.Errorf("%s: %w", f.Name, err)
 		}
-		uf := uprobe.Func{Entry: entry, Rets: rets, SampleRate: sel.SampleRate}
+		uf := uprobe.Func{Entry: entry, Rets: rets, SampleRate: sel.SampleRate, EntryAddr: f.Entry}
 		if er := f.ErrResult; er != nil {
 			if er.InRegs {
 				uf.Err = uprobe.ErrorLoc{Mode: uprobe.ErrInRegs, ItabReg: uint8(er.ItabReg), DataReg: uint8(er.DataReg)}
@@ -396,9 +443,14 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		return cfg, err
 	}
 	cfg.Runtime = rt
-	// The read plans of error types are keyed by run-time address.
+	// The read plans of error types are keyed by run-time address; for a
+	// PIE file traced in every process, each at its own address, by
+	// static address, which the programs find with each process's bias.
 	var bias uint64
-	if s.bin.PIE {
+	switch {
+	case s.bin.PIE && s.follow != nil:
+		cfg.PIEFile = true
+	case s.bin.PIE:
 		if bias, err = loadBias(pid, exe); err != nil {
 			return cfg, fmt.Errorf("pid %d: find where its executable is mapped: %w", pid, err)
 		}
@@ -483,10 +535,13 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	if s.opts.SetGoMemoryLimit {
 		debug.SetMemoryLimit(s.budget.GoLimit())
 	}
-	if err := s.openStore(s.pid); err != nil {
+	if err := s.openStore(); err != nil {
 		return nil, err
 	}
 	defer s.st.Close()
+	if err := s.beginSession(s.pid); err != nil {
+		return nil, err
+	}
 	if err := s.attach(t); err != nil {
 		return nil, err
 	}
@@ -596,6 +651,13 @@ func (s *session) start() *pipeline {
 	for _, k := range s.sinks {
 		k.start()
 	}
+	return s.startTracing(s.retentionLoop, s.statusLoop)
+}
+
+// startTracing launches the ring readers and the helpers of the target:
+// aggregates, resource samples, the follower and the breaker, plus the
+// given ones.
+func (s *session) startTracing(more ...func(context.Context)) *pipeline {
 	p := &pipeline{lanes: []*uprobe.Lane{s.tr.Errors(), s.tr.OK()}}
 	for _, l := range p.lanes {
 		p.readers.Add(1)
@@ -607,7 +669,7 @@ func (s *session) start() *pipeline {
 
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())
-	helpers := []func(context.Context){s.statsLoop, s.retentionLoop, s.samplerLoop, s.statusLoop}
+	helpers := append([]func(context.Context){s.statsLoop, s.samplerLoop}, more...)
 	if s.follow != nil {
 		helpers = append(helpers, s.follow.run)
 	}
@@ -641,6 +703,12 @@ func (s *session) announceReady() {
 // stops the helpers and waits for every sink to drain. It returns the store
 // sink's error.
 func (s *session) stop(p *pipeline) error {
+	s.stopTracing(p)
+	return s.waitSinks()
+}
+
+// stopTracing is stop but for the sinks, which may serve other targets.
+func (s *session) stopTracing(p *pipeline) {
 	s.result.DetachTime = s.tr.Detach()
 	// Every probe is gone: what the rings hold now is all there is.
 	for _, l := range p.lanes {
@@ -654,7 +722,6 @@ func (s *session) stop(p *pipeline) error {
 		p.brk.close(time.Now())
 	}
 	s.result.Gaps = int(s.probes.pauses.Load())
-	return s.waitSinks()
 }
 
 // finish writes the final aggregates and closes the session row.
@@ -664,10 +731,10 @@ func (s *session) finish() {
 		s.log.Error("write final aggregates", "err", err)
 	}
 	s.finishResult(totals)
-	s.result.Sinks = s.ledgers()
-	s.result.ErrorsLost = s.result.Sinks[0].ErrorsLost
-	for f, n := range s.result.ErrorsLost {
-		s.log.Error("error records lost: they could not be kept in the store, the spill journal or memory", "function", f, "count", n)
+	if !s.shared { // a host accounts for its sinks itself
+		s.result.Sinks = s.ledgers()
+		s.result.ErrorsLost = s.result.Sinks[0].ErrorsLost
+		logErrorsLost(s.log, s.result.ErrorsLost)
 	}
 	s.log.Debug("tracer health", "counters", fmt.Sprintf("%+v", s.result.Health))
 	s.endProcessRows()
@@ -689,29 +756,28 @@ func (s *session) finish() {
 // wait blocks until the target exits, the duration passes or ctx is done,
 // and records why in the result.
 func (s *session) wait(ctx context.Context, t target) {
-	var timeout <-chan time.Time
-	if s.opts.Duration > 0 {
-		tm := time.NewTimer(s.opts.Duration)
-		defer tm.Stop()
-		timeout = tm.C
-	}
+	timeout, stopTimer := durationTimer(s.opts.Duration)
+	defer stopTimer()
 	select {
 	case <-t.Exited():
-		code, sig := t.ExitStatus()
-		s.result.ExitCode, s.result.Signaled = code, sig
-		switch {
-		case sig:
-			s.result.ExitReason = fmt.Sprintf("target killed by signal %d", code)
-		case code >= 0:
-			s.result.ExitReason = fmt.Sprintf("target exited with code %d", code)
-		default:
-			s.result.ExitReason = "target exited"
-		}
+		s.result.ExitReason, s.result.ExitCode, s.result.Signaled = exitReason(t)
 	case <-timeout:
 		s.result.ExitReason = "duration elapsed"
 	case <-ctx.Done():
 		s.result.ExitReason = "interrupted"
 	}
+}
+
+// exitReason says how a target that has exited ended.
+func exitReason(t target) (reason string, code int, signaled bool) {
+	code, signaled = t.ExitStatus()
+	switch {
+	case signaled:
+		return fmt.Sprintf("target killed by signal %d", code), code, true
+	case code >= 0:
+		return fmt.Sprintf("target exited with code %d", code), code, false
+	}
+	return "target exited", code, false
 }
 
 // readLane moves one ring's events into the queue until the ring is closed
@@ -745,10 +811,26 @@ func (s *session) readLane(l *uprobe.Lane) {
 			continue
 		}
 		c := s.conv.call(&ev)
-		if s.follow != nil {
-			s.follow.saw(&c, ev.FuncID)
-		}
-		s.sinks.Push(c)
+		s.hand(&c, ev.FuncID)
+	}
+}
+
+// hand gives a record of function id fid to the sinks, accounting for it
+// in the follower's per-process aggregates and, in a host, in handed.
+func (s *session) hand(c *record.Call, fid uint32) {
+	if s.follow != nil {
+		s.follow.saw(c, fid)
+	}
+	if s.shared && int(fid) < len(s.handed) {
+		s.handed[fid].Add(1)
+	}
+	s.sinks.Push(*c)
+}
+
+// logErrorsLost logs the error records lost, per function.
+func logErrorsLost(log *slog.Logger, lost map[string]uint64) {
+	for f, n := range lost {
+		log.Error("error records lost: they could not be kept in the store, the spill journal or memory", "function", f, "count", n)
 	}
 }
 
@@ -768,10 +850,7 @@ func (s *session) takeOpen(pid uint32) {
 	}
 	for i := range open {
 		c := s.conv.open(&open[i])
-		if s.follow != nil {
-			s.follow.saw(&c, open[i].FuncID)
-		}
-		s.sinks.Push(c)
+		s.hand(&c, open[i].FuncID)
 	}
 	s.conv.addOpen(open)
 }

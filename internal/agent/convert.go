@@ -47,6 +47,12 @@ type converter struct {
 	panics     map[pidGoid]panicValue
 	panicOrder []pidGoid // in insertion order, oldest first
 	bias       uint64    // load bias of a PIE target
+	// pieFile: a PIE file traced in every process, each at its own bias
+	// (the tracer's Bias); biases and renderers by pid and by bias.
+	pieFile   bool
+	biasMu    sync.Mutex
+	biases    map[uint32]uint64
+	renderers map[uint64]*errtext.Renderer
 	// extra holds per-function outcomes of calls closed in user space
 	// (open at the end), which the kernel counters do not include.
 	extra []extraCounts
@@ -79,7 +85,11 @@ func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid in
 		panics: map[pidGoid]panicValue{},
 		extra:  make([]extraCounts, len(names)),
 	}
-	if bin.PIE {
+	c.pieFile = bin.PIE && pid == 0
+	if c.pieFile {
+		c.biases, c.renderers = map[uint32]uint64{}, map[uint64]*errtext.Renderer{}
+	}
+	if bin.PIE && !c.pieFile {
 		b, err := loadBias(pid, bin.Path)
 		if err != nil {
 			return nil, fmt.Errorf("pid %d: find where its executable is mapped: %w", pid, err)
@@ -91,6 +101,38 @@ func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid in
 	c.types = bin.Types()
 	c.errs = errtext.NewRenderer(c.types, c.bias)
 	return c, nil
+}
+
+// maxBiases bounds the pids whose bias the converter remembers.
+const maxBiases = 1 << 12
+
+// at is how process pid's addresses read: its load bias, and the renderer
+// of error values for it. A process of a PIE file whose bias is unknown
+// (its records came before any traced entry) reads as bias 0: its types
+// are then not found, and named by address.
+func (c *converter) at(pid uint32) (uint64, *errtext.Renderer) {
+	if !c.pieFile {
+		return c.bias, c.errs
+	}
+	c.biasMu.Lock()
+	defer c.biasMu.Unlock()
+	b, ok := c.biases[pid]
+	if !ok {
+		if b, ok = c.tr.Bias(pid); !ok {
+			return 0, c.errs
+		}
+		if len(c.biases) >= maxBiases {
+			clear(c.biases)
+			clear(c.renderers)
+		}
+		c.biases[pid] = b
+	}
+	r := c.renderers[b]
+	if r == nil {
+		r = errtext.NewRenderer(c.types, b)
+		c.renderers[b] = r
+	}
+	return b, r
 }
 
 func (c *converter) name(id uint32) string {
@@ -111,15 +153,16 @@ func (c *converter) call(ev *uprobe.Event) record.Call {
 	}
 	switch r.Status {
 	case record.StatusError:
+		bias, errs := c.at(ev.PID)
 		if len(ev.Snapshot) > 0 && c.types != nil {
-			typ, txt, tr, ok := c.errs.Render(ev.Segments(), ev.TypeAddr, ev.DataAddr)
+			typ, txt, tr, ok := errs.Render(ev.Segments(), ev.TypeAddr, ev.DataAddr)
 			if ok {
 				r.ErrorType, r.Error, r.ErrorTruncated = typ, txt, tr
 				break
 			}
 		}
 		// The plain record: the ring had no room for the snapshot.
-		r.ErrorType = c.typeOfItab(ev.TypeAddr)
+		r.ErrorType = c.typeOfItab(ev.TypeAddr, bias)
 		if stringAtZero[r.ErrorType] {
 			r.Error, r.ErrorTruncated = text(ev.Text), ev.Truncated
 		}
@@ -172,7 +215,8 @@ func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 		// Go 1.21+ replaces it with a *runtime.PanicNilError.
 		return panicValue{typ: "nil", text: "panic(nil)"}
 	}
-	ty, ok := c.types.Lookup(ev.TypeAddr - c.bias)
+	bias, errs := c.at(ev.PID)
+	ty, ok := c.types.Lookup(ev.TypeAddr - bias)
 	if !ok {
 		// The type data could not be read: fall back on the shape of the
 		// value. A string, and an error whose struct starts with its
@@ -194,7 +238,7 @@ func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 		// A named type of a package (syscall.Errno, runtime.errorString,
 		// main.Code): rendered as its Error() for the types
 		// internal/errtext knows, else as Go syntax, like a returned error.
-		if txt, tr, ok := c.errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
+		if txt, tr, ok := errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
 			pv.text, pv.truncated = txt, tr
 			return pv
 		}
@@ -237,7 +281,7 @@ func (c *converter) describePanic(ev *uprobe.Event) panicValue {
 		// Errors, structs, pointers: rendered from the snapshot of the
 		// value (bpf/errtext.h) as Error() or Go syntax.
 		if ev.Snapshot != nil {
-			if txt, tr, ok := c.errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
+			if txt, tr, ok := errs.RenderValue(ev.Segments(), ev.TypeAddr, ev.DataAddr); ok {
 				pv.text, pv.truncated = txt, tr
 				break
 			}
@@ -304,12 +348,13 @@ func text(b []byte) string {
 	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
 
-// typeOfItab names the dynamic type behind an itab address.
-func (c *converter) typeOfItab(addr uint64) string {
+// typeOfItab names the dynamic type behind an itab address of a process
+// loaded at bias.
+func (c *converter) typeOfItab(addr, bias uint64) string {
 	if addr == 0 {
 		return ""
 	}
-	static := addr - c.bias
+	static := addr - bias
 	if n, ok := c.bin.Itabs[static]; ok {
 		return n
 	}

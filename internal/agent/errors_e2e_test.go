@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -500,49 +501,88 @@ func TestErrorTexts(t *testing.T) {
 			if res.ExitCode != 0 {
 				t.Fatalf("exit %d, output %q", res.ExitCode, out)
 			}
-			var want []outcome
-			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-				f := strings.Split(line, "\t")
-				if len(f) != 4 || f[0] != "TEXT" || f[1] != strconv.Itoa(len(want)) {
-					t.Fatalf("bad line %q", line)
-				}
-				text, err := strconv.Unquote(f[3])
+			checkTexts(t, calls, out)
+		})
+	}
+}
+
+// checkTexts checks the calls of main.(*Texts).Err and main.panicWith
+// that one run of `errs texts` made against what it printed (out).
+func checkTexts(t *testing.T, calls []record.Call, out string) {
+	t.Helper()
+	var want []outcome
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 4 || f[0] != "TEXT" || f[1] != strconv.Itoa(len(want)) {
+			t.Fatalf("bad line %q", line)
+		}
+		text, err := strconv.Unquote(f[3])
+		if err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		want = append(want, errOf(f[2], text))
+	}
+	var texts []*record.Call
+	for i := range calls {
+		if calls[i].Function == "main.(*Texts).Err" {
+			texts = append(texts, &calls[i])
+		}
+	}
+	sort.Slice(texts, func(a, b int) bool { return texts[a].ID < texts[b].ID })
+	if len(texts) != len(want) {
+		t.Fatalf("%d calls of main.(*Texts).Err recorded, the program made %d", len(texts), len(want))
+	}
+	for k, c := range texts {
+		if g := got(c); g != want[k] || c.ErrorTruncated {
+			t.Errorf("error %d: recorded %v (truncated %v), the program says %v", k, g, c.ErrorTruncated, want[k])
+		}
+	}
+	// The same errors as panic values: main.panicWith's frames.
+	var panics []*record.Call
+	for i := range calls {
+		if calls[i].Function == "main.panicWith" {
+			panics = append(panics, &calls[i])
+		}
+	}
+	sort.Slice(panics, func(a, b int) bool { return panics[a].ID < panics[b].ID })
+	if len(panics) != len(want) {
+		t.Fatalf("%d calls of main.panicWith recorded, the program made %d", len(panics), len(want))
+	}
+	for k, c := range panics {
+		w := outcome{record.StatusPanic, want[k].typ, want[k].text}
+		if g := got(c); g != w || c.ErrorTruncated {
+			t.Errorf("panic %d: recorded %v (truncated %v), want %v", k, g, c.ErrorTruncated, w)
+		}
+	}
+}
+
+// TestExePIEErrorTexts traces a PIE build by --exe: each of its processes
+// is loaded at its own address (ASLR), and the error types, texts and
+// panic values of each are still found, from the bias the BPF programs
+// note per process at its first traced entry (stripped too: no DWARF).
+func TestExePIEErrorTexts(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, b := range []testutil.Build{{Program: "errs", PIE: true}, {Program: "errs", PIE: true, Stripped: true}} {
+		t.Run(b.String(), func(t *testing.T) {
+			bin := testutil.BuildProgram(t, b)
+			db := filepath.Join(t.TempDir(), "obs.db")
+			stop := exeSession(t, bin, db, func(o *Options) { o.Include = []string{"main.*"} })
+			outs := map[uint32]string{}
+			for range 2 {
+				cmd := exec.Command(bin, "texts")
+				out, err := cmd.Output()
 				if err != nil {
-					t.Fatalf("line %q: %v", line, err)
+					t.Fatal(err)
 				}
-				want = append(want, errOf(f[2], text))
+				outs[uint32(cmd.Process.Pid)] = string(out)
 			}
-			var texts []*record.Call
-			for i := range calls {
-				if calls[i].Function == "main.(*Texts).Err" {
-					texts = append(texts, &calls[i])
-				}
+			stop()
+			byPID := map[uint32][]record.Call{}
+			for _, c := range readCalls(t, db) {
+				byPID[c.PID] = append(byPID[c.PID], c)
 			}
-			sort.Slice(texts, func(a, b int) bool { return texts[a].ID < texts[b].ID })
-			if len(texts) != len(want) {
-				t.Fatalf("%d calls of main.(*Texts).Err recorded, the program made %d", len(texts), len(want))
-			}
-			for k, c := range texts {
-				if g := got(c); g != want[k] || c.ErrorTruncated {
-					t.Errorf("error %d: recorded %v (truncated %v), the program says %v", k, g, c.ErrorTruncated, want[k])
-				}
-			}
-			// The same errors as panic values: main.panicWith's frames.
-			var panics []*record.Call
-			for i := range calls {
-				if calls[i].Function == "main.panicWith" {
-					panics = append(panics, &calls[i])
-				}
-			}
-			sort.Slice(panics, func(a, b int) bool { return panics[a].ID < panics[b].ID })
-			if len(panics) != len(want) {
-				t.Fatalf("%d calls of main.panicWith recorded, the program made %d", len(panics), len(want))
-			}
-			for k, c := range panics {
-				w := outcome{record.StatusPanic, want[k].typ, want[k].text}
-				if g := got(c); g != w || c.ErrorTruncated {
-					t.Errorf("panic %d: recorded %v (truncated %v), want %v", k, g, c.ErrorTruncated, w)
-				}
+			for pid, out := range outs {
+				t.Run(fmt.Sprint("pid ", pid), func(t *testing.T) { checkTexts(t, byPID[pid], out) })
 			}
 		})
 	}

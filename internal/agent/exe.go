@@ -36,11 +36,6 @@ func AttachExe(ctx context.Context, path string, opts Options) (*Result, error) 
 		return nil, err
 	}
 	defer s.bin.Close()
-	if s.bin.PIE {
-		// Error types and panic values are found by run-time addresses,
-		// which a position-independent executable has per process.
-		return nil, fmt.Errorf("--exe %s: a position-independent executable (-buildmode=pie) is not supported with --exe yet: each of its processes is loaded at its own address; trace its processes one by one with --pid", path)
-	}
 	s.follow = newFollower(s, abs, uint64(st.Dev), st.Ino, buildID(abs))
 	t := &fileTarget{path: abs, done: make(chan struct{})}
 	return s.run(ctx, t)

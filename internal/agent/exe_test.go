@@ -26,6 +26,15 @@ import (
 // would) and returns its result.
 func exeSession(t *testing.T, bin, db string, mods ...func(*Options)) (stop func() *Result) {
 	t.Helper()
+	return backgroundSession(t, db, func(ctx context.Context, o Options) (*Result, error) {
+		return AttachExe(ctx, bin, o)
+	}, mods...)
+}
+
+// backgroundSession runs attach (AttachExe, AttachTargets) on main.tick in
+// the background, as exeSession does.
+func backgroundSession(t *testing.T, db string, attach func(context.Context, Options) (*Result, error), mods ...func(*Options)) (stop func() *Result) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	type out struct {
@@ -41,7 +50,7 @@ func exeSession(t *testing.T, bin, db string, mods ...func(*Options)) (stop func
 		m(&opts)
 	}
 	go func() {
-		res, err := AttachExe(ctx, bin, opts)
+		res, err := attach(ctx, opts)
 		done <- out{res, err}
 	}()
 	select {
@@ -98,33 +107,8 @@ func tickCounts(calls []record.Call) (calls_, errs map[uint32]int) {
 // stored aggregates (query stats --pid), and by its process row.
 func checkProcesses(t *testing.T, db string, bin string, want map[uint32]int) {
 	t.Helper()
-	calls := readCalls(t, db)
-	got, errs := tickCounts(calls)
-	for pid, n := range want {
-		if got[pid] != n || errs[pid] != n/10 {
-			t.Errorf("pid %d: %d calls, %d errors recorded; want %d, %d", pid, got[pid], errs[pid], n, n/10)
-		}
-	}
-	for pid, n := range got {
-		if _, ok := want[pid]; !ok {
-			t.Errorf("pid %d is not a process of %s, yet %d of its calls were recorded", pid, bin, n)
-		}
-	}
-	st, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ctx := context.Background()
-	procs, err := st.Processes(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := map[uint32]store.Process{}
-	for _, p := range procs {
-		rows[p.PID] = p
-	}
-	for pid, n := range want {
+	rows := checkTicks(t, db, want)
+	for pid := range want {
 		p, ok := rows[pid]
 		switch {
 		case !ok:
@@ -132,23 +116,6 @@ func checkProcesses(t *testing.T, db string, bin string, want map[uint32]int) {
 		case p.End == 0 || p.End < p.Start || p.ExitReason != "exited" || p.Binary != bin || p.BuildID == "":
 			t.Errorf("pid %d: process row %+v; want an end after its start, reason exited, binary %s and a build id", pid, p, bin)
 		}
-		stats, err := st.Stats(ctx, store.Filter{PID: pid})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var sc, se uint64
-		for _, s := range stats {
-			if s.Function.Name == "main.tick" {
-				sc += s.Calls
-				se += s.Errors
-			}
-		}
-		if sc != uint64(n) || se != uint64(n/10) {
-			t.Errorf("pid %d: stats say %d calls, %d errors; want %d, %d", pid, sc, se, n, n/10)
-		}
-	}
-	if len(procs) != len(want) {
-		t.Errorf("%d process rows, want %d: %+v", len(procs), len(want), procs)
 	}
 }
 

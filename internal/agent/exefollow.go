@@ -47,6 +47,9 @@ type follower struct {
 	path     string
 	dev, ino uint64
 	buildID  string
+	// scope, for a cgroup target, is the cgroup a process must be in to
+	// be followed (the probes' filter keeps the others' calls out).
+	scope *cgroup
 
 	mu sync.Mutex
 	// procs are the processes known to run, by host pid.
@@ -138,7 +141,7 @@ func (f *follower) snapshot() ([]record.FuncStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	dropped := s.store.Ledger().Dropped
+	_, dropped := s.sinkCounts()
 	out := make([]record.FuncStats, len(ks))
 	for i, k := range ks {
 		o := &out[i]
@@ -156,7 +159,16 @@ func (f *follower) snapshot() ([]record.FuncStats, error) {
 // recorded is how many records the store took, for the session's result
 // (the per-process rows count what reached the agent).
 func (f *follower) recorded() uint64 {
-	rec := f.s.store.Ledger().Written
+	rec, _ := f.s.sinkCounts()
+	if f.s.shared {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var n uint64
+		for i := range f.agg {
+			n += f.agg[i].Recorded
+		}
+		return n
+	}
 	var n uint64
 	for _, v := range rec {
 		n += v
@@ -290,7 +302,7 @@ func (f *follower) resolvePending() {
 // consider starts following pid when its executable is the traced file,
 // and reports whether it did. seen is what events told of it, if anything.
 func (f *follower) consider(pid uint32, seen *followed) bool {
-	if !f.runsFile(pid) {
+	if !f.runsFile(pid) || f.scope != nil && !f.scope.holds(pid) {
 		return false
 	}
 	ticks, ok := liveStart(pid)

@@ -9,22 +9,43 @@ import (
 
 // statsLoop writes the per-function aggregates every StatsInterval.
 func (s *session) statsLoop(ctx context.Context) {
-	every := s.opts.StatsInterval
-	if every <= 0 {
-		every = time.Minute
+	periodically(ctx, s.opts.statsEvery(), func() {
+		if _, err := s.writeStats(); err != nil {
+			s.log.Warn("write aggregates", "err", err)
+		}
+	})
+}
+
+// statsEvery is StatsInterval, or 1 min.
+func (o *Options) statsEvery() time.Duration {
+	if o.StatsInterval <= 0 {
+		return time.Minute
 	}
-	t := time.NewTicker(every)
+	return o.StatsInterval
+}
+
+// periodically calls f every d until ctx is done.
+func periodically(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.writeStats(); err != nil {
-				s.log.Warn("write aggregates", "err", err)
-			}
+			f()
 		}
 	}
+}
+
+// durationTimer fires once d has passed; never when d is 0. stop releases
+// it.
+func durationTimer(d time.Duration) (fired <-chan time.Time, stop func()) {
+	if d <= 0 {
+		return nil, func() {}
+	}
+	t := time.NewTimer(d)
+	return t.C, func() { t.Stop() }
 }
 
 // statsState is what was last written, so each interval stores a delta.
@@ -43,8 +64,7 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := s.store.Ledger()
-	recorded, dropped := l.Written, l.Dropped
+	recorded, dropped := s.sinkCounts()
 	s.conv.mu.Lock()
 	defer s.conv.mu.Unlock()
 	out := make([]record.FuncStats, len(ks))
@@ -59,6 +79,9 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 		f.Sampled = k.Sampled
 		f.Dropped = k.Dropped + dropped[f.Function]
 		f.Recorded = recorded[f.Function]
+		if s.shared {
+			f.Recorded = s.handed[i].Load()
+		}
 		f.TotalNs = k.TotalNs + e.totalNs
 		f.MaxNs = max(k.MaxNs, e.maxNs)
 		for b := range f.Hist {
@@ -120,4 +143,17 @@ func (s *session) finishResult(totals []record.FuncStats) {
 	if h, err := s.tr.Health(); err == nil {
 		r.Health = h
 	}
+}
+
+// sinkCounts is what the store sink wrote and dropped per function, for
+// the session's aggregates; nil maps for a target of a host of several
+// (host.go): the one store sink's ledger is keyed by function name, which
+// two binaries can share, so a target counts what it handed to the sinks
+// instead, and the host stores what the sink dropped under pid 0.
+func (s *session) sinkCounts() (written, dropped map[string]uint64) {
+	if s.shared {
+		return nil, nil
+	}
+	l := s.store.Ledger()
+	return l.Written, l.Dropped
 }

@@ -34,7 +34,7 @@ func Attach(ctx context.Context, pid int, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer lock.release()
-	s, err := prepareExe(opts, t)
+	s, err := prepareExe(opts, t, prepare)
 	if err != nil {
 		return nil, err
 	}
@@ -104,13 +104,13 @@ func Run(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.
 // runs its parent's program, and probe offsets computed from that file
 // would be wrong for the program it is about to run. The read is retried
 // while the executable changes under it.
-func prepareExe(opts Options, p *process) (*session, error) {
+func prepareExe(opts Options, p *process, prep func(Options, string) (*session, error)) (*session, error) {
 	for attempt := 1; ; attempt++ {
 		before, err := os.Stat(p.exe)
 		if err != nil {
 			return nil, fmt.Errorf("pid %d: %w", p.pid, err)
 		}
-		s, err := prepare(opts, p.exe)
+		s, err := prep(opts, p.exe)
 		after, serr := os.Stat(p.exe)
 		if serr == nil && os.SameFile(before, after) {
 			p.parsed = after

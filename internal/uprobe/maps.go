@@ -219,3 +219,14 @@ func (t *Tracer) eachSlot(fn func(idx uint32, slot *obsGslot)) error {
 		}
 	}
 }
+
+// Bias is the load bias of the traced file in process pid, for a PIEFile
+// tracer: noted by the BPF programs at the process's first traced entry
+// (see bpf/maps.h pie_bias). false when none was noted.
+func (t *Tracer) Bias(pid uint32) (uint64, bool) {
+	var b uint64
+	if err := t.objs.PieBias.Lookup(pid, &b); err != nil {
+		return 0, false
+	}
+	return b, true
+}

@@ -146,6 +146,10 @@ func EstimateKernelMemory(nfuncs int, sizes Sizes) (KernelMemory, error) {
 			b = entries*val*int64(cpus) + page
 		case ebpf.Hash:
 			b = hashMemory(entries, int64(m.KeySize), val, m.Flags&bpfFNoPrealloc != 0, int64(cpus))
+		case ebpf.LRUHash:
+			// Always preallocated; the LRU node lives in the element's
+			// header.
+			b = hashMemory(entries, int64(m.KeySize), val, false, int64(cpus))
 		default:
 			// Not used by obs.c today; count a page per entry rather
 			// than nothing.

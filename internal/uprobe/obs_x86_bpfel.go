@@ -127,6 +127,7 @@ type obsErrtextScratch struct {
 	Tail uint32
 	Pos  uint32
 	Pad  uint32
+	Bias uint64
 }
 
 type obsErrtextSeg struct {
@@ -162,6 +163,7 @@ type obsFuncInfo struct {
 	DataReg      uint8
 	StackOff     int32
 	Pad          uint32
+	Entry        uint64
 }
 
 type obsFuncStats struct {
@@ -266,6 +268,7 @@ const (
 	obsMapGslots             = "gslots"
 	obsMapGstateZero         = "gstate_zero"
 	obsMapHealth             = "health"
+	obsMapPieBias            = "pie_bias"
 	obsMapRingErr            = "ring_err"
 	obsMapRingOk             = "ring_ok"
 	obsMapSpawning           = "spawning"
@@ -301,6 +304,9 @@ const (
 	obsVarNextId             = "next_id"
 	obsVarOkWakeRecords      = "ok_wake_records"
 	obsVarPhase              = "phase"
+	obsVarPieFile            = "pie_file"
+	obsVarTargetCgroup       = "target_cgroup"
+	obsVarTargetCgroupLevel  = "target_cgroup_level"
 	obsVarTargetTgid         = "target_tgid"
 )
 
@@ -370,6 +376,7 @@ type obsMapSpecs struct {
 	Gslots         *ebpf.MapSpec `ebpf:"gslots"`
 	GstateZero     *ebpf.MapSpec `ebpf:"gstate_zero"`
 	Health         *ebpf.MapSpec `ebpf:"health"`
+	PieBias        *ebpf.MapSpec `ebpf:"pie_bias"`
 	RingErr        *ebpf.MapSpec `ebpf:"ring_err"`
 	RingOk         *ebpf.MapSpec `ebpf:"ring_ok"`
 	Spawning       *ebpf.MapSpec `ebpf:"spawning"`
@@ -402,6 +409,9 @@ type obsVariableSpecs struct {
 	NextId             *ebpf.VariableSpec `ebpf:"next_id"`
 	OkWakeRecords      *ebpf.VariableSpec `ebpf:"ok_wake_records"`
 	Phase              *ebpf.VariableSpec `ebpf:"phase"`
+	PieFile            *ebpf.VariableSpec `ebpf:"pie_file"`
+	TargetCgroup       *ebpf.VariableSpec `ebpf:"target_cgroup"`
+	TargetCgroupLevel  *ebpf.VariableSpec `ebpf:"target_cgroup_level"`
 	TargetTgid         *ebpf.VariableSpec `ebpf:"target_tgid"`
 }
 
@@ -434,6 +444,7 @@ type obsMaps struct {
 	Gslots         *ebpf.Map `ebpf:"gslots"`
 	GstateZero     *ebpf.Map `ebpf:"gstate_zero"`
 	Health         *ebpf.Map `ebpf:"health"`
+	PieBias        *ebpf.Map `ebpf:"pie_bias"`
 	RingErr        *ebpf.Map `ebpf:"ring_err"`
 	RingOk         *ebpf.Map `ebpf:"ring_ok"`
 	Spawning       *ebpf.Map `ebpf:"spawning"`
@@ -450,6 +461,7 @@ func (m *obsMaps) Close() error {
 		m.Gslots,
 		m.GstateZero,
 		m.Health,
+		m.PieBias,
 		m.RingErr,
 		m.RingOk,
 		m.Spawning,
@@ -483,6 +495,9 @@ type obsVariables struct {
 	NextId             *ebpf.Variable `ebpf:"next_id"`
 	OkWakeRecords      *ebpf.Variable `ebpf:"ok_wake_records"`
 	Phase              *ebpf.Variable `ebpf:"phase"`
+	PieFile            *ebpf.Variable `ebpf:"pie_file"`
+	TargetCgroup       *ebpf.Variable `ebpf:"target_cgroup"`
+	TargetCgroupLevel  *ebpf.Variable `ebpf:"target_cgroup_level"`
 	TargetTgid         *ebpf.Variable `ebpf:"target_tgid"`
 }
 

@@ -74,6 +74,10 @@ type Func struct {
 	Rets       []uint64
 	Err        ErrorLoc
 	SampleRate float64 // fraction of ok calls to keep; errors are always kept
+	// EntryAddr is the static (link-time) address of the first
+	// instruction, from which a PIEFile tracer finds each process's load
+	// bias.
+	EntryAddr uint64
 }
 
 // Runtime holds the file offsets of the runtime functions the tracer hooks.
@@ -93,7 +97,17 @@ type Config struct {
 	// PID is the traced process; 0 traces every process of Binary (the
 	// BPF state is keyed by tgid, and the goroutine slot table, keyed by
 	// g alone, is off).
-	PID        int
+	PID int
+	// Cgroup, when not 0, is the id of a cgroup v2 (the inode number of
+	// its directory) at depth CgroupLevel below the root: only processes
+	// in it or its descendants are traced, the others' hits end at the
+	// programs' first check. For a file target (PID 0).
+	Cgroup      uint64
+	CgroupLevel uint32
+	// PIEFile traces a position-independent file in every process that
+	// maps it (PID 0), each at its own load bias: ErrText is then keyed
+	// by static address, and Bias gives each process's bias.
+	PIEFile    bool
 	GoidOffset uint64
 	Funcs      []Func
 	Runtime    Runtime
@@ -197,6 +211,9 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		{obsVarGoidOffset, cfg.GoidOffset},
 		{obsVarNewprocCallergpReg, cfg.Runtime.NewprocGPReg},
 		{obsVarTargetTgid, uint32(cfg.PID)},
+		{obsVarTargetCgroup, cfg.Cgroup},
+		{obsVarPieFile, boolU32(cfg.PIEFile)},
+		{obsVarTargetCgroupLevel, cfg.CgroupLevel},
 		{obsVarCheckTgid, boolU32(!t.kernelFiltersPID())},
 		{obsVarOkWakeRecords, okWake},
 		{obsVarErrWakeRecords, errWake},
@@ -525,6 +542,7 @@ func funcInfo(f Func) obsFuncInfo {
 		ItabReg:  f.Err.ItabReg,
 		DataReg:  f.Err.DataReg,
 		StackOff: f.Err.StackOff,
+		Entry:    f.EntryAddr,
 	}
 	switch {
 	case f.SampleRate >= 1:
