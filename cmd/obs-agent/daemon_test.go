@@ -93,6 +93,93 @@ func sessionsOf(t *testing.T, db string) []record.Session {
 	return s
 }
 
+// callsOf counts per function the calls stored for pid; every one must
+// have returned ok (the phases program has no error).
+func callsOf(t *testing.T, db string, pid int) map[string]int {
+	t.Helper()
+	out, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(pid), "--since", "0", "--limit", "0", "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var c struct {
+			Function, Status string
+		}
+		if line == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		if c.Status != "ok" {
+			t.Errorf("pid %d: %s call with status %s", pid, c.Function, c.Status)
+		}
+		got[c.Function]++
+	}
+	return got
+}
+
+// TestDaemonTwoTargets runs the daemon with two exe targets (two copies
+// of one program, each with its own patterns) in one agent and one store:
+// each process's calls are stored under its pid, exactly, with only its
+// target's functions; a config asking /metrics of two targets is refused.
+func TestDaemonTwoTargets(t *testing.T) {
+	testutil.RequireRoot(t)
+	built := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "phases-a"), filepath.Join(dir, "phases-b")
+	for _, p := range []string{a, b} {
+		data, err := os.ReadFile(built)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := filepath.Join(dir, "obs.db")
+	cfg := filepath.Join(dir, "obs-agent.yaml")
+	ready := filepath.Join(dir, "ready")
+	body := fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\n  - exe: %s\n    include: ['main.beta']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, b, db)
+	if err := os.WriteFile(cfg, []byte(body+"metrics:\n  listen: 127.0.0.1:9464\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli(t, "daemon", "--config", cfg); err == nil || !strings.Contains(err.Error(), "metrics.listen: /metrics with several targets") {
+		t.Fatalf("two targets with metrics: %v", err)
+	}
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
+	var stderr testutil.SyncBuffer
+	d.Stderr = &stderr
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	waitFor(t, "generation 1", &stderr, func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == "1" })
+	run := func(bin string, n int) int {
+		t.Helper()
+		c := exec.Command(bin, fmt.Sprint(n))
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("%s %d: %v\n%s", bin, n, err, out)
+		}
+		return c.Process.Pid
+	}
+	pa, pb := run(a, 6), run(b, 4)
+	stopDaemon(t, d, &stderr)
+	if got := callsOf(t, db, pa); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.alpha": 6}) {
+		t.Errorf("the first target's process: calls %v, want main.alpha 6", got)
+	}
+	if got := callsOf(t, db, pb); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.beta": 4}) {
+		t.Errorf("the second target's process: calls %v, want main.beta 4", got)
+	}
+	if n := len(sessionsOf(t, db)); n != 2 {
+		t.Errorf("%d session rows, want one per target", n)
+	}
+}
+
 // TestDaemonReload runs `obs-agent daemon` with an exe target and
 // programs started after it: a SIGHUP that adds a pattern makes the new
 // function recorded from the next process on while nothing of the old
@@ -187,27 +274,7 @@ func TestDaemonReload(t *testing.T) {
 	// process started before the reload) and 3+3 after it.
 	want := []map[string]int{{"main.alpha": 7}, {"main.alpha": 5, "main.beta": 5}, {"main.alpha": 4, "main.beta": 4}, {"main.alpha": 3, "main.beta": 3}}
 	for i, pid := range pids {
-		out, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(pid), "--since", "0", "--limit", "0", "--format", "json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]int{}
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			var c struct {
-				Function, Status string
-			}
-			if line == "" {
-				continue
-			}
-			if err := json.Unmarshal([]byte(line), &c); err != nil {
-				t.Fatalf("%v: %q", err, line)
-			}
-			if c.Status != "ok" {
-				t.Errorf("pid %d: %s call with status %s", pid, c.Function, c.Status)
-			}
-			got[c.Function]++
-		}
-		if fmt.Sprint(got) != fmt.Sprint(want[i]) {
+		if got := callsOf(t, db, pid); fmt.Sprint(got) != fmt.Sprint(want[i]) {
 			t.Errorf("process %d (pid %d): calls %v, want %v", i, pid, got, want[i])
 		}
 	}
@@ -238,10 +305,8 @@ func TestDaemonRefusesAtStart(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "obs.db")
 	for _, tc := range []struct{ name, body, want string }{
-		{"two targets", fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\n  - pid: 1\n    include: ['main.*']\nstore: {db: %s}\n", target, db),
-			"targets: 2 targets: one target per daemon"},
-		{"cgroup", fmt.Sprintf("targets: [{cgroup: /sys/fs/cgroup/x, include: ['main.*']}]\nstore: {db: %s}\n", db),
-			"targets[0].cgroup: cgroup targets are not supported"},
+		{"cgroup", fmt.Sprintf("targets: [{cgroup: %s, include: ['main.*']}]\nstore: {db: %s}\n", filepath.Join(dir, "nocgroup"), db),
+			"targets[0].cgroup: "},
 		{"missing exe", daemonConfig(filepath.Join(dir, "none"), db, "main.alpha"), "targets[0].exe"},
 		{"range", daemonConfig(target, db, "main.alpha") + "  memory_mib: 1\n", "limits.memory_mib 1 is out of range"},
 	} {

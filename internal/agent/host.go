@@ -37,6 +37,9 @@ type Target struct {
 	// Include and Exclude, when not nil, replace Options.Include and
 	// Options.Exclude for this target.
 	Include, Exclude []string
+	// SampleRate, when not nil, replaces Options.SampleRate (--sample)
+	// for this target's patterns without @RATE.
+	SampleRate *float64
 }
 
 func (t Target) String() string {
@@ -56,6 +59,9 @@ func (t Target) options(opts Options) Options {
 	}
 	if t.Exclude != nil {
 		opts.Exclude = t.Exclude
+	}
+	if t.SampleRate != nil {
+		opts.SampleRate = *t.SampleRate
 	}
 	return opts
 }

@@ -2,24 +2,20 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
+	"github.com/obs-agent/obs-agent/internal/config"
 	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/safefile"
 	"github.com/obs-agent/obs-agent/internal/selector"
 	"github.com/obs-agent/obs-agent/internal/symbols"
 )
 
-// ErrOneTarget is matched (errors.Is) by Check's error for a set of more
-// than one target.
-var ErrOneTarget = errors.New("one target per daemon")
-
-// AgentRunner runs a set with internal/agent as it is today: one target
-// per session (agent.AttachExe for an exe target, agent.Attach for a pid),
-// and a store takes one writing session at a time.
+// AgentRunner runs a set with internal/agent: every target of the set in
+// one agent (agent.AttachTargets), which shares one store writer, one
+// store sink and one memory limit among them.
 type AgentRunner struct {
 	Log *slog.Logger
 	// Version is obs-agent's version, sent as the OTLP user agent and
@@ -27,42 +23,60 @@ type AgentRunner struct {
 	Version string
 }
 
-// Check refuses what this agent cannot run, then reads the target's
-// binary and matches the patterns, as the session would, so a reload
-// with a pattern that matches nothing is refused while the old set runs.
+// Check refuses what this agent cannot run, then reads each exe or pid
+// target's binary and matches its patterns, as the agent would, so a
+// reload with a pattern that matches nothing is refused while the old set
+// runs. A cgroup target's binaries are only known once its processes run
+// them; its directory is checked.
 func (r *AgentRunner) Check(set Set) error {
-	if len(set.Targets) != 1 {
-		// Two sessions would have to share the store, which takes one
-		// writer (and the agent runs one target per session).
-		return fmt.Errorf("targets: %d targets: %w: this obs-agent traces one target per session and a store takes one writing session, so two targets cannot share store.db; run one daemon per target, each with its own config and store.db (docs/unsupported.md)", len(set.Targets), ErrOneTarget)
-	}
-	t := set.Targets[0]
-	const key = "targets[0]"
-	var exe string
-	switch {
-	case t.Cgroup != "":
-		return fmt.Errorf("%s.cgroup: cgroup targets are not supported by this obs-agent yet; trace the service's executable with exe, which reaches its processes in any container (docs/unsupported.md)", key)
-	case t.Exe != "":
-		if err := agent.CheckExe(t.Exe); err != nil {
-			return fmt.Errorf("%s.exe: %w", key, err)
+	several := len(set.Targets) > 1
+	for i, t := range set.Targets {
+		key := fmt.Sprintf("targets[%d]", i)
+		var exe string
+		switch {
+		case t.Cgroup != "":
+			several = true
+			if err := agent.CheckCgroup(t.Cgroup); err != nil {
+				return fmt.Errorf("%s.cgroup: %w", key, err)
+			}
+			continue
+		case t.Exe != "":
+			if err := agent.CheckExe(t.Exe); err != nil {
+				return fmt.Errorf("%s.exe: %w", key, err)
+			}
+			exe = t.Exe
+		default:
+			p, err := agent.ProcessExe(t.PID)
+			if err != nil {
+				return fmt.Errorf("%s.pid: %w", key, err)
+			}
+			exe = p
 		}
-		exe = t.Exe
-	default:
-		p, err := agent.ProcessExe(t.PID)
-		if err != nil {
-			return fmt.Errorf("%s.pid: %w", key, err)
+		if err := checkSelection(key, exe, t, set.Limits.MaxProbes); err != nil {
+			return err
 		}
-		exe = p
 	}
+	if several {
+		// /metrics and the OTLP sink describe one session (its binary as
+		// a label, one span resource per process).
+		switch {
+		case set.Metrics.Addr() != "":
+			return fmt.Errorf("metrics.listen: /metrics with several targets or a cgroup target is not supported yet; run one daemon per target to serve it (docs/unsupported.md#several-targets)")
+		case set.OTLP.Endpoint != "":
+			return fmt.Errorf("otlp.endpoint: OTLP export with several targets or a cgroup target is not supported yet; run one daemon per target to export spans (docs/unsupported.md#several-targets)")
+		}
+	}
+	return nil
+}
+
+// checkSelection matches t's patterns in the binary exe.
+func checkSelection(key, exe string, t config.Target, maxProbes int) error {
 	bin, err := symbols.OpenProgram(exe)
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
 	defer bin.Close()
-	if t.Exe != "" && bin.PIE {
-		return fmt.Errorf("%s.exe %s: a position-independent executable (-buildmode=pie) is not supported for exe targets yet; trace one of its processes with pid", key, t.Exe)
-	}
-	sel, err := selector.Select(bin, t.Include, t.Exclude, selector.Options{MaxProbes: set.Limits.MaxProbes, SampleRate: t.SampleRate()})
+	sel, err := selector.Select(bin, t.Include, t.Exclude, selector.Options{MaxProbes: maxProbes, SampleRate: t.SampleRate()})
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
@@ -72,8 +86,8 @@ func (r *AgentRunner) Check(set Set) error {
 	return nil
 }
 
-// Run traces the set's one target until ctx is done (or its process
-// exits, for a pid target).
+// Run traces the set's targets until ctx is done (or, when every target
+// is a pid, until their processes have exited).
 func (r *AgentRunner) Run(ctx context.Context, set Set, ready func()) error {
 	opts, err := r.options(set)
 	if err != nil {
@@ -86,13 +100,12 @@ func (r *AgentRunner) Run(ctx context.Context, set Set, ready func()) error {
 		}
 		defer opts.Metrics.Close()
 	}
-	t := set.Targets[0]
-	var res *agent.Result
-	if t.Exe != "" {
-		res, err = agent.AttachExe(ctx, t.Exe, opts)
-	} else {
-		res, err = agent.Attach(ctx, t.PID, opts)
+	targets := make([]agent.Target, len(set.Targets))
+	for i, t := range set.Targets {
+		rate := t.SampleRate()
+		targets[i] = agent.Target{PID: t.PID, Exe: t.Exe, Cgroup: t.Cgroup, Include: t.Include, Exclude: t.Exclude, SampleRate: &rate}
 	}
+	res, err := agent.AttachTargets(ctx, targets, opts)
 	if res != nil {
 		r.Log.Info("session ended: "+res.Summary(), "component", "daemon")
 	}
@@ -101,7 +114,7 @@ func (r *AgentRunner) Run(ctx context.Context, set Set, ready func()) error {
 
 // options maps a set to the agent's options, as the attach flags do.
 func (r *AgentRunner) options(set Set) (agent.Options, error) {
-	t, st, lim := set.Targets[0], set.Store, set.Limits
+	st, lim := set.Store, set.Limits
 	gid := -1
 	if st.Group != "" {
 		var err error
@@ -116,8 +129,7 @@ func (r *AgentRunner) options(set Set) (agent.Options, error) {
 		sampleEvery = -1 // the agent's "never"
 	}
 	opts := agent.Options{
-		Include: t.Include, Exclude: t.Exclude, SampleRate: t.SampleRate(), MaxProbes: lim.MaxProbes,
-		DB: st.DB, SpillDir: st.SpillDir, Retention: st.Retention, ArchiveDir: st.Archive,
+		MaxProbes: lim.MaxProbes, DB: st.DB, SpillDir: st.SpillDir, Retention: st.Retention, ArchiveDir: st.Archive,
 		StatsInterval: st.StatsInterval, SampleInterval: sampleEvery, MaxOverhead: lim.MaxOverhead,
 		MemoryLimit: int64(lim.MemoryMiB) << 20, QueueBytes: int64(lim.QueueMemoryMiB) << 20,
 		SetGoMemoryLimit: true, SingleProbes: lim.SingleProbes, Logger: r.Log,

@@ -137,20 +137,21 @@ func TestStartFails(t *testing.T) {
 	}
 }
 
-// TestAgentRunnerLimits: what the agent cannot run yet is refused by
-// Check with the limit named, before anything starts.
+// TestAgentRunnerLimits: what the agent cannot run is refused by Check
+// with the key named, before anything starts.
 func TestAgentRunnerLimits(t *testing.T) {
 	r := &AgentRunner{Log: slog.New(slog.DiscardHandler)}
-	two := Set{Targets: []config.Target{{Exe: "/bin/a", Include: []string{"main.*"}}, {Exe: "/bin/b", Include: []string{"main.*"}}}}
-	if err := r.Check(two); !errors.Is(err, ErrOneTarget) || !strings.Contains(err.Error(), "2 targets") {
-		t.Errorf("two targets: %v", err)
+	dir := t.TempDir()
+	self, err := os.Executable() // a Go program with a main.main
+	if err != nil {
+		t.Fatal(err)
 	}
-	cg := Set{Targets: []config.Target{{Cgroup: "/sys/fs/cgroup/x", Include: []string{"main.*"}}}}
-	if err := r.Check(cg); err == nil || !strings.Contains(err.Error(), "targets[0].cgroup: cgroup targets are not supported") {
-		t.Errorf("cgroup: %v", err)
+	missing := Set{Targets: []config.Target{{Exe: self, Include: []string{"main.main"}}, {Exe: filepath.Join(dir, "none"), Include: []string{"main.*"}}}}
+	if err := r.Check(missing); err == nil || !strings.Contains(err.Error(), "targets[1].exe") {
+		t.Errorf("a missing second exe: %v", err)
 	}
-	missing := Set{Targets: []config.Target{{Exe: filepath.Join(t.TempDir(), "none"), Include: []string{"main.*"}}}}
-	if err := r.Check(missing); err == nil || !strings.Contains(err.Error(), "targets[0].exe") {
-		t.Errorf("missing exe: %v", err)
+	cg := Set{Targets: []config.Target{{Cgroup: filepath.Join(dir, "nocgroup"), Include: []string{"main.*"}}}}
+	if err := r.Check(cg); err == nil || !strings.Contains(err.Error(), "targets[0].cgroup") {
+		t.Errorf("a cgroup that is not there: %v", err)
 	}
 }
