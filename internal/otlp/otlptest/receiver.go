@@ -143,41 +143,18 @@ func (r *Receiver) SetRefuse(f func(n, accepted int) (status int, retryAfter str
 func (r *Receiver) Accepted() <-chan struct{} { return r.accepted }
 
 func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
+	arrived := time.Now()
+	// Requests are decoded in parallel, as a collector does, and only
+	// then checked and kept under the lock, in one step: a refusal sees
+	// the requests and spans before it, and a span kept was acknowledged.
+	req, status, msg := r.decode(hr)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.requests = append(r.requests, time.Now())
-	if hr.Method != http.MethodPost || hr.URL.Path != "/v1/traces" {
-		r.t.Errorf("otlptest: request %s %s", hr.Method, hr.URL.Path)
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	if ct := hr.Header.Get("Content-Type"); ct != "application/x-protobuf" {
-		r.t.Errorf("otlptest: Content-Type %q", ct)
-	}
-	if ce := hr.Header.Get("Content-Encoding"); ce != "gzip" {
-		r.t.Errorf("otlptest: Content-Encoding %q, want gzip", ce)
-		http.Error(w, "want gzip", http.StatusUnsupportedMediaType)
-		return
-	}
-	zr, err := gzip.NewReader(hr.Body)
-	if err != nil {
-		r.t.Errorf("otlptest: gzip: %v", err)
-		http.Error(w, "bad gzip", http.StatusBadRequest)
-		return
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-			return // cut by Stop
+	r.requests = append(r.requests, arrived)
+	if status != 0 {
+		if msg != "" {
+			http.Error(w, msg, status)
 		}
-		r.t.Errorf("otlptest: gunzip: %v", err)
-		http.Error(w, "bad gzip", http.StatusBadRequest)
-		return
-	}
-	var req coltracepb.ExportTraceServiceRequest
-	if err := proto.Unmarshal(raw, &req); err != nil {
-		r.t.Errorf("otlptest: protobuf: %v", err)
-		http.Error(w, "bad protobuf", http.StatusBadRequest)
 		return
 	}
 	if r.refuse != nil {
@@ -209,6 +186,41 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 	case r.accepted <- struct{}{}:
 	default:
 	}
+}
+
+// decode reads one request; a non-zero status is the answer to a bad one
+// (no answer when msg is "": the connection was cut by Stop).
+func (r *Receiver) decode(hr *http.Request) (*coltracepb.ExportTraceServiceRequest, int, string) {
+	if hr.Method != http.MethodPost || hr.URL.Path != "/v1/traces" {
+		r.t.Errorf("otlptest: request %s %s", hr.Method, hr.URL.Path)
+		return nil, http.StatusNotFound, "not found"
+	}
+	if ct := hr.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+		r.t.Errorf("otlptest: Content-Type %q", ct)
+	}
+	if ce := hr.Header.Get("Content-Encoding"); ce != "gzip" {
+		r.t.Errorf("otlptest: Content-Encoding %q, want gzip", ce)
+		return nil, http.StatusUnsupportedMediaType, "want gzip"
+	}
+	zr, err := gzip.NewReader(hr.Body)
+	if err != nil {
+		r.t.Errorf("otlptest: gzip: %v", err)
+		return nil, http.StatusBadRequest, "bad gzip"
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+			return nil, http.StatusBadRequest, "" // cut by Stop
+		}
+		r.t.Errorf("otlptest: gunzip: %v", err)
+		return nil, http.StatusBadRequest, "bad gzip"
+	}
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(raw, &req); err != nil {
+		r.t.Errorf("otlptest: protobuf: %v", err)
+		return nil, http.StatusBadRequest, "bad protobuf"
+	}
+	return &req, 0, ""
 }
 
 // Snapshot returns the accepted spans and their resources by span id (hex),
