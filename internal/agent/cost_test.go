@@ -139,6 +139,7 @@ type agentCost struct {
 	Target         loadOutput
 	Stderr         string
 	Recorded, Lost uint64 // from the exit line
+	DB             string // the store
 }
 
 // procSample is one poll of /proc/PID.
@@ -227,7 +228,7 @@ func runAgentBinary(tb testing.TB, flags []string, runFor time.Duration, loadArg
 		samples = append(samples, s)
 	}
 	err := cmd.Wait()
-	c := agentCost{Wall: time.Since(t0), Stderr: stderr.String()}
+	c := agentCost{Wall: time.Since(t0), Stderr: stderr.String(), DB: db}
 	if err != nil {
 		tb.Fatalf("obs-agent %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}

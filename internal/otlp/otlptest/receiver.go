@@ -42,6 +42,7 @@ type Receiver struct {
 	refuse   func(n int, accepted int) (status int, retryAfter string)
 	// accepted is signalled (without blocking) after each accepted request.
 	accepted chan struct{}
+	lean     map[[8]byte]LeanSpan // a lean receiver's spans (NewLeanReceiver)
 }
 
 // NewReceiver starts a receiver on a loopback port; it stops at the end
@@ -147,7 +148,7 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 	// Requests are decoded in parallel, as a collector does, and only
 	// then checked and kept under the lock, in one step: a refusal sees
 	// the requests and spans before it, and a span kept was acknowledged.
-	req, status, msg := r.decode(hr)
+	req, lean, status, msg := r.decode(hr)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests = append(r.requests, arrived)
@@ -166,7 +167,13 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 			return
 		}
 	}
-	for _, rs := range req.ResourceSpans {
+	for _, s := range lean {
+		if _, dup := r.lean[s.id]; dup {
+			r.dups++
+		}
+		r.lean[s.id] = s.LeanSpan
+	}
+	for _, rs := range req.GetResourceSpans() {
 		for _, ss := range rs.ScopeSpans {
 			r.scopes[ss.Scope.GetName()] = true
 			for _, sp := range ss.Spans {
@@ -188,39 +195,48 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 	}
 }
 
-// decode reads one request; a non-zero status is the answer to a bad one
-// (no answer when msg is "": the connection was cut by Stop).
-func (r *Receiver) decode(hr *http.Request) (*coltracepb.ExportTraceServiceRequest, int, string) {
+// decode reads one request (a lean receiver's spans only from the wire
+// format); a non-zero status is the answer to a bad one (no answer when
+// msg is "": the connection was cut by Stop).
+func (r *Receiver) decode(hr *http.Request) (*coltracepb.ExportTraceServiceRequest, []leanSpan, int, string) {
 	if hr.Method != http.MethodPost || hr.URL.Path != "/v1/traces" {
 		r.t.Errorf("otlptest: request %s %s", hr.Method, hr.URL.Path)
-		return nil, http.StatusNotFound, "not found"
+		return nil, nil, http.StatusNotFound, "not found"
 	}
 	if ct := hr.Header.Get("Content-Type"); ct != "application/x-protobuf" {
 		r.t.Errorf("otlptest: Content-Type %q", ct)
 	}
 	if ce := hr.Header.Get("Content-Encoding"); ce != "gzip" {
 		r.t.Errorf("otlptest: Content-Encoding %q, want gzip", ce)
-		return nil, http.StatusUnsupportedMediaType, "want gzip"
+		return nil, nil, http.StatusUnsupportedMediaType, "want gzip"
 	}
 	zr, err := gzip.NewReader(hr.Body)
 	if err != nil {
 		r.t.Errorf("otlptest: gzip: %v", err)
-		return nil, http.StatusBadRequest, "bad gzip"
+		return nil, nil, http.StatusBadRequest, "bad gzip"
 	}
 	raw, err := io.ReadAll(zr)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-			return nil, http.StatusBadRequest, "" // cut by Stop
+			return nil, nil, http.StatusBadRequest, "" // cut by Stop
 		}
 		r.t.Errorf("otlptest: gunzip: %v", err)
-		return nil, http.StatusBadRequest, "bad gzip"
+		return nil, nil, http.StatusBadRequest, "bad gzip"
+	}
+	if r.lean != nil {
+		spans, err := decodeLean(raw, map[string]string{})
+		if err != nil {
+			r.t.Errorf("otlptest: protobuf: %v", err)
+			return nil, nil, http.StatusBadRequest, "bad protobuf"
+		}
+		return nil, spans, 0, ""
 	}
 	var req coltracepb.ExportTraceServiceRequest
 	if err := proto.Unmarshal(raw, &req); err != nil {
 		r.t.Errorf("otlptest: protobuf: %v", err)
-		return nil, http.StatusBadRequest, "bad protobuf"
+		return nil, nil, http.StatusBadRequest, "bad protobuf"
 	}
-	return &req, 0, ""
+	return &req, nil, 0, ""
 }
 
 // Snapshot returns the accepted spans and their resources by span id (hex),
