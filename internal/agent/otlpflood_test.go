@@ -116,7 +116,7 @@ func otlpAccount(t *testing.T, stderr string) (sent, lost, errLost uint64) {
 
 // kernelDrops is the records the kernel side dropped (the exit report's
 // line, when there is one).
-func kernelDrops(t *testing.T, stderr string) uint64 {
+func kernelDrops(tb testing.TB, stderr string) uint64 {
 	m := kernelSideLine.FindStringSubmatch(stderr)
 	if m == nil {
 		return 0
