@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open migrates older stores up
 // to it and refuses newer ones with ErrNewerSchema.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 // applicationID marks a SQLite file as an obs-agent store ("obsa").
 const applicationID = 0x6f627361
@@ -119,6 +119,8 @@ var migrations = [][]string{
 	},
 	// 6 -> 7 (processes): one row per traced process (processes.go).
 	migrationProcesses,
+	// 7 -> 8 (session_sinks): each sink's account per session (sinks.go).
+	migrationSessionSinks,
 }
 
 // Partition kinds. Every hour has one table of each kind.
