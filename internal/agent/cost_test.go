@@ -140,6 +140,9 @@ type agentCost struct {
 	Stderr         string
 	Recorded, Lost uint64 // from the exit line
 	DB             string // the store
+	// RunDelay is how long obs-agent's threads waited, runnable, for a
+	// CPU (the largest sum polled): what a loaded machine took from it.
+	RunDelay time.Duration
 }
 
 // procSample is one poll of /proc/PID.
@@ -148,6 +151,9 @@ type procSample struct {
 	own     time.Duration // utime+stime
 	hwmKiB  int64
 	anonKiB int64 // RssAnon
+	// runDelay is the time its threads spent runnable, waiting for a CPU
+	// (schedstat), summed over the threads alive at the poll.
+	runDelay time.Duration
 }
 
 var clockTick = time.Second / 100 // USER_HZ is 100 on Linux
@@ -167,6 +173,14 @@ func pollProc(pid int) (procSample, bool) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	s.own = time.Duration(ut+st) * clockTick
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, tk := range tasks {
+		var run, wait int64
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, tk.Name())); err == nil {
+			fmt.Sscan(string(b), &run, &wait)
+			s.runDelay += time.Duration(wait)
+		}
+	}
 	st2, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return s, false
@@ -245,6 +259,7 @@ func runAgentBinary(tb testing.TB, flags []string, runFor time.Duration, loadArg
 		c.PolledCPU = max(c.PolledCPU, s.own)
 		c.PeakRSSKiB = max(c.PeakRSSKiB, s.hwmKiB)
 		c.PeakAnonKiB = max(c.PeakAnonKiB, s.anonKiB)
+		c.RunDelay = max(c.RunDelay, s.runDelay)
 	}
 	c.SteadyCPUPct = -1
 	var first, last *procSample
@@ -294,10 +309,10 @@ func (c agentCost) String() string {
 	if c.SteadyCPUPct >= 0 {
 		steady = fmt.Sprintf("%.1f%%", c.SteadyCPUPct)
 	}
-	return fmt.Sprintf("agent CPU %v over %v wall (%.1f%% of one core for the session; steady %s while the target ran); "+
+	return fmt.Sprintf("agent CPU %v over %v wall (%.1f%% of one core for the session; steady %s while the target ran; its threads waited %v for a CPU); "+
 		"wait4 CPU %v = agent + target's own %v; agent's own CPU polled from /proc %v; "+
 		"agent peak RSS (VmHWM) %.1f MiB, of it anonymous (RssAnon, max polled) %.1f MiB; not used (inflated by exec, see above): wait4 maxrss %.1f MiB, target's self-reported maxrss %.1f MiB",
-		c.CPU.Round(time.Millisecond), c.Wall.Round(time.Millisecond), 100*c.CPU.Seconds()/c.Wall.Seconds(), steady,
+		c.CPU.Round(time.Millisecond), c.Wall.Round(time.Millisecond), 100*c.CPU.Seconds()/c.Wall.Seconds(), steady, c.RunDelay.Round(time.Millisecond),
 		c.Wait4CPU.Round(time.Millisecond), c.Target.selfCPU.Round(time.Millisecond), c.PolledCPU,
 		float64(c.PeakRSSKiB)/1024, float64(c.PeakAnonKiB)/1024, float64(c.Wait4MaxRSSKiB)/1024, float64(c.Target.selfRSSKiB)/1024)
 }
