@@ -84,13 +84,7 @@ func TestWritersInFlightAtOnce(t *testing.T) {
 	log, _ := newLogger()
 	q := New(fastOpts(Options{BatchSize: 10, Writers: 3, Logger: log, Name: "otlp", ShedOKWhileFailing: true}))
 	var p pushed
-	for i := range 90 {
-		st := record.StatusOK
-		if i%3 == 0 {
-			st = record.StatusError
-		}
-		p.push(q, call("main.w", st))
-	}
+	p.pushMixed(q, "main.w", 90, 3)
 	g := &inFlight{}
 	var max atomic.Int64
 	fw := &fakeWriter{}
@@ -144,13 +138,7 @@ func TestWritersOutageOneRetries(t *testing.T) {
 	}
 	w := countingWriter{fw, g}
 	var p pushed
-	for i := range 60 {
-		st := record.StatusOK
-		if i%2 == 0 {
-			st = record.StatusError
-		}
-		p.push(q, call("main.o", st))
-	}
+	p.pushMixed(q, "main.o", 60, 2)
 	done := make(chan error, 1)
 	go func() { done <- q.Drain(failCounter{w, &failedBack}) }()
 	// Twenty failed writes: the outage lasts.
@@ -240,13 +228,7 @@ func TestWritersGiveUpWaitsForHelpers(t *testing.T) {
 	log, _ := newLogger()
 	q := New(fastOpts(Options{BatchSize: 10, Writers: 3, CloseTimeout: 20 * time.Millisecond, Logger: log, Name: "otlp", ShedOKWhileFailing: true}))
 	var p pushed
-	for i := range 60 {
-		st := record.StatusOK
-		if i%4 == 0 {
-			st = record.StatusError
-		}
-		p.push(q, call("main.g", st))
-	}
+	p.pushMixed(q, "main.g", 60, 4)
 	// Both helpers take a batch and wait to write it until the first
 	// writer has given up; the first writer waits to write until both
 	// helpers hold their batch.
@@ -285,5 +267,17 @@ func TestWritersGiveUpWaitsForHelpers(t *testing.T) {
 	}
 	if errs, oks, _ := q.Depth(); errs+oks != 0 {
 		t.Errorf("%d error and %d ok records left in the lanes", errs, oks)
+	}
+}
+
+// pushMixed pushes n records of fn, every one in every an error record
+// (the first among them).
+func (p *pushed) pushMixed(q *Queue, fn string, n, every int) {
+	for i := range n {
+		st := record.StatusOK
+		if i%every == 0 {
+			st = record.StatusError
+		}
+		p.push(q, call(fn, st))
 	}
 }

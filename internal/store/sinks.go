@@ -59,12 +59,8 @@ func (s *Store) SetSessionSinks(session uint64, accts []SinkAccount) error {
 func (s *Store) SessionSinks(ctx context.Context, sessions ...uint64) ([]SinkAccount, error) {
 	var out []SinkAccount
 	err := s.read(ctx, "query sink accounts", func(r *rtx) error {
-		var n int
-		if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'session_sinks'`).Scan(&n); err != nil {
+		if ok, err := r.hasTable("session_sinks"); !ok || err != nil {
 			return err
-		}
-		if n == 0 {
-			return nil
 		}
 		q := `SELECT session, sink, function, written, dropped, errors_lost FROM session_sinks`
 		args := make([]any, len(sessions))
@@ -91,4 +87,12 @@ func (s *Store) SessionSinks(ctx context.Context, sessions ...uint64) ([]SinkAcc
 		return rows.Err()
 	})
 	return out, err
+}
+
+// hasTable reports whether the store has table name: a reader opens an
+// older store as it is, without the tables later schemas add.
+func (r *rtx) hasTable(name string) (bool, error) {
+	var n int
+	err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, name).Scan(&n)
+	return n > 0, err
 }
