@@ -29,7 +29,7 @@ func (g *inFlight) holdNext(n int) {
 	g.mu.Unlock()
 }
 
-func (g *inFlight) hook(w *fakeWriter, max *atomic.Int64) func([]record.Call) {
+func (g *inFlight) hook(max *atomic.Int64) func([]record.Call) {
 	return func(b []record.Call) {
 		a := g.active.Add(1)
 		g.calls.Add(1)
@@ -88,7 +88,7 @@ func TestWritersInFlightAtOnce(t *testing.T) {
 	g := &inFlight{}
 	var max atomic.Int64
 	fw := &fakeWriter{}
-	fw.hook = g.hook(fw, &max)
+	fw.hook = g.hook(&max)
 	g.holdNext(3)
 	done := startDrain(q, countingWriter{fw, g})
 	waitHeld(t, g, 3)
@@ -129,7 +129,7 @@ func TestWritersOutageOneRetries(t *testing.T) {
 	fw := &fakeWriter{fail: storeErr(&downErr{"down", "is unreachable"}), calls: make(chan error, 1)}
 	var failedBack atomic.Int64
 	var overlap atomic.Int64 // calls that began beside another once the first three had failed
-	inner := g.hook(fw, &max)
+	inner := g.hook(&max)
 	fw.hook = func(b []record.Call) {
 		if failedBack.Load() >= 3 && g.active.Load() > 0 {
 			overlap.Add(1)
