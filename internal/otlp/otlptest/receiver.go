@@ -1,6 +1,8 @@
 // Package otlptest owns an in-process OTLP/HTTP traces receiver for tests:
 // it decodes each request as a real receiver does (gzip, then protobuf),
-// keeps every span it accepted, counts span ids that arrive twice, and can
+// keeps every span it accepted (or, made by NewLeanReceiver for floods,
+// only each span's ids, name and status), counts span ids that arrive
+// twice, and can
 // refuse requests or go down (its port closed) and come back on the same
 // address. It does not import internal/otlp, so that package's own tests
 // can use it.
