@@ -751,6 +751,7 @@ func (s *session) finish() {
 		}
 		s.log.Error("cannot store the session's end; it is kept in the spill directory and stored by the next run on this store", "session", s.sess.ID, "err", err, "dir", s.spillDir())
 	}
+	s.storeSinkAccounts()
 }
 
 // wait blocks until the target exits, the duration passes or ctx is done,

@@ -48,6 +48,11 @@ const (
 	// resolverAllowance: the OTLP sink's root resolver (otlpsink.go): its
 	// memo of trace roots (two generations of rootMemo entries) and the
 	// records it holds (at most maxHeld), about 3 MiB at most, rounded up.
+	// Its requests in flight (DefaultOTLPRequests, about 1 MiB each: a
+	// batch of 2,048 records 240 KB, the encoder's buffers 660 KB, the
+	// gzipped body) are in workAllowance, like the store writer's batch:
+	// under a flood with three in flight the agent's RssAnon peaked at
+	// 64.3 MiB against a Go + SQLite budget of 68.1 MiB.
 	resolverAllowance = 4 << 20
 )
 

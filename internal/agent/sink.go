@@ -264,3 +264,26 @@ func (l *Ledger) summary() string {
 	}
 	return s
 }
+
+// storeSinkAccounts keeps every sink's ledger, per function, in the
+// store (session_sinks), for `query stats`: the exit line's per-sink
+// lines, kept.
+func (s *session) storeSinkAccounts() {
+	var accts []store.SinkAccount
+	for _, l := range s.result.Sinks {
+		funcs := map[string]bool{}
+		for f := range l.Written {
+			funcs[f] = true
+		}
+		for f := range l.Dropped {
+			funcs[f] = true
+		}
+		for f := range funcs {
+			accts = append(accts, store.SinkAccount{Sink: l.Sink, Function: f,
+				Written: l.Written[f], Dropped: l.Dropped[f], ErrorsLost: l.ErrorsLost[f]})
+		}
+	}
+	if err := s.st.SetSessionSinks(s.sess.ID, accts); err != nil {
+		s.log.Error("cannot store the sinks' accounts: `query stats` will not show this session's losses per sink (the exit line has them)", "session", s.sess.ID, "err", err)
+	}
+}

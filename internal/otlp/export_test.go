@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,3 +241,74 @@ func TestExportIdempotentIDs(t *testing.T) {
 }
 
 var synthCall = record.Call{ID: 1<<40 | 1, PID: 1, GoID: 1, Function: "main.main", Start: t0.UnixNano(), Duration: 5}
+
+// TestRetryAfterHoldsEveryRequest: a Retry-After on one request holds
+// back the exporter's other requests too (the live sink has several in
+// flight): a request started after the refusal waits as long as the one
+// refused, and both arrive once.
+func TestRetryAfterHoldsEveryRequest(t *testing.T) {
+	p := &Process{SessionID: 1, SessionStart: t0.UnixNano(), PID: 42, Executable: "/usr/bin/app", ServiceName: "app"}
+	var calls []record.Call
+	for i := range 20 {
+		calls = append(calls, record.Call{ID: 1<<40 + uint64(i+1), PID: 42, GoID: 1, Function: "main.work", Start: t0.UnixNano(), Duration: 1000})
+	}
+	rcv := otlptest.NewReceiver(t)
+	rcv.SetRefuse(func(n, _ int) (int, string) {
+		if n == 1 {
+			return 429, "1"
+		}
+		return 0, ""
+	})
+	e := testExporter(t, rcv.URL())
+	// The exporter logs the retry once it has read the refusal.
+	refused := make(chan struct{})
+	e.log = slog.New(onLog{"export failed; retrying", sync.OnceFunc(func() { close(refused) })})
+	half := len(calls) / 2
+	send := func(cs []record.Call) chan error {
+		done := make(chan error, 1)
+		b := NewBatch("test")
+		for i := range cs {
+			b.Add(p, &cs[i], cs[i].ID)
+		}
+		req := b.Request()
+		go func() {
+			_, err := e.Export(context.Background(), req)
+			done <- err
+		}()
+		return done
+	}
+	first := send(calls[:half])
+	<-refused
+	second := send(calls[half:])
+	for _, ch := range []chan error{first, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := rcv.Requests()
+	if len(at) != 3 {
+		t.Fatalf("%d requests arrived, want the refused one and two accepted", len(at))
+	}
+	for i := 1; i < 3; i++ {
+		if d := at[i].Sub(at[0]); d < time.Second {
+			t.Errorf("request %d arrived %v after the refusal; Retry-After said 1s for every request", i, d)
+		}
+	}
+	checkSpans(t, rcv, calls)
+}
+
+// onLog is a slog handler that calls f on each message holding substr.
+type onLog struct {
+	substr string
+	f      func()
+}
+
+func (h onLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h onLog) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.substr) {
+		h.f()
+	}
+	return nil
+}
+func (h onLog) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h onLog) WithGroup(string) slog.Handler      { return h }

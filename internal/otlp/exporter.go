@@ -164,11 +164,15 @@ func ParseHeader(kv string, urlEncoded bool) (string, string, error) {
 }
 
 // Exporter sends export requests to one OTLP/HTTP endpoint. Safe for
-// concurrent use.
+// concurrent use: a Retry-After the endpoint sends on one request holds
+// back every request of the exporter, not only the one refused.
 type Exporter struct {
 	cfg    Config
 	client *http.Client
 	log    *slog.Logger
+
+	mu         sync.Mutex
+	pauseUntil time.Time // no request starts before (Retry-After)
 }
 
 // New checks cfg and returns its exporter.
@@ -246,7 +250,8 @@ type Result struct {
 }
 
 // Export sends req, retrying a transient failure (network error, 429,
-// 502, 503, 504) with exponential back-off, honouring Retry-After, until
+// 502, 503, 504) with exponential back-off, honouring Retry-After (for
+// every request of the exporter, see Exporter), until
 // MaxElapsed has passed or ctx ends. It returns nil only when the receiver
 // accepted the request.
 func (e *Exporter) Export(ctx context.Context, req *coltracepb.ExportTraceServiceRequest) (Result, error) {
@@ -286,7 +291,16 @@ func (e *Exporter) ExportEncoded(ctx context.Context, raw []byte) (Result, error
 	first := time.Now()
 	deadline := first.Add(e.cfg.MaxElapsed)
 	backoff := e.cfg.InitialBackoff
+	gaveUp := func(err error) (Result, error) {
+		if res.Attempts <= 1 {
+			return res, err
+		}
+		return res, fmt.Errorf("otlp export: gave up after %d attempts over %v: %w", res.Attempts, time.Since(first).Round(time.Millisecond), err)
+	}
 	for {
+		if err := e.waitPause(ctx, deadline); err != nil {
+			return gaveUp(err)
+		}
 		res.Attempts++
 		wait, err := e.post(ctx, body, &res)
 		if err == nil {
@@ -299,12 +313,11 @@ func (e *Exporter) ExportEncoded(ctx context.Context, raw []byte) (Result, error
 		if wait == 0 {
 			wait = backoff
 			backoff = min(backoff*2, e.cfg.MaxBackoff)
+		} else {
+			e.pause(wait)
 		}
 		if time.Now().Add(wait).After(deadline) {
-			if res.Attempts == 1 {
-				return res, err
-			}
-			return res, fmt.Errorf("otlp export: gave up after %d attempts over %v: %w", res.Attempts, time.Since(first).Round(time.Millisecond), err)
+			return gaveUp(err)
 		}
 		lvl := slog.LevelWarn
 		if e.cfg.QuietRetries {
@@ -318,6 +331,41 @@ func (e *Exporter) ExportEncoded(ctx context.Context, raw []byte) (Result, error
 			return res, fmt.Errorf("otlp export: %w (last error: %v)", ctx.Err(), err)
 		case <-t.C:
 		}
+	}
+}
+
+// pause holds back every request of the exporter for d: the endpoint
+// said when to come back (Retry-After), for any request.
+func (e *Exporter) pause(d time.Duration) {
+	until := time.Now().Add(d)
+	e.mu.Lock()
+	if until.After(e.pauseUntil) {
+		e.pauseUntil = until
+	}
+	e.mu.Unlock()
+}
+
+// waitPause waits out a pause the endpoint asked for on another request.
+// A pause that lasts past deadline (the request's retry bound) is an
+// error, a transient one: the endpoint is overloaded.
+func (e *Exporter) waitPause(ctx context.Context, deadline time.Time) error {
+	e.mu.Lock()
+	until := e.pauseUntil
+	e.mu.Unlock()
+	d := time.Until(until)
+	if d <= 0 {
+		return nil
+	}
+	if until.After(deadline) {
+		return fmt.Errorf("otlp export: the endpoint asked to wait until %s (Retry-After), past the retry bound", until.Format(time.RFC3339))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("otlp export: %w", ctx.Err())
+	case <-t.C:
+		return nil
 	}
 }
 

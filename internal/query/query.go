@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/glob"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/result"
 	"github.com/obs-agent/obs-agent/internal/store"
@@ -211,6 +212,9 @@ func (q *Layer) Stats(ctx context.Context, f Filter, by result.Grouping) (rows [
 			g.GapTime += time.Duration(max(0, end-max(gp.Start, lo)))
 		}
 	}
+	if err := q.addSinks(ctx, f, by, get); err != nil {
+		return nil, nil, err
+	}
 	rows = make([]result.StatsRow, 0, len(groups))
 	for _, g := range groups {
 		g.Finish()
@@ -225,6 +229,61 @@ func (q *Layer) Stats(ctx context.Context, f Filter, by result.Grouping) (rows [
 		rows = rows[:f.Limit]
 	}
 	return rows, gaps, nil
+}
+
+// addSinks adds to each row the sinks' accounts of its functions (f.Func
+// applies) from the sessions that overlap [f.Since, f.Until) (of f.PID).
+// A sink's account is kept once per session, when it ends, so a session
+// counts whole, and a running one not yet.
+func (q *Layer) addSinks(ctx context.Context, f Filter, by result.Grouping, get func(string) *result.StatsRow) error {
+	sessions, err := q.s.Sessions(ctx)
+	if err != nil {
+		return err
+	}
+	lo, hi := f.Bounds()
+	var ids []uint64
+	for _, ss := range sessions {
+		if ss.Start < hi && (ss.End == 0 || ss.End >= lo) && (f.PID == 0 || ss.PID == f.PID) {
+			ids = append(ids, ss.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	accts, err := q.s.SessionSinks(ctx, ids...)
+	if err != nil || len(accts) == 0 {
+		return err
+	}
+	funcs, err := q.s.FunctionInfo(ctx)
+	if err != nil {
+		return err
+	}
+	var match *glob.Glob
+	if f.Func != "" {
+		g := glob.Compile(f.Func)
+		match = &g
+	}
+	for _, a := range accts {
+		if match != nil && !match.Match(a.Function) {
+			continue
+		}
+		fi, ok := funcs[a.Function]
+		if !ok {
+			fi = record.Function{Name: a.Function}
+		}
+		row := get(by.Key(fi))
+		i := slices.IndexFunc(row.Sinks, func(c result.SinkCount) bool { return c.Sink == a.Sink })
+		if i < 0 {
+			row.Sinks = append(row.Sinks, result.SinkCount{Sink: a.Sink})
+			slices.SortFunc(row.Sinks, func(x, y result.SinkCount) int { return strings.Compare(x.Sink, y.Sink) })
+			i = slices.IndexFunc(row.Sinks, func(c result.SinkCount) bool { return c.Sink == a.Sink })
+		}
+		c := &row.Sinks[i]
+		c.Written += a.Written
+		c.Dropped += a.Dropped
+		c.ErrorsLost += a.ErrorsLost
+	}
+	return nil
 }
 
 // Gaps returns the probe gaps overlapping [f.Since, f.Until), oldest first.

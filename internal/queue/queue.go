@@ -21,6 +21,9 @@
 // One writer goroutine (Drain) writes, in this order: journal segments,
 // oldest first, each as one write (the segment file is deleted only after
 // the destination took it); then batches from memory, error records first.
+// A queue without a journal may have several writers (Options.Writers),
+// each writing its own batch, for a destination whose writes wait on a
+// round trip (an OTLP endpoint); see drainWorkers.
 // When the destination fails (an outage: a store locked, read-only or
 // full, a collector down), the batch goes back to its lanes and is retried
 // with backoff; with Options.ShedOKWhileFailing its ok records are dropped
@@ -62,6 +65,8 @@ const DefaultCloseTimeout = 30 * time.Second
 const journalRetry = time.Second
 
 // Writer is a sink's write side. A failed WriteCalls must write nothing.
+// With Options.Writers > 1 its methods are called from several goroutines
+// at once.
 type Writer interface {
 	WriteCalls([]record.Call) error
 	// Classify says what a failed WriteCalls means.
@@ -108,6 +113,13 @@ type Options struct {
 	// ok records are worth little late (live spans), so memory goes to
 	// the error records that wait.
 	ShedOKWhileFailing bool
+	// Writers is how many batches may be written at once, each by its
+	// own goroutine: for a destination whose writes mostly wait on a
+	// round trip (an OTLP endpoint), so that the next batch is prepared
+	// and sent while the destination works on the last. Only a queue
+	// without a journal (SpillDir "") has more than one: segments are
+	// replayed in order, by one writer. 0: 1.
+	Writers int
 }
 
 // Queue is the two-lane queue. Push may be called from any goroutine;
@@ -133,6 +145,7 @@ type Queue struct {
 	journaled map[string]uint64 // error records of this run in the journal now
 	storeErr  error             // last write error, nil once writes succeed again
 	down      *outage
+	inflight  int // batches taken by writers and not yet settled (Writers > 1)
 
 	// The journal. jready counts records in readable segments (including
 	// an earlier run's); the writer replays them before taking from memory.
@@ -148,6 +161,10 @@ type Queue struct {
 	jmu sync.Mutex // serialises journal I/O; taken before mu, never inside it
 
 	testIdle func() // tests: called when take times out with nothing
+	// tests: testFirstGaveUp is called when the first of several writers
+	// has given up, before the helpers have stopped; testHelperWrite by a
+	// helper before each write.
+	testFirstGaveUp, testHelperWrite func()
 	// tests: testTimerFired is called by the flush timer before it takes
 	// mu; testBeforeWait between arming the timer and waiting (mu held).
 	testTimerFired, testBeforeWait func()
@@ -189,6 +206,9 @@ func New(opts Options) *Queue {
 	}
 	if opts.Name == "" {
 		opts.Name = "sink"
+	}
+	if opts.Writers <= 0 || opts.SpillDir != "" {
+		opts.Writers = 1
 	}
 	q := &Queue{
 		opts:      opts,
@@ -237,7 +257,13 @@ func (q *Queue) Push(c record.Call) {
 	n := len(q.errs) + len(q.oks)
 	q.mu.Unlock()
 	if n >= q.opts.BatchSize {
-		q.cond.Signal()
+		if q.opts.Writers > 1 {
+			// The one woken by Signal might be a helper parked on an
+			// outage, which would go back to sleep with the batch.
+			q.cond.Broadcast()
+		} else {
+			q.cond.Signal()
+		}
 	}
 }
 
@@ -462,8 +488,16 @@ func (q *Queue) openJournal() error {
 // FlushEvery (at once when !wait), or the rest after Close. It returns an
 // empty batch at once when the journal has records, which go first, and
 // waits out a spill in flight, so error records keep their order. done is
-// true once the queue is closed and every lane and the journal are empty.
-func (q *Queue) take(buf []record.Call, wait bool) (batch []record.Call, done bool) {
+// true once the queue is closed and every lane and the journal are empty
+// (and, with several writers, no other writer's batch is in flight: a
+// failed one comes back to the lanes).
+//
+// A helper (a writer other than the first, Writers > 1) takes nothing
+// while the destination is failing: the first writer alone retries, with
+// its back-off, and the helpers resume when a write succeeds. A helper's
+// done is true once the queue is closed and it has nothing to take, or
+// the destination is failing: what is left is the first writer's.
+func (q *Queue) take(buf []record.Call, wait, helper bool) (batch []record.Call, done bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	deadline := time.Now().Add(q.opts.FlushEvery)
@@ -476,6 +510,17 @@ func (q *Queue) take(buf []record.Call, wait bool) (batch []record.Call, done bo
 			continue
 		}
 		n := len(q.errs) + len(q.oks)
+		if helper && (q.storeErr != nil || (q.closed && n == 0)) {
+			if q.closed {
+				return buf[:0], true
+			}
+			q.cond.Wait() // woken when a write succeeds, or on Close
+			continue
+		}
+		if q.closed && n == 0 && q.inflight > 0 {
+			q.cond.Wait() // woken when a batch in flight settles
+			continue
+		}
 		if q.closed || n >= q.opts.BatchSize || (!wait && n > 0) {
 			break
 		}
@@ -509,6 +554,9 @@ func (q *Queue) take(buf []record.Call, wait bool) (batch []record.Call, done bo
 		}
 		buf = append(buf, q.oks[:m]...)
 		q.oks = shift(q.oks, m)
+	}
+	if len(buf) > 0 && q.opts.Writers > 1 {
+		q.inflight++
 	}
 	if len(buf) == 0 && !q.closed && q.testIdle != nil {
 		q.testIdle()
@@ -544,21 +592,77 @@ func shift(s []record.Call, n int) []record.Call {
 // error records first. A failed write is retried with backoff. After Close
 // it retries for at most CloseTimeout; it then counts the ok records still
 // unwritten as dropped, moves the error records to the journal, and returns
-// an error that says how many wait there.
+// an error that says how many wait there. With Options.Writers > 1, w's
+// WriteCalls is called from that many goroutines at once.
 func (q *Queue) Drain(w Writer) error {
 	if q.jr != nil {
 		q.Recover() // logged; without a journal errors stay in memory
 	}
+	if q.opts.Writers > 1 {
+		return q.drainWorkers(w)
+	}
+	if err := q.writeLoop(w, false); err != nil {
+		return q.giveUp(err)
+	}
+	q.closeJournal()
+	return nil
+}
+
+// drainWorkers is Drain with several writers. Each takes its own batch,
+// error records first, and settles it (counted written, counted dropped,
+// or back in its lanes) before it takes another. The first writer is the
+// one that retries an outage and gives up after Close; the helpers stop
+// taking while the destination fails (see take). The queue gives up only
+// once every helper has stopped, so no batch is in flight when the
+// records left are counted: the ledger stays exact.
+func (q *Queue) drainWorkers(w Writer) error {
+	var wg sync.WaitGroup
+	for range q.opts.Writers - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.writeLoop(w, true) //nolint:errcheck // a helper never gives up
+		}()
+	}
+	err := q.writeLoop(w, false)
+	if err != nil && q.testFirstGaveUp != nil {
+		q.testFirstGaveUp()
+	}
+	wg.Wait()
+	if err != nil {
+		q.mu.Lock()
+		left := len(q.errs) + len(q.oks)
+		recovered := q.storeErr == nil
+		q.mu.Unlock()
+		if left > 0 || !recovered {
+			return q.giveUp(err)
+		}
+		// A helper's write succeeded after the first writer gave up
+		// and the helpers wrote the rest.
+	}
+	q.closeJournal()
+	return nil
+}
+
+// writeLoop is one writer: it takes batches (from the journal first, for
+// the only writer) and writes them until the queue is closed and empty;
+// then it returns nil. The first writer (!helper) retries a failing
+// destination with backoff and returns the last error once CloseTimeout
+// has passed after Close; a helper leaves retrying to it.
+func (q *Queue) writeLoop(w Writer, helper bool) error {
 	var buf []record.Call
 	backoff := q.opts.RetryMin
 	retrying := false
 	for {
-		seg, batch := q.nextSegment()
+		var seg *segment
+		var batch []record.Call
+		if !helper {
+			seg, batch = q.nextSegment()
+		}
 		if seg == nil {
 			var done bool
-			buf, done = q.take(buf, !retrying)
+			buf, done = q.take(buf, !retrying, helper)
 			if done {
-				q.closeJournal()
 				return nil
 			}
 			if len(buf) == 0 {
@@ -566,40 +670,73 @@ func (q *Queue) Drain(w Writer) error {
 			}
 			batch = buf
 		}
-		err := w.WriteCalls(batch)
+		if helper && q.testHelperWrite != nil {
+			q.testHelperWrite()
+		}
+		err := q.write(w, seg, batch)
+		if seg == nil {
+			q.settle()
+		}
 		if err == nil {
-			q.committed(seg, batch)
 			retrying, backoff = false, q.opts.RetryMin
 			continue
 		}
-		if w.Classify(err).Refused {
-			// Not an outage: the destination refuses some of these
-			// records (after a crash between a commit and a segment's
-			// deletion, the store holds them already: duplicate ids).
-			// Write them one by one so refused records can't block the
-			// others.
-			var rest []record.Call
-			if rest, err = q.writeSingly(w, seg, batch); err == nil {
-				if seg != nil {
-					q.committed(seg, nil)
-				} else {
-					q.resumed()
-				}
-				retrying, backoff = false, q.opts.RetryMin
-				continue
-			}
-			if seg == nil {
-				batch = rest // the others are written or counted
-			}
+		if helper {
+			continue // take waits until the first writer's retry succeeds
 		}
-		q.failed(w.Classify(err), err, seg, batch)
 		retrying = true
 		if q.closeExpired() {
-			return q.giveUp(err)
+			return err
 		}
 		q.sleep(backoff)
 		backoff = min(backoff*2, q.opts.RetryMax)
 	}
+}
+
+// write writes one batch (a journal segment's when seg is set) and
+// settles its records: counted as written, refused records counted as
+// dropped, and on failure the rest back in their lanes (failed). It
+// returns the failure, nil when every record is settled.
+func (q *Queue) write(w Writer, seg *segment, batch []record.Call) error {
+	err := w.WriteCalls(batch)
+	if err == nil {
+		q.committed(seg, batch)
+		return nil
+	}
+	if w.Classify(err).Refused {
+		// Not an outage: the destination refuses some of these
+		// records (after a crash between a commit and a segment's
+		// deletion, the store holds them already: duplicate ids).
+		// Write them one by one so refused records can't block the
+		// others.
+		var rest []record.Call
+		if rest, err = q.writeSingly(w, seg, batch); err == nil {
+			if seg != nil {
+				q.committed(seg, nil)
+			} else {
+				q.resumed()
+			}
+			return nil
+		}
+		if seg == nil {
+			batch = rest // the others are written or counted
+		}
+	}
+	q.failed(w.Classify(err), err, seg, batch)
+	return err
+}
+
+// settle ends a batch taken from memory (with several writers): its
+// records are counted or back in their lanes, so a writer waiting for the
+// batches in flight may look again.
+func (q *Queue) settle() {
+	if q.opts.Writers == 1 {
+		return
+	}
+	q.mu.Lock()
+	q.inflight--
+	q.mu.Unlock()
+	q.cond.Broadcast()
 }
 
 // nextSegment returns the oldest readable journal segment and its records,
@@ -715,6 +852,7 @@ func (q *Queue) committed(seg *segment, batch []record.Call) {
 		return
 	}
 	q.storeErr = nil
+	q.cond.Broadcast() // helpers parked on the outage (Writers > 1)
 	if seg != nil {
 		q.down.replayed += len(batch)
 	}
@@ -726,6 +864,7 @@ func (q *Queue) resumed() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.storeErr = nil
+	q.cond.Broadcast() // helpers parked on the outage (Writers > 1)
 	q.endOutage()
 }
 

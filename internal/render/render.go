@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -233,6 +234,13 @@ func Stats(w io.Writer, f Format, by result.Grouping, rows []result.StatsRow, ga
 				"p99_ns": r.P99, "max_ns": r.MaxNs, "mean_ns": r.MeanNs, "gaps": r.Gaps,
 				"gap_ms": float64(r.GapTime) / 1e6,
 			}
+			if len(r.Sinks) > 0 {
+				sinks := map[string]any{}
+				for _, c := range r.Sinks {
+					sinks[c.Sink] = map[string]uint64{"written": c.Written, "lost": c.Dropped, "errors_lost": c.ErrorsLost}
+				}
+				m["sinks"] = sinks
+			}
 			if by == result.ByModule && r.Key == "" {
 				m[string(by)] = nil
 			}
@@ -243,11 +251,21 @@ func Stats(w io.Writer, f Format, by result.Grouping, rows []result.StatsRow, ga
 		return nil
 	case CSV:
 		cw := csv.NewWriter(w)
-		cw.Write([]string{string(by), "calls", "errors", "panics", "recorded", "lost", "sampled", "dropped", "p50_ns", "p90_ns", "p99_ns", "max_ns", "mean_ns", "gaps", "gap_ms"})
+		sinks := sinkNames(rows)
+		head := []string{string(by), "calls", "errors", "panics", "recorded", "lost", "sampled", "dropped", "p50_ns", "p90_ns", "p99_ns", "max_ns", "mean_ns", "gaps", "gap_ms"}
+		for _, k := range sinks {
+			head = append(head, k+"_written", k+"_lost", k+"_errors_lost")
+		}
+		cw.Write(head)
 		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 		for _, r := range rows {
-			cw.Write([]string{r.Key, u(r.Calls), u(r.Errors), u(r.Panics), u(r.Recorded), u(r.Lost()), u(r.Sampled), u(r.Dropped),
-				u(r.P50), u(r.P90), u(r.P99), u(r.MaxNs), u(r.MeanNs), strconv.Itoa(r.Gaps), strconv.FormatFloat(float64(r.GapTime)/1e6, 'f', 3, 64)})
+			rec := []string{r.Key, u(r.Calls), u(r.Errors), u(r.Panics), u(r.Recorded), u(r.Lost()), u(r.Sampled), u(r.Dropped),
+				u(r.P50), u(r.P90), u(r.P99), u(r.MaxNs), u(r.MeanNs), strconv.Itoa(r.Gaps), strconv.FormatFloat(float64(r.GapTime)/1e6, 'f', 3, 64)}
+			for _, k := range sinks {
+				c := sinkCount(r, k)
+				rec = append(rec, u(c.Written), u(c.Dropped), u(c.ErrorsLost))
+			}
+			cw.Write(rec)
 		}
 		cw.Flush()
 		return cw.Error()
@@ -270,6 +288,9 @@ func Stats(w io.Writer, f Format, by result.Grouping, rows []result.StatsRow, ga
 		return err
 	}
 	fmt.Fprintln(w, "\npercentiles are log2-bucket upper bounds (true value <= shown < 2x), capped at the exact max")
+	if err := sinkTable(w, by, rows); err != nil {
+		return err
+	}
 	if len(gaps) > 0 {
 		fmt.Fprintln(w, "\nprobe gaps (calls in these spans were not traced):")
 		gw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -284,6 +305,56 @@ func Stats(w io.Writer, f Format, by result.Grouping, rows []result.StatsRow, ga
 		return gw.Flush()
 	}
 	return nil
+}
+
+// sinkNames are the sinks any row has an account of, sorted.
+func sinkNames(rows []result.StatsRow) []string {
+	var names []string
+	for _, r := range rows {
+		for _, c := range r.Sinks {
+			if !slices.Contains(names, c.Sink) {
+				names = append(names, c.Sink)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// sinkCount is row r's account of sink k (zero when it has none).
+func sinkCount(r result.StatsRow, k string) result.SinkCount {
+	for _, c := range r.Sinks {
+		if c.Sink == k {
+			return c
+		}
+	}
+	return result.SinkCount{Sink: k}
+}
+
+// sinkTable lists each sink's account per row under the stats table, when
+// there is a sink besides the store (the store's own columns are above).
+func sinkTable(w io.Writer, by result.Grouping, rows []result.StatsRow) error {
+	sinks := sinkNames(rows)
+	if len(sinks) == 0 || (len(sinks) == 1 && sinks[0] == "store") {
+		return nil
+	}
+	fmt.Fprintln(w, "\nrecords per sink (whole sessions that overlap the range, as each sink counted them when its session ended):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "SINK\tWRITTEN\tLOST\tOK NOT SENT\tERRORS LOST\t %s\n", strings.ToUpper(string(by)))
+	for _, k := range sinks {
+		for _, r := range rows {
+			c := sinkCount(r, k)
+			if c.Written+c.Dropped == 0 {
+				continue
+			}
+			key := r.Key
+			if key == "" {
+				key = "(unknown)"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t %s\n", k, c.Written, c.Dropped, c.Dropped-c.ErrorsLost, c.ErrorsLost, key)
+		}
+	}
+	return tw.Flush()
 }
 
 // Groups writes the package or module roll-up: key "group" for modules,

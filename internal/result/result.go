@@ -65,6 +65,18 @@ type StatsRow struct {
 	MeanNs        uint64        //
 	Gaps          int           // probe gaps overlapping the range
 	GapTime       time.Duration // their total length inside the range
+	// Sinks is each sink's account of the row's records (the store, the
+	// live OTLP sink), summed over the sessions that overlap the range,
+	// whole sessions; sorted by sink name.
+	Sinks []SinkCount
+}
+
+// SinkCount is what one sink wrote and lost of a row's records.
+type SinkCount struct {
+	Sink       string
+	Written    uint64 // stored, or sent as spans
+	Dropped    uint64 // lost: ok records shed, error records not kept
+	ErrorsLost uint64 // the error records among Dropped
 }
 
 // Finish computes the percentiles and the mean from the merged aggregate.

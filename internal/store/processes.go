@@ -79,12 +79,8 @@ func (s *Store) EndProcesses(session uint64, end int64, reason string) error {
 func (s *Store) Processes(ctx context.Context, pid uint32) ([]Process, error) {
 	var out []Process
 	err := s.read(ctx, "query processes", func(r *rtx) error {
-		var n int
-		if err := r.tx.QueryRowContext(r.ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'processes'`).Scan(&n); err != nil {
+		if ok, err := r.hasTable("processes"); !ok || err != nil {
 			return err
-		}
-		if n == 0 {
-			return nil
 		}
 		q := `SELECT session, pid, ns_pid, binary, build_id, start_ns, end_ns, exit_reason FROM processes`
 		var args []any

@@ -122,6 +122,8 @@ var migrations = [][]string{
 	// 7 -> 8: the retention window and archive directory each session's
 	// agent runs with (sessions.go).
 	migrationSessionRetention,
+	// 8 -> 9 (session_sinks): each sink's account per session (sinks.go).
+	migrationSessionSinks,
 }
 
 // Partition kinds. Every hour has one table of each kind.

@@ -1,8 +1,9 @@
 // Package otlptest owns an in-process OTLP/HTTP traces receiver for tests:
 // it decodes each request as a real receiver does (gzip, then protobuf),
-// keeps every span it accepted, counts span ids that arrive twice, and can
-// refuse requests or go down (its port closed) and come back on the same
-// address. It also owns the checks of received spans against a store's
+// keeps every span it accepted (or, made by NewLeanReceiver for floods,
+// only each span's ids, name and status), counts span ids that arrive
+// twice, and can refuse requests or go down (its port closed) and come
+// back on the same address. It also owns the checks of received spans against a store's
 // calls, for what this receiver got and for what a real collector wrote
 // (Spans). It does not import internal/otlp, so that package's own tests
 // can use it.
@@ -39,6 +40,7 @@ type Receiver struct {
 	refuse   func(n int, accepted int) (status int, retryAfter string)
 	// accepted is signalled (without blocking) after each accepted request.
 	accepted chan struct{}
+	lean     map[[8]byte]LeanSpan // a lean receiver's spans (NewLeanReceiver)
 }
 
 // NewReceiver starts a receiver on a loopback port; it stops at the end
@@ -139,45 +141,22 @@ func (r *Receiver) SetRefuse(f func(n, accepted int) (status int, retryAfter str
 func (r *Receiver) Accepted() <-chan struct{} { return r.accepted }
 
 func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
+	arrived := time.Now()
+	// Requests are decoded in parallel, as a collector does, and only
+	// then checked and kept under the lock, in one step: a refusal sees
+	// the requests and spans before it, and a span kept was acknowledged.
+	req, lean, status, msg := r.decode(hr)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.requests = append(r.requests, time.Now())
-	if hr.Method != http.MethodPost || hr.URL.Path != "/v1/traces" {
-		r.t.Errorf("otlptest: request %s %s", hr.Method, hr.URL.Path)
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	if ct := hr.Header.Get("Content-Type"); ct != "application/x-protobuf" {
-		r.t.Errorf("otlptest: Content-Type %q", ct)
-	}
-	if ce := hr.Header.Get("Content-Encoding"); ce != "gzip" {
-		r.t.Errorf("otlptest: Content-Encoding %q, want gzip", ce)
-		http.Error(w, "want gzip", http.StatusUnsupportedMediaType)
-		return
-	}
-	zr, err := gzip.NewReader(hr.Body)
-	if err != nil {
-		r.t.Errorf("otlptest: gzip: %v", err)
-		http.Error(w, "bad gzip", http.StatusBadRequest)
-		return
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-			return // cut by Stop
+	r.requests = append(r.requests, arrived)
+	if status != 0 {
+		if msg != "" {
+			http.Error(w, msg, status)
 		}
-		r.t.Errorf("otlptest: gunzip: %v", err)
-		http.Error(w, "bad gzip", http.StatusBadRequest)
-		return
-	}
-	var req coltracepb.ExportTraceServiceRequest
-	if err := proto.Unmarshal(raw, &req); err != nil {
-		r.t.Errorf("otlptest: protobuf: %v", err)
-		http.Error(w, "bad protobuf", http.StatusBadRequest)
 		return
 	}
 	if r.refuse != nil {
-		if st, ra := r.refuse(len(r.requests), len(r.got.ByID)); st != 0 {
+		if st, ra := r.refuse(len(r.requests), len(r.got.ByID)+len(r.lean)); st != 0 {
 			if ra != "" {
 				w.Header().Set("Retry-After", ra)
 			}
@@ -185,7 +164,15 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 			return
 		}
 	}
-	r.got.Add(&req)
+	for _, s := range lean {
+		if _, dup := r.lean[s.id]; dup {
+			r.got.Dups++
+		}
+		r.lean[s.id] = s.LeanSpan
+	}
+	if req != nil {
+		r.got.Add(req)
+	}
 	b, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	w.Write(b) //nolint:errcheck // the client's problem
@@ -193,6 +180,50 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 	case r.accepted <- struct{}{}:
 	default:
 	}
+}
+
+// decode reads one request (a lean receiver's spans only from the wire
+// format); a non-zero status is the answer to a bad one (no answer when
+// msg is "": the connection was cut by Stop).
+func (r *Receiver) decode(hr *http.Request) (*coltracepb.ExportTraceServiceRequest, []leanSpan, int, string) {
+	if hr.Method != http.MethodPost || hr.URL.Path != "/v1/traces" {
+		r.t.Errorf("otlptest: request %s %s", hr.Method, hr.URL.Path)
+		return nil, nil, http.StatusNotFound, "not found"
+	}
+	if ct := hr.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+		r.t.Errorf("otlptest: Content-Type %q", ct)
+	}
+	if ce := hr.Header.Get("Content-Encoding"); ce != "gzip" {
+		r.t.Errorf("otlptest: Content-Encoding %q, want gzip", ce)
+		return nil, nil, http.StatusUnsupportedMediaType, "want gzip"
+	}
+	zr, err := gzip.NewReader(hr.Body)
+	if err != nil {
+		r.t.Errorf("otlptest: gzip: %v", err)
+		return nil, nil, http.StatusBadRequest, "bad gzip"
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+			return nil, nil, http.StatusBadRequest, "" // cut by Stop
+		}
+		r.t.Errorf("otlptest: gunzip: %v", err)
+		return nil, nil, http.StatusBadRequest, "bad gzip"
+	}
+	if r.lean != nil {
+		spans, err := decodeLean(raw, map[string]string{})
+		if err != nil {
+			r.t.Errorf("otlptest: protobuf: %v", err)
+			return nil, nil, http.StatusBadRequest, "bad protobuf"
+		}
+		return nil, spans, 0, ""
+	}
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(raw, &req); err != nil {
+		r.t.Errorf("otlptest: protobuf: %v", err)
+		return nil, nil, http.StatusBadRequest, "bad protobuf"
+	}
+	return &req, nil, 0, ""
 }
 
 // Snapshot returns the accepted spans and their resources by span id (hex),
