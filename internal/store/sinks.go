@@ -55,7 +55,7 @@ func (s *Store) SetSessionSinks(session uint64, accts []SinkAccount) error {
 
 // SessionSinks returns the sink accounts of the given sessions (all when
 // none are given), by session, sink and function. A store older than
-// schema 8 has none.
+// schema 9 has none.
 func (s *Store) SessionSinks(ctx context.Context, sessions ...uint64) ([]SinkAccount, error) {
 	var out []SinkAccount
 	err := s.read(ctx, "query sink accounts", func(r *rtx) error {
