@@ -93,6 +93,35 @@ func sessionsOf(t *testing.T, db string) []record.Session {
 	return s
 }
 
+// startDaemon starts `obs-agent daemon --config cfg --ready-file ready`;
+// it is killed at the end of the test if it is still running.
+func startDaemon(t *testing.T, cfg, ready string) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
+	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
+	stderr := &testutil.SyncBuffer{}
+	d.Stderr = stderr
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	return d, stderr
+}
+
+// copyProgram copies the program at src to each of dsts (a file of its
+// own, another inode, for a test that needs two targets of one build).
+func copyProgram(t *testing.T, src string, dsts ...string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range dsts {
+		if err := os.WriteFile(p, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // callsOf counts per function the calls stored for pid; every one must
 // have returned ok (the phases program has no error).
 func callsOf(t *testing.T, db string, pid int) map[string]int {
@@ -129,15 +158,7 @@ func TestDaemonTwoTargets(t *testing.T) {
 	built := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "phases-a"), filepath.Join(dir, "phases-b")
-	for _, p := range []string{a, b} {
-		data, err := os.ReadFile(built)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyProgram(t, built, a, b)
 	db := filepath.Join(dir, "obs.db")
 	cfg := filepath.Join(dir, "obs-agent.yaml")
 	ready := filepath.Join(dir, "ready")
@@ -151,14 +172,8 @@ func TestDaemonTwoTargets(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
-	var stderr testutil.SyncBuffer
-	d.Stderr = &stderr
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
-	waitFor(t, "generation 1", &stderr, func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == "1" })
+	d, stderr := startDaemon(t, cfg, ready)
+	waitFor(t, "generation 1", stderr, func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == "1" })
 	run := func(bin string, n int) int {
 		t.Helper()
 		c := exec.Command(bin, fmt.Sprint(n))
@@ -168,7 +183,7 @@ func TestDaemonTwoTargets(t *testing.T) {
 		return c.Process.Pid
 	}
 	pa, pb := run(a, 6), run(b, 4)
-	stopDaemon(t, d, &stderr)
+	stopDaemon(t, d, stderr)
 	if got := callsOf(t, db, pa); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.alpha": 6}) {
 		t.Errorf("the first target's process: calls %v, want main.alpha 6", got)
 	}
@@ -202,17 +217,11 @@ func TestDaemonReload(t *testing.T) {
 		}
 	}
 	write(daemonConfig(target, db, "main.alpha"))
-	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
-	var stderr testutil.SyncBuffer
-	d.Stderr = &stderr
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	d, stderr := startDaemon(t, cfg, ready)
 	generation := func(want string) func() bool {
 		return func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == want }
 	}
-	waitFor(t, "generation 1", &stderr, generation("1"))
+	waitFor(t, "generation 1", stderr, generation("1"))
 
 	var pids []int
 	phase := func(n int) {
@@ -231,7 +240,7 @@ func TestDaemonReload(t *testing.T) {
 
 	write(daemonConfig(target, db, "main.alpha", "main.beta"))
 	d.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "generation 2", &stderr, generation("2"))
+	waitFor(t, "generation 2", stderr, generation("2"))
 	phase(5) // both traced
 	stdin.Write([]byte("go\n"))
 	if err := long.Wait(); err != nil {
@@ -243,7 +252,7 @@ func TestDaemonReload(t *testing.T) {
 	// session at the end, no window).
 	write(daemonConfig(target, db, "main.alpha", "main.beta") + "# reviewed\n")
 	d.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "generation 3", &stderr, generation("3"))
+	waitFor(t, "generation 3", stderr, generation("3"))
 	if !strings.Contains(stderr.String(), "targets unchanged: they keep running") {
 		t.Errorf("an unchanged reload did not keep the session:\n%s", stderr.String())
 	}
@@ -253,13 +262,13 @@ func TestDaemonReload(t *testing.T) {
 	}
 	write(daemonConfig(target, db, "main.alpha") + "bogus: 1\n")
 	d.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the refusal of an unknown key", &stderr, refusals(1))
+	waitFor(t, "the refusal of an unknown key", stderr, refusals(1))
 	write(daemonConfig(target, db, "main.alpha", "main.nosuch"))
 	d.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the refusal of a pattern that matches nothing", &stderr, refusals(2))
+	waitFor(t, "the refusal of a pattern that matches nothing", stderr, refusals(2))
 	phase(3) // generation 3 (= 2) still in force: both traced
 
-	stopDaemon(t, d, &stderr)
+	stopDaemon(t, d, stderr)
 	log := stderr.String()
 	for _, want := range []string{`unknown key \"bogus\"`, `pattern \"main.nosuch\" matches no function`, "stopped: every record is stored"} {
 		if !strings.Contains(log, want) {
@@ -353,19 +362,13 @@ func TestDaemonPIDTarget(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
-	var stderr testutil.SyncBuffer
-	d.Stderr = &stderr
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
-	waitFor(t, "generation 1", &stderr, func() bool { _, err := os.Stat(ready); return err == nil })
+	d, stderr := startDaemon(t, cfg, ready)
+	waitFor(t, "generation 1", stderr, func() bool { _, err := os.Stat(ready); return err == nil })
 	stdin.Write([]byte("go\n"))
 	if err := p.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the end of the pid target", &stderr, func() bool {
+	waitFor(t, "the end of the pid target", stderr, func() bool {
 		return strings.Contains(stderr.String(), "every target of the config has ended")
 	})
 	u, err := os.ReadFile(urlFile)
@@ -390,7 +393,7 @@ func TestDaemonPIDTarget(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(page), fmt.Sprintf(`"pid":%d`, p.Process.Pid)) {
 		t.Errorf("GET /api/sessions: %d %s", resp.StatusCode, page)
 	}
-	stopDaemon(t, d, &stderr)
+	stopDaemon(t, d, stderr)
 	if sessions := sessionsOf(t, db); len(sessions) != 1 || sessions[0].End == 0 || sessions[0].ExitReason != "target exited" || sessions[0].CallsRecorded != 12 || int(sessions[0].PID) != p.Process.Pid {
 		t.Errorf("sessions %+v; want one, of pid %d, ended, target exited, 12 calls", sessionsOf(t, db), p.Process.Pid)
 	}
@@ -422,18 +425,12 @@ func TestDaemonExampleConfig(t *testing.T) {
 	if err := os.WriteFile(cfg, body, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := exec.Command(agentBinary(t), "daemon", "--config", cfg, "--ready-file", ready)
-	var stderr testutil.SyncBuffer
-	d.Stderr = &stderr
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
-	waitFor(t, "generation 1", &stderr, func() bool { _, err := os.Stat(ready); return err == nil })
+	d, stderr := startDaemon(t, cfg, ready)
+	waitFor(t, "generation 1", stderr, func() bool { _, err := os.Stat(ready); return err == nil })
 	if out, err := exec.Command(target, "9").CombinedOutput(); err != nil {
 		t.Fatalf("phases: %v\n%s", err, out)
 	}
-	stopDaemon(t, d, &stderr)
+	stopDaemon(t, d, stderr)
 	s := sessionsOf(t, db)
 	// main.main, 9 alpha and 9 beta.
 	if len(s) != 1 || s[0].CallsRecorded != 19 || s[0].CallsLost != 0 || s[0].End == 0 {

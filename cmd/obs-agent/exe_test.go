@@ -137,15 +137,7 @@ func TestAttachTargetsCLI(t *testing.T) {
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	for _, p := range []string{a, b} {
-		data, err := os.ReadFile(bin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, data, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyProgram(t, bin, a, b)
 	db := filepath.Join(dir, "obs.db")
 	agent, stderr := startAttach(t, db, "--exe", a, "--exe", b)
 	want := map[string]string{}
