@@ -39,6 +39,7 @@ import (
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
@@ -105,8 +106,14 @@ type Store struct {
 	funcIDs map[string]int64 // function name -> id
 	stmts   map[string]*sql.Stmt
 	dstmts  map[string]driver.Stmt // used only inside wc.Raw
-	nargs   []driver.NamedValue
-	closed  bool
+	nargs   []driver.NamedValue    // full rows' arguments, kept between batches
+	okArgs  []driver.NamedValue    // ok rows' arguments, kept between batches
+	// sqlTable is the calls partition whose INSERT texts sqlTexts holds,
+	// by rows and shape (callsSQL).
+	sqlTable string
+	sqlTexts map[[2]int]string
+	sorted   []record.Call // a batch sorted by id (inIDOrder)
+	closed   bool
 
 	lastWrite atomic.Int64 // Unix ns of the last committed write
 

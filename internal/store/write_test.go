@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// TestWriteCallsRowKinds: WriteCalls sorts a batch by id and inserts ok
+// rows and the others (errors, panics, unfinished calls, truncated texts)
+// through statements of different shapes, each run when 100 rows have
+// gathered and at the end of the batch. Every column of every row must
+// come back as written, whatever the batch's order, its mix of kinds and
+// the hours it spans, and the caller's slice must be left as it was.
+func TestWriteCallsRowKinds(t *testing.T) {
+	s, _ := openTest(t, fixedClock(t0.Add(90*time.Minute)))
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 1234 // several full statements of each kind, and tails of 10s and 1s
+	want := make([]record.Call, n)
+	for i := range want {
+		c := record.Call{
+			ID:       1<<40 + uint64(i) + 1,
+			PID:      uint32(100 + rng.IntN(3)),
+			GoID:     uint64(rng.IntN(1000)),
+			Function: fmt.Sprintf("main.f%d", rng.IntN(7)),
+			// Two hours: the batch splits into two partitions.
+			Start:    t0.Add(time.Duration(i) * 4 * time.Second).UnixNano(),
+			Duration: int64(rng.IntN(1e9)),
+		}
+		if i > 0 && rng.IntN(3) != 0 {
+			c.ParentID = want[rng.IntN(i)].ID
+		}
+		switch k := rng.IntN(10); {
+		case k < 6: // ok
+		case k == 6:
+			c.Status, c.ErrorType, c.Error = record.StatusError, "*errors.errorString", fmt.Sprintf("failed %d", i)
+		case k == 7:
+			c.Status, c.Error, c.ErrorTruncated = record.StatusPanic, "boom", true
+		case k == 8:
+			c.Status = record.StatusUnfinished
+		default: // an ok call with a truncation flag alone takes the full shape too
+			c.ErrorTruncated = true
+		}
+		want[i] = c
+	}
+	// The agent's order: errors first, then the rest, neither by id.
+	batch := slices.Clone(want)
+	rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+	slices.SortStableFunc(batch, func(a, b record.Call) int {
+		return int(b.Status) - int(a.Status)
+	})
+	given := slices.Clone(batch)
+	if err := s.WriteCalls(batch); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(batch, given) {
+		t.Error("WriteCalls reordered or changed the caller's slice")
+	}
+	ids := make([]uint64, n)
+	for i := range want {
+		ids[i] = want[i].ID
+	}
+	got, err := s.CallsByID(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("read %d of %d calls back", len(got), n)
+	}
+	for _, w := range want {
+		if g := got[w.ID]; g != w {
+			t.Errorf("call %d:\n got %+v\nwant %+v", w.ID, g, w)
+		}
+	}
+	// The error lane holds exactly the calls that are not ok.
+	errs, err := s.Errors(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nonOK int
+	for _, w := range want {
+		if w.Status != record.StatusOK {
+			nonOK++
+		}
+	}
+	if len(errs) != nonOK {
+		t.Errorf("Errors: %d calls, want %d", len(errs), nonOK)
+	}
+	for _, e := range errs {
+		if e.Status == record.StatusOK || got[e.ID] != e {
+			t.Errorf("Errors returned %+v", e)
+		}
+	}
+}
