@@ -76,14 +76,42 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 	if track {
 		s.lastWrite.Store(time.Now().UnixNano())
 	}
-	if s.walOver.CompareAndSwap(true, false) {
-		// Between two transactions of the only writer: nothing is
-		// appended while it copies, so the WAL can start over (walLimit).
-		// A failure is retried when the checkpointer next finds the WAL
-		// too big.
-		_, _ = s.wc.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+	if s.walOver.Load() {
+		t0 := time.Now()
+		s.awaitCheckpoint(ctx)
+		if ckptWaitHook != nil {
+			ckptWaitHook(time.Since(t0))
+		}
 	}
 	return nil
+}
+
+// ckptWaitHook, when set (BenchmarkWALFlood), gets how long each
+// awaitCheckpoint held the writer.
+var ckptWaitHook func(time.Duration)
+
+// awaitCheckpoint has the checkpointer checkpoint now, between two
+// transactions of the only writer, and waits for it at most ckptWait
+// (walLimit): a checkpoint that copies every frame before the writer's
+// next transaction lets that transaction start the WAL over. The writer
+// holds its lock meanwhile, so no other write appends frames either.
+func (s *Store) awaitCheckpoint(ctx context.Context) {
+	if benchWriterCheckpoint {
+		_, _ = s.wc.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+		return
+	}
+	t := time.NewTimer(ckptWait)
+	defer t.Stop()
+	done := make(chan struct{})
+	select {
+	case s.ckptKick <- done:
+	case <-t.C:
+		return // still busy with a checkpoint; asked again after the next transaction
+	}
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // exec runs a statement on the writer connection.
