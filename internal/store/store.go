@@ -113,6 +113,7 @@ type Store struct {
 	sqlTable string
 	sqlTexts map[[2]int]string
 	sorted   []record.Call // a batch sorted by id (inIDOrder)
+	sortKeys []sortKey
 	closed   bool
 
 	lastWrite atomic.Int64 // Unix ns of the last committed write

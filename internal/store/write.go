@@ -402,21 +402,24 @@ func (s *Store) inIDOrder(calls []record.Call) []record.Call {
 	if sorted {
 		return calls
 	}
-	type key struct {
-		id uint64
-		i  int
-	}
-	keys := make([]key, len(calls))
+	keys := s.sortKeys[:0]
 	for i := range calls {
-		keys[i] = key{calls[i].ID, i}
+		keys = append(keys, sortKey{calls[i].ID, i})
 	}
-	slices.SortFunc(keys, func(a, b key) int { return cmp.Compare(a.id, b.id) })
+	slices.SortFunc(keys, func(a, b sortKey) int { return cmp.Compare(a.id, b.id) })
+	s.sortKeys = keys
 	out := s.sorted[:0]
 	for _, k := range keys {
 		out = append(out, calls[k.i])
 	}
 	s.sorted = out
 	return out
+}
+
+// sortKey is a call's id and its index in the batch (inIDOrder).
+type sortKey struct {
+	id uint64
+	i  int
 }
 
 // clearSorted drops the records inIDOrder copied (they hold strings) and
