@@ -78,6 +78,27 @@ func TestWriteCallsRowKinds(t *testing.T) {
 			t.Errorf("call %d:\n got %+v\nwant %+v", w.ID, g, w)
 		}
 	}
+	// A batch of errors only (a journal replay) takes the 100-row
+	// statements of the full shape.
+	only := make([]record.Call, 234)
+	for i := range only {
+		only[i] = record.Call{ID: 2<<40 + uint64(i) + 1, PID: 7, GoID: 3, Function: "main.replay",
+			Start: t0.Add(time.Duration(i) * time.Second).UnixNano(), Duration: int64(i),
+			Status: record.StatusError, ErrorType: "*fs.PathError", Error: fmt.Sprintf("open f%d: denied", i)}
+		want = append(want, only[i])
+		ids = append(ids, only[i].ID)
+	}
+	if err := s.WriteCalls(only); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.CallsByID(ctx, ids); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want[n:] {
+		if g := got[w.ID]; g != w {
+			t.Errorf("call %d:\n got %+v\nwant %+v", w.ID, g, w)
+		}
+	}
 	// The error lane holds exactly the calls that are not ok.
 	errs, err := s.Errors(ctx, Filter{})
 	if err != nil {
