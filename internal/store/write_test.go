@@ -11,57 +11,67 @@ import (
 	"github.com/obs-agent/obs-agent/internal/record"
 )
 
-// TestWriteCallsRowKinds: WriteCalls sorts a batch by id and inserts ok
-// rows and the others (errors, panics, unfinished calls, truncated texts)
-// through statements of different shapes, each run when 100 rows have
-// gathered and at the end of the batch. Every column of every row must
-// come back as written, whatever the batch's order, its mix of kinds and
-// the hours it spans, and the caller's slice must be left as it was.
+// TestWriteCallsRowKinds: WriteCalls sorts a batch by id and, when fewer
+// than one row in splitBelow is not a plain ok call, inserts the ok rows
+// and the others (errors, panics, unfinished calls, truncated texts)
+// through statements of different shapes, each run when full and at the
+// end of the batch; with more others, all rows take the full shape.
+// Every column of every row must come back as written, whatever the
+// batch's order, its mix of kinds and the hours it spans, and the
+// caller's slice must be left as it was.
 func TestWriteCallsRowKinds(t *testing.T) {
 	s, _ := openTest(t, fixedClock(t0.Add(90*time.Minute)))
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(3, 4))
-	const n = 1234 // several full statements of each kind, and tails of 10s and 1s
-	want := make([]record.Call, n)
-	for i := range want {
-		c := record.Call{
-			ID:       1<<40 + uint64(i) + 1,
-			PID:      uint32(100 + rng.IntN(3)),
-			GoID:     uint64(rng.IntN(1000)),
-			Function: fmt.Sprintf("main.f%d", rng.IntN(7)),
-			// Two hours: the batch splits into two partitions.
-			Start:    t0.Add(time.Duration(i) * 4 * time.Second).UnixNano(),
-			Duration: int64(rng.IntN(1e9)),
+	var want []record.Call
+	// 3,000 calls with 8% others (the split path: several statements of
+	// each shape, and tails of 10s and 1s), then 1,234 with 40% (the
+	// full shape for all).
+	for session, mix := range []struct{ n, othersPct int }{{3000, 8}, {1234, 40}} {
+		var calls []record.Call
+		for i := range mix.n {
+			c := record.Call{
+				ID:       uint64(session+1)<<40 + uint64(i) + 1,
+				PID:      uint32(100 + rng.IntN(3)),
+				GoID:     uint64(rng.IntN(1000)),
+				Function: fmt.Sprintf("main.f%d", rng.IntN(7)),
+				// Two hours: the batch splits into two partitions.
+				Start:    t0.Add(time.Duration(i) * 4 * time.Second).UnixNano(),
+				Duration: int64(rng.IntN(1e9)),
+			}
+			if i > 0 && rng.IntN(3) != 0 {
+				c.ParentID = calls[rng.IntN(i)].ID
+			}
+			if rng.IntN(100) < mix.othersPct {
+				switch rng.IntN(4) {
+				case 0:
+					c.Status, c.ErrorType, c.Error = record.StatusError, "*errors.errorString", fmt.Sprintf("failed %d", i)
+				case 1:
+					c.Status, c.Error, c.ErrorTruncated = record.StatusPanic, "boom", true
+				case 2:
+					c.Status = record.StatusUnfinished
+				default: // an ok call with a truncation flag alone takes the full shape too
+					c.ErrorTruncated = true
+				}
+			}
+			calls = append(calls, c)
 		}
-		if i > 0 && rng.IntN(3) != 0 {
-			c.ParentID = want[rng.IntN(i)].ID
+		want = append(want, calls...)
+		// The agent's order: errors first, then the rest, neither by id.
+		batch := slices.Clone(calls)
+		rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+		slices.SortStableFunc(batch, func(a, b record.Call) int {
+			return int(b.Status) - int(a.Status)
+		})
+		given := slices.Clone(batch)
+		if err := s.WriteCalls(batch); err != nil {
+			t.Fatal(err)
 		}
-		switch k := rng.IntN(10); {
-		case k < 6: // ok
-		case k == 6:
-			c.Status, c.ErrorType, c.Error = record.StatusError, "*errors.errorString", fmt.Sprintf("failed %d", i)
-		case k == 7:
-			c.Status, c.Error, c.ErrorTruncated = record.StatusPanic, "boom", true
-		case k == 8:
-			c.Status = record.StatusUnfinished
-		default: // an ok call with a truncation flag alone takes the full shape too
-			c.ErrorTruncated = true
+		if !slices.Equal(batch, given) {
+			t.Error("WriteCalls reordered or changed the caller's slice")
 		}
-		want[i] = c
 	}
-	// The agent's order: errors first, then the rest, neither by id.
-	batch := slices.Clone(want)
-	rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
-	slices.SortStableFunc(batch, func(a, b record.Call) int {
-		return int(b.Status) - int(a.Status)
-	})
-	given := slices.Clone(batch)
-	if err := s.WriteCalls(batch); err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(batch, given) {
-		t.Error("WriteCalls reordered or changed the caller's slice")
-	}
+	n := len(want)
 	ids := make([]uint64, n)
 	for i := range want {
 		ids[i] = want[i].ID
@@ -82,7 +92,7 @@ func TestWriteCallsRowKinds(t *testing.T) {
 	// statements of the full shape.
 	only := make([]record.Call, 234)
 	for i := range only {
-		only[i] = record.Call{ID: 2<<40 + uint64(i) + 1, PID: 7, GoID: 3, Function: "main.replay",
+		only[i] = record.Call{ID: 3<<40 + uint64(i) + 1, PID: 7, GoID: 3, Function: "main.replay",
 			Start: t0.Add(time.Duration(i) * time.Second).UnixNano(), Duration: int64(i),
 			Status: record.StatusError, ErrorType: "*fs.PathError", Error: fmt.Sprintf("open f%d: denied", i)}
 		want = append(want, only[i])
