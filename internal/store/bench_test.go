@@ -155,10 +155,7 @@ func init() {
 // OBS_BENCH_ORDER=agent gives each batch in the order the agent's queue
 // does (agentOrder) instead of in id order.
 func BenchmarkWriteOldNew(b *testing.B) {
-	rounds := 4
-	if v, err := strconv.Atoi(os.Getenv("OBS_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	rounds := benchRounds(4)
 	const perRound, batch = 200_000, 5000
 	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, perRound)
@@ -210,6 +207,14 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[old]), "new/old-cpu")
 	b.ReportMetric(rate(wall[cur])/rate(wall[full]), "new/full")
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[full]), "new/full-cpu")
+}
+
+// benchRounds is $OBS_BENCH_ROUNDS, or def.
+func benchRounds(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("OBS_BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return def
 }
 
 // agentOrder puts a batch in the order the agent's queue hands it to the

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,10 +83,7 @@ func TestWALBoundedUnderFlood(t *testing.T) {
 // wall time also includes waiting for a core, which the checkpointer,
 // running beside the writer, competes for.
 func BenchmarkWALFlood(b *testing.B) {
-	rounds := 2
-	if v, err := strconv.Atoi(os.Getenv("OBS_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	rounds := benchRounds(2)
 	const batches, batch = 400, 5000
 	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, 200_000)

@@ -490,16 +490,21 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 			if c.ParentID != 0 {
 				parent = int64(c.ParentID)
 			}
-			if split && plainOK(c) {
-				okArgs = append(okArgs,
-					driver.NamedValue{Value: int64(c.ID)},
-					driver.NamedValue{Value: parent},
-					driver.NamedValue{Value: int64(c.PID)},
-					driver.NamedValue{Value: int64(c.GoID)},
-					driver.NamedValue{Value: fids[i]},
-					driver.NamedValue{Value: c.Start},
-					driver.NamedValue{Value: c.Duration},
-				)
+			okShape := split && plainOK(c)
+			args := &fullArgs
+			if okShape {
+				args = &okArgs
+			}
+			*args = append(*args,
+				driver.NamedValue{Value: int64(c.ID)},
+				driver.NamedValue{Value: parent},
+				driver.NamedValue{Value: int64(c.PID)},
+				driver.NamedValue{Value: int64(c.GoID)},
+				driver.NamedValue{Value: fids[i]},
+				driver.NamedValue{Value: c.Start},
+				driver.NamedValue{Value: c.Duration},
+			)
+			if okShape {
 				if len(okArgs) == callsPerStmt*okCols {
 					if err := tx.execRows(pc, table, true, okArgs); err != nil {
 						return err
@@ -520,13 +525,6 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 				trunc = 1
 			}
 			fullArgs = append(fullArgs,
-				driver.NamedValue{Value: int64(c.ID)},
-				driver.NamedValue{Value: parent},
-				driver.NamedValue{Value: int64(c.PID)},
-				driver.NamedValue{Value: int64(c.GoID)},
-				driver.NamedValue{Value: fids[i]},
-				driver.NamedValue{Value: c.Start},
-				driver.NamedValue{Value: c.Duration},
 				driver.NamedValue{Value: int64(c.Status)},
 				driver.NamedValue{Value: etype},
 				driver.NamedValue{Value: emsg},
@@ -579,9 +577,18 @@ func (tx *wtx) execRows(pc driver.ConnPrepareContext, table string, okShape bool
 	if okShape {
 		cols = okCols
 	}
+	if err := tx.execChunks(pc, cols, args, func(n int) string { return tx.s.callsSQL(table, okShape, n) }); err != nil {
+		return fmt.Errorf("insert into %s: %w", table, err)
+	}
+	return nil
+}
+
+// execChunks runs the rows of args, cols values a row, through the
+// prepared statements q(n) of n = rowsPerStmt rows each.
+func (tx *wtx) execChunks(pc driver.ConnPrepareContext, cols int, args []driver.NamedValue, q func(n int) string) error {
 	for len(args) > 0 {
 		n := rowsPerStmt(len(args) / cols)
-		st, err := tx.rawStmt(pc, tx.s.callsSQL(table, okShape, n))
+		st, err := tx.rawStmt(pc, q(n))
 		if err != nil {
 			return err
 		}
@@ -590,7 +597,7 @@ func (tx *wtx) execRows(pc driver.ConnPrepareContext, table string, okShape bool
 			batch[i].Ordinal = i + 1
 		}
 		if _, err := st.(driver.StmtExecContext).ExecContext(tx.ctx, batch); err != nil {
-			return fmt.Errorf("insert into %s: %w", table, err)
+			return err
 		}
 		args = args[n*cols:]
 	}
