@@ -202,7 +202,12 @@ func pollProc(pid int) (procSample, bool) {
 // the start to 0.5 s before the target's expected end.
 func runAgentBinary(tb testing.TB, flags []string, runFor time.Duration, loadArgs ...string) agentCost {
 	tb.Helper()
-	agent := agentBinary(tb)
+	return runAgentBinaryAt(tb, agentBinary(tb), flags, runFor, loadArgs...)
+}
+
+// runAgentBinaryAt is runAgentBinary with the obs-agent binary at agent.
+func runAgentBinaryAt(tb testing.TB, agent string, flags []string, runFor time.Duration, loadArgs ...string) agentCost {
+	tb.Helper()
 	load := testutil.BuildProgram(tb, testutil.Build{Program: "load"})
 	db := filepath.Join(tb.TempDir(), "obs.db")
 	args := append(append(append([]string{"run", "--db", db}, flags...), "--", load), loadArgs...)
@@ -414,6 +419,46 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 	b.ReportMetric(withOTLP/n, "store+otlp-us/call")
 	b.ReportMetric((withOTLP-store)/n, "otlp-extra-us/call")
 	b.ReportMetric(otlpLost/n, "otlp-shed-%")
+}
+
+// BenchmarkAgentCostOldNew compares the agent's CPU per recorded call
+// (BenchmarkAgentCostSinks's steady-state figure, divided by the calls
+// recorded rather than made; the store as the only sink, `load flood 2 4
+// 1`) of this tree's obs-agent ("new") with another
+// build of it ("old": the binary at $OBS_AGENT_OLD_BIN, for example one
+// built from the commit before a change), run alternately, old, new, new,
+// old, ..., b.N times each, so both see the same load of the shared
+// machine. It reports each one's mean µs per call and new/old. Skipped
+// without OBS_AGENT_OLD_BIN.
+func BenchmarkAgentCostOldNew(b *testing.B) {
+	testutil.RequireRoot(b)
+	old := os.Getenv("OBS_AGENT_OLD_BIN")
+	if old == "" {
+		b.Skip("set OBS_AGENT_OLD_BIN to an obs-agent binary to compare with")
+	}
+	const secs = 4
+	bins := [2]string{old, agentBinary(b)}
+	testutil.BuildProgram(b, testutil.Build{Program: "load"})
+	b.ResetTimer()
+	var us [2]float64
+	for i := 0; i < 2*b.N; i++ {
+		which := i%2 ^ (i/2)%2
+		c := runAgentBinaryAt(b, bins[which], []string{"-f", "main.work"}, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
+		m := c.Target.made["main.work"]
+		if c.Recorded+c.Lost != m.calls || c.SteadyCPUPct < 0 {
+			b.Fatalf("made %d calls, agent recorded %d lost %d (steady %.1f%%)", m.calls, c.Recorded, c.Lost, c.SteadyCPUPct)
+		}
+		// Per recorded call: a build that falls behind and sheds ok
+		// records in the ring spends less per call made.
+		rate := float64(c.Recorded) / secs
+		u := c.SteadyCPUPct / 100 * 1e6 / rate
+		us[which] += u
+		b.Logf("%s: %d calls made, %d recorded (%.0f/s), lost %d, steady agent CPU %.1f%% of a core = %.2f µs per recorded call", []string{"old", "new"}[which], m.calls, c.Recorded, rate, c.Lost, c.SteadyCPUPct, u)
+	}
+	n := float64(b.N)
+	b.ReportMetric(us[0]/n, "old-us/call")
+	b.ReportMetric(us[1]/n, "new-us/call")
+	b.ReportMetric(us[1]/us[0], "new/old")
 }
 
 func otlpLine(stderr string) string {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -133,30 +134,47 @@ func init() {
 	}
 }
 
-// BenchmarkWriteOldNew measures, in one run, the write rate of the path
-// from before the read structures (the rows only: benchOldWrite) and of
-// today's (the rows, the hour's spans and id ranges, the error lane and the
-// partition's write generation), in alternating rounds of 200,000 records
-// (5,000-record batches, BenchmarkWriteCalls's records) each on a fresh
-// store, so that both see the same load of the shared machine. It reports
-// each path's records/s over all its rounds, records per CPU second, and
-// new/old ratios of both. OBS_BENCH_ROUNDS sets the rounds per path
-// (default 4).
+// BenchmarkWriteOldNew measures, in one run, the write rate of three
+// paths, in rotating rounds of 200,000 records (5,000-record batches,
+// BenchmarkWriteCalls's records) each on a fresh store, so that all see
+// the same load of the shared machine:
+//   - old: the rows only, every row binding all 11 columns, in order, as
+//     the store wrote before the read structures (benchOldWrite,
+//     benchFullRows);
+//   - full: the rows bound the same way, with the read structures (the
+//     hour's spans and id ranges, the error lane, the partition's row
+//     count and write generation): the write path before ok rows had
+//     statements of their own (benchFullRows);
+//   - new: today's path (ok rows bind 7 columns, see insertCalls).
+//
+// It reports each path's records/s over all its rounds, records per CPU
+// second, the new/old and new/full ratios of both, and the size of each
+// path's store in bytes per record (ok rows and other rows inserted
+// through separate statements leave some pages less full).
+// OBS_BENCH_ROUNDS sets the rounds per path (default 4).
+// OBS_BENCH_ORDER=agent gives each batch in the order the agent's queue
+// does (agentOrder) instead of in id order.
 func BenchmarkWriteOldNew(b *testing.B) {
-	rounds := 4
-	if v, err := strconv.Atoi(os.Getenv("OBS_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	rounds := benchRounds(4)
 	const perRound, batch = 200_000, 5000
 	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, perRound)
-	var wall, cpu [2]time.Duration // [0] old, [1] new
-	defer func() { benchOldWrite = false }()
+	if os.Getenv("OBS_BENCH_ORDER") == "agent" {
+		for off := 0; off < perRound; off += batch {
+			agentOrder(pool[off : off+batch])
+		}
+	}
+	const old, full, cur = 0, 1, 2
+	var wall, cpu [3]time.Duration
+	var size [3]int64
+	defer func() { benchOldWrite, benchFullRows = false, false }()
 	for i := 0; i < b.N; i++ {
-		for r := range 2 * rounds {
-			path := r%2 ^ (r/2)%2 // old, new, new, old, old, new ...
-			benchOldWrite = path == 0
-			s, err := Open(filepath.Join(b.TempDir(), "bench.db"), Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
+		for r := range 3 * rounds {
+			// old, full, new, full, new, old, new, old, full, ...
+			path := (r + r/3) % 3
+			benchOldWrite, benchFullRows = path == old, path != cur
+			dbPath := filepath.Join(b.TempDir(), "bench.db")
+			s, err := Open(dbPath, Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -168,17 +186,53 @@ func BenchmarkWriteOldNew(b *testing.B) {
 			}
 			wall[path] += time.Since(w0)
 			cpu[path] += cpuTime() - c0
-			s.Close()
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+			fi, err := os.Stat(dbPath)
+			if err != nil {
+				b.Fatal(err)
+			}
+			size[path] += fi.Size()
 		}
 	}
 	n := float64(b.N * rounds * perRound)
 	rate := func(d time.Duration) float64 { return n / d.Seconds() }
-	b.ReportMetric(rate(wall[0]), "old-records/s")
-	b.ReportMetric(rate(wall[1]), "new-records/s")
-	b.ReportMetric(rate(wall[1])/rate(wall[0]), "new/old")
-	b.ReportMetric(rate(cpu[0]), "old-records/cpu-s")
-	b.ReportMetric(rate(cpu[1]), "new-records/cpu-s")
-	b.ReportMetric(rate(cpu[1])/rate(cpu[0]), "new/old-cpu")
+	for p, name := range []string{"old", "full", "new"} {
+		b.ReportMetric(rate(wall[p]), name+"-records/s")
+		b.ReportMetric(rate(cpu[p]), name+"-records/cpu-s")
+		b.ReportMetric(float64(size[p])/n, name+"-bytes/record")
+	}
+	b.ReportMetric(rate(wall[cur])/rate(wall[old]), "new/old")
+	b.ReportMetric(rate(cpu[cur])/rate(cpu[old]), "new/old-cpu")
+	b.ReportMetric(rate(wall[cur])/rate(wall[full]), "new/full")
+	b.ReportMetric(rate(cpu[cur])/rate(cpu[full]), "new/full-cpu")
+}
+
+// benchRounds is $OBS_BENCH_ROUNDS, or def.
+func benchRounds(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("OBS_BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// agentOrder puts a batch in the order the agent's queue hands it to the
+// store: the errors first (the queue's error lane), then the ok calls;
+// each in the order the calls returned (their end time), since the agent
+// gets a call's record when it returns while its id was taken when it
+// entered.
+func agentOrder(batch []record.Call) {
+	slices.SortStableFunc(batch, func(a, b record.Call) int {
+		aok, bok := a.Status == record.StatusOK, b.Status == record.StatusOK
+		if aok != bok {
+			if aok {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(a.Start+a.Duration, b.Start+b.Duration)
+	})
 }
 
 // threadCPU is the CPU time of the calling OS thread (RUSAGE_THREAD); the

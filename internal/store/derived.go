@@ -298,22 +298,7 @@ func (tx *wtx) insertRaw(prefix string, cols int, args []driver.NamedValue) erro
 		if !ok {
 			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
 		}
-		for len(args) > 0 {
-			n := rowsPerStmt(len(args) / cols)
-			st, err := tx.rawStmt(pc, prefix+" VALUES "+strings.Repeat(row+",", n-1)+row)
-			if err != nil {
-				return err
-			}
-			batch := args[:n*cols]
-			for i := range batch {
-				batch[i].Ordinal = i + 1
-			}
-			if _, err := st.(driver.StmtExecContext).ExecContext(tx.ctx, batch); err != nil {
-				return err
-			}
-			args = args[n*cols:]
-		}
-		return nil
+		return tx.execChunks(pc, cols, args, func(n int) string { return prefix + " VALUES " + strings.Repeat(row+",", n-1) + row })
 	})
 }
 

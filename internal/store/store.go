@@ -39,6 +39,7 @@ import (
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/safefile"
 )
 
@@ -105,8 +106,15 @@ type Store struct {
 	funcIDs map[string]int64 // function name -> id
 	stmts   map[string]*sql.Stmt
 	dstmts  map[string]driver.Stmt // used only inside wc.Raw
-	nargs   []driver.NamedValue
-	closed  bool
+	nargs   []driver.NamedValue    // full rows' arguments, kept between batches
+	okArgs  []driver.NamedValue    // ok rows' arguments, kept between batches
+	// sqlTable is the calls partition whose INSERT texts sqlTexts holds,
+	// by rows and shape (callsSQL).
+	sqlTable string
+	sqlTexts map[[2]int]string
+	sorted   []record.Call // a batch sorted by id (inIDOrder)
+	sortKeys []sortKey
+	closed   bool
 
 	lastWrite atomic.Int64 // Unix ns of the last committed write
 
@@ -114,6 +122,9 @@ type Store struct {
 
 	ckptStop chan struct{} // closes to stop the checkpointer
 	walOver  atomic.Bool   // the checkpointer found the WAL past walLimit
+	// ckptKick asks the checkpointer for a checkpoint now; it closes the
+	// channel sent when the checkpoint has ended (awaitCheckpoint).
+	ckptKick chan chan struct{}
 	ckptDone chan struct{}
 
 	buildStop chan struct{} // closes to stop the background builder
@@ -427,10 +438,10 @@ func (s *Store) writable() error {
 // A variable for tests.
 var checkpointEvery = 500 * time.Millisecond
 
-// walLimit bounds the WAL: past it the writer runs a checkpoint itself,
-// between two of its transactions, and the WAL file is cut back to
-// walLimit when SQLite next starts it over (journal_size_limit). A
-// variable for tests.
+// walLimit bounds the WAL: past it the writer, between two of its
+// transactions, has the checkpointer copy what it has not yet copied
+// (awaitCheckpoint), and the WAL file is cut back to walLimit when SQLite
+// next starts it over (journal_size_limit). A variable for tests.
 //
 // PASSIVE checkpoints from another connection do not bound the WAL alone:
 // SQLite starts the WAL over only when a write transaction begins after a
@@ -441,21 +452,37 @@ var checkpointEvery = 500 * time.Millisecond
 // three times the store itself. A forced checkpoint from the checkpointer
 // (TRUNCATE) does not help either: it waits for the write lock through
 // SQLite's busy handler, which polls, and a writer that begins its next
-// transaction at once wins every time. The writer is the one connection
-// that can checkpoint with no frame appended meanwhile, so it does it,
-// when the checkpointer says the WAL has passed walLimit: it copies only
-// what the checkpointer had not copied yet. A reader that keeps one
-// snapshot open for long still holds the WAL back until it ends.
+// transaction at once wins every time. So the writer cooperates: past
+// walLimit it waits after its commit, with no frame appended meanwhile,
+// for a checkpoint of the checkpointer's, at most ckptWait. A reader that
+// keeps one snapshot open for long still holds the WAL back until it ends.
 var walLimit int64 = 64 << 20
+
+// ckptWait is the longest the writer waits for the checkpointer once the
+// WAL is past walLimit, well under the writer's 50 ms budget for a stall.
+// The first checkpoint past the limit may have tens of MiB to copy and
+// take longer: the writer then goes on while it copies, and waits again
+// after its next transaction, when what is left to copy is about that
+// one transaction's frames. It used to run the checkpoint itself, which
+// held its next batch for as long as the checkpoint took (up to 180 ms
+// under a flood; BenchmarkWALFlood compares both). A variable for tests.
+var ckptWait = 20 * time.Millisecond
+
+// benchWriterCheckpoint, set only by BenchmarkWALFlood, makes the writer
+// run the checkpoint itself past walLimit, as it did before
+// awaitCheckpoint.
+var benchWriterCheckpoint bool
 
 // checkpointHook, when set (tests), gets the WAL size each PASSIVE
 // checkpoint of the checkpointer found.
 var checkpointHook func(walBytes int64)
 
 // startCheckpointer runs PASSIVE WAL checkpoints from a second connection,
-// every checkpointEvery. PASSIVE never waits for the writer or readers; it
-// copies what it can. When the WAL holds more than walLimit all the same,
-// it asks the writer to checkpoint after its next transaction (walOver).
+// every checkpointEvery and when the writer asks (awaitCheckpoint).
+// PASSIVE never waits for the writer or readers; it copies what it can.
+// When the WAL holds more than walLimit all the same, it tells the writer
+// (walOver), which then asks for a checkpoint after each of its
+// transactions until the WAL has started over.
 func (s *Store) startCheckpointer() error {
 	p := url.Values{}
 	s.opts.addPragmas(p, 10)
@@ -466,36 +493,43 @@ func (s *Store) startCheckpointer() error {
 	db.SetMaxOpenConns(1)
 	s.ckptStop = make(chan struct{})
 	s.ckptDone = make(chan struct{})
+	s.ckptKick = make(chan chan struct{})
 	go func() {
 		defer close(s.ckptDone)
 		defer db.Close()
 		var pageSize int64
+		checkpoint := func() {
+			// Errors (busy, disk full) are retried on the next tick; the
+			// writer reports its own errors.
+			if pageSize == 0 {
+				if err := db.QueryRow("PRAGMA page_size").Scan(&pageSize); err != nil {
+					return
+				}
+			}
+			var busy, frames, copied int64
+			if err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+				return
+			}
+			// A frame is a page and its 24-byte header. frames counts
+			// the WAL's frames since it last started over, so the flag
+			// stays up until the writer has started it over.
+			walBytes := frames * (pageSize + 24)
+			s.walOver.Store(walBytes > walLimit)
+			if checkpointHook != nil {
+				checkpointHook(walBytes)
+			}
+		}
 		t := time.NewTicker(checkpointEvery)
 		defer t.Stop()
 		for {
 			select {
 			case <-s.ckptStop:
 				return
+			case done := <-s.ckptKick:
+				checkpoint()
+				close(done)
 			case <-t.C:
-				// Errors (busy, disk full) are retried on the next tick; the
-				// writer reports its own errors.
-				if pageSize == 0 {
-					if err := db.QueryRow("PRAGMA page_size").Scan(&pageSize); err != nil {
-						continue
-					}
-				}
-				var busy, frames, copied int64
-				if err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
-					continue
-				}
-				// A frame is a page and its 24-byte header.
-				walBytes := frames * (pageSize + 24)
-				if walBytes > walLimit {
-					s.walOver.Store(true)
-				}
-				if checkpointHook != nil {
-					checkpointHook(walBytes)
-				}
+				checkpoint()
 			}
 		}
 	}()
