@@ -34,6 +34,7 @@ type exportOTLPFlags struct {
 	endpoint         string
 	headers          []string
 	caFile           string
+	compression      string
 	state            string
 	serviceName      string
 	batch            int
@@ -47,7 +48,7 @@ func newExportOTLPCommand() *cobra.Command {
 		Use:   "otlp",
 		Short: "Send the recorded calls as OpenTelemetry spans over OTLP/HTTP",
 		Long: `Send every call the store holds in [--since, --until) as one span, over
-OTLP/HTTP (protobuf, gzip), to an OpenTelemetry Collector or any OTLP
+OTLP/HTTP (protobuf, gzip unless --compression none), to an OpenTelemetry Collector or any OTLP
 backend. A trace is the tree under one root call, goroutines included; span
 and trace ids are derived from the session and the call, so sending the same
 calls again gives the same ids.
@@ -77,6 +78,7 @@ command again after a failure and it sends the rest, nothing twice.`,
 	fl.StringVar(&f.endpoint, "endpoint", "", "OTLP/HTTP endpoint URL, e.g. http://collector:4318 (default: from the OTEL_EXPORTER_OTLP_* variables)")
 	fl.StringArrayVar(&f.headers, "header", nil, "request header key=value (repeatable), e.g. authorization=Bearer xyz")
 	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates trusted besides the system roots")
+	fl.StringVar(&f.compression, "compression", "", "request compression, gzip or none (default: OTEL_EXPORTER_OTLP_TRACES_COMPRESSION or OTEL_EXPORTER_OTLP_COMPRESSION, else gzip)")
 	fl.StringVar(&f.state, "state", "", "progress file (default: <db>.otlp-state)")
 	fl.StringVar(&f.serviceName, "service-name", "", "service.name of the spans (default: OTEL_SERVICE_NAME, else the binary's name)")
 	fl.IntVar(&f.batch, "batch", 512, "spans per request (1 to 10000)")
@@ -132,6 +134,11 @@ func (f *exportOTLPFlags) options(getenv func(string) string, now time.Time) (ot
 			cfg.Headers = map[string]string{}
 		}
 		cfg.Headers[k] = v
+	}
+	if f.compression != "" {
+		if cfg.Compression, err = otlp.ParseCompression(f.compression); err != nil {
+			return cfg, nil, fmt.Errorf("--compression: %w", err)
+		}
 	}
 	if f.caFile != "" {
 		if _, err := os.Stat(f.caFile); err != nil {

@@ -131,6 +131,7 @@ func TestFlagRanges(t *testing.T) {
 		{"", "otlp-header", "novalue", `--otlp-header: header "novalue": want key=value`},
 		{"", "otlp-header", "a b=c", `--otlp-header: header "a b": the key must be an HTTP token`},
 		{"", "otlp-ca-file", missing, "--otlp-ca-file: stat " + missing + ": no such file or directory"},
+		{"", "otlp-compression", "zstd", `--otlp-compression: compression "zstd": want gzip or none`},
 	}
 	patterns := []flagCase{
 		{"", "func", "main.*@2", `bad pattern "main.*@2": sample rate "2" after '@' must be a number from 0 to 1`},
@@ -177,6 +178,7 @@ func TestFlagRanges(t *testing.T) {
 		flagCase{"export otlp", "endpoint", "ftp://x", `--endpoint: endpoint "ftp://x/v1/traces": want an http:// or https:// URL`},
 		flagCase{"export otlp", "header", "novalue", `--header: header "novalue": want key=value`},
 		flagCase{"export otlp", "ca-file", missing, "--ca-file: stat " + missing + ": no such file or directory"},
+		flagCase{"export otlp", "compression", "zstd", `--compression: compression "zstd": want gzip or none`},
 		flagCase{"retention status", "format", "csv", `--format "csv": want table, json`},
 		flagCase{"query processes", "pid", "-1", "--pid -1 is out of range: want 0 (every process), or from 1 to"},
 		flagCase{"query processes", "format", "xml", `--format "xml": want table, json, csv`},

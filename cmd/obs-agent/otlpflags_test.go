@@ -23,6 +23,7 @@ func TestOTLPFlags(t *testing.T) {
 		endpoint  string // "" = no sink
 		service   string
 		headers   map[string]string
+		compress  string // "" = left to the exporter (gzip)
 		wantError string
 	}{
 		{name: "none", getenv: env()},
@@ -37,6 +38,11 @@ func TestOTLPFlags(t *testing.T) {
 		{name: "flag overrides a bad env endpoint", f: otlpFlags{endpoint: "http://c:4318"}, getenv: env("OTEL_EXPORTER_OTLP_ENDPOINT", "udp://x"),
 			endpoint: "http://c:4318/v1/traces"},
 		{name: "header without endpoint", f: otlpFlags{headers: []string{"a=1"}}, getenv: env(), wantError: "need an endpoint"},
+		{name: "compression from env", f: otlpFlags{endpoint: "http://c:4318"}, getenv: env("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+			endpoint: "http://c:4318/v1/traces", compress: "none"},
+		{name: "compression flag wins", f: otlpFlags{endpoint: "http://c:4318", compress: "gzip"}, getenv: env("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+			endpoint: "http://c:4318/v1/traces", compress: "gzip"},
+		{name: "compression without endpoint", f: otlpFlags{compress: "none"}, getenv: env(), wantError: "need an endpoint"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -57,7 +63,7 @@ func TestOTLPFlags(t *testing.T) {
 				return
 			}
 			o := c.f.opts
-			if o == nil || o.Exporter.Endpoint != c.endpoint || o.ServiceName != c.service {
+			if o == nil || o.Exporter.Endpoint != c.endpoint || o.ServiceName != c.service || o.Exporter.Compression != c.compress {
 				t.Fatalf("opts = %+v, want endpoint %s service %q", o, c.endpoint, c.service)
 			}
 			for k, v := range c.headers {

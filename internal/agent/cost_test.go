@@ -359,8 +359,8 @@ func BenchmarkAgentCost(b *testing.B) {
 // BenchmarkAgentCostSinks measures the agent's CPU per recorded call
 // through the whole pipeline (ring read, decode, fan-out, queues, store;
 // and OTLP encoding, gzip and requests to an in-process lean receiver), with
-// the store as the only sink and with the OTLP sink on, alternately in one
-// run, on `load flood 2 SECS 1` (two goroutines calling main.work as fast
+// the store as the only sink and with the OTLP sink on (gzip, and
+// --otlp-compression none), alternately in one run, on `load flood 2 SECS 1` (two goroutines calling main.work as fast
 // as the traps allow, 1% errors). The per-call figure is the steady-state
 // slope of the agent's own CPU (startup and detach left out) over the
 // target's call rate. Every call must be recorded or counted lost; with
@@ -374,14 +374,15 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 	agentBinary(b)
 	testutil.BuildProgram(b, testutil.Build{Program: "load"})
 	b.ResetTimer()
-	var store, withOTLP, otlpLost float64
+	modes := []string{"store", "otlp gzip", "otlp none"}
+	us, shed := map[string]float64{}, map[string]float64{}
 	for i := 0; i < b.N; i++ {
-		for _, otlpOn := range []bool{false, true} {
+		for _, mode := range modes {
 			flags := []string{"-f", "main.work"}
 			var rcv *otlptest.Receiver
-			if otlpOn {
+			if mode != "store" {
 				rcv = otlptest.NewLeanReceiver(b)
-				flags = append(flags, "--otlp-endpoint", rcv.URL())
+				flags = append(flags, "--otlp-endpoint", rcv.URL(), "--otlp-compression", strings.TrimPrefix(mode, "otlp "))
 			}
 			c := runAgentBinary(b, flags, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
 			m := c.Target.made["main.work"]
@@ -389,8 +390,9 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 				b.Fatalf("made %d calls, agent recorded %d lost %d (steady %.1f%%)", m.calls, c.Recorded, c.Lost, c.SteadyCPUPct)
 			}
 			rate := float64(m.calls) / secs
-			us := c.SteadyCPUPct / 100 * 1e6 / rate
-			if otlpOn {
+			perCall := c.SteadyCPUPct / 100 * 1e6 / rate
+			us[mode] += perCall
+			if rcv != nil {
 				spans, dups := rcv.Lean()
 				var sent, lost uint64
 				if _, err := fmt.Sscanf(otlpLine(c.Stderr), "  otlp sink: sent %d records, lost %d", &sent, &lost); err != nil {
@@ -403,22 +405,19 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 				if uint64(len(spans)) != sent || dups != 0 || sent+lost != decoded {
 					b.Fatalf("receiver holds %d spans (%d twice); the sink sent %d and lost %d of %d decoded records\n%s", len(spans), dups, sent, lost, decoded, c.Stderr)
 				}
-				otlpLost += 100 * float64(lost) / float64(decoded)
-				withOTLP += us
-			} else {
-				store += us
-			}
-			b.Logf("otlp %v: %d calls (%.0f/s), steady agent CPU %.1f%% of a core = %.2f µs/call; %s", otlpOn, m.calls, rate, c.SteadyCPUPct, us, c)
-			if rcv != nil {
+				shed[mode] += 100 * float64(lost) / float64(decoded)
 				rcv.Stop()
 			}
+			b.Logf("%s: %d calls (%.0f/s), steady agent CPU %.1f%% of a core = %.2f µs/call; %s", mode, m.calls, rate, c.SteadyCPUPct, perCall, c)
 		}
 	}
 	n := float64(b.N)
-	b.ReportMetric(store/n, "store-us/call")
-	b.ReportMetric(withOTLP/n, "store+otlp-us/call")
-	b.ReportMetric((withOTLP-store)/n, "otlp-extra-us/call")
-	b.ReportMetric(otlpLost/n, "otlp-shed-%")
+	b.ReportMetric(us["store"]/n, "store-us/call")
+	b.ReportMetric(us["otlp gzip"]/n, "store+otlp-us/call")
+	b.ReportMetric((us["otlp gzip"]-us["store"])/n, "otlp-extra-us/call")
+	b.ReportMetric((us["otlp none"]-us["store"])/n, "otlp-none-extra-us/call")
+	b.ReportMetric(shed["otlp gzip"]/n, "otlp-shed-%")
+	b.ReportMetric(shed["otlp none"]/n, "otlp-none-shed-%")
 }
 
 // BenchmarkAgentCostOldNew compares the agent's CPU per recorded call

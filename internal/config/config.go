@@ -104,6 +104,7 @@ type OTLP struct {
 	Headers     map[string]string `yaml:"headers"`
 	CAFile      string            `yaml:"ca_file"`
 	ServiceName string            `yaml:"service_name"`
+	Compression string            `yaml:"compression"`
 }
 
 // Default is the configuration of a file that sets nothing but targets.
@@ -382,8 +383,8 @@ func (m *Metrics) Addr() string {
 
 func (o *OTLP) check() error {
 	if o.Endpoint == "" {
-		if len(o.Headers) > 0 || o.CAFile != "" || o.ServiceName != "" {
-			return errors.New("otlp.headers, otlp.ca_file and otlp.service_name need otlp.endpoint: give the collector's URL, e.g. http://collector:4318")
+		if len(o.Headers) > 0 || o.CAFile != "" || o.ServiceName != "" || o.Compression != "" {
+			return errors.New("otlp.headers, otlp.ca_file, otlp.service_name and otlp.compression need otlp.endpoint: give the collector's URL, e.g. http://collector:4318")
 		}
 		return nil
 	}
@@ -410,7 +411,11 @@ func (o *OTLP) Exporter(userAgent string) (*otlp.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("otlp.endpoint: %w", err)
 	}
-	cfg := otlp.Config{Endpoint: url, Headers: o.Headers, CAFile: o.CAFile, UserAgent: userAgent}
+	comp, err := otlp.ParseCompression(o.Compression)
+	if err != nil {
+		return nil, fmt.Errorf("otlp.compression: %w", err)
+	}
+	cfg := otlp.Config{Endpoint: url, Headers: o.Headers, CAFile: o.CAFile, UserAgent: userAgent, Compression: comp}
 	exp, err := otlp.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("otlp: %w", err)

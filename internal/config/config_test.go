@@ -104,6 +104,7 @@ func TestRejected(t *testing.T) {
 		{"otlp url", target + "otlp: {endpoint: 'ftp://x'}\n", []string{"otlp.endpoint"}},
 		{"otlp header", target + "otlp: {endpoint: 'http://c:4318', headers: {'bad key': v}}\n", []string{"otlp.headers"}},
 		{"otlp without endpoint", target + "otlp: {service_name: api}\n", []string{"need otlp.endpoint"}},
+		{"otlp compression", target + "otlp: {endpoint: 'http://c:4318', compression: zstd}\n", []string{"otlp.compression", "want gzip or none"}},
 		{"otlp ca", target + "otlp: {endpoint: 'https://c:4318', ca_file: /no/such.pem}\n", []string{"otlp", "/no/such.pem"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ func TestConfigFromEnv(t *testing.T) {
 		env      map[string]string
 		endpoint string
 		headers  map[string]string
+		compress string
 		err      string
 	}{
 		{env: nil, endpoint: DefaultEndpoint},
@@ -34,6 +35,11 @@ func TestConfigFromEnv(t *testing.T) {
 		{env: map[string]string{EnvHeaders: "novalue"}, err: EnvHeaders},
 		{env: map[string]string{EnvHeaders: "bad key=v"}, err: "HTTP token"},
 		{env: map[string]string{EnvHeaders: "k=%zz"}, err: "URL encoding"},
+		// Compression: the signal's own variable wins; unset is the
+		// exporter's default (gzip, filled in by New).
+		{env: map[string]string{EnvCompression: "None"}, endpoint: DefaultEndpoint, compress: CompressionNone},
+		{env: map[string]string{EnvCompression: "none", EnvTracesCompression: "gzip"}, endpoint: DefaultEndpoint, compress: CompressionGzip},
+		{env: map[string]string{EnvTracesCompression: "zstd"}, err: EnvTracesCompression},
 	} {
 		c, err := ConfigFromEnv(func(k string) string { return tc.env[k] })
 		if tc.err != "" {
@@ -42,7 +48,7 @@ func TestConfigFromEnv(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || c.Endpoint != tc.endpoint || len(c.Headers) != len(tc.headers) {
+		if err != nil || c.Endpoint != tc.endpoint || len(c.Headers) != len(tc.headers) || c.Compression != tc.compress {
 			t.Errorf("%v: %+v, %v; want endpoint %s headers %v", tc.env, c, err, tc.endpoint, tc.headers)
 		}
 		for k, v := range tc.headers {

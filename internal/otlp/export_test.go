@@ -85,9 +85,13 @@ func openRO(t *testing.T, path string) *store.Store {
 	return s
 }
 
-func testExporter(t *testing.T, url string) *Exporter {
+func testExporter(t *testing.T, url string, mods ...func(*Config)) *Exporter {
 	t.Helper()
-	e, err := New(Config{Endpoint: url, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxElapsed: 10 * time.Second})
+	cfg := Config{Endpoint: url, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxElapsed: 10 * time.Second}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +130,34 @@ func TestExportSynthetic(t *testing.T) {
 	}
 	checkSpans(t, rcv, calls)
 	rcv.CheckResources(t, "app", 42)
+}
+
+// TestExportCompression: with compression none every request goes out
+// without a Content-Encoding and every call still arrives as its span; by
+// default every request is gzip; a name New does not know is refused.
+func TestExportCompression(t *testing.T) {
+	path, calls := synthStore(t, 50)
+	s := openRO(t, path)
+	for _, tc := range []struct{ compression, header string }{{"", "gzip"}, {CompressionNone, ""}} {
+		rcv := otlptest.NewReceiver(t)
+		e := testExporter(t, rcv.URL(), func(c *Config) { c.Compression = tc.compression })
+		if _, err := runExport(t, s, e, filepath.Join(t.TempDir(), "st"), 7, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		checkSpans(t, rcv, calls)
+		encs := rcv.Encodings()
+		if len(encs) == 0 {
+			t.Fatalf("compression %q: no request", tc.compression)
+		}
+		for _, enc := range encs {
+			if enc != tc.header {
+				t.Errorf("compression %q: a request with Content-Encoding %q, want %q", tc.compression, enc, tc.header)
+			}
+		}
+	}
+	if _, err := New(Config{Endpoint: "http://127.0.0.1:1/v1/traces", Compression: "zstd"}); err == nil || !strings.Contains(err.Error(), "want gzip or none") {
+		t.Errorf("compression zstd: %v", err)
+	}
 }
 
 // TestExportRetryAfter: a receiver that answers 503 or 429 with

@@ -51,6 +51,31 @@ type Config struct {
 	// QuietRetries logs each retry at debug level instead of warn: for a
 	// caller that reports an outage itself, once (the live sink's queue).
 	QuietRetries bool
+	// Compression of the request bodies: CompressionGzip (the default,
+	// "") or CompressionNone, which saves the agent about 1.3 µs of CPU a
+	// span (BenchmarkGzip) for a collector on the same host or network,
+	// where bytes are cheap and the agent's CPU is not.
+	Compression string
+}
+
+// The values of Config.Compression, as the OTLP exporter specification
+// names them (OTEL_EXPORTER_OTLP_COMPRESSION).
+const (
+	CompressionGzip = "gzip"
+	CompressionNone = "none"
+)
+
+// ParseCompression checks a compression name (case-insensitive; "" is the
+// default, gzip).
+func ParseCompression(v string) (string, error) {
+	switch c := strings.ToLower(strings.TrimSpace(v)); c {
+	case "", CompressionGzip:
+		return CompressionGzip, nil
+	case CompressionNone:
+		return CompressionNone, nil
+	default:
+		return "", fmt.Errorf("compression %q: want gzip or none", v)
+	}
 }
 
 // Config defaults.
@@ -63,10 +88,12 @@ const (
 
 // Environment variables read by ConfigFromEnv.
 const (
-	EnvEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
-	EnvTracesEndpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-	EnvHeaders        = "OTEL_EXPORTER_OTLP_HEADERS"
-	EnvServiceName    = "OTEL_SERVICE_NAME"
+	EnvEndpoint          = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvTracesEndpoint    = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	EnvHeaders           = "OTEL_EXPORTER_OTLP_HEADERS"
+	EnvServiceName       = "OTEL_SERVICE_NAME"
+	EnvCompression       = "OTEL_EXPORTER_OTLP_COMPRESSION"
+	EnvTracesCompression = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
 )
 
 // ConfigFromEnv reads the standard variables through getenv:
@@ -95,6 +122,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 				return c, fmt.Errorf("%s: %w", EnvHeaders, err)
 			}
 			c.Headers[k] = val
+		}
+	}
+	for _, env := range []string{EnvTracesCompression, EnvCompression} {
+		if v := strings.TrimSpace(getenv(env)); v != "" {
+			comp, err := ParseCompression(v)
+			if err != nil {
+				return c, fmt.Errorf("%s: %w", env, err)
+			}
+			c.Compression = comp
+			break
 		}
 	}
 	return c, nil
@@ -184,6 +221,11 @@ func New(cfg Config) (*Exporter, error) {
 	cfg.MaxElapsed = cmpOr(cfg.MaxElapsed, DefaultMaxElapsed)
 	cfg.InitialBackoff = cmpOr(cfg.InitialBackoff, DefaultInitialBackoff)
 	cfg.MaxBackoff = cmpOr(cfg.MaxBackoff, DefaultMaxBackoff)
+	comp, err := ParseCompression(cfg.Compression)
+	if err != nil {
+		return nil, fmt.Errorf("otlp exporter: %w", err)
+	}
+	cfg.Compression = comp
 	if cfg.Timeout < 0 || cfg.MaxElapsed < 0 || cfg.InitialBackoff < 0 || cfg.MaxBackoff < cfg.InitialBackoff {
 		return nil, fmt.Errorf("otlp exporter: negative or inverted timeouts in %+v", cfg)
 	}
@@ -276,18 +318,21 @@ var gzipWriters = sync.Pool{New: func() any {
 // format (Encoder.Bytes).
 func (e *Exporter) ExportEncoded(ctx context.Context, raw []byte) (Result, error) {
 	var res Result
-	var zb bytes.Buffer
-	zw := gzipWriters.Get().(*gzip.Writer)
-	zw.Reset(&zb)
-	_, err := zw.Write(raw)
-	if err == nil {
-		err = zw.Close()
+	body := raw
+	if e.cfg.Compression == CompressionGzip {
+		var zb bytes.Buffer
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(&zb)
+		_, err := zw.Write(raw)
+		if err == nil {
+			err = zw.Close()
+		}
+		gzipWriters.Put(zw)
+		if err != nil {
+			return res, fmt.Errorf("otlp export: gzip: %w", err)
+		}
+		body = zb.Bytes()
 	}
-	gzipWriters.Put(zw)
-	if err != nil {
-		return res, fmt.Errorf("otlp export: gzip: %w", err)
-	}
-	body := zb.Bytes()
 	first := time.Now()
 	deadline := first.Add(e.cfg.MaxElapsed)
 	backoff := e.cfg.InitialBackoff
@@ -377,7 +422,9 @@ func (e *Exporter) post(ctx context.Context, body []byte, res *Result) (time.Dur
 		return 0, &PermanentError{Msg: err.Error()}
 	}
 	hr.Header.Set("Content-Type", "application/x-protobuf")
-	hr.Header.Set("Content-Encoding", "gzip")
+	if e.cfg.Compression == CompressionGzip {
+		hr.Header.Set("Content-Encoding", "gzip")
+	}
 	if e.cfg.UserAgent != "" {
 		hr.Header.Set("User-Agent", e.cfg.UserAgent)
 	}

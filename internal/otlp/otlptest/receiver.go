@@ -37,7 +37,9 @@ type Receiver struct {
 	mu       sync.Mutex
 	got      *Spans
 	requests []time.Time // arrival of every request, accepted or not
-	refuse   func(n int, accepted int) (status int, retryAfter string)
+	// encodings are the Content-Encoding of every request ("": none).
+	encodings []string
+	refuse    func(n int, accepted int) (status int, retryAfter string)
 	// accepted is signalled (without blocking) after each accepted request.
 	accepted chan struct{}
 	lean     map[[8]byte]LeanSpan // a lean receiver's spans (NewLeanReceiver)
@@ -149,6 +151,7 @@ func (r *Receiver) serve(w http.ResponseWriter, hr *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests = append(r.requests, arrived)
+	r.encodings = append(r.encodings, hr.Header.Get("Content-Encoding"))
 	if status != 0 {
 		if msg != "" {
 			http.Error(w, msg, status)
@@ -193,22 +196,28 @@ func (r *Receiver) decode(hr *http.Request) (*coltracepb.ExportTraceServiceReque
 	if ct := hr.Header.Get("Content-Type"); ct != "application/x-protobuf" {
 		r.t.Errorf("otlptest: Content-Type %q", ct)
 	}
-	if ce := hr.Header.Get("Content-Encoding"); ce != "gzip" {
-		r.t.Errorf("otlptest: Content-Encoding %q, want gzip", ce)
-		return nil, nil, http.StatusUnsupportedMediaType, "want gzip"
+	var raw []byte
+	var err error
+	switch ce := hr.Header.Get("Content-Encoding"); ce {
+	case "gzip":
+		zr, zerr := gzip.NewReader(hr.Body)
+		if zerr != nil {
+			r.t.Errorf("otlptest: gzip: %v", zerr)
+			return nil, nil, http.StatusBadRequest, "bad gzip"
+		}
+		raw, err = io.ReadAll(zr)
+	case "": // an exporter with compression none
+		raw, err = io.ReadAll(hr.Body)
+	default:
+		r.t.Errorf("otlptest: Content-Encoding %q, want gzip or none", ce)
+		return nil, nil, http.StatusUnsupportedMediaType, "want gzip or no encoding"
 	}
-	zr, err := gzip.NewReader(hr.Body)
-	if err != nil {
-		r.t.Errorf("otlptest: gzip: %v", err)
-		return nil, nil, http.StatusBadRequest, "bad gzip"
-	}
-	raw, err := io.ReadAll(zr)
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 			return nil, nil, http.StatusBadRequest, "" // cut by Stop
 		}
-		r.t.Errorf("otlptest: gunzip: %v", err)
-		return nil, nil, http.StatusBadRequest, "bad gzip"
+		r.t.Errorf("otlptest: read body: %v", err)
+		return nil, nil, http.StatusBadRequest, "bad body"
 	}
 	if r.lean != nil {
 		spans, err := decodeLean(raw, map[string]string{})
@@ -248,6 +257,14 @@ func (r *Receiver) Requests() []time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]time.Time(nil), r.requests...)
+}
+
+// Encodings are the Content-Encoding headers of every request, accepted
+// or not ("" for a request sent without compression).
+func (r *Receiver) Encodings() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.encodings...)
 }
 
 // Attr returns attribute k of kvs, nil when absent.
