@@ -48,8 +48,8 @@ func newExportOTLPCommand() *cobra.Command {
 		Use:   "otlp",
 		Short: "Send the recorded calls as OpenTelemetry spans over OTLP/HTTP",
 		Long: `Send every call the store holds in [--since, --until) as one span, over
-OTLP/HTTP (protobuf, gzip unless --compression none), to an OpenTelemetry Collector or any OTLP
-backend. A trace is the tree under one root call, goroutines included; span
+OTLP/HTTP (protobuf, gzip unless --compression none), to an OpenTelemetry
+Collector or any OTLP backend. A trace is the tree under one root call, goroutines included; span
 and trace ids are derived from the session and the call, so sending the same
 calls again gives the same ids.
 
