@@ -57,7 +57,7 @@ func TestArchitectureDoc(t *testing.T) {
 			t.Errorf("architecture.md has no row for package %s", p)
 		}
 	}
-	fileRE := regexp.MustCompile("\\b([a-z0-9_]+\\.go)\\b")
+	fileRE := regexp.MustCompile(`\b([a-z0-9_]+\.go)\b`)
 	for p, text := range rows {
 		if !pkgs[p] {
 			t.Errorf("architecture.md has a row for %s, which is not a package of the module", p)
