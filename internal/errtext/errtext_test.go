@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/obs-agent/obs-agent/internal/symbols"
 	"github.com/obs-agent/obs-agent/internal/uprobe"
@@ -147,7 +148,7 @@ func FuzzRender(f *testing.F) {
 		}
 		r := NewRenderer(ty, 0)
 		typ, text, _, ok := r.Render(segs, itab, base)
-		if !ok || typ == "" || len(text) > maxText+8 {
+		if !ok || typ == "" || len(text) > maxText || !utf8.ValidString(text) {
 			t.Fatalf("Render: %q %q %v", typ, text, ok)
 		}
 	})

@@ -103,11 +103,7 @@ func (r *Renderer) Render(segs []uprobe.Segment, itab, data uint64) (typ, text s
 	if !ok {
 		return "", "", false, false
 	}
-	text = rd.errorText(d, data, 0)
-	if len(text) > maxText {
-		text, rd.truncated = text[:maxText], true
-	}
-	text = strings.ToValidUTF8(text, "\uFFFD")
+	text = rd.clip(rd.errorText(d, data, 0))
 	return d.Name, text, rd.truncated, true
 }
 
@@ -120,11 +116,25 @@ func (r *Renderer) RenderValue(segs []uprobe.Segment, typ, data uint64) (text st
 		return "", false, false
 	}
 	rd := &render{r: r, m: mem(segs)}
-	text = rd.errorText(d, data, 0)
-	if len(text) > maxText {
-		text, rd.truncated = text[:maxText], true
+	return rd.clip(rd.errorText(d, data, 0)), rd.truncated, true
+}
+
+// clip makes text valid UTF-8 (target memory may hold any bytes; each run
+// of invalid ones becomes U+FFFD, three bytes) and only then bounds it to
+// maxText bytes, cut at the start of a rune: bounding first let the
+// replacements grow a text to three times the bound (FuzzRender found a
+// 1,440-byte text).
+func (rd *render) clip(text string) string {
+	text = strings.ToValidUTF8(text, "\uFFFD")
+	if len(text) <= maxText {
+		return text
 	}
-	return strings.ToValidUTF8(text, "\uFFFD"), rd.truncated, true
+	cut := maxText
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	rd.truncated = true
+	return text[:cut]
 }
 
 const maxDepth = 6
