@@ -100,7 +100,7 @@ install: build ## install obs-agent into $(PREFIX)/bin, its systemd unit into $(
 # deploy/kubernetes/check is its own module (k8s.io/api pinned there), so
 # obs-agent does not depend on the Kubernetes API; it needs only the Go
 # module proxy.
-check-deploy: ## check deploy/: the DaemonSet against the Kubernetes API types (strict), the systemd unit with systemd-analyze verify when present
+check-deploy: ## check deploy/: the DaemonSet against the Kubernetes API types and, with kubeconform, its OpenAPI schema (strict), the systemd unit with systemd-analyze verify when present
 	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 ./...
 	@if command -v systemd-analyze >/dev/null; then \
 		d=$$(mktemp -d) && mkdir -p $$d/bin && cp /bin/true $$d/bin/obs-agent && \
