@@ -88,7 +88,7 @@ lint: ## gofmt, go vet, staticcheck, shellcheck, clang-format on bpf/
 install: build ## install obs-agent into $(PREFIX)/bin, its systemd unit into $(UNITDIR) and the example config into $(SYSCONFDIR)/obs-agent (DESTDIR aware)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/obs-agent
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
-	sed 's#@PREFIX@#$(PREFIX)#g' deploy/obs-agent.service > $(DESTDIR)$(UNITDIR)/obs-agent.service
+	sed -e 's#@PREFIX@#$(PREFIX)#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' deploy/obs-agent.service > $(DESTDIR)$(UNITDIR)/obs-agent.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/obs-agent.service
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/obs-agent
 	if [ -e $(DESTDIR)$(SYSCONFDIR)/obs-agent/obs-agent.yaml ]; then \
@@ -104,7 +104,7 @@ check-deploy: ## check deploy/: the DaemonSet against the Kubernetes API types a
 	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 ./...
 	@if command -v systemd-analyze >/dev/null; then \
 		d=$$(mktemp -d) && mkdir -p $$d/bin && cp /bin/true $$d/bin/obs-agent && \
-		sed "s#@PREFIX@#$$d#g" deploy/obs-agent.service > $$d/obs-agent.service && \
+		sed -e "s#@PREFIX@#$$d#g" -e "s#@SYSCONFDIR@#/etc#g" deploy/obs-agent.service > $$d/obs-agent.service && \
 		systemd-analyze verify $$d/obs-agent.service; rc=$$?; rm -rf $$d; exit $$rc; \
 	else echo "systemd-analyze not installed: the unit is not verified"; fi
 
