@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/sqlitemutex"
 )
 
 // genCalls makes n realistic call records starting at id first: ~200
@@ -145,12 +146,16 @@ func init() {
 //     hour's spans and id ranges, the error lane, the partition's row
 //     count and write generation): the write path before ok rows had
 //     statements of their own (benchFullRows);
+//   - before: today's path as it was before SQLite's connection mutexes
+//     were made no-ops (internal/sqlitemutex) and the cuts made with it
+//     (benchBefore): the store opened with real connection mutexes;
 //   - new: today's path (ok rows bind 7 columns, see insertCalls).
 //
+// old, full and before all run with real connection mutexes.
 // It reports each path's records/s over all its rounds, records per CPU
-// second, the new/old and new/full ratios of both, and the size of each
-// path's store in bytes per record (ok rows and other rows inserted
-// through separate statements leave some pages less full).
+// second, the new/old, new/full and new/before ratios of both, and the
+// size of each path's store in bytes per record (ok rows and other rows
+// inserted through separate statements leave some pages less full).
 // OBS_BENCH_ROUNDS sets the rounds per path (default 4).
 // OBS_BENCH_ORDER=agent gives each batch in the order the agent's queue
 // does (agentOrder) instead of in id order.
@@ -164,15 +169,21 @@ func BenchmarkWriteOldNew(b *testing.B) {
 			agentOrder(pool[off : off+batch])
 		}
 	}
-	const old, full, cur = 0, 1, 2
-	var wall, cpu [3]time.Duration
-	var size [3]int64
-	defer func() { benchOldWrite, benchFullRows = false, false }()
+	const old, full, before, cur = 0, 1, 2, 3
+	const paths = 4
+	var wall, cpu [paths]time.Duration
+	var size [paths]int64
+	noop := sqlitemutex.SetConnMutexNoop(true)
+	defer func() {
+		benchOldWrite, benchFullRows, benchBefore = false, false, false
+		sqlitemutex.SetConnMutexNoop(noop)
+	}()
 	for i := 0; i < b.N; i++ {
-		for r := range 3 * rounds {
-			// old, full, new, full, new, old, new, old, full, ...
-			path := (r + r/3) % 3
-			benchOldWrite, benchFullRows = path == old, path != cur
+		for r := range paths * rounds {
+			// old, full, before, new, full, before, new, old, ...
+			path := (r + r/paths) % paths
+			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path != cur
+			sqlitemutex.SetConnMutexNoop(path == cur)
 			dbPath := filepath.Join(b.TempDir(), "bench.db")
 			s, err := Open(dbPath, Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
 			if err != nil {
@@ -198,7 +209,7 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	}
 	n := float64(b.N * rounds * perRound)
 	rate := func(d time.Duration) float64 { return n / d.Seconds() }
-	for p, name := range []string{"old", "full", "new"} {
+	for p, name := range []string{"old", "full", "before", "new"} {
 		b.ReportMetric(rate(wall[p]), name+"-records/s")
 		b.ReportMetric(rate(cpu[p]), name+"-records/cpu-s")
 		b.ReportMetric(float64(size[p])/n, name+"-bytes/record")
@@ -207,6 +218,8 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[old]), "new/old-cpu")
 	b.ReportMetric(rate(wall[cur])/rate(wall[full]), "new/full")
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[full]), "new/full-cpu")
+	b.ReportMetric(rate(wall[cur])/rate(wall[before]), "new/before")
+	b.ReportMetric(rate(cpu[cur])/rate(cpu[before]), "new/before-cpu")
 }
 
 // benchRounds is $OBS_BENCH_ROUNDS, or def.

@@ -431,6 +431,10 @@ func (s *Store) clearSorted() {
 	s.sorted = s.sorted[:0]
 }
 
+// benchBefore, set only by BenchmarkWriteOldNew, makes WriteCalls write
+// as it did before the cuts made together with internal/sqlitemutex.
+var benchBefore bool
+
 // benchOldWrite, set only by BenchmarkWriteOldNew, makes WriteCalls
 // insert the rows only, as it did before the read structures (schema 3),
 // so one run can measure what keeping them costs the writer.
