@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"math"
 	"slices"
@@ -253,11 +252,7 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 			}
 		}
 		slices.SortFunc(errs, func(a, b *record.Call) int { return cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(a.ID, b.ID)) })
-		args := make([]driver.NamedValue, 0, 3*len(errs))
-		for _, c := range errs {
-			args = append(args, driver.NamedValue{Value: c.Start}, driver.NamedValue{Value: int64(c.ID)}, driver.NamedValue{Value: int64(c.Status)})
-		}
-		if err := tx.insertRaw(`INSERT OR IGNORE INTO `+sideName(table, sideErr), 3, args); err != nil {
+		if err := tx.insertErrLane(`INSERT OR IGNORE INTO `+sideName(table, sideErr), errs); err != nil {
 			return err
 		}
 	}
@@ -284,22 +279,6 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 		}
 	}
 	return nil
-}
-
-// insertRaw is insertRows through the driver connection, with prepared
-// statements cached like insertCalls's.
-func (tx *wtx) insertRaw(prefix string, cols int, args []driver.NamedValue) error {
-	if len(args) == 0 {
-		return nil
-	}
-	row := "(" + strings.Repeat("?,", cols-1) + "?)"
-	return tx.s.wc.Raw(func(dc any) error {
-		pc, ok := dc.(driver.ConnPrepareContext)
-		if !ok {
-			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
-		}
-		return tx.execChunks(pc, cols, args, func(n int) string { return prefix + " VALUES " + strings.Repeat(row+",", n-1) + row })
-	})
 }
 
 // insertRows runs prefix VALUES (...),(...) over args, cols per row, in

@@ -118,6 +118,16 @@ type Store struct {
 	sqlTexts map[[2]int]string
 	sorted   []record.Call // a batch sorted by id (inIDOrder)
 	sortKeys []sortKey
+	// raw binds the hot INSERTs on the writer's SQLite handle
+	// (rawwrite.go); rawOff once the handle can't be had.
+	raw     *rawWriter
+	rawOff  bool
+	okRows  []int // indices of a batch's ok rows pending (insertCallsRaw)
+	othRows []int // of its other rows
+	// laneFor is the error lane INSERT prefix whose texts laneTexts
+	// holds, by rows (laneSQL).
+	laneFor   string
+	laneTexts map[int]string
 	closed   bool
 
 	lastWrite atomic.Int64 // Unix ns of the last committed write
@@ -411,6 +421,13 @@ func (s *Store) Close() error {
 		})
 	}
 	s.dstmts = nil
+	if s.wc != nil && s.raw != nil {
+		_ = s.wc.Raw(func(any) error {
+			s.raw.close()
+			return nil
+		})
+	}
+	s.raw = nil
 	if s.ckptStop != nil {
 		close(s.ckptStop)
 		<-s.ckptDone
