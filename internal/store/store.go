@@ -128,7 +128,7 @@ type Store struct {
 	// holds, by rows (laneSQL).
 	laneFor   string
 	laneTexts map[int]string
-	closed   bool
+	closed    bool
 
 	lastWrite atomic.Int64 // Unix ns of the last committed write
 

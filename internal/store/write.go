@@ -570,7 +570,9 @@ func (tx *wtx) insertCallsRaw(w *rawWriter, pc driver.ConnPrepareContext, table 
 			cols = okCols
 		}
 		err := w.execRows(len(rows), cols, func(n int) string { return tx.s.callsSQL(table, okShape, n) },
-			func(st uintptr, r, base int) error { return w.bindCall(st, base, &calls[rows[r]], fids[rows[r]], okShape) })
+			func(st uintptr, r, base int) error {
+				return w.bindCall(st, base, &calls[rows[r]], fids[rows[r]], okShape)
+			})
 		if err != nil {
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
