@@ -113,9 +113,9 @@ type Store struct {
 	nargs   []driver.NamedValue    // full rows' arguments, kept between batches
 	okArgs  []driver.NamedValue    // ok rows' arguments, kept between batches
 	// sqlTable is the calls partition whose INSERT texts sqlTexts holds,
-	// by rows, shape and verb (callsSQL).
+	// by rows and shape (callsSQL).
 	sqlTable string
-	sqlTexts map[[3]int]string
+	sqlTexts map[[2]int]string
 	sorted   []record.Call // a batch sorted by id (inIDOrder)
 	sortKeys []sortKey
 	// raw binds the hot INSERTs on the writer's SQLite handle

@@ -706,34 +706,24 @@ func (tx *wtx) execChunks(pc driver.ConnPrepareContext, cols int, args []driver.
 // The texts of the table being written are kept: building a
 // 1,100-parameter statement's text for every execution, only to find its
 // prepared statement, cost 3% of a batch.
-//
-// The INSERTs are OR ROLLBACK: a constraint that fails (a duplicate id)
-// rolls the whole transaction back at once, which is what WriteCalls
-// does with any error anyway. With the default (ABORT), SQLite must be
-// able to undo a multi-row statement alone, so it copies every page the
-// statement first changes into a statement journal before changing it:
-// a 16 KiB copy for each statement of 100 rows, about 4% of the writer's
-// CPU (profile of BenchmarkWriteCalls).
 func (s *Store) callsSQL(table string, okShape bool, n int) string {
 	if s.sqlTable != table {
-		s.sqlTable, s.sqlTexts = table, map[[3]int]string{}
+		s.sqlTable, s.sqlTexts = table, map[[2]int]string{}
 	}
-	k := [3]int{n, 0, 0}
+	k := [2]int{n, 0}
 	if okShape {
 		k[1] = 1
-	}
-	verb := "INSERT OR ROLLBACK INTO "
-	if benchBefore {
-		verb, k[2] = "INSERT INTO ", 1
 	}
 	if q, ok := s.sqlTexts[k]; ok {
 		return q
 	}
-	row := "(" + strings.Repeat("?,", callCols-1) + "?)"
+	var q string
 	if okShape {
-		row = "(?,?,?,?,?,?,?,0,NULL,NULL,0)"
+		row := "(?,?,?,?,?,?,?,0,NULL,NULL,0)"
+		q = "INSERT INTO " + table + " VALUES " + strings.Repeat(row+",", n-1) + row
+	} else {
+		q = insertSQL(table, callCols, n)
 	}
-	q := verb + table + " VALUES " + strings.Repeat(row+",", n-1) + row
 	s.sqlTexts[k] = q
 	return q
 }
