@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
-	"github.com/obs-agent/obs-agent/internal/sqlitemutex"
+	"github.com/obs-agent/obs-agent/internal/sqliteconf"
 )
 
 // genCalls makes n realistic call records starting at id first: ~200
@@ -147,7 +147,7 @@ func init() {
 //     count and write generation): the write path before ok rows had
 //     statements of their own (benchFullRows);
 //   - before: today's path as it was before SQLite's connection mutexes
-//     were made no-ops (internal/sqlitemutex) and the cuts made with it
+//     were made no-ops (internal/sqliteconf) and the cuts made with it
 //     (benchBefore): the store opened with real connection mutexes;
 //   - new: today's path (ok rows bind 7 columns, see insertCalls).
 //
@@ -173,17 +173,17 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	const paths = 4
 	var wall, cpu [paths]time.Duration
 	var size [paths]int64
-	noop := sqlitemutex.SetConnMutexNoop(true)
+	noop := sqliteconf.SetConnMutexNoop(true)
 	defer func() {
 		benchOldWrite, benchFullRows, benchBefore = false, false, false
-		sqlitemutex.SetConnMutexNoop(noop)
+		sqliteconf.SetConnMutexNoop(noop)
 	}()
 	for i := 0; i < b.N; i++ {
 		for r := range paths * rounds {
 			// old, full, before, new, full, before, new, old, ...
 			path := (r + r/paths) % paths
 			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path != cur
-			sqlitemutex.SetConnMutexNoop(path == cur)
+			sqliteconf.SetConnMutexNoop(path == cur)
 			dbPath := filepath.Join(b.TempDir(), "bench.db")
 			s, err := Open(dbPath, Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
 			if err != nil {

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
-	"github.com/obs-agent/obs-agent/internal/sqlitemutex"
+	"github.com/obs-agent/obs-agent/internal/sqliteconf"
 )
 
 // TestConcurrentStoreRace uses one store from every side at once, with
-// SQLite's connection mutexes as no-ops (internal/sqlitemutex): the writer
+// SQLite's connection mutexes as no-ops (internal/sqliteconf): the writer
 // writes batches, checkpoints run every few milliseconds (and the writer
 // waits for them past a small WAL limit), the builder builds the read
 // structures, and three readers query the pooled read connections. Run
@@ -24,7 +24,7 @@ import (
 // once on the Go side; every reader checks what it reads against what was
 // committed, and the file must pass integrity_check with every row there.
 func TestConcurrentStoreRace(t *testing.T) {
-	if err := sqlitemutex.Err(); err != nil {
+	if err := sqliteconf.Err(); err != nil {
 		t.Fatalf("connection mutexes not configured: %v", err)
 	}
 	oldEvery, oldLimit := checkpointEvery, walLimit

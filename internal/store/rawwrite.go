@@ -20,7 +20,7 @@ import (
 // on its type and only then binds it; with the int64 of every argument
 // boxed into an interface first (an allocation each). That was about a
 // fifth of the writer's CPU once SQLite's connection mutex was gone
-// (internal/sqlitemutex): more than the binding itself. rawWriter binds
+// (internal/sqliteconf): more than the binding itself. rawWriter binds
 // each value with one sqlite3_bind_* call into statements it prepares and
 // caches itself.
 //

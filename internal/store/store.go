@@ -44,7 +44,7 @@ import (
 	// Makes each connection's SQLite mutex a no-op before any connection
 	// is opened: database/sql never uses a connection from two
 	// goroutines at once, and that mutex was a sixth of the writer's CPU.
-	_ "github.com/obs-agent/obs-agent/internal/sqlitemutex"
+	_ "github.com/obs-agent/obs-agent/internal/sqliteconf"
 )
 
 // Options tune Open.

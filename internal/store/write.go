@@ -432,7 +432,7 @@ func (s *Store) clearSorted() {
 }
 
 // benchBefore, set only by BenchmarkWriteOldNew, makes WriteCalls write
-// as it did before the cuts made together with internal/sqlitemutex.
+// as it did before the cuts made together with internal/sqliteconf.
 var benchBefore bool
 
 // benchOldWrite, set only by BenchmarkWriteOldNew, makes WriteCalls

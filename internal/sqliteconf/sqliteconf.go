@@ -1,9 +1,11 @@
-// Package sqlitemutex owns the process-wide mutex configuration of SQLite
-// (modernc.org/sqlite): it makes the mutex of each database connection a
-// no-op and keeps every other SQLite mutex real. Importing it is enough;
-// internal/store does, so every binary that opens a store has it.
+// Package sqliteconf owns the process-wide configuration of SQLite
+// (modernc.org/sqlite), which must be set before SQLite is initialised:
+// it makes the mutex of each database connection a no-op, keeping every
+// other SQLite mutex real, and keeps statement journals in memory up to 1
+// MiB (stmtSpill). Importing it is enough; internal/store does, so every
+// binary that opens a store has it.
 //
-// # Why
+// # Connection mutexes
 //
 // modernc.org/sqlite opens every connection SQLITE_OPEN_FULLMUTEX, so
 // every call into a connection (each sqlite3_bind_*, step, reset, column
@@ -26,7 +28,7 @@
 // between goroutines through database/sql's own locks, which order the
 // memory accesses.
 //
-// # What is kept real
+// # Which mutexes stay real
 //
 // Only the mutexes that belong to one connection become no-ops. These are
 // the SQLITE_MUTEX_RECURSIVE allocations made once SQLite is initialised.
@@ -64,7 +66,21 @@
 // static and fast mutexes still exclude; internal/store's
 // TestConcurrentStoreRace runs readers, the writer, the builder and
 // checkpoints on one store at once under -race.
-package sqlitemutex
+//
+// # Statement journals
+//
+// An INSERT of several rows with an explicit INTEGER PRIMARY KEY (the
+// store's calls rows) may abort half done, so SQLite copies each page it
+// first changes into a statement journal before changing it, to undo the
+// statement alone. That journal is kept in memory up to
+// SQLITE_CONFIG_STMTJRNL_SPILL bytes and then spills to a temporary file;
+// SQLite's 64 KiB default is four of the store's 16 KiB pages, which a
+// 100-row INSERT into a calls partition (its leaf, interior and pointer-map
+// pages) passes, so every statement of a batch wrote its journal through
+// pwrite to a temporary file: 6% of the writer's CPU in system calls
+// (profile of BenchmarkWriteCalls). stmtSpill keeps up to 1 MiB of it in
+// memory, per connection and only while a statement runs.
+package sqliteconf
 
 import (
 	"fmt"
@@ -102,13 +118,17 @@ var (
 	installErr error
 )
 
+// stmtSpill is how large a statement journal grows in memory before it
+// spills to a temporary file (see the package comment).
+const stmtSpill = 1 << 20
+
 func init() {
 	installErr = install()
 }
 
-// Err says why the connection mutexes could not be made no-ops, or nil
-// when they are. When it is not nil, SQLite runs with its own mutexes,
-// all real, as it would without this package.
+// Err says why SQLite could not be configured, or nil when it is. When it
+// is not nil, SQLite runs with its own mutexes, all real, and its default
+// statement journal spill, as it would without this package.
 func Err() error { return installErr }
 
 // SetConnMutexNoop arms or disarms the no-op connection mutex for the
@@ -171,6 +191,9 @@ func install() error {
 	if rc := config(tls, sqlite3.SQLITE_CONFIG_MUTEX, uintptr(unsafe.Pointer(&methods))); rc != sqlite3.SQLITE_OK {
 		return reinit(tls, fmt.Errorf("sqlite: install mutex methods: %s", errstr(tls, rc)))
 	}
+	if rc := config(tls, sqlite3.SQLITE_CONFIG_STMTJRNL_SPILL, int32(stmtSpill)); rc != sqlite3.SQLITE_OK {
+		return reinit(tls, fmt.Errorf("sqlite: statement journal spill: %s", errstr(tls, rc)))
+	}
 	if rc := sqlite3.Xsqlite3_initialize(tls); rc != sqlite3.SQLITE_OK {
 		return fmt.Errorf("sqlite: initialize with mutex methods: %s", errstr(tls, rc))
 	}
@@ -187,8 +210,9 @@ func reinit(tls *libc.TLS, err error) error {
 	return err
 }
 
-// config calls sqlite3_config(op, arg) for an op taking one pointer.
-func config(tls *libc.TLS, op int32, arg uintptr) int32 {
+// config calls sqlite3_config(op, arg) for an op taking one argument (a
+// pointer as uintptr, or an int32).
+func config(tls *libc.TLS, op int32, arg any) int32 {
 	va := libc.Xmalloc(tls, 8)
 	if va == 0 {
 		return sqlite3.SQLITE_NOMEM

@@ -1,9 +1,9 @@
-package sqlitemutex
+package sqliteconf
 
 import (
 	"database/sql"
+	"encoding/binary"
 	"testing"
-	"unsafe"
 
 	"modernc.org/libc"
 	_ "modernc.org/sqlite"
@@ -25,7 +25,7 @@ func openConn(t *testing.T, tls *libc.TLS) uintptr {
 	if rc := sqlite3.Xsqlite3_open_v2(tls, name, pdb, flags, 0); rc != sqlite3.SQLITE_OK {
 		t.Fatalf("open: rc %d", rc)
 	}
-	db := *(*uintptr)(unsafe.Pointer(pdb))
+	db := uintptr(binary.NativeEndian.Uint64(libc.GoBytes(pdb, 8)))
 	t.Cleanup(func() { sqlite3.Xsqlite3_close_v2(tls, db) })
 	return db
 }
