@@ -63,7 +63,12 @@ func genCalls(rng *rand.Rand, first uint64, start time.Time, n int) []record.Cal
 // dev VM is shared, so wall rates swing with other load).
 //
 // Measured on the 2-core dev VM, -benchtime 400000x, 4 runs:
-// 323k, 352k, 400k, 426k records/s (308k-401k records/cpu-s).
+// 323k, 352k, 400k, 426k records/s (308k-401k records/cpu-s), before the
+// connection mutexes were no-ops and the rows bound on SQLite's handle.
+// Since (2026-11-30 17:28, load average 7-9, so the wall rate says little):
+// 361k-372k records/cpu-s (248k-262k records/s) at 20% errors, 438k-446k
+// (308k-356k) at 1%; BenchmarkWriteOldNew gives the ratios to the path
+// before in one run (docs/performance.md).
 // OBS_BENCH_INDEXES=1|2|3 adds the indexes compared in partitionDDL.
 func BenchmarkWriteCalls(b *testing.B) {
 

@@ -431,8 +431,10 @@ func (s *Store) clearSorted() {
 	s.sorted = s.sorted[:0]
 }
 
-// benchBefore, set only by BenchmarkWriteOldNew, makes WriteCalls write
-// as it did before the cuts made together with internal/sqliteconf.
+// benchBefore, set only by BenchmarkWriteOldNew, makes WriteCalls bind
+// its rows through the driver, as before rawwrite.go (the benchmark also
+// opens that path's stores with real connection mutexes, see
+// internal/sqliteconf).
 var benchBefore bool
 
 // benchOldWrite, set only by BenchmarkWriteOldNew, makes WriteCalls
@@ -446,9 +448,11 @@ var benchOldWrite bool
 // Most rows are ok calls, whose last four columns are constants (status
 // 0, no error type or text, not truncated). They go through statements
 // that write those constants as literals and bind 7 parameters a row
-// instead of 11: binding is about a quarter of the writer's CPU, each
-// parameter one call into SQLite that takes the connection's mutex
-// (modernc opens every connection SQLITE_OPEN_FULLMUTEX). The other rows
+// instead of 11: binding was about a quarter of the writer's CPU, each
+// parameter one call into SQLite that took the connection's mutex
+// (modernc opens every connection SQLITE_OPEN_FULLMUTEX; internal/sqliteconf
+// now makes that mutex a no-op, and insertCallsRaw binds without the
+// driver). The other rows
 // (errors, panics, unfinished calls) go through statements with all 11
 // columns. This split is made when fewer than one row in splitBelow is
 // of the other kinds; otherwise all rows take the full shape, in order.
