@@ -37,7 +37,7 @@ func TestConcurrentStoreRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	const batches, batch = 12, 2000
+	const batches, batch = 8, 2000
 	pool := genCalls(rand.New(rand.NewPCG(7, 8)), 1, base, batches*batch)
 	byID := make(map[uint64]record.Call, len(pool))
 	for _, c := range pool {
