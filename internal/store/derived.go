@@ -563,6 +563,7 @@ func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, ho
 			return ctx.Err()
 		case <-pause.C:
 		}
+		s.yieldToCheckpoint(ctx)
 	}
 }
 

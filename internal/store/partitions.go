@@ -404,6 +404,7 @@ func (s *Store) EmptyTrash(ctx context.Context) (steps int, longest time.Duratio
 			return steps, longest, ctx.Err()
 		case <-pause.C:
 		}
+		s.yieldToCheckpoint(ctx)
 	}
 	return steps, longest, nil
 }

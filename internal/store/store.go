@@ -288,8 +288,14 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	// on its own connection, so the copy into the main file and its fsync
 	// run on the other core instead of stalling a WriteCalls.
 	wp.Add("_pragma", "wal_autocheckpoint(0)")
-	// The WAL file is cut back to walLimit when it starts over (walLimit).
-	wp.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walLimit))
+	// The WAL file is cut back to walKeep when it starts over (walKeep).
+	wp.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walKeep*walLimit))
+	// Statement journals (a multi-row statement's undo, such as a build
+	// step's INSERT ... SELECT) stay in memory instead of spilling to a
+	// temporary file past 64 KiB: writing, then closing and freeing that
+	// file inside the write transaction cost the builder's steps up to
+	// tens of ms of waiting for the disk.
+	wp.Add("_pragma", "temp_store(MEMORY)")
 	s.opts.addPragmas(wp, 2)
 	if s.opts.CacheBytes > 0 {
 		// Process-wide in SQLite: past it, SQLite frees cache pages
@@ -478,6 +484,18 @@ var checkpointEvery = 500 * time.Millisecond
 // for a checkpoint of the checkpointer's, at most ckptWait. A reader that
 // keeps one snapshot open for long still holds the WAL back until it ends.
 var walLimit int64 = 64 << 20
+
+// walKeep is how many times walLimit the WAL file may keep when SQLite
+// starts it over (journal_size_limit); a larger file is cut back to that.
+// It was walLimit itself, so the WAL was cut back every time it started
+// over: the writer's first commit after it truncated tens of MiB inside
+// its transaction, which on a file system that frees blocks with a
+// synchronous discard (ext4 mounted with -o discard, as on this VM) held
+// the lock for up to 105 ms (BenchmarkLockHolds). The WAL rarely passes
+// twice walLimit (BenchmarkWALFlood: 66-83 MiB), so with room for four
+// times it the file is reused in place and truncated only after an
+// exceptional burst, while its size stays bounded.
+const walKeep = 4
 
 // ckptWait is the longest the writer waits for the checkpointer once the
 // WAL is past walLimit, well under the writer's 50 ms budget for a stall.

@@ -76,7 +76,11 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 	if track {
 		s.lastWrite.Store(time.Now().UnixNano())
 	}
-	if s.walOver.Load() {
+	// Only data writes wait for the checkpointer under the lock: a
+	// background step (build, drop, trash; track false) would add that
+	// wait to what the writer waits for it, so it waits between its steps
+	// instead, without the lock (yieldToCheckpoint).
+	if track && s.walOver.Load() {
 		t0 := time.Now()
 		s.awaitCheckpoint(ctx)
 		if ckptWaitHook != nil {
@@ -113,6 +117,36 @@ func (s *Store) awaitCheckpoint(ctx context.Context) {
 	case <-t.C:
 	}
 }
+
+// yieldToCheckpoint is the background steps' share of bounding the WAL:
+// while the checkpointer finds the WAL past walLimit, it has it checkpoint
+// and waits for that, without the write lock, so the writer may go on
+// meanwhile; the next transaction then starts the WAL over. It gives up
+// after maxYield, and returns early when ctx is done.
+func (s *Store) yieldToCheckpoint(ctx context.Context) {
+	if !s.walOver.Load() || s.ckptKick == nil {
+		return
+	}
+	t := time.NewTimer(maxYield)
+	defer t.Stop()
+	done := make(chan struct{})
+	select {
+	case s.ckptKick <- done:
+	case <-t.C:
+		return
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// maxYield bounds how long a background step waits for a checkpoint
+// (yieldToCheckpoint).
+const maxYield = 2 * time.Second
 
 // exec runs a statement on the writer connection.
 func (tx *wtx) exec(q string, args ...any) (sql.Result, error) {
