@@ -288,7 +288,8 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	// on its own connection, so the copy into the main file and its fsync
 	// run on the other core instead of stalling a WriteCalls.
 	wp.Add("_pragma", "wal_autocheckpoint(0)")
-	// The WAL file is cut back to walKeep when it starts over (walKeep).
+	// The WAL file is cut back to walKeep times walLimit when it starts
+	// over (walKeep).
 	wp.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walKeep*walLimit))
 	// Statement journals (a multi-row statement's undo, such as a build
 	// step's INSERT ... SELECT) stay in memory instead of spilling to a
@@ -467,8 +468,9 @@ var checkpointEvery = 500 * time.Millisecond
 
 // walLimit bounds the WAL: past it the writer, between two of its
 // transactions, has the checkpointer copy what it has not yet copied
-// (awaitCheckpoint), and the WAL file is cut back to walLimit when SQLite
-// next starts it over (journal_size_limit). A variable for tests.
+// (awaitCheckpoint), and SQLite next starts it over, reusing the file in
+// place (it is cut back only past walKeep times walLimit). A variable for
+// tests.
 //
 // PASSIVE checkpoints from another connection do not bound the WAL alone:
 // SQLite starts the WAL over only when a write transaction begins after a

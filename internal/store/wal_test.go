@@ -17,7 +17,7 @@ import (
 // the WAL over, so without a bound the WAL grows for as long as the writes
 // go on (measured: three times the size of the store itself). Past
 // walLimit the writer checkpoints between two of its transactions and the
-// WAL starts over, cut back to the limit: it stays far below the store's
+// WAL starts over, reusing its file: it stays far below the store's
 // size, however long the flood.
 func TestWALBoundedUnderFlood(t *testing.T) {
 	oldEvery, oldLimit := checkpointEvery, walLimit
