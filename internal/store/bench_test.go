@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -263,6 +264,24 @@ func threadCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// runDelay is how long this thread has waited on a run queue for a core
+// (the second field of /proc/thread-self/schedstat), or 0 when unknown.
+func runDelay() time.Duration {
+	b, err := os.ReadFile("/proc/thread-self/schedstat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	ns, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(ns)
+}
+
 // BenchmarkLockHolds measures how long each background operation on a
 // closed 1M-call hour (BenchmarkWriteCalls's records) holds the write lock,
 // that is, the longest a WriteCalls can wait for it: each step of the
@@ -273,6 +292,13 @@ func threadCPU() time.Duration {
 // and CPU time is what the wall time would be on an idle core), the
 // maximum and the 99th percentile of the steps, and the median CPU time of
 // a 5,000-call WriteCalls batch in the same run for scale.
+//
+// The *-blocked metrics are wall time minus CPU time minus the time the
+// thread waited for a core (its run-queue delay, /proc/thread-self/schedstat):
+// what a hold spent waiting for the disk or for another lock, which load
+// on the machine does not explain. Before the WAL was reused in place and
+// statement journals kept in memory, that was up to 80 ms of a build step
+// on a quiet machine (docs/performance.md, "What the writer waited for").
 func BenchmarkLockHolds(b *testing.B) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -306,32 +332,29 @@ func BenchmarkLockHolds(b *testing.B) {
 		}
 		b.StartTimer()
 
-		var wall, cpu []time.Duration
-		w0, c0 := time.Now(), threadCPU()
-		buildStepHook = func() {
+		var cpu []time.Duration
+		var blocked time.Duration
+		c0, d0 := threadCPU(), runDelay()
+		buildStepHook = func(took time.Duration) {
 			// Called right after each step; the pause before the
-			// next one sleeps, so it costs no CPU.
-			wall, cpu = append(wall, time.Since(w0)), append(cpu, threadCPU()-c0)
+			// next one sleeps, so it costs no CPU and no run-queue
+			// delay but the wakeup's.
+			c, d := threadCPU(), runDelay()
+			cpu = append(cpu, c-c0)
+			blocked = max(blocked, took-(c-c0)-(d-d0))
+			c0, d0 = c, d
 		}
 		rep, err := s.BuildDerived(ctx)
 		buildStepHook = nil
 		if err != nil {
 			b.Fatal(err)
 		}
-		// wall holds each step's end since the build began; the steps'
-		// own wall times are in rep (Max). CPU per step is the
-		// difference of consecutive readings.
-		stepCPU := make([]time.Duration, len(cpu))
-		for j := range cpu {
-			stepCPU[j] = cpu[j]
-			if j > 0 {
-				stepCPU[j] -= cpu[j-1]
-			}
-		}
+		stepCPU := cpu
 		b.ReportMetric(float64(rep.Steps), "build-steps")
 		b.ReportMetric(float64(rep.Max)/1e6, "build-step-max-ms")
 		b.ReportMetric(pct(stepCPU, 1), "build-step-max-cpu-ms")
 		b.ReportMetric(pct(stepCPU, 0.99), "build-step-p99-cpu-ms")
+		b.ReportMetric(float64(blocked)/1e6, "build-step-max-blocked-ms")
 
 		arch := filepath.Join(dir, "a.db")
 		a, err := Open(arch, Options{Exclusive: true, NoBackgroundBuild: true})
@@ -347,20 +370,27 @@ func BenchmarkLockHolds(b *testing.B) {
 			b.Fatal(err)
 		}
 		var dw0 time.Time
-		var dc0 time.Duration
-		testHookAfterSnapshot = func() { dw0, dc0 = time.Now(), threadCPU() }
+		var dc0, dd0 time.Duration
+		testHookAfterSnapshot = func() { dw0, dc0, dd0 = time.Now(), threadCPU(), runDelay() }
 		err = s.DropHourIf(ctx, base, arch, fp)
-		dropWall, dropCPU := time.Since(dw0), threadCPU()-dc0
+		dropWall, dropCPU, dropDelay := time.Since(dw0), threadCPU()-dc0, runDelay()-dd0
 		testHookAfterSnapshot = nil
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(dropWall)/1e6, "drop-tx-ms")
 		b.ReportMetric(float64(dropCPU)/1e6, "drop-tx-cpu-ms")
+		b.ReportMetric(float64(dropWall-dropCPU-dropDelay)/1e6, "drop-tx-blocked-ms")
 
 		var tcpu []time.Duration
-		tc0 := threadCPU()
-		trashStepHook = func(time.Duration) { c := threadCPU(); tcpu = append(tcpu, c-tc0); tc0 = c }
+		var tblocked time.Duration
+		tc0, td0 := threadCPU(), runDelay()
+		trashStepHook = func(took time.Duration) {
+			c, d := threadCPU(), runDelay()
+			tcpu = append(tcpu, c-tc0)
+			tblocked = max(tblocked, took-(c-tc0)-(d-td0))
+			tc0, td0 = c, d
+		}
 		steps, longest, err := s.EmptyTrash(ctx)
 		trashStepHook = nil
 		if err != nil {
@@ -370,6 +400,7 @@ func BenchmarkLockHolds(b *testing.B) {
 		b.ReportMetric(float64(longest)/1e6, "trash-step-max-ms")
 		b.ReportMetric(pct(tcpu, 1), "trash-step-max-cpu-ms")
 		b.ReportMetric(pct(tcpu, 0.99), "trash-step-p99-cpu-ms")
+		b.ReportMetric(float64(tblocked)/1e6, "trash-step-max-blocked-ms")
 		b.ReportMetric(pct(writeCPU, 0.5), "batch-median-cpu-ms")
 		b.StopTimer()
 		s.Close()

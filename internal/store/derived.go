@@ -545,10 +545,11 @@ func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, ho
 		if err != nil {
 			return err
 		}
+		took := time.Since(start)
 		rep.Steps++
-		rep.Max = max(rep.Max, time.Since(start))
+		rep.Max = max(rep.Max, took)
 		if buildStepHook != nil {
-			buildStepHook()
+			buildStepHook(took)
 		}
 		if finished {
 			if closed {
@@ -556,7 +557,7 @@ func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, ho
 			}
 			return nil
 		}
-		pause := time.NewTimer(time.Since(start))
+		pause := time.NewTimer(took)
 		select {
 		case <-ctx.Done():
 			pause.Stop()
@@ -645,8 +646,9 @@ func (tx *wtx) addRollup(name string, rows []record.FuncStats, fids, buckets []i
 	return nil
 }
 
-// buildStepHook, when set (by tests), runs after each build step.
-var buildStepHook func()
+// buildStepHook, when set (by tests), runs after each build step with its
+// duration, from asking for the lock to the end of the commit.
+var buildStepHook func(time.Duration)
 
 // buildEvery is how often the background builder looks for closed hours.
 const buildEvery = 30 * time.Second

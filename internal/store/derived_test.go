@@ -172,7 +172,7 @@ func TestDerivedMatchesScans(t *testing.T) {
 	defer func() { chunkRows = old }()
 	ctx, cancel := context.WithCancel(context.Background())
 	steps := 0
-	buildStepHook = func() {
+	buildStepHook = func(time.Duration) {
 		if steps++; steps == 5 {
 			cancel()
 		}
