@@ -480,6 +480,7 @@ func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, ho
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		s.leaveRestartToWriter(ctx)
 		start := time.Now()
 		var finished bool
 		err := s.writeTx("build "+name, false, func(tx *wtx) error {

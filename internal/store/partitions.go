@@ -242,6 +242,7 @@ func ArchiveFingerprint(ctx context.Context, path string, t time.Time) (Fingerpr
 // derived rows go in the same transaction, and a late row of the hour
 // creates a fresh partition under the old name.
 func (s *Store) dropTables(ctx context.Context, op string, names []string, check, also func(tx *wtx) error) error {
+	s.leaveRestartToWriter(ctx)
 	err := s.writeTx(op, false, func(tx *wtx) error {
 		tx.ctx = ctx
 		if check != nil {
@@ -379,6 +380,7 @@ func (s *Store) EmptyTrash(ctx context.Context) (steps int, longest time.Duratio
 		if err := ctx.Err(); err != nil {
 			return steps, longest, err
 		}
+		s.leaveRestartToWriter(ctx)
 		start := time.Now()
 		err := s.writeTx("drop "+t, false, func(tx *wtx) error {
 			tx.ctx = ctx

@@ -136,6 +136,10 @@ type Store struct {
 
 	ckptStop chan struct{} // closes to stop the checkpointer
 	walOver  atomic.Bool   // the checkpointer found the WAL past walLimit
+	// walFresh: the checkpointer's last checkpoint copied every frame and
+	// nothing has committed since, so the next transaction starts the WAL
+	// over (leaveRestartToWriter).
+	walFresh atomic.Bool
 	// ckptKick asks the checkpointer for a checkpoint now; it closes the
 	// channel sent when the checkpoint has ended (awaitCheckpoint).
 	ckptKick chan chan struct{}
@@ -556,6 +560,7 @@ func (s *Store) startCheckpointer() error {
 			// stays up until the writer has started it over.
 			walBytes := frames * (pageSize + 24)
 			s.walOver.Store(walBytes > walLimit)
+			s.walFresh.Store(frames >= 0 && copied == frames)
 			if checkpointHook != nil {
 				checkpointHook(walBytes)
 			}

@@ -67,6 +67,7 @@ func (s *Store) writeTx(op string, track bool, fn func(tx *wtx) error) error {
 		}
 		return explain(op, s.path, classify(op, err))
 	}
+	s.walFresh.Store(false)
 	for _, p := range tx.newParts {
 		s.known[p] = true
 	}
@@ -147,6 +148,44 @@ func (s *Store) yieldToCheckpoint(ctx context.Context) {
 // maxYield bounds how long a background step waits for a checkpoint
 // (yieldToCheckpoint).
 const maxYield = 2 * time.Second
+
+// leaveRestartToWriter keeps a background step from being the transaction
+// that starts the WAL over. SQLite syncs the new WAL header when it starts
+// the WAL over, even under synchronous=NORMAL (unsynced, frames written out
+// of order before a power loss could replay stale pages), and that fsync
+// waits for the disk: one took 246 ms inside a build step on this VM while
+// the checkpointer and other tenants kept the disk busy (perf, during
+// BenchmarkLockHolds). Whoever holds the lock meanwhile holds the writer
+// up. So while the WAL is fully checkpointed (walFresh), a background step
+// waits, without the lock, for the next data write to start it over, at
+// most restartWait: with no writer writing there is nobody to hold up.
+// (Another process's writes are not seen here; the wait then just ends.)
+func (s *Store) leaveRestartToWriter(ctx context.Context) {
+	if !s.walFresh.Load() {
+		return
+	}
+	deadline := time.NewTimer(restartWait)
+	defer deadline.Stop()
+	poll := time.NewTicker(restartPoll)
+	defer poll.Stop()
+	for s.walFresh.Load() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-poll.C:
+		}
+	}
+}
+
+// restartWait bounds leaveRestartToWriter's wait: a little more than the
+// agent's queue takes at most to flush a batch (queue FlushEvery, 200 ms).
+// restartPoll is how often it looks.
+const (
+	restartWait = 250 * time.Millisecond
+	restartPoll = 2 * time.Millisecond
+)
 
 // exec runs a statement on the writer connection.
 func (tx *wtx) exec(q string, args ...any) (sql.Result, error) {
