@@ -371,10 +371,10 @@ func BenchmarkLockHolds(b *testing.B) {
 		}
 		var dw0 time.Time
 		var dc0, dd0 time.Duration
-		testHookAfterSnapshot = func() { dw0, dc0, dd0 = time.Now(), threadCPU(), runDelay() }
+		dropTxHook = func() { dw0, dc0, dd0 = time.Now(), threadCPU(), runDelay() }
 		err = s.DropHourIf(ctx, base, arch, fp)
 		dropWall, dropCPU, dropDelay := time.Since(dw0), threadCPU()-dc0, runDelay()-dd0
-		testHookAfterSnapshot = nil
+		dropTxHook = nil
 		if err != nil {
 			b.Fatal(err)
 		}

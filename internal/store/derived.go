@@ -471,7 +471,10 @@ const minID = int64(-1) << 62
 // its pass runs to the end, which it must reach before marking it done.
 // Between steps the builder pauses as long as the step took, so it holds
 // the write lock at most half the time and the checkpointer finds moments
-// to catch up with the WAL.
+// to catch up with the WAL; it then waits, without the lock, for a
+// checkpoint while the WAL is past walLimit (yieldToCheckpoint) and for the
+// writer to start a fully checkpointed WAL over (leaveRestartToWriter), so
+// that no step holds the writer up for the checkpointer or the disk.
 func (s *Store) buildSteps(ctx context.Context, table, side, key, ddl string, hour time.Time, closed bool, rep *BuildReport,
 	fill func(tx *wtx, next, last int64) error) error {
 	name := sideName(table, side)

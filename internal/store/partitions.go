@@ -107,6 +107,10 @@ func (s *Store) DropHourIf(ctx context.Context, t time.Time, archive string, wan
 // and its dropping transaction.
 var testHookAfterSnapshot func()
 
+// dropTxHook, set by BenchmarkLockHolds, runs right before a drop asks
+// for the write lock, after its waits for the checkpointer and the writer.
+var dropTxHook func()
+
 // hourGens reads the write generations of the hour's partitions
 // (partition_writes): four primary-key lookups.
 func hourGens(ctx context.Context, q rowsQuerier, hour time.Time) (map[string]int64, error) {
@@ -243,6 +247,9 @@ func ArchiveFingerprint(ctx context.Context, path string, t time.Time) (Fingerpr
 // creates a fresh partition under the old name.
 func (s *Store) dropTables(ctx context.Context, op string, names []string, check, also func(tx *wtx) error) error {
 	s.leaveRestartToWriter(ctx)
+	if dropTxHook != nil {
+		dropTxHook()
+	}
 	err := s.writeTx(op, false, func(tx *wtx) error {
 		tx.ctx = ctx
 		if check != nil {
@@ -349,7 +356,9 @@ const trashPrefix = "trash_"
 // the WAL, which grew to 12.7 GB freeing one 1M-call hour under a writer
 // (docs/performance.md). A DROP writes only freelist pages; what the writer
 // waits for is the drop of one table, the largest being the hour's calls
-// partition. It is safe to interrupt: the next call (retention runs it at
+// partition. Like the builder's steps, each drop first waits, without the
+// lock, for the checkpointer and the writer (yieldToCheckpoint,
+// leaveRestartToWriter). It is safe to interrupt: the next call (retention runs it at
 // the start and the end of each pass) drops what is left. It returns the
 // number of tables dropped and the longest drop.
 func (s *Store) EmptyTrash(ctx context.Context) (steps int, longest time.Duration, err error) {
