@@ -89,20 +89,23 @@ func BenchmarkDropStall(b *testing.B) {
 			stop    atomic.Bool
 			wg      sync.WaitGroup
 		)
+		// due is when the writer's next batch is due, once it has
+		// written one.
+		due := func() (time.Time, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(samples) == 0 {
+				return time.Time{}, false
+			}
+			return samples[len(samples)-1].start.Add(period), true
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			id := uint64(10 * perHour)
 			for !stop.Load() {
 				batch := mk(id, now.UnixNano()+int64(id), 5000)
-				mu.Lock()
-				n := len(samples)
-				var next time.Time
-				if n > 0 {
-					next = samples[n-1].start.Add(period)
-				}
-				mu.Unlock()
-				if n > 0 {
+				if next, ok := due(); ok {
 					time.Sleep(time.Until(next))
 				}
 				st := time.Now()
@@ -137,15 +140,8 @@ func BenchmarkDropStall(b *testing.B) {
 		// is due.
 		beforeNextBatch := func() {
 			for {
-				mu.Lock()
-				n := len(samples)
-				var due time.Time
-				if n > 0 {
-					due = samples[n-1].start.Add(period)
-				}
-				mu.Unlock()
-				if n > 0 && time.Until(due) > 2*time.Millisecond {
-					time.Sleep(time.Until(due) - 2*time.Millisecond)
+				if next, ok := due(); ok && time.Until(next) > 2*time.Millisecond {
+					time.Sleep(time.Until(next) - 2*time.Millisecond)
 					return
 				}
 				time.Sleep(10 * time.Millisecond)

@@ -282,6 +282,26 @@ func runDelay() time.Duration {
 	return time.Duration(ns)
 }
 
+// stepMeter takes the CPU time of each step of a background operation and
+// its longest blocked time (wall minus CPU minus run-queue delay) from
+// readings right after each step: the pause before the next step sleeps,
+// so it costs no CPU and no run-queue delay but the wakeup's.
+type stepMeter struct {
+	cpu           []time.Duration
+	blocked, c, d time.Duration
+}
+
+func newStepMeter() *stepMeter { return &stepMeter{c: threadCPU(), d: runDelay()} }
+
+// step records a step that took took, from asking for the lock to the end
+// of its commit.
+func (m *stepMeter) step(took time.Duration) {
+	c, d := threadCPU(), runDelay()
+	m.cpu = append(m.cpu, c-m.c)
+	m.blocked = max(m.blocked, took-(c-m.c)-(d-m.d))
+	m.c, m.d = c, d
+}
+
 // BenchmarkLockHolds measures how long each background operation on a
 // closed 1M-call hour (BenchmarkWriteCalls's records) holds the write lock,
 // that is, the longest a WriteCalls can wait for it: each step of the
@@ -337,24 +357,14 @@ func BenchmarkLockHolds(b *testing.B) {
 		}
 		b.StartTimer()
 
-		var cpu []time.Duration
-		var blocked time.Duration
-		c0, d0 := threadCPU(), runDelay()
-		buildStepHook = func(took time.Duration) {
-			// Called right after each step; the pause before the
-			// next one sleeps, so it costs no CPU and no run-queue
-			// delay but the wakeup's.
-			c, d := threadCPU(), runDelay()
-			cpu = append(cpu, c-c0)
-			blocked = max(blocked, took-(c-c0)-(d-d0))
-			c0, d0 = c, d
-		}
+		bm := newStepMeter()
+		buildStepHook = bm.step
 		rep, err := s.BuildDerived(ctx)
 		buildStepHook = nil
 		if err != nil {
 			b.Fatal(err)
 		}
-		stepCPU := cpu
+		stepCPU, blocked := bm.cpu, bm.blocked
 		b.ReportMetric(float64(rep.Steps), "build-steps")
 		b.ReportMetric(float64(rep.Max)/1e6, "build-step-max-ms")
 		b.ReportMetric(pct(stepCPU, 1), "build-step-max-cpu-ms")
@@ -387,17 +397,11 @@ func BenchmarkLockHolds(b *testing.B) {
 		b.ReportMetric(float64(dropCPU)/1e6, "drop-tx-cpu-ms")
 		b.ReportMetric(float64(dropWall-dropCPU-dropDelay)/1e6, "drop-tx-blocked-ms")
 
-		var tcpu []time.Duration
-		var tblocked time.Duration
-		tc0, td0 := threadCPU(), runDelay()
-		trashStepHook = func(took time.Duration) {
-			c, d := threadCPU(), runDelay()
-			tcpu = append(tcpu, c-tc0)
-			tblocked = max(tblocked, took-(c-tc0)-(d-td0))
-			tc0, td0 = c, d
-		}
+		tm := newStepMeter()
+		trashStepHook = tm.step
 		steps, longest, err := s.EmptyTrash(ctx)
 		trashStepHook = nil
+		tcpu, tblocked := tm.cpu, tm.blocked
 		if err != nil {
 			b.Fatal(err)
 		}

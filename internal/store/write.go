@@ -105,17 +105,27 @@ func (s *Store) awaitCheckpoint(ctx context.Context) {
 		_, _ = s.wc.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 		return
 	}
-	t := time.NewTimer(ckptWait)
+	s.checkpointNow(ctx, ckptWait)
+}
+
+// checkpointNow has the checkpointer checkpoint now and waits for it, at
+// most wait in all (when the checkpointer is still busy with the last
+// one, the caller asks again later), or until ctx is done.
+func (s *Store) checkpointNow(ctx context.Context, wait time.Duration) {
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	done := make(chan struct{})
 	select {
 	case s.ckptKick <- done:
 	case <-t.C:
-		return // still busy with a checkpoint; asked again after the next transaction
+		return
+	case <-ctx.Done():
+		return
 	}
 	select {
 	case <-done:
 	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
@@ -125,23 +135,8 @@ func (s *Store) awaitCheckpoint(ctx context.Context) {
 // meanwhile; the next transaction then starts the WAL over. It gives up
 // after maxYield, and returns early when ctx is done.
 func (s *Store) yieldToCheckpoint(ctx context.Context) {
-	if !s.walOver.Load() || s.ckptKick == nil {
-		return
-	}
-	t := time.NewTimer(maxYield)
-	defer t.Stop()
-	done := make(chan struct{})
-	select {
-	case s.ckptKick <- done:
-	case <-t.C:
-		return
-	case <-ctx.Done():
-		return
-	}
-	select {
-	case <-done:
-	case <-t.C:
-	case <-ctx.Done():
+	if s.walOver.Load() && s.ckptKick != nil {
+		s.checkpointNow(ctx, maxYield)
 	}
 }
 
