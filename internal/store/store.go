@@ -295,11 +295,13 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	// The WAL file is cut back to walKeep times walLimit when it starts
 	// over (walKeep).
 	wp.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walKeep*walLimit))
-	// Statement journals (a multi-row statement's undo, such as a build
-	// step's INSERT ... SELECT) stay in memory instead of spilling to a
-	// temporary file past 64 KiB: writing, then closing and freeing that
-	// file inside the write transaction cost the builder's steps up to
-	// tens of ms of waiting for the disk.
+	// Statement journals (a multi-row statement's undo) stay in memory
+	// whatever their size: internal/sqliteconf keeps them there up to
+	// 1 MiB, enough for the writer's INSERTs, but a build step's INSERT ...
+	// SELECT dirties a few MiB of side-table pages, and writing them to a
+	// temporary file, then closing and freeing it inside the write
+	// transaction, cost the builder's steps up to tens of ms of waiting for
+	// the disk (docs/performance.md, "What the writer waited for").
 	wp.Add("_pragma", "temp_store(MEMORY)")
 	s.opts.addPragmas(wp, 2)
 	if s.opts.CacheBytes > 0 {
