@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -212,6 +213,7 @@ func runAgentBinaryAt(tb testing.TB, agent string, flags []string, runFor time.D
 	db := filepath.Join(tb.TempDir(), "obs.db")
 	args := append(append(append([]string{"run", "--db", db}, flags...), "--", load), loadArgs...)
 	cmd := exec.Command(agent, args...)
+	cmd.Env = profileEnv(tb)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	t0 := time.Now()
@@ -286,6 +288,25 @@ func runAgentBinaryAt(tb testing.TB, agent string, flags []string, runFor time.D
 		tb.Fatalf("parse the exit line: %v\nstderr: %s", err, c.Stderr)
 	}
 	return c
+}
+
+// profiledRuns numbers the runs whose CPU profile is written.
+var profiledRuns atomic.Int64
+
+// profileEnv is the environment of an obs-agent run. When the test itself
+// runs with OBS_AGENT_CPUPROFILE=PATH set (see cmd/obs-agent's
+// cpuprofile.go), each run writes its own profile, PATH.N (N counting the
+// runs from 1, in the order the benchmark logs them), instead of every run
+// overwriting PATH.
+func profileEnv(tb testing.TB) []string {
+	env := os.Environ()
+	path := os.Getenv("OBS_AGENT_CPUPROFILE")
+	if path == "" {
+		return env
+	}
+	p := fmt.Sprintf("%s.%d", path, profiledRuns.Add(1))
+	tb.Logf("this run's CPU profile: %s", p)
+	return append(env, "OBS_AGENT_CPUPROFILE="+p)
 }
 
 func exitLine(stderr string) string {

@@ -3,6 +3,10 @@ package otlp
 import (
 	"bytes"
 	"compress/gzip"
+	"io"
+
+	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"strings"
 	"testing"
 
@@ -99,31 +103,65 @@ func BenchmarkEncode(b *testing.B) {
 	})
 }
 
-// BenchmarkGzip compares the default compression level with BestSpeed on
-// a request of 512 spans: time and compressed bytes per span, in one run.
+// floodCalls are n calls shaped like `load flood 2 SECS 1`'s, as the
+// live sink sees them: two goroutines calling main.work in a loop, each
+// call a root (its callers are not traced), ids in order, 1% errors. Their
+// ids start at first, so a benchmark round can give every span fresh
+// ids, as a flood does (the encoder's id memo then never hits).
+func floodCalls(n int, first uint64) []record.Call {
+	calls := make([]record.Call, n)
+	for i := range calls {
+		calls[i] = record.Call{ID: first + uint64(i), GoID: uint64(20 + i%2), Function: "main.work",
+			Start: 1_800_000_000_000_000_000 + int64(i)*6500, Duration: 350 + int64(i%7)*40}
+		if i%100 == 0 {
+			calls[i].Status, calls[i].ErrorType, calls[i].Error = record.StatusError, "*errors.errorString", "work: injected failure"
+		}
+	}
+	return calls
+}
+
+// BenchmarkGzip compares compressors and levels on the body of a request
+// of 2,048 flood spans (the live sink's batch, otlpBatch in
+// internal/agent): the standard library's default, BestSpeed and
+// Huffman-only levels, and klauspost/compress's gzip at BestSpeed (what the
+// exporter uses) and its stateless mode. CPU per span and compressed bytes
+// per span, in one run.
 func BenchmarkGzip(b *testing.B) {
-	p := Process{SessionID: 1, PID: 42, ServiceName: "app"}
+	p := Process{SessionID: 1, SessionStart: 1_800_000_000_000_000_000, PID: 42, ServiceName: "app"}
 	e := NewEncoder(&p, "v")
-	for i := range 512 {
-		c := record.Call{ID: uint64(1<<40 + i + 1), ParentID: uint64(1<<40 + i/2), GoID: 7, Function: "main.work", Start: 1e18 + int64(i)*1000, Duration: 500}
-		e.Add(&c, 1<<40)
+	calls := floodCalls(2048, 1<<40+1)
+	for i := range calls {
+		e.Add(&calls[i], calls[i].ID)
 	}
 	raw := e.Bytes()
-	for _, lvl := range []struct {
-		name  string
-		level int
-	}{{"default", gzip.DefaultCompression}, {"best-speed", gzip.BestSpeed}, {"huffman-only", gzip.HuffmanOnly}} {
-		b.Run(lvl.name, func(b *testing.B) {
+	type compressor interface {
+		Reset(io.Writer)
+		Write([]byte) (int, error)
+		Close() error
+	}
+	for _, c := range []struct {
+		name string
+		new  func() compressor
+	}{
+		{"std-default", func() compressor { w, _ := gzip.NewWriterLevel(nil, gzip.DefaultCompression); return w }},
+		{"std-best-speed", func() compressor { w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return w }},
+		{"std-huffman-only", func() compressor { w, _ := gzip.NewWriterLevel(nil, gzip.HuffmanOnly); return w }},
+		{"klauspost-best-speed", func() compressor { w, _ := kgzip.NewWriterLevel(nil, kgzip.BestSpeed); return w }},
+		{"klauspost-stateless", func() compressor { w, _ := kgzip.NewWriterLevel(nil, kgzip.StatelessCompression); return w }},
+		{"zstd-fastest", func() compressor { w, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); return w }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			var zb bytes.Buffer
-			zw, _ := gzip.NewWriterLevel(&zb, lvl.level)
+			zw := c.new()
 			for range b.N {
 				zb.Reset()
 				zw.Reset(&zb)
 				zw.Write(raw) //nolint:errcheck // a bytes.Buffer
 				zw.Close()
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
-			b.ReportMetric(float64(zb.Len())/512, "gzip-bytes/span")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+			b.ReportMetric(float64(zb.Len())/float64(len(calls)), "gzip-bytes/span")
+			b.ReportMetric(float64(len(raw))/float64(len(calls)), "raw-bytes/span")
 		})
 	}
 }
