@@ -148,7 +148,10 @@ func BenchmarkGzip(b *testing.B) {
 		{"std-huffman-only", func() compressor { w, _ := gzip.NewWriterLevel(nil, gzip.HuffmanOnly); return w }},
 		{"klauspost-best-speed", func() compressor { w, _ := kgzip.NewWriterLevel(nil, kgzip.BestSpeed); return w }},
 		{"klauspost-stateless", func() compressor { w, _ := kgzip.NewWriterLevel(nil, kgzip.StatelessCompression); return w }},
-		{"zstd-fastest", func() compressor { w, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); return w }},
+		{"zstd-fastest", func() compressor {
+			w, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+			return w
+		}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var zb bytes.Buffer
