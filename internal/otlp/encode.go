@@ -45,16 +45,16 @@ const (
 // pipeline. Its bytes decode to exactly Batch.Request's message for the
 // same calls (TestEncoderMatchesBatch). Not safe for concurrent use.
 type Encoder struct {
-	proc  *Process
 	head  []byte // the Resource and the scope, encoded once
 	spans []byte // the spans added, each a ScopeSpans.spans field
 	span  []byte // scratch: one span's body
 	val   []byte // scratch: one attribute's value
 	out   []byte
 	n     int
-	// The ids are SHA-256 digests, the largest cost of a span: a call's
-	// span id is also its children's parent id, and consecutive spans
-	// mostly share a trace, so both are remembered.
+	ids   *idGen
+	// The ids are a large part of a span's cost: a call's span id is
+	// also its children's parent id, and consecutive spans mostly share
+	// a trace, so both are remembered.
 	spanIDs [spanIDSlots]struct {
 		call uint64
 		id   [8]byte
@@ -69,7 +69,7 @@ const spanIDSlots = 4096
 // NewEncoder returns an encoder for p's spans, whose scope carries
 // version.
 func NewEncoder(p *Process, version string) *Encoder {
-	e := &Encoder{proc: p}
+	e := &Encoder{ids: p.newIDGen()}
 	// The resource and the scope are the same for every request: the
 	// messages Batch builds, marshalled once.
 	res, err := proto.Marshal(p.Resource())
@@ -95,10 +95,9 @@ func (e *Encoder) Len() int { return e.n }
 
 // Add encodes call c (rootID names its trace), as Process.Span maps it.
 func (e *Encoder) Add(c *record.Call, rootID uint64) {
-	p := e.proc
 	b := e.span[:0]
 	if e.traceRoot != rootID || rootID == 0 {
-		p.putID(e.traceID[:], 't', rootID)
+		e.ids.put(e.traceID[:], 't', rootID)
 		e.traceRoot = rootID
 	}
 	b = appendBytes(b, fSpanTraceID, e.traceID[:])
@@ -155,7 +154,7 @@ func (e *Encoder) Add(c *record.Call, rootID uint64) {
 func (e *Encoder) spanID(call uint64) []byte {
 	s := &e.spanIDs[call%spanIDSlots]
 	if s.call != call || call == 0 {
-		e.proc.putID(s.id[:], 's', call)
+		e.ids.put(s.id[:], 's', call)
 		s.call = call
 	}
 	return s.id[:]

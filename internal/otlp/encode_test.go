@@ -101,6 +101,22 @@ func BenchmarkEncode(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
 	})
+	// A flood's spans as the live sink sees them: every call a root, and
+	// fresh ids in every round, so no id comes from the memo.
+	b.Run("encoder-flood", func(b *testing.B) {
+		e := NewEncoder(&p, "v")
+		calls := floodCalls(2048, 1<<40+1)
+		b.ReportAllocs()
+		for range b.N {
+			e.Reset()
+			for i := range calls {
+				calls[i].ID += uint64(len(calls))
+				e.Add(&calls[i], calls[i].ID)
+			}
+			_ = e.Bytes()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+	})
 }
 
 // floodCalls are n calls shaped like `load flood 2 SECS 1`'s, as the
@@ -166,5 +182,50 @@ func BenchmarkGzip(b *testing.B) {
 			b.ReportMetric(float64(zb.Len())/float64(len(calls)), "gzip-bytes/span")
 			b.ReportMetric(float64(len(raw))/float64(len(calls)), "raw-bytes/span")
 		})
+	}
+}
+
+// TestIDs: the ids are derived (the same session and call give the same
+// ids, through Process and through the Encoder alike), unique within a
+// session, never zero, and differ between two sessions whose session and
+// call numbers coincide (two hosts' stores).
+func TestIDs(t *testing.T) {
+	p := Process{SessionID: 1, SessionStart: 1_800_000_000_000_000_000, PID: 42}
+	other := p
+	other.SessionStart++
+	spans, traces := map[string]bool{}, map[string]bool{}
+	const n = 200_000
+	for id := uint64(1 << 40); id < 1<<40+n; id++ {
+		s, tr := string(p.SpanID(id)), string(p.TraceID(id))
+		if len(s) != 8 || len(tr) != 16 {
+			t.Fatalf("call %d: span id %x, trace id %x", id, s, tr)
+		}
+		if allZero([]byte(s)) || allZero([]byte(tr)) {
+			t.Fatalf("call %d: a zero id", id)
+		}
+		if spans[s] || traces[tr] {
+			t.Fatalf("call %d: an id repeats", id)
+		}
+		spans[s], traces[tr] = true, true
+		if id%1000 == 0 {
+			if string(p.SpanID(id)) != s || string(p.TraceID(id)) != tr {
+				t.Fatalf("call %d: ids not deterministic", id)
+			}
+			if string(other.SpanID(id)) == s || string(other.TraceID(id)) == tr {
+				t.Fatalf("call %d: two sessions share an id", id)
+			}
+		}
+	}
+	// The encoder's ids (memoised) are the same.
+	e := NewEncoder(&p, "v")
+	c := record.Call{ID: 1<<40 + 7, ParentID: 1<<40 + 3, Function: "f"}
+	e.Add(&c, 1<<40+1)
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(e.Bytes(), &req); err != nil {
+		t.Fatal(err)
+	}
+	sp := req.ResourceSpans[0].ScopeSpans[0].Spans[0]
+	if !bytes.Equal(sp.SpanId, p.SpanID(c.ID)) || !bytes.Equal(sp.ParentSpanId, p.SpanID(c.ParentID)) || !bytes.Equal(sp.TraceId, p.TraceID(1<<40+1)) {
+		t.Fatalf("encoder ids %x/%x/%x differ from Process's", sp.TraceId, sp.SpanId, sp.ParentSpanId)
 	}
 }
