@@ -46,8 +46,8 @@ const (
 	// heap limit is twice the cache).
 	sqliteFactor = 2
 	// resolverAllowance: the OTLP sink's root resolver (otlpsink.go): its
-	// memo of trace roots (two generations of rootMemo entries) and the
-	// records it holds (at most maxHeld), about 3 MiB at most, rounded up.
+	// memo of trace roots (rootMemo slots of 16 bytes: 1 MiB) and the
+	// records it holds (at most maxHeld), about 2 MiB at most, rounded up.
 	// Its requests in flight (DefaultOTLPRequests, about 1 MiB each: a
 	// batch of 2,048 records 240 KB, the encoder's buffers 660 KB, the
 	// gzipped body) are in workAllowance, like the store writer's batch:
