@@ -63,6 +63,10 @@ type Encoder struct {
 	// added, each a ScopeSpans.spans field.
 	spans   []byte
 	reserve int
+	starts  []int // where each span starts in spans
+	rel     []int // scratch: starts in Bytes's slice
+	seen    lengthSeen
+	gz      []byte // Gzipped's
 	val     []byte // scratch: one attribute's value
 	n       int
 	ids     *idGen
@@ -111,7 +115,7 @@ func (e *Encoder) Reset() {
 	if cap(e.spans) < e.reserve {
 		e.spans = make([]byte, e.reserve, e.reserve+64<<10)
 	}
-	e.spans, e.n = e.spans[:e.reserve], 0
+	e.spans, e.n, e.starts = e.spans[:e.reserve], 0, e.starts[:0]
 }
 
 // Len is the number of spans added.
@@ -137,6 +141,7 @@ func (e *Encoder) Add(c *record.Call, rootID uint64) {
 	// The span's tag, then one byte for its length, which takes more
 	// only for a span of 128 bytes or more (a long error text): its body
 	// is then moved to make room.
+	e.starts = append(e.starts, len(e.spans))
 	b := append(e.spans, byte(fSSSpans<<3|wireBytes), 0)
 	at := len(b)
 	if e.traceRoot != rootID || rootID == 0 {
@@ -259,6 +264,26 @@ func (e *Encoder) Bytes() []byte {
 	n += copy(out[n:], l[hl:])
 	copy(out[n:], scopeField)
 	return out
+}
+
+// AppendGzip appends to dst Bytes compressed as one gzip member, by the
+// encoder's own deflate (deflate.go), which knows where the spans begin:
+// what the live sink sends with gzip on.
+func (e *Encoder) AppendGzip(dst []byte) []byte {
+	raw := e.Bytes()
+	base := len(e.spans) - len(raw)
+	e.rel = e.rel[:0]
+	for _, s := range e.starts {
+		e.rel = append(e.rel, s-base)
+	}
+	return appendGzip(dst, raw, e.rel, &e.seen)
+}
+
+// Gzipped is AppendGzip into a buffer of the encoder's, valid until the
+// next call.
+func (e *Encoder) Gzipped() []byte {
+	e.gz = e.AppendGzip(e.gz[:0])
+	return e.gz
 }
 
 // resourceFieldLen is the length of the leading Resource field in head.

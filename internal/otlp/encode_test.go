@@ -183,6 +183,15 @@ func BenchmarkGzip(b *testing.B) {
 			b.ReportMetric(float64(len(raw))/float64(len(calls)), "raw-bytes/span")
 		})
 	}
+	b.Run("encoder-gzip", func(b *testing.B) {
+		var body []byte
+		for range b.N {
+			body = e.AppendGzip(body[:0])
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+		b.ReportMetric(float64(len(body))/float64(len(calls)), "gzip-bytes/span")
+		b.ReportMetric(float64(len(raw))/float64(len(calls)), "raw-bytes/span")
+	})
 }
 
 // TestIDs: the ids are derived (the same session and call give the same

@@ -322,7 +322,6 @@ var gzipWriters = sync.Pool{New: func() any {
 // ExportEncoded is Export of a request already in the protobuf wire
 // format (Encoder.Bytes).
 func (e *Exporter) ExportEncoded(ctx context.Context, raw []byte) (Result, error) {
-	var res Result
 	body := raw
 	if e.cfg.Compression == CompressionGzip {
 		var zb bytes.Buffer
@@ -335,10 +334,20 @@ func (e *Exporter) ExportEncoded(ctx context.Context, raw []byte) (Result, error
 		}
 		gzipWriters.Put(zw)
 		if err != nil {
-			return res, fmt.Errorf("otlp export: gzip: %w", err)
+			return Result{}, fmt.Errorf("otlp export: gzip: %w", err)
 		}
 		body = zb.Bytes()
 	}
+	return e.ExportBody(ctx, body)
+}
+
+// Gzip reports whether the request bodies are gzipped (Config.Compression).
+func (e *Exporter) Gzip() bool { return e.cfg.Compression == CompressionGzip }
+
+// ExportBody is Export of a request body already encoded and, when Gzip
+// says so, gzipped (Encoder.Gzipped).
+func (e *Exporter) ExportBody(ctx context.Context, body []byte) (Result, error) {
+	var res Result
 	first := time.Now()
 	deadline := first.Add(e.cfg.MaxElapsed)
 	backoff := e.cfg.InitialBackoff
