@@ -182,7 +182,7 @@ func deflateSpan(w *bitWriter, raw []byte, start, end, d int) {
 			x := binary.LittleEndian.Uint64(raw[i:]) ^ binary.LittleEndian.Uint64(raw[i-d:])
 			z := zeroBytes(x)
 			q := z & (z >> 8) & (z >> 16) & (z >> 24) // minMatch zero bytes from there
-			m := 5                                     // none begins in the first 5
+			m := 5                                    // none begins in the first 5
 			if q != 0 {
 				m = bits.TrailingZeros64(q) / 8
 			}
