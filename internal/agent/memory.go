@@ -40,7 +40,9 @@ const (
 	// helpers' stacks, and garbage between two collections.
 	workAllowance = 16 << 20
 	// laneFactor: a queued record's real memory over what the queue
-	// counts for it. Lanes are slices that double when they grow.
+	// counts for it. The error lane is a slice that doubles when it
+	// grows; the ok lane grows in chunks and keeps some emptied ones for
+	// reuse (internal/queue, lane.go).
 	laneFactor = 2
 	// sqliteFactor: SQLite's memory over its page-cache budget (its soft
 	// heap limit is twice the cache).
