@@ -25,7 +25,7 @@ func TestLane(t *testing.T) {
 				model = append(model, c)
 			}
 		case op < 9:
-			m := rng.IntN(5 * chunkLen) // about as many as pushed: the lane stays within a few chunks
+			m := rng.IntN(5 * chunkLen)              // about as many as pushed: the lane stays within a few chunks
 			got := l.take([]record.Call{{ID: 0}}, m) // dst's own record stays first
 			want := model[:min(m, len(model))]
 			model = model[len(want):]
