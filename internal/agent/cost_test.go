@@ -449,7 +449,9 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 // built from the commit before a change), run alternately, old, new, new,
 // old, ..., b.N times each, so both see the same load of the shared
 // machine. It reports each one's mean µs per call and new/old. Skipped
-// without OBS_AGENT_OLD_BIN.
+// without OBS_AGENT_OLD_BIN. With OBS_BENCH_OTLP=gzip or none, both run
+// with the OTLP sink on as well (that --otlp-compression, to an
+// in-process lean receiver, a new one for each run).
 func BenchmarkAgentCostOldNew(b *testing.B) {
 	testutil.RequireRoot(b)
 	old := os.Getenv("OBS_AGENT_OLD_BIN")
@@ -463,7 +465,16 @@ func BenchmarkAgentCostOldNew(b *testing.B) {
 	var us [2]float64
 	for i := 0; i < 2*b.N; i++ {
 		which := i%2 ^ (i/2)%2
-		c := runAgentBinaryAt(b, bins[which], []string{"-f", "main.work"}, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
+		flags := []string{"-f", "main.work"}
+		var rcv *otlptest.Receiver
+		if comp := os.Getenv("OBS_BENCH_OTLP"); comp != "" {
+			rcv = otlptest.NewLeanReceiver(b)
+			flags = append(flags, "--otlp-endpoint", rcv.URL(), "--otlp-compression", comp)
+		}
+		c := runAgentBinaryAt(b, bins[which], flags, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
+		if rcv != nil {
+			rcv.Stop()
+		}
 		m := c.Target.made["main.work"]
 		if c.Recorded+c.Lost != m.calls || c.SteadyCPUPct < 0 {
 			b.Fatalf("made %d calls, agent recorded %d lost %d (steady %.1f%%)", m.calls, c.Recorded, c.Lost, c.SteadyCPUPct)
