@@ -451,7 +451,9 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 // machine. It reports each one's mean µs per call and new/old. Skipped
 // without OBS_AGENT_OLD_BIN. With OBS_BENCH_OTLP=gzip or none, both run
 // with the OTLP sink on as well (that --otlp-compression, to an
-// in-process lean receiver, a new one for each run).
+// in-process lean receiver, a new one for each run). Figures and how they
+// swing on the shared VM: docs/performance.md, "The agent's CPU per
+// recorded call, outside SQLite".
 func BenchmarkAgentCostOldNew(b *testing.B) {
 	testutil.RequireRoot(b)
 	old := os.Getenv("OBS_AGENT_OLD_BIN")
