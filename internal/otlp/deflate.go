@@ -149,7 +149,7 @@ func appendGzip(dst, raw []byte, starts []int, seen *lengthSeen) []byte {
 			d = start - starts[k-1]
 		}
 		last := &seen[(end-start)%len(seen)]
-		if last.n == end-start {
+		if last.n == end-start && start-last.start <= maxDist {
 			d = start - last.start
 		}
 		last.n, last.start = end-start, start
