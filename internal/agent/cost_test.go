@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -212,6 +213,7 @@ func runAgentBinaryAt(tb testing.TB, agent string, flags []string, runFor time.D
 	db := filepath.Join(tb.TempDir(), "obs.db")
 	args := append(append(append([]string{"run", "--db", db}, flags...), "--", load), loadArgs...)
 	cmd := exec.Command(agent, args...)
+	cmd.Env = profileEnv(tb)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	t0 := time.Now()
@@ -286,6 +288,25 @@ func runAgentBinaryAt(tb testing.TB, agent string, flags []string, runFor time.D
 		tb.Fatalf("parse the exit line: %v\nstderr: %s", err, c.Stderr)
 	}
 	return c
+}
+
+// profiledRuns numbers the runs whose CPU profile is written.
+var profiledRuns atomic.Int64
+
+// profileEnv is the environment of an obs-agent run. When the test itself
+// runs with OBS_AGENT_CPUPROFILE=PATH set (see cmd/obs-agent's
+// cpuprofile.go), each run writes its own profile, PATH.N (N counting the
+// runs from 1, in the order the benchmark logs them), instead of every run
+// overwriting PATH.
+func profileEnv(tb testing.TB) []string {
+	env := os.Environ()
+	path := os.Getenv("OBS_AGENT_CPUPROFILE")
+	if path == "" {
+		return env
+	}
+	p := fmt.Sprintf("%s.%d", path, profiledRuns.Add(1))
+	tb.Logf("this run's CPU profile: %s", p)
+	return append(env, "OBS_AGENT_CPUPROFILE="+p)
 }
 
 func exitLine(stderr string) string {
@@ -428,7 +449,11 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 // built from the commit before a change), run alternately, old, new, new,
 // old, ..., b.N times each, so both see the same load of the shared
 // machine. It reports each one's mean µs per call and new/old. Skipped
-// without OBS_AGENT_OLD_BIN.
+// without OBS_AGENT_OLD_BIN. With OBS_BENCH_OTLP=gzip or none, both run
+// with the OTLP sink on as well (that --otlp-compression, to an
+// in-process lean receiver, a new one for each run). Figures and how they
+// swing on the shared VM: docs/performance.md, "The agent's CPU per
+// recorded call, outside SQLite".
 func BenchmarkAgentCostOldNew(b *testing.B) {
 	testutil.RequireRoot(b)
 	old := os.Getenv("OBS_AGENT_OLD_BIN")
@@ -442,7 +467,16 @@ func BenchmarkAgentCostOldNew(b *testing.B) {
 	var us [2]float64
 	for i := 0; i < 2*b.N; i++ {
 		which := i%2 ^ (i/2)%2
-		c := runAgentBinaryAt(b, bins[which], []string{"-f", "main.work"}, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
+		flags := []string{"-f", "main.work"}
+		var rcv *otlptest.Receiver
+		if comp := os.Getenv("OBS_BENCH_OTLP"); comp != "" {
+			rcv = otlptest.NewLeanReceiver(b)
+			flags = append(flags, "--otlp-endpoint", rcv.URL(), "--otlp-compression", comp)
+		}
+		c := runAgentBinaryAt(b, bins[which], flags, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
+		if rcv != nil {
+			rcv.Stop()
+		}
 		m := c.Target.made["main.work"]
 		if c.Recorded+c.Lost != m.calls || c.SteadyCPUPct < 0 {
 			b.Fatalf("made %d calls, agent recorded %d lost %d (steady %.1f%%)", m.calls, c.Recorded, c.Lost, c.SteadyCPUPct)

@@ -40,14 +40,16 @@ const (
 	// helpers' stacks, and garbage between two collections.
 	workAllowance = 16 << 20
 	// laneFactor: a queued record's real memory over what the queue
-	// counts for it. Lanes are slices that double when they grow.
+	// counts for it. The error lane is a slice that doubles when it
+	// grows; the ok lane grows in chunks and keeps some emptied ones for
+	// reuse (internal/queue, lane.go).
 	laneFactor = 2
 	// sqliteFactor: SQLite's memory over its page-cache budget (its soft
 	// heap limit is twice the cache).
 	sqliteFactor = 2
 	// resolverAllowance: the OTLP sink's root resolver (otlpsink.go): its
-	// memo of trace roots (two generations of rootMemo entries) and the
-	// records it holds (at most maxHeld), about 3 MiB at most, rounded up.
+	// memo of trace roots (rootMemo slots of 16 bytes: 1 MiB) and the
+	// records it holds (at most maxHeld), about 2 MiB at most, rounded up.
 	// Its requests in flight (DefaultOTLPRequests, about 1 MiB each: a
 	// batch of 2,048 records 240 KB, the encoder's buffers 660 KB, the
 	// gzipped body) are in workAllowance, like the store writer's batch:

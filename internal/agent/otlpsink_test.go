@@ -91,3 +91,37 @@ func TestRootResolverBound(t *testing.T) {
 		t.Errorf("released %d records (first's root %d), want the 10 oldest", len(got), got[1_000_000])
 	}
 }
+
+// TestRootResolverMemo: a goroutine's call that returns after its
+// spawning call's record finds the root in the memo while fewer than
+// rootMemo calls of the session came between; with two sessions' calls
+// interleaved, after a quarter of that from each.
+func TestRootResolverMemo(t *testing.T) {
+	got := collect{}
+	r := newRootResolver(time.Hour, got.emit)
+	s1, s2 := uint64(1)<<40, uint64(2)<<40
+	r.add(record.Call{ID: s1 + 1})                   // a root
+	r.add(record.Call{ID: s1 + 2, ParentID: s1 + 1}) // spawned a goroutine, returned
+	r.add(record.Call{ID: s2 + 2})                   // another session's root, same sequence
+	for i := range uint64(rootMemo / 4) {            // both sessions' floods
+		r.add(record.Call{ID: s1 + 100 + i})
+		r.add(record.Call{ID: s2 + 100 + i})
+	}
+	r.add(record.Call{ID: s1 + 3, ParentID: s1 + 2}) // the goroutine's call
+	r.add(record.Call{ID: s2 + 3, ParentID: s2 + 2})
+	if got[s1+3] != s1+1 || got[s2+3] != s2+2 || r.held() != 0 {
+		t.Fatalf("late calls' roots %d and %d (held %d), want %d and %d", got[s1+3], got[s2+3], r.held(), s1+1, s2+2)
+	}
+	// One session: its last rootMemo calls.
+	got = collect{}
+	r = newRootResolver(time.Hour, got.emit)
+	r.add(record.Call{ID: s1 + 1})
+	r.add(record.Call{ID: s1 + 2, ParentID: s1 + 1})
+	for i := range uint64(rootMemo - 200) { // ids up to 2+rootMemo-100: s1+2 keeps its slot
+		r.add(record.Call{ID: s1 + 100 + i})
+	}
+	r.add(record.Call{ID: s1 + 3, ParentID: s1 + 2})
+	if got[s1+3] != s1+1 || r.held() != 0 {
+		t.Fatalf("one session: the late call's root %d (held %d), want %d", got[s1+3], r.held(), s1+1)
+	}
+}

@@ -1,6 +1,8 @@
 package otlp
 
 import (
+	"encoding/binary"
+
 	commonpb "go.opentelemetry.io/proto/slim/otlp/common/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +36,11 @@ const (
 	fAnyBool          = 2
 	fAnyInt           = 3
 
+	// The wire types, for tags written as bytes (field<<3 | type).
+	wireVarint  = 0
+	wireFixed64 = 1
+	wireBytes   = 2
+
 	spanKindInternal = 1 // Span.SpanKind SPAN_KIND_INTERNAL
 	statusCodeError  = 2 // Status.StatusCode STATUS_CODE_ERROR
 )
@@ -44,17 +51,32 @@ const (
 // span and reflection-driven marshalling cost more than the rest of the
 // pipeline. Its bytes decode to exactly Batch.Request's message for the
 // same calls (TestEncoderMatchesBatch). Not safe for concurrent use.
+//
+// What is the same in every span is encoded once: the keys of the
+// attributes with their framing, and, for the function of the last span,
+// its name and code.function.name fields. A span's body is written in
+// place behind its tag, and the request's head in front of the spans,
+// so nothing is copied twice.
 type Encoder struct {
-	proc  *Process
-	head  []byte // the Resource and the scope, encoded once
-	spans []byte // the spans added, each a ScopeSpans.spans field
-	span  []byte // scratch: one span's body
-	val   []byte // scratch: one attribute's value
-	out   []byte
-	n     int
-	// The ids are SHA-256 digests, the largest cost of a span: a call's
-	// span id is also its children's parent id, and consecutive spans
-	// mostly share a trace, so both are remembered.
+	head []byte // the Resource and the scope, encoded once
+	// spans holds reserve bytes for the request's head, then the spans
+	// added, each a ScopeSpans.spans field.
+	spans   []byte
+	reserve int
+	starts  []int // where each span starts in spans
+	rel     []int // scratch: starts in Bytes's slice
+	seen    lengthSeen
+	gz      []byte // Gzipped's
+	val     []byte // scratch: one attribute's value
+	n       int
+	ids     *idGen
+	// fn is the function of the last span; fnFields are its name and
+	// kind fields and its code.function.name attribute.
+	fn       string
+	fnFields []byte
+	// The ids are a large part of a span's cost: a call's span id is
+	// also its children's parent id, and consecutive spans mostly share
+	// a trace, so both are remembered.
 	spanIDs [spanIDSlots]struct {
 		call uint64
 		id   [8]byte
@@ -69,7 +91,7 @@ const spanIDSlots = 4096
 // NewEncoder returns an encoder for p's spans, whose scope carries
 // version.
 func NewEncoder(p *Process, version string) *Encoder {
-	e := &Encoder{proc: p}
+	e := &Encoder{ids: p.newIDGen()}
 	// The resource and the scope are the same for every request: the
 	// messages Batch builds, marshalled once.
 	res, err := proto.Marshal(p.Resource())
@@ -82,46 +104,73 @@ func NewEncoder(p *Process, version string) *Encoder {
 	}
 	e.head = appendBytes(e.head, fRSResource, res)
 	e.head = appendBytes(e.head, fSSScope, scope) // inside ScopeSpans, see Bytes
+	// The head, two tags and two lengths go in front of the spans.
+	e.reserve = len(e.head) + 2*(protowire.SizeTag(fReqResourceSpans)+binary.MaxVarintLen64)
+	e.Reset()
 	return e
 }
 
 // Reset empties the encoder, keeping its buffers.
 func (e *Encoder) Reset() {
-	e.spans, e.n = e.spans[:0], 0
+	if cap(e.spans) < e.reserve {
+		e.spans = make([]byte, e.reserve, e.reserve+64<<10)
+	}
+	e.spans, e.n, e.starts = e.spans[:e.reserve], 0, e.starts[:0]
 }
 
 // Len is the number of spans added.
 func (e *Encoder) Len() int { return e.n }
 
+// Attribute keys with their KeyValue framing up to the value's length:
+// the key field, then the value field's tag (kvHead).
+var (
+	threadIDHead = kvHead(AttrThreadID)
+	callIDHead   = kvHead(AttrCallID)
+)
+
+// kvHead is a KeyValue's bytes before its value's length: the key field
+// and the value field's tag.
+func kvHead(key string) []byte {
+	b := protowire.AppendTag(nil, fKVKey, protowire.BytesType)
+	b = protowire.AppendString(b, key)
+	return protowire.AppendTag(b, fKVValue, protowire.BytesType)
+}
+
 // Add encodes call c (rootID names its trace), as Process.Span maps it.
 func (e *Encoder) Add(c *record.Call, rootID uint64) {
-	p := e.proc
-	b := e.span[:0]
+	// The span's tag, then one byte for its length, which takes more
+	// only for a span of 128 bytes or more (a long error text): its body
+	// is then moved to make room.
+	e.starts = append(e.starts, len(e.spans))
+	b := append(e.spans, byte(fSSSpans<<3|wireBytes), 0)
+	at := len(b)
 	if e.traceRoot != rootID || rootID == 0 {
-		p.putID(e.traceID[:], 't', rootID)
+		e.ids.put(e.traceID[:], 't', rootID)
 		e.traceRoot = rootID
 	}
-	b = appendBytes(b, fSpanTraceID, e.traceID[:])
-	b = appendBytes(b, fSpanSpanID, e.spanID(c.ID))
+	b = append(b, fSpanTraceID<<3|wireBytes, 16)
+	b = append(b, e.traceID[:]...)
+	b = append(b, fSpanSpanID<<3|wireBytes, 8)
+	b = append(b, e.spanID(c.ID)...)
 	if c.ParentID != 0 {
-		b = appendBytes(b, fSpanParentSpanID, e.spanID(c.ParentID))
+		b = append(b, fSpanParentSpanID<<3|wireBytes, 8)
+		b = append(b, e.spanID(c.ParentID)...)
 	}
-	b = appendString(b, fSpanName, c.Function)
-	b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
-	b = protowire.AppendVarint(b, spanKindInternal)
+	if c.Function != e.fn || e.fnFields == nil {
+		e.setFunction(c.Function)
+	}
+	b = append(b, e.fnFields...)
 	start, end := spanTimes(c)
 	if start != 0 {
-		b = protowire.AppendTag(b, fSpanStart, protowire.Fixed64Type)
-		b = protowire.AppendFixed64(b, start)
+		b = append(b, fSpanStart<<3|wireFixed64)
+		b = binary.LittleEndian.AppendUint64(b, start)
 	}
 	if end != 0 {
-		b = protowire.AppendTag(b, fSpanEnd, protowire.Fixed64Type)
-		b = protowire.AppendFixed64(b, end)
+		b = append(b, fSpanEnd<<3|wireFixed64)
+		b = binary.LittleEndian.AppendUint64(b, end)
 	}
-	e.val = appendString(e.val[:0], fAnyString, c.Function)
-	b = appendKV(b, fSpanAttributes, AttrFunctionName, e.val)
-	b = appendIntKV(b, AttrThreadID, int64(c.GoID))
-	b = appendIntKV(b, AttrCallID, int64(c.ID))
+	b = appendIntAttr(b, threadIDHead, int64(c.GoID))
+	b = appendIntAttr(b, callIDHead, int64(c.ID))
 	switch c.Status {
 	case record.StatusError, record.StatusPanic:
 		et := c.ErrorType
@@ -145,17 +194,46 @@ func (e *Encoder) Add(c *record.Call, rootID uint64) {
 	case record.StatusUnfinished:
 		b = appendKV(b, fSpanAttributes, AttrUnfinished, trueValue)
 	}
-	e.span = b
-	e.spans = protowire.AppendTag(e.spans, fSSSpans, protowire.BytesType)
-	e.spans = protowire.AppendBytes(e.spans, b)
+	if n := len(b) - at; n < 0x80 {
+		b[at-1] = byte(n)
+	} else {
+		// Make room for the longer length and move the body behind it.
+		extra := protowire.SizeVarint(uint64(n)) - 1
+		b = append(b, make([]byte, extra)...)
+		copy(b[at+extra:], b[at:at+n])
+		protowire.AppendVarint(b[at-1:at-1], uint64(n))
+	}
+	e.spans = b
 	e.n++
+}
+
+// setFunction encodes the fields that depend on the function alone: the
+// span's name and kind and its code.function.name attribute.
+func (e *Encoder) setFunction(fn string) {
+	b := appendString(e.fnFields[:0], fSpanName, fn)
+	b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
+	b = protowire.AppendVarint(b, spanKindInternal)
+	e.val = appendString(e.val[:0], fAnyString, fn)
+	e.fnFields = appendKV(b, fSpanAttributes, AttrFunctionName, e.val)
+	e.fn = fn
+}
+
+// appendIntAttr appends an int span attribute whose key and framing are
+// head (kvHead).
+func appendIntAttr(b, head []byte, v int64) []byte {
+	// The value: an AnyValue of one field, tag and varint.
+	vl := 1 + protowire.SizeVarint(uint64(v))
+	b = append(b, fSpanAttributes<<3|wireBytes, byte(len(head)+1+vl)) // under 128: keys are short
+	b = append(b, head...)
+	b = append(b, byte(vl), fAnyInt<<3|wireVarint)
+	return protowire.AppendVarint(b, uint64(v))
 }
 
 // spanID is call's span id, from the memo when it is there.
 func (e *Encoder) spanID(call uint64) []byte {
 	s := &e.spanIDs[call%spanIDSlots]
 	if s.call != call || call == 0 {
-		e.proc.putID(s.id[:], 's', call)
+		e.ids.put(s.id[:], 's', call)
 		s.call = call
 	}
 	return s.id[:]
@@ -168,18 +246,44 @@ func (e *Encoder) Bytes() []byte {
 	// field of ScopeSpans: split it to nest the spans.
 	resLen := resourceFieldLen(e.head)
 	resField, scopeField := e.head[:resLen], e.head[resLen:]
-	ss := len(scopeField) + len(e.spans)
+	spans := len(e.spans) - e.reserve
+	ss := len(scopeField) + spans
 	rs := len(resField) + protowire.SizeTag(fRSScopeSpans) + protowire.SizeBytes(ss)
-	out := e.out[:0]
-	out = protowire.AppendTag(out, fReqResourceSpans, protowire.BytesType)
-	out = protowire.AppendVarint(out, uint64(rs))
-	out = append(out, resField...)
-	out = protowire.AppendTag(out, fRSScopeSpans, protowire.BytesType)
-	out = protowire.AppendVarint(out, uint64(ss))
-	out = append(out, scopeField...)
-	out = append(out, e.spans...)
-	e.out = out
+	var lens [2 * (1 + binary.MaxVarintLen64)]byte
+	l := protowire.AppendTag(lens[:0], fReqResourceSpans, protowire.BytesType)
+	l = protowire.AppendVarint(l, uint64(rs))
+	hl := len(l)
+	l = protowire.AppendTag(l, fRSScopeSpans, protowire.BytesType)
+	l = protowire.AppendVarint(l, uint64(ss))
+	// Right before the spans: the request's tag and length, the resource,
+	// the ScopeSpans tag and length, the scope.
+	at := e.reserve - len(l) - len(e.head)
+	out := e.spans[at:]
+	n := copy(out, l[:hl])
+	n += copy(out[n:], resField)
+	n += copy(out[n:], l[hl:])
+	copy(out[n:], scopeField)
 	return out
+}
+
+// AppendGzip appends to dst Bytes compressed as one gzip member, by the
+// encoder's own deflate (deflate.go), which knows where the spans begin:
+// what the live sink sends with gzip on.
+func (e *Encoder) AppendGzip(dst []byte) []byte {
+	raw := e.Bytes()
+	base := len(e.spans) - len(raw)
+	e.rel = e.rel[:0]
+	for _, s := range e.starts {
+		e.rel = append(e.rel, s-base)
+	}
+	return appendGzip(dst, raw, e.rel, &e.seen)
+}
+
+// Gzipped is AppendGzip into a buffer of the encoder's, valid until the
+// next call.
+func (e *Encoder) Gzipped() []byte {
+	e.gz = e.AppendGzip(e.gz[:0])
+	return e.gz
 }
 
 // resourceFieldLen is the length of the leading Resource field in head.
@@ -215,11 +319,4 @@ func appendKV(b []byte, num protowire.Number, key string, value []byte) []byte {
 	b = protowire.AppendString(b, key)
 	b = protowire.AppendTag(b, fKVValue, protowire.BytesType)
 	return protowire.AppendBytes(b, value)
-}
-
-// appendIntKV appends an int span attribute without allocating.
-func appendIntKV(b []byte, key string, v int64) []byte {
-	var buf [1 + 10]byte // a tag and the longest varint
-	val := protowire.AppendVarint(protowire.AppendTag(buf[:0], fAnyInt, protowire.VarintType), uint64(v))
-	return appendKV(b, fSpanAttributes, key, val)
 }

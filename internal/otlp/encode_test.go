@@ -3,6 +3,10 @@ package otlp
 import (
 	"bytes"
 	"compress/gzip"
+	"io"
+
+	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"strings"
 	"testing"
 
@@ -97,33 +101,140 @@ func BenchmarkEncode(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
 	})
+	// A flood's spans as the live sink sees them: every call a root, and
+	// fresh ids in every round, so no id comes from the memo.
+	b.Run("encoder-flood", func(b *testing.B) {
+		e := NewEncoder(&p, "v")
+		calls := floodCalls(2048, 1<<40+1)
+		b.ReportAllocs()
+		for range b.N {
+			e.Reset()
+			for i := range calls {
+				calls[i].ID += uint64(len(calls))
+				e.Add(&calls[i], calls[i].ID)
+			}
+			_ = e.Bytes()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+	})
 }
 
-// BenchmarkGzip compares the default compression level with BestSpeed on
-// a request of 512 spans: time and compressed bytes per span, in one run.
+// floodCalls are n calls shaped like `load flood 2 SECS 1`'s, as the
+// live sink sees them: two goroutines calling main.work in a loop, each
+// call a root (its callers are not traced), ids in order, 1% errors. Their
+// ids start at first, so a benchmark round can give every span fresh
+// ids, as a flood does (the encoder's id memo then never hits).
+func floodCalls(n int, first uint64) []record.Call {
+	calls := make([]record.Call, n)
+	for i := range calls {
+		calls[i] = record.Call{ID: first + uint64(i), GoID: uint64(20 + i%2), Function: "main.work",
+			Start: 1_800_000_000_000_000_000 + int64(i)*6500, Duration: 350 + int64(i%7)*40}
+		if i%100 == 0 {
+			calls[i].Status, calls[i].ErrorType, calls[i].Error = record.StatusError, "*errors.errorString", "work: injected failure"
+		}
+	}
+	return calls
+}
+
+// BenchmarkGzip compares compressors and levels on the body of a request
+// of 2,048 flood spans (the live sink's batch, otlpBatch in
+// internal/agent): the standard library's default, BestSpeed and
+// Huffman-only levels, and klauspost/compress's gzip at BestSpeed (what the
+// exporter uses) and its stateless mode. CPU per span and compressed bytes
+// per span, in one run.
 func BenchmarkGzip(b *testing.B) {
-	p := Process{SessionID: 1, PID: 42, ServiceName: "app"}
+	p := Process{SessionID: 1, SessionStart: 1_800_000_000_000_000_000, PID: 42, ServiceName: "app"}
 	e := NewEncoder(&p, "v")
-	for i := range 512 {
-		c := record.Call{ID: uint64(1<<40 + i + 1), ParentID: uint64(1<<40 + i/2), GoID: 7, Function: "main.work", Start: 1e18 + int64(i)*1000, Duration: 500}
-		e.Add(&c, 1<<40)
+	calls := floodCalls(2048, 1<<40+1)
+	for i := range calls {
+		e.Add(&calls[i], calls[i].ID)
 	}
 	raw := e.Bytes()
-	for _, lvl := range []struct {
-		name  string
-		level int
-	}{{"default", gzip.DefaultCompression}, {"best-speed", gzip.BestSpeed}, {"huffman-only", gzip.HuffmanOnly}} {
-		b.Run(lvl.name, func(b *testing.B) {
+	type compressor interface {
+		Reset(io.Writer)
+		Write([]byte) (int, error)
+		Close() error
+	}
+	for _, c := range []struct {
+		name string
+		new  func() compressor
+	}{
+		{"std-default", func() compressor { w, _ := gzip.NewWriterLevel(nil, gzip.DefaultCompression); return w }},
+		{"std-best-speed", func() compressor { w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return w }},
+		{"std-huffman-only", func() compressor { w, _ := gzip.NewWriterLevel(nil, gzip.HuffmanOnly); return w }},
+		{"klauspost-best-speed", func() compressor { w, _ := kgzip.NewWriterLevel(nil, kgzip.BestSpeed); return w }},
+		{"klauspost-stateless", func() compressor { w, _ := kgzip.NewWriterLevel(nil, kgzip.StatelessCompression); return w }},
+		{"zstd-fastest", func() compressor {
+			w, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+			return w
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			var zb bytes.Buffer
-			zw, _ := gzip.NewWriterLevel(&zb, lvl.level)
+			zw := c.new()
 			for range b.N {
 				zb.Reset()
 				zw.Reset(&zb)
 				zw.Write(raw) //nolint:errcheck // a bytes.Buffer
 				zw.Close()
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
-			b.ReportMetric(float64(zb.Len())/512, "gzip-bytes/span")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+			b.ReportMetric(float64(zb.Len())/float64(len(calls)), "gzip-bytes/span")
+			b.ReportMetric(float64(len(raw))/float64(len(calls)), "raw-bytes/span")
 		})
+	}
+	b.Run("encoder-gzip", func(b *testing.B) {
+		var body []byte
+		for range b.N {
+			body = e.AppendGzip(body[:0])
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/span")
+		b.ReportMetric(float64(len(body))/float64(len(calls)), "gzip-bytes/span")
+		b.ReportMetric(float64(len(raw))/float64(len(calls)), "raw-bytes/span")
+	})
+}
+
+// TestIDs: the ids are derived (the same session and call give the same
+// ids, through Process and through the Encoder alike), unique within a
+// session, never zero, and differ between two sessions whose session and
+// call numbers coincide (two hosts' stores).
+func TestIDs(t *testing.T) {
+	p := Process{SessionID: 1, SessionStart: 1_800_000_000_000_000_000, PID: 42}
+	other := p
+	other.SessionStart++
+	spans, traces := map[string]bool{}, map[string]bool{}
+	const n = 200_000
+	for id := uint64(1 << 40); id < 1<<40+n; id++ {
+		s, tr := string(p.SpanID(id)), string(p.TraceID(id))
+		if len(s) != 8 || len(tr) != 16 {
+			t.Fatalf("call %d: span id %x, trace id %x", id, s, tr)
+		}
+		if allZero([]byte(s)) || allZero([]byte(tr)) {
+			t.Fatalf("call %d: a zero id", id)
+		}
+		if spans[s] || traces[tr] {
+			t.Fatalf("call %d: an id repeats", id)
+		}
+		spans[s], traces[tr] = true, true
+		if id%1000 == 0 {
+			if string(p.SpanID(id)) != s || string(p.TraceID(id)) != tr {
+				t.Fatalf("call %d: ids not deterministic", id)
+			}
+			if string(other.SpanID(id)) == s || string(other.TraceID(id)) == tr {
+				t.Fatalf("call %d: two sessions share an id", id)
+			}
+		}
+	}
+	// The encoder's ids (memoised) are the same.
+	e := NewEncoder(&p, "v")
+	c := record.Call{ID: 1<<40 + 7, ParentID: 1<<40 + 3, Function: "f"}
+	e.Add(&c, 1<<40+1)
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(e.Bytes(), &req); err != nil {
+		t.Fatal(err)
+	}
+	sp := req.ResourceSpans[0].ScopeSpans[0].Spans[0]
+	if !bytes.Equal(sp.SpanId, p.SpanID(c.ID)) || !bytes.Equal(sp.ParentSpanId, p.SpanID(c.ParentID)) || !bytes.Equal(sp.TraceId, p.TraceID(1<<40+1)) {
+		t.Fatalf("encoder ids %x/%x/%x differ from Process's", sp.TraceId, sp.SpanId, sp.ParentSpanId)
 	}
 }

@@ -132,7 +132,7 @@ type Queue struct {
 	cond      *sync.Cond
 	errs      []record.Call
 	errBytes  int64
-	oks       []record.Call
+	oks       lane // in chunks: it grows large when the sink falls behind
 	okBytes   int64
 	closed    bool
 	closedAt  time.Time
@@ -252,9 +252,9 @@ func (q *Queue) Push(c record.Call) {
 			return
 		}
 		q.okBytes += sz
-		q.oks = append(q.oks, c)
+		q.oks.push(&c)
 	}
-	n := len(q.errs) + len(q.oks)
+	n := len(q.errs) + q.oks.len()
 	q.mu.Unlock()
 	if n >= q.opts.BatchSize {
 		if q.opts.Writers > 1 {
@@ -407,9 +407,7 @@ func (q *Queue) requeueOKs(recs []record.Call) {
 	if len(recs) == 0 {
 		return
 	}
-	all := make([]record.Call, 0, len(recs)+len(q.oks))
-	all = append(append(all, recs...), q.oks...)
-	q.oks = all
+	q.oks.pushFront(recs)
 	for i := range recs {
 		q.okBytes += recordSize(&recs[i])
 	}
@@ -509,7 +507,7 @@ func (q *Queue) take(buf []record.Call, wait, helper bool) (batch []record.Call,
 			q.cond.Wait() // one fsync; its records land in the journal
 			continue
 		}
-		n := len(q.errs) + len(q.oks)
+		n := len(q.errs) + q.oks.len()
 		if helper && (q.storeErr != nil || (q.closed && n == 0)) {
 			if q.closed {
 				return buf[:0], true
@@ -548,12 +546,12 @@ func (q *Queue) take(buf []record.Call, wait, helper bool) (batch []record.Call,
 		q.errBytes -= recordSize(&q.errs[i])
 	}
 	q.errs = shift(q.errs, n, 2*q.opts.BatchSize)
-	if m := min(len(q.oks), q.opts.BatchSize-n); m > 0 {
-		for i := range q.oks[:m] {
-			q.okBytes -= recordSize(&q.oks[i])
+	if m := min(q.oks.len(), q.opts.BatchSize-n); m > 0 {
+		from := len(buf)
+		buf = q.oks.take(buf, m)
+		for i := range buf[from:] {
+			q.okBytes -= recordSize(&buf[from+i])
 		}
-		buf = append(buf, q.oks[:m]...)
-		q.oks = shift(q.oks, m, 2*q.opts.BatchSize)
 	}
 	if len(buf) > 0 && q.opts.Writers > 1 {
 		q.inflight++
@@ -642,7 +640,7 @@ func (q *Queue) drainWorkers(w Writer) error {
 	wg.Wait()
 	if err != nil {
 		q.mu.Lock()
-		left := len(q.errs) + len(q.oks)
+		left := len(q.errs) + q.oks.len()
 		recovered := q.storeErr == nil
 		q.mu.Unlock()
 		if left > 0 || !recovered {
@@ -1077,11 +1075,10 @@ func (q *Queue) giveUp(storeErr error) error {
 	for q.spilling {
 		q.cond.Wait()
 	}
-	okLost := len(q.oks)
-	for i := range q.oks {
-		q.dropped[q.oks[i].Function]++
-	}
-	q.oks, q.okBytes = nil, 0
+	okLost := q.oks.len()
+	q.oks.each(func(c *record.Call) { q.dropped[c.Function]++ })
+	q.oks.reset()
+	q.okBytes = 0
 	errs := q.errs
 	q.errs, q.errBytes = nil, 0
 	q.spilling = true // keeps any late spiller out
@@ -1194,5 +1191,5 @@ func (q *Queue) StoreError() error {
 func (q *Queue) Depth() (errs, oks, journal int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.errs), len(q.oks), q.jready
+	return len(q.errs), q.oks.len(), q.jready
 }

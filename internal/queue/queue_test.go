@@ -809,3 +809,24 @@ func BenchmarkPushDrainParallel(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// BenchmarkPushBacklog: a sink behind a flood. Bursts of 50,000 records
+// are pushed while the writer is away, then taken in batches: the ok
+// lane grows to hold them, and is emptied, again and again.
+func BenchmarkPushBacklog(b *testing.B) {
+	const burst = 50_000
+	q := New(Options{OKBytes: 256 << 20, Logger: slog.New(slog.DiscardHandler)})
+	c := call("main.bench", record.StatusOK)
+	var buf []record.Call
+	b.ReportAllocs()
+	for range b.N {
+		for range burst {
+			q.Push(c)
+		}
+		for n := 0; n < burst; n += len(buf) {
+			buf, _ = q.take(buf, false, false)
+			q.settle()
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*burst), "ns/record")
+}

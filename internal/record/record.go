@@ -6,6 +6,7 @@ package record
 
 import (
 	"fmt"
+	"math/bits"
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/validate"
@@ -79,12 +80,10 @@ const HistBuckets = 64
 // HistBucket is the bucket of a duration of ns nanoseconds, as the BPF side
 // computes it: bucket b holds 2^(b-1) <= ns < 2^b, bucket 0 holds 0.
 func HistBucket(ns uint64) int {
-	b := 0
-	for ns > 0 {
-		ns >>= 1
-		b++
-	}
-	return min(b, HistBuckets-1)
+	// The number of bits of ns: one instruction, where shifting it out
+	// bit by bit looped 10-20 times for a typical call, once per record
+	// on a follower's hot path.
+	return min(bits.Len64(ns), HistBuckets-1)
 }
 
 // FuncStats is the exact aggregate of one function's calls over an interval,
