@@ -152,7 +152,7 @@ func TestBreakerDecisions(t *testing.T) {
 	probes := &fakeProbes{calls: []uint64{0, 0}}
 	var gaps gapList
 	var counts probeCounts
-	b := newBreaker(probes, &gaps, []string{"main.hot", "main.cool"}, 42, 0.5, &counts, slog.New(slog.DiscardHandler))
+	b := newBreaker(probes, &gaps, func(id int) string { return []string{"main.hot", "main.cool"}[id] }, 42, 0.5, &counts, slog.New(slog.DiscardHandler))
 	pauses := &counts.pauses
 	t0 := time.Unix(1_000_000, 0)
 	step := func(i int, hot, cool uint64) {

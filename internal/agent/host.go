@@ -87,6 +87,7 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 		return nil, err
 	}
 	if t := targets[0]; len(targets) == 1 && t.Cgroup == "" {
+		opts.ctlTarget = t
 		if t.Exe != "" {
 			return AttachExe(ctx, t.Exe, t.options(opts))
 		}
@@ -370,9 +371,9 @@ func (h *host) discover(w *cgWatch) {
 			continue
 		}
 		ht, err := h.addCgroupFile(w, f)
-		if err == nil && len(ht.s.names) > h.slotFuncs {
+		if err == nil && len(ht.s.fnames()) > h.slotFuncs {
 			h.close1(ht)
-			err = fmt.Errorf("%d functions selected, more than the %d a reserved tracer has room for: narrow the -f patterns", len(ht.s.names), h.slotFuncs)
+			err = fmt.Errorf("%d functions selected, more than the %d a reserved tracer has room for: narrow the -f patterns", len(ht.s.fnames()), h.slotFuncs)
 		}
 		if err != nil {
 			h.log.Info("cgroup: file not traced", "cgroup", w.t.Cgroup, "file", f.name, "reason", err)
@@ -385,6 +386,7 @@ func (h *host) discover(w *cgWatch) {
 			continue
 		}
 		ht.p = ht.s.startTracing()
+		h.opts.Control.add(ht.t, ht.s)
 		h.targets = append(h.targets, ht)
 		h.slots--
 		h.log.Info("cgroup: tracing a program its processes started", "cgroup", w.t.Cgroup, "file", f.name, "session", ht.s.sess.ID)
@@ -407,7 +409,7 @@ func (h *host) endUnattached(ht *hosted, cause error) {
 // share marks a target's session as one of the host's.
 func (h *host) share(ht *hosted) {
 	ht.s.shared = true
-	ht.s.handed = make([]atomic.Uint64, len(ht.s.names))
+	ht.s.handed = make([]atomic.Uint64, len(ht.s.fnames()))
 }
 
 // claimant is a target that traces a file, with its cgroup for a cgroup
@@ -465,8 +467,8 @@ func (h *host) planBudget() error {
 	total := 0
 	h.slotFuncs = minSlotFuncs
 	for _, ht := range h.targets {
-		total += len(ht.s.names)
-		h.slotFuncs = max(h.slotFuncs, len(ht.s.names))
+		total += ht.s.capacity()
+		h.slotFuncs = max(h.slotFuncs, len(ht.s.fnames()))
 	}
 	total += h.slots * h.slotFuncs
 	limit := cmp.Or(h.opts.MemoryLimit, DefaultMemoryLimit)
@@ -493,7 +495,7 @@ func (h *host) planBudget() error {
 		for i := range n {
 			nf := h.slotFuncs // a reserved tracer
 			if i < len(h.targets) {
-				nf = len(h.targets[i].s.names)
+				nf = h.targets[i].s.capacity()
 			}
 			k, err := uprobe.EstimateKernelMemory(nf, b.Sizes)
 			if err != nil {
@@ -566,6 +568,7 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	h.store.start()
 	for _, ht := range h.targets {
 		ht.p = ht.s.startTracing()
+		h.opts.Control.add(ht.t, ht.s)
 	}
 	hctx, stopHelpers := context.WithCancel(context.Background())
 	var helpers sync.WaitGroup
@@ -611,7 +614,7 @@ func (h *host) attach(ht *hosted) error {
 	s := ht.s
 	s.st, s.store, s.sinks = h.st, h.store, fanout{h.store}
 	s.pid = ht.tgt.PID()
-	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.fnames())}
 	if s.follow != nil {
 		s.result.Exe = s.follow.path
 	}
@@ -623,7 +626,7 @@ func (h *host) attach(ht *hosted) error {
 	}
 	s.beginProcessRow()
 	var err error
-	s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid)
+	s.conv, err = newConverter(&s.names, s.bin, s.tr, s.pid)
 	return err
 }
 
@@ -719,6 +722,7 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 		if exited != nil {
 			exited(&s.result)
 		}
+		h.opts.Control.remove(s)
 		s.stopTracing(ht.p)
 		s.finish()
 		// Its rings and maps go back now, not when the last target ends.
