@@ -13,7 +13,10 @@
 // loaded and checked in full (Runner.Check reads the binaries and matches
 // the patterns) before anything running is touched, and an invalid file is
 // refused with a logged error while the old config keeps running. An
-// unchanged target set keeps running untouched. A changed set is stopped,
+// unchanged target set keeps running untouched; new patterns or sample
+// rates of the same targets are applied in place by a Runner that can
+// (InPlace: the same sessions go on, with no probe of a kept function
+// down). Any other change stops the set,
 // which detaches its probes and flushes and stores everything its rings
 // and queues hold, and only then started with the new config (what that
 // means for calls in flight at the switch is in docs/unsupported.md).
@@ -62,6 +65,32 @@ type Runner interface {
 	// targets are gone (a pid target that exited); an error means the
 	// set could not run or the store failed.
 	Run(ctx context.Context, set Set, ready func()) error
+}
+
+// InPlace is a Runner that can apply some changes to the set it runs
+// without stopping it: new patterns and sample rates of the same targets.
+type InPlace interface {
+	// Apply brings the running set, started by Run as old, to next and
+	// returns how long the switch took. An error that wraps
+	// agent.ErrNotInPlace means it changed nothing and the set must be
+	// restarted to apply next.
+	Apply(old, next Set) (time.Duration, error)
+}
+
+// samePlace reports whether a and b differ at most in what InPlace may
+// change: each target's patterns and sample rate.
+func samePlace(a, b Set) bool {
+	if len(a.Targets) != len(b.Targets) || !reflect.DeepEqual(a.Store, b.Store) || !reflect.DeepEqual(a.Limits, b.Limits) ||
+		!reflect.DeepEqual(a.Metrics, b.Metrics) || !reflect.DeepEqual(a.OTLP, b.OTLP) {
+		return false
+	}
+	for i := range a.Targets {
+		x, y := a.Targets[i], b.Targets[i]
+		if x.Exe != y.Exe || x.PID != y.PID || x.Cgroup != y.Cgroup {
+			return false
+		}
+	}
+	return true
 }
 
 // Daemon runs a config file with a Runner.
@@ -206,9 +235,10 @@ func (d *Daemon) load(path string) (*config.Config, error) {
 	return c, nil
 }
 
-// switchSet applies a reloaded set: an unchanged one keeps running; a
-// changed one is stopped (everything flushed and stored), then the new
-// one started. Should the new one fail to start although it passed its
+// switchSet applies a reloaded set: an unchanged one keeps running; one
+// whose targets only changed patterns or sample rates is changed in place
+// when the runner can (InPlace); any other change stops the running set
+// (everything flushed and stored), then starts the new one. Should the new one fail to start although it passed its
 // check (its binary was replaced meanwhile, say), the old set is started
 // again, so that a reload never leaves nothing traced when it can help it.
 func (d *Daemon) switchSet(ctx context.Context, cur *running, next Set) (r *running, applied bool, err error) {
@@ -216,6 +246,17 @@ func (d *Daemon) switchSet(ctx context.Context, cur *running, next Set) (r *runn
 	if cur != nil && cur.set.Equal(next) {
 		log.Info("targets unchanged: they keep running")
 		return cur, true, nil
+	}
+	if ip, ok := d.Runner.(InPlace); ok && cur != nil && samePlace(cur.set, next) {
+		took, err := ip.Apply(cur.set, next)
+		if err == nil {
+			// The same sessions go on: no probe of a kept function was
+			// down, and nothing was stopped.
+			log.Info("targets updated in place", "switch_took", took.Round(time.Microsecond))
+			cur.set = next
+			return cur, true, nil
+		}
+		log.Info("the change cannot be applied in place; restarting the targets", "reason", err)
 	}
 	begin := time.Now()
 	var old Set
