@@ -19,6 +19,7 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/render"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -288,21 +289,164 @@ func TestDaemonReload(t *testing.T) {
 		}
 	}
 
-	// Two sessions (one per config in force), both ended by the daemon.
-	sessions := sessionsOf(t, db)
-	if len(sessions) != 2 {
-		t.Fatalf("%d sessions, want 2: %+v", len(sessions), sessions)
+	// One session: the reload changed the patterns of the running one in
+	// place (TestDaemonReloadInPlace checks there was no window).
+	if !strings.Contains(log, "targets updated in place") {
+		t.Errorf("the pattern change was not applied in place:\n%s", log)
 	}
-	for i, s := range sessions {
-		if s.End == 0 || s.ExitReason != "interrupted" || s.CallsLost != 0 {
-			t.Errorf("session %d: end %d, exit %q, lost %d; want ended, interrupted, nothing lost", i, s.End, s.ExitReason, s.CallsLost)
+	sessions := sessionsOf(t, db)
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions, want 1: %+v", len(sessions), sessions)
+	}
+	if s := sessions[0]; s.End == 0 || s.ExitReason != "interrupted" || s.CallsLost != 0 || s.CallsRecorded != 31 {
+		t.Errorf("session: end %d, exit %q, lost %d, recorded %d; want ended, interrupted, nothing lost, 31 recorded", s.End, s.ExitReason, s.CallsLost, s.CallsRecorded)
+	}
+}
+
+// TestDaemonReloadInPlace: a SIGHUP that adds a pattern and removes
+// another while the target calls a kept function back to back, all
+// inside one call of main.outer that is open across the reload (testdata/
+// phases serve). Every call of the kept function is recorded, exactly:
+// no window without probes; the added function is recorded from the
+// reload on and the removed one no longer; every call, before and after,
+// has outer's call as its parent; and it stays one session. The old
+// behaviour, a stop and a new start, fails each of these: the calls made
+// while no probe was attached are lost, outer is left unfinished in the
+// first session and its children in the second are roots.
+func TestDaemonReloadInPlace(t *testing.T) {
+	testutil.RequireRoot(t)
+	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "obs.db")
+	cfg := filepath.Join(dir, "obs-agent.yaml")
+	ready := filepath.Join(dir, "ready")
+	write := func(include ...string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(daemonConfig(target, db, include...)), 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if sessions[0].CallsRecorded != 7 || sessions[1].CallsRecorded != 24 {
-		t.Errorf("sessions recorded %d and %d calls, want 7 and 24", sessions[0].CallsRecorded, sessions[1].CallsRecorded)
+	write("main.outer", "main.alpha", "main.beta")
+	d, stderr := startDaemon(t, cfg, ready)
+	generation := func(want string) func() bool {
+		return func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == want }
 	}
-	if sessions[0].Patterns != "main.alpha" || sessions[1].Patterns != "main.alpha main.beta" {
-		t.Errorf("session patterns %q and %q", sessions[0].Patterns, sessions[1].Patterns)
+	waitFor(t, "generation 1", stderr, generation("1"))
+
+	p := exec.Command(target, "serve")
+	in, err := p.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outPipe, err := p.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+	out := bufio.NewReader(outPipe)
+	say := func(cmd string) string {
+		t.Helper()
+		if cmd != "" {
+			if _, err := io.WriteString(in, cmd+"\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("phases: %v", err)
+		}
+		return strings.TrimSpace(l)
+	}
+	if l := say(""); l != "ready" {
+		t.Fatalf("phases: %q", l)
+	}
+	const steps = 10
+	for range steps {
+		say("step")
+	}
+	if l := say("spin"); l != "spinning" {
+		t.Fatalf("phases: %q", l)
+	}
+	write("main.outer", "main.alpha", "main.gamma")
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 2", stderr, generation("2"))
+	var spun int
+	if _, err := fmt.Sscanf(say("stop"), "spun %d", &spun); err != nil {
+		t.Fatal(err)
+	}
+	for range steps {
+		say("step")
+	}
+	if l := say("end"); l != "done" {
+		t.Fatalf("phases: %q", l)
+	}
+	in.Close()
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stopDaemon(t, d, stderr)
+	log := stderr.String()
+	if !strings.Contains(log, "targets updated in place") {
+		t.Fatalf("the reload was not applied in place:\n%s", log)
+	}
+	if i := strings.Index(log, "selection changed in place"); i >= 0 {
+		line := log[i:]
+		line = line[:strings.IndexByte(line, '\n')]
+		t.Logf("%s", line)
+	}
+
+	rows, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(p.Process.Pid), "--since", "0", "--limit", "0", "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	var outerID uint64
+	var children []render.CallRecord
+	for _, line := range strings.Split(strings.TrimSpace(rows), "\n") {
+		var c render.CallRecord
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		if c.Status != "ok" {
+			t.Errorf("%s call %d with status %s", c.Function, c.ID, c.Status)
+		}
+		count[c.Function]++
+		if c.Function == "main.outer" {
+			outerID = c.ID
+		} else {
+			children = append(children, c)
+		}
+	}
+	t.Logf("calls %v, %d rounds spun across the reload", count, spun)
+	if count["main.outer"] != 1 {
+		t.Errorf("main.outer: %d calls, want 1 (open across the reload)", count["main.outer"])
+	}
+	if want := 2*steps + spun; count["main.alpha"] != want {
+		t.Errorf("main.alpha, kept: %d calls, want exactly %d (%d steps, %d spun across the reload)", count["main.alpha"], want, 2*steps, spun)
+	}
+	if n := count["main.beta"]; n < steps || n > steps+spun {
+		t.Errorf("main.beta, removed: %d calls, want %d before the reload and none after (%d to %d)", n, steps, steps, steps+spun)
+	}
+	if n := count["main.gamma"]; n < steps || n > steps+spun {
+		t.Errorf("main.gamma, added: %d calls, want %d after the reload and none before (%d to %d)", n, steps, steps, steps+spun)
+	}
+	if n := count["main.beta"] + count["main.gamma"]; n < steps+steps+spun {
+		// Each spun round calls both: until the switch beta is traced,
+		// from the switch gamma, and the two overlap by at most the
+		// round in flight.
+		t.Errorf("main.beta + main.gamma: %d calls, want at least %d: rounds with neither traced", n, 2*steps+spun)
+	}
+	for _, c := range children {
+		if c.ParentID == nil || *c.ParentID != outerID {
+			t.Errorf("%s call %d: parent %v, want main.outer's call %d", c.Function, c.ID, c.ParentID, outerID)
+			break
+		}
+	}
+	if sessions := sessionsOf(t, db); len(sessions) != 1 {
+		t.Errorf("%d sessions, want 1: the reload must not start a new one", len(sessions))
 	}
 }
 
