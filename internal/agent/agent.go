@@ -767,7 +767,7 @@ func (s *session) wait(ctx context.Context, t target) {
 	case <-timeout:
 		s.result.ExitReason = "duration elapsed"
 	case <-ctx.Done():
-		s.result.ExitReason = "interrupted"
+		s.result.ExitReason = stopReason(ctx)
 	}
 }
 

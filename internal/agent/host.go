@@ -380,6 +380,9 @@ func (h *host) discover(w *cgWatch) {
 			continue
 		}
 		ht.s.budget = h.budget
+		// The reserved tracer's maps hold slotFuncs functions: what the
+		// selection leaves is the room a reload may add into.
+		ht.s.opts.FuncHeadroom = min(ht.s.opts.FuncHeadroom, h.slotFuncs-len(ht.s.fnames()))
 		if err := h.attach(ht); err != nil {
 			h.endUnattached(ht, err)
 			h.log.Warn("cgroup: attach to a new program", "cgroup", w.t.Cgroup, "file", f.name, "err", err)
@@ -468,7 +471,7 @@ func (h *host) planBudget() error {
 	h.slotFuncs = minSlotFuncs
 	for _, ht := range h.targets {
 		total += ht.s.capacity()
-		h.slotFuncs = max(h.slotFuncs, len(ht.s.fnames()))
+		h.slotFuncs = max(h.slotFuncs, ht.s.capacity())
 	}
 	total += h.slots * h.slotFuncs
 	limit := cmp.Or(h.opts.MemoryLimit, DefaultMemoryLimit)
@@ -708,7 +711,7 @@ func (h *host) wait(ctx context.Context) string {
 	case <-timeout:
 		return "duration elapsed"
 	case <-ctx.Done():
-		return "interrupted"
+		return stopReason(ctx)
 	}
 }
 

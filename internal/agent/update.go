@@ -18,6 +18,20 @@ import (
 // the caller stops it and starts a new one (the daemon's reload does).
 var ErrNotInPlace = errors.New("this change needs a new session")
 
+// ErrReplaced, as the cause of the context a session runs under
+// (context.WithCancelCause), ends it with the exit reason "replaced by a
+// reload" rather than "interrupted": the daemon cancels a running set so
+// when a reload restarts it.
+var ErrReplaced = errors.New("replaced by a reload")
+
+// stopReason is the exit reason of a session whose ctx is done.
+func stopReason(ctx context.Context) string {
+	if errors.Is(context.Cause(ctx), ErrReplaced) {
+		return ErrReplaced.Error()
+	}
+	return "interrupted"
+}
+
 // Control changes the selection of a running agent in place: the same
 // sessions go on, with the same probes for what stays selected, while
 // functions are added and removed (the daemon's reload). Give one in

@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/agent"
 	"github.com/obs-agent/obs-agent/internal/config"
 )
 
@@ -112,13 +113,15 @@ type Daemon struct {
 // running is a target set being traced.
 type running struct {
 	set    Set
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	done   chan struct{}
 	err    error // valid once done is closed
 }
 
-func (r *running) stop() error {
-	r.cancel()
+// stop ends the set, with cause (nil at SIGTERM; agent.ErrReplaced when a
+// reload restarts it, which its session rows then give as exit reason).
+func (r *running) stop(cause error) error {
+	r.cancel(cause)
 	<-r.done
 	return r.err
 }
@@ -169,7 +172,7 @@ func (d *Daemon) Serve(ctx context.Context, path string, reload <-chan struct{})
 		select {
 		case <-ctx.Done():
 			if cur != nil {
-				if err := cur.stop(); err != nil {
+				if err := cur.stop(nil); err != nil {
 					return err
 				}
 			}
@@ -263,7 +266,7 @@ func (d *Daemon) switchSet(ctx context.Context, cur *running, next Set) (r *runn
 	hadOld := cur != nil
 	if hadOld {
 		old = cur.set
-		if err := cur.stop(); err != nil {
+		if err := cur.stop(agent.ErrReplaced); err != nil {
 			return nil, false, fmt.Errorf("tracing failed: %w", err)
 		}
 	}
@@ -290,7 +293,7 @@ func (d *Daemon) switchSet(ctx context.Context, cur *running, next Set) (r *runn
 // start runs set and waits until every probe is live. A set that ends
 // before that failed to start.
 func (d *Daemon) start(ctx context.Context, set Set) (*running, error) {
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancelCause(ctx)
 	r := &running{set: set, cancel: cancel, done: make(chan struct{})}
 	ready := make(chan struct{})
 	var once sync.Once
@@ -302,7 +305,7 @@ func (d *Daemon) start(ctx context.Context, set Set) (*running, error) {
 	case <-ready:
 		return r, nil
 	case <-r.done:
-		cancel()
+		cancel(nil)
 		if r.err == nil {
 			r.err = errors.New("the targets ended before every probe was live")
 		}
