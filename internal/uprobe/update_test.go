@@ -2,6 +2,7 @@ package uprobe
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -38,9 +39,6 @@ func phasesServe(t *testing.T) (bin string, pid int, cmd func(string) string) {
 	return bin, c.Process.Pid, func(s string) string {
 		if _, err := io.WriteString(in, s+"\n"); err != nil {
 			t.Fatal(err)
-		}
-		if s == "end" {
-			return read()
 		}
 		return read()
 	}
@@ -158,17 +156,57 @@ func TestUpdateInPlace(t *testing.T) {
 		t.Errorf("%d entries seen twice: a trap was handled twice or a RET was missed", h.MorestackReentry)
 	}
 
-	// beta has no call open: Retire takes its RET sites out. outer is
-	// open (its entry came before the attach, so it has no frame): take
-	// it out too, then in again, and check a call of it that is open
-	// across its removal is closed by its RET.
+	// beta has no call open: Retire takes its RET sites out.
 	if n, err := tr.Retire(); err != nil || n != 0 {
 		t.Fatalf("retire: %d waiting, %v", n, err)
 	}
-	if tr.Sites() >= sites0+len(all[3].Rets)+1 {
-		t.Errorf("sites %d after retiring beta: its RET sites should be gone (%d before gamma came)", tr.Sites(), sites0)
+	if got, want := tr.Sites(), sites0-len(all[2].Rets)-1+len(all[3].Rets)+1; got != want {
+		t.Errorf("%d sites after retiring beta, want %d", got, want)
 	}
-	_ = pid
+
+	// A call of outer (entered now, traced) open while outer is taken
+	// out: it is closed by its own RET, and only then do outer's RET
+	// sites go.
+	if got := cmd("nest"); got != "nested" {
+		t.Fatalf("nest: %q", got)
+	}
+	if _, err := tr.Update(all, map[int]bool{0: true, 2: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := tr.Retire(); err != nil || n != 1 {
+		t.Fatalf("retire with outer's call open: %d waiting, %v; want 1", n, err)
+	}
+	cmd("step")
+	if got := cmd("end"); got != "unnested" {
+		t.Fatalf("end: %q", got)
+	}
+	if n, err := tr.Retire(); err != nil || n != 0 {
+		t.Fatalf("retire once outer's call returned: %d waiting, %v; want 0", n, err)
+	}
+	final := stats(t, tr)
+	if o := final[0]; o.Calls != 1 || o.Unfinished != 0 {
+		t.Errorf("outer: %d calls, %d unfinished; want its one call, closed by its RET", o.Calls, o.Unfinished)
+	}
+	if final[1].Calls != after[1].Calls+1 {
+		t.Errorf("alpha: %d calls, want %d", final[1].Calls, after[1].Calls+1)
+	}
+	open, err := tr.TakeOpen(uint32(pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range open {
+		if f.FuncID == 0 {
+			t.Errorf("outer's call %d left open", f.ID)
+		}
+	}
+	if _, err := tr.Update(all[:2], nil); err == nil {
+		t.Error("an update that shrinks the function table was accepted")
+	}
+	big := append(all, all...)
+	big = append(big, all...)
+	if _, err := tr.Update(big, nil); !errors.Is(err, ErrNoRoom) {
+		t.Errorf("an update past the capacity: %v, want ErrNoRoom", err)
+	}
 }
 
 func stats(t *testing.T, tr *Tracer) []Stats {

@@ -11,6 +11,8 @@
 //	                   spin   call them over and over, without end, -> "spinning"
 //	                          until the next line, which must be stop -> "spun N"
 //	                          (N rounds of the three)
+//	                   nest   print "nested", then call outer again, which
+//	                          obeys until its own end               -> "unnested"
 //	                   end    return from outer                     -> "done"
 //	                 so a test knows every call exactly while its calls run
 //	                 across a reload, all under one open call of outer
@@ -84,6 +86,10 @@ func outer(in *bufio.Reader) {
 				os.Exit(1)
 			}
 			fmt.Println("spun", n)
+		case "nest\n":
+			fmt.Println("nested")
+			outer(in)
+			fmt.Println("unnested")
 		case "end\n":
 			return
 		default:
