@@ -569,6 +569,15 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	}
 
 	h.store.start()
+	for _, w := range h.watches {
+		h.opts.Control.watch(w.t, func(t Target) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			// Only the patterns: the cgroup is the same, and is read
+			// without the lock.
+			w.t.Include, w.t.Exclude, w.t.SampleRate = t.Include, t.Exclude, t.SampleRate
+		})
+	}
 	for _, ht := range h.targets {
 		ht.p = ht.s.startTracing()
 		h.opts.Control.add(ht.t, ht.s)

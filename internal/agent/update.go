@@ -48,6 +48,20 @@ type Control struct {
 type controlled struct {
 	t Target
 	s []*session
+	// retarget, for a cgroup target, gives its watch the new patterns,
+	// which the programs it finds later are traced with.
+	retarget func(Target)
+}
+
+// watch registers a cgroup target, whose sessions come and go with the
+// programs its processes run.
+func (c *Control) watch(t Target, retarget func(Target)) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.targets = append(c.targets, controlled{t: t, retarget: retarget})
 }
 
 // add registers the sessions of t.
@@ -129,6 +143,9 @@ func (c *Control) Update(targets []Target, opts Options) (took time.Duration, er
 	for _, t := range targets {
 		j := slices.IndexFunc(c.targets, func(x controlled) bool { return sameTarget(x.t, t) })
 		c.targets[j].t = t
+		if c.targets[j].retarget != nil {
+			c.targets[j].retarget(t)
+		}
 	}
 	return time.Since(start), nil
 }
