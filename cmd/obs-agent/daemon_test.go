@@ -153,7 +153,9 @@ func callsOf(t *testing.T, db string, pid int) map[string]int {
 // TestDaemonTwoTargets runs the daemon with two exe targets (two copies
 // of one program, each with its own patterns) in one agent and one store:
 // each process's calls are stored under its pid, exactly, with only its
-// target's functions; a config asking /metrics of two targets is refused.
+// target's functions; a config asking /metrics of two targets is refused;
+// a reload that removes one target ends its session row ("removed by
+// reload") while the other's goes on.
 func TestDaemonTwoTargets(t *testing.T) {
 	testutil.RequireRoot(t)
 	built := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
@@ -184,7 +186,33 @@ func TestDaemonTwoTargets(t *testing.T) {
 		return c.Process.Pid
 	}
 	pa, pb := run(a, 6), run(b, 4)
+	// A reload that removes the second target: it is detached and its
+	// session row ended, while the first one's session goes on.
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, db)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 2", stderr, func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == "2" })
+	pa2, pb2 := run(a, 3), run(b, 2)
 	stopDaemon(t, d, stderr)
+	if !strings.Contains(stderr.String(), "targets updated in place") {
+		t.Errorf("removing a target was not done in place:\n%s", stderr.String())
+	}
+	if got := callsOf(t, db, pa2); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.alpha": 3}) {
+		t.Errorf("the kept target's process after the reload: calls %v, want main.alpha 3", got)
+	}
+	if got := callsOf(t, db, pb2); len(got) != 0 {
+		t.Errorf("the removed target's process after the reload: calls %v, want none", got)
+	}
+	for _, s := range sessionsOf(t, db) {
+		want := map[string]struct {
+			reason   string
+			recorded uint64
+		}{a: {"interrupted", 9}, b: {"removed by reload", 4}}[s.Binary]
+		if s.ExitReason != want.reason || s.CallsRecorded != want.recorded || s.End == 0 {
+			t.Errorf("session of %s: exit %q, recorded %d, end %d; want %q, %d, ended", s.Binary, s.ExitReason, s.CallsRecorded, s.End, want.reason, want.recorded)
+		}
+	}
 	if got := callsOf(t, db, pa); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.alpha": 6}) {
 		t.Errorf("the first target's process: calls %v, want main.alpha 6", got)
 	}

@@ -282,6 +282,8 @@ type cgWatch struct {
 	t     Target
 	cg    *cgroup
 	known map[fileID]bool
+	// dropped: a reload removed the target (h.mu).
+	dropped bool
 }
 
 // addCgroup adds a file target, limited to the cgroup, for each Go
@@ -360,6 +362,9 @@ func (h *host) discover(w *cgWatch) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if w.dropped {
+		return
+	}
 	for _, f := range files {
 		if w.known[f.id] {
 			continue
@@ -582,6 +587,7 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 		ht.p = ht.s.startTracing()
 		h.opts.Control.add(ht.t, ht.s)
 	}
+	h.opts.Control.dropper(h.drop)
 	hctx, stopHelpers := context.WithCancel(context.Background())
 	var helpers sync.WaitGroup
 	h.shed, h.shedTime = map[string]uint64{}, time.Now().UnixNano()
@@ -743,6 +749,39 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 		h.log.Info("target ended", "target", ht.t.String(), "binary", s.sess.Binary, "reason", reason, "session", s.sess.ID)
 		close(ht.done)
 	})
+}
+
+// drop ends the sessions of a target a reload removed (Control.Update),
+// each row with the exit reason ExitRemoved, and releases what they hold;
+// a cgroup target's watch adds no program any more. The other targets go
+// on.
+func (h *host) drop(t Target) {
+	h.mu.Lock()
+	var ended []*hosted
+	for _, ht := range h.targets {
+		if sameTarget(ht.t, t) {
+			ended = append(ended, ht)
+		}
+	}
+	for _, w := range h.watches {
+		if sameTarget(w.t, t) {
+			w.dropped = true
+		}
+	}
+	h.mu.Unlock()
+	for _, ht := range ended {
+		h.end(ht, ExitRemoved, nil)
+		// The lock on a pid target and a cgroup file's descriptor go
+		// now (close1 skips what is released here).
+		if ht.lock != nil {
+			ht.lock.release()
+			ht.lock = nil
+		}
+		if ht.file != nil {
+			ht.file.Close()
+			ht.file = nil
+		}
+	}
 }
 
 // shedLoop stores what the store sink dropped every StatsInterval.

@@ -41,6 +41,23 @@ func stopReason(ctx context.Context) string {
 type Control struct {
 	mu      sync.Mutex
 	targets []controlled
+	// drop, set by a host of several targets, ends the sessions of a
+	// target a reload removes; nil where the agent runs one target.
+	drop func(Target)
+}
+
+// ExitRemoved is the exit reason of the session of a target that a reload
+// removed while the others went on.
+const ExitRemoved = "removed by reload"
+
+// dropper registers the host's drop.
+func (c *Control) dropper(drop func(Target)) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.drop = drop
 }
 
 // controlled is a running target: its Target as given, and the sessions
@@ -99,32 +116,33 @@ func sameTarget(a, b Target) bool {
 	return a.PID == b.PID && a.Exe == b.Exe && a.Cgroup == b.Cgroup
 }
 
-// Update applies targets to the running agent: the same targets as it
-// runs, in any order, of which only the patterns (Include, Exclude) and
-// the sample rate may differ. Each session keeps running: functions no
-// longer selected stop being traced, new ones start, the others keep
-// their probes (a call of a kept function is never missed), and a new
-// sample rate applies to the next calls. It returns ErrNotInPlace (and
-// changes nothing) when the targets differ, or when a target would need
-// more new functions than its tracer has room for; the caller then
-// restarts the agent.
+// Update applies targets to the running agent: the targets it runs, or
+// some of them, in any order, of which only the patterns (Include,
+// Exclude) and the sample rate may differ. Each session kept goes on:
+// functions no longer selected stop being traced, new ones start, the
+// others keep their probes (a call of a kept function is never missed),
+// and a new sample rate applies to the next calls. A target left out is
+// detached and its session rows ended with ExitRemoved, when the agent
+// runs several (a host); the others go on. It returns ErrNotInPlace (and
+// changes nothing) for a target it does not run, a target left out of a
+// one-target agent, or a target that would need more new functions than
+// its tracer has room for; the caller then restarts the agent.
 func (c *Control) Update(targets []Target, opts Options) (took time.Duration, err error) {
 	start := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(targets) != len(c.targets) {
-		return 0, fmt.Errorf("%w: the targets changed (%d running, %d wanted)", ErrNotInPlace, len(c.targets), len(targets))
-	}
 	type change struct {
 		s *session
 		u *update
 	}
 	var plan []change
+	kept := make([]bool, len(c.targets))
 	for _, t := range targets {
 		i := slices.IndexFunc(c.targets, func(x controlled) bool { return sameTarget(x.t, t) })
 		if i < 0 {
-			return 0, fmt.Errorf("%w: %s is not running", ErrNotInPlace, t)
+			return 0, fmt.Errorf("%w: %s is not running (a target is added)", ErrNotInPlace, t)
 		}
+		kept[i] = true
 		for _, s := range c.targets[i].s {
 			u, err := s.planUpdate(t.options(opts))
 			if err != nil {
@@ -132,6 +150,15 @@ func (c *Control) Update(targets []Target, opts Options) (took time.Duration, er
 			}
 			plan = append(plan, change{s, u})
 		}
+	}
+	var gone []Target
+	for i, k := range kept {
+		if !k {
+			gone = append(gone, c.targets[i].t)
+		}
+	}
+	if len(gone) > 0 && c.drop == nil {
+		return 0, fmt.Errorf("%w: %s is removed from an agent that runs one target", ErrNotInPlace, gone[0])
 	}
 	// Every plan fits: apply them. A failure now leaves the sessions
 	// updated so far as they are (each is consistent on its own).
@@ -146,6 +173,15 @@ func (c *Control) Update(targets []Target, opts Options) (took time.Duration, er
 		if c.targets[j].retarget != nil {
 			c.targets[j].retarget(t)
 		}
+	}
+	for _, t := range gone {
+		// drop ends the sessions, which take themselves out (remove):
+		// with c.mu held, so not through remove.
+		i := slices.IndexFunc(c.targets, func(x controlled) bool { return sameTarget(x.t, t) })
+		c.targets = slices.Delete(c.targets, i, i+1)
+		c.mu.Unlock()
+		c.drop(t)
+		c.mu.Lock()
 	}
 	return time.Since(start), nil
 }

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -69,7 +70,8 @@ type Runner interface {
 }
 
 // InPlace is a Runner that can apply some changes to the set it runs
-// without stopping it: new patterns and sample rates of the same targets.
+// without stopping it: new patterns and sample rates of the same targets,
+// and targets removed.
 type InPlace interface {
 	// Apply brings the running set, started by Run as old, to next and
 	// returns how long the switch took. An error that wraps
@@ -78,16 +80,17 @@ type InPlace interface {
 	Apply(old, next Set) (time.Duration, error)
 }
 
-// samePlace reports whether a and b differ at most in what InPlace may
-// change: each target's patterns and sample rate.
+// samePlace reports whether b differs from a at most in what InPlace may
+// change: each target's patterns and sample rate, and targets left out.
 func samePlace(a, b Set) bool {
-	if len(a.Targets) != len(b.Targets) || !reflect.DeepEqual(a.Store, b.Store) || !reflect.DeepEqual(a.Limits, b.Limits) ||
+	if !reflect.DeepEqual(a.Store, b.Store) || !reflect.DeepEqual(a.Limits, b.Limits) ||
 		!reflect.DeepEqual(a.Metrics, b.Metrics) || !reflect.DeepEqual(a.OTLP, b.OTLP) {
 		return false
 	}
-	for i := range a.Targets {
-		x, y := a.Targets[i], b.Targets[i]
-		if x.Exe != y.Exe || x.PID != y.PID || x.Cgroup != y.Cgroup {
+	for _, y := range b.Targets {
+		if !slices.ContainsFunc(a.Targets, func(x config.Target) bool {
+			return x.Exe == y.Exe && x.PID == y.PID && x.Cgroup == y.Cgroup
+		}) {
 			return false
 		}
 	}
