@@ -50,6 +50,17 @@ func waitFor(t *testing.T, what string, stderr *testutil.SyncBuffer, cond func()
 // writing a line to the returned stdin lets it make its calls.
 func startHeld(t *testing.T, c *exec.Cmd) io.Writer {
 	t.Helper()
+	stdin, stdout := startPiped(t, c)
+	if _, err := stdout.ReadString('\n'); err != nil { // "ready"
+		t.Fatal(err)
+	}
+	return stdin
+}
+
+// startPiped starts c with pipes to its stdin and from its stdout; it is
+// killed at the end of the test if it still runs.
+func startPiped(t *testing.T, c *exec.Cmd) (io.WriteCloser, *bufio.Reader) {
+	t.Helper()
 	stdin, err := c.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -62,10 +73,23 @@ func startHeld(t *testing.T, c *exec.Cmd) io.Writer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready"
-		t.Fatal(err)
-	}
-	return stdin
+	return stdin, bufio.NewReader(stdout)
+}
+
+// daemonFiles builds testdata/phases and names the store, config and
+// ready file of a daemon test in a directory of its own.
+func daemonFiles(t *testing.T) (target, db, cfg, ready string) {
+	t.Helper()
+	target = testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	dir := t.TempDir()
+	return target, filepath.Join(dir, "obs.db"), filepath.Join(dir, "obs-agent.yaml"), filepath.Join(dir, "ready")
+}
+
+// generationIs reports whether the daemon's ready file holds generation
+// want.
+func generationIs(ready, want string) bool {
+	b, _ := os.ReadFile(ready)
+	return strings.TrimSpace(string(b)) == want
 }
 
 // stopDaemon sends SIGTERM and wants a clean exit.
@@ -235,11 +259,7 @@ func TestDaemonTwoTargets(t *testing.T) {
 // ends every session row.
 func TestDaemonReload(t *testing.T) {
 	testutil.RequireRoot(t)
-	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
-	dir := t.TempDir()
-	db := filepath.Join(dir, "obs.db")
-	cfg := filepath.Join(dir, "obs-agent.yaml")
-	ready := filepath.Join(dir, "ready")
+	target, db, cfg, ready := daemonFiles(t)
 	write := func(body string) {
 		t.Helper()
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
@@ -248,9 +268,7 @@ func TestDaemonReload(t *testing.T) {
 	}
 	write(daemonConfig(target, db, "main.alpha"))
 	d, stderr := startDaemon(t, cfg, ready)
-	generation := func(want string) func() bool {
-		return func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == want }
-	}
+	generation := func(want string) func() bool { return func() bool { return generationIs(ready, want) } }
 	waitFor(t, "generation 1", stderr, generation("1"))
 
 	var pids []int
@@ -358,11 +376,7 @@ func TestDaemonReload(t *testing.T) {
 // first session and its children in the second are roots.
 func TestDaemonReloadInPlace(t *testing.T) {
 	testutil.RequireRoot(t)
-	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
-	dir := t.TempDir()
-	db := filepath.Join(dir, "obs.db")
-	cfg := filepath.Join(dir, "obs-agent.yaml")
-	ready := filepath.Join(dir, "ready")
+	target, db, cfg, ready := daemonFiles(t)
 	write := func(include ...string) {
 		t.Helper()
 		if err := os.WriteFile(cfg, []byte(daemonConfig(target, db, include...)), 0o600); err != nil {
@@ -371,25 +385,11 @@ func TestDaemonReloadInPlace(t *testing.T) {
 	}
 	write("main.outer", "main.alpha", "main.beta")
 	d, stderr := startDaemon(t, cfg, ready)
-	generation := func(want string) func() bool {
-		return func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == want }
-	}
+	generation := func(want string) func() bool { return func() bool { return generationIs(ready, want) } }
 	waitFor(t, "generation 1", stderr, generation("1"))
 
 	p := exec.Command(target, "serve")
-	in, err := p.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outPipe, err := p.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
-	out := bufio.NewReader(outPipe)
+	in, out := startPiped(t, p)
 	say := func(cmd string) string {
 		t.Helper()
 		if cmd != "" {
@@ -536,14 +536,10 @@ func TestDaemonRefusesAtStart(t *testing.T) {
 // with the token is in the 0600 url file, not in the log.
 func TestDaemonPIDTarget(t *testing.T) {
 	testutil.RequireRoot(t)
-	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
-	dir := t.TempDir()
-	db := filepath.Join(dir, "obs.db")
-	cfg := filepath.Join(dir, "obs-agent.yaml")
-	ready := filepath.Join(dir, "ready")
+	target, db, cfg, ready := daemonFiles(t)
 	p := exec.Command(target, "wait", "6")
 	stdin := startHeld(t, p)
-	urlFile := filepath.Join(dir, "ui.url")
+	urlFile := filepath.Join(filepath.Dir(db), "ui.url")
 	body := fmt.Sprintf("targets: [{pid: %d, include: ['main.alpha', 'main.beta']}]\nstore: {db: %s}\nui: {listen: '127.0.0.1:0', url_file: %s}\n",
 		p.Process.Pid, db, urlFile)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
