@@ -125,7 +125,11 @@ func (b *breaker) tick(now time.Time) error {
 	}
 	rates := make([]float64, len(calls))
 	for i := range calls {
-		rates[i] = float64(calls[i]-b.prev[i]) / dt
+		var prev uint64 // a function a reload added since: from 0
+		if i < len(b.prev) {
+			prev = b.prev[i]
+		}
+		rates[i] = float64(calls[i]-prev) / dt
 	}
 	b.prev, b.prevT = calls, now
 
