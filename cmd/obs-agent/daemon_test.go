@@ -435,10 +435,11 @@ func TestDaemonReloadInPlace(t *testing.T) {
 	if !strings.Contains(log, "targets updated in place") {
 		t.Errorf("the reload was not applied in place:\n%s", log)
 	}
-	if i := strings.Index(log, "selection changed in place"); i >= 0 {
-		line := log[i:]
-		line = line[:strings.IndexByte(line, '\n')]
-		t.Logf("%s", line)
+	for _, what := range []string{"selection changed in place", "targets updated in place"} {
+		if i := strings.Index(log, what); i >= 0 {
+			line := log[i:]
+			t.Logf("%s", line[:strings.IndexByte(line, '\n')])
+		}
 	}
 
 	// Every call from the aggregates (`query stats --pid`): a record the
