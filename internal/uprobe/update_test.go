@@ -78,8 +78,17 @@ func probeFuncs(t *testing.T, b *symbols.Binary, names ...string) []Func {
 // an added function is traced from the switch on and a removed one no
 // longer is, and that a removed function's call open across the switch is
 // still closed by its own RET, after which Retire takes its RET sites out.
+//
+// It runs with uprobe_multi links and with one perf-event uprobe per site
+// (--single-probes), whose switches are slower (each site's detach waits
+// for its own grace period), so fewer of them.
 func TestUpdateInPlace(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Run("multi", func(t *testing.T) { testUpdateInPlace(t, false, 6) })
+	t.Run("single", func(t *testing.T) { testUpdateInPlace(t, true, 2) })
+}
+
+func testUpdateInPlace(t *testing.T, single bool, switches int) {
 	bin, pid, cmd := phasesServe(t)
 	b, err := symbols.Open(bin)
 	if err != nil {
@@ -88,7 +97,7 @@ func TestUpdateInPlace(t *testing.T) {
 	defer b.Close()
 	// ids: 0 outer, 1 alpha, 2 beta; gamma (3) comes later.
 	all := probeFuncs(t, b, "main.outer", "main.alpha", "main.beta", "main.gamma")
-	tr, err := Attach(Config{Binary: bin, PID: pid, GoidOffset: b.Layout.Goid, Funcs: all[:3], Capacity: 8})
+	tr, err := Attach(Config{Binary: bin, PID: pid, GoidOffset: b.Layout.Goid, Funcs: all[:3], Capacity: 8, Single: single})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +119,7 @@ func TestUpdateInPlace(t *testing.T) {
 	// While alpha is called back to back: add gamma and remove beta, then
 	// back and forth a few times, each switch a new generation.
 	var took []string
-	for i := range 6 {
+	for i := range switches {
 		off := map[int]bool{2: true}
 		if i%2 == 1 {
 			off = map[int]bool{3: true}
@@ -121,12 +130,12 @@ func TestUpdateInPlace(t *testing.T) {
 		}
 		took = append(took, d.String())
 	}
-	t.Logf("switches took %s", strings.Join(took, ", "))
+	t.Logf("%d switches with alpha called back to back took %s", switches, strings.Join(took, ", "))
 	var spun int
 	if _, err := fmt.Sscanf(cmd("stop"), "spun %d", &spun); err != nil {
 		t.Fatal(err)
 	}
-	// In force now: beta off, gamma on (the last update, i = 5, took
+	// In force now: beta off, gamma on (the last update, an odd i, took
 	// gamma out; one more puts the final state).
 	if _, err := tr.Update(all, map[int]bool{2: true}); err != nil {
 		t.Fatal(err)
@@ -137,7 +146,7 @@ func TestUpdateInPlace(t *testing.T) {
 	}
 	after := stats(t, tr)
 	if want := uint64(2*steps + spun); after[1].Calls != want {
-		t.Errorf("alpha: %d calls counted, want exactly %d (%d steps, %d spun across 7 switches)", after[1].Calls, want, 2*steps, spun)
+		t.Errorf("alpha: %d calls counted, want exactly %d (%d steps, %d spun across %d switches)", after[1].Calls, want, 2*steps, spun, switches+1)
 	}
 	if d := after[2].Calls - before[2].Calls; d != 0 {
 		t.Errorf("beta, removed: %d calls counted after the switch, want 0", d)
