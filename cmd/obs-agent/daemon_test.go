@@ -603,7 +603,9 @@ func TestDaemonPIDTarget(t *testing.T) {
 }
 
 // TestDaemonExampleConfig runs the daemon with deploy/obs-agent.yaml, only
-// its target and store path changed, and a program started after it.
+// its target and store path changed, and a program started after it; a
+// SIGHUP that changes the target's patterns takes effect without a
+// restart.
 func TestDaemonExampleConfig(t *testing.T) {
 	testutil.RequireRoot(t)
 	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
@@ -633,10 +635,27 @@ func TestDaemonExampleConfig(t *testing.T) {
 	if out, err := exec.Command(target, "9").CombinedOutput(); err != nil {
 		t.Fatalf("phases: %v\n%s", err, out)
 	}
+	// A SIGHUP that changes the patterns takes effect without a restart:
+	// the same session, main.beta no longer traced.
+	c["targets"] = []map[string]any{{"exe": target, "include": []string{"main.main", "main.alpha"}}}
+	if body, err = yaml.Marshal(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 2", stderr, func() bool { return generationIs(ready, "2") })
+	if out, err := exec.Command(target, "4").CombinedOutput(); err != nil {
+		t.Fatalf("phases: %v\n%s", err, out)
+	}
 	stopDaemon(t, d, stderr)
+	if !strings.Contains(stderr.String(), "targets updated in place") {
+		t.Errorf("the pattern change was not applied in place:\n%s", stderr.String())
+	}
 	s := sessionsOf(t, db)
-	// main.main, 9 alpha and 9 beta.
-	if len(s) != 1 || s[0].CallsRecorded != 19 || s[0].CallsLost != 0 || s[0].End == 0 {
-		t.Errorf("sessions %+v; want one, ended, 19 calls, none lost\n%s", s, stderr.String())
+	// main.main, 9 alpha and 9 beta; then main.main and 4 alpha.
+	if len(s) != 1 || s[0].CallsRecorded != 19+5 || s[0].CallsLost != 0 || s[0].End == 0 {
+		t.Errorf("sessions %+v; want one, ended, 24 calls, none lost\n%s", s, stderr.String())
 	}
 }
