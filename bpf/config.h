@@ -46,11 +46,17 @@ volatile const __u32 gslot_mask = 0;
 /* enum obs_phase: whether entries may open frames. */
 __u32 phase = OBS_PHASE_ARMING;
 
-/* Site generation. Function sites are attached with cookie
- * (generation << 32 | function id); to pause or resume functions user space
- * attaches a new generation beside the old one, flips active_gen, then
- * detaches the old, so each trap is handled once. */
-__u32 active_gen = 0;
+/* Site generations. Function sites are attached with cookie
+ * (generation << 32 | function id), and a hit counts only when its
+ * generation is accepted. gens holds the newest accepted generation in its
+ * low half and the oldest in its high half: one 64-bit word, so a probe
+ * reads both at once. To change the sites in place (pause or resume
+ * functions, add or remove some) user space attaches generation N+1 beside
+ * N, accepts both (N+1 | N << 32), detaches N (closing a link waits for the
+ * handlers running on it), then accepts N+1 alone. A trap on a site of
+ * both generations runs both programs meanwhile: site_func (helpers.h)
+ * handles it once. */
+__u64 gens = 0;
 
 /* Call ids: user space starts them at session<<40 so they are unique in the
  * store. Every entry on every CPU adds to it atomically, so it has a section

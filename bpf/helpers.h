@@ -6,6 +6,7 @@
 #include "obs.h"
 #include "config.h"
 #include "maps.h"
+#include "regs.h"
 
 static __always_inline struct counters *health_get(void)
 {
@@ -37,13 +38,41 @@ static __always_inline __u32 traced_tgid(void)
 	return tgid;
 }
 
-/* The function id of a site's cookie, or -1 when the site belongs to
- * another generation. */
-static __always_inline __s64 site_func(void *ctx)
+/* The function id of a site's cookie, or -1 when the hit is not to be
+ * handled: its generation is not accepted, or the other generation's
+ * program handled this trap.
+ *
+ * While two generations are accepted (config.h gens), a site of both runs
+ * two programs on one trap, the newer generation's first: the kernel adds
+ * a uprobe's new consumer at the head of its list and runs them in list
+ * order. The newer program marks the trap (thread, address) and handles
+ * it; the older one skips a trap so marked, and handles one that is not
+ * (the newer program ran before its generation was accepted). So each
+ * trap is handled exactly once, whatever instant the accepted generations
+ * change at, and none is missed: the older generation stays accepted until
+ * its links are gone. Outside a switch this costs one load and a compare. */
+static __always_inline __s64 site_func(struct pt_regs *ctx)
 {
 	__u64 c = bpf_get_attach_cookie(ctx);
-	if ((__u32)(c >> 32) != active_gen)
+	__u32 g = c >> 32;
+	__u64 now = *(volatile __u64 *)&gens;
+	__u32 newest = (__u32)now, oldest = now >> 32;
+	if (g == newest) {
+		if (oldest != newest) {
+			__u64 tid = bpf_get_current_pid_tgid();
+			struct gen_mark m = {.ip = SITE_IP(ctx), .gen = g};
+			bpf_map_update_elem(&gen_marks, &tid, &m, BPF_ANY);
+		}
+		return (__u32)c;
+	}
+	if (g != oldest)
 		return -1;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct gen_mark *m = bpf_map_lookup_elem(&gen_marks, &tid);
+	if (m && m->ip == SITE_IP(ctx) && m->gen == newest) {
+		bpf_map_delete_elem(&gen_marks, &tid);
+		return -1;
+	}
 	return (__u32)c;
 }
 

@@ -107,4 +107,24 @@ struct {
 	__type(value, __u64);
 } spawning SEC(".maps");
 
+/* The trap a thread's newest-generation program handled while two
+ * generations were accepted (site_func, helpers.h), by thread (pid_tgid):
+ * the older generation's program on the same trap, which runs next, skips
+ * it. Not a record, so its struct is not shared with Go. An LRU, so it
+ * never fills: a mark evicted before the older program reads it lets that
+ * one trap be handled twice (the entry is then taken for a morestack
+ * re-entry, the RET counted as unmatched), never missed. */
+struct gen_mark {
+	__u64 ip;
+	__u32 gen;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct gen_mark);
+} gen_marks SEC(".maps");
+
 #endif

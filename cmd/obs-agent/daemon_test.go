@@ -19,6 +19,7 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/render"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -49,6 +50,17 @@ func waitFor(t *testing.T, what string, stderr *testutil.SyncBuffer, cond func()
 // writing a line to the returned stdin lets it make its calls.
 func startHeld(t *testing.T, c *exec.Cmd) io.Writer {
 	t.Helper()
+	stdin, stdout := startPiped(t, c)
+	if _, err := stdout.ReadString('\n'); err != nil { // "ready"
+		t.Fatal(err)
+	}
+	return stdin
+}
+
+// startPiped starts c with pipes to its stdin and from its stdout; it is
+// killed at the end of the test if it still runs.
+func startPiped(t *testing.T, c *exec.Cmd) (io.WriteCloser, *bufio.Reader) {
+	t.Helper()
 	stdin, err := c.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -61,10 +73,23 @@ func startHeld(t *testing.T, c *exec.Cmd) io.Writer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
-	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil { // "ready"
-		t.Fatal(err)
-	}
-	return stdin
+	return stdin, bufio.NewReader(stdout)
+}
+
+// daemonFiles builds testdata/phases and names the store, config and
+// ready file of a daemon test in a directory of its own.
+func daemonFiles(t *testing.T) (target, db, cfg, ready string) {
+	t.Helper()
+	target = testutil.BuildProgram(t, testutil.Build{Program: "phases"})
+	dir := t.TempDir()
+	return target, filepath.Join(dir, "obs.db"), filepath.Join(dir, "obs-agent.yaml"), filepath.Join(dir, "ready")
+}
+
+// generationIs reports whether the daemon's ready file holds generation
+// want.
+func generationIs(ready, want string) bool {
+	b, _ := os.ReadFile(ready)
+	return strings.TrimSpace(string(b)) == want
 }
 
 // stopDaemon sends SIGTERM and wants a clean exit.
@@ -152,7 +177,9 @@ func callsOf(t *testing.T, db string, pid int) map[string]int {
 // TestDaemonTwoTargets runs the daemon with two exe targets (two copies
 // of one program, each with its own patterns) in one agent and one store:
 // each process's calls are stored under its pid, exactly, with only its
-// target's functions; a config asking /metrics of two targets is refused.
+// target's functions; a config asking /metrics of two targets is refused;
+// a reload that removes one target ends its session row ("removed by
+// reload") while the other's goes on.
 func TestDaemonTwoTargets(t *testing.T) {
 	testutil.RequireRoot(t)
 	built := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
@@ -183,7 +210,33 @@ func TestDaemonTwoTargets(t *testing.T) {
 		return c.Process.Pid
 	}
 	pa, pb := run(a, 6), run(b, 4)
+	// A reload that removes the second target: it is detached and its
+	// session row ended, while the first one's session goes on.
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, db)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 2", stderr, func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == "2" })
+	pa2, pb2 := run(a, 3), run(b, 2)
 	stopDaemon(t, d, stderr)
+	if !strings.Contains(stderr.String(), "targets updated in place") {
+		t.Errorf("removing a target was not done in place:\n%s", stderr.String())
+	}
+	if got := callsOf(t, db, pa2); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.alpha": 3}) {
+		t.Errorf("the kept target's process after the reload: calls %v, want main.alpha 3", got)
+	}
+	if got := callsOf(t, db, pb2); len(got) != 0 {
+		t.Errorf("the removed target's process after the reload: calls %v, want none", got)
+	}
+	for _, s := range sessionsOf(t, db) {
+		want := map[string]struct {
+			reason   string
+			recorded uint64
+		}{a: {"interrupted", 9}, b: {"removed by reload", 4}}[s.Binary]
+		if s.ExitReason != want.reason || s.CallsRecorded != want.recorded || s.End == 0 {
+			t.Errorf("session of %s: exit %q, recorded %d, end %d; want %q, %d, ended", s.Binary, s.ExitReason, s.CallsRecorded, s.End, want.reason, want.recorded)
+		}
+	}
 	if got := callsOf(t, db, pa); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.alpha": 6}) {
 		t.Errorf("the first target's process: calls %v, want main.alpha 6", got)
 	}
@@ -197,19 +250,16 @@ func TestDaemonTwoTargets(t *testing.T) {
 
 // TestDaemonReload runs `obs-agent daemon` with an exe target and
 // programs started after it: a SIGHUP that adds a pattern makes the new
-// function recorded from the next process on while nothing of the old
-// selection is lost (exact counts per process), a reload that changes
-// nothing keeps the session running, a file that does not
-// load and one whose pattern matches nothing are refused with the old
-// config still tracing, and SIGTERM stores everything and ends every
-// session row.
+// function recorded from the next process on, in the same session, while
+// nothing of the old selection is lost (exact counts per process), a
+// reload that changes nothing keeps the session running, a file that does
+// not load and one whose pattern matches nothing are refused with the old
+// config still tracing, a change of the limits replaces the session (its
+// row says "replaced by a reload"), and SIGTERM stores everything and
+// ends every session row.
 func TestDaemonReload(t *testing.T) {
 	testutil.RequireRoot(t)
-	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
-	dir := t.TempDir()
-	db := filepath.Join(dir, "obs.db")
-	cfg := filepath.Join(dir, "obs-agent.yaml")
-	ready := filepath.Join(dir, "ready")
+	target, db, cfg, ready := daemonFiles(t)
 	write := func(body string) {
 		t.Helper()
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
@@ -218,9 +268,7 @@ func TestDaemonReload(t *testing.T) {
 	}
 	write(daemonConfig(target, db, "main.alpha"))
 	d, stderr := startDaemon(t, cfg, ready)
-	generation := func(want string) func() bool {
-		return func() bool { b, _ := os.ReadFile(ready); return strings.TrimSpace(string(b)) == want }
-	}
+	generation := func(want string) func() bool { return func() bool { return generationIs(ready, want) } }
 	waitFor(t, "generation 1", stderr, generation("1"))
 
 	var pids []int
@@ -268,6 +316,13 @@ func TestDaemonReload(t *testing.T) {
 	waitFor(t, "the refusal of a pattern that matches nothing", stderr, refusals(2))
 	phase(3) // generation 3 (= 2) still in force: both traced
 
+	// A change of the limits cannot be applied in place: the session is
+	// replaced, and its row says so.
+	write(daemonConfig(target, db, "main.alpha", "main.beta") + "  memory_mib: 200\n")
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 4", stderr, generation("4"))
+	phase(2)
+
 	stopDaemon(t, d, stderr)
 	log := stderr.String()
 	for _, want := range []string{`unknown key \"bogus\"`, `pattern \"main.nosuch\" matches no function`, "stopped: every record is stored"} {
@@ -275,34 +330,186 @@ func TestDaemonReload(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
-	if b, _ := os.ReadFile(ready); strings.TrimSpace(string(b)) != "3" {
+	if b, _ := os.ReadFile(ready); strings.TrimSpace(string(b)) != "4" {
 		t.Errorf("ready file %q: the refused reloads must not count as generations", b)
 	}
 
 	// Exact counts per process: 7 alpha before the reload; 5+5, 4+4 (the
 	// process started before the reload) and 3+3 after it.
-	want := []map[string]int{{"main.alpha": 7}, {"main.alpha": 5, "main.beta": 5}, {"main.alpha": 4, "main.beta": 4}, {"main.alpha": 3, "main.beta": 3}}
+	want := []map[string]int{{"main.alpha": 7}, {"main.alpha": 5, "main.beta": 5}, {"main.alpha": 4, "main.beta": 4}, {"main.alpha": 3, "main.beta": 3}, {"main.alpha": 2, "main.beta": 2}}
 	for i, pid := range pids {
 		if got := callsOf(t, db, pid); fmt.Sprint(got) != fmt.Sprint(want[i]) {
 			t.Errorf("process %d (pid %d): calls %v, want %v", i, pid, got, want[i])
 		}
 	}
 
-	// Two sessions (one per config in force), both ended by the daemon.
+	// One session: the reload changed the patterns of the running one in
+	// place (TestDaemonReloadInPlace checks there was no window).
+	if !strings.Contains(log, "targets updated in place") {
+		t.Errorf("the pattern change was not applied in place:\n%s", log)
+	}
 	sessions := sessionsOf(t, db)
 	if len(sessions) != 2 {
-		t.Fatalf("%d sessions, want 2: %+v", len(sessions), sessions)
+		t.Fatalf("%d sessions, want 2 (the limits change restarts): %+v", len(sessions), sessions)
 	}
-	for i, s := range sessions {
-		if s.End == 0 || s.ExitReason != "interrupted" || s.CallsLost != 0 {
-			t.Errorf("session %d: end %d, exit %q, lost %d; want ended, interrupted, nothing lost", i, s.End, s.ExitReason, s.CallsLost)
+	for i, want := range []struct {
+		reason   string
+		recorded uint64
+	}{{"replaced by a reload", 31}, {"interrupted", 4}} {
+		s := sessions[i]
+		if s.End == 0 || s.ExitReason != want.reason || s.CallsLost != 0 || s.CallsRecorded != want.recorded {
+			t.Errorf("session %d: end %d, exit %q, lost %d, recorded %d; want ended, %q, nothing lost, %d recorded",
+				i, s.End, s.ExitReason, s.CallsLost, s.CallsRecorded, want.reason, want.recorded)
 		}
 	}
-	if sessions[0].CallsRecorded != 7 || sessions[1].CallsRecorded != 24 {
-		t.Errorf("sessions recorded %d and %d calls, want 7 and 24", sessions[0].CallsRecorded, sessions[1].CallsRecorded)
+}
+
+// TestDaemonReloadInPlace: a SIGHUP that adds a pattern and removes
+// another while the target calls a kept function back to back, all
+// inside one call of main.outer that is open across the reload (testdata/
+// phases serve). Every call of the kept function is recorded, exactly:
+// no window without probes; the added function is recorded from the
+// reload on and the removed one no longer; every call, before and after,
+// has outer's call as its parent; and it stays one session. The old
+// behaviour, a stop and a new start, fails each of these: the calls made
+// while no probe was attached are lost, outer is left unfinished in the
+// first session and its children in the second are roots.
+func TestDaemonReloadInPlace(t *testing.T) {
+	testutil.RequireRoot(t)
+	target, db, cfg, ready := daemonFiles(t)
+	write := func(include ...string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(daemonConfig(target, db, include...)), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if sessions[0].Patterns != "main.alpha" || sessions[1].Patterns != "main.alpha main.beta" {
-		t.Errorf("session patterns %q and %q", sessions[0].Patterns, sessions[1].Patterns)
+	write("main.outer", "main.alpha", "main.beta")
+	d, stderr := startDaemon(t, cfg, ready)
+	generation := func(want string) func() bool { return func() bool { return generationIs(ready, want) } }
+	waitFor(t, "generation 1", stderr, generation("1"))
+
+	p := exec.Command(target, "serve")
+	in, out := startPiped(t, p)
+	say := func(cmd string) string {
+		t.Helper()
+		if cmd != "" {
+			if _, err := io.WriteString(in, cmd+"\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("phases: %v", err)
+		}
+		return strings.TrimSpace(l)
+	}
+	if l := say(""); l != "ready" {
+		t.Fatalf("phases: %q", l)
+	}
+	const steps = 10
+	for range steps {
+		say("step")
+	}
+	if l := say("spin"); l != "spinning" {
+		t.Fatalf("phases: %q", l)
+	}
+	write("main.outer", "main.alpha", "main.gamma")
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 2", stderr, generation("2"))
+	var spun int
+	if _, err := fmt.Sscanf(say("stop"), "spun %d", &spun); err != nil {
+		t.Fatal(err)
+	}
+	for range steps {
+		say("step")
+	}
+	if l := say("end"); l != "done" {
+		t.Fatalf("phases: %q", l)
+	}
+	in.Close()
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	stopDaemon(t, d, stderr)
+	log := stderr.String()
+	if !strings.Contains(log, "targets updated in place") {
+		t.Errorf("the reload was not applied in place:\n%s", log)
+	}
+	for _, what := range []string{"selection changed in place", "targets updated in place"} {
+		if i := strings.Index(log, what); i >= 0 {
+			line := log[i:]
+			t.Logf("%s", line[:strings.IndexByte(line, '\n')])
+		}
+	}
+
+	// Every call from the aggregates (`query stats --pid`): a record the
+	// store sink shed under load is counted there too.
+	stats, _, err := cli(t, "query", "stats", "--db", db, "--pid", fmt.Sprint(p.Process.Pid), "--since", "0", "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	lost := 0
+	for _, line := range strings.Split(strings.TrimSpace(stats), "\n") {
+		var r struct {
+			Function    string
+			Calls, Lost int
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		count[r.Function] += r.Calls
+		lost += r.Lost
+	}
+	t.Logf("calls %v (%d not stored, counted), %d rounds spun across the reload", count, lost, spun)
+	if count["main.outer"] != 1 {
+		t.Errorf("main.outer: %d calls, want 1 (open across the reload)", count["main.outer"])
+	}
+	if want := 2*steps + spun; count["main.alpha"] != want {
+		t.Errorf("main.alpha, kept: %d calls, want exactly %d (%d steps, %d spun across the reload)", count["main.alpha"], want, 2*steps, spun)
+	}
+	if n := count["main.beta"]; n < steps || n > steps+spun {
+		t.Errorf("main.beta, removed: %d calls, want %d before the reload and none after (%d to %d)", n, steps, steps, steps+spun)
+	}
+	if n := count["main.gamma"]; n < steps || n > steps+spun {
+		t.Errorf("main.gamma, added: %d calls, want %d after the reload and none before (%d to %d)", n, steps, steps, steps+spun)
+	}
+	if n := count["main.beta"] + count["main.gamma"]; n < 2*steps+spun {
+		// Each spun round calls both: until the switch beta is traced,
+		// from the switch gamma, and the two overlap by at most the
+		// round in flight.
+		t.Errorf("main.beta + main.gamma: %d calls, want at least %d: rounds with neither traced", n, 2*steps+spun)
+	}
+
+	// Every stored call has outer's, open across the reload, as parent.
+	rows, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(p.Process.Pid), "--since", "0", "--limit", "0", "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outerID uint64
+	var children []render.CallRecord
+	for _, line := range strings.Split(strings.TrimSpace(rows), "\n") {
+		var c render.CallRecord
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		if c.Status != "ok" {
+			t.Errorf("%s call %d with status %s", c.Function, c.ID, c.Status)
+		}
+		if c.Function == "main.outer" {
+			outerID = c.ID
+		} else {
+			children = append(children, c)
+		}
+	}
+	for _, c := range children {
+		if c.ParentID == nil || outerID != 0 && *c.ParentID != outerID || *c.ParentID != *children[0].ParentID {
+			t.Errorf("%s call %d: parent %v, want main.outer's call (%d), as every other call's", c.Function, c.ID, c.ParentID, outerID)
+			break
+		}
+	}
+	if sessions := sessionsOf(t, db); len(sessions) != 1 {
+		t.Errorf("%d sessions, want 1: the reload must not start a new one", len(sessions))
 	}
 }
 
@@ -349,14 +556,10 @@ func TestDaemonRefusesAtStart(t *testing.T) {
 // with the token is in the 0600 url file, not in the log.
 func TestDaemonPIDTarget(t *testing.T) {
 	testutil.RequireRoot(t)
-	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
-	dir := t.TempDir()
-	db := filepath.Join(dir, "obs.db")
-	cfg := filepath.Join(dir, "obs-agent.yaml")
-	ready := filepath.Join(dir, "ready")
+	target, db, cfg, ready := daemonFiles(t)
 	p := exec.Command(target, "wait", "6")
 	stdin := startHeld(t, p)
-	urlFile := filepath.Join(dir, "ui.url")
+	urlFile := filepath.Join(filepath.Dir(db), "ui.url")
 	body := fmt.Sprintf("targets: [{pid: %d, include: ['main.alpha', 'main.beta']}]\nstore: {db: %s}\nui: {listen: '127.0.0.1:0', url_file: %s}\n",
 		p.Process.Pid, db, urlFile)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
@@ -400,7 +603,9 @@ func TestDaemonPIDTarget(t *testing.T) {
 }
 
 // TestDaemonExampleConfig runs the daemon with deploy/obs-agent.yaml, only
-// its target and store path changed, and a program started after it.
+// its target and store path changed, and a program started after it; a
+// SIGHUP that changes the target's patterns takes effect without a
+// restart.
 func TestDaemonExampleConfig(t *testing.T) {
 	testutil.RequireRoot(t)
 	target := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
@@ -430,10 +635,27 @@ func TestDaemonExampleConfig(t *testing.T) {
 	if out, err := exec.Command(target, "9").CombinedOutput(); err != nil {
 		t.Fatalf("phases: %v\n%s", err, out)
 	}
+	// A SIGHUP that changes the patterns takes effect without a restart:
+	// the same session, main.beta no longer traced.
+	c["targets"] = []map[string]any{{"exe": target, "include": []string{"main.main", "main.alpha"}}}
+	if body, err = yaml.Marshal(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "generation 2", stderr, func() bool { return generationIs(ready, "2") })
+	if out, err := exec.Command(target, "4").CombinedOutput(); err != nil {
+		t.Fatalf("phases: %v\n%s", err, out)
+	}
 	stopDaemon(t, d, stderr)
+	if !strings.Contains(stderr.String(), "targets updated in place") {
+		t.Errorf("the pattern change was not applied in place:\n%s", stderr.String())
+	}
 	s := sessionsOf(t, db)
-	// main.main, 9 alpha and 9 beta.
-	if len(s) != 1 || s[0].CallsRecorded != 19 || s[0].CallsLost != 0 || s[0].End == 0 {
-		t.Errorf("sessions %+v; want one, ended, 19 calls, none lost\n%s", s, stderr.String())
+	// main.main, 9 alpha and 9 beta; then main.main and 4 alpha.
+	if len(s) != 1 || s[0].CallsRecorded != 19+5 || s[0].CallsLost != 0 || s[0].End == 0 {
+		t.Errorf("sessions %+v; want one, ended, 24 calls, none lost\n%s", s, stderr.String())
 	}
 }

@@ -106,6 +106,16 @@ type Options struct {
 	// failed before serving (closing twice is harmless).
 	Metrics net.Listener
 	Logger  *slog.Logger
+	// Control, when set, lets the caller change the patterns and sample
+	// rates of the running targets in place (Control.Update).
+	Control *Control
+	// FuncHeadroom is how many functions beyond those selected each
+	// tracer's per-function maps have room for, so that Control.Update
+	// can add them; counted in the memory budget.
+	FuncHeadroom int
+	// ctlTarget is the Target a one-target session registers with
+	// Control as (AttachTargets sets it).
+	ctlTarget Target
 }
 
 // Result summarises a finished session.
@@ -229,15 +239,20 @@ var testNoKernelPIDFilter bool
 
 // session is the state shared by the parts of one run.
 type session struct {
-	opts  Options
-	log   *slog.Logger
-	bin   *symbols.Binary
-	sel   *selector.Selection
-	names []string // function id -> name
-	st    *store.Store
-	sess  record.Session
-	tr    *uprobe.Tracer
-	conv  *converter
+	opts Options
+	log  *slog.Logger
+	bin  *symbols.Binary
+	sel  *selector.Selection
+	// names is the function id -> name table: append-only (a reload
+	// that adds functions appends them, see update.go), read through
+	// fnames by goroutines that run while it grows.
+	names atomic.Pointer[[]string]
+	// ufuncs are the tracer's function table, by the same ids.
+	ufuncs []uprobe.Func
+	st     *store.Store
+	sess   record.Session
+	tr     *uprobe.Tracer
+	conv   *converter
 	// sinks receive every record, the store first (see sink.go).
 	sinks  fanout
 	store  *storeSink
@@ -292,7 +307,7 @@ func prepare(opts Options, exe string) (*session, error) {
 		return nil, err
 	}
 	limit := cmp.Or(opts.MemoryLimit, DefaultMemoryLimit)
-	if s.budget, err = planBudget(limit, goMemoryInUse(), len(s.names), opts.QueueBytes, opts.OTLP != nil); err != nil {
+	if s.budget, err = planBudget(limit, goMemoryInUse(), s.capacity(), opts.QueueBytes, opts.OTLP != nil); err != nil {
 		s.bin.Close()
 		return nil, err
 	}
@@ -348,10 +363,11 @@ func selectFuncs(opts Options, exe string) (*session, error) {
 	}
 	reportSkipped(s.log, exe, sel.Skipped)
 	s.sel = sel
-	s.names = make([]string, len(sel.Funcs))
+	names := make([]string, len(sel.Funcs))
 	for i, f := range sel.Funcs {
-		s.names[i] = f.Func.Name
+		names[i] = f.Func.Name
 	}
+	s.names.Store(&names)
 	return s, nil
 }
 
@@ -380,13 +396,8 @@ func (s *session) beginSession(pid int) error {
 		return err
 	}
 	st := s.st
-	fns := make([]record.Function, len(s.names))
-	for i, n := range s.names {
-		pkg := record.PackageOf(n)
-		fns[i] = record.Function{Name: n, Package: pkg, Module: s.bin.ModuleOf(pkg)}
-	}
-	if err := st.RegisterFunctions(fns); err != nil {
-		return fmt.Errorf("register functions: %w", err)
+	if err := s.registerFunctions(s.fnames()); err != nil {
+		return err
 	}
 	s.sess = record.Session{
 		PID: uint32(pid), Binary: s.binaryName(), GoVersion: s.bin.GoVersion,
@@ -433,6 +444,7 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		Single:     s.opts.SingleProbes,
 		Empty:      s.opts.EmptyPrograms,
 		Sizes:      s.budget.Sizes,
+		Capacity:   s.capacity(),
 
 		NoKernelPIDFilter: testNoKernelPIDFilter,
 	}
@@ -440,25 +452,13 @@ func (s *session) tracerConfig(pid int, exe string) (uprobe.Config, error) {
 		cfg.Cgroup, cfg.CgroupLevel = s.cgroup.id, s.cgroup.level
 	}
 	for _, sel := range s.sel.Funcs {
-		f := sel.Func
-		entry, err := s.bin.FileOffset(f.Entry)
+		uf, err := s.probeFunc(sel)
 		if err != nil {
-			return cfg, fmt.Errorf("%s: %w", f.Name, err)
-		}
-		rets, err := s.fileOffsets(f.Rets)
-		if err != nil {
-			return cfg, fmt.Errorf("%s: %w", f.Name, err)
-		}
-		uf := uprobe.Func{Entry: entry, Rets: rets, SampleRate: sel.SampleRate, EntryAddr: f.Entry}
-		if er := f.ErrResult; er != nil {
-			if er.InRegs {
-				uf.Err = uprobe.ErrorLoc{Mode: uprobe.ErrInRegs, ItabReg: uint8(er.ItabReg), DataReg: uint8(er.DataReg)}
-			} else {
-				uf.Err = uprobe.ErrorLoc{Mode: uprobe.ErrOnStack, StackOff: int32(er.StackOff)}
-			}
+			return cfg, err
 		}
 		cfg.Funcs = append(cfg.Funcs, uf)
 	}
+	s.ufuncs = slices.Clone(cfg.Funcs)
 	rt, err := s.runtimeHooks()
 	if err != nil {
 		return cfg, err
@@ -549,7 +549,7 @@ func newprocCallerGPReg(goVersion string) uint32 {
 // done or the duration passes.
 func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	s.pid = t.PID()
-	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.fnames())}
 	if s.follow != nil {
 		s.result.Exe = s.follow.path
 	}
@@ -577,6 +577,7 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 		defer srv.Close() // before the tracer closes: a scrape reads its maps
 	}
 	s.announceReady()
+	s.opts.Control.add(s.opts.ctlTarget, s)
 	runErr := t.Resume()
 	if runErr != nil {
 		runErr = fmt.Errorf("resume pid %d: %w", s.pid, runErr)
@@ -584,6 +585,7 @@ func (s *session) run(ctx context.Context, t target) (*Result, error) {
 	} else {
 		s.wait(ctx, t)
 	}
+	s.opts.Control.remove(s)
 	werr := s.stop(p)
 	s.finish()
 	if runErr != nil {
@@ -634,7 +636,7 @@ func (s *session) attach(t target) error {
 	s.result.AttachTime = time.Since(start)
 	s.result.Sites = tr.Sites()
 	s.probes.sites.Store(int64(tr.Sites()))
-	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.names), "sites", tr.Sites(),
+	s.log.Info("probes attached", "pid", s.pid, "functions", len(s.fnames()), "sites", tr.Sites(),
 		"uprobe_multi", tr.Multi(), "took", s.result.AttachTime.Round(time.Millisecond))
 	return nil
 }
@@ -643,7 +645,7 @@ func (s *session) attach(t target) error {
 // store always, OTLP when configured.
 func (s *session) newSinks() error {
 	var err error
-	if s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid); err != nil {
+	if s.conv, err = newConverter(&s.names, s.bin, s.tr, s.pid); err != nil {
 		return err
 	}
 	s.store = s.newStoreSink()
@@ -690,12 +692,12 @@ func (s *session) startTracing(more ...func(context.Context)) *pipeline {
 
 	var ctx context.Context
 	ctx, p.stop = context.WithCancel(context.Background())
-	helpers := append([]func(context.Context){s.statsLoop, s.samplerLoop}, more...)
+	helpers := append([]func(context.Context){s.statsLoop, s.samplerLoop, s.retireLoop}, more...)
 	if s.follow != nil {
 		helpers = append(helpers, s.follow.run)
 	}
 	if s.opts.MaxOverhead > 0 {
-		p.brk = newBreaker(s.tr, s.store, s.names, s.pid, s.opts.MaxOverhead, &s.probes, s.log)
+		p.brk = newBreaker(s.tr, s.store, s.fname, s.pid, s.opts.MaxOverhead, &s.probes, s.log)
 		helpers = append(helpers, p.brk.run)
 	}
 	for _, h := range helpers {
@@ -786,7 +788,7 @@ func (s *session) wait(ctx context.Context, t target) {
 	case <-timeout:
 		s.result.ExitReason = "duration elapsed"
 	case <-ctx.Done():
-		s.result.ExitReason = "interrupted"
+		s.result.ExitReason = stopReason(ctx)
 	}
 }
 

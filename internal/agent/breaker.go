@@ -36,7 +36,7 @@ const DefaultCallCost = 10 * time.Microsecond
 type breaker struct {
 	probes probeControl
 	gaps   gapSink
-	names  []string // function id -> name
+	name   func(id int) string
 	pid    uint32
 	log    *slog.Logger
 	counts *probeCounts
@@ -78,9 +78,9 @@ type gapSink interface {
 	WriteGap(record.Gap)
 }
 
-func newBreaker(probes probeControl, gaps gapSink, names []string, pid int, budget float64, counts *probeCounts, log *slog.Logger) *breaker {
+func newBreaker(probes probeControl, gaps gapSink, name func(id int) string, pid int, budget float64, counts *probeCounts, log *slog.Logger) *breaker {
 	return &breaker{
-		probes: probes, gaps: gaps, names: names, pid: uint32(pid), log: log, counts: counts,
+		probes: probes, gaps: gaps, name: name, pid: uint32(pid), log: log, counts: counts,
 		budget: budget, cost: DefaultCallCost, every: time.Second,
 		paused: map[int]*pauseState{}, backof: map[int]time.Duration{},
 	}
@@ -125,7 +125,11 @@ func (b *breaker) tick(now time.Time) error {
 	}
 	rates := make([]float64, len(calls))
 	for i := range calls {
-		rates[i] = float64(calls[i]-b.prev[i]) / dt
+		var prev uint64 // a function a reload added since: from 0
+		if i < len(b.prev) {
+			prev = b.prev[i]
+		}
+		rates[i] = float64(calls[i]-prev) / dt
 	}
 	b.prev, b.prevT = calls, now
 
@@ -138,7 +142,7 @@ func (b *breaker) tick(now time.Time) error {
 			p.gap.End = now.UnixNano()
 			b.gaps.WriteGap(p.gap)
 			delete(b.paused, id)
-			b.log.Info("resuming probes", "function", b.names[id], "paused_for", now.Sub(time.Unix(0, p.gap.Start)).Round(time.Millisecond))
+			b.log.Info("resuming probes", "function", b.name(id), "paused_for", now.Sub(time.Unix(0, p.gap.Start)).Round(time.Millisecond))
 			changed = true
 		case !p.retsOff:
 			p.retsOff = true
@@ -169,14 +173,14 @@ func (b *breaker) tick(now time.Time) error {
 			back := min(max(2*b.backof[id], 5*time.Second), 5*time.Minute)
 			b.backof[id] = back
 			p := &pauseState{until: now.Add(back), gap: record.Gap{
-				PID: b.pid, Function: b.names[id], Start: now.UnixNano(),
+				PID: b.pid, Function: b.name(id), Start: now.UnixNano(),
 				Reason: fmt.Sprintf("circuit breaker: %.0f calls/s cost the target about %.2f CPU in probe traps; budget --max-overhead %.2f", rates[id], cpu, b.budget),
 			}}
 			b.paused[id] = p
 			b.counts.pauses.Add(1)
 			b.gaps.WriteGap(p.gap)
 			b.log.Warn("pausing probes: calls while paused are not recorded (see gaps in 'obs-agent query stats')",
-				"function", b.names[id], "calls_per_s", int(rates[id]), "est_cpu", fmt.Sprintf("%.2f", cpu),
+				"function", b.name(id), "calls_per_s", int(rates[id]), "est_cpu", fmt.Sprintf("%.2f", cpu),
 				"budget", b.budget, "for", back)
 			changed = true
 		}

@@ -152,7 +152,7 @@ func TestBreakerDecisions(t *testing.T) {
 	probes := &fakeProbes{calls: []uint64{0, 0}}
 	var gaps gapList
 	var counts probeCounts
-	b := newBreaker(probes, &gaps, []string{"main.hot", "main.cool"}, 42, 0.5, &counts, slog.New(slog.DiscardHandler))
+	b := newBreaker(probes, &gaps, func(id int) string { return []string{"main.hot", "main.cool", "main.added"}[id] }, 42, 0.5, &counts, slog.New(slog.DiscardHandler))
 	pauses := &counts.pauses
 	t0 := time.Unix(1_000_000, 0)
 	step := func(i int, hot, cool uint64) {
@@ -183,5 +183,14 @@ func TestBreakerDecisions(t *testing.T) {
 	}
 	if len(gaps) != 2 || gaps[1].End != t0.Add(6*time.Second).UnixNano() || pauses.Load() != 1 {
 		t.Fatalf("gaps %+v, pauses %d; want the gap closed at the resume", gaps, pauses.Load())
+	}
+	// A reload adds a function (its id comes after the others): its rate
+	// counts from 0, and it is paused like any other.
+	probes.calls = append(probes.calls, 0)
+	step(9, 0, 0)
+	probes.calls[2] += 100_000
+	step(10, 0, 0)
+	if r, ok := probes.removed[2]; !ok || !r.Entry || len(probes.removed) != 1 {
+		t.Fatalf("after the added function's hot tick, removed %+v; want its entry sites", probes.removed)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/obs-agent/obs-agent/internal/errtext"
@@ -28,7 +29,9 @@ var stringAtZero = map[string]bool{
 
 // converter turns ring events into call records.
 type converter struct {
-	names []string
+	// names is the session's function table, which a reload may grow
+	// (update.go): loaded for each record.
+	names *atomic.Pointer[[]string]
 	bin   *symbols.Binary
 	tr    *uprobe.Tracer
 	pid   int
@@ -79,11 +82,11 @@ type extraCounts struct {
 // mapped (a program started by Run is held right after execve): the load
 // bias of a PIE target is read from its memory map now, since its events may
 // be decoded after it exited.
-func newConverter(names []string, bin *symbols.Binary, tr *uprobe.Tracer, pid int) (*converter, error) {
+func newConverter(names *atomic.Pointer[[]string], bin *symbols.Binary, tr *uprobe.Tracer, pid int) (*converter, error) {
 	c := &converter{
 		names: names, bin: bin, tr: tr, pid: pid,
 		panics: map[pidGoid]panicValue{},
-		extra:  make([]extraCounts, len(names)),
+		extra:  make([]extraCounts, len(*names.Load())),
 	}
 	c.pieFile = bin.PIE && pid == 0
 	if c.pieFile {
@@ -136,8 +139,8 @@ func (c *converter) at(pid uint32) (uint64, *errtext.Renderer) {
 }
 
 func (c *converter) name(id uint32) string {
-	if int(id) < len(c.names) {
-		return c.names[id]
+	if names := *c.names.Load(); int(id) < len(names) {
+		return names[id]
 	}
 	return fmt.Sprintf("unknown#%d", id)
 }
@@ -322,7 +325,8 @@ func (c *converter) addOpen(open []uprobe.OpenFrame) {
 	defer c.mu.Unlock()
 	for _, f := range open {
 		if int(f.FuncID) >= len(c.extra) {
-			continue
+			// A function a reload added (update.go).
+			c.extra = append(c.extra, make([]extraCounts, int(f.FuncID)+1-len(c.extra))...)
 		}
 		e := &c.extra[f.FuncID]
 		d := max(f.LastSeenMono, f.StartMono) - f.StartMono

@@ -142,10 +142,11 @@ func (f *follower) snapshot() ([]record.FuncStats, error) {
 		return nil, err
 	}
 	_, dropped := s.sinkCounts()
+	names := s.fnames()
 	out := make([]record.FuncStats, len(ks))
 	for i, k := range ks {
 		o := &out[i]
-		o.Function = s.names[i]
+		o.Function = names[i]
 		o.Sampled = k.Sampled
 		o.Dropped = k.Dropped + dropped[o.Function]
 		o.Calls = k.Sampled + k.Dropped

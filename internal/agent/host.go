@@ -87,6 +87,7 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 		return nil, err
 	}
 	if t := targets[0]; len(targets) == 1 && t.Cgroup == "" {
+		opts.ctlTarget = t
 		if t.Exe != "" {
 			return AttachExe(ctx, t.Exe, t.options(opts))
 		}
@@ -281,6 +282,8 @@ type cgWatch struct {
 	t     Target
 	cg    *cgroup
 	known map[fileID]bool
+	// dropped: a reload removed the target (h.mu).
+	dropped bool
 }
 
 // addCgroup adds a file target, limited to the cgroup, for each Go
@@ -359,6 +362,9 @@ func (h *host) discover(w *cgWatch) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if w.dropped {
+		return
+	}
 	for _, f := range files {
 		if w.known[f.id] {
 			continue
@@ -370,21 +376,25 @@ func (h *host) discover(w *cgWatch) {
 			continue
 		}
 		ht, err := h.addCgroupFile(w, f)
-		if err == nil && len(ht.s.names) > h.slotFuncs {
+		if err == nil && len(ht.s.fnames()) > h.slotFuncs {
 			h.close1(ht)
-			err = fmt.Errorf("%d functions selected, more than the %d a reserved tracer has room for: narrow the -f patterns", len(ht.s.names), h.slotFuncs)
+			err = fmt.Errorf("%d functions selected, more than the %d a reserved tracer has room for: narrow the -f patterns", len(ht.s.fnames()), h.slotFuncs)
 		}
 		if err != nil {
 			h.log.Info("cgroup: file not traced", "cgroup", w.t.Cgroup, "file", f.name, "reason", err)
 			continue
 		}
 		ht.s.budget = h.budget
+		// The reserved tracer's maps hold slotFuncs functions: what the
+		// selection leaves is the room a reload may add into.
+		ht.s.opts.FuncHeadroom = min(ht.s.opts.FuncHeadroom, h.slotFuncs-len(ht.s.fnames()))
 		if err := h.attach(ht); err != nil {
 			h.endUnattached(ht, err)
 			h.log.Warn("cgroup: attach to a new program", "cgroup", w.t.Cgroup, "file", f.name, "err", err)
 			continue
 		}
 		ht.p = ht.s.startTracing()
+		h.opts.Control.add(ht.t, ht.s)
 		h.targets = append(h.targets, ht)
 		h.slots--
 		h.log.Info("cgroup: tracing a program its processes started", "cgroup", w.t.Cgroup, "file", f.name, "session", ht.s.sess.ID)
@@ -407,7 +417,7 @@ func (h *host) endUnattached(ht *hosted, cause error) {
 // share marks a target's session as one of the host's.
 func (h *host) share(ht *hosted) {
 	ht.s.shared = true
-	ht.s.handed = make([]atomic.Uint64, len(ht.s.names))
+	ht.s.handed = make([]atomic.Uint64, len(ht.s.fnames()))
 }
 
 // claimant is a target that traces a file, with its cgroup for a cgroup
@@ -465,8 +475,8 @@ func (h *host) planBudget() error {
 	total := 0
 	h.slotFuncs = minSlotFuncs
 	for _, ht := range h.targets {
-		total += len(ht.s.names)
-		h.slotFuncs = max(h.slotFuncs, len(ht.s.names))
+		total += ht.s.capacity()
+		h.slotFuncs = max(h.slotFuncs, ht.s.capacity())
 	}
 	total += h.slots * h.slotFuncs
 	limit := cmp.Or(h.opts.MemoryLimit, DefaultMemoryLimit)
@@ -493,7 +503,7 @@ func (h *host) planBudget() error {
 		for i := range n {
 			nf := h.slotFuncs // a reserved tracer
 			if i < len(h.targets) {
-				nf = len(h.targets[i].s.names)
+				nf = h.targets[i].s.capacity()
 			}
 			k, err := uprobe.EstimateKernelMemory(nf, b.Sizes)
 			if err != nil {
@@ -564,9 +574,20 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	}
 
 	h.store.start()
+	for _, w := range h.watches {
+		h.opts.Control.watch(w.t, func(t Target) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			// Only the patterns: the cgroup is the same, and is read
+			// without the lock.
+			w.t.Include, w.t.Exclude, w.t.SampleRate = t.Include, t.Exclude, t.SampleRate
+		})
+	}
 	for _, ht := range h.targets {
 		ht.p = ht.s.startTracing()
+		h.opts.Control.add(ht.t, ht.s)
 	}
+	h.opts.Control.dropper(h.drop)
 	hctx, stopHelpers := context.WithCancel(context.Background())
 	var helpers sync.WaitGroup
 	h.shed, h.shedTime = map[string]uint64{}, time.Now().UnixNano()
@@ -611,7 +632,7 @@ func (h *host) attach(ht *hosted) error {
 	s := ht.s
 	s.st, s.store, s.sinks = h.st, h.store, fanout{h.store}
 	s.pid = ht.tgt.PID()
-	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.names)}
+	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.fnames())}
 	if s.follow != nil {
 		s.result.Exe = s.follow.path
 	}
@@ -623,7 +644,7 @@ func (h *host) attach(ht *hosted) error {
 	}
 	s.beginProcessRow()
 	var err error
-	s.conv, err = newConverter(s.names, s.bin, s.tr, s.pid)
+	s.conv, err = newConverter(&s.names, s.bin, s.tr, s.pid)
 	return err
 }
 
@@ -705,7 +726,7 @@ func (h *host) wait(ctx context.Context) string {
 	case <-timeout:
 		return "duration elapsed"
 	case <-ctx.Done():
-		return "interrupted"
+		return stopReason(ctx)
 	}
 }
 
@@ -719,6 +740,7 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 		if exited != nil {
 			exited(&s.result)
 		}
+		h.opts.Control.remove(s)
 		s.stopTracing(ht.p)
 		s.finish()
 		// Its rings and maps go back now, not when the last target ends.
@@ -727,6 +749,39 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 		h.log.Info("target ended", "target", ht.t.String(), "binary", s.sess.Binary, "reason", reason, "session", s.sess.ID)
 		close(ht.done)
 	})
+}
+
+// drop ends the sessions of a target a reload removed (Control.Update),
+// each row with the exit reason ExitRemoved, and releases what they hold;
+// a cgroup target's watch adds no program any more. The other targets go
+// on.
+func (h *host) drop(t Target) {
+	h.mu.Lock()
+	var ended []*hosted
+	for _, ht := range h.targets {
+		if sameTarget(ht.t, t) {
+			ended = append(ended, ht)
+		}
+	}
+	for _, w := range h.watches {
+		if sameTarget(w.t, t) {
+			w.dropped = true
+		}
+	}
+	h.mu.Unlock()
+	for _, ht := range ended {
+		h.end(ht, ExitRemoved, nil)
+		// The lock on a pid target and a cgroup file's descriptor go
+		// now (close1 skips what is released here).
+		if ht.lock != nil {
+			ht.lock.release()
+			ht.lock = nil
+		}
+		if ht.file != nil {
+			ht.file.Close()
+			ht.file = nil
+		}
+	}
 }
 
 // shedLoop stores what the store sink dropped every StatsInterval.

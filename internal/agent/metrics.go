@@ -30,7 +30,7 @@ func (m metricsSource) Snapshot() (metrics.Snapshot, error) {
 	}
 	errLost := s.store.Ledger().ErrorsLost
 	s.conv.mu.Lock()
-	unfinished := make([]uint64, len(s.conv.extra))
+	unfinished := make([]uint64, max(len(s.conv.extra), len(totals)))
 	for i := range s.conv.extra {
 		unfinished[i] = s.conv.extra[i].unfinished
 	}
@@ -50,7 +50,7 @@ func (m metricsSource) Snapshot() (metrics.Snapshot, error) {
 		f.TotalNs, f.Hist = t.TotalNs, t.Hist
 	}
 	h := &snap.Health
-	h.ProbeSites, h.Functions = int(s.probes.sites.Load()), len(s.names)
+	h.ProbeSites, h.Functions = int(s.probes.sites.Load()), len(s.fnames())
 	h.BreakerPauses = s.probes.pauses.Load()
 	if th, err := s.tr.Health(); err == nil {
 		h.Rings = []metrics.Ring{{Lane: "error", Dropped: th.RingErrFull}, {Lane: "ok", Dropped: th.RingOKFull}}

@@ -43,9 +43,10 @@ func (s *session) functionTotals() ([]record.FuncStats, error) {
 	if err != nil || s.follow == nil {
 		return rows, err
 	}
-	ids := make(map[string]int, len(s.names))
-	out := make([]record.FuncStats, len(s.names))
-	for i, n := range s.names {
+	names := s.fnames()
+	ids := make(map[string]int, len(names))
+	out := make([]record.FuncStats, len(names))
+	for i, n := range names {
 		ids[n] = i
 		out[i].Function = n
 	}

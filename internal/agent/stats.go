@@ -65,21 +65,25 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 		return nil, err
 	}
 	recorded, dropped := s.sinkCounts()
+	names := s.fnames()
 	s.conv.mu.Lock()
 	defer s.conv.mu.Unlock()
 	out := make([]record.FuncStats, len(ks))
 	for i, k := range ks {
-		e := &s.conv.extra[i]
+		var e extraCounts
+		if i < len(s.conv.extra) {
+			e = s.conv.extra[i]
+		}
 		f := &out[i]
 		f.PID = uint32(s.pid)
-		f.Function = s.names[i]
+		f.Function = names[i]
 		f.Calls = k.Calls + e.calls
 		f.Errors = k.Errors
 		f.Panics = k.Panics + e.panics
 		f.Sampled = k.Sampled
 		f.Dropped = k.Dropped + dropped[f.Function]
 		f.Recorded = recorded[f.Function]
-		if s.shared {
+		if s.shared && i < len(s.handed) {
 			f.Recorded = s.handed[i].Load()
 		}
 		f.TotalNs = k.TotalNs + e.totalNs

@@ -491,7 +491,10 @@ func TestHostBudget(t *testing.T) {
 	} {
 		h := &host{opts: Options{MemoryLimit: c.limit}, log: slog.New(slog.DiscardHandler)}
 		for i := range c.targets {
-			h.targets = append(h.targets, &hosted{s: &session{names: make([]string, 10*(i+1))}})
+			s := &session{}
+			names := make([]string, 10*(i+1))
+			s.names.Store(&names)
+			h.targets = append(h.targets, &hosted{s: s})
 		}
 		h.watches = make([]*cgWatch, c.watches)
 		err := h.planBudget()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/obs-agent/obs-agent/internal/agent"
 	"github.com/obs-agent/obs-agent/internal/config"
@@ -21,7 +23,19 @@ type AgentRunner struct {
 	// Version is obs-agent's version, sent as the OTLP user agent and
 	// instrumentation scope version.
 	Version string
+
+	// mu guards ctl, the control of the agent that runs now (the daemon
+	// runs one set at a time).
+	mu  sync.Mutex
+	ctl *agent.Control
 }
+
+// ReloadHeadroom is how many functions beyond those it selects at start
+// each tracer's per-function maps have room for, so that a reload can add
+// that many new functions in place (a function removed and added again
+// keeps its room); a reload that adds more restarts the targets. Counted in
+// the memory budget: about 24 bytes plus 576 per possible CPU a function.
+const ReloadHeadroom = 512
 
 // Check refuses what this agent cannot run, then reads each exe or pid
 // target's binary and matches its patterns, as the agent would, so a
@@ -94,22 +108,53 @@ func (r *AgentRunner) Run(ctx context.Context, set Set, ready func()) error {
 		return err
 	}
 	opts.OnReady = func(int) { ready() }
+	ctl := &agent.Control{}
+	opts.Control, opts.FuncHeadroom = ctl, ReloadHeadroom
+	r.mu.Lock()
+	r.ctl = ctl
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.ctl = nil
+		r.mu.Unlock()
+	}()
 	if addr := set.Metrics.Addr(); addr != "" {
 		if opts.Metrics, err = metrics.Listen(addr); err != nil {
 			return fmt.Errorf("metrics.listen: %w", err)
 		}
 		defer opts.Metrics.Close()
 	}
+	res, err := agent.AttachTargets(ctx, agentTargets(set), opts)
+	if res != nil {
+		r.Log.Info("session ended: "+res.Summary(), "component", "daemon")
+	}
+	return err
+}
+
+// agentTargets are the set's targets as the agent takes them.
+func agentTargets(set Set) []agent.Target {
 	targets := make([]agent.Target, len(set.Targets))
 	for i, t := range set.Targets {
 		rate := t.SampleRate()
 		targets[i] = agent.Target{PID: t.PID, Exe: t.Exe, Cgroup: t.Cgroup, Include: t.Include, Exclude: t.Exclude, SampleRate: &rate}
 	}
-	res, err := agent.AttachTargets(ctx, targets, opts)
-	if res != nil {
-		r.Log.Info("session ended: "+res.Summary(), "component", "daemon")
+	return targets
+}
+
+// Apply changes the patterns and sample rates of the running agent's
+// targets in place (agent.Control.Update).
+func (r *AgentRunner) Apply(old, next Set) (time.Duration, error) {
+	r.mu.Lock()
+	ctl := r.ctl
+	r.mu.Unlock()
+	if ctl == nil {
+		return 0, fmt.Errorf("%w: no agent is running", agent.ErrNotInPlace)
 	}
-	return err
+	opts, err := r.options(next)
+	if err != nil {
+		return 0, err
+	}
+	return ctl.Update(agentTargets(next), opts)
 }
 
 // options maps a set to the agent's options, as the attach flags do.
@@ -144,4 +189,7 @@ func (r *AgentRunner) options(set Set) (agent.Options, error) {
 	return opts, nil
 }
 
-var _ Runner = (*AgentRunner)(nil)
+var (
+	_ Runner  = (*AgentRunner)(nil)
+	_ InPlace = (*AgentRunner)(nil)
+)

@@ -13,7 +13,10 @@
 // loaded and checked in full (Runner.Check reads the binaries and matches
 // the patterns) before anything running is touched, and an invalid file is
 // refused with a logged error while the old config keeps running. An
-// unchanged target set keeps running untouched. A changed set is stopped,
+// unchanged target set keeps running untouched; new patterns or sample
+// rates of the same targets are applied in place by a Runner that can
+// (InPlace: the same sessions go on, with no probe of a kept function
+// down). Any other change stops the set,
 // which detaches its probes and flushes and stores everything its rings
 // and queues hold, and only then started with the new config (what that
 // means for calls in flight at the switch is in docs/unsupported.md).
@@ -25,9 +28,11 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/agent"
 	"github.com/obs-agent/obs-agent/internal/config"
 )
 
@@ -64,6 +69,34 @@ type Runner interface {
 	Run(ctx context.Context, set Set, ready func()) error
 }
 
+// InPlace is a Runner that can apply some changes to the set it runs
+// without stopping it: new patterns and sample rates of the same targets,
+// and targets removed.
+type InPlace interface {
+	// Apply brings the running set, started by Run as old, to next and
+	// returns how long the switch took. An error that wraps
+	// agent.ErrNotInPlace means it changed nothing and the set must be
+	// restarted to apply next.
+	Apply(old, next Set) (time.Duration, error)
+}
+
+// samePlace reports whether b differs from a at most in what InPlace may
+// change: each target's patterns and sample rate, and targets left out.
+func samePlace(a, b Set) bool {
+	if !reflect.DeepEqual(a.Store, b.Store) || !reflect.DeepEqual(a.Limits, b.Limits) ||
+		!reflect.DeepEqual(a.Metrics, b.Metrics) || !reflect.DeepEqual(a.OTLP, b.OTLP) {
+		return false
+	}
+	for _, y := range b.Targets {
+		if !slices.ContainsFunc(a.Targets, func(x config.Target) bool {
+			return x.Exe == y.Exe && x.PID == y.PID && x.Cgroup == y.Cgroup
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
 // Daemon runs a config file with a Runner.
 type Daemon struct {
 	Runner Runner
@@ -83,13 +116,15 @@ type Daemon struct {
 // running is a target set being traced.
 type running struct {
 	set    Set
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	done   chan struct{}
 	err    error // valid once done is closed
 }
 
-func (r *running) stop() error {
-	r.cancel()
+// stop ends the set, with cause (nil at SIGTERM; agent.ErrReplaced when a
+// reload restarts it, which its session rows then give as exit reason).
+func (r *running) stop(cause error) error {
+	r.cancel(cause)
 	<-r.done
 	return r.err
 }
@@ -140,7 +175,7 @@ func (d *Daemon) Serve(ctx context.Context, path string, reload <-chan struct{})
 		select {
 		case <-ctx.Done():
 			if cur != nil {
-				if err := cur.stop(); err != nil {
+				if err := cur.stop(nil); err != nil {
 					return err
 				}
 			}
@@ -206,9 +241,10 @@ func (d *Daemon) load(path string) (*config.Config, error) {
 	return c, nil
 }
 
-// switchSet applies a reloaded set: an unchanged one keeps running; a
-// changed one is stopped (everything flushed and stored), then the new
-// one started. Should the new one fail to start although it passed its
+// switchSet applies a reloaded set: an unchanged one keeps running; one
+// whose targets only changed patterns or sample rates is changed in place
+// when the runner can (InPlace); any other change stops the running set
+// (everything flushed and stored), then starts the new one. Should the new one fail to start although it passed its
 // check (its binary was replaced meanwhile, say), the old set is started
 // again, so that a reload never leaves nothing traced when it can help it.
 func (d *Daemon) switchSet(ctx context.Context, cur *running, next Set) (r *running, applied bool, err error) {
@@ -217,12 +253,23 @@ func (d *Daemon) switchSet(ctx context.Context, cur *running, next Set) (r *runn
 		log.Info("targets unchanged: they keep running")
 		return cur, true, nil
 	}
+	if ip, ok := d.Runner.(InPlace); ok && cur != nil && samePlace(cur.set, next) {
+		took, err := ip.Apply(cur.set, next)
+		if err == nil {
+			// The same sessions go on: no probe of a kept function was
+			// down, and nothing was stopped.
+			log.Info("targets updated in place", "switch_took", took.Round(time.Microsecond))
+			cur.set = next
+			return cur, true, nil
+		}
+		log.Info("the change cannot be applied in place; restarting the targets", "reason", err)
+	}
 	begin := time.Now()
 	var old Set
 	hadOld := cur != nil
 	if hadOld {
 		old = cur.set
-		if err := cur.stop(); err != nil {
+		if err := cur.stop(agent.ErrReplaced); err != nil {
 			return nil, false, fmt.Errorf("tracing failed: %w", err)
 		}
 	}
@@ -249,7 +296,7 @@ func (d *Daemon) switchSet(ctx context.Context, cur *running, next Set) (r *runn
 // start runs set and waits until every probe is live. A set that ends
 // before that failed to start.
 func (d *Daemon) start(ctx context.Context, set Set) (*running, error) {
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancelCause(ctx)
 	r := &running{set: set, cancel: cancel, done: make(chan struct{})}
 	ready := make(chan struct{})
 	var once sync.Once
@@ -261,7 +308,7 @@ func (d *Daemon) start(ctx context.Context, set Set) (*running, error) {
 	case <-ready:
 		return r, nil
 	case <-r.done:
-		cancel()
+		cancel(nil)
 		if r.err == nil {
 			r.err = errors.New("the targets ended before every probe was live")
 		}

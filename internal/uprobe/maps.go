@@ -17,7 +17,7 @@ type Stats struct {
 
 // Stats reads every function's aggregate; the index is the function id.
 func (t *Tracer) Stats() ([]Stats, error) {
-	out := make([]Stats, len(t.cfg.Funcs))
+	out := make([]Stats, t.Funcs())
 	var per []obsFuncStats
 	for i := range out {
 		if err := t.objs.Fstats.Lookup(uint32(i), &per); err != nil {

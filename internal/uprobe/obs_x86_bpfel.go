@@ -179,6 +179,13 @@ type obsFuncStats struct {
 	Hist       [64]uint64
 }
 
+type obsGenMark struct {
+	_   structs.HostLayout
+	Ip  uint64
+	Gen uint32
+	Pad uint32
+}
+
 type obsGkey struct {
 	_    structs.HostLayout
 	Tgid uint32
@@ -264,6 +271,7 @@ const (
 	obsMapFrames             = "frames"
 	obsMapFstats             = "fstats"
 	obsMapFuncs              = "funcs"
+	obsMapGenMarks           = "gen_marks"
 	obsMapGoroutines         = "goroutines"
 	obsMapGslots             = "gslots"
 	obsMapGstateZero         = "gstate_zero"
@@ -295,9 +303,9 @@ const (
 	obsVarObsLimits          = "_obs_limits"
 	obsVarObsPhase           = "_obs_phase"
 	obsVarObsStatus          = "_obs_status"
-	obsVarActiveGen          = "active_gen"
 	obsVarCheckTgid          = "check_tgid"
 	obsVarErrWakeRecords     = "err_wake_records"
+	obsVarGens               = "gens"
 	obsVarGoidOffset         = "goid_offset"
 	obsVarGslotMask          = "gslot_mask"
 	obsVarNewprocCallergpReg = "newproc_callergp_reg"
@@ -372,6 +380,7 @@ type obsMapSpecs struct {
 	Frames         *ebpf.MapSpec `ebpf:"frames"`
 	Fstats         *ebpf.MapSpec `ebpf:"fstats"`
 	Funcs          *ebpf.MapSpec `ebpf:"funcs"`
+	GenMarks       *ebpf.MapSpec `ebpf:"gen_marks"`
 	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
 	Gslots         *ebpf.MapSpec `ebpf:"gslots"`
 	GstateZero     *ebpf.MapSpec `ebpf:"gstate_zero"`
@@ -400,9 +409,9 @@ type obsVariableSpecs struct {
 	ObsLimits          *ebpf.VariableSpec `ebpf:"_obs_limits"`
 	ObsPhase           *ebpf.VariableSpec `ebpf:"_obs_phase"`
 	ObsStatus          *ebpf.VariableSpec `ebpf:"_obs_status"`
-	ActiveGen          *ebpf.VariableSpec `ebpf:"active_gen"`
 	CheckTgid          *ebpf.VariableSpec `ebpf:"check_tgid"`
 	ErrWakeRecords     *ebpf.VariableSpec `ebpf:"err_wake_records"`
+	Gens               *ebpf.VariableSpec `ebpf:"gens"`
 	GoidOffset         *ebpf.VariableSpec `ebpf:"goid_offset"`
 	GslotMask          *ebpf.VariableSpec `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.VariableSpec `ebpf:"newproc_callergp_reg"`
@@ -440,6 +449,7 @@ type obsMaps struct {
 	Frames         *ebpf.Map `ebpf:"frames"`
 	Fstats         *ebpf.Map `ebpf:"fstats"`
 	Funcs          *ebpf.Map `ebpf:"funcs"`
+	GenMarks       *ebpf.Map `ebpf:"gen_marks"`
 	Goroutines     *ebpf.Map `ebpf:"goroutines"`
 	Gslots         *ebpf.Map `ebpf:"gslots"`
 	GstateZero     *ebpf.Map `ebpf:"gstate_zero"`
@@ -457,6 +467,7 @@ func (m *obsMaps) Close() error {
 		m.Frames,
 		m.Fstats,
 		m.Funcs,
+		m.GenMarks,
 		m.Goroutines,
 		m.Gslots,
 		m.GstateZero,
@@ -486,9 +497,9 @@ type obsVariables struct {
 	ObsLimits          *ebpf.Variable `ebpf:"_obs_limits"`
 	ObsPhase           *ebpf.Variable `ebpf:"_obs_phase"`
 	ObsStatus          *ebpf.Variable `ebpf:"_obs_status"`
-	ActiveGen          *ebpf.Variable `ebpf:"active_gen"`
 	CheckTgid          *ebpf.Variable `ebpf:"check_tgid"`
 	ErrWakeRecords     *ebpf.Variable `ebpf:"err_wake_records"`
+	Gens               *ebpf.Variable `ebpf:"gens"`
 	GoidOffset         *ebpf.Variable `ebpf:"goid_offset"`
 	GslotMask          *ebpf.Variable `ebpf:"gslot_mask"`
 	NewprocCallergpReg *ebpf.Variable `ebpf:"newproc_callergp_reg"`

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -126,7 +127,14 @@ type Config struct {
 	// Sizes sets the ring buffers and the goroutine, slot and frame maps
 	// (see EstimateKernelMemory); zero fields keep DefaultSizes.
 	Sizes Sizes
+	// Capacity is how many functions the per-function maps hold, so that
+	// Update can add functions to a running tracer; 0 (or less than
+	// len(Funcs)) means len(Funcs): no room to grow.
+	Capacity int
 }
+
+// capacity is the size of the per-function maps.
+func (c *Config) capacity() int { return max(c.Capacity, len(c.Funcs), 1) }
 
 // drainTime is how long detach lets calls that were open when the entries
 // were disarmed reach their RET before the RETs are disarmed too; what is
@@ -137,10 +145,18 @@ const drainTime = 20 * time.Millisecond
 type Tracer struct {
 	// mu orders Reattach (the circuit breaker's goroutine) against Detach
 	// (the session's end): once detached, nothing is attached again.
-	mu           sync.Mutex
-	detached     bool
-	objs         obsObjects
-	cfg          Config
+	mu       sync.Mutex
+	detached bool
+	objs     obsObjects
+	// cfg.Funcs is the function table: append-only (Update), so an id
+	// never changes meaning; nfuncs is its length for readers that do
+	// not hold mu (Stats).
+	cfg    Config
+	nfuncs atomic.Int64
+	// state is each function's part in the selection, paused the circuit
+	// breaker's pauses (Reattach): both say which sites a generation has.
+	state        []funcState
+	paused       map[int]Removed
 	ex           *link.Executable
 	entryLinks   []link.Link // entry and leaf sites of the active generation
 	retLinks     []link.Link // RET sites of the active generation
@@ -193,7 +209,7 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	if !t.slotsOn() {
 		want.GoroutineSlots = 1
 	}
-	sz, err := want.apply(spec, len(cfg.Funcs))
+	sz, err := want.apply(spec, cfg.capacity())
 	if err != nil {
 		return nil, fmt.Errorf("attach: %w", err)
 	}
@@ -239,15 +255,11 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		}
 	}()
 
-	infos := make([]obsFuncInfo, n)
-	keys := make([]uint32, n)
-	for i, f := range cfg.Funcs {
-		keys[i] = uint32(i)
-		infos[i] = funcInfo(f)
+	if err := t.writeFuncInfo(cfg.Funcs, 0); err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
 	}
-	if _, err := t.objs.Funcs.BatchUpdate(keys, infos, nil); err != nil {
-		return nil, fmt.Errorf("attach: fill function table: %w", err)
-	}
+	t.state = make([]funcState, n)
+	t.nfuncs.Store(int64(n))
 	if err := t.loadErrText(cfg.ErrText); err != nil {
 		return nil, err
 	}
@@ -280,7 +292,7 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 			t.runtimeSites += len(g.sites)
 		}
 	}
-	sites := t.sitesOf(0, nil)
+	sites := t.sitesOf(0)
 	var nrets int
 	if t.retLinks, nrets, err = t.attachRets(sites); err != nil {
 		return nil, err
@@ -348,12 +360,19 @@ type siteSet struct {
 	entries, rets, leaves []site
 }
 
-// sitesOf lists the function sites of generation gen, leaving out what
-// removed says. Cookies carry gen << 32 | function id.
-func (t *Tracer) sitesOf(gen uint32, removed map[int]Removed) siteSet {
+// sitesOf lists the function sites of generation gen: those of every
+// function but what its state and the breaker's pauses leave out.
+// Cookies carry gen << 32 | function id.
+func (t *Tracer) sitesOf(gen uint32) siteSet {
 	var s siteSet
 	for i, f := range t.cfg.Funcs {
-		rm := removed[i]
+		rm := t.paused[i]
+		switch t.state[i] {
+		case funcRetiring:
+			rm.Entry = true
+		case funcOff:
+			rm = Removed{Entry: true, Rets: true}
+		}
 		cookie := uint64(gen)<<32 | uint64(i)
 		leaf := false
 		for _, r := range f.Rets {
@@ -412,20 +431,30 @@ func (t *Tracer) attachEntries(s siteSet) ([]link.Link, int, error) {
 }
 
 // Reattach replaces the function sites with a set that leaves out what
-// removed says (nil: every site), as used to pause and resume functions.
-// The new set is attached beside the old one under a new generation, the
-// programs switch to it at once, and then the old set is detached, so no
-// trap is handled twice and none is missed outside the instant of the
-// switch. It returns how long the whole switch took.
+// removed says (nil: every site), as the circuit breaker pauses and
+// resumes functions (see switchSites). It returns how long the whole
+// switch took.
 func (t *Tracer) Reattach(removed map[int]Removed) (time.Duration, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	start := time.Now()
 	if t.detached {
 		return 0, ErrDetached
 	}
+	t.paused = removed
+	return t.switchSites()
+}
+
+// switchSites replaces the function sites with those sitesOf gives now,
+// with no instant when a site present before and after has no live probe,
+// and no trap handled twice: the new generation is attached beside the
+// old, both are accepted, the old one is detached (closing a link waits
+// for the handlers running on it), and then the new one alone is
+// accepted. A trap on a site of both generations meanwhile runs both
+// programs, and bpf/helpers.h site_func handles it once. t.mu is held.
+func (t *Tracer) switchSites() (time.Duration, error) {
+	start := time.Now()
 	gen := t.gen + 1
-	sites := t.sitesOf(gen, removed)
+	sites := t.sitesOf(gen)
 	rets, nrets, err := t.attachRets(sites)
 	if err != nil {
 		return time.Since(start), err
@@ -435,7 +464,7 @@ func (t *Tracer) Reattach(removed map[int]Removed) (time.Duration, error) {
 		closeLinks(rets)
 		return time.Since(start), err
 	}
-	if err := t.objs.ActiveGen.Set(gen); err != nil {
+	if err := t.objs.Gens.Set(uint64(gen) | uint64(t.gen)<<32); err != nil {
 		closeLinks(entries)
 		closeLinks(rets)
 		return time.Since(start), fmt.Errorf("switch probe generation: %w", err)
@@ -444,6 +473,9 @@ func (t *Tracer) Reattach(removed map[int]Removed) (time.Duration, error) {
 	t.entryLinks, t.retLinks, t.gen, t.sites = entries, rets, gen, nrets+nentries+t.runtimeSites
 	closeLinks(oldEntries)
 	closeLinks(oldRets)
+	if err := t.objs.Gens.Set(uint64(gen) | uint64(gen)<<32); err != nil {
+		return time.Since(start), fmt.Errorf("switch probe generation: %w", err)
+	}
 	return time.Since(start), nil
 }
 
@@ -553,6 +585,24 @@ func funcInfo(f Func) obsFuncInfo {
 		fi.SampleThresh = uint32(f.SampleRate * float64(1<<32))
 	}
 	return fi
+}
+
+// writeFuncInfo writes the function table entries of funcs, whose first
+// id is first.
+func (t *Tracer) writeFuncInfo(funcs []Func, first int) error {
+	if len(funcs) == 0 {
+		return nil
+	}
+	infos := make([]obsFuncInfo, len(funcs))
+	keys := make([]uint32, len(funcs))
+	for i, f := range funcs {
+		keys[i] = uint32(first + i)
+		infos[i] = funcInfo(f)
+	}
+	if _, err := t.objs.Funcs.BatchUpdate(keys, infos, nil); err != nil {
+		return fmt.Errorf("fill function table: %w", err)
+	}
+	return nil
 }
 
 // Detach removes every probe but keeps the maps and rings readable, so the
