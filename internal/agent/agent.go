@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/errtext"
+	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/resources"
 	"github.com/obs-agent/obs-agent/internal/retention"
@@ -267,6 +268,9 @@ type session struct {
 	// see it (it is opened through a descriptor).
 	cgroup  *cgroup
 	binName string
+	// info names the program in /metrics (obs_agent_session_info and
+	// the binary label), once the session row exists.
+	info metrics.Info
 }
 
 // target is what a session traces: a process to watch until it exits.
