@@ -169,7 +169,7 @@ type host struct {
 	targets []*hosted
 	// files are the targets' executable files, to refuse a process traced
 	// twice.
-	files  map[fileID][]claimant
+	files map[fileID][]claimant
 	st    *store.Store
 	store *storeSink
 	// sinks are the store sink, and the OTLP sink (otlp) when there is

@@ -48,7 +48,7 @@ func (m metricsSource) Snapshot() (metrics.Snapshot, error) {
 // error records lost per function, nil when the session cannot tell them
 // from another's (a target of a host).
 func (s *session) metricsSnapshot(errLost map[string]uint64) (metrics.Snapshot, error) {
-	totals, err := s.functionTotals()
+	totals, err := s.kernelTotals()
 	if err != nil {
 		return metrics.Snapshot{}, err
 	}

@@ -118,9 +118,9 @@ type exporter struct {
 	procs map[uint64]*Process
 	// inProc are the Processes of the processes of file sessions.
 	inProc map[procKey]*Process
-	roots map[uint64]uint64 // call id -> root id, for calls seen
-	batch *Batch
-	log   *slog.Logger
+	roots  map[uint64]uint64 // call id -> root id, for calls seen
+	batch  *Batch
+	log    *slog.Logger
 }
 
 // hour exports the calls of hour h whose start is in [lo, hi), after the

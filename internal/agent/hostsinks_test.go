@@ -1,0 +1,200 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
+	"github.com/obs-agent/obs-agent/internal/query"
+	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
+	"github.com/obs-agent/obs-agent/internal/testutil"
+)
+
+// TestTargetsSinks traces two --exe targets of two programs (procs and
+// calltree) and a --cgroup target (a copy of procs run in a cgroup made by
+// the test) in one agent, with the OTLP sink sending to the in-process
+// receiver and /metrics served. Both programs have main.main, and both
+// procs files main.tick: the function names collide.
+//
+//   - Every call the store holds arrived once as a span, with its parent
+//     (across goroutines too), status and error text, the traces equal the
+//     store's trees, and each span has the resource of its own process:
+//     its program's name and path, its session, its pid.
+//   - A scrape after the programs ran equals `query stats --binary` for
+//     every program and function (calls by status, losses, histogram),
+//     each program's series told apart by the binary label, never a pid.
+//   - The sinks' ledgers: the OTLP sink sent every record, lost none.
+func TestTargetsSinks(t *testing.T) {
+	testutil.RequireRoot(t)
+	procs := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	tree := testutil.BuildProgram(t, testutil.Build{Program: "calltree"})
+	dir := t.TempDir()
+	a, c := filepath.Join(dir, "a", "procs"), filepath.Join(dir, "c", "procs")
+	copyFile(t, procs, a)
+	copyFile(t, procs, c)
+	cg := testCgroup(t)
+	held := inCgroup(cg, c, "wait", "40")
+	in := startReady(t, held)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rcv := otlptest.NewReceiver(t)
+	db := filepath.Join(dir, "obs.db")
+	targets := []Target{{Exe: a}, {Exe: tree, Exclude: []string{"main.hop*"}}, {Cgroup: cg}}
+	stop := backgroundSession(t, db, func(ctx context.Context, o Options) (*Result, error) {
+		return AttachTargets(ctx, targets, o)
+	}, func(o *Options) {
+		o.Include, o.OTLP, o.Metrics = []string{"main.*"}, liveOTLP(rcv.URL()), ln
+	})
+
+	runCount(t, a, 100)
+	if out, err := exec.Command(tree).CombinedOutput(); err != nil || !strings.Contains(string(out), "result 419") {
+		t.Fatalf("calltree: %v\n%s", err, out)
+	}
+	runCount(t, a, 30)
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := inCgroup(cg, c, "count", "20").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	runCount(t, c, 50) // outside the cgroup: not traced
+	fams, err := scrape(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := stop()
+	t.Log(res.Summary())
+
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	calls, err := st.Calls(ctx, store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions := map[uint64]record.Session{}
+	for _, s := range rows {
+		sessions[s.ID] = s
+	}
+
+	// Spans.
+	got := rcv.Check(t, calls, false)
+	otlptest.CheckTrees(t, calls, got, query.New(st).Tree, 6) // calltree spawns 6 goroutines under traced calls
+	rcv.CheckProcesses(t, calls, sessions)
+	pids, sids := map[uint32]bool{}, map[uint64]bool{}
+	for _, c := range calls {
+		pids[c.PID], sids[c.ID>>40] = true, true
+	}
+	// a twice, calltree, c twice in the cgroup.
+	if len(pids) != 5 || len(sids) != 3 {
+		t.Errorf("calls of %d processes in %d sessions; want 5 in 3", len(pids), len(sids))
+	}
+	if len(res.Sinks) != 2 || res.Sinks[1].Sink != "otlp" {
+		t.Fatalf("sinks %+v, want store then otlp", res.Sinks)
+	}
+	if written, dropped, _ := res.Sinks[1].Totals(); written != uint64(len(calls)) || dropped != 0 {
+		t.Errorf("otlp ledger: written %d, dropped %d; want %d, 0", written, dropped, len(calls))
+	}
+
+	// /metrics, program by program.
+	for _, p := range []struct {
+		bin  string
+		want []string
+	}{{a, []string{"ok", "error"}}, {tree, []string{"ok", "error", "panic"}}, {c, []string{"ok", "error"}}} {
+		stats, err := st.Stats(ctx, store.Filter{Binary: &store.BinaryMatch{Paths: []string{p.bin}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		byFunc := map[string]record.FuncStats{}
+		for _, r := range stats {
+			sum := byFunc[r.Function.Name]
+			sum.Add(&r.FuncStats)
+			byFunc[r.Function.Name] = sum
+		}
+		if len(byFunc) == 0 {
+			t.Errorf("%s: query stats has no row", p.bin)
+		}
+		checkAgainstStats(t, ofBinary(fams, p.bin), byFunc, p.want)
+	}
+	ticks := map[string]uint64{}
+	for _, m := range fams["obs_agent_calls_total"].GetMetric() {
+		if labelValue(m, "function") == "main.tick" {
+			ticks[labelValue(m, "binary")] += uint64(m.GetCounter().GetValue())
+		}
+	}
+	if ticks[a] != 130 || ticks[c] != 60 || len(ticks) != 2 {
+		t.Errorf("main.tick by binary %v; want %s 130, %s 60", ticks, a, c)
+	}
+	info := series(fams, "obs_agent_session_info")
+	if len(info) != 3 {
+		t.Errorf("session_info has %d series, want one per program (3)", len(info))
+	}
+	for _, m := range info {
+		if b := labelValue(m, "binary"); b != a && b != tree && b != c {
+			t.Errorf("session_info of binary %s", b)
+		}
+	}
+	if g := fams["obs_agent_probe_sites"].GetMetric()[0].GetGauge().GetValue(); g != float64(res.Sites) || g == 0 {
+		t.Errorf("probe_sites %g, the targets' %d", g, res.Sites)
+	}
+	if series(fams, "obs_agent_sink_records_total")["outcome=written,sink=otlp"] == nil {
+		t.Error("no otlp sink ledger in /metrics")
+	}
+	noPIDLabel(t, fams)
+}
+
+// ofBinary is the families with only the series of binary bin (and those
+// without a binary label).
+func ofBinary(fams map[string]*dto.MetricFamily, bin string) map[string]*dto.MetricFamily {
+	out := map[string]*dto.MetricFamily{}
+	for name, f := range fams {
+		g := &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type}
+		for _, m := range f.Metric {
+			hasBinary := false
+			for _, l := range m.Label {
+				hasBinary = hasBinary || l.GetName() == "binary"
+			}
+			if !hasBinary || labelValue(m, "binary") == bin {
+				g.Metric = append(g.Metric, m)
+			}
+		}
+		out[name] = g
+	}
+	return out
+}
+
+// noPIDLabel: no label could carry a pid or a goroutine id.
+func noPIDLabel(t *testing.T, fams map[string]*dto.MetricFamily) {
+	t.Helper()
+	for name, f := range fams {
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				switch strings.ToLower(l.GetName()) {
+				case "pid", "goid", "goroutine", "tid", "thread", "thread_id", "process_pid":
+					t.Errorf("metric %s has a %s label", name, l.GetName())
+				}
+			}
+		}
+	}
+}
