@@ -15,10 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
+	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -150,9 +154,12 @@ func callsOf(t *testing.T, db string, pid int) map[string]int {
 }
 
 // TestDaemonTwoTargets runs the daemon with two exe targets (two copies
-// of one program, each with its own patterns) in one agent and one store:
-// each process's calls are stored under its pid, exactly, with only its
-// target's functions; a config asking /metrics of two targets is refused.
+// of one program, each with its own patterns) in one agent and one store,
+// with metrics.listen and otlp.endpoint (the in-process receiver): each
+// process's calls are stored under its pid, exactly, with only its
+// target's functions; a scrape of /metrics counts each target's calls
+// under its binary; every stored call arrived once as a span with the
+// resource of its own program and process.
 func TestDaemonTwoTargets(t *testing.T) {
 	testutil.RequireRoot(t)
 	built := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
@@ -162,13 +169,10 @@ func TestDaemonTwoTargets(t *testing.T) {
 	db := filepath.Join(dir, "obs.db")
 	cfg := filepath.Join(dir, "obs-agent.yaml")
 	ready := filepath.Join(dir, "ready")
-	body := fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\n  - exe: %s\n    include: ['main.beta']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, b, db)
-	if err := os.WriteFile(cfg, []byte(body+"metrics:\n  listen: 127.0.0.1:9464\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := cli(t, "daemon", "--config", cfg); err == nil || !strings.Contains(err.Error(), "metrics.listen: /metrics with several targets") {
-		t.Fatalf("two targets with metrics: %v", err)
-	}
+	rcv := otlptest.NewReceiver(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	body := fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\n  - exe: %s\n    include: ['main.beta']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n"+
+		"metrics:\n  listen: %s\notlp:\n  endpoint: %s\n", a, b, db, addr, rcv.URL())
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +187,18 @@ func TestDaemonTwoTargets(t *testing.T) {
 		return c.Process.Pid
 	}
 	pa, pb := run(a, 6), run(b, 4)
+	// The kernel counts each call as it returns: the processes have
+	// exited, so the counts are final.
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stopDaemon(t, d, stderr)
 	if got := callsOf(t, db, pa); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.alpha": 6}) {
 		t.Errorf("the first target's process: calls %v, want main.alpha 6", got)
@@ -190,8 +206,43 @@ func TestDaemonTwoTargets(t *testing.T) {
 	if got := callsOf(t, db, pb); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.beta": 4}) {
 		t.Errorf("the second target's process: calls %v, want main.beta 4", got)
 	}
-	if n := len(sessionsOf(t, db)); n != 2 {
-		t.Errorf("%d session rows, want one per target", n)
+	sessions := map[uint64]record.Session{}
+	for _, s := range sessionsOf(t, db) {
+		sessions[s.ID] = s
+	}
+	if len(sessions) != 2 {
+		t.Errorf("%d session rows, want one per target", len(sessions))
+	}
+
+	counts := map[string]float64{}
+	for _, m := range fams["obs_agent_calls_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		counts[l["binary"]+" "+l["function"]] += m.GetCounter().GetValue()
+	}
+	want := map[string]float64{a + " main.alpha": 6, b + " main.beta": 4}
+	if fmt.Sprint(counts) != fmt.Sprint(want) {
+		t.Errorf("/metrics calls by binary and function %v, want %v", counts, want)
+	}
+	if n := len(fams["obs_agent_session_info"].GetMetric()); n != 2 {
+		t.Errorf("%d obs_agent_session_info series, want one per target", n)
+	}
+
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	calls, err := st.Calls(context.Background(), store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.Check(t, calls, false)
+	rcv.CheckProcesses(t, calls, sessions)
+	if !strings.Contains(stderr.String(), "otlp sink: sent 10 records, lost 0") {
+		t.Errorf("the daemon's log does not give the otlp sink's account:\n%s", stderr.String())
 	}
 }
 
