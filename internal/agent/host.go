@@ -176,6 +176,7 @@ type host struct {
 	// one: every target's records go to them all.
 	sinks  fanout
 	otlp   *otlpSink
+	counts []*sessionCounts // what each sink wrote, per session
 	budget *Budget
 	// base holds the host's own store work (open, sink, retention): a
 	// session with no target of its own.
@@ -414,6 +415,7 @@ func (h *host) endUnattached(ht *hosted, cause error) {
 func (h *host) share(ht *hosted) {
 	ht.s.shared = true
 	ht.s.handed = make([]atomic.Uint64, len(ht.s.names))
+	ht.s.handedErr = make([]atomic.Uint64, len(ht.s.names))
 }
 
 // claimant is a target that traces a file, with its cgroup for a cgroup
@@ -562,14 +564,14 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	}
 	h.st = h.base.st
 	h.store = h.base.newStoreSink()
-	h.sinks = fanout{h.store}
+	h.sinks, h.counts = fanout{h.store}, []*sessionCounts{h.store.countSessions()}
 	if h.opts.OTLP != nil {
 		k, err := openOTLPSink(*h.opts.OTLP, h.budget, h.log)
 		if err != nil {
 			return nil, err
 		}
 		h.otlp = k
-		h.sinks = append(h.sinks, k)
+		h.sinks, h.counts = append(h.sinks, k), append(h.counts, k.countSessions())
 	}
 	for _, ht := range h.targets {
 		if err := h.attach(ht); err != nil {
@@ -621,6 +623,7 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	helpers.Wait()
 	werr := h.sinks.drain(h.log)
 	h.writeShed()
+	h.storeTargetAccounts()
 	res := h.result(reason)
 	if werr != nil {
 		return res, fmt.Errorf("store: %w", werr)
@@ -640,6 +643,7 @@ func (h *host) attach(ht *hosted) error {
 	if err := s.beginSession(s.pid); err != nil {
 		return err
 	}
+	s.result.Session = s.sess.ID
 	s.info = s.metricsInfo()
 	if h.otlp != nil {
 		h.otlp.register(s.sess)

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
@@ -116,6 +118,7 @@ func TestTargetsSinks(t *testing.T) {
 	if written, dropped, _ := res.Sinks[1].Totals(); written != uint64(len(calls)) || dropped != 0 {
 		t.Errorf("otlp ledger: written %d, dropped %d; want %d, 0", written, dropped, len(calls))
 	}
+	checkTargetAccounts(t, st, res, calls)
 
 	// /metrics, program by program.
 	for _, p := range []struct {
@@ -164,6 +167,63 @@ func TestTargetsSinks(t *testing.T) {
 	noPIDLabel(t, fams)
 }
 
+// checkTargetAccounts: each target's account of each sink, in its result
+// (its exit line) and in the store (session_sinks), is what that sink
+// wrote of its session's calls, function by function, with no loss.
+func checkTargetAccounts(t *testing.T, st *store.Store, res *Result, calls []record.Call) {
+	t.Helper()
+	want := map[uint64]map[string]uint64{} // session → function → calls
+	for _, c := range calls {
+		sid := c.ID >> 40
+		if want[sid] == nil {
+			want[sid] = map[string]uint64{}
+		}
+		want[sid][c.Function]++
+	}
+	ids := map[uint64]bool{}
+	for _, tr := range res.Targets {
+		sid := tr.Session
+		if want[sid] == nil || len(tr.Sinks) != 2 {
+			t.Errorf("target %s: session %d, sinks %+v; want a session with calls, two sinks", tr.Exe, sid, tr.Sinks)
+			continue
+		}
+		ids[sid] = true
+		for _, l := range tr.Sinks {
+			if fmt.Sprint(l.Written) != fmt.Sprint(want[sid]) || len(l.Dropped)+len(l.ErrorsLost) != 0 {
+				t.Errorf("target %s: %s sink wrote %v, lost %v; want %v, none", tr.Exe, l.Sink, l.Written, l.Dropped, want[sid])
+			}
+		}
+		if line := fmt.Sprintf("otlp sink: sent %d records, lost 0", tr.Recorded); !strings.Contains(tr.Summary(), line) {
+			t.Errorf("target %s: exit line %q does not say %q", tr.Exe, tr.Summary(), line)
+		}
+	}
+	if len(ids) != 3 {
+		t.Errorf("the targets' accounts name %d sessions, want 3", len(ids))
+	}
+	accts, err := st.SessionSinks(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]map[uint64]map[string]uint64{}
+	for _, a := range accts {
+		if a.Dropped != 0 || a.ErrorsLost != 0 {
+			t.Errorf("stored account %+v: a loss", a)
+		}
+		if got[a.Sink] == nil {
+			got[a.Sink] = map[uint64]map[string]uint64{}
+		}
+		if got[a.Sink][a.Session] == nil {
+			got[a.Sink][a.Session] = map[string]uint64{}
+		}
+		got[a.Sink][a.Session][a.Function] = a.Written
+	}
+	for _, sink := range []string{"store", "otlp"} {
+		if fmt.Sprint(got[sink]) != fmt.Sprint(want) {
+			t.Errorf("session_sinks of the %s sink %v, want %v", sink, got[sink], want)
+		}
+	}
+}
+
 // ofBinary is the families with only the series of binary bin (and those
 // without a binary label).
 func ofBinary(fams map[string]*dto.MetricFamily, bin string) map[string]*dto.MetricFamily {
@@ -195,6 +255,78 @@ func noPIDLabel(t *testing.T, fams map[string]*dto.MetricFamily) {
 					t.Errorf("metric %s has a %s label", name, l.GetName())
 				}
 			}
+		}
+	}
+}
+
+// TestTargetsSinkLosses: with the collector down for the whole run, the
+// OTLP sink of a host of two targets loses every record; each target's
+// account of it (its exit line, its session_sinks rows) has exactly its
+// own losses, errors apart, function by function, and they add up to the
+// sink's own ledger. The store, another sink, lost nothing.
+func TestTargetsSinkLosses(t *testing.T) {
+	testutil.RequireRoot(t)
+	procs := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a", "procs"), filepath.Join(dir, "b", "procs")
+	copyFile(t, procs, a)
+	copyFile(t, procs, b)
+	rcv := otlptest.NewReceiver(t)
+	rcv.Stop()
+	db := filepath.Join(dir, "obs.db")
+	stop := backgroundSession(t, db, func(ctx context.Context, o Options) (*Result, error) {
+		return AttachTargets(ctx, []Target{{Exe: a}, {Exe: b}}, o)
+	}, func(o *Options) {
+		o.OTLP = liveOTLP(rcv.URL())
+		o.OTLP.CloseTimeout = 200 * time.Millisecond
+	})
+	runCount(t, a, 50)
+	runCount(t, b, 20)
+	res := stop()
+	t.Log(res.Summary())
+
+	if len(res.Sinks) != 2 || len(res.Targets) != 2 {
+		t.Fatalf("sinks %+v, targets %d", res.Sinks, len(res.Targets))
+	}
+	if w, d, e := res.Sinks[0].Totals(); w != 70 || d != 0 || e != 0 {
+		t.Errorf("store ledger: written %d, dropped %d, errors lost %d; want 70, 0, 0", w, d, e)
+	}
+	if w, d, e := res.Sinks[1].Totals(); w != 0 || d != 70 || e != 7 {
+		t.Errorf("otlp ledger: written %d, dropped %d, errors lost %d; want 0, 70, 7", w, d, e)
+	}
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	accts, err := st.SessionSinks(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[uint64]store.SinkAccount{}
+	for _, x := range accts {
+		if x.Sink == "otlp" && x.Function == "main.tick" {
+			stored[x.Session] = x
+		}
+	}
+	for _, tr := range res.Targets {
+		n := uint64(50)
+		if tr.Exe == b {
+			n = 20
+		}
+		l := tr.Sinks[1]
+		if l.Sink != "otlp" || l.Written["main.tick"] != 0 || l.Dropped["main.tick"] != n || l.ErrorsLost["main.tick"] != n/10 {
+			t.Errorf("target %s: otlp account %+v; want main.tick dropped %d, errors lost %d", tr.Exe, l, n, n/10)
+		}
+		line := fmt.Sprintf("otlp sink: sent 0 records, lost %d (ok records not sent %d, error records lost %d)", n, n-n/10, n/10)
+		if !strings.Contains(tr.Summary(), line) {
+			t.Errorf("target %s: exit line %q does not say %q", tr.Exe, tr.Summary(), line)
+		}
+		if x := stored[tr.Session]; x.Dropped != n || x.ErrorsLost != n/10 || x.Written != 0 {
+			t.Errorf("target %s: stored otlp account %+v; want dropped %d, errors lost %d", tr.Exe, x, n, n/10)
+		}
+		if w := tr.Sinks[0].Written["main.tick"]; w != n || len(tr.Sinks[0].Dropped) != 0 {
+			t.Errorf("target %s: store account %+v; want %d written, none lost", tr.Exe, tr.Sinks[0], n)
 		}
 	}
 }
