@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -11,8 +10,6 @@ import (
 
 	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/query"
-	"github.com/obs-agent/obs-agent/internal/record"
-	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -51,24 +48,7 @@ func TestCollectorTargets(t *testing.T) {
 	c.stop(t)
 	spans := readCollector(t, live)
 
-	st, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ctx := context.Background()
-	calls, err := st.Calls(ctx, store.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := st.Sessions(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions := map[uint64]record.Session{}
-	for _, s := range rows {
-		sessions[s.ID] = s
-	}
+	st, calls, sessions := otlptest.ReadStore(t, db)
 	if len(sessions) != 2 || len(calls) < 200 {
 		t.Fatalf("%d sessions, %d calls; want 2 sessions, calltree's calls and more", len(sessions), len(calls))
 	}

@@ -22,7 +22,6 @@ import (
 	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
-	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -206,10 +205,7 @@ func TestDaemonTwoTargets(t *testing.T) {
 	if got := callsOf(t, db, pb); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.beta": 4}) {
 		t.Errorf("the second target's process: calls %v, want main.beta 4", got)
 	}
-	sessions := map[uint64]record.Session{}
-	for _, s := range sessionsOf(t, db) {
-		sessions[s.ID] = s
-	}
+	_, calls, sessions := otlptest.ReadStore(t, db)
 	if len(sessions) != 2 {
 		t.Errorf("%d session rows, want one per target", len(sessions))
 	}
@@ -230,15 +226,6 @@ func TestDaemonTwoTargets(t *testing.T) {
 		t.Errorf("%d obs_agent_session_info series, want one per target", n)
 	}
 
-	st, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	calls, err := st.Calls(context.Background(), store.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rcv.Check(t, calls, false)
 	rcv.CheckProcesses(t, calls, sessions)
 	if !strings.Contains(stderr.String(), "otlp sink: sent 10 records, lost 0") {

@@ -558,6 +558,15 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	if h.opts.SetGoMemoryLimit {
 		debug.SetMemoryLimit(h.budget.GoLimit())
 	}
+	// The OTLP sink first: a bad endpoint is refused before the store is
+	// created.
+	if h.opts.OTLP != nil {
+		k, err := openOTLPSink(*h.opts.OTLP, h.budget, h.log)
+		if err != nil {
+			return nil, err
+		}
+		h.otlp = k
+	}
 	h.base = &session{opts: h.opts, log: h.log, budget: h.budget}
 	if err := h.base.openStore(); err != nil {
 		return nil, err
@@ -565,13 +574,8 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	h.st = h.base.st
 	h.store = h.base.newStoreSink()
 	h.sinks, h.counts = fanout{h.store}, []*sessionCounts{h.store.countSessions()}
-	if h.opts.OTLP != nil {
-		k, err := openOTLPSink(*h.opts.OTLP, h.budget, h.log)
-		if err != nil {
-			return nil, err
-		}
-		h.otlp = k
-		h.sinks, h.counts = append(h.sinks, k), append(h.counts, k.countSessions())
+	if h.otlp != nil {
+		h.sinks, h.counts = append(h.sinks, h.otlp), append(h.counts, h.otlp.countSessions())
 	}
 	for _, ht := range h.targets {
 		if err := h.attach(ht); err != nil {
@@ -830,6 +834,9 @@ func (h *host) close() {
 	}
 	if h.st != nil {
 		h.st.Close()
+	}
+	if h.otlp != nil && !h.otlp.started {
+		h.otlp.w.exp.Close() // a started sink's Wait closes it
 	}
 }
 

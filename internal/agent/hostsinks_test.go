@@ -81,24 +81,7 @@ func TestTargetsSinks(t *testing.T) {
 	res := stop()
 	t.Log(res.Summary())
 
-	st, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ctx := context.Background()
-	calls, err := st.Calls(ctx, store.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := st.Sessions(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sessions := map[uint64]record.Session{}
-	for _, s := range rows {
-		sessions[s.ID] = s
-	}
+	st, calls, sessions := otlptest.ReadStore(t, db)
 
 	// Spans.
 	got := rcv.Check(t, calls, false)
@@ -125,16 +108,7 @@ func TestTargetsSinks(t *testing.T) {
 		bin  string
 		want []string
 	}{{a, []string{"ok", "error"}}, {tree, []string{"ok", "error", "panic"}}, {c, []string{"ok", "error"}}} {
-		stats, err := st.Stats(ctx, store.Filter{Binary: &store.BinaryMatch{Paths: []string{p.bin}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		byFunc := map[string]record.FuncStats{}
-		for _, r := range stats {
-			sum := byFunc[r.Function.Name]
-			sum.Add(&r.FuncStats)
-			byFunc[r.Function.Name] = sum
-		}
+		byFunc := storeStats(t, db, store.Filter{Binary: &store.BinaryMatch{Paths: []string{p.bin}}})
 		if len(byFunc) == 0 {
 			t.Errorf("%s: query stats has no row", p.bin)
 		}
@@ -294,11 +268,7 @@ func TestTargetsSinkLosses(t *testing.T) {
 	if w, d, e := res.Sinks[1].Totals(); w != 0 || d != 70 || e != 7 {
 		t.Errorf("otlp ledger: written %d, dropped %d, errors lost %d; want 0, 70, 7", w, d, e)
 	}
-	st, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, _, _ := otlptest.ReadStore(t, db)
 	accts, err := st.SessionSinks(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -193,7 +193,7 @@ func TestMetricsMatchStats(t *testing.T) {
 
 			checkFirstScrape(t, first, r.res)
 			checkMidScrapes(t, mid, held)
-			rows := storeStats(t, opts.DB)
+			rows := storeStats(t, opts.DB, store.Filter{})
 			checkAgainstStats(t, held, rows, tc.want)
 			checkHealth(t, held, r.res, bin)
 			if tc.include != "main.*" {
@@ -229,14 +229,16 @@ func labelValue(m *dto.Metric, name string) string {
 	return ""
 }
 
-func storeStats(t *testing.T, db string) map[string]record.FuncStats {
+// storeStats is what query stats reads, per function, of the records f
+// selects.
+func storeStats(t *testing.T, db string, f store.Filter) map[string]record.FuncStats {
 	t.Helper()
 	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rows, err := st.Stats(context.Background(), store.Filter{})
+	rows, err := st.Stats(context.Background(), f)
 	if err != nil {
 		t.Fatal(err)
 	}

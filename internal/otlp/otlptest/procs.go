@@ -1,10 +1,12 @@
 package otlptest
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/store"
 )
 
 // The resource keys CheckProcesses reads besides those of CheckResources.
@@ -54,4 +56,30 @@ func (s *Spans) CheckProcesses(t testing.TB, calls []record.Call, sessions map[u
 func (r *Receiver) CheckProcesses(t testing.TB, calls []record.Call, sessions map[uint64]record.Session) {
 	t.Helper()
 	r.snapshot().CheckProcesses(t, calls, sessions)
+}
+
+// ReadStore opens the store at db read-only (closed when the test ends)
+// and returns it, its calls and its session rows by id: what the checks
+// here compare the received spans with.
+func ReadStore(t testing.TB, db string) (*store.Store, []record.Call, map[uint64]record.Session) {
+	t.Helper()
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	calls, err := st.Calls(ctx, store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions := map[uint64]record.Session{}
+	for _, s := range rows {
+		sessions[s.ID] = s
+	}
+	return st, calls, sessions
 }
