@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -28,7 +29,9 @@ import (
 //   - Every call the store holds arrived once as a span, with its parent
 //     (across goroutines too), status and error text, the traces equal the
 //     store's trees, and each span has the resource of its own process:
-//     its program's name and path, its session, its pid.
+//     its program's name and path, its session, its pid. No two spans
+//     share an id, and `export otlp` of the store gives the same ids and
+//     resources.
 //   - A scrape after the programs ran equals `query stats --binary` for
 //     every program and function (calls by status, losses, histogram),
 //     each program's series told apart by the binary label, never a pid.
@@ -87,6 +90,21 @@ func TestTargetsSinks(t *testing.T) {
 	got := rcv.Check(t, calls, false)
 	otlptest.CheckTrees(t, calls, got, query.New(st).Tree, 6) // calltree spawns 6 goroutines under traced calls
 	rcv.CheckProcesses(t, calls, sessions)
+	// `export otlp` of the store gives the same spans: the same ids
+	// (derived from each target's session and call ids), under the same
+	// resources.
+	again := otlptest.NewReceiver(t)
+	if _, err := exportStore(t, st, again.URL(), filepath.Join(dir, "otlp-state")); err != nil {
+		t.Fatal(err)
+	}
+	exported := again.Check(t, calls, false)
+	again.CheckProcesses(t, calls, sessions)
+	for id, sp := range got {
+		e := exported[id]
+		if e == nil || !bytes.Equal(e.SpanId, sp.SpanId) || !bytes.Equal(e.TraceId, sp.TraceId) || !bytes.Equal(e.ParentSpanId, sp.ParentSpanId) {
+			t.Errorf("call %d: live span %x/%x (parent %x), exported %v", id, sp.TraceId, sp.SpanId, sp.ParentSpanId, e)
+		}
+	}
 	pids, sids := map[uint32]bool{}, map[uint64]bool{}
 	for _, c := range calls {
 		pids[c.PID], sids[c.ID>>40] = true, true
