@@ -44,8 +44,10 @@ collector: ## build the OpenTelemetry Collector of the end-to-end OTLP tests (oc
 # cross-release matrix shrinks to the newest release under -race
 # (testutil.Matrix): the full matrix runs without -race just before.
 RACE_SKIP ?= TestCircuitBreaker|TestBurst20000|TestHotLoopAllRecorded|TestForeignBinaryGofmt
-test-race: ## the root end-to-end tests of internal/agent and internal/queue under the race detector (root)
+test-race: ## the root end-to-end tests of internal/agent and internal/queue, and the store's no-op connection mutexes, under the race detector (root)
 	$(GO) test -race -count=1 -timeout 30m -skip '$(RACE_SKIP)' ./internal/agent/ ./internal/queue/
+	$(GO) test -race -count=1 -timeout 10m -run 'TestConcurrentStoreRace|TestRawWriterActive' ./internal/store/
+	$(GO) test -race -count=1 -timeout 10m ./internal/sqliteconf/
 
 FUZZTIME ?= 20s
 # go1.26's fuzz coordinator can fail a clean run with "context deadline
@@ -88,7 +90,7 @@ lint: ## gofmt, go vet, staticcheck, shellcheck, clang-format on bpf/
 install: build ## install obs-agent into $(PREFIX)/bin, its systemd unit into $(UNITDIR) and the example config into $(SYSCONFDIR)/obs-agent (DESTDIR aware)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/obs-agent
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
-	sed 's#@PREFIX@#$(PREFIX)#g' deploy/obs-agent.service > $(DESTDIR)$(UNITDIR)/obs-agent.service
+	sed -e 's#@PREFIX@#$(PREFIX)#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' deploy/obs-agent.service > $(DESTDIR)$(UNITDIR)/obs-agent.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/obs-agent.service
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/obs-agent
 	if [ -e $(DESTDIR)$(SYSCONFDIR)/obs-agent/obs-agent.yaml ]; then \
@@ -100,11 +102,11 @@ install: build ## install obs-agent into $(PREFIX)/bin, its systemd unit into $(
 # deploy/kubernetes/check is its own module (k8s.io/api pinned there), so
 # obs-agent does not depend on the Kubernetes API; it needs only the Go
 # module proxy.
-check-deploy: ## check deploy/: the DaemonSet against the Kubernetes API types (strict), the systemd unit with systemd-analyze verify when present
+check-deploy: ## check deploy/: the DaemonSet against the Kubernetes API types and, with kubeconform, its OpenAPI schema (strict), the systemd unit with systemd-analyze verify when present
 	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 ./...
 	@if command -v systemd-analyze >/dev/null; then \
 		d=$$(mktemp -d) && mkdir -p $$d/bin && cp /bin/true $$d/bin/obs-agent && \
-		sed "s#@PREFIX@#$$d#g" deploy/obs-agent.service > $$d/obs-agent.service && \
+		sed -e "s#@PREFIX@#$$d#g" -e "s#@SYSCONFDIR@#/etc#g" deploy/obs-agent.service > $$d/obs-agent.service && \
 		systemd-analyze verify $$d/obs-agent.service; rc=$$?; rm -rf $$d; exit $$rc; \
 	else echo "systemd-analyze not installed: the unit is not verified"; fi
 

@@ -399,7 +399,7 @@ func (s *session) beginSession(pid int) error {
 		return fmt.Errorf("register functions: %w", err)
 	}
 	s.sess = record.Session{
-		PID: uint32(pid), Binary: cmp.Or(s.binName, s.bin.Path), GoVersion: s.bin.GoVersion,
+		PID: uint32(pid), Binary: s.binaryName(), GoVersion: s.bin.GoVersion,
 		Patterns: strings.Join(s.opts.Include, " "), Start: time.Now().UnixNano(),
 		AgentPID: self.pid, AgentStart: self.start, BootID: self.boot,
 		Retention: s.retentionWindow(), ArchiveDir: archiveDirOf(s.opts.ArchiveDir),
@@ -410,6 +410,27 @@ func (s *session) beginSession(pid int) error {
 	}
 	s.sess.ID = id
 	return nil
+}
+
+// binaryName is the program's name for the session and process rows: a
+// cgroup target's file as its processes see it; for a --pid target, whose
+// binary is opened through /proc/PID/exe (so that a container's file,
+// absent from the host, can be read), the path that link names, as the
+// process's own mount namespace sees it (what ps and the container show,
+// and what 'query --binary' is given), read once while the process runs;
+// else the path the binary was opened by.
+func (s *session) binaryName() string {
+	if s.binName == "" {
+		s.binName = s.bin.Path
+		if rest, ok := strings.CutPrefix(s.bin.Path, "/proc/"); ok {
+			if pid, ok := strings.CutSuffix(rest, "/exe"); ok && pid != "" && strings.Trim(pid, "0123456789") == "" {
+				if real, err := os.Readlink(s.bin.Path); err == nil && real != "" {
+					s.binName = real
+				}
+			}
+		}
+	}
+	return s.binName
 }
 
 // tracerConfig turns the selection into probe sites.

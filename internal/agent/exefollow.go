@@ -435,7 +435,7 @@ func liveStart(pid uint32) (uint64, bool) {
 // newProcessRow describes the one process of an attach --pid or run
 // session.
 func (s *session) newProcessRow() store.Process {
-	p := store.Process{Session: s.sess.ID, PID: uint32(s.pid), NSPID: nsPID(uint32(s.pid)), Binary: s.bin.Path,
+	p := store.Process{Session: s.sess.ID, PID: uint32(s.pid), NSPID: nsPID(uint32(s.pid)), Binary: s.binaryName(),
 		BuildID: buildID(s.bin.Path), Start: time.Now().UnixNano()}
 	if ticks, ok := liveStart(uint32(s.pid)); ok {
 		p.Start = procStartNs(ticks)

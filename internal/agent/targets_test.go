@@ -161,6 +161,7 @@ func TestTargetsMixed(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns, in, nsPid := startInNamespace(t, c, ctr, 40, 0)
+	nsExe := filepath.Join(ctr, "app")
 
 	db := filepath.Join(dir, "obs.db")
 	stop := targetsSession(t, []Target{{Exe: a}, {Exe: b}, {PID: nsPid}}, db)
@@ -188,6 +189,11 @@ func TestTargetsMixed(t *testing.T) {
 	rows := checkTicks(t, db, want)
 	if r := rows[uint32(nsPid)]; r.NSPID == 0 || r.NSPID == r.PID || !strings.HasPrefix(r.ExitReason, "target exited") {
 		t.Errorf("--pid target's row %+v: want its ns pid and that it exited", r)
+	}
+	// Named as its own mount namespace names it (/proc/PID/exe's link),
+	// not by the /proc path the agent opened it through.
+	if r := rows[uint32(nsPid)]; r.Binary != nsExe {
+		t.Errorf("--pid target's row names binary %q, want %q", r.Binary, nsExe)
 	}
 	for pid, r := range rows {
 		if pid != uint32(nsPid) && (r.Binary != a && r.Binary != b || r.ExitReason != "exited") {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/record"
+	"github.com/obs-agent/obs-agent/internal/sqliteconf"
 )
 
 // genCalls makes n realistic call records starting at id first: ~200
@@ -62,7 +63,12 @@ func genCalls(rng *rand.Rand, first uint64, start time.Time, n int) []record.Cal
 // dev VM is shared, so wall rates swing with other load).
 //
 // Measured on the 2-core dev VM, -benchtime 400000x, 4 runs:
-// 323k, 352k, 400k, 426k records/s (308k-401k records/cpu-s).
+// 323k, 352k, 400k, 426k records/s (308k-401k records/cpu-s), before the
+// connection mutexes were no-ops and the rows bound on SQLite's handle.
+// Since (2026-11-30 17:28, load average 7-9, so the wall rate says little):
+// 361k-372k records/cpu-s (248k-262k records/s) at 20% errors, 438k-446k
+// (308k-356k) at 1%; BenchmarkWriteOldNew gives the ratios to the path
+// before in one run (docs/performance.md).
 // OBS_BENCH_INDEXES=1|2|3 adds the indexes compared in partitionDDL.
 func BenchmarkWriteCalls(b *testing.B) {
 
@@ -145,12 +151,16 @@ func init() {
 //     hour's spans and id ranges, the error lane, the partition's row
 //     count and write generation): the write path before ok rows had
 //     statements of their own (benchFullRows);
+//   - before: today's path as it was before SQLite's connection mutexes
+//     were made no-ops (internal/sqliteconf) and the cuts made with it
+//     (benchBefore): the store opened with real connection mutexes;
 //   - new: today's path (ok rows bind 7 columns, see insertCalls).
 //
+// old, full and before all run with real connection mutexes.
 // It reports each path's records/s over all its rounds, records per CPU
-// second, the new/old and new/full ratios of both, and the size of each
-// path's store in bytes per record (ok rows and other rows inserted
-// through separate statements leave some pages less full).
+// second, the new/old, new/full and new/before ratios of both, and the
+// size of each path's store in bytes per record (ok rows and other rows
+// inserted through separate statements leave some pages less full).
 // OBS_BENCH_ROUNDS sets the rounds per path (default 4).
 // OBS_BENCH_ORDER=agent gives each batch in the order the agent's queue
 // does (agentOrder) instead of in id order.
@@ -164,15 +174,21 @@ func BenchmarkWriteOldNew(b *testing.B) {
 			agentOrder(pool[off : off+batch])
 		}
 	}
-	const old, full, cur = 0, 1, 2
-	var wall, cpu [3]time.Duration
-	var size [3]int64
-	defer func() { benchOldWrite, benchFullRows = false, false }()
+	const old, full, before, cur = 0, 1, 2, 3
+	const paths = 4
+	var wall, cpu [paths]time.Duration
+	var size [paths]int64
+	noop := sqliteconf.SetConnMutexNoop(true)
+	defer func() {
+		benchOldWrite, benchFullRows, benchBefore = false, false, false
+		sqliteconf.SetConnMutexNoop(noop)
+	}()
 	for i := 0; i < b.N; i++ {
-		for r := range 3 * rounds {
-			// old, full, new, full, new, old, new, old, full, ...
-			path := (r + r/3) % 3
-			benchOldWrite, benchFullRows = path == old, path != cur
+		for r := range paths * rounds {
+			// old, full, before, new, full, before, new, old, ...
+			path := (r + r/paths) % paths
+			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path != cur
+			sqliteconf.SetConnMutexNoop(path == cur)
 			dbPath := filepath.Join(b.TempDir(), "bench.db")
 			s, err := Open(dbPath, Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
 			if err != nil {
@@ -198,7 +214,7 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	}
 	n := float64(b.N * rounds * perRound)
 	rate := func(d time.Duration) float64 { return n / d.Seconds() }
-	for p, name := range []string{"old", "full", "new"} {
+	for p, name := range []string{"old", "full", "before", "new"} {
 		b.ReportMetric(rate(wall[p]), name+"-records/s")
 		b.ReportMetric(rate(cpu[p]), name+"-records/cpu-s")
 		b.ReportMetric(float64(size[p])/n, name+"-bytes/record")
@@ -207,6 +223,8 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[old]), "new/old-cpu")
 	b.ReportMetric(rate(wall[cur])/rate(wall[full]), "new/full")
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[full]), "new/full-cpu")
+	b.ReportMetric(rate(wall[cur])/rate(wall[before]), "new/before")
+	b.ReportMetric(rate(cpu[cur])/rate(cpu[before]), "new/before-cpu")
 }
 
 // benchRounds is $OBS_BENCH_ROUNDS, or def.

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"math"
 	"slices"
@@ -195,24 +194,42 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 	var order []key
 	ranges := map[int64]span{}
 	var sessions []int64
+	// Neighbours in a batch (sorted by id) nearly always share their
+	// bucket and session: the maps are updated only when the key changes
+	// (a map update per call was 2% of the writer's CPU).
+	var run key
+	var runSpan span
+	inRun := false
+	flush := func() {
+		if !inRun {
+			return
+		}
+		sp, ok := spans[run]
+		if !ok {
+			order = append(order, run)
+			sp = runSpan
+		}
+		sp.lo, sp.hi = min(sp.lo, runSpan.lo), max(sp.hi, runSpan.hi)
+		spans[run] = sp
+		rg, ok := ranges[run.session]
+		if !ok {
+			sessions = append(sessions, run.session)
+			rg = runSpan
+		}
+		rg.lo, rg.hi = min(rg.lo, runSpan.lo), max(rg.hi, runSpan.hi)
+		ranges[run.session] = rg
+	}
 	for i := range calls {
 		id := int64(calls[i].ID)
 		k := key{spanBucket(calls[i].Start), id >> 40}
-		sp, ok := spans[k]
-		if !ok {
-			order = append(order, k)
-			sp = span{id, id}
+		if inRun && k == run {
+			runSpan.lo, runSpan.hi = min(runSpan.lo, id), max(runSpan.hi, id)
+			continue
 		}
-		sp.lo, sp.hi = min(sp.lo, id), max(sp.hi, id)
-		spans[k] = sp
-		rg, ok := ranges[k.session]
-		if !ok {
-			sessions = append(sessions, k.session)
-			rg = span{id, id}
-		}
-		rg.lo, rg.hi = min(rg.lo, id), max(rg.hi, id)
-		ranges[k.session] = rg
+		flush()
+		run, runSpan, inRun = k, span{id, id}, true
 	}
+	flush()
 	rup, err := tx.stmt(`INSERT INTO call_ranges (hour_ns, session, min_id, max_id) VALUES (?, ?, ?, ?)
 		ON CONFLICT (hour_ns, session) DO UPDATE SET
 			min_id = min(min_id, excluded.min_id), max_id = max(max_id, excluded.max_id)`)
@@ -253,11 +270,7 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 			}
 		}
 		slices.SortFunc(errs, func(a, b *record.Call) int { return cmp.Or(cmp.Compare(a.Start, b.Start), cmp.Compare(a.ID, b.ID)) })
-		args := make([]driver.NamedValue, 0, 3*len(errs))
-		for _, c := range errs {
-			args = append(args, driver.NamedValue{Value: c.Start}, driver.NamedValue{Value: int64(c.ID)}, driver.NamedValue{Value: int64(c.Status)})
-		}
-		if err := tx.insertRaw(`INSERT OR IGNORE INTO `+sideName(table, sideErr), 3, args); err != nil {
+		if err := tx.insertErrLane(`INSERT OR IGNORE INTO `+sideName(table, sideErr), errs); err != nil {
 			return err
 		}
 	}
@@ -284,22 +297,6 @@ func (tx *wtx) maintainCalls(table string, hour time.Time, calls []record.Call, 
 		}
 	}
 	return nil
-}
-
-// insertRaw is insertRows through the driver connection, with prepared
-// statements cached like insertCalls's.
-func (tx *wtx) insertRaw(prefix string, cols int, args []driver.NamedValue) error {
-	if len(args) == 0 {
-		return nil
-	}
-	row := "(" + strings.Repeat("?,", cols-1) + "?)"
-	return tx.s.wc.Raw(func(dc any) error {
-		pc, ok := dc.(driver.ConnPrepareContext)
-		if !ok {
-			return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
-		}
-		return tx.execChunks(pc, cols, args, func(n int) string { return prefix + " VALUES " + strings.Repeat(row+",", n-1) + row })
-	})
 }
 
 // insertRows runs prefix VALUES (...),(...) over args, cols per row, in

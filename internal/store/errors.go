@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
@@ -83,13 +82,22 @@ var ioWords = map[int]string{
 
 // words prefixes a driver error with its plain meaning, when it has one.
 func words(err error) string {
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		if w, ok := ioWords[se.Code()]; ok {
+	if code, ok := sqliteCode(err); ok {
+		if w, ok := ioWords[code]; ok {
 			return w + ": "
 		}
 	}
 	return ""
+}
+
+// sqliteCode is the SQLite result code of err: of the driver's
+// *sqlite.Error, or of the writer's own raw path (rawError).
+func sqliteCode(err error) (int, bool) {
+	var ce interface{ Code() int }
+	if errors.As(err, &ce) {
+		return ce.Code(), true
+	}
+	return 0, false
 }
 
 // explain finds the cause behind the errors SQLite reports vaguely:
@@ -98,7 +106,11 @@ func words(err error) string {
 // when the -shm can't grow, SQLITE_IOERR_WRITE when a page can't be
 // written). op says what was being done, path is the store file.
 func explain(op, path string, err error) error {
-	var se *sqlite.Error
+	// The driver's *sqlite.Error, or the writer's rawError.
+	var se interface {
+		error
+		Code() int
+	}
 	if err == nil || !errors.As(err, &se) || kindOf(err) != nil {
 		return err
 	}
@@ -134,9 +146,8 @@ func kindOf(err error) error {
 			return nil // already classified
 		}
 	}
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		switch se.Code() & 0xff {
+	if code, ok := sqliteCode(err); ok {
+		switch code & 0xff {
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 			return ErrLocked
 		case sqlite3.SQLITE_READONLY:

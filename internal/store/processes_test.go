@@ -161,6 +161,18 @@ func TestStatsByBinary(t *testing.T) {
 		if got := sum(c.m); got != c.want {
 			t.Errorf("%s: %d calls, want %d", c.name, got, c.want)
 		}
+		// The chart's series: two-hour range, 10-minute buckets.
+		per, err := s.StatsSeries(ctx, Filter{Binary: c.m, Since: time.Unix(0, at(0)), Until: time.Unix(0, at(2*time.Hour))}, int64(10*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, b := range per {
+			n += b.Calls
+		}
+		if n != c.want {
+			t.Errorf("%s: the series holds %d calls, want %d", c.name, n, c.want)
+		}
 		if got := fmt.Sprint(gaps(c.m)); got != c.gaps {
 			t.Errorf("%s: gaps of pids %s, want %s", c.name, got, c.gaps)
 		}

@@ -3,11 +3,12 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/obs-agent/obs-agent/internal/record"
 )
 
-// StatsSeries merges the aggregates matching f (f.PID, f.Func) whose
+// StatsSeries merges the aggregates matching f (f.PID, f.Func, f.Binary) whose
 // interval starts in [f.Since, f.Until) into buckets of step ns from
 // f.Since: out[i] holds the intervals starting in [since+i*step,
 // since+(i+1)*step), and its IntervalStart and IntervalEnd span those
@@ -34,9 +35,16 @@ func (s *Store) StatsSeries(ctx context.Context, f Filter, step int64) ([]record
 			return err
 		}
 		for _, p := range parts {
+			w, a := where, args
+			if f.Binary != nil {
+				// Each interval counts for the process that held its
+				// pid then, as in Stats.
+				bc, bargs := f.Binary.cond(p.name, "interval_start_ns", "interval_end_ns")
+				w, a = where+" AND "+bc, append(slices.Clip(args), bargs...)
+			}
 			rows, err := r.tx.QueryContext(r.ctx, `SELECT (interval_start_ns - ?) / ?, min(interval_start_ns), max(interval_end_ns), sum(calls), sum(errors), sum(panics),
 				sum(recorded), sum(sampled), sum(dropped), sum(total_ns), max(max_ns), obs_hist_sum(hist) FROM `+p.name+
-				` WHERE `+where+` GROUP BY 1`, append([]any{lo, step}, args...)...)
+				` WHERE `+w+` GROUP BY 1`, append([]any{lo, step}, a...)...)
 			if err != nil {
 				return err
 			}

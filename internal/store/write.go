@@ -431,6 +431,12 @@ func (s *Store) clearSorted() {
 	s.sorted = s.sorted[:0]
 }
 
+// benchBefore, set only by BenchmarkWriteOldNew, makes WriteCalls bind
+// its rows through the driver, as before rawwrite.go (the benchmark also
+// opens that path's stores with real connection mutexes, see
+// internal/sqliteconf).
+var benchBefore bool
+
 // benchOldWrite, set only by BenchmarkWriteOldNew, makes WriteCalls
 // insert the rows only, as it did before the read structures (schema 3),
 // so one run can measure what keeping them costs the writer.
@@ -442,9 +448,11 @@ var benchOldWrite bool
 // Most rows are ok calls, whose last four columns are constants (status
 // 0, no error type or text, not truncated). They go through statements
 // that write those constants as literals and bind 7 parameters a row
-// instead of 11: binding is about a quarter of the writer's CPU, each
-// parameter one call into SQLite that takes the connection's mutex
-// (modernc opens every connection SQLITE_OPEN_FULLMUTEX). The other rows
+// instead of 11: binding was about a quarter of the writer's CPU, each
+// parameter one call into SQLite that took the connection's mutex
+// (modernc opens every connection SQLITE_OPEN_FULLMUTEX; internal/sqliteconf
+// now makes that mutex a no-op, and insertCallsRaw binds without the
+// driver). The other rows
 // (errors, panics, unfinished calls) go through statements with all 11
 // columns. This split is made when fewer than one row in splitBelow is
 // of the other kinds; otherwise all rows take the full shape, in order.
@@ -482,6 +490,11 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 			}
 		}
 		split := others*splitBelow < len(calls) && !benchFullRows
+		if !benchBefore {
+			if w := tx.s.rawWriterFor(dc); w != nil {
+				return tx.insertCallsRaw(w, pc, table, calls, fids, split)
+			}
+		}
 		var err error
 		for i := range calls {
 			c := &calls[i]
@@ -547,6 +560,92 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 		}
 		return tx.execRows(pc, table, false, fullArgs)
 	})
+}
+
+// insertCallsRaw is insertCalls's loop on the writer's SQLite handle
+// (rawwrite.go): the same rows through the same statements in the same
+// order, each value bound with one sqlite3_bind_* call.
+func (tx *wtx) insertCallsRaw(w *rawWriter, pc driver.ConnPrepareContext, table string, calls []record.Call, fids []int64, split bool) error {
+	okRows, othRows := tx.s.okRows[:0], tx.s.othRows[:0]
+	defer func() { tx.s.okRows, tx.s.othRows = okRows[:0], othRows[:0] }()
+	flush := func(okShape bool, rows []int) error {
+		cols := callCols
+		if okShape {
+			cols = okCols
+		}
+		err := w.execRows(len(rows), cols, func(n int) string { return tx.s.callsSQL(table, okShape, n) },
+			func(st uintptr, r, base int) error {
+				return w.bindCall(st, base, &calls[rows[r]], fids[rows[r]], okShape)
+			})
+		if err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+		return nil
+	}
+	for i := range calls {
+		c := &calls[i]
+		var err error
+		if fids[i], err = tx.funcIDRaw(pc, c.Function); err != nil {
+			return err
+		}
+		if split && plainOK(c) {
+			if okRows = append(okRows, i); len(okRows) == callsPerStmt {
+				if err := flush(true, okRows); err != nil {
+					return err
+				}
+				okRows = okRows[:0]
+			}
+			continue
+		}
+		// As in insertCalls: among ok rows, 10 at a time.
+		othRows = append(othRows, i)
+		if len(othRows) == callsPerStmt || (len(okRows) > 0 && len(othRows) == 10) {
+			if err := flush(false, othRows); err != nil {
+				return err
+			}
+			othRows = othRows[:0]
+		}
+	}
+	if err := flush(true, okRows); err != nil {
+		return err
+	}
+	return flush(false, othRows)
+}
+
+// bindCall binds the row of c from parameter base+1 on: its okCols
+// columns, and the other four too unless okShape.
+func (w *rawWriter) bindCall(st uintptr, base int, c *record.Call, fid int64, okShape bool) error {
+	for _, err := range [...]error{
+		w.bindInt(st, base+1, int64(c.ID)),
+		w.bindIntOrNull(st, base+2, int64(c.ParentID)),
+		w.bindInt(st, base+3, int64(c.PID)),
+		w.bindInt(st, base+4, int64(c.GoID)),
+		w.bindInt(st, base+5, fid),
+		w.bindInt(st, base+6, c.Start),
+		w.bindInt(st, base+7, c.Duration),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if okShape {
+		return nil
+	}
+	trunc := int64(0)
+	if c.ErrorTruncated {
+		trunc = 1
+	}
+	for _, err := range [...]error{
+		w.bindInt(st, base+8, int64(c.Status)),
+		w.bindTextOrNull(st, base+9, c.ErrorType),
+		w.bindTextOrNull(st, base+10, c.Error),
+		w.bindInt(st, base+11, trunc),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // okCols is the number of bound columns of an ok row (see insertCalls).

@@ -2,7 +2,7 @@
 // Kubernetes API types (k8s.io/api, pinned in go.mod): every document is
 // decoded strictly, as the API server decodes, so a misspelt or misplaced
 // field, a duplicate, or a value of the wrong type fails, as a schema
-// validator would find it; then the
+// validator would find it (kubeconform_test.go runs one too); then the
 // properties the agent depends on are asserted. It is its own module so
 // that obs-agent itself does not depend on the Kubernetes API; CI runs it
 // without network beyond the Go module proxy (make check-deploy).

@@ -1,0 +1,320 @@
+package store
+
+import (
+	"database/sql/driver"
+	"encoding/binary"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/obs-agent/obs-agent/internal/record"
+)
+
+// The writer's hot INSERTs (the calls rows and the error lane) run on the
+// writer connection's SQLite handle directly instead of through the
+// driver's Stmt.Exec. For each statement the driver builds an argument
+// finder, asks SQLite each parameter's name, finds the argument, switches
+// on its type and only then binds it; with the int64 of every argument
+// boxed into an interface first (an allocation each). That was about a
+// fifth of the writer's CPU once SQLite's connection mutex was gone
+// (internal/sqliteconf): more than the binding itself. rawWriter binds
+// each value with one sqlite3_bind_* call into statements it prepares and
+// caches itself.
+//
+// modernc.org/sqlite has no API that hands out a connection's sqlite3*
+// handle, so rawHandle reads its driver connection's db field by
+// reflection, and checks that the handle is the writer's: SQLite must
+// name the store's file as its main database. When the field is missing
+// (a driver version that renamed it) or the check fails, the writer uses
+// the driver as before; TestRawWriterActive fails then, so an upgrade
+// that loses the fast path is seen.
+//
+// Everything here runs inside the writer's sql.Conn.Raw, under the
+// writer's lock: the connection is used by one goroutine at a time, as
+// database/sql guarantees for the driver's own calls.
+
+// rawWriter is the writer connection's handle and its prepared statements.
+type rawWriter struct {
+	tls   *libc.TLS
+	db    uintptr
+	stmts map[string]*rawStmt
+	// use counts statement lookups; a statement unused for rawKeep of
+	// them is finalised (see stmt).
+	use uint64
+	// out is 8 bytes of C memory that sqlite3_prepare_v3 writes the new
+	// statement to. Only C memory (and Go globals) is handed to the
+	// transpiled SQLite: under -race, checkptr refuses a Go heap pointer
+	// that comes back to it as an integer.
+	out uintptr
+}
+
+type rawStmt struct {
+	p       uintptr
+	lastUse uint64
+}
+
+// rawKeep: statements of tables no longer written (the previous hour's,
+// a late record's old hour) are finalised when a statement is prepared
+// and that many statement lookups (about 40 batches) have passed without
+// them.
+const rawKeep = 2000
+
+// rawHandle returns the sqlite3* handle of a modernc.org/sqlite driver
+// connection, or 0.
+func rawHandle(dc any) uintptr {
+	v := reflect.ValueOf(dc)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return 0
+	}
+	v = v.Elem()
+	if v.Kind() != reflect.Struct || v.Type().PkgPath() != "modernc.org/sqlite" {
+		return 0
+	}
+	f := v.FieldByName("db")
+	if !f.IsValid() || f.Kind() != reflect.Uintptr {
+		return 0
+	}
+	return uintptr(f.Uint())
+}
+
+// rawWriterFor returns the store's rawWriter for the driver connection
+// dc, making it on first use; nil when the handle can't be had, in which
+// case the writer goes through the driver.
+func (s *Store) rawWriterFor(dc any) *rawWriter {
+	if s.raw != nil || s.rawOff {
+		return s.raw
+	}
+	db := rawHandle(dc)
+	if db == 0 {
+		s.rawOff = true
+		return nil
+	}
+	tls := libc.NewTLS()
+	main, err := libc.CString("main")
+	if err != nil {
+		tls.Close()
+		s.rawOff = true
+		return nil
+	}
+	name := libc.GoString(sqlite3.Xsqlite3_db_filename(tls, db, main))
+	libc.Xfree(tls, main)
+	if name != s.path {
+		tls.Close()
+		s.rawOff = true
+		return nil
+	}
+	out := libc.Xcalloc(tls, 1, 8)
+	if out == 0 {
+		tls.Close()
+		s.rawOff = true
+		return nil
+	}
+	s.raw = &rawWriter{tls: tls, db: db, stmts: map[string]*rawStmt{}, out: out}
+	return s.raw
+}
+
+// close finalises the statements and frees the writer's memory; it runs
+// inside wc.Raw, before the connection closes.
+func (w *rawWriter) close() {
+	for q, st := range w.stmts {
+		sqlite3.Xsqlite3_finalize(w.tls, st.p)
+		delete(w.stmts, q)
+	}
+	libc.Xfree(w.tls, w.out)
+	w.tls.Close()
+}
+
+// rawError is a failed SQLite call on the raw path. Like the driver's
+// *sqlite.Error it has Code(), the extended result code, which classify
+// and Refused read.
+type rawError struct {
+	code int
+	msg  string
+}
+
+func (e *rawError) Error() string { return e.msg }
+func (e *rawError) Code() int     { return e.code }
+
+// err makes the error of result code rc, in the driver's words
+// ("errstr: errmsg (code)").
+func (w *rawWriter) err(rc int32) error {
+	str := libc.GoString(sqlite3.Xsqlite3_errstr(w.tls, rc))
+	msg := libc.GoString(sqlite3.Xsqlite3_errmsg(w.tls, w.db))
+	if msg == str {
+		return &rawError{code: int(rc), msg: fmt.Sprintf("%s (%d)", str, rc)}
+	}
+	return &rawError{code: int(rc), msg: fmt.Sprintf("%s: %s (%d)", str, msg, rc)}
+}
+
+// stmt returns the prepared statement for q, preparing it on first use.
+func (w *rawWriter) stmt(q string) (uintptr, error) {
+	w.use++
+	if st, ok := w.stmts[q]; ok {
+		st.lastUse = w.use
+		return st.p, nil
+	}
+	// A new statement: a new table is written (an hour began, a late
+	// record came), so those of tables left behind can go.
+	for k, st := range w.stmts {
+		if w.use-st.lastUse > rawKeep {
+			sqlite3.Xsqlite3_finalize(w.tls, st.p)
+			delete(w.stmts, k)
+		}
+	}
+	zSQL, err := libc.CString(q)
+	if err != nil {
+		return 0, err
+	}
+	defer libc.Xfree(w.tls, zSQL)
+	if rc := sqlite3.Xsqlite3_prepare_v3(w.tls, w.db, zSQL, -1, sqlite3.SQLITE_PREPARE_PERSISTENT, w.out, 0); rc != sqlite3.SQLITE_OK {
+		return 0, w.err(rc)
+	}
+	p := uintptr(binary.NativeEndian.Uint64(libc.GoBytes(w.out, 8)))
+	if p == 0 {
+		return 0, fmt.Errorf("prepare %.40q: empty statement", q)
+	}
+	w.stmts[q] = &rawStmt{p: p, lastUse: w.use}
+	return p, nil
+}
+
+func (w *rawWriter) bindInt(st uintptr, i int, v int64) error {
+	if rc := sqlite3.Xsqlite3_bind_int64(w.tls, st, int32(i), v); rc != sqlite3.SQLITE_OK {
+		return w.err(rc)
+	}
+	return nil
+}
+
+// bindIntOrNull binds v, or NULL when v is 0 (a call without a parent).
+func (w *rawWriter) bindIntOrNull(st uintptr, i int, v int64) error {
+	if v == 0 {
+		if rc := sqlite3.Xsqlite3_bind_null(w.tls, st, int32(i)); rc != sqlite3.SQLITE_OK {
+			return w.err(rc)
+		}
+		return nil
+	}
+	return w.bindInt(st, i, v)
+}
+
+// bindTextOrNull binds s, or NULL when s is empty.
+func (w *rawWriter) bindTextOrNull(st uintptr, i int, s string) error {
+	if s == "" {
+		if rc := sqlite3.Xsqlite3_bind_null(w.tls, st, int32(i)); rc != sqlite3.SQLITE_OK {
+			return w.err(rc)
+		}
+		return nil
+	}
+	// Copied to C memory, as the driver does; SQLITE_TRANSIENT (-1) has
+	// SQLite copy it again before it returns, so it is freed at once.
+	p, err := libc.CString(s)
+	if err != nil {
+		return err
+	}
+	rc := sqlite3.Xsqlite3_bind_text64(w.tls, st, int32(i), p, uint64(len(s)), ^uintptr(0), sqlite3.SQLITE_UTF8)
+	libc.Xfree(w.tls, p)
+	if rc != sqlite3.SQLITE_OK {
+		return w.err(rc)
+	}
+	return nil
+}
+
+// run steps st once (an INSERT) and resets it; on failure the error is
+// the step's.
+func (w *rawWriter) run(st uintptr) error {
+	rc := sqlite3.Xsqlite3_step(w.tls, st)
+	if rc == sqlite3.SQLITE_DONE || rc == sqlite3.SQLITE_ROW {
+		if rc := sqlite3.Xsqlite3_reset(w.tls, st); rc != sqlite3.SQLITE_OK {
+			return w.err(rc)
+		}
+		return nil
+	}
+	err := w.err(sqlite3.Xsqlite3_extended_errcode(w.tls, w.db))
+	sqlite3.Xsqlite3_reset(w.tls, st)
+	return err
+}
+
+// execRows inserts rows rows, cols values a row, through the prepared
+// statements q(n) of n = rowsPerStmt rows each; bind binds row r's values
+// from parameter base+1 on.
+func (w *rawWriter) execRows(rows, cols int, q func(n int) string, bind func(st uintptr, r, base int) error) error {
+	for r := 0; r < rows; {
+		n := rowsPerStmt(rows - r)
+		st, err := w.stmt(q(n))
+		if err != nil {
+			return err
+		}
+		for j := 0; j < n; j++ {
+			if err := bind(st, r+j, j*cols); err != nil {
+				return err
+			}
+		}
+		if err := w.run(st); err != nil {
+			return err
+		}
+		r += n
+	}
+	return nil
+}
+
+// insertErrLane inserts the error lane rows (start_ns, id, status) of
+// errs through prefix ("INSERT OR IGNORE INTO calls_H__err"), on the raw
+// path when the writer has it.
+func (tx *wtx) insertErrLane(prefix string, errs []*record.Call) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	const cols = 3
+	return tx.s.wc.Raw(func(dc any) error {
+		var w *rawWriter
+		if !benchBefore {
+			w = tx.s.rawWriterFor(dc)
+		}
+		if w == nil {
+			pc, ok := dc.(driver.ConnPrepareContext)
+			if !ok {
+				return fmt.Errorf("sqlite driver connection %T cannot prepare", dc)
+			}
+			args := make([]driver.NamedValue, 0, cols*len(errs))
+			for _, c := range errs {
+				args = append(args, driver.NamedValue{Value: c.Start}, driver.NamedValue{Value: int64(c.ID)}, driver.NamedValue{Value: int64(c.Status)})
+			}
+			return tx.execChunks(pc, cols, args, func(n int) string { return valuesSQL(prefix, cols, n) })
+		}
+		return w.execRows(len(errs), cols, func(n int) string { return tx.s.laneSQL(prefix, n) },
+			func(st uintptr, r, base int) error {
+				c := errs[r]
+				for _, err := range [...]error{
+					w.bindInt(st, base+1, c.Start),
+					w.bindInt(st, base+2, int64(c.ID)),
+					w.bindInt(st, base+3, int64(c.Status)),
+				} {
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+	})
+}
+
+// laneSQL is valuesSQL(prefix, 3, n), kept for the prefix last asked
+// for, like callsSQL.
+func (s *Store) laneSQL(prefix string, n int) string {
+	if s.laneFor != prefix {
+		s.laneFor, s.laneTexts = prefix, map[int]string{}
+	}
+	q, ok := s.laneTexts[n]
+	if !ok {
+		q = valuesSQL(prefix, 3, n)
+		s.laneTexts[n] = q
+	}
+	return q
+}
+
+// valuesSQL is prefix VALUES with n rows of cols parameters.
+func valuesSQL(prefix string, cols, n int) string {
+	row := "(" + strings.Repeat("?,", cols-1) + "?)"
+	return prefix + " VALUES " + strings.Repeat(row+",", n-1) + row
+}
