@@ -489,13 +489,19 @@ func (h *host) planBudget() error {
 		return err
 	}
 	programs := int64(n-1) * programsAllowance
+	// With OTLP, each program's session has encoders of its own, one per
+	// request in flight (otlpsink.go); one program's are in workAllowance.
+	var encoders int64
+	if o := h.opts.OTLP; o != nil {
+		encoders = int64(min(n, maxEncoders)-1) * int64(cmp.Or(o.Requests, DefaultOTLPRequests)) * encoderAllowance
+	}
 	base := goMemoryInUse()
 	var b *Budget
 	for over := int64(0); ; {
-		if b, err = planBudget(limit-programs-int64(n-1)*k0.Total()-over, base, total, h.opts.QueueBytes, h.opts.OTLP != nil); err != nil {
+		if b, err = planBudget(limit-programs-encoders-int64(n-1)*k0.Total()-over, base, total, h.opts.QueueBytes, h.opts.OTLP != nil); err != nil {
 			return fmt.Errorf("%d tracers (%d reserved for programs cgroups start later), each with its own BPF programs (%s each) and maps: %w", n, h.slots, mib(programsAllowance), err)
 		}
-		b.Limit, b.Programs = limit, b.Programs+programs
+		b.Limit, b.Programs, b.Work = limit, b.Programs+programs, b.Work+encoders
 		b.Sizes = splitSizes(b.Sizes, n)
 		b.Kernel = uprobe.KernelMemory{}
 		for i := range n {

@@ -217,6 +217,11 @@ type otlpWriter struct {
 const (
 	maxEncoders  = 16
 	maxResources = 1024
+	// encoderAllowance is the memory of one encoder's buffers at full
+	// batches: 2,048 spans of a 48-character function name encode to
+	// 0.47 MB, held twice (the spans, the request). A host plans it per
+	// program and request in flight (host.planBudget).
+	encoderAllowance = 1 << 20
 )
 
 // otlpEncoders is one writer's encoders, by session, and the resources of
