@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
+	"github.com/obs-agent/obs-agent/internal/otlp/otlptest"
 	"github.com/obs-agent/obs-agent/internal/query"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/render"
@@ -175,11 +178,14 @@ func callsOf(t *testing.T, db string, pid int) map[string]int {
 }
 
 // TestDaemonTwoTargets runs the daemon with two exe targets (two copies
-// of one program, each with its own patterns) in one agent and one store:
-// each process's calls are stored under its pid, exactly, with only its
-// target's functions; a config asking /metrics of two targets is refused;
-// a reload that removes one target ends its session row ("removed by
-// reload") while the other's goes on.
+// of one program, each with its own patterns) in one agent and one store,
+// with metrics.listen and otlp.endpoint (the in-process receiver): each
+// process's calls are stored under its pid, exactly, with only its
+// target's functions; a scrape of /metrics counts each target's calls
+// under its binary; every stored call arrived once as a span with the
+// resource of its own program and process; a reload that removes one
+// target (in place) ends its session row ("removed by reload") while the
+// other's goes on.
 func TestDaemonTwoTargets(t *testing.T) {
 	testutil.RequireRoot(t)
 	built := testutil.BuildProgram(t, testutil.Build{Program: "phases"})
@@ -189,13 +195,10 @@ func TestDaemonTwoTargets(t *testing.T) {
 	db := filepath.Join(dir, "obs.db")
 	cfg := filepath.Join(dir, "obs-agent.yaml")
 	ready := filepath.Join(dir, "ready")
-	body := fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\n  - exe: %s\n    include: ['main.beta']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, b, db)
-	if err := os.WriteFile(cfg, []byte(body+"metrics:\n  listen: 127.0.0.1:9464\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := cli(t, "daemon", "--config", cfg); err == nil || !strings.Contains(err.Error(), "metrics.listen: /metrics with several targets") {
-		t.Fatalf("two targets with metrics: %v", err)
-	}
+	rcv := otlptest.NewReceiver(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	sinks := fmt.Sprintf("metrics:\n  listen: %s\notlp:\n  endpoint: %s\n", addr, rcv.URL())
+	body := fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\n  - exe: %s\n    include: ['main.beta']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, b, db) + sinks
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +213,21 @@ func TestDaemonTwoTargets(t *testing.T) {
 		return c.Process.Pid
 	}
 	pa, pb := run(a, 6), run(b, 4)
+	// The kernel counts each call as it returns: the processes have
+	// exited, so the counts are final.
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A reload that removes the second target: it is detached and its
 	// session row ended, while the first one's session goes on.
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, db)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("targets:\n  - exe: %s\n    include: ['main.alpha']\nstore:\n  db: %s\nlimits:\n  sample_interval: 0s\n", a, db)+sinks), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d.Process.Signal(syscall.SIGHUP)
@@ -243,10 +258,34 @@ func TestDaemonTwoTargets(t *testing.T) {
 	if got := callsOf(t, db, pb); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.beta": 4}) {
 		t.Errorf("the second target's process: calls %v, want main.beta 4", got)
 	}
-	if n := len(sessionsOf(t, db)); n != 2 {
-		t.Errorf("%d session rows, want one per target", n)
+	_, calls, sessions := otlptest.ReadStore(t, db)
+	if len(sessions) != 2 {
+		t.Errorf("%d session rows, want one per target", len(sessions))
+	}
+
+	counts := map[string]float64{}
+	for _, m := range fams["obs_agent_calls_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		counts[l["binary"]+" "+l["function"]] += m.GetCounter().GetValue()
+	}
+	want := map[string]float64{a + " main.alpha": 6, b + " main.beta": 4}
+	if fmt.Sprint(counts) != fmt.Sprint(want) {
+		t.Errorf("/metrics calls by binary and function %v, want %v", counts, want)
+	}
+	if n := len(fams["obs_agent_session_info"].GetMetric()); n != 2 {
+		t.Errorf("%d obs_agent_session_info series, want one per target", n)
+	}
+
+	rcv.Check(t, calls, false)
+	rcv.CheckProcesses(t, calls, sessions)
+	if !strings.Contains(stderr.String(), "otlp sink: sent 13 records, lost 0") {
+		t.Errorf("the daemon's log does not give the otlp sink's account:\n%s", stderr.String())
 	}
 }
+
 
 // TestDaemonReload runs `obs-agent daemon` with an exe target and
 // programs started after it: a SIGHUP that adds a pattern makes the new

@@ -108,8 +108,14 @@ func TestAttachExeCLI(t *testing.T) {
 // returns once every probe is live, with its stderr.
 func startAttach(t *testing.T, db string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
+	return startAttachArgs(t, db, append(args, "-f", "main.tick")...)
+}
+
+// startAttachArgs is startAttach with the patterns in args.
+func startAttachArgs(t *testing.T, db string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	agent := exec.Command(agentBinary(t), append(append([]string{"attach"}, args...), "-f", "main.tick", "--db", db,
+	agent := exec.Command(agentBinary(t), append(append([]string{"attach"}, args...), "--db", db,
 		"--ready-file", ready, "--sample-interval", "0")...)
 	stderr := &testutil.SyncBuffer{}
 	agent.Stderr = stderr

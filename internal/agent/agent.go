@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/obs-agent/obs-agent/internal/errtext"
+	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/resources"
 	"github.com/obs-agent/obs-agent/internal/retention"
@@ -141,8 +142,11 @@ type Result struct {
 	// ErrorsLost counts per function the error records that could not be
 	// kept in the store (also in Dropped): see queue.Queue.ErrorsLost.
 	ErrorsLost map[string]uint64
-	// Sinks are every sink's ledger, the store's first.
+	// Sinks are every sink's ledger, the store's first; for a target of
+	// AttachTargets, each sink's account of the target's records.
 	Sinks []Ledger
+	// Session is the store's session id of a target of AttachTargets.
+	Session uint64
 	// Targets are the results of each target of AttachTargets, whose
 	// Recorded counts the records the target handed to the sinks (the
 	// store sink's ledger, above, is for them all). PID, Exe and
@@ -277,11 +281,17 @@ type session struct {
 	// the store sink's ledger, which mixes the targets.
 	shared bool
 	handed []atomic.Uint64 // per function id, when shared
+	// handedErr are the error records among handed, for the target's
+	// accounts of the host's sinks (hostledger.go).
+	handedErr []atomic.Uint64
 	// cgroup, for a file of a cgroup target, limits the probes to the
 	// cgroup's processes; binName then names the file as its processes
 	// see it (it is opened through a descriptor).
 	cgroup  *cgroup
 	binName string
+	// info names the program in /metrics (obs_agent_session_info and
+	// the binary label), once the session row exists.
+	info metrics.Info
 }
 
 // target is what a session traces: a process to watch until it exits.
@@ -774,7 +784,9 @@ func (s *session) finish() {
 		}
 		s.log.Error("cannot store the session's end; it is kept in the spill directory and stored by the next run on this store", "session", s.sess.ID, "err", err, "dir", s.spillDir())
 	}
-	s.storeSinkAccounts()
+	if !s.shared { // a host stores its targets' once its sinks have drained
+		s.storeSinkAccounts()
+	}
 }
 
 // wait blocks until the target exits, the duration passes or ctx is done,
@@ -847,6 +859,9 @@ func (s *session) hand(c *record.Call, fid uint32) {
 	}
 	if s.shared && int(fid) < len(s.handed) {
 		s.handed[fid].Add(1)
+		if c.IsError() {
+			s.handedErr[fid].Add(1)
+		}
 	}
 	s.sinks.Push(*c)
 }

@@ -386,8 +386,9 @@ func BenchmarkFollowerScan(b *testing.B) {
 }
 
 // TestExeMetrics scrapes /metrics of an attach --exe session after two
-// processes ran: the per-function counters add up every process's calls
-// (the session's aggregates are per process there, merged for metrics).
+// processes ran: the per-function counters add up every process's calls.
+// They are the kernel's, which count each call as it returns: once the
+// processes have exited, one scrape has them all.
 func TestExeMetrics(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
@@ -398,29 +399,15 @@ func TestExeMetrics(t *testing.T) {
 	stop := exeSession(t, bin, filepath.Join(t.TempDir(), "obs.db"), func(o *Options) { o.Metrics = ln })
 	runCount(t, bin, 30)
 	runCount(t, bin, 30)
-	// The counters are read from the session's aggregates, which take
-	// the records as the ring readers get them (every 20 ms or sooner):
-	// wait for the count, with a deadline.
-	var ok, errs float64
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		fams, err := scrape(ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := series(fams, "obs_agent_calls_total")
-		if m := s["function=main.tick,package=main,status=ok"]; m != nil {
-			ok = m.GetCounter().GetValue()
-		}
-		if m := s["function=main.tick,package=main,status=error"]; m != nil {
-			errs = m.GetCounter().GetValue()
-		}
-		if ok+errs >= 60 {
-			break
-		}
+	fams, err := scrape(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
 	}
 	stop()
-	if ok != 54 || errs != 6 {
-		t.Errorf("obs_agent_calls_total for main.tick: ok %v, error %v; want 54, 6", ok, errs)
+	s := series(fams, "obs_agent_calls_total")
+	key := "binary=" + bin + ",function=main.tick,package=main,status="
+	if ok, errs := s[key+"ok"].GetCounter().GetValue(), s[key+"error"].GetCounter().GetValue(); ok != 54 || errs != 6 {
+		t.Errorf("obs_agent_calls_total for main.tick: ok %v, error %v; want 54, 6 (series %v)", ok, errs, s)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/obs-agent/obs-agent/internal/metrics"
 	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/uprobe"
@@ -71,7 +72,10 @@ func (t Target) options(opts Options) Options {
 // exits by itself). One target is Attach or AttachExe.
 //
 // Several targets share one host: one store, one store sink (its queue,
-// writer and spill journal), one memory budget and the retention pass.
+// writer and spill journal), with --otlp-endpoint one OTLP sink (its queue
+// and ledger; each span keeps the resource of its own program), with
+// --metrics-listen one /metrics endpoint (each function labelled by its
+// binary), one memory budget and the retention pass.
 // Each target keeps what is tied to its binary: its own selection, probes,
 // rings and maps (a tracer of its own), symbol table, converter, follower
 // (a file target), session row (so its call ids, based on the row's id,
@@ -92,12 +96,6 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 			return AttachExe(ctx, t.Exe, t.options(opts))
 		}
 		return Attach(ctx, t.PID, t.options(opts))
-	}
-	switch {
-	case opts.Metrics != nil:
-		return nil, errors.New("--metrics with several targets or a --cgroup is not supported yet: run one obs-agent per --pid or --exe target to serve /metrics (see docs/unsupported.md)")
-	case opts.OTLP != nil:
-		return nil, errors.New("--otlp-endpoint with several targets or a --cgroup is not supported yet (a span's resource names one process): run one obs-agent per --pid or --exe target to export spans (see docs/unsupported.md)")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -172,9 +170,14 @@ type host struct {
 	targets []*hosted
 	// files are the targets' executable files, to refuse a process traced
 	// twice.
-	files  map[fileID][]claimant
-	st     *store.Store
-	store  *storeSink
+	files map[fileID][]claimant
+	st    *store.Store
+	store *storeSink
+	// sinks are the store sink, and the OTLP sink (otlp) when there is
+	// one: every target's records go to them all.
+	sinks  fanout
+	otlp   *otlpSink
+	counts []*sessionCounts // what each sink wrote, per session
 	budget *Budget
 	// base holds the host's own store work (open, sink, retention): a
 	// session with no target of its own.
@@ -206,6 +209,10 @@ type hosted struct {
 	p    *pipeline
 	once sync.Once
 	done chan struct{} // closed once the target is detached and finished
+	// mu guards the tracer's end against a scrape of /metrics, which
+	// reads final once the target has ended.
+	mu    sync.Mutex
+	final *metrics.Snapshot
 }
 
 type fileID struct{ dev, ino uint64 }
@@ -417,7 +424,10 @@ func (h *host) endUnattached(ht *hosted, cause error) {
 // share marks a target's session as one of the host's.
 func (h *host) share(ht *hosted) {
 	ht.s.shared = true
-	ht.s.handed = make([]atomic.Uint64, len(ht.s.fnames()))
+	// Sized for the functions an in-place update may add (capacity).
+	n := ht.s.capacity()
+	ht.s.handed = make([]atomic.Uint64, n)
+	ht.s.handedErr = make([]atomic.Uint64, n)
 }
 
 // claimant is a target that traces a file, with its cgroup for a cgroup
@@ -491,13 +501,19 @@ func (h *host) planBudget() error {
 		return err
 	}
 	programs := int64(n-1) * programsAllowance
+	// With OTLP, each program's session has encoders of its own, one per
+	// request in flight (otlpsink.go); one program's are in workAllowance.
+	var encoders int64
+	if o := h.opts.OTLP; o != nil {
+		encoders = int64(min(n, maxEncoders)-1) * int64(cmp.Or(o.Requests, DefaultOTLPRequests)) * encoderAllowance
+	}
 	base := goMemoryInUse()
 	var b *Budget
 	for over := int64(0); ; {
-		if b, err = planBudget(limit-programs-int64(n-1)*k0.Total()-over, base, total, h.opts.QueueBytes, false); err != nil {
+		if b, err = planBudget(limit-programs-encoders-int64(n-1)*k0.Total()-over, base, total, h.opts.QueueBytes, h.opts.OTLP != nil); err != nil {
 			return fmt.Errorf("%d tracers (%d reserved for programs cgroups start later), each with its own BPF programs (%s each) and maps: %w", n, h.slots, mib(programsAllowance), err)
 		}
-		b.Limit, b.Programs = limit, b.Programs+programs
+		b.Limit, b.Programs, b.Work = limit, b.Programs+programs, b.Work+encoders
 		b.Sizes = splitSizes(b.Sizes, n)
 		b.Kernel = uprobe.KernelMemory{}
 		for i := range n {
@@ -560,12 +576,25 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	if h.opts.SetGoMemoryLimit {
 		debug.SetMemoryLimit(h.budget.GoLimit())
 	}
+	// The OTLP sink first: a bad endpoint is refused before the store is
+	// created.
+	if h.opts.OTLP != nil {
+		k, err := openOTLPSink(*h.opts.OTLP, h.budget, h.log)
+		if err != nil {
+			return nil, err
+		}
+		h.otlp = k
+	}
 	h.base = &session{opts: h.opts, log: h.log, budget: h.budget}
 	if err := h.base.openStore(); err != nil {
 		return nil, err
 	}
 	h.st = h.base.st
 	h.store = h.base.newStoreSink()
+	h.sinks, h.counts = fanout{h.store}, []*sessionCounts{h.store.countSessions()}
+	if h.otlp != nil {
+		h.sinks, h.counts = append(h.sinks, h.otlp), append(h.counts, h.otlp.countSessions())
+	}
 	for _, ht := range h.targets {
 		if err := h.attach(ht); err != nil {
 			h.abort(err)
@@ -573,7 +602,9 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 		}
 	}
 
-	h.store.start()
+	for _, k := range h.sinks {
+		k.start()
+	}
 	for _, w := range h.watches {
 		h.opts.Control.watch(w.t, func(t Target) {
 			h.mu.Lock()
@@ -588,6 +619,12 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 		h.opts.Control.add(ht.t, ht.s)
 	}
 	h.opts.Control.dropper(h.drop)
+	if h.opts.Metrics != nil {
+		srv := metrics.Serve(h.opts.Metrics, hostMetrics{h}, h.opts.Logger)
+		// Closed once every target has ended: their counters stay as
+		// they ended (freezeMetrics), and the sinks' drain shows.
+		defer srv.Close()
+	}
 	hctx, stopHelpers := context.WithCancel(context.Background())
 	var helpers sync.WaitGroup
 	h.shed, h.shedTime = map[string]uint64{}, time.Now().UnixNano()
@@ -617,9 +654,9 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	}
 	stopHelpers()
 	helpers.Wait()
-	h.store.Close()
-	werr := h.store.Wait()
+	werr := h.sinks.drain(h.log)
 	h.writeShed()
+	h.storeTargetAccounts()
 	res := h.result(reason)
 	if werr != nil {
 		return res, fmt.Errorf("store: %w", werr)
@@ -630,7 +667,7 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 // attach begins a target's session row and puts its probes in.
 func (h *host) attach(ht *hosted) error {
 	s := ht.s
-	s.st, s.store, s.sinks = h.st, h.store, fanout{h.store}
+	s.st, s.store, s.sinks = h.st, h.store, h.sinks
 	s.pid = ht.tgt.PID()
 	s.result = Result{PID: s.pid, ExitCode: -1, Functions: len(s.fnames())}
 	if s.follow != nil {
@@ -638,6 +675,11 @@ func (h *host) attach(ht *hosted) error {
 	}
 	if err := s.beginSession(s.pid); err != nil {
 		return err
+	}
+	s.result.Session = s.sess.ID
+	s.info = s.metricsInfo()
+	if h.otlp != nil {
+		h.otlp.register(s.sess)
 	}
 	if err := s.attach(ht.tgt); err != nil {
 		return err
@@ -743,9 +785,14 @@ func (h *host) end(ht *hosted, reason string, exited func(*Result)) {
 		h.opts.Control.remove(s)
 		s.stopTracing(ht.p)
 		s.finish()
+		ht.mu.Lock()
+		if h.opts.Metrics != nil {
+			ht.freezeMetrics(h)
+		}
 		// Its rings and maps go back now, not when the last target ends.
 		s.tr.Close()
 		s.tr = nil
+		ht.mu.Unlock()
 		h.log.Info("target ended", "target", ht.t.String(), "binary", s.sess.Binary, "reason", reason, "session", s.sess.ID)
 		close(ht.done)
 	})
@@ -836,7 +883,9 @@ func (h *host) result(reason string) *Result {
 	r.Recorded = written
 	r.Dropped += dropped
 	r.ErrorsLost = l.ErrorsLost
-	r.Sinks = []Ledger{l}
+	for _, k := range h.sinks {
+		r.Sinks = append(r.Sinks, k.Ledger())
+	}
 	logErrorsLost(h.log, r.ErrorsLost)
 	return r
 }
@@ -848,6 +897,9 @@ func (h *host) close() {
 	}
 	if h.st != nil {
 		h.st.Close()
+	}
+	if h.otlp != nil && !h.otlp.started {
+		h.otlp.w.exp.Close() // a started sink's Wait closes it
 	}
 }
 

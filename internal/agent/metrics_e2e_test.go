@@ -193,7 +193,7 @@ func TestMetricsMatchStats(t *testing.T) {
 
 			checkFirstScrape(t, first, r.res)
 			checkMidScrapes(t, mid, held)
-			rows := storeStats(t, opts.DB)
+			rows := storeStats(t, opts.DB, store.Filter{})
 			checkAgainstStats(t, held, rows, tc.want)
 			checkHealth(t, held, r.res, bin)
 			if tc.include != "main.*" {
@@ -229,14 +229,16 @@ func labelValue(m *dto.Metric, name string) string {
 	return ""
 }
 
-func storeStats(t *testing.T, db string) map[string]record.FuncStats {
+// storeStats is what query stats reads, per function, of the records f
+// selects.
+func storeStats(t *testing.T, db string, f store.Filter) map[string]record.FuncStats {
 	t.Helper()
 	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rows, err := st.Stats(context.Background(), store.Filter{})
+	rows, err := st.Stats(context.Background(), f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,19 +392,12 @@ func checkBuckets(t *testing.T, fn string, h *dto.Histogram, hist *[record.HistB
 // carry a pid or a goroutine id.
 func checkHealth(t *testing.T, fams map[string]*dto.MetricFamily, res *Result, bin string) {
 	t.Helper()
-	for name, f := range fams {
+	for name := range fams {
 		if !strings.HasPrefix(name, "obs_agent_") {
 			t.Errorf("metric %s lacks the obs_agent_ prefix", name)
 		}
-		for _, m := range f.Metric {
-			for _, l := range m.Label {
-				switch strings.ToLower(l.GetName()) {
-				case "pid", "goid", "goroutine", "tid", "thread", "thread_id", "process_pid":
-					t.Errorf("metric %s has a %s label", name, l.GetName())
-				}
-			}
-		}
 	}
+	noPIDLabel(t, fams)
 	gauge := func(name string) float64 { return fams[name].GetMetric()[0].GetGauge().GetValue() }
 	if got := gauge("obs_agent_probe_sites"); got != float64(res.Sites) || got == 0 {
 		t.Errorf("probe_sites %g, session %d", got, res.Sites)
@@ -417,6 +412,11 @@ func checkHealth(t *testing.T, fams map[string]*dto.MetricFamily, res *Result, b
 	for _, m := range info {
 		if labelValue(m, "binary") != bin || labelValue(m, "build_id") == "" || !strings.HasPrefix(labelValue(m, "go_version"), "go1.") {
 			t.Errorf("session_info labels %v", m.Label)
+		}
+	}
+	for _, m := range fams["obs_agent_calls_total"].GetMetric() {
+		if labelValue(m, "binary") != bin {
+			t.Errorf("calls_total series %v: want binary %s", m.Label, bin)
 		}
 	}
 	for _, want := range []string{"lane=error", "lane=ok"} {

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,7 +82,20 @@ type otlpSink struct {
 	once     sync.Once
 }
 
+// newOTLPSink is the OTLP sink of one session.
 func (s *session) newOTLPSink(o OTLPOptions) (*otlpSink, error) {
+	k, err := openOTLPSink(o, s.budget, s.log)
+	if err != nil {
+		return nil, err
+	}
+	k.register(s.sess)
+	return k, nil
+}
+
+// openOTLPSink makes an OTLP sink with no session yet: a host's, which
+// every target's session registers with (register) before its first
+// record, so that each span has the resource of its own program.
+func openOTLPSink(o OTLPOptions, budget *Budget, log *slog.Logger) (*otlpSink, error) {
 	cfg := o.Exporter
 	if cfg.MaxElapsed == 0 {
 		cfg.MaxElapsed = otlpRetryFor
@@ -96,26 +111,37 @@ func (s *session) newOTLPSink(o OTLPOptions) (*otlpSink, error) {
 	if err != nil {
 		return nil, err
 	}
-	proc := otlp.ProcessOf(s.sess, o.ServiceName)
 	requests := cmp.Or(o.Requests, DefaultOTLPRequests)
-	w := &otlpWriter{exp: exp, encs: make(chan *otlp.Encoder, requests)}
+	w := &otlpWriter{exp: exp, service: o.ServiceName, version: o.Version,
+		procs: map[uint64]*otlp.Process{}, encs: make(chan *otlpEncoders, requests), log: log}
 	for range requests {
-		w.encs <- otlp.NewEncoder(&proc, o.Version)
+		w.encs <- &otlpEncoders{by: map[uint64]*otlpEncoder{}, res: map[spanProc][]byte{}, groups: map[spanProc][]int32{}}
 	}
 	k := &otlpSink{w: w, stop: make(chan struct{}), loopDone: make(chan struct{})}
 	k.queueSink = newQueueSink(otlpSinkName, w, queue.Options{
-		OKBytes:            cmp.Or(o.OKBytes, s.budget.OTLPOKLane),
-		ErrBytes:           cmp.Or(o.ErrBytes, s.budget.OTLPErrLane),
+		OKBytes:            cmp.Or(o.OKBytes, budget.OTLPOKLane),
+		ErrBytes:           cmp.Or(o.ErrBytes, budget.OTLPErrLane),
 		BatchSize:          otlpBatch,
 		CloseTimeout:       cmp.Or(o.CloseTimeout, DefaultOTLPCloseTimeout),
 		ShedOKWhileFailing: true,
 		Writers:            requests,
-		Logger:             s.log,
+		Logger:             log,
 		Name:               "otlp endpoint " + exp.Endpoint(),
 	})
 	k.res = newRootResolver(cmp.Or(o.Hold, DefaultRootHold), k.queueSink.Push)
-	s.log.Info("sending spans over OTLP", "endpoint", exp.Endpoint(), "service", proc.ServiceName)
 	return k, nil
+}
+
+// register gives the spans of session sess's calls their resource: its
+// program and process (service.name, process.pid, process.executable.*,
+// obs_agent.session_id), which also salts their ids, so the spans of two
+// sessions never share an id.
+func (k *otlpSink) register(sess record.Session) {
+	p := otlp.ProcessOf(sess, k.w.service)
+	k.w.mu.Lock()
+	k.w.procs[sess.ID] = &p
+	k.w.mu.Unlock()
+	k.w.log.Info("sending spans over OTLP", "endpoint", k.w.exp.Endpoint(), "service", p.ServiceName, "session", sess.ID)
 }
 
 func (k *otlpSink) start() {
@@ -173,33 +199,77 @@ func (k *otlpSink) Ledger() Ledger {
 // otlpWriter turns a batch of records into one export request, encoded
 // straight to the wire format (otlp.Encoder: the same spans as
 // `export otlp`'s, without its per-span allocations). The queue calls it
-// from OTLPOptions.Requests writers at once; each takes an encoder of its
-// own.
+// from OTLPOptions.Requests writers at once; each takes an encoder set of
+// its own.
 type otlpWriter struct {
-	exp      *otlp.Exporter
-	encs     chan *otlp.Encoder // one per writer: never waited for
-	rejected atomic.Uint64
+	exp              *otlp.Exporter
+	service, version string
+	log              *slog.Logger
+	encs             chan *otlpEncoders // one per writer: never waited for
+	rejected         atomic.Uint64
+	mu               sync.RWMutex
+	procs            map[uint64]*otlp.Process // by session id (register)
 }
 
+// maxEncoders bounds the encoders a writer keeps, one per session it
+// sends spans of (a host traces a few programs, each a session), and
+// maxResources the resources of the processes of file sessions.
+const (
+	maxEncoders  = 16
+	maxResources = 1024
+	// encoderAllowance is the memory of one encoder's buffers at full
+	// batches: 2,048 spans of a 48-character function name encode to
+	// 0.47 MB, held twice (the spans, the request). A host plans it per
+	// program and request in flight (host.planBudget).
+	encoderAllowance = 1 << 20
+)
+
+// otlpEncoders is one writer's encoders, by session, and the resources of
+// the processes of file sessions.
+type otlpEncoders struct {
+	by     map[uint64]*otlpEncoder
+	res    map[spanProc][]byte
+	groups map[spanProc][]int32 // scratch: the calls of each process
+	order  []spanProc
+	out    []byte
+}
+
+type otlpEncoder struct {
+	enc  *otlp.Encoder
+	proc *otlp.Process
+}
+
+// spanProc is the process a span is of: its session and pid.
+type spanProc struct {
+	session uint64
+	pid     uint32
+}
+
+func procOf(c *record.Call) spanProc { return spanProc{otlp.SessionOf(c.ID), c.PID} }
+
+// errEncode is an export request that could not be put together: sending
+// it again cannot help.
+var errEncode = errors.New("encode the spans")
+
 func (w *otlpWriter) WriteCalls(calls []record.Call) error {
-	enc := <-w.encs
-	defer func() { w.encs <- enc }()
-	enc.Reset()
-	for i := range calls {
-		c := &calls[i]
-		root := c.TraceRoot
-		if root == 0 {
-			root = c.ID
-		}
-		enc.Add(c, root)
+	if len(calls) == 0 {
+		return nil
 	}
-	body := enc.Bytes()
-	if w.exp.Gzip() {
-		// The encoder's own gzip, which knows the spans' layout: about
-		// half the CPU of a general compressor (otlp.BenchmarkGzip).
-		body = enc.Gzipped()
+	e := <-w.encs
+	defer func() { w.encs <- e }()
+	body, own, err := e.encode(w, calls)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errEncode, err)
 	}
-	res, err := w.exp.ExportBody(context.Background(), body)
+	var res otlp.Result
+	if own != nil && w.exp.Gzip() {
+		// One encoder's request as it is (the common case): its own
+		// gzip, which knows the spans' layout, at about half the CPU of
+		// a general compressor (otlp.BenchmarkGzip).
+		res, err = w.exp.ExportBody(context.Background(), own.Gzipped())
+	} else {
+		res, err = w.exp.ExportEncoded(context.Background(), body)
+	}
 	if err != nil {
 		return err
 	}
@@ -211,12 +281,138 @@ func (w *otlpWriter) WriteCalls(calls []record.Call) error {
 	return nil
 }
 
+// encode is the export request of calls: one ResourceSpans per process,
+// the resource of its program and process (a session of one process has
+// one; a session of every process of a file, one per process), each
+// written by the encoder of its session. Encoded requests concatenate:
+// protobuf merges the repeated resource_spans of messages written one
+// after the other, so the request of several processes is their requests
+// end to end.
+//
+// own is set when the request is one encoder's bytes as they are (one
+// process, whose resource the encoder already has), so that its own gzip
+// can compress it.
+func (e *otlpEncoders) encode(w *otlpWriter, calls []record.Call) (body []byte, own *otlp.Encoder, err error) {
+	first := procOf(&calls[0])
+	one := true
+	for i := range calls {
+		if procOf(&calls[i]) != first {
+			one = false
+			break
+		}
+	}
+	if one { // the common case: no grouping
+		enc := e.encoder(w, first.session, first.pid)
+		enc.enc.Reset()
+		for i := range calls {
+			addSpan(enc.enc, &calls[i])
+		}
+		if enc.proc.PID != 0 || first.pid == 0 {
+			return enc.enc.Bytes(), enc.enc, nil
+		}
+		body, err := e.request(enc, first.pid)
+		return body, nil, err
+	}
+	clear(e.groups)
+	e.order = e.order[:0]
+	for i := range calls {
+		k := procOf(&calls[i])
+		g, ok := e.groups[k]
+		if !ok {
+			e.order = append(e.order, k)
+		}
+		e.groups[k] = append(g, int32(i))
+	}
+	out := e.out[:0]
+	for _, k := range e.order {
+		idx := e.groups[k]
+		enc := e.encoder(w, k.session, k.pid)
+		enc.enc.Reset()
+		for _, i := range idx {
+			addSpan(enc.enc, &calls[i])
+		}
+		var err error
+		if out, err = e.appendRequest(out, enc, k.pid); err != nil {
+			return nil, nil, err
+		}
+	}
+	e.out = out
+	return out, nil, nil
+}
+
+// request is enc's request alone: its bytes as they are, or, when enc's
+// session traces every process of a file, with the resource of process
+// pid.
+func (e *otlpEncoders) request(enc *otlpEncoder, pid uint32) ([]byte, error) {
+	if enc.proc.PID != 0 || pid == 0 {
+		return enc.enc.Bytes(), nil
+	}
+	out, err := otlp.ReplaceResource(e.out[:0], enc.enc.Bytes(), e.resource(enc.proc, pid))
+	e.out = out
+	return out, err
+}
+
+// appendRequest appends enc's request to dst, with the resource of
+// process pid as request gives it.
+func (e *otlpEncoders) appendRequest(dst []byte, enc *otlpEncoder, pid uint32) ([]byte, error) {
+	if enc.proc.PID != 0 || pid == 0 {
+		return append(dst, enc.enc.Bytes()...), nil
+	}
+	return otlp.ReplaceResource(dst, enc.enc.Bytes(), e.resource(enc.proc, pid))
+}
+
+// resource is the encoded resource of process pid of file session p.
+func (e *otlpEncoders) resource(p *otlp.Process, pid uint32) []byte {
+	k := spanProc{p.SessionID, pid}
+	field, ok := e.res[k]
+	if !ok {
+		if len(e.res) >= maxResources {
+			clear(e.res)
+		}
+		q := p.InProcess(pid)
+		field = otlp.ResourceField(&q)
+		e.res[k] = field
+	}
+	return field
+}
+
+// addSpan encodes c under its trace root (itself when it has none).
+func addSpan(enc *otlp.Encoder, c *record.Call) {
+	root := c.TraceRoot
+	if root == 0 {
+		root = c.ID
+	}
+	enc.Add(c, root)
+}
+
+// encoder is the writer's encoder of session sid's spans, made on first
+// use. Every session registers before its first record; should one not
+// have, its spans get a resource of the session id and pid alone.
+func (e *otlpEncoders) encoder(w *otlpWriter, sid uint64, pid uint32) *otlpEncoder {
+	if enc, ok := e.by[sid]; ok {
+		return enc
+	}
+	if len(e.by) >= maxEncoders {
+		clear(e.by)
+	}
+	w.mu.RLock()
+	p, ok := w.procs[sid]
+	w.mu.RUnlock()
+	if !ok {
+		proc := otlp.ProcessOf(record.Session{ID: sid, PID: pid}, w.service)
+		p = &proc
+	}
+	enc := &otlpEncoder{enc: otlp.NewEncoder(p, w.version), proc: p}
+	e.by[sid] = enc
+	return enc
+}
+
 // Classify: a refusal (a 4xx other than 429, a certificate that is not
 // trusted) can't be fixed by sending the same spans again; anything else
 // is the endpoint being down or overloaded.
 func (w *otlpWriter) Classify(err error) queue.Failure {
 	var perm *otlp.PermanentError
-	if errors.As(err, &perm) {
+	if errors.As(err, &perm) || errors.Is(err, errEncode) {
 		return queue.Failure{Refused: true, Kind: "refused", What: "refuses the spans"}
 	}
 	return queue.Failure{Kind: "down", What: "is unreachable or failing"}

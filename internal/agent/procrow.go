@@ -2,8 +2,6 @@ package agent
 
 import (
 	"time"
-
-	"github.com/obs-agent/obs-agent/internal/record"
 )
 
 // beginProcessRow stores the process row of a session that traces one
@@ -33,29 +31,4 @@ func (s *session) endProcessRows() {
 	if err := s.st.EndProcesses(s.sess.ID, now, "running when the session ended"); err != nil {
 		s.log.Warn("store process ends", "err", err)
 	}
-}
-
-// functionTotals is snapshot with one row per function, in function id
-// order, as /metrics reads it: a file target's snapshot has a row per
-// (process, function), merged here.
-func (s *session) functionTotals() ([]record.FuncStats, error) {
-	rows, err := s.snapshot()
-	if err != nil || s.follow == nil {
-		return rows, err
-	}
-	names := s.fnames()
-	ids := make(map[string]int, len(names))
-	out := make([]record.FuncStats, len(names))
-	for i, n := range names {
-		ids[n] = i
-		out[i].Function = n
-	}
-	for _, r := range rows {
-		i, ok := ids[r.Function]
-		if !ok {
-			continue
-		}
-		out[i].Add(&r)
-	}
-	return out, nil
 }

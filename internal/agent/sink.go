@@ -224,19 +224,22 @@ func (k *storeSink) Ledger() Ledger {
 // parallel, so a failing sink's close timeout doesn't add to another's.
 // It returns the store's error (the session's result depends on it) and
 // logs the others': their losses are in their ledgers and the exit line.
-func (s *session) waitSinks() error {
-	for _, k := range s.sinks {
+func (s *session) waitSinks() error { return s.sinks.drain(s.log) }
+
+// drain is waitSinks for any set of sinks (a host's too).
+func (f fanout) drain(log *slog.Logger) error {
+	for _, k := range f {
 		k.Close()
 	}
 	var storeErr error
-	for _, k := range s.sinks {
+	for _, k := range f {
 		err := k.Wait()
 		switch {
 		case err == nil:
 		case k.Name() == storeSinkName:
 			storeErr = err
 		default:
-			s.log.Error("sink did not drain", "sink", k.Name(), "err", err)
+			log.Error("sink did not drain", "sink", k.Name(), "err", err)
 		}
 	}
 	return storeErr

@@ -60,6 +60,15 @@ func (s *session) snapshot() ([]record.FuncStats, error) {
 	if s.follow != nil {
 		return s.follow.snapshot()
 	}
+	return s.kernelTotals()
+}
+
+// kernelTotals is snapshot per function, every process of a file target
+// together: the kernel's counters count each call when it returns, so they
+// are exact at once, where a file target's per-process rows (built from
+// its records, follower.snapshot) trail by the records on their way. It
+// is what /metrics shows.
+func (s *session) kernelTotals() ([]record.FuncStats, error) {
 	ks, err := s.tr.Stats()
 	if err != nil {
 		return nil, err

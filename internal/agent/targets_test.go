@@ -346,10 +346,11 @@ func TestTargetsRefused(t *testing.T) {
 			t.Errorf("%v: error %v; want %q", c.targets, err, c.want)
 		}
 	}
-	opts.Metrics = nil
+	// An OTLP sink that cannot be made (no endpoint) is refused before
+	// the store is created.
 	opts.OTLP = &OTLPOptions{}
-	if _, err := AttachTargets(context.Background(), []Target{{Exe: bin}, {Exe: other}}, opts); err == nil || !strings.Contains(err.Error(), "--otlp-endpoint") {
-		t.Errorf("two files with OTLP: error %v; want a refusal", err)
+	if _, err := AttachTargets(context.Background(), []Target{{Exe: bin}, {Exe: other}}, opts); err == nil || !strings.Contains(err.Error(), "endpoint") {
+		t.Errorf("two files with an OTLP sink without an endpoint: error %v; want a refusal", err)
 	}
 	if _, err := os.Stat(db); !os.IsNotExist(err) {
 		t.Errorf("the store was created (%v): refusals must come before anything is opened", err)

@@ -43,13 +43,11 @@ const ReloadHeadroom = 512
 // runs. A cgroup target's binaries are only known once its processes run
 // them; its directory is checked.
 func (r *AgentRunner) Check(set Set) error {
-	several := len(set.Targets) > 1
 	for i, t := range set.Targets {
 		key := fmt.Sprintf("targets[%d]", i)
 		var exe string
 		switch {
 		case t.Cgroup != "":
-			several = true
 			if err := agent.CheckCgroup(t.Cgroup); err != nil {
 				return fmt.Errorf("%s.cgroup: %w", key, err)
 			}
@@ -68,16 +66,6 @@ func (r *AgentRunner) Check(set Set) error {
 		}
 		if err := checkSelection(key, exe, t, set.Limits.MaxProbes); err != nil {
 			return err
-		}
-	}
-	if several {
-		// /metrics and the OTLP sink describe one session (its binary as
-		// a label, one span resource per process).
-		switch {
-		case set.Metrics.Addr() != "":
-			return fmt.Errorf("metrics.listen: /metrics with several targets or a cgroup target is not supported yet; run one daemon per target to serve it (docs/unsupported.md#several-targets)")
-		case set.OTLP.Endpoint != "":
-			return fmt.Errorf("otlp.endpoint: OTLP export with several targets or a cgroup target is not supported yet; run one daemon per target to export spans (docs/unsupported.md#several-targets)")
 		}
 	}
 	return nil

@@ -12,8 +12,8 @@ import (
 // Prometheus' snake case.
 const Prefix = "obs_agent_"
 
-// Info names the traced program in obs_agent_session_info. Its fields are
-// stable for a session, so the series is one.
+// Info names a traced program in obs_agent_session_info. Its fields are
+// stable for a session, so each session is one series.
 type Info struct {
 	Session   uint64 // the store's session id
 	Binary    string // path of the traced executable
@@ -31,15 +31,15 @@ var (
 	descInfo = desc("session_info", "The traced program; always 1.",
 		"session", "binary", "build_id", "go_version")
 	descCalls = desc("calls_total", "Calls made, by outcome, from the kernel's exact counters (independent of sampling and loss).",
-		"function", "package", "status")
+		"binary", "function", "package", "status")
 	descDuration = desc("call_duration_seconds", "Duration of every call made, from the kernel's exact log2 histogram.",
-		"function", "package")
+		"binary", "function", "package")
 	descRecorded = desc("calls_recorded_total", "Calls written to the store.",
-		"function", "package")
+		"binary", "function", "package")
 	descLost = desc("calls_lost_total", "Calls made but not recorded: reason sampled (ok calls left out by --sample) or dropped (lost to pressure).",
-		"function", "package", "reason")
+		"binary", "function", "package", "reason")
 	descErrorsLost = desc("error_records_lost_total", "Error, panic and unfinished records that could not be kept anywhere (also in calls_lost_total{reason=\"dropped\"}).",
-		"function", "package")
+		"binary", "function", "package")
 	descRingDropped = desc("ring_dropped_total", "Records the kernel could not put in a lane's ring buffer because it was full.",
 		"lane")
 	descQueueDepth = desc("queue_depth_records", "Records waiting in memory for a sink, per lane.",
@@ -58,8 +58,7 @@ var (
 // collector reads a Source on every scrape and turns it into const
 // metrics, so a scrape always shows the counters as they are now.
 type collector struct {
-	src  Source
-	info Info
+	src Source
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -70,15 +69,16 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	i := c.info
-	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		strconv.FormatUint(i.Session, 10), i.Binary, i.BuildID, i.GoVersion)
 	snap, err := c.src.Snapshot()
 	if err != nil {
 		// The scrape shows the error (promhttp answers 500 with it)
 		// rather than zeros that would read as "no calls".
 		ch <- prometheus.NewInvalidMetric(descCalls, err)
 		return
+	}
+	for _, i := range snap.Sessions {
+		ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
+			strconv.FormatUint(i.Session, 10), i.Binary, i.BuildID, i.GoVersion)
 	}
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
@@ -89,18 +89,23 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k := range snap.Functions {
 		f := &snap.Functions[k]
 		pkg := record.PackageOf(f.Name)
+		if f.LossOnly {
+			counter(descLost, f.Dropped, f.Binary, f.Name, pkg, "dropped")
+			counter(descErrorsLost, f.ErrorsLost, f.Binary, f.Name, pkg)
+			continue
+		}
 		for _, s := range []struct {
 			status string
 			n      uint64
 		}{{"ok", f.OK}, {"error", f.Errors}, {"panic", f.Panics}, {"unfinished", f.Unfinished}} {
-			counter(descCalls, s.n, f.Name, pkg, s.status)
+			counter(descCalls, s.n, f.Binary, f.Name, pkg, s.status)
 		}
 		buckets, count := promBuckets(&f.Hist)
-		ch <- prometheus.MustNewConstHistogram(descDuration, count, float64(f.TotalNs)/1e9, buckets, f.Name, pkg)
-		counter(descRecorded, f.Recorded, f.Name, pkg)
-		counter(descLost, f.Sampled, f.Name, pkg, "sampled")
-		counter(descLost, f.Dropped, f.Name, pkg, "dropped")
-		counter(descErrorsLost, f.ErrorsLost, f.Name, pkg)
+		ch <- prometheus.MustNewConstHistogram(descDuration, count, float64(f.TotalNs)/1e9, buckets, f.Binary, f.Name, pkg)
+		counter(descRecorded, f.Recorded, f.Binary, f.Name, pkg)
+		counter(descLost, f.Sampled, f.Binary, f.Name, pkg, "sampled")
+		counter(descLost, f.Dropped, f.Binary, f.Name, pkg, "dropped")
+		counter(descErrorsLost, f.ErrorsLost, f.Binary, f.Name, pkg)
 	}
 	h := &snap.Health
 	for _, r := range h.Rings {

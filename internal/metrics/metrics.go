@@ -1,5 +1,5 @@
-// Package metrics owns the Prometheus exposition of a tracing session: the
-// /metrics endpoint that --metrics-listen serves, the metric names and
+// Package metrics owns the Prometheus exposition of a tracing session (or
+// of every target of an agent that traces several): the /metrics endpoint that --metrics-listen serves, the metric names and
 // labels, and the conversion of the kernel's exact per-function aggregates
 // (log2 nanosecond buckets) into Prometheus histograms in seconds.
 //
@@ -7,8 +7,9 @@
 // cumulative aggregates and health counters, once per scrape; it keeps no
 // state of its own and uses its own registry, never the global default
 // one. Nothing here is keyed by process or goroutine id: a label is a
-// function, a package, a status, a lane or a sink, so the number of series
-// is bounded by the functions selected.
+// binary (an executable's path), a function, a package, a status, a lane or
+// a sink, so the number of series is bounded by the programs traced and
+// the functions selected.
 package metrics
 
 import (
@@ -26,8 +27,12 @@ type Source interface {
 	Snapshot() (Snapshot, error)
 }
 
-// Snapshot is one consistent read of a session's counters.
+// Snapshot is one consistent read of the agent's counters: of one
+// session, or of every target of a host of several (internal/agent's
+// host), each traced program's functions labelled by its binary.
 type Snapshot struct {
+	// Sessions are the traced programs, one obs_agent_session_info each.
+	Sessions  []Info
 	Functions []Function
 	Health    Health
 }
@@ -37,7 +42,16 @@ type Snapshot struct {
 // closed in user space at the end), so they count every call made,
 // whatever was sampled or dropped on the way to the store.
 type Function struct {
-	Name string
+	// Binary is the path of the traced executable (the binary label):
+	// function names collide between programs (two have main.main), so
+	// each series names its program. Never a pid: a program's processes,
+	// and its several --pid targets, share their series.
+	Binary string
+	Name   string
+	// LossOnly marks the records a sink shared by several programs lost
+	// under a function name it cannot attribute to one of them (Binary is
+	// then ""): only the loss series are exposed for it.
+	LossOnly bool
 	// Calls by outcome; their sum is every call made.
 	OK, Errors, Panics, Unfinished uint64
 	Recorded                       uint64 // written to the store

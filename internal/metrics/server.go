@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server serves /metrics for one session.
+// Server serves /metrics for one session, or for every target of a host.
 type Server struct {
 	srv  *http.Server
 	ln   net.Listener
@@ -34,13 +34,13 @@ func Listen(addr string) (net.Listener, error) {
 // Serve starts serving /metrics on ln until Close. The agent runs as root
 // and traces private data, so the endpoint is read-only, answers nothing
 // but /metrics, bounds concurrent scrapes and every phase of a request.
-func Serve(ln net.Listener, src Source, info Info, log *slog.Logger) *Server {
+func Serve(ln net.Listener, src Source, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
 	log = log.With("component", "metrics")
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{src: src, info: info})
+	reg.MustRegister(&collector{src: src})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            slogErrors{log},

@@ -9,6 +9,7 @@
 package otlp
 
 import (
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
@@ -59,9 +60,25 @@ const ScopeName = "github.com/obs-agent/obs-agent"
 type Process struct {
 	SessionID    uint64
 	SessionStart int64 // Unix ns; part of the ids, so two stores' session 1 differ
-	PID          uint32
-	Executable   string // path of the traced binary; "" unknown
-	ServiceName  string // OTEL_SERVICE_NAME, or the binary's name
+	// PID is the session's pid, part of the ids: 0 for a session that
+	// traces every process of a file (attach --exe, a --cgroup program).
+	PID uint32
+	// ProcPID, when not 0, is the process of such a session the spans
+	// are of: process.pid in their resource (InProcess).
+	ProcPID     uint32
+	Executable  string // path of the traced binary; "" unknown
+	ServiceName string // OTEL_SERVICE_NAME, or the binary's name
+}
+
+// InProcess is p for the spans of process pid: the same ids (a session's
+// call ids are unique across its processes), and pid as process.pid,
+// when p is a session of every process of a file (PID 0).
+func (p *Process) InProcess(pid uint32) Process {
+	q := *p
+	if p.PID == 0 {
+		q.ProcPID = pid
+	}
+	return q
 }
 
 // ProcessOf is the Process of a stored session; service overrides the
@@ -212,7 +229,7 @@ func spanTimes(c *record.Call) (start, end uint64) {
 func (p *Process) Resource() *resourcepb.Resource {
 	r := &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
 		str(AttrServiceName, p.ServiceName),
-		num(AttrProcessPID, int64(p.PID)),
+		num(AttrProcessPID, int64(cmp.Or(p.ProcPID, p.PID))),
 		num(AttrSessionID, int64(p.SessionID)),
 	}}
 	if p.Executable != "" {
@@ -233,31 +250,39 @@ func boolean(k string) *commonpb.KeyValue {
 	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: true}}}
 }
 
-// Batch gathers spans into one export request, grouped by session (one
-// ResourceSpans each). Not safe for concurrent use.
+// Batch gathers spans into one export request, grouped by process (one
+// ResourceSpans each: a session, or a process of a session of a file).
+// Not safe for concurrent use.
 type Batch struct {
 	version string
-	rs      map[uint64]*tracepb.ResourceSpans
+	rs      map[procKey]*tracepb.ResourceSpans
 	ids     map[uint64]*idGen // by session
-	order   []uint64
+	order   []procKey
 	n       int
+}
+
+// procKey is the process a Process's spans are of.
+type procKey struct {
+	session uint64
+	pid     uint32
 }
 
 // NewBatch returns an empty batch whose scope carries version.
 func NewBatch(version string) *Batch {
-	return &Batch{version: version, rs: map[uint64]*tracepb.ResourceSpans{}, ids: map[uint64]*idGen{}}
+	return &Batch{version: version, rs: map[procKey]*tracepb.ResourceSpans{}, ids: map[uint64]*idGen{}}
 }
 
 // Add maps call c of process p (rootID names its trace) into the batch.
 func (b *Batch) Add(p *Process, c *record.Call, rootID uint64) {
-	r, ok := b.rs[p.SessionID]
+	k := procKey{p.SessionID, p.ProcPID}
+	r, ok := b.rs[k]
 	if !ok {
 		r = &tracepb.ResourceSpans{
 			Resource:   p.Resource(),
 			ScopeSpans: []*tracepb.ScopeSpans{{Scope: &commonpb.InstrumentationScope{Name: ScopeName, Version: b.version}}},
 		}
-		b.rs[p.SessionID] = r
-		b.order = append(b.order, p.SessionID)
+		b.rs[k] = r
+		b.order = append(b.order, k)
 	}
 	ids, ok := b.ids[p.SessionID]
 	if !ok {

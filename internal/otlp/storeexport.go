@@ -90,7 +90,7 @@ func (x *StoreExport) Run(ctx context.Context) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	e := exporter{x: x, st: st, rep: &rep, procs: procs, roots: map[uint64]uint64{}, batch: NewBatch(x.Version), log: log}
+	e := exporter{x: x, st: st, rep: &rep, procs: procs, inProc: map[procKey]*Process{}, roots: map[uint64]uint64{}, batch: NewBatch(x.Version), log: log}
 	for _, h := range hours {
 		hs, he := h.UnixNano(), h.Add(time.Hour).UnixNano()
 		if he <= lo || hs >= hi {
@@ -116,9 +116,11 @@ type exporter struct {
 	st    *State
 	rep   *Report
 	procs map[uint64]*Process
-	roots map[uint64]uint64 // call id -> root id, for calls seen
-	batch *Batch
-	log   *slog.Logger
+	// inProc are the Processes of the processes of file sessions.
+	inProc map[procKey]*Process
+	roots  map[uint64]uint64 // call id -> root id, for calls seen
+	batch  *Batch
+	log    *slog.Logger
 }
 
 // hour exports the calls of hour h whose start is in [lo, hi), after the
@@ -194,17 +196,34 @@ func (e *exporter) send(ctx context.Context, calls []record.Call, key string, cu
 	return nil
 }
 
-// process is the Process of a call's session; a session the store no
-// longer lists gets one from the call alone.
+// process is the Process of a call's session, in the call's process for
+// a session of every process of a file; a session the store no longer
+// lists gets one from the call alone.
 func (e *exporter) process(c *record.Call) *Process {
 	s := SessionOf(c.ID)
-	if p, ok := e.procs[s]; ok {
+	p, ok := e.procs[s]
+	if !ok {
+		q := ProcessOf(record.Session{ID: s, PID: c.PID}, e.x.ServiceName)
+		p = &q
+		e.procs[s] = p
+	}
+	if p.PID != 0 || c.PID == 0 {
 		return p
 	}
-	p := ProcessOf(record.Session{ID: s, PID: c.PID}, e.x.ServiceName)
-	e.procs[s] = &p
-	return &p
+	k := procKey{s, c.PID}
+	if q, ok := e.inProc[k]; ok {
+		return q
+	}
+	if len(e.inProc) >= maxInProc {
+		clear(e.inProc) // a batch's Processes are copied into it
+	}
+	q := p.InProcess(c.PID)
+	e.inProc[k] = &q
+	return &q
 }
+
+// maxInProc bounds the memo of the processes of file sessions.
+const maxInProc = 1 << 12
 
 // resolveRoots finds the root of each call: the topmost ancestor the store
 // holds (the call itself when it has no parent). Ancestors are read in
