@@ -286,7 +286,6 @@ func TestDaemonTwoTargets(t *testing.T) {
 	}
 }
 
-
 // TestDaemonReload runs `obs-agent daemon` with an exe target and
 // programs started after it: a SIGHUP that adds a pattern makes the new
 // function recorded from the next process on, in the same session, while
