@@ -118,6 +118,7 @@ type Store struct {
 	sqlTexts map[[2]int]string
 	sorted   []record.Call // a batch sorted by id (inIDOrder)
 	sortKeys []sortKey
+	slots    []int32 // placeByID's table of a batch's id range
 	// raw binds the hot INSERTs on the writer's SQLite handle
 	// (rawwrite.go); rawOff once the handle can't be had.
 	raw     *rawWriter

@@ -472,6 +472,9 @@ func (s *Store) inIDOrder(calls []record.Call) []record.Call {
 	if sorted {
 		return calls
 	}
+	if out, ok := s.placeByID(calls); ok {
+		return out
+	}
 	keys := s.sortKeys[:0]
 	for i := range calls {
 		keys = append(keys, sortKey{calls[i].ID, i})
@@ -484,6 +487,46 @@ func (s *Store) inIDOrder(calls []record.Call) []record.Call {
 	}
 	s.sorted = out
 	return out
+}
+
+// placeByID is inIDOrder's usual path: a batch's ids lie in a short range
+// (a session's ids rise by one a call, and the queue hands over calls
+// that returned at about the same time), so each call is placed at its
+// id's offset from the smallest in a table of the range, which is then
+// read in order: O(range) with no comparisons. On an agent-like batch of
+// 5,000 (BenchmarkInIDOrder, one run on the loaded 2-core VM) it took
+// 28-31 ns a record against 130-145 for the comparison sort, copies
+// included. ok is false, and nothing is changed,
+// when the range is more than 4 times the batch or two calls share an id.
+func (s *Store) placeByID(calls []record.Call) (_ []record.Call, ok bool) {
+	lo, hi := calls[0].ID, calls[0].ID
+	for i := range calls {
+		lo, hi = min(lo, calls[i].ID), max(hi, calls[i].ID)
+	}
+	span := hi - lo
+	if span >= 4*uint64(len(calls)) {
+		return nil, false
+	}
+	slots := s.slots[:0]
+	for range span + 1 {
+		slots = append(slots, -1)
+	}
+	s.slots = slots
+	for i := range calls {
+		d := calls[i].ID - lo
+		if slots[d] >= 0 {
+			return nil, false
+		}
+		slots[d] = int32(i)
+	}
+	out := s.sorted[:0]
+	for _, i := range slots {
+		if i >= 0 {
+			out = append(out, calls[i])
+		}
+	}
+	s.sorted = out
+	return out, true
 }
 
 // sortKey is a call's id and its index in the batch (inIDOrder).
