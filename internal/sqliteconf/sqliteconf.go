@@ -1,9 +1,10 @@
 // Package sqliteconf owns the process-wide configuration of SQLite
 // (modernc.org/sqlite), which must be set before SQLite is initialised:
 // it makes the mutex of each database connection a no-op, keeping every
-// other SQLite mutex real, and keeps statement journals in memory up to 1
-// MiB (stmtSpill). Importing it is enough; internal/store does, so every
-// binary that opens a store has it.
+// other SQLite mutex real. Importing it is enough; internal/store does, so
+// every binary that opens a store has it. (Statement journals are kept in
+// memory per connection instead, by the writer's temp_store pragma:
+// internal/store's openWriter.)
 //
 // # Connection mutexes
 //
@@ -66,20 +67,6 @@
 // static and fast mutexes still exclude; internal/store's
 // TestConcurrentStoreRace runs readers, the writer, the builder and
 // checkpoints on one store at once under -race.
-//
-// # Statement journals
-//
-// An INSERT of several rows with an explicit INTEGER PRIMARY KEY (the
-// store's calls rows) may abort half done, so SQLite copies each page it
-// first changes into a statement journal before changing it, to undo the
-// statement alone. That journal is kept in memory up to
-// SQLITE_CONFIG_STMTJRNL_SPILL bytes and then spills to a temporary file;
-// SQLite's 64 KiB default is four of the store's 16 KiB pages, which a
-// 100-row INSERT into a calls partition (its leaf, interior and pointer-map
-// pages) passes, so every statement of a batch wrote its journal through
-// pwrite to a temporary file: 6% of the writer's CPU in system calls
-// (profile of BenchmarkWriteCalls). stmtSpill keeps up to 1 MiB of it in
-// memory, per connection and only while a statement runs.
 package sqliteconf
 
 import (
@@ -117,10 +104,6 @@ var (
 
 	installErr error
 )
-
-// stmtSpill is how large a statement journal grows in memory before it
-// spills to a temporary file (see the package comment).
-const stmtSpill = 1 << 20
 
 func init() {
 	installErr = install()
@@ -190,9 +173,6 @@ func install() error {
 	methods.FxMutexLeave = *(*uintptr)(unsafe.Pointer(&struct{ f func(*libc.TLS, uintptr) }{mutexLeave}))
 	if rc := config(tls, sqlite3.SQLITE_CONFIG_MUTEX, uintptr(unsafe.Pointer(&methods))); rc != sqlite3.SQLITE_OK {
 		return reinit(tls, fmt.Errorf("sqlite: install mutex methods: %s", errstr(tls, rc)))
-	}
-	if rc := config(tls, sqlite3.SQLITE_CONFIG_STMTJRNL_SPILL, int32(stmtSpill)); rc != sqlite3.SQLITE_OK {
-		return reinit(tls, fmt.Errorf("sqlite: statement journal spill: %s", errstr(tls, rc)))
 	}
 	if rc := sqlite3.Xsqlite3_initialize(tls); rc != sqlite3.SQLITE_OK {
 		return fmt.Errorf("sqlite: initialize with mutex methods: %s", errstr(tls, rc))

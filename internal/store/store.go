@@ -297,12 +297,16 @@ func (s *Store) openWriter(ctx context.Context, busyPragma string) error {
 	// over (walKeep).
 	wp.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walKeep*walLimit))
 	// Statement journals (a multi-row statement's undo) stay in memory
-	// whatever their size: internal/sqliteconf keeps them there up to
-	// 1 MiB, enough for the writer's INSERTs, but a build step's INSERT ...
-	// SELECT dirties a few MiB of side-table pages, and writing them to a
-	// temporary file, then closing and freeing it inside the write
-	// transaction, cost the builder's steps up to tens of ms of waiting for
-	// the disk (docs/performance.md, "What the writer waited for").
+	// whatever their size (SQLite's pager keeps a connection's
+	// sub-journals in memory when its temp_store is MEMORY). An INSERT of
+	// several rows with explicit ids may abort half done, so SQLite
+	// journals each page it first changes; past SQLite's 64 KiB (four of
+	// the store's pages) it spilled to a temporary file: every 100-row
+	// calls INSERT did (6% of the writer's CPU in pwrite), and a build
+	// step's INSERT ... SELECT, which dirties a few MiB of side-table
+	// pages, waited up to tens of ms for the disk to write, close and free
+	// it inside the write transaction (docs/performance.md, "What the
+	// writer waited for").
 	wp.Add("_pragma", "temp_store(MEMORY)")
 	s.opts.addPragmas(wp, 2)
 	if s.opts.CacheBytes > 0 {
