@@ -40,13 +40,7 @@ func daemonConfig(exe, db string, include ...string) string {
 // holds; the 60 s bound only turns a hang into a failure.
 func waitFor(t *testing.T, what string, stderr *testutil.SyncBuffer, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon: %s not seen after 60 s:\n%s", what, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the daemon's output, not timing an event
-	}
+	waitUntil(t, 60*time.Second, "daemon: "+what, cond, stderr)
 }
 
 // startHeld starts c, a `phases wait N`, and returns once it is ready;
