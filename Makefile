@@ -44,8 +44,9 @@ collector: ## build the OpenTelemetry Collector of the end-to-end OTLP tests (oc
 # cross-release matrix shrinks to the newest release under -race
 # (testutil.Matrix): the full matrix runs without -race just before.
 RACE_SKIP ?= TestCircuitBreaker|TestBurst20000|TestHotLoopAllRecorded|TestForeignBinaryGofmt
-test-race: ## the root end-to-end tests of internal/agent and internal/queue, and the store's no-op connection mutexes, under the race detector (root)
+test-race: ## the root end-to-end tests of internal/agent and internal/queue, the tracer's in-place switches, and the store's no-op connection mutexes, under the race detector (root)
 	$(GO) test -race -count=1 -timeout 30m -skip '$(RACE_SKIP)' ./internal/agent/ ./internal/queue/
+	$(GO) test -race -count=1 -timeout 10m -run 'TestUpdateInPlace' ./internal/uprobe/
 	$(GO) test -race -count=1 -timeout 10m -run 'TestConcurrentStoreRace|TestRawWriterActive' ./internal/store/
 	$(GO) test -race -count=1 -timeout 10m ./internal/sqliteconf/
 

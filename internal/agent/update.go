@@ -322,11 +322,13 @@ func (s *session) probeFunc(sel selector.Selected) (uprobe.Func, error) {
 const retireEvery = time.Second
 
 // retireLoop takes out, every retireEvery, the RET sites that removed
-// functions no longer need (uprobe.Tracer.Retire).
+// functions no longer need (uprobe.Tracer.Retire), and keeps the count of
+// attached sites that /metrics shows in step.
 func (s *session) retireLoop(ctx context.Context) {
 	periodically(ctx, retireEvery, func() {
 		if _, err := s.tr.Retire(); err != nil && !errors.Is(err, uprobe.ErrDetached) {
 			s.log.Warn("retire the probes of removed functions", "err", err)
 		}
+		s.probes.sites.Store(int64(s.tr.Sites()))
 	})
 }

@@ -143,8 +143,12 @@ const drainTime = 20 * time.Millisecond
 
 // Tracer is a loaded and attached set of probes.
 type Tracer struct {
-	// mu orders Reattach (the circuit breaker's goroutine) against Detach
-	// (the session's end): once detached, nothing is attached again.
+	// mu orders the changes of the attached sites against each other:
+	// Reattach (the circuit breaker's goroutine), Update (a reload),
+	// Retire (the session's retire loop) and Detach (the session's end):
+	// once detached, nothing is attached again. What other goroutines
+	// read without it is immutable after Attach (capacity) or atomic
+	// (nfuncs, sites).
 	mu       sync.Mutex
 	detached bool
 	objs     obsObjects
@@ -153,6 +157,9 @@ type Tracer struct {
 	// not hold mu (Stats).
 	cfg    Config
 	nfuncs atomic.Int64
+	// capacity is how many functions the per-function maps hold, fixed
+	// when they are made.
+	capacity int
 	// state is each function's part in the selection, paused the circuit
 	// breaker's pauses (Reattach): both say which sites a generation has.
 	state        []funcState
@@ -165,13 +172,15 @@ type Tracer struct {
 	runtimeSites int
 	okRing       *ringbuf.Reader
 	errRing      *ringbuf.Reader
-	sites        int
-	multi        bool
-	monoWall     int64 // wall - monotonic, ns
+	// sites is how many probe sites are attached now: written under mu
+	// by every switch, read by anyone (Sites).
+	sites    atomic.Int64
+	multi    bool
+	monoWall int64 // wall - monotonic, ns
 }
 
 // Sites returns how many probe sites are attached.
-func (t *Tracer) Sites() int { return t.sites }
+func (t *Tracer) Sites() int { return int(t.sites.Load()) }
 
 // Multi reports whether uprobe_multi links are used.
 func (t *Tracer) Multi() bool { return t.multi }
@@ -204,12 +213,12 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 			p.AttachType = ebpf.AttachNone
 		}
 	}
-	t := &Tracer{cfg: cfg, multi: multi}
+	t := &Tracer{cfg: cfg, multi: multi, capacity: cfg.capacity()}
 	want := cfg.Sizes
 	if !t.slotsOn() {
 		want.GoroutineSlots = 1
 	}
-	sz, err := want.apply(spec, cfg.capacity())
+	sz, err := want.apply(spec, t.capacity)
 	if err != nil {
 		return nil, fmt.Errorf("attach: %w", err)
 	}
@@ -304,7 +313,7 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 	if t.entryLinks, nentries, err = t.attachEntries(sites); err != nil {
 		return nil, err
 	}
-	t.sites = nrets + nentries + t.runtimeSites
+	t.sites.Store(int64(nrets + nentries + t.runtimeSites))
 	return t, nil
 }
 
@@ -470,7 +479,8 @@ func (t *Tracer) switchSites() (time.Duration, error) {
 		return time.Since(start), fmt.Errorf("switch probe generation: %w", err)
 	}
 	oldEntries, oldRets := t.entryLinks, t.retLinks
-	t.entryLinks, t.retLinks, t.gen, t.sites = entries, rets, gen, nrets+nentries+t.runtimeSites
+	t.entryLinks, t.retLinks, t.gen = entries, rets, gen
+	t.sites.Store(int64(nrets + nentries + t.runtimeSites))
 	closeLinks(oldEntries)
 	closeLinks(oldRets)
 	if err := t.objs.Gens.Set(uint64(gen) | uint64(gen)<<32); err != nil {

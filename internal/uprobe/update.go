@@ -26,7 +26,7 @@ const (
 )
 
 // Capacity is how many functions the tracer's per-function maps hold.
-func (t *Tracer) Capacity() int { return t.cfg.capacity() }
+func (t *Tracer) Capacity() int { return t.capacity }
 
 // Funcs is how many functions the function table holds (traced or
 // removed): function ids run from 0 to Funcs()-1.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -118,6 +119,10 @@ func testUpdateInPlace(t *testing.T, single bool, switches int) {
 	}
 	// While alpha is called back to back: add gamma and remove beta, then
 	// back and forth a few times, each switch a new generation.
+	// What callers read without a lock (the /metrics scrape, a reload's
+	// plan) is read all along the switches: under -race (make test-race)
+	// this fails if a switch writes it unsynchronised.
+	stopReading := readAlong(tr)
 	var took []string
 	for i := range switches {
 		off := map[int]bool{2: true}
@@ -129,6 +134,9 @@ func testUpdateInPlace(t *testing.T, single bool, switches int) {
 			t.Fatalf("update %d: %v", i, err)
 		}
 		took = append(took, d.String())
+	}
+	if n := stopReading(); n == 0 {
+		t.Error("the concurrent reader never read")
 	}
 	t.Logf("%d switches with alpha called back to back took %s", switches, strings.Join(took, ", "))
 	var spun int
@@ -225,4 +233,30 @@ func stats(t *testing.T, tr *Tracer) []Stats {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// readAlong reads what a tracer's callers read without its lock, over and
+// over from another goroutine, until the returned func is called; that
+// returns how many rounds it read.
+func readAlong(tr *Tracer) (stop func() int) {
+	done := make(chan struct{})
+	rounds := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				rounds <- n
+				return
+			default:
+			}
+			_, _, _ = tr.Sites(), tr.Capacity(), tr.Funcs()
+			n++
+			runtime.Gosched()
+		}
+	}()
+	return func() int {
+		close(done)
+		return <-rounds
+	}
 }
