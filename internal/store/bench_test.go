@@ -141,7 +141,7 @@ func init() {
 	}
 }
 
-// BenchmarkWriteOldNew measures, in one run, the write rate of three
+// BenchmarkWriteOldNew measures, in one run, the write rate of five
 // paths, in rotating rounds of 200,000 records (5,000-record batches,
 // BenchmarkWriteCalls's records) each on a fresh store, so that all see
 // the same load of the shared machine:
@@ -155,13 +155,17 @@ func init() {
 //   - before: today's path as it was before SQLite's connection mutexes
 //     were made no-ops (internal/sqliteconf) and the cuts made with it
 //     (benchBefore): the store opened with real connection mutexes;
+//   - explicit: today's path as it was before rows that append to the
+//     table were bound a NULL rowid (benchExplicitIDs, see rowidTail):
+//     every row binds its id, and SQLite searches the b-tree for it;
 //   - new: today's path (ok rows bind 7 columns, see insertCalls).
 //
 // old, full and before all run with real connection mutexes.
 // It reports each path's records/s over all its rounds, records per CPU
-// second, the new/old, new/full and new/before ratios of both, and the
-// size of each path's store in bytes per record (ok rows and other rows
-// inserted through separate statements leave some pages less full).
+// second, the new/old, new/full, new/before and new/explicit ratios of
+// both, and the size of each path's store in bytes per record (ok rows
+// and other rows inserted through separate statements leave some pages
+// less full).
 // OBS_BENCH_ROUNDS sets the rounds per path (default 4).
 // OBS_BENCH_ORDER=agent gives each batch in the order the agent's queue
 // does (agentOrder) instead of in id order.
@@ -175,21 +179,22 @@ func BenchmarkWriteOldNew(b *testing.B) {
 			agentOrder(pool[off : off+batch])
 		}
 	}
-	const old, full, before, cur = 0, 1, 2, 3
-	const paths = 4
+	const old, full, before, explicit, cur = 0, 1, 2, 3, 4
+	const paths = 5
 	var wall, cpu [paths]time.Duration
 	var size [paths]int64
 	noop := sqliteconf.SetConnMutexNoop(true)
 	defer func() {
-		benchOldWrite, benchFullRows, benchBefore = false, false, false
+		benchOldWrite, benchFullRows, benchBefore, benchExplicitIDs = false, false, false, false
 		sqliteconf.SetConnMutexNoop(noop)
 	}()
 	for i := 0; i < b.N; i++ {
 		for r := range paths * rounds {
-			// old, full, before, new, full, before, new, old, ...
+			// old, full, before, explicit, new, full, before, ..., old, ...
 			path := (r + r/paths) % paths
-			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path != cur
-			sqliteconf.SetConnMutexNoop(path == cur)
+			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path < explicit
+			benchExplicitIDs = path == explicit
+			sqliteconf.SetConnMutexNoop(path >= explicit)
 			dbPath := filepath.Join(b.TempDir(), "bench.db")
 			s, err := Open(dbPath, Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
 			if err != nil {
@@ -215,7 +220,7 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	}
 	n := float64(b.N * rounds * perRound)
 	rate := func(d time.Duration) float64 { return n / d.Seconds() }
-	for p, name := range []string{"old", "full", "before", "new"} {
+	for p, name := range []string{"old", "full", "before", "explicit", "new"} {
 		b.ReportMetric(rate(wall[p]), name+"-records/s")
 		b.ReportMetric(rate(cpu[p]), name+"-records/cpu-s")
 		b.ReportMetric(float64(size[p])/n, name+"-bytes/record")
@@ -226,6 +231,8 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[full]), "new/full-cpu")
 	b.ReportMetric(rate(wall[cur])/rate(wall[before]), "new/before")
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[before]), "new/before-cpu")
+	b.ReportMetric(rate(wall[cur])/rate(wall[explicit]), "new/explicit")
+	b.ReportMetric(rate(cpu[cur])/rate(cpu[explicit]), "new/explicit-cpu")
 }
 
 // benchRounds is $OBS_BENCH_ROUNDS, or def.
