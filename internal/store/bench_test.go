@@ -69,7 +69,9 @@ func genCalls(rng *rand.Rand, first uint64, start time.Time, n int) []record.Cal
 // Since (2026-11-30 17:28, load average 7-9, so the wall rate says little):
 // 361k-372k records/cpu-s (248k-262k records/s) at 20% errors, 438k-446k
 // (308k-356k) at 1%; BenchmarkWriteOldNew gives the ratios to the path
-// before in one run (docs/performance.md).
+// before in one run (docs/performance.md). With rows that append bound a
+// NULL rowid and no NOT NULL constraints (2026-11-30 20:16, load average
+// 6): 590k-602k records/cpu-s at 1% errors, 486k at 20%.
 // OBS_BENCH_INDEXES=1|2|3 adds the indexes compared in partitionDDL.
 func BenchmarkWriteCalls(b *testing.B) {
 

@@ -66,44 +66,14 @@ func TestRawWriterActive(t *testing.T) {
 			pool[i].Status, pool[i].Error, pool[i].ErrorType = record.StatusOK, "", ""
 		}
 	}
-	write := func(before bool) *Store {
-		benchBefore = before
-		defer func() { benchBefore = false }()
-		s, err := Open(filepath.Join(t.TempDir(), "obs.db"), Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		for off := 0; off < len(pool); off += 3000 {
-			batch := append([]record.Call(nil), pool[off:off+3000]...)
-			agentOrder(batch)
-			if err := s.WriteCalls(batch); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if (s.raw != nil) == before {
-			t.Fatalf("before=%v: raw writer in use: %v", before, s.raw != nil)
-		}
-		return s
+	var batches [][]record.Call
+	for off := 0; off < len(pool); off += 3000 {
+		batch := append([]record.Call(nil), pool[off:off+3000]...)
+		agentOrder(batch)
+		batches = append(batches, batch)
 	}
-	raw, drv := write(false), write(true)
-	table := tableName(KindCalls, base)
-	for _, tc := range []struct{ table, order string }{
-		{table, "id"},
-		{sideName(table, sideErr), "start_ns, id"},
-		{"call_spans", "hour_ns, bucket_ns, session"},
-		{"call_ranges", "hour_ns, session"},
-	} {
-		a, b := dumpTable(t, raw, tc.table, tc.order), dumpTable(t, drv, tc.table, tc.order)
-		if len(a) == 0 || len(a) != len(b) {
-			t.Fatalf("%s: %d rows raw, %d through the driver", tc.table, len(a), len(b))
-		}
-		for i := range a {
-			if a[i] != b[i] {
-				t.Fatalf("%s row %d:\nraw    %s\ndriver %s", tc.table, i, a[i], b[i])
-			}
-		}
-	}
+	raw, drv := writeBothWays(t, base, batches)
+	sameRows(t, raw, drv, base)
 
 	// A batch holding an id already stored fails whole, refused.
 	dup := []record.Call{{ID: uint64(len(pool)) + 1, PID: 1, GoID: 1, Function: "main.f", Start: base.UnixNano(), Duration: 1}, pool[5]}
@@ -170,24 +140,9 @@ func TestRawWriterAppends(t *testing.T) {
 		total += len(b)
 	}
 
-	write := func(before bool) *Store {
-		benchBefore = before
-		defer func() { benchBefore = false }()
-		s, err := Open(filepath.Join(t.TempDir(), "obs.db"), Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		for _, b := range batches {
-			if err := s.WriteCalls(append([]record.Call(nil), b...)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return s
-	}
-	raw, drv := write(false), write(true)
-	if raw.raw == nil || raw.raw.noAppend {
-		t.Fatalf("raw writer %v, appending turned off", raw.raw == nil)
+	raw, drv := writeBothWays(t, base, batches)
+	if raw.raw.noAppend {
+		t.Fatal("appending turned off")
 	}
 	// Bound their ids: the late calls, the error rows of the 1% batches
 	// and the ok rows after them, the first row after a gap, and session
@@ -196,31 +151,7 @@ func TestRawWriterAppends(t *testing.T) {
 	if n := raw.raw.appended; n < uint64(total)*8/10 {
 		t.Errorf("%d of %d rows bound a NULL rowid, want most", n, total)
 	}
-	for _, h := range []time.Time{base, base.Add(time.Hour)} {
-		table := tableName(KindCalls, h)
-		for _, tc := range []struct{ table, order string }{
-			{table, "id"},
-			{sideName(table, sideErr), "start_ns, id"},
-		} {
-			a, b := dumpTable(t, raw, tc.table, tc.order), dumpTable(t, drv, tc.table, tc.order)
-			if len(a) == 0 || len(a) != len(b) {
-				t.Fatalf("%s: %d rows raw, %d through the driver", tc.table, len(a), len(b))
-			}
-			for i := range a {
-				if a[i] != b[i] {
-					t.Fatalf("%s row %d:\nraw    %s\ndriver %s", tc.table, i, a[i], b[i])
-				}
-			}
-		}
-	}
-	for _, tc := range []struct{ table, order string }{
-		{"call_spans", "hour_ns, bucket_ns, session"},
-		{"call_ranges", "hour_ns, session"},
-	} {
-		if a, b := dumpTable(t, raw, tc.table, tc.order), dumpTable(t, drv, tc.table, tc.order); strings.Join(a, "\n") != strings.Join(b, "\n") {
-			t.Fatalf("%s differs:\nraw    %s\ndriver %s", tc.table, a, b)
-		}
-	}
+	sameRows(t, raw, drv, base, base.Add(time.Hour))
 	var n int
 	if err := raw.rdb.QueryRow(`SELECT (SELECT count(*) FROM ` + tableName(KindCalls, base) + `) + (SELECT count(*) FROM ` + tableName(KindCalls, base.Add(time.Hour)) + `)`).Scan(&n); err != nil || n != total {
 		t.Fatalf("%d rows stored (%v), want %d", n, err, total)
@@ -296,5 +227,54 @@ func TestRawWriterRowidGuard(t *testing.T) {
 	}
 	if i != len(pool) {
 		t.Fatalf("%d rows, want %d", i, len(pool))
+	}
+}
+
+// writeBothWays writes batches (copies of them) into two new stores, on
+// the raw path and through the driver (benchBefore), and checks that each
+// store used the path it was meant to.
+func writeBothWays(t *testing.T, base time.Time, batches [][]record.Call) (raw, drv *Store) {
+	t.Helper()
+	write := func(before bool) *Store {
+		benchBefore = before
+		defer func() { benchBefore = false }()
+		s, err := Open(filepath.Join(t.TempDir(), "obs.db"), Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		for _, b := range batches {
+			if err := s.WriteCalls(append([]record.Call(nil), b...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if (s.raw != nil) == before {
+			t.Fatalf("before=%v: raw writer in use: %v", before, s.raw != nil)
+		}
+		return s
+	}
+	return write(false), write(true)
+}
+
+// sameRows fails unless raw and drv hold the same calls rows and error
+// lane rows in the hours given, and the same read structures.
+func sameRows(t *testing.T, raw, drv *Store, hours ...time.Time) {
+	t.Helper()
+	type tab struct{ table, order string }
+	tabs := []tab{{"call_spans", "hour_ns, bucket_ns, session"}, {"call_ranges", "hour_ns, session"}}
+	for _, h := range hours {
+		table := tableName(KindCalls, h)
+		tabs = append(tabs, tab{table, "id"}, tab{sideName(table, sideErr), "start_ns, id"})
+	}
+	for _, tc := range tabs {
+		a, b := dumpTable(t, raw, tc.table, tc.order), dumpTable(t, drv, tc.table, tc.order)
+		if len(a) == 0 || len(a) != len(b) {
+			t.Fatalf("%s: %d rows raw, %d through the driver", tc.table, len(a), len(b))
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("%s row %d:\nraw    %s\ndriver %s", tc.table, i, a[i], b[i])
+			}
+		}
 	}
 }
