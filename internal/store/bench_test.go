@@ -158,8 +158,10 @@ func init() {
 //     were made no-ops (internal/sqliteconf) and the cuts made with it
 //     (benchBefore): the store opened with real connection mutexes;
 //   - explicit: today's path as it was before rows that append to the
-//     table were bound a NULL rowid (benchExplicitIDs, see rowidTail):
-//     every row binds its id, and SQLite searches the b-tree for it;
+//     table were bound a NULL rowid (benchExplicitIDs, see rowidTail) and
+//     values a statement's parameter holds already were left as they are
+//     (benchRebind, see rawStmt): every row binds its id, and SQLite
+//     searches the b-tree for it, and every value is bound;
 //   - new: today's path (ok rows bind 7 columns, see insertCalls).
 //
 // old, full and before all run with real connection mutexes.
@@ -170,12 +172,16 @@ func init() {
 // less full).
 // OBS_BENCH_ROUNDS sets the rounds per path (default 4).
 // OBS_BENCH_ORDER=agent gives each batch in the order the agent's queue
-// does (agentOrder) instead of in id order.
+// does (agentOrder) instead of in id order. OBS_BENCH_SHAPE=flood gives
+// the records the shape of `load flood 2`'s (floodShape).
 func BenchmarkWriteOldNew(b *testing.B) {
 	rounds := benchRounds(4)
 	const perRound, batch = 200_000, 5000
 	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, perRound)
+	if os.Getenv("OBS_BENCH_SHAPE") == "flood" {
+		floodShape(pool)
+	}
 	if os.Getenv("OBS_BENCH_ORDER") == "agent" {
 		for off := 0; off < perRound; off += batch {
 			agentOrder(pool[off : off+batch])
@@ -187,7 +193,7 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	var size [paths]int64
 	noop := sqliteconf.SetConnMutexNoop(true)
 	defer func() {
-		benchOldWrite, benchFullRows, benchBefore, benchExplicitIDs = false, false, false, false
+		benchOldWrite, benchFullRows, benchBefore, benchExplicitIDs, benchRebind = false, false, false, false, false
 		sqliteconf.SetConnMutexNoop(noop)
 	}()
 	for i := 0; i < b.N; i++ {
@@ -195,7 +201,7 @@ func BenchmarkWriteOldNew(b *testing.B) {
 			// old, full, before, explicit, new, full, before, ..., old, ...
 			path := (r + r/paths) % paths
 			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path < explicit
-			benchExplicitIDs = path == explicit
+			benchExplicitIDs, benchRebind = path == explicit, path == explicit
 			sqliteconf.SetConnMutexNoop(path >= explicit)
 			dbPath := filepath.Join(b.TempDir(), "bench.db")
 			s, err := Open(dbPath, Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
@@ -235,6 +241,19 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[before]), "new/before-cpu")
 	b.ReportMetric(rate(wall[cur])/rate(wall[explicit]), "new/explicit")
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[explicit]), "new/explicit-cpu")
+}
+
+// floodShape gives genCalls' records the shape of those of `load flood
+// 2`: one process, one function, two goroutines taking turns, no parents,
+// a call every 6 µs lasting 3 µs; ids and errors stay.
+func floodShape(calls []record.Call) {
+	t := calls[0].Start
+	for i := range calls {
+		c := &calls[i]
+		c.PID, c.GoID, c.ParentID, c.Function = 777, uint64(1+i%2), 0, "main.work"
+		t += 6000
+		c.Start, c.Duration = t, 3000
+	}
 }
 
 // benchRounds is $OBS_BENCH_ROUNDS, or def.

@@ -713,7 +713,7 @@ func (tx *wtx) insertCallsRaw(w *rawWriter, pc driver.ConnPrepareContext, table 
 			cols = okCols
 		}
 		err := w.execRows(len(rows), cols, func(n int) string { return tx.s.callsSQL(table, okShape, n) },
-			func(st uintptr, r, base int) error {
+			func(st *rawStmt, r, base int) error {
 				return w.bindCall(st, base, &calls[rows[r]], fids[rows[r]], okShape, &tail)
 			})
 		if err == nil && tail.max >= 0 {
@@ -766,7 +766,7 @@ func (tx *wtx) insertCallsRaw(w *rawWriter, pc driver.ConnPrepareContext, table 
 // bindCall binds the row of c from parameter base+1 on: its okCols
 // columns, and the other four too unless okShape; its id NULL when the
 // row appends to the table (see rowidTail).
-func (w *rawWriter) bindCall(st uintptr, base int, c *record.Call, fid int64, okShape bool, tail *rowidTail) error {
+func (w *rawWriter) bindCall(st *rawStmt, base int, c *record.Call, fid int64, okShape bool, tail *rowidTail) error {
 	for _, err := range [...]error{
 		w.bindID(st, base+1, int64(c.ID), tail),
 		w.bindIntOrNull(st, base+2, int64(c.ParentID)),
