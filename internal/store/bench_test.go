@@ -69,7 +69,9 @@ func genCalls(rng *rand.Rand, first uint64, start time.Time, n int) []record.Cal
 // Since (2026-11-30 17:28, load average 7-9, so the wall rate says little):
 // 361k-372k records/cpu-s (248k-262k records/s) at 20% errors, 438k-446k
 // (308k-356k) at 1%; BenchmarkWriteOldNew gives the ratios to the path
-// before in one run (docs/performance.md).
+// before in one run (docs/performance.md). With rows that append bound a
+// NULL rowid and no NOT NULL constraints (2026-11-30 20:16, load average
+// 6): 590k-602k records/cpu-s at 1% errors, 486k at 20%.
 // OBS_BENCH_INDEXES=1|2|3 adds the indexes compared in partitionDDL.
 func BenchmarkWriteCalls(b *testing.B) {
 
@@ -141,7 +143,7 @@ func init() {
 	}
 }
 
-// BenchmarkWriteOldNew measures, in one run, the write rate of three
+// BenchmarkWriteOldNew measures, in one run, the write rate of five
 // paths, in rotating rounds of 200,000 records (5,000-record batches,
 // BenchmarkWriteCalls's records) each on a fresh store, so that all see
 // the same load of the shared machine:
@@ -155,41 +157,52 @@ func init() {
 //   - before: today's path as it was before SQLite's connection mutexes
 //     were made no-ops (internal/sqliteconf) and the cuts made with it
 //     (benchBefore): the store opened with real connection mutexes;
+//   - explicit: today's path as it was before rows that append to the
+//     table were bound a NULL rowid (benchExplicitIDs, see rowidTail) and
+//     values a statement's parameter holds already were left as they are
+//     (benchRebind, see rawStmt): every row binds its id, and SQLite
+//     searches the b-tree for it, and every value is bound;
 //   - new: today's path (ok rows bind 7 columns, see insertCalls).
 //
 // old, full and before all run with real connection mutexes.
 // It reports each path's records/s over all its rounds, records per CPU
-// second, the new/old, new/full and new/before ratios of both, and the
-// size of each path's store in bytes per record (ok rows and other rows
-// inserted through separate statements leave some pages less full).
+// second, the new/old, new/full, new/before and new/explicit ratios of
+// both, and the size of each path's store in bytes per record (ok rows
+// and other rows inserted through separate statements leave some pages
+// less full).
 // OBS_BENCH_ROUNDS sets the rounds per path (default 4).
 // OBS_BENCH_ORDER=agent gives each batch in the order the agent's queue
-// does (agentOrder) instead of in id order.
+// does (agentOrder) instead of in id order. OBS_BENCH_SHAPE=flood gives
+// the records the shape of `load flood 2`'s (floodShape).
 func BenchmarkWriteOldNew(b *testing.B) {
 	rounds := benchRounds(4)
 	const perRound, batch = 200_000, 5000
 	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, perRound)
+	if os.Getenv("OBS_BENCH_SHAPE") == "flood" {
+		floodShape(pool)
+	}
 	if os.Getenv("OBS_BENCH_ORDER") == "agent" {
 		for off := 0; off < perRound; off += batch {
 			agentOrder(pool[off : off+batch])
 		}
 	}
-	const old, full, before, cur = 0, 1, 2, 3
-	const paths = 4
+	const old, full, before, explicit, cur = 0, 1, 2, 3, 4
+	const paths = 5
 	var wall, cpu [paths]time.Duration
 	var size [paths]int64
 	noop := sqliteconf.SetConnMutexNoop(true)
 	defer func() {
-		benchOldWrite, benchFullRows, benchBefore = false, false, false
+		benchOldWrite, benchFullRows, benchBefore, benchExplicitIDs, benchRebind = false, false, false, false, false
 		sqliteconf.SetConnMutexNoop(noop)
 	}()
 	for i := 0; i < b.N; i++ {
 		for r := range paths * rounds {
-			// old, full, before, new, full, before, new, old, ...
+			// old, full, before, explicit, new, full, before, ..., old, ...
 			path := (r + r/paths) % paths
-			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path != cur
-			sqliteconf.SetConnMutexNoop(path == cur)
+			benchOldWrite, benchFullRows, benchBefore = path == old, path == old || path == full, path < explicit
+			benchExplicitIDs, benchRebind = path == explicit, path == explicit
+			sqliteconf.SetConnMutexNoop(path >= explicit)
 			dbPath := filepath.Join(b.TempDir(), "bench.db")
 			s, err := Open(dbPath, Options{Clock: func() time.Time { return base }, NoBackgroundBuild: true})
 			if err != nil {
@@ -215,7 +228,7 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	}
 	n := float64(b.N * rounds * perRound)
 	rate := func(d time.Duration) float64 { return n / d.Seconds() }
-	for p, name := range []string{"old", "full", "before", "new"} {
+	for p, name := range []string{"old", "full", "before", "explicit", "new"} {
 		b.ReportMetric(rate(wall[p]), name+"-records/s")
 		b.ReportMetric(rate(cpu[p]), name+"-records/cpu-s")
 		b.ReportMetric(float64(size[p])/n, name+"-bytes/record")
@@ -226,6 +239,21 @@ func BenchmarkWriteOldNew(b *testing.B) {
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[full]), "new/full-cpu")
 	b.ReportMetric(rate(wall[cur])/rate(wall[before]), "new/before")
 	b.ReportMetric(rate(cpu[cur])/rate(cpu[before]), "new/before-cpu")
+	b.ReportMetric(rate(wall[cur])/rate(wall[explicit]), "new/explicit")
+	b.ReportMetric(rate(cpu[cur])/rate(cpu[explicit]), "new/explicit-cpu")
+}
+
+// floodShape gives genCalls' records the shape of those of `load flood
+// 2`: one process, one function, two goroutines taking turns, no parents,
+// a call every 6 µs lasting 3 µs; ids and errors stay.
+func floodShape(calls []record.Call) {
+	t := calls[0].Start
+	for i := range calls {
+		c := &calls[i]
+		c.PID, c.GoID, c.ParentID, c.Function = 777, uint64(1+i%2), 0, "main.work"
+		t += 6000
+		c.Start, c.Duration = t, 3000
+	}
 }
 
 // benchRounds is $OBS_BENCH_ROUNDS, or def.

@@ -40,8 +40,8 @@ func TestWALBoundedUnderFlood(t *testing.T) {
 	pool := genCalls(rand.New(rand.NewPCG(1, 2)), 1, base, 20_000)
 	var maxWAL int64
 	next := uint64(1)
-	// About 40 MiB of store: 40 times the limit.
-	for n := 0; n < 60; n++ {
+	// About 28 MiB of store: 28 times the limit.
+	for n := 0; n < 120; n++ {
 		chunk := make([]record.Call, 5000)
 		for i := range chunk {
 			c := pool[(n*5000+i)%len(pool)]

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -419,6 +420,16 @@ func (s *Store) WriteCalls(calls []record.Call) error {
 	if len(calls) == 0 {
 		return nil
 	}
+	err := s.writeCalls(calls)
+	if errors.Is(err, errRowidDrift) {
+		// Nothing of the batch is stored, and the writer binds every
+		// id from now on (rowidTail): write it again.
+		err = s.writeCalls(calls)
+	}
+	return err
+}
+
+func (s *Store) writeCalls(calls []record.Call) error {
 	return s.write("write calls", func(tx *wtx) error {
 		if !benchFullRows {
 			calls = tx.s.inIDOrder(calls)
@@ -553,6 +564,10 @@ var benchBefore bool
 // so one run can measure what keeping them costs the writer.
 var benchOldWrite bool
 
+// benchExplicitIDs, set only by BenchmarkWriteOldNew, makes the raw path
+// bind every call id and insert the other rows as before rowidTail.
+var benchExplicitIDs bool
+
 // insertCalls inserts the rows and returns their function ids, in the
 // order of calls.
 //
@@ -574,6 +589,9 @@ var benchOldWrite bool
 // is split; at 20% errors, statements of 100 such rows left the calls
 // 11% larger than in id order and gained nothing, statements of 10 left
 // them 6% larger and were 6% faster (BenchmarkWriteOldNew, 2 runs).
+// insertCallsRaw inserts 10 or more other rows only right after a
+// statement of ok rows, so that the ok rows pending are not left behind
+// them and still append (rowidTail).
 func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 	// The rows are bound through the driver directly (sql.Conn.Raw):
 	// database/sql's per-argument checks and conversions cost ~15% of a
@@ -679,15 +697,28 @@ func (tx *wtx) insertCalls(table string, calls []record.Call) ([]int64, error) {
 func (tx *wtx) insertCallsRaw(w *rawWriter, pc driver.ConnPrepareContext, table string, calls []record.Call, fids []int64, split bool) error {
 	okRows, othRows := tx.s.okRows[:0], tx.s.othRows[:0]
 	defer func() { tx.s.okRows, tx.s.othRows = okRows[:0], othRows[:0] }()
+	tail, err := w.tail(table)
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", table, err)
+	}
+	if benchExplicitIDs {
+		tail.max = -1
+	}
 	flush := func(okShape bool, rows []int) error {
+		if len(rows) == 0 {
+			return nil
+		}
 		cols := callCols
 		if okShape {
 			cols = okCols
 		}
 		err := w.execRows(len(rows), cols, func(n int) string { return tx.s.callsSQL(table, okShape, n) },
-			func(st uintptr, r, base int) error {
-				return w.bindCall(st, base, &calls[rows[r]], fids[rows[r]], okShape)
+			func(st *rawStmt, r, base int) error {
+				return w.bindCall(st, base, &calls[rows[r]], fids[rows[r]], okShape, &tail)
 			})
+		if err == nil && tail.max >= 0 {
+			err = w.checkTail(int64(calls[rows[len(rows)-1]].ID))
+		}
 		if err != nil {
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
@@ -705,12 +736,21 @@ func (tx *wtx) insertCallsRaw(w *rawWriter, pc driver.ConnPrepareContext, table 
 					return err
 				}
 				okRows = okRows[:0]
+				// The other rows collected lie behind the ok rows just
+				// inserted: 10 or more go in now, near the right edge.
+				if len(othRows) >= 10 && !benchExplicitIDs {
+					if err := flush(false, othRows); err != nil {
+						return err
+					}
+					othRows = othRows[:0]
+				}
 			}
 			continue
 		}
-		// As in insertCalls: among ok rows, 10 at a time.
+		// Only once the ok rows before them are in (above), so those
+		// ok rows still append (rowidTail); and 100 at most.
 		othRows = append(othRows, i)
-		if len(othRows) == callsPerStmt || (len(okRows) > 0 && len(othRows) == 10) {
+		if len(othRows) == callsPerStmt || (benchExplicitIDs && len(okRows) > 0 && len(othRows) == 10) {
 			if err := flush(false, othRows); err != nil {
 				return err
 			}
@@ -724,10 +764,11 @@ func (tx *wtx) insertCallsRaw(w *rawWriter, pc driver.ConnPrepareContext, table 
 }
 
 // bindCall binds the row of c from parameter base+1 on: its okCols
-// columns, and the other four too unless okShape.
-func (w *rawWriter) bindCall(st uintptr, base int, c *record.Call, fid int64, okShape bool) error {
+// columns, and the other four too unless okShape; its id NULL when the
+// row appends to the table (see rowidTail).
+func (w *rawWriter) bindCall(st *rawStmt, base int, c *record.Call, fid int64, okShape bool, tail *rowidTail) error {
 	for _, err := range [...]error{
-		w.bindInt(st, base+1, int64(c.ID)),
+		w.bindID(st, base+1, int64(c.ID), tail),
 		w.bindIntOrNull(st, base+2, int64(c.ParentID)),
 		w.bindInt(st, base+3, int64(c.PID)),
 		w.bindInt(st, base+4, int64(c.GoID)),
