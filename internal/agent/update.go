@@ -259,6 +259,10 @@ type update struct {
 	funcs []uprobe.Func // the tracer's function table, grown
 	off   map[int]bool  // ids no longer selected
 	added []string      // names new to the table
+	// same: the selection is the one in force, function for function and
+	// rate for rate (the patterns may be written differently): nothing
+	// to switch.
+	same bool
 }
 
 // planUpdate selects the functions of opts in the session's binary and
@@ -299,6 +303,7 @@ func (s *session) planUpdate(opts Options) (*update, error) {
 		u.funcs[id] = uf // a new sample rate
 		delete(u.off, id)
 	}
+	u.same = sameSelection(s.sel, sel)
 	if n := len(u.funcs); n > s.tr.Capacity() {
 		return nil, fmt.Errorf("%w: %d functions in all, more than the %d its tracer's maps hold", ErrNotInPlace, n, s.tr.Capacity())
 	}
@@ -309,6 +314,12 @@ func (s *session) planUpdate(opts Options) (*update, error) {
 // registered and named before any of their records can exist, then the
 // tracer switches its sites (uprobe.Tracer.Update).
 func (s *session) applyUpdate(u *update) error {
+	if u.same {
+		// A target a reload keeps as it is (say, while another is added
+		// or removed) keeps its probes and generation untouched.
+		s.opts.Include, s.opts.Exclude, s.opts.SampleRate = u.opts.Include, u.opts.Exclude, u.opts.SampleRate
+		return nil
+	}
 	if err := s.registerFunctions(u.added); err != nil {
 		return err
 	}
@@ -326,6 +337,14 @@ func (s *session) applyUpdate(u *update) error {
 		"added", len(u.added), "removed", len(u.off), "sites", s.tr.Sites(), "patterns", strings.Join(u.opts.Include, " "),
 		"switch_took", took.Round(time.Microsecond))
 	return nil
+}
+
+// sameSelection reports whether two selections trace the same functions
+// at the same rates.
+func sameSelection(a, b *selector.Selection) bool {
+	return a != nil && slices.EqualFunc(a.Funcs, b.Funcs, func(x, y selector.Selected) bool {
+		return x.Func.Name == y.Func.Name && x.SampleRate == y.SampleRate
+	})
 }
 
 // fnames is the function table: id -> name.
