@@ -194,3 +194,57 @@ func TestControlUpdateAdds(t *testing.T) {
 		t.Errorf("exit reasons %v; want %s interrupted, %s %q", reasons, a, b, ExitRemoved)
 	}
 }
+
+// TestControlUpdateAddsCgroup adds a cgroup target to a running agent of
+// one exe target in place: the Go program its process runs now is traced
+// from the add on (in one reserved tracer), a program of another file its
+// processes start later is found by its watch (in the second), a process
+// of that file outside the cgroup is not traced, and the exe target goes
+// on with its own session.
+func TestControlUpdateAddsCgroup(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildProgram(t, testutil.Build{Program: "procs"})
+	dir := t.TempDir()
+	exe, later := filepath.Join(dir, "procs-exe"), filepath.Join(dir, "procs-later")
+	copyFile(t, bin, exe)
+	copyFile(t, bin, later)
+	cg := testCgroup(t)
+	held := inCgroup(cg, bin, "wait", "40")
+	in := startReady(t, held)
+
+	db := filepath.Join(dir, "obs.db")
+	ctl := &Control{}
+	te := Target{Exe: exe}
+	stop := backgroundSession(t, db, func(ctx context.Context, o Options) (*Result, error) {
+		return AttachTargets(ctx, []Target{te}, o)
+	}, func(o *Options) { o.Control, o.ReloadTargets = ctl, 2 })
+	tc := Target{Cgroup: cg}
+	if _, err := ctl.Update([]Target{te, tc}, Options{Include: []string{"main.tick"}, SampleRate: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	second := inCgroup(cg, later, "wait", "20")
+	in2 := startReady(t, second)
+	waitProcessRow(t, db, uint32(second.Process.Pid))
+	if _, err := in2.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	outside := runCount(t, later, 50)
+	viaExe := runCount(t, exe, 10)
+	res := stop()
+	checkTicks(t, db, map[uint32]int{uint32(held.Process.Pid): 40, uint32(second.Process.Pid): 20, viaExe: 10})
+	if got, _ := tickCounts(readCalls(t, db)); got[outside] != 0 {
+		t.Errorf("a process outside the cgroup: %d calls, want none", got[outside])
+	}
+	if res.Recorded != 70 || len(res.Targets) != 3 {
+		t.Errorf("recorded %d over %d targets; want 70 over 3 (the exe, the cgroup's two programs): %s", res.Recorded, len(res.Targets), res.Summary())
+	}
+}

@@ -205,6 +205,10 @@ type host struct {
 	// stopWait ends the goroutines that wait for targets to exit, once
 	// the host ends.
 	stopWait chan struct{}
+	// watchCtx ends the cgroups' watches (watching), those a reload adds
+	// included.
+	watchCtx context.Context
+	watching sync.WaitGroup
 	// shed is what the store sink had dropped at the last aggregates
 	// (writeShed).
 	shed     map[string]uint64
@@ -364,6 +368,28 @@ func (h *host) addCgroupFile(w *cgWatch, f cgroupFile) (*hosted, error) {
 	return ht, nil
 }
 
+// retarget gives w's watch the patterns a reload sets, which the programs
+// it finds later are traced with.
+func (h *host) retarget(w *cgWatch) func(Target) {
+	return func(t Target) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		// Only the patterns: the cgroup is the same, and is read
+		// without the lock.
+		w.t.Include, w.t.Exclude, w.t.SampleRate = t.Include, t.Exclude, t.SampleRate
+	}
+}
+
+// startWatch runs w's watch until the host ends (h.mu held, or before a
+// reload can add targets).
+func (h *host) startWatch(w *cgWatch) {
+	h.watching.Add(1)
+	go func() {
+		defer h.watching.Done()
+		h.watch(h.watchCtx, w)
+	}()
+}
+
 // watch adds, every scanEvery, a target for each Go program the cgroup's
 // processes run that it has not seen yet. Its first processes run untraced
 // until the probes are in (about a second or two); every later process of
@@ -392,7 +418,7 @@ func (h *host) discover(w *cgWatch) {
 		if w.known[f.id] {
 			continue
 		}
-		if h.slots == 0 {
+		if h.slots == 0 && h.reloadSlots == 0 {
 			w.known[f.id] = true
 			h.log.Warn("cgroup: a new program is not traced: the memory budget has no tracer left for it (each --cgroup reserves room for a few programs started later); restart the agent to include it",
 				"cgroup", w.t.Cgroup, "file", f.name, "reserved", cgroupSlots*len(h.watches))
@@ -419,7 +445,13 @@ func (h *host) discover(w *cgWatch) {
 		ht.p = ht.s.startTracing()
 		h.opts.Control.addHeld(ht.t, ht.s)
 		h.targets = append(h.targets, ht)
-		h.slots--
+		// A cgroup's reserved tracers first; then one reserved for
+		// reloads (a cgroup a reload added has none of its own).
+		if h.slots > 0 {
+			h.slots--
+		} else {
+			h.reloadSlots--
+		}
 		h.log.Info("cgroup: tracing a program its processes started", "cgroup", w.t.Cgroup, "file", f.name, "session", ht.s.sess.ID)
 	}
 }
@@ -632,13 +664,7 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 		k.start()
 	}
 	for _, w := range h.watches {
-		h.opts.Control.watch(w.t, func(t Target) {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			// Only the patterns: the cgroup is the same, and is read
-			// without the lock.
-			w.t.Include, w.t.Exclude, w.t.SampleRate = t.Include, t.Exclude, t.SampleRate
-		})
+		h.opts.Control.watch(w.t, h.retarget(w))
 	}
 	for _, ht := range h.targets {
 		ht.p = ht.s.startTracing()
@@ -646,7 +672,6 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	}
 	h.stopWait = make(chan struct{})
 	h.opts.Control.dropper(h.drop)
-	h.opts.Control.grower(h.grow)
 	if h.opts.Metrics != nil {
 		srv := metrics.Serve(h.opts.Metrics, hostMetrics{h}, h.opts.Logger)
 		// Closed once every target has ended: their counters stay as
@@ -664,14 +689,12 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 		}()
 	}
 	wctx, stopWatches := context.WithCancel(context.Background())
-	var watches sync.WaitGroup
+	h.watchCtx = wctx
 	for _, w := range h.watches {
-		watches.Add(1)
-		go func() {
-			defer watches.Done()
-			h.watch(wctx, w)
-		}()
+		h.startWatch(w)
 	}
+	// From here a reload may add targets (a cgroup's watch included).
+	h.opts.Control.grower(h.grow)
 	h.announceReady()
 
 	reason := h.wait(ctx)
@@ -679,7 +702,7 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 	h.closing = true // no target is added by a reload from here on
 	h.mu.Unlock()
 	stopWatches()
-	watches.Wait() // no target is added from here on
+	h.watching.Wait() // no target is added from here on
 	for _, ht := range h.targets {
 		h.end(ht, reason, nil)
 	}
@@ -767,13 +790,14 @@ func (h *host) wait(ctx context.Context) string {
 	}
 	all := make(chan struct{})
 	go func() {
-		if len(h.watches) > 0 {
-			return // a cgroup never ends by itself
-		}
 		// Every pid target, those a reload adds included: the host ends
 		// once they all have exited and no target was added meanwhile.
 		for seen := 0; ; {
 			h.mu.Lock()
+			if len(h.watches) > 0 {
+				h.mu.Unlock()
+				return // a cgroup never ends by itself
+			}
 			more := slices.Clone(h.targets[seen:])
 			if len(more) == 0 {
 				h.closing = true

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -9,17 +10,23 @@ import (
 // running ones, as a cgroup's watch attaches the programs its processes
 // start later: each added target gets a tracer the budget reserved at
 // start (Options.ReloadTargets, planBudget), sized as a cgroup's reserved
-// tracer (rings and maps a 1/n share, maps for slotFuncs functions). The
-// running targets' sessions, probes and rings are not touched. With no
-// reserved tracer left, or a target that selects more functions than one
-// holds, the add is refused with ErrNotInPlace and the caller restarts the
-// agent, which plans its budget anew.
+// tracer (rings and maps a 1/n share, maps for slotFuncs functions). An
+// added cgroup target takes one for each Go program its processes run
+// now, and its watch one for each it starts later (the reserve is shared
+// with the cgroups' own, discover). The running targets' sessions, probes
+// and rings are not touched. With no reserved tracer left, or a target
+// that selects more functions than one holds, the add is refused with
+// ErrNotInPlace and the caller restarts the agent, which plans its budget
+// anew.
 
 // growth is the targets a reload adds, read and selected but not attached
 // yet.
 type growth struct {
 	h     *host
 	added []*hosted
+	// watches are the added cgroup targets; their programs now are in
+	// added.
+	watches []*cgWatch
 }
 
 // grow prepares targets a reload adds: each binary is read, its functions
@@ -38,12 +45,10 @@ func (h *host) grow(ts []Target) (*growth, error) {
 	}
 	g := &growth{h: h}
 	for _, t := range ts {
-		ht, err := h.prepareAdded(t)
-		if ht != nil {
-			g.added = append(g.added, ht)
-		}
-		if err == nil && len(ht.s.fnames()) > h.slotFuncs {
-			err = fmt.Errorf("%w: %d functions selected, more than the %d a reserved tracer's maps hold", ErrNotInPlace, len(ht.s.fnames()), h.slotFuncs)
+		err := g.prepare(t)
+		if err == nil && len(g.added) > h.reloadSlots {
+			err = fmt.Errorf("%w: the added targets run %d programs, and the memory budget has %d tracers left of the %d it reserved at start for targets a reload adds (limits.reload_targets)",
+				ErrNotInPlace, len(g.added), h.reloadSlots, h.opts.ReloadTargets)
 		}
 		if err != nil {
 			g.abortHeld()
@@ -53,14 +58,61 @@ func (h *host) grow(ts []Target) (*growth, error) {
 	return g, nil
 }
 
+// prepare reads and selects one added target (h.mu held), or each Go
+// program a cgroup target's processes run now.
+func (g *growth) prepare(t Target) error {
+	h := g.h
+	if t.Cgroup == "" {
+		ht, err := h.prepareAdded(t)
+		if ht != nil {
+			g.added = append(g.added, ht)
+		}
+		if err != nil {
+			return err
+		}
+		return g.fits(ht)
+	}
+	cg, err := openCgroup(t.Cgroup)
+	if err != nil {
+		return err
+	}
+	w := &cgWatch{t: t, cg: cg, known: map[fileID]bool{}}
+	g.watches = append(g.watches, w)
+	files, err := cg.files()
+	if err != nil {
+		return fmt.Errorf("list its processes: %w", err)
+	}
+	for _, f := range files {
+		ht, err := h.addCgroupFile(w, f)
+		var ov *overlapError
+		switch {
+		case errors.As(err, &ov):
+			return err
+		case err != nil:
+			h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", err)
+			continue
+		}
+		g.added = append(g.added, ht)
+		if err := g.fits(ht); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fits refuses a target whose selection a reserved tracer's maps cannot
+// hold.
+func (g *growth) fits(ht *hosted) error {
+	if n := len(ht.s.fnames()); n > g.h.slotFuncs {
+		return fmt.Errorf("%w: %d functions selected, more than the %d a reserved tracer's maps hold", ErrNotInPlace, n, g.h.slotFuncs)
+	}
+	return nil
+}
+
 // prepareAdded reads and selects one added target (h.mu held). What it
 // returns, even with an error, is released by abortHeld.
 func (h *host) prepareAdded(t Target) (*hosted, error) {
-	switch {
-	case t.Cgroup != "":
-		// Its watch runs in the host's run loop, started with the host.
-		return nil, fmt.Errorf("%w: a cgroup target is added", ErrNotInPlace)
-	case t.PID != 0:
+	if t.PID != 0 {
 		return h.addPID(t)
 	}
 	_, st, err := checkExe(t.Exe)
@@ -89,29 +141,37 @@ func (g *growth) abortHeld() {
 		g.h.unclaim(ht.t)
 		g.h.close1(ht)
 	}
-	g.added = nil
+	g.added, g.watches = nil, nil
 }
 
 // commit attaches the prepared targets, each with a session row of its
-// own, and starts tracing them; the running targets go on untouched. It
-// returns those that run; on an error the one that failed has its row
-// ended ("could not start") and those not tried yet are released.
-func (g *growth) commit() ([]*hosted, error) {
+// own, starts tracing them and the added cgroups' watches; the running
+// targets go on untouched. It returns what runs, as Control registers it;
+// on an error the one that failed has its row ended ("could not start")
+// and those not tried yet are released.
+func (g *growth) commit() ([]controlled, error) {
 	h := g.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var run []*hosted
+	if h.closing {
+		g.abortHeld()
+		return nil, fmt.Errorf("%w: the agent is ending", ErrNotInPlace)
+	}
+	var run []controlled
+	for _, w := range g.watches {
+		// The watch is registered first: its programs' sessions join it.
+		h.watches = append(h.watches, w)
+		h.startWatch(w)
+		run = append(run, controlled{t: w.t, retarget: h.retarget(w)})
+		h.log.Info("cgroup target added by a reload", "cgroup", w.t.Cgroup, "reserved_left", h.reloadSlots)
+	}
+	g.watches = nil
 	for i, ht := range g.added {
-		err := fmt.Errorf("%w: the agent is ending", ErrNotInPlace)
-		if !h.closing {
-			ht.s.budget = h.budget
-			// The reserved tracer's maps hold slotFuncs functions: what
-			// the selection leaves is the room a later reload may add
-			// into.
-			ht.s.opts.FuncHeadroom = min(ht.s.opts.FuncHeadroom, h.slotFuncs-len(ht.s.fnames()))
-			err = h.attach(ht)
-		}
-		if err != nil {
+		ht.s.budget = h.budget
+		// The reserved tracer's maps hold slotFuncs functions: what the
+		// selection leaves is the room a later reload may add into.
+		ht.s.opts.FuncHeadroom = min(ht.s.opts.FuncHeadroom, h.slotFuncs-len(ht.s.fnames()))
+		if err := h.attach(ht); err != nil {
 			h.unclaim(ht.t)
 			h.endUnattached(ht, err)
 			g.added = slices.Clone(g.added[i+1:])
@@ -122,7 +182,11 @@ func (g *growth) commit() ([]*hosted, error) {
 		h.targets = append(h.targets, ht)
 		h.reloadSlots--
 		h.watchExit(ht)
-		run = append(run, ht)
+		if j := slices.IndexFunc(run, func(c controlled) bool { return sameTarget(c.t, ht.t) }); j >= 0 {
+			run[j].s = append(run[j].s, ht.s) // a program of an added cgroup
+		} else {
+			run = append(run, controlled{t: ht.t, s: []*session{ht.s}})
+		}
 		h.log.Info("target added by a reload", "target", ht.t.String(), "binary", ht.s.sess.Binary, "session", ht.s.sess.ID,
 			"functions", len(ht.s.fnames()), "reserved_left", h.reloadSlots)
 	}

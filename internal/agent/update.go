@@ -232,9 +232,7 @@ func (c *Control) Update(targets []Target, opts Options) (took time.Duration, er
 	}
 	if g != nil {
 		run, err := g.commit()
-		for _, ht := range run {
-			c.targets = append(c.targets, controlled{t: ht.t, s: []*session{ht.s}})
-		}
+		c.targets = append(c.targets, run...)
 		if err != nil {
 			return time.Since(start), err
 		}
