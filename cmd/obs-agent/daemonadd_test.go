@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/obs-agent/obs-agent/internal/render"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -40,20 +38,7 @@ func TestDaemonReloadAddsTarget(t *testing.T) {
 	waitFor(t, "generation 1", stderr, func() bool { return generationIs(ready, "1") })
 
 	p := exec.Command(target, "serve")
-	in, out := startPiped(t, p)
-	say := func(cmd string) string {
-		t.Helper()
-		if cmd != "" {
-			if _, err := io.WriteString(in, cmd+"\n"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		l, err := out.ReadString('\n')
-		if err != nil {
-			t.Fatalf("phases: %v", err)
-		}
-		return strings.TrimSpace(l)
-	}
+	in, say := startServe(t, p)
 	if l := say(""); l != "ready" {
 		t.Fatalf("phases: %q", l)
 	}
@@ -118,48 +103,12 @@ func TestDaemonReloadAddsTarget(t *testing.T) {
 
 	// Every call of the first process from the aggregates (a record the
 	// store sink shed under load is counted there too).
-	stats, _, err := cli(t, "query", "stats", "--db", db, "--pid", fmt.Sprint(p.Process.Pid), "--since", "0", "--format", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := map[string]int{}
-	for _, line := range strings.Split(strings.TrimSpace(stats), "\n") {
-		var r struct {
-			Function string
-			Calls    int
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("%v: %q", err, line)
-		}
-		count[r.Function] += r.Calls
-	}
-	t.Logf("calls %v, %d rounds spun across the reload", count, spun)
+	count, lost := statsOf(t, db, p.Process.Pid)
+	t.Logf("calls %v (%d not stored, counted), %d rounds spun across the reload", count, lost, spun)
 	if want := 2*steps + spun; count["main.alpha"] != want || count["main.outer"] != 1 {
 		t.Errorf("the first target: calls %v; want main.alpha exactly %d (%d steps, %d spun across the reload) and main.outer once", count, want, 2*steps, spun)
 	}
-	rows, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(p.Process.Pid), "--since", "0", "--limit", "0", "--format", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var outerID uint64
-	var children []render.CallRecord
-	for _, line := range strings.Split(strings.TrimSpace(rows), "\n") {
-		var c render.CallRecord
-		if err := json.Unmarshal([]byte(line), &c); err != nil {
-			t.Fatalf("%v: %q", err, line)
-		}
-		if c.Function == "main.outer" {
-			outerID = c.ID
-		} else {
-			children = append(children, c)
-		}
-	}
-	for _, c := range children {
-		if c.ParentID == nil || *c.ParentID != outerID {
-			t.Errorf("%s call %d: parent %v, want main.outer's call %d (open across the reload)", c.Function, c.ID, c.ParentID, outerID)
-			break
-		}
-	}
+	checkUnderOuter(t, db, p.Process.Pid)
 	if got := callsOf(t, db, pb.Process.Pid); fmt.Sprint(got) != fmt.Sprint(map[string]int{"main.beta": 6}) {
 		t.Errorf("the added target's process: calls %v, want main.beta 6", got)
 	}

@@ -1,16 +1,15 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/obs-agent/obs-agent/internal/record"
 	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
@@ -39,32 +38,7 @@ func TestControlUpdateAdds(t *testing.T) {
 		return AttachTargets(ctx, []Target{ta}, o)
 	}, func(o *Options) { o.Control, o.FuncHeadroom, o.ReloadTargets = ctl, 2, 1 })
 
-	p := exec.Command(a, "serve")
-	in, err := p.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pipe, err := p.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
-	out := bufio.NewReader(pipe)
-	say := func(cmd string) string {
-		t.Helper()
-		if cmd != "" {
-			io.WriteString(in, cmd+"\n")
-		}
-		l, err := out.ReadString('\n')
-		if err != nil {
-			t.Fatalf("phases: %v", err)
-		}
-		return strings.TrimSpace(l)
-	}
-	say("") // ready
+	p, in, say := servePhases(t, a)
 	const steps = 3
 	for range steps {
 		say("step")
@@ -135,26 +109,14 @@ func TestControlUpdateAdds(t *testing.T) {
 	}
 	res := stop()
 
-	st, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	rows, err := st.Stats(context.Background(), store.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := map[string]uint64{}
-	for _, r := range rows {
-		count[r.Function.Name] += r.Calls
-	}
+	count := statCalls(t, db)
 	if want := uint64(2*steps + spun); count["main.alpha"] != want || count["main.outer"] != 1 {
 		t.Errorf("calls %v; want main.alpha exactly %d (%d spun across the add) and main.outer once", count, want, spun)
 	}
 	if count["main.beta"] != 4 || count["main.gamma"] != 0 {
 		t.Errorf("calls %v; want main.beta 4 (the added target's process, none after its removal) and no main.gamma", count)
 	}
-	var parent uint64
+	var served []record.Call
 	var added int
 	for _, cl := range readCalls(t, db) {
 		switch {
@@ -167,22 +129,11 @@ func TestControlUpdateAdds(t *testing.T) {
 			t.Errorf("a call after the added target was removed: %+v", cl)
 		case cl.ID>>40 != ids[a]:
 			t.Errorf("%s call %d of the first target is not in its session %d", cl.Function, cl.ID, ids[a])
-		case cl.Function == "main.outer":
-			if parent != 0 && cl.ID != parent {
-				t.Errorf("main.outer's call %d, but its children's parent is %d", cl.ID, parent)
-			}
-			parent = cl.ID
-		case cl.ParentID == 0:
-			t.Errorf("%s call %d is a root, want main.outer's call as its parent", cl.Function, cl.ID)
-		case parent == 0:
-			parent = cl.ParentID
-		case cl.ParentID != parent:
-			t.Errorf("%s call %d: parent %d, want %d, as every other call's", cl.Function, cl.ID, cl.ParentID, parent)
+		default:
+			served = append(served, cl)
 		}
 	}
-	if parent == 0 {
-		t.Error("no call has a parent")
-	}
+	checkUnderOuter(t, served)
 	if res.Dropped == 0 && added != 4 {
 		t.Errorf("%d calls stored of the added target's process, want 4", added)
 	}

@@ -314,34 +314,53 @@ type cgWatch struct {
 // later (watch). Files that cannot be traced (not Go, no function the
 // patterns select, obs-agent itself) are skipped and logged.
 func (h *host) addCgroup(t Target) error {
-	cg, err := openCgroup(t.Cgroup)
+	added := 0
+	w, err := h.openWatch(t, func(ht *hosted) error {
+		h.targets = append(h.targets, ht)
+		added++
+		return nil
+	})
+	if w != nil {
+		h.watches = append(h.watches, w)
+	}
 	if err != nil {
 		return err
-	}
-	w := &cgWatch{t: t, cg: cg, known: map[fileID]bool{}}
-	h.watches = append(h.watches, w)
-	files, err := cg.files()
-	if err != nil {
-		return fmt.Errorf("--cgroup %s: list its processes: %w", t.Cgroup, err)
-	}
-	added := 0
-	for _, f := range files {
-		ht, err := h.addCgroupFile(w, f)
-		var ov *overlapError
-		switch {
-		case errors.As(err, &ov):
-			return err
-		case err != nil:
-			h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", err)
-		default:
-			h.targets = append(h.targets, ht)
-			added++
-		}
 	}
 	if added == 0 {
 		h.log.Warn("cgroup: no process of it runs a Go program to trace yet; its new programs are looked for every second", "cgroup", t.Cgroup)
 	}
 	return nil
+}
+
+// openWatch makes the watch of a cgroup target and a file target of each
+// Go executable its processes run now, which it gives to add (which takes
+// what it is given, even when it returns an error). Files that cannot be
+// traced are skipped and logged; a file another target traces is refused.
+func (h *host) openWatch(t Target, add func(*hosted) error) (*cgWatch, error) {
+	cg, err := openCgroup(t.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	w := &cgWatch{t: t, cg: cg, known: map[fileID]bool{}}
+	files, err := cg.files()
+	if err != nil {
+		return w, fmt.Errorf("--cgroup %s: list its processes: %w", t.Cgroup, err)
+	}
+	for _, f := range files {
+		ht, err := h.addCgroupFile(w, f)
+		var ov *overlapError
+		switch {
+		case errors.As(err, &ov):
+			return w, err
+		case err != nil:
+			h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", err)
+		default:
+			if err := add(ht); err != nil {
+				return w, err
+			}
+		}
+	}
+	return w, nil
 }
 
 // addCgroupFile makes the target of one file of a cgroup, held open: the

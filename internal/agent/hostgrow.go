@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 )
@@ -72,32 +71,14 @@ func (g *growth) prepare(t Target) error {
 		}
 		return g.fits(ht)
 	}
-	cg, err := openCgroup(t.Cgroup)
-	if err != nil {
-		return err
-	}
-	w := &cgWatch{t: t, cg: cg, known: map[fileID]bool{}}
-	g.watches = append(g.watches, w)
-	files, err := cg.files()
-	if err != nil {
-		return fmt.Errorf("list its processes: %w", err)
-	}
-	for _, f := range files {
-		ht, err := h.addCgroupFile(w, f)
-		var ov *overlapError
-		switch {
-		case errors.As(err, &ov):
-			return err
-		case err != nil:
-			h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", err)
-			continue
-		}
+	w, err := h.openWatch(t, func(ht *hosted) error {
 		g.added = append(g.added, ht)
-		if err := g.fits(ht); err != nil {
-			return err
-		}
+		return g.fits(ht)
+	})
+	if w != nil {
+		g.watches = append(g.watches, w)
 	}
-	return nil
+	return err
 }
 
 // fits refuses a target whose selection a reserved tracer's maps cannot
