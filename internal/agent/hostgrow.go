@@ -38,9 +38,11 @@ func (h *host) grow(ts []Target) (*growth, error) {
 	if h.closing {
 		return nil, fmt.Errorf("%w: the agent is ending", ErrNotInPlace)
 	}
-	if len(ts) > h.reloadSlots {
+	// Before any binary is read: each file or pid target needs a tracer
+	// (a cgroup one per program it runs now, counted once they are known).
+	if n := len(ts) - countCgroups(ts); n > h.reloadSlots {
 		return nil, fmt.Errorf("%w: %d targets added, and the memory budget has %d tracers left of the %d it reserved at start for targets a reload adds (limits.reload_targets)",
-			ErrNotInPlace, len(ts), h.reloadSlots, h.opts.ReloadTargets)
+			ErrNotInPlace, n, h.reloadSlots, h.opts.ReloadTargets)
 	}
 	g := &growth{h: h}
 	for _, t := range ts {
@@ -55,6 +57,17 @@ func (h *host) grow(ts []Target) (*growth, error) {
 		}
 	}
 	return g, nil
+}
+
+// countCgroups is how many of ts are cgroup targets.
+func countCgroups(ts []Target) int {
+	n := 0
+	for _, t := range ts {
+		if t.Cgroup != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // prepare reads and selects one added target (h.mu held), or each Go
