@@ -54,6 +54,26 @@ func startHeld(t *testing.T, c *exec.Cmd) io.Writer {
 	return stdin
 }
 
+// startServe starts c, a `phases serve`; say sends it a command (none
+// for "") and returns its answer.
+func startServe(t *testing.T, c *exec.Cmd) (in io.WriteCloser, say func(string) string) {
+	t.Helper()
+	in, out := startPiped(t, c)
+	return in, func(cmd string) string {
+		t.Helper()
+		if cmd != "" {
+			if _, err := io.WriteString(in, cmd+"\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("phases: %v", err)
+		}
+		return strings.TrimSpace(l)
+	}
+}
+
 // startPiped starts c with pipes to its stdin and from its stdout; it is
 // killed at the end of the test if it still runs.
 func startPiped(t *testing.T, c *exec.Cmd) (io.WriteCloser, *bufio.Reader) {
@@ -421,20 +441,7 @@ func TestDaemonReloadInPlace(t *testing.T) {
 	waitFor(t, "generation 1", stderr, generation("1"))
 
 	p := exec.Command(target, "serve")
-	in, out := startPiped(t, p)
-	say := func(cmd string) string {
-		t.Helper()
-		if cmd != "" {
-			if _, err := io.WriteString(in, cmd+"\n"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		l, err := out.ReadString('\n')
-		if err != nil {
-			t.Fatalf("phases: %v", err)
-		}
-		return strings.TrimSpace(l)
-	}
+	in, say := startServe(t, p)
 	if l := say(""); l != "ready" {
 		t.Fatalf("phases: %q", l)
 	}
@@ -476,23 +483,7 @@ func TestDaemonReloadInPlace(t *testing.T) {
 
 	// Every call from the aggregates (`query stats --pid`): a record the
 	// store sink shed under load is counted there too.
-	stats, _, err := cli(t, "query", "stats", "--db", db, "--pid", fmt.Sprint(p.Process.Pid), "--since", "0", "--format", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := map[string]int{}
-	lost := 0
-	for _, line := range strings.Split(strings.TrimSpace(stats), "\n") {
-		var r struct {
-			Function    string
-			Calls, Lost int
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("%v: %q", err, line)
-		}
-		count[r.Function] += r.Calls
-		lost += r.Lost
-	}
+	count, lost := statsOf(t, db, p.Process.Pid)
 	t.Logf("calls %v (%d not stored, counted), %d rounds spun across the reload", count, lost, spun)
 	if count["main.outer"] != 1 {
 		t.Errorf("main.outer: %d calls, want 1 (open across the reload)", count["main.outer"])
@@ -513,8 +504,42 @@ func TestDaemonReloadInPlace(t *testing.T) {
 		t.Errorf("main.beta + main.gamma: %d calls, want at least %d: rounds with neither traced", n, 2*steps+spun)
 	}
 
-	// Every stored call has outer's, open across the reload, as parent.
-	rows, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(p.Process.Pid), "--since", "0", "--limit", "0", "--format", "json")
+	checkUnderOuter(t, db, p.Process.Pid)
+	if sessions := sessionsOf(t, db); len(sessions) != 1 {
+		t.Errorf("%d sessions, want 1: the reload must not start a new one", len(sessions))
+	}
+}
+
+// statsOf is the calls of each function of pid in the aggregates (`query
+// stats --pid`), and how many of them were not stored: a record the store
+// sink shed under load is counted there too.
+func statsOf(t *testing.T, db string, pid int) (count map[string]int, lost int) {
+	t.Helper()
+	stats, _, err := cli(t, "query", "stats", "--db", db, "--pid", fmt.Sprint(pid), "--since", "0", "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count = map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(stats), "\n") {
+		var r struct {
+			Function    string
+			Calls, Lost int
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		count[r.Function] += r.Calls
+		lost += r.Lost
+	}
+	return count, lost
+}
+
+// checkUnderOuter wants every stored call of pid, a `phases serve`, to be
+// ok and to have its one call of main.outer (open across a reload) as
+// parent.
+func checkUnderOuter(t *testing.T, db string, pid int) {
+	t.Helper()
+	rows, _, err := cli(t, "query", "calls", "--db", db, "--pid", fmt.Sprint(pid), "--since", "0", "--limit", "0", "--format", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,9 +564,6 @@ func TestDaemonReloadInPlace(t *testing.T) {
 			t.Errorf("%s call %d: parent %v, want main.outer's call (%d), as every other call's", c.Function, c.ID, c.ParentID, outerID)
 			break
 		}
-	}
-	if sessions := sessionsOf(t, db); len(sessions) != 1 {
-		t.Errorf("%d sessions, want 1: the reload must not start a new one", len(sessions))
 	}
 }
 

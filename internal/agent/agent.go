@@ -114,6 +114,12 @@ type Options struct {
 	// tracer's per-function maps have room for, so that Control.Update
 	// can add them; counted in the memory budget.
 	FuncHeadroom int
+	// ReloadTargets is how many targets Control.Update may add to the
+	// running agent: the budget reserves a tracer for each at start
+	// (planBudget), as for a cgroup's later programs. Not 0, it makes
+	// AttachTargets run even one target in a host, which can add
+	// targets and remove them.
+	ReloadTargets int
 	// ctlTarget is the Target a one-target session registers with
 	// Control as (AttachTargets sets it).
 	ctlTarget Target

@@ -90,7 +90,9 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 	if err := checkTargets(targets); err != nil {
 		return nil, err
 	}
-	if t := targets[0]; len(targets) == 1 && t.Cgroup == "" {
+	// One target runs without a host, unless tracers are reserved for
+	// targets a reload adds: only a host can add them.
+	if t := targets[0]; len(targets) == 1 && t.Cgroup == "" && opts.ReloadTargets == 0 {
 		opts.ctlTarget = t
 		if t.Exe != "" {
 			return AttachExe(ctx, t.Exe, t.options(opts))
@@ -120,9 +122,16 @@ func AttachTargets(ctx context.Context, targets []Target, opts Options) (*Result
 		var err error
 		switch {
 		case t.Exe != "":
-			err = h.addExe(t)
+			var ht *hosted
+			if ht, err = h.addExe(t); err == nil {
+				h.targets = append(h.targets, ht)
+			}
 		case t.PID != 0:
-			err = h.addPID(t)
+			var ht *hosted
+			ht, err = h.addPID(t)
+			if ht != nil {
+				h.targets = append(h.targets, ht) // released by close
+			}
 		default:
 			err = h.addCgroup(t)
 		}
@@ -187,8 +196,19 @@ type host struct {
 	mu      sync.Mutex
 	watches []*cgWatch
 	// slots is how many more tracers the budget has room for (cgroupSlots
-	// per cgroup target), each with maps for up to slotFuncs functions.
-	slots, slotFuncs int
+	// per cgroup target), each with maps for up to slotFuncs functions;
+	// reloadSlots how many more it has for targets a reload adds
+	// (Options.ReloadTargets, grow), each the same size.
+	slots, slotFuncs, reloadSlots int
+	// closing: the host ends, and a reload adds no target (mu).
+	closing bool
+	// stopWait ends the goroutines that wait for targets to exit, once
+	// the host ends.
+	stopWait chan struct{}
+	// watchCtx ends the cgroups' watches (watching), those a reload adds
+	// included.
+	watchCtx context.Context
+	watching sync.WaitGroup
 	// shed is what the store sink had dropped at the last aggregates
 	// (writeShed).
 	shed     map[string]uint64
@@ -218,20 +238,15 @@ type hosted struct {
 type fileID struct{ dev, ino uint64 }
 
 // addExe reads a file target's binary and selects its functions.
-func (h *host) addExe(t Target) error {
+func (h *host) addExe(t Target) (*hosted, error) {
 	abs, st, err := checkExe(t.Exe)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := refuseSelf(0, abs); err != nil {
-		return err
+		return nil, err
 	}
-	ht, err := h.addFile(t, abs, abs, fileID{uint64(st.Dev), st.Ino}, nil)
-	if err != nil {
-		return err
-	}
-	h.targets = append(h.targets, ht)
-	return nil
+	return h.addFile(t, abs, abs, fileID{uint64(st.Dev), st.Ino}, nil)
 }
 
 // addFile makes a target for every process of one file (of a cgroup, when
@@ -250,29 +265,30 @@ func (h *host) addFile(t Target, open, name string, id fileID, cg *cgroup) (*hos
 	return ht, nil
 }
 
-// addPID reads a pid target's binary and selects its functions.
-func (h *host) addPID(t Target) error {
+// addPID reads a pid target's binary and selects its functions. On an
+// error, what it returns (when not nil) holds what must be released
+// (close1).
+func (h *host) addPID(t Target) (*hosted, error) {
 	p, err := openProcess(t.PID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ht := &hosted{t: t, proc: p, tgt: p, done: make(chan struct{})}
-	h.targets = append(h.targets, ht)
 	if err := refuseSelf(t.PID, p.exe); err != nil {
-		return err
+		return ht, err
 	}
 	if ht.lock, err = lockTarget(t.PID); err != nil {
-		return err
+		return ht, err
 	}
 	if ht.s, err = prepareExe(t.options(h.opts), p, selectFuncs); err != nil {
-		return fmt.Errorf("%s: %w", t, err)
+		return ht, fmt.Errorf("%s: %w", t, err)
 	}
 	st := p.parsed.Sys().(*syscall.Stat_t)
 	if err := h.claim(fileID{st.Dev, st.Ino}, claimant{t: t}); err != nil {
-		return err
+		return ht, err
 	}
 	h.share(ht)
-	return nil
+	return ht, nil
 }
 
 // cgroupSlots is how many programs started later in a cgroup the budget
@@ -298,34 +314,53 @@ type cgWatch struct {
 // later (watch). Files that cannot be traced (not Go, no function the
 // patterns select, obs-agent itself) are skipped and logged.
 func (h *host) addCgroup(t Target) error {
-	cg, err := openCgroup(t.Cgroup)
+	added := 0
+	w, err := h.openWatch(t, func(ht *hosted) error {
+		h.targets = append(h.targets, ht)
+		added++
+		return nil
+	})
+	if w != nil {
+		h.watches = append(h.watches, w)
+	}
 	if err != nil {
 		return err
-	}
-	w := &cgWatch{t: t, cg: cg, known: map[fileID]bool{}}
-	h.watches = append(h.watches, w)
-	files, err := cg.files()
-	if err != nil {
-		return fmt.Errorf("--cgroup %s: list its processes: %w", t.Cgroup, err)
-	}
-	added := 0
-	for _, f := range files {
-		ht, err := h.addCgroupFile(w, f)
-		var ov *overlapError
-		switch {
-		case errors.As(err, &ov):
-			return err
-		case err != nil:
-			h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", err)
-		default:
-			h.targets = append(h.targets, ht)
-			added++
-		}
 	}
 	if added == 0 {
 		h.log.Warn("cgroup: no process of it runs a Go program to trace yet; its new programs are looked for every second", "cgroup", t.Cgroup)
 	}
 	return nil
+}
+
+// openWatch makes the watch of a cgroup target and a file target of each
+// Go executable its processes run now, which it gives to add (which takes
+// what it is given, even when it returns an error). Files that cannot be
+// traced are skipped and logged; a file another target traces is refused.
+func (h *host) openWatch(t Target, add func(*hosted) error) (*cgWatch, error) {
+	cg, err := openCgroup(t.Cgroup)
+	if err != nil {
+		return nil, err
+	}
+	w := &cgWatch{t: t, cg: cg, known: map[fileID]bool{}}
+	files, err := cg.files()
+	if err != nil {
+		return w, fmt.Errorf("--cgroup %s: list its processes: %w", t.Cgroup, err)
+	}
+	for _, f := range files {
+		ht, err := h.addCgroupFile(w, f)
+		var ov *overlapError
+		switch {
+		case errors.As(err, &ov):
+			return w, err
+		case err != nil:
+			h.log.Info("cgroup: file not traced", "cgroup", t.Cgroup, "file", f.name, "reason", err)
+		default:
+			if err := add(ht); err != nil {
+				return w, err
+			}
+		}
+	}
+	return w, nil
 }
 
 // addCgroupFile makes the target of one file of a cgroup, held open: the
@@ -352,6 +387,28 @@ func (h *host) addCgroupFile(w *cgWatch, f cgroupFile) (*hosted, error) {
 	return ht, nil
 }
 
+// retarget gives w's watch the patterns a reload sets, which the programs
+// it finds later are traced with.
+func (h *host) retarget(w *cgWatch) func(Target) {
+	return func(t Target) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		// Only the patterns: the cgroup is the same, and is read
+		// without the lock.
+		w.t.Include, w.t.Exclude, w.t.SampleRate = t.Include, t.Exclude, t.SampleRate
+	}
+}
+
+// startWatch runs w's watch until the host ends (h.mu held, or before a
+// reload can add targets).
+func (h *host) startWatch(w *cgWatch) {
+	h.watching.Add(1)
+	go func() {
+		defer h.watching.Done()
+		h.watch(h.watchCtx, w)
+	}()
+}
+
 // watch adds, every scanEvery, a target for each Go program the cgroup's
 // processes run that it has not seen yet. Its first processes run untraced
 // until the probes are in (about a second or two); every later process of
@@ -367,6 +424,10 @@ func (h *host) discover(w *cgWatch) {
 		h.log.Warn("cgroup: list its processes", "cgroup", w.t.Cgroup, "err", err)
 		return
 	}
+	// Control's lock first, as Control.Update takes them: a program
+	// found here is registered with its patterns of now, which no reload
+	// changes meanwhile.
+	defer h.opts.Control.hold()()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if w.dropped {
@@ -376,7 +437,7 @@ func (h *host) discover(w *cgWatch) {
 		if w.known[f.id] {
 			continue
 		}
-		if h.slots == 0 {
+		if h.slots == 0 && h.reloadSlots == 0 {
 			w.known[f.id] = true
 			h.log.Warn("cgroup: a new program is not traced: the memory budget has no tracer left for it (each --cgroup reserves room for a few programs started later); restart the agent to include it",
 				"cgroup", w.t.Cgroup, "file", f.name, "reserved", cgroupSlots*len(h.watches))
@@ -401,9 +462,15 @@ func (h *host) discover(w *cgWatch) {
 			continue
 		}
 		ht.p = ht.s.startTracing()
-		h.opts.Control.add(ht.t, ht.s)
+		h.opts.Control.addHeld(ht.t, ht.s)
 		h.targets = append(h.targets, ht)
-		h.slots--
+		// A cgroup's reserved tracers first; then one reserved for
+		// reloads (a cgroup a reload added has none of its own).
+		if h.slots > 0 {
+			h.slots--
+		} else {
+			h.reloadSlots--
+		}
 		h.log.Info("cgroup: tracing a program its processes started", "cgroup", w.t.Cgroup, "file", f.name, "session", ht.s.sess.ID)
 	}
 }
@@ -452,6 +519,14 @@ func (h *host) claim(id fileID, c claimant) error {
 	return nil
 }
 
+// unclaim takes out the claims of t (a target removed, or one a reload
+// could not add).
+func (h *host) unclaim(t Target) {
+	for id, cs := range h.files {
+		h.files[id] = slices.DeleteFunc(cs, func(c claimant) bool { return sameTarget(c.t, t) })
+	}
+}
+
 // overlapError refuses two targets that would trace one process.
 type overlapError struct{ a, b Target }
 
@@ -481,14 +556,16 @@ func overlap(a, b claimant) bool {
 // get.
 func (h *host) planBudget() error {
 	h.slots = cgroupSlots * len(h.watches)
-	n := len(h.targets) + h.slots
+	h.reloadSlots = h.opts.ReloadTargets
+	reserved := h.slots + h.reloadSlots
+	n := len(h.targets) + reserved
 	total := 0
 	h.slotFuncs = minSlotFuncs
 	for _, ht := range h.targets {
 		total += ht.s.capacity()
 		h.slotFuncs = max(h.slotFuncs, ht.s.capacity())
 	}
-	total += h.slots * h.slotFuncs
+	total += reserved * h.slotFuncs
 	limit := cmp.Or(h.opts.MemoryLimit, DefaultMemoryLimit)
 	// Each tracer has its own programs and the maps that do not scale
 	// with the limit: those of all but the first come off the limit
@@ -511,7 +588,7 @@ func (h *host) planBudget() error {
 	var b *Budget
 	for over := int64(0); ; {
 		if b, err = planBudget(limit-programs-encoders-int64(n-1)*k0.Total()-over, base, total, h.opts.QueueBytes, h.opts.OTLP != nil); err != nil {
-			return fmt.Errorf("%d tracers (%d reserved for programs cgroups start later), each with its own BPF programs (%s each) and maps: %w", n, h.slots, mib(programsAllowance), err)
+			return fmt.Errorf("%d tracers (%d reserved for programs cgroups start later, %d for targets a reload adds), each with its own BPF programs (%s each) and maps: %w", n, h.slots, h.reloadSlots, mib(programsAllowance), err)
 		}
 		b.Limit, b.Programs, b.Work = limit, b.Programs+programs, b.Work+encoders
 		b.Sizes = splitSizes(b.Sizes, n)
@@ -532,7 +609,7 @@ func (h *host) planBudget() error {
 			break
 		}
 		if over > 0 {
-			return fmt.Errorf("memory limit %s is too small for %d tracers (%d reserved for programs cgroups start later): they need %s; raise --memory-limit", mib(limit), n, h.slots, mib(b.Need()))
+			return fmt.Errorf("memory limit %s is too small for %d tracers (%d reserved for programs cgroups start later, %d for targets a reload adds): they need %s; raise --memory-limit or lower the reserve", mib(limit), n, h.slots, h.reloadSlots, mib(b.Need()))
 		}
 		over = b.Need() - limit
 	}
@@ -540,7 +617,7 @@ func (h *host) planBudget() error {
 	for _, ht := range h.targets {
 		ht.s.budget = b
 	}
-	h.log.Info(b.String(), "targets", len(h.targets), "reserved", h.slots, "need_bytes", b.Need(), "limit_bytes", limit)
+	h.log.Info(b.String(), "targets", len(h.targets), "reserved", h.slots, "reserved_for_reload", h.reloadSlots, "need_bytes", b.Need(), "limit_bytes", limit)
 	return nil
 }
 
@@ -606,18 +683,13 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 		k.start()
 	}
 	for _, w := range h.watches {
-		h.opts.Control.watch(w.t, func(t Target) {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			// Only the patterns: the cgroup is the same, and is read
-			// without the lock.
-			w.t.Include, w.t.Exclude, w.t.SampleRate = t.Include, t.Exclude, t.SampleRate
-		})
+		h.opts.Control.watch(w.t, h.retarget(w))
 	}
 	for _, ht := range h.targets {
 		ht.p = ht.s.startTracing()
 		h.opts.Control.add(ht.t, ht.s)
 	}
+	h.stopWait = make(chan struct{})
 	h.opts.Control.dropper(h.drop)
 	if h.opts.Metrics != nil {
 		srv := metrics.Serve(h.opts.Metrics, hostMetrics{h}, h.opts.Logger)
@@ -636,19 +708,20 @@ func (h *host) run(ctx context.Context) (*Result, error) {
 		}()
 	}
 	wctx, stopWatches := context.WithCancel(context.Background())
-	var watches sync.WaitGroup
+	h.watchCtx = wctx
 	for _, w := range h.watches {
-		watches.Add(1)
-		go func() {
-			defer watches.Done()
-			h.watch(wctx, w)
-		}()
+		h.startWatch(w)
 	}
+	// From here a reload may add targets (a cgroup's watch included).
+	h.opts.Control.grower(h.grow)
 	h.announceReady()
 
 	reason := h.wait(ctx)
+	h.mu.Lock()
+	h.closing = true // no target is added by a reload from here on
+	h.mu.Unlock()
 	stopWatches()
-	watches.Wait() // no target is added from here on
+	h.watching.Wait() // no target is added from here on
 	for _, ht := range h.targets {
 		h.end(ht, reason, nil)
 	}
@@ -725,40 +798,45 @@ func (h *host) announceReady() {
 // wait ends each pid target as it exits, and returns why the host ends:
 // every target exited, the duration passed, or ctx is done.
 func (h *host) wait(ctx context.Context) string {
-	stop := make(chan struct{})
-	defer close(stop)
-	// The targets now: cgroup watchers may add file targets meanwhile,
-	// which never end by themselves.
+	defer close(h.stopWait)
+	// The targets now: cgroup watchers and reloads may add targets
+	// meanwhile (each watched for its exit as it is added).
 	h.mu.Lock()
 	targets := slices.Clone(h.targets)
 	h.mu.Unlock()
 	for _, ht := range targets {
-		go func() {
-			select {
-			case <-ht.tgt.Exited():
-				reason, code, sig := exitReason(ht.tgt)
-				h.end(ht, reason, func(r *Result) { r.ExitCode, r.Signaled = code, sig })
-			case <-stop:
-			}
-		}()
+		h.watchExit(ht)
 	}
 	all := make(chan struct{})
-	pidsOnly := len(h.watches) == 0
-	for _, ht := range targets {
-		pidsOnly = pidsOnly && ht.proc != nil
-	}
 	go func() {
-		if !pidsOnly {
-			return // a file or a cgroup never ends by itself
-		}
-		for _, ht := range targets {
-			select {
-			case <-ht.done:
-			case <-stop:
+		// Every pid target, those a reload adds included: the host ends
+		// once they all have exited and no target was added meanwhile.
+		for seen := 0; ; {
+			h.mu.Lock()
+			if len(h.watches) > 0 {
+				h.mu.Unlock()
+				return // a cgroup never ends by itself
+			}
+			more := slices.Clone(h.targets[seen:])
+			if len(more) == 0 {
+				h.closing = true
+				h.mu.Unlock()
+				close(all)
 				return
 			}
+			h.mu.Unlock()
+			for _, ht := range more {
+				if ht.proc == nil {
+					return // a file never ends by itself
+				}
+				select {
+				case <-ht.done:
+				case <-h.stopWait:
+					return
+				}
+			}
+			seen += len(more)
 		}
-		close(all)
 	}()
 	timeout, stopTimer := durationTimer(h.opts.Duration)
 	defer stopTimer()
@@ -770,6 +848,19 @@ func (h *host) wait(ctx context.Context) string {
 	case <-ctx.Done():
 		return stopReason(ctx)
 	}
+}
+
+// watchExit ends ht once its process exits (a pid target; a file target
+// never exits by itself), until the host ends.
+func (h *host) watchExit(ht *hosted) {
+	go func() {
+		select {
+		case <-ht.tgt.Exited():
+			reason, code, sig := exitReason(ht.tgt)
+			h.end(ht, reason, func(r *Result) { r.ExitCode, r.Signaled = code, sig })
+		case <-h.stopWait:
+		}
+	}()
 }
 
 // end detaches a target, records the calls it left open, closes its
@@ -815,6 +906,8 @@ func (h *host) drop(t Target) {
 			w.dropped = true
 		}
 	}
+	// Its files may be traced again by a target a later reload adds.
+	h.unclaim(t)
 	h.mu.Unlock()
 	for _, ht := range ended {
 		h.end(ht, ExitRemoved, nil)

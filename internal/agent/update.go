@@ -41,9 +41,11 @@ func stopReason(ctx context.Context) string {
 type Control struct {
 	mu      sync.Mutex
 	targets []controlled
-	// drop, set by a host of several targets, ends the sessions of a
-	// target a reload removes; nil where the agent runs one target.
+	// drop, set by a host, ends the sessions of a target a reload
+	// removes; nil where the agent runs one target without a host.
 	drop func(Target)
+	// grow, set by a host, prepares targets a reload adds (host.grow).
+	grow func([]Target) (*growth, error)
 }
 
 // ExitRemoved is the exit reason of the session of a target that a reload
@@ -58,6 +60,27 @@ func (c *Control) dropper(drop func(Target)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.drop = drop
+}
+
+// grower registers the host's grow.
+func (c *Control) grower(grow func([]Target) (*growth, error)) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.grow = grow
+}
+
+// hold locks c until the returned func is called, for a caller that
+// registers sessions (addHeld) under a lock of its own: c's lock is always
+// taken first, as Update, which calls into the host, takes them.
+func (c *Control) hold() func() {
+	if c == nil {
+		return func() {}
+	}
+	c.mu.Lock()
+	return c.mu.Unlock
 }
 
 // controlled is a running target: its Target as given, and the sessions
@@ -88,6 +111,14 @@ func (c *Control) add(t Target, s *session) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.addHeld(t, s)
+}
+
+// addHeld is add with c held (hold).
+func (c *Control) addHeld(t Target, s *session) {
+	if c == nil {
+		return
+	}
 	for i := range c.targets {
 		if sameTarget(c.targets[i].t, t) {
 			c.targets[i].s = append(c.targets[i].s, s)
@@ -116,19 +147,27 @@ func sameTarget(a, b Target) bool {
 	return a.PID == b.PID && a.Exe == b.Exe && a.Cgroup == b.Cgroup
 }
 
-// Update applies targets to the running agent: the targets it runs, or
-// some of them, in any order, of which only the patterns (Include,
-// Exclude) and the sample rate may differ. Each session kept goes on:
-// functions no longer selected stop being traced, new ones start, the
-// others keep their probes (a call of a kept function is never missed),
-// and a new sample rate applies to the next calls. A target left out is
-// detached and its session rows ended with ExitRemoved, when the agent
-// runs several (a host); the others go on. It returns ErrNotInPlace (and
-// changes nothing) for a target it does not run, a target left out of a
-// one-target agent, or a target that would need more new functions than
-// its tracer has room for; the caller then restarts the agent.
+// Update applies targets to the running agent, in any order. For a
+// target it runs only the patterns (Include, Exclude) and the sample rate
+// may differ: each session kept goes on, functions no longer selected
+// stop being traced, new ones start, the others keep their probes (a call
+// of a kept function is never missed), and a new sample rate applies to
+// the next calls. A target left out is detached and its session rows
+// ended with ExitRemoved; the others go on. A file or pid target it does
+// not run is attached beside the running ones, with a session row of its
+// own, in a tracer the budget reserved for it (Options.ReloadTargets); the
+// running sessions and their probes are not touched. Removing and adding
+// need a host (an agent started with several targets, a cgroup, or
+// ReloadTargets). It returns ErrNotInPlace (and changes nothing) when one
+// of those is missing, for an added cgroup target, for more added targets
+// than reserved tracers are left, or for a target that would need more
+// new functions than its tracer has room for; the caller then restarts
+// the agent.
 func (c *Control) Update(targets []Target, opts Options) (took time.Duration, err error) {
 	start := time.Now()
+	if err := checkTargets(targets); err != nil {
+		return 0, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	type change struct {
@@ -136,11 +175,13 @@ func (c *Control) Update(targets []Target, opts Options) (took time.Duration, er
 		u *update
 	}
 	var plan []change
+	var added []Target
 	kept := make([]bool, len(c.targets))
 	for _, t := range targets {
 		i := slices.IndexFunc(c.targets, func(x controlled) bool { return sameTarget(x.t, t) })
 		if i < 0 {
-			return 0, fmt.Errorf("%w: %s is not running (a target is added)", ErrNotInPlace, t)
+			added = append(added, t)
+			continue
 		}
 		kept[i] = true
 		for _, s := range c.targets[i].s {
@@ -158,20 +199,42 @@ func (c *Control) Update(targets []Target, opts Options) (took time.Duration, er
 		}
 	}
 	if len(gone) > 0 && c.drop == nil {
-		return 0, fmt.Errorf("%w: %s is removed from an agent that runs one target", ErrNotInPlace, gone[0])
+		return 0, fmt.Errorf("%w: %s is removed from an agent that runs one target without a host", ErrNotInPlace, gone[0])
+	}
+	var g *growth
+	if len(added) > 0 {
+		if c.grow == nil {
+			return 0, fmt.Errorf("%w: %s is added to an agent that runs one target without a host (no tracer reserved for targets a reload adds)", ErrNotInPlace, added[0])
+		}
+		if g, err = c.grow(added); err != nil {
+			return 0, err
+		}
 	}
 	// Every plan fits: apply them. A failure now leaves the sessions
 	// updated so far as they are (each is consistent on its own).
 	for _, ch := range plan {
 		if err := ch.s.applyUpdate(ch.u); err != nil {
+			if g != nil {
+				g.abort()
+			}
 			return time.Since(start), err
 		}
 	}
 	for _, t := range targets {
 		j := slices.IndexFunc(c.targets, func(x controlled) bool { return sameTarget(x.t, t) })
+		if j < 0 {
+			continue // added below
+		}
 		c.targets[j].t = t
 		if c.targets[j].retarget != nil {
 			c.targets[j].retarget(t)
+		}
+	}
+	if g != nil {
+		run, err := g.commit()
+		c.targets = append(c.targets, run...)
+		if err != nil {
+			return time.Since(start), err
 		}
 	}
 	for _, t := range gone {
@@ -194,6 +257,10 @@ type update struct {
 	funcs []uprobe.Func // the tracer's function table, grown
 	off   map[int]bool  // ids no longer selected
 	added []string      // names new to the table
+	// same: the selection is the one in force, function for function and
+	// rate for rate (the patterns may be written differently): nothing
+	// to switch.
+	same bool
 }
 
 // planUpdate selects the functions of opts in the session's binary and
@@ -234,6 +301,7 @@ func (s *session) planUpdate(opts Options) (*update, error) {
 		u.funcs[id] = uf // a new sample rate
 		delete(u.off, id)
 	}
+	u.same = sameSelection(s.sel, sel)
 	if n := len(u.funcs); n > s.tr.Capacity() {
 		return nil, fmt.Errorf("%w: %d functions in all, more than the %d its tracer's maps hold", ErrNotInPlace, n, s.tr.Capacity())
 	}
@@ -244,6 +312,12 @@ func (s *session) planUpdate(opts Options) (*update, error) {
 // registered and named before any of their records can exist, then the
 // tracer switches its sites (uprobe.Tracer.Update).
 func (s *session) applyUpdate(u *update) error {
+	if u.same {
+		// A target a reload keeps as it is (say, while another is added
+		// or removed) keeps its probes and generation untouched.
+		s.opts.Include, s.opts.Exclude, s.opts.SampleRate = u.opts.Include, u.opts.Exclude, u.opts.SampleRate
+		return nil
+	}
 	if err := s.registerFunctions(u.added); err != nil {
 		return err
 	}
@@ -261,6 +335,14 @@ func (s *session) applyUpdate(u *update) error {
 		"added", len(u.added), "removed", len(u.off), "sites", s.tr.Sites(), "patterns", strings.Join(u.opts.Include, " "),
 		"switch_took", took.Round(time.Microsecond))
 	return nil
+}
+
+// sameSelection reports whether two selections trace the same functions
+// at the same rates.
+func sameSelection(a, b *selector.Selection) bool {
+	return a != nil && slices.EqualFunc(a.Funcs, b.Funcs, func(x, y selector.Selected) bool {
+		return x.Func.Name == y.Func.Name && x.SampleRate == y.SampleRate
+	})
 }
 
 // fnames is the function table: id -> name.

@@ -81,7 +81,18 @@ type Limits struct {
 	MaxOverhead    float64       `yaml:"max_overhead"`
 	SingleProbes   bool          `yaml:"single_probes"`
 	SampleInterval time.Duration `yaml:"sample_interval"`
+	// ReloadTargets is how many targets a reload may add in place: the
+	// memory budget reserves a tracer for each at start.
+	ReloadTargets int `yaml:"reload_targets"`
 }
+
+// DefaultReloadTargets is limits.reload_targets' default: one target a
+// reload may add in place; MaxReloadTargets its largest value (each
+// reserved tracer takes its share of the rings, maps and programs).
+const (
+	DefaultReloadTargets = 1
+	MaxReloadTargets     = 16
+)
 
 // UI is the web UI served while the daemon runs.
 type UI struct {
@@ -119,6 +130,7 @@ func Default() Config {
 			MemoryMiB:      int(agent.DefaultMemoryLimit >> 20),
 			MaxProbes:      selector.DefaultMaxProbes,
 			SampleInterval: 5 * time.Second,
+			ReloadTargets:  DefaultReloadTargets,
 		},
 	}
 }
@@ -351,6 +363,7 @@ func (l *Limits) check() error {
 		validate.MaxProbes.Check("limits.max_probes", l.MaxProbes),
 		validate.Overhead().Check("limits.max_overhead", l.MaxOverhead),
 		validate.SampleInterval.Check("limits.sample_interval", l.SampleInterval),
+		validate.Range[int]{Min: 0, Max: MaxReloadTargets}.Check("limits.reload_targets", l.ReloadTargets),
 	)
 }
 

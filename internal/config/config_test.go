@@ -44,7 +44,7 @@ func TestDefaults(t *testing.T) {
 	want := Config{
 		Targets: []Target{{Exe: "/bin/x", Include: []string{"main.*"}}},
 		Store:   Store{DB: store.DefaultPath(), Retention: 6 * time.Hour, StatsInterval: time.Minute},
-		Limits:  Limits{MemoryMiB: 160, MaxProbes: 10000, SampleInterval: 5 * time.Second},
+		Limits:  Limits{MemoryMiB: 160, MaxProbes: 10000, SampleInterval: 5 * time.Second, ReloadTargets: 1},
 	}
 	if got := *c; !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
@@ -53,11 +53,11 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("default sample rate %v, want 1", r)
 	}
 	// An explicit zero is kept, not replaced by the default.
-	c, err = Parse([]byte("targets: [{exe: /bin/x, include: ['main.*'], sample: 0}]\nlimits: {sample_interval: 0s}\n"))
+	c, err = Parse([]byte("targets: [{exe: /bin/x, include: ['main.*'], sample: 0}]\nlimits: {sample_interval: 0s, reload_targets: 0}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := c.Targets[0].SampleRate(); r != 0 || c.Limits.SampleInterval != 0 {
+	if r := c.Targets[0].SampleRate(); r != 0 || c.Limits.SampleInterval != 0 || c.Limits.ReloadTargets != 0 {
 		t.Errorf("explicit zeros lost: sample %v, sample_interval %v", r, c.Limits.SampleInterval)
 	}
 }
@@ -95,6 +95,8 @@ func TestRejected(t *testing.T) {
 		{"queue memory", target + "limits: {memory_mib: 100, queue_memory_mib: 100}\n", []string{"limits.queue_memory_mib 100 is out of range", "to 99"}},
 		{"max probes", target + "limits: {max_probes: 0}\n", []string{"limits.max_probes 0 is out of range: want -1 (no limit), or at least 1"}},
 		{"overhead", target + "limits: {max_overhead: -1}\n", []string{"limits.max_overhead -1 is out of range"}},
+		{"reload targets", target + "limits: {reload_targets: 17}\n", []string{"limits.reload_targets 17 is out of range: want from 0 to 16"}},
+		{"reload targets below", target + "limits: {reload_targets: -1}\n", []string{"limits.reload_targets -1 is out of range"}},
 		{"sample interval", target + "limits: {sample_interval: 10ms}\n", []string{"limits.sample_interval 10ms is out of range"}},
 		{"ui remote", target + "ui: {listen: '0.0.0.0:7070'}\n", []string{"ui.listen \"0.0.0.0:7070\" is not a loopback address", "ui.allow_remote"}},
 		{"ui syntax", target + "ui: {listen: '7070'}\n", []string{"ui.listen \"7070\": want HOST:PORT"}},

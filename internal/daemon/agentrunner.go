@@ -129,8 +129,9 @@ func agentTargets(set Set) []agent.Target {
 	return targets
 }
 
-// Apply changes the patterns and sample rates of the running agent's
-// targets in place (agent.Control.Update).
+// Apply brings the running agent to next in place (agent.Control.Update):
+// new patterns and sample rates, targets removed, and file or pid targets
+// added into the tracers reserved by limits.reload_targets.
 func (r *AgentRunner) Apply(old, next Set) (time.Duration, error) {
 	r.mu.Lock()
 	ctl := r.ctl
@@ -165,7 +166,7 @@ func (r *AgentRunner) options(set Set) (agent.Options, error) {
 		MaxProbes: lim.MaxProbes, DB: st.DB, SpillDir: st.SpillDir, Retention: st.Retention, ArchiveDir: st.Archive,
 		StatsInterval: st.StatsInterval, SampleInterval: sampleEvery, MaxOverhead: lim.MaxOverhead,
 		MemoryLimit: int64(lim.MemoryMiB) << 20, QueueBytes: int64(lim.QueueMemoryMiB) << 20,
-		SetGoMemoryLimit: true, SingleProbes: lim.SingleProbes, Logger: r.Log,
+		SetGoMemoryLimit: true, SingleProbes: lim.SingleProbes, Logger: r.Log, ReloadTargets: lim.ReloadTargets,
 	}
 	exp, err := set.OTLP.Exporter("obs-agent/" + r.Version)
 	if err != nil {

@@ -14,9 +14,10 @@
 // the patterns) before anything running is touched, and an invalid file is
 // refused with a logged error while the old config keeps running. An
 // unchanged target set keeps running untouched; new patterns or sample
-// rates of the same targets are applied in place by a Runner that can
-// (InPlace: the same sessions go on, with no probe of a kept function
-// down). Any other change stops the set,
+// rates, targets removed and targets added are applied in place by a
+// Runner that can (InPlace: the running sessions go on, with no probe of a
+// kept function down; an added target gets a session of its own). Any
+// other change, or one the Runner cannot apply in place, stops the set,
 // which detaches its probes and flushes and stores everything its rings
 // and queues hold, and only then started with the new config (what that
 // means for calls in flight at the switch is in docs/unsupported.md).
@@ -28,7 +29,6 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"slices"
 	"sync"
 	"time"
 
@@ -71,7 +71,7 @@ type Runner interface {
 
 // InPlace is a Runner that can apply some changes to the set it runs
 // without stopping it: new patterns and sample rates of the same targets,
-// and targets removed.
+// targets removed, and targets added.
 type InPlace interface {
 	// Apply brings the running set, started by Run as old, to next and
 	// returns how long the switch took. An error that wraps
@@ -81,20 +81,11 @@ type InPlace interface {
 }
 
 // samePlace reports whether b differs from a at most in what InPlace may
-// change: each target's patterns and sample rate, and targets left out.
+// change: the targets (their patterns and sample rates, targets left out
+// or added), not the settings they share.
 func samePlace(a, b Set) bool {
-	if !reflect.DeepEqual(a.Store, b.Store) || !reflect.DeepEqual(a.Limits, b.Limits) ||
-		!reflect.DeepEqual(a.Metrics, b.Metrics) || !reflect.DeepEqual(a.OTLP, b.OTLP) {
-		return false
-	}
-	for _, y := range b.Targets {
-		if !slices.ContainsFunc(a.Targets, func(x config.Target) bool {
-			return x.Exe == y.Exe && x.PID == y.PID && x.Cgroup == y.Cgroup
-		}) {
-			return false
-		}
-	}
-	return true
+	return reflect.DeepEqual(a.Store, b.Store) && reflect.DeepEqual(a.Limits, b.Limits) &&
+		reflect.DeepEqual(a.Metrics, b.Metrics) && reflect.DeepEqual(a.OTLP, b.OTLP)
 }
 
 // Daemon runs a config file with a Runner.
@@ -242,8 +233,9 @@ func (d *Daemon) load(path string) (*config.Config, error) {
 }
 
 // switchSet applies a reloaded set: an unchanged one keeps running; one
-// whose targets only changed patterns or sample rates is changed in place
-// when the runner can (InPlace); any other change stops the running set
+// whose targets changed (patterns, sample rates, targets removed or added)
+// is changed in place when the runner can (InPlace); any other change, or
+// one the runner refuses with agent.ErrNotInPlace, stops the running set
 // (everything flushed and stored), then starts the new one. Should the new one fail to start although it passed its
 // check (its binary was replaced meanwhile, say), the old set is started
 // again, so that a reload never leaves nothing traced when it can help it.
