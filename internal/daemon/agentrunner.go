@@ -130,8 +130,8 @@ func agentTargets(set Set) []agent.Target {
 }
 
 // Apply brings the running agent to next in place (agent.Control.Update):
-// new patterns and sample rates, targets removed, and file or pid targets
-// added into the tracers reserved by limits.reload_targets.
+// new patterns and sample rates, targets removed, and exe, pid or cgroup
+// targets added into the tracers reserved by limits.reload_targets.
 func (r *AgentRunner) Apply(old, next Set) (time.Duration, error) {
 	r.mu.Lock()
 	ctl := r.ctl
