@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/obs-agent/obs-agent/internal/record"
-	"github.com/obs-agent/obs-agent/internal/store"
 	"github.com/obs-agent/obs-agent/internal/testutil"
 )
 
@@ -60,17 +59,8 @@ func TestControlUpdateAdds(t *testing.T) {
 	// While the add is in force: the first target's row is not ended.
 	open := func() map[string]uint64 {
 		t.Helper()
-		st, err := store.Open(db, store.Options{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		ss, err := st.Sessions(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
 		ids := map[string]uint64{}
-		for _, s := range ss {
+		for _, s := range sessions(t, db) {
 			if s.End != 0 {
 				t.Errorf("session %d of %s ended (%q) while its target runs", s.ID, s.Binary, s.ExitReason)
 			}

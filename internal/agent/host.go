@@ -444,26 +444,22 @@ func (h *host) discover(w *cgWatch) {
 			continue
 		}
 		ht, err := h.addCgroupFile(w, f)
-		if err == nil && len(ht.s.fnames()) > h.slotFuncs {
-			h.close1(ht)
-			err = fmt.Errorf("%d functions selected, more than the %d a reserved tracer has room for: narrow the -f patterns", len(ht.s.fnames()), h.slotFuncs)
+		if err == nil {
+			if err = h.overReserved(ht); err != nil {
+				h.close1(ht)
+				err = fmt.Errorf("%w: narrow the -f patterns", err)
+			}
 		}
 		if err != nil {
 			h.log.Info("cgroup: file not traced", "cgroup", w.t.Cgroup, "file", f.name, "reason", err)
 			continue
 		}
-		ht.s.budget = h.budget
-		// The reserved tracer's maps hold slotFuncs functions: what the
-		// selection leaves is the room a reload may add into.
-		ht.s.opts.FuncHeadroom = min(ht.s.opts.FuncHeadroom, h.slotFuncs-len(ht.s.fnames()))
-		if err := h.attach(ht); err != nil {
+		if err := h.startReserved(ht); err != nil {
 			h.endUnattached(ht, err)
 			h.log.Warn("cgroup: attach to a new program", "cgroup", w.t.Cgroup, "file", f.name, "err", err)
 			continue
 		}
-		ht.p = ht.s.startTracing()
 		h.opts.Control.addHeld(ht.t, ht.s)
-		h.targets = append(h.targets, ht)
 		// A cgroup's reserved tracers first; then one reserved for
 		// reloads (a cgroup a reload added has none of its own).
 		if h.slots > 0 {
@@ -473,6 +469,33 @@ func (h *host) discover(w *cgWatch) {
 		}
 		h.log.Info("cgroup: tracing a program its processes started", "cgroup", w.t.Cgroup, "file", f.name, "session", ht.s.sess.ID)
 	}
+}
+
+// overReserved refuses a target whose selection a reserved tracer's maps
+// cannot hold.
+func (h *host) overReserved(ht *hosted) error {
+	if n := len(ht.s.fnames()); n > h.slotFuncs {
+		return fmt.Errorf("%d functions selected, more than the %d a reserved tracer's maps hold", n, h.slotFuncs)
+	}
+	return nil
+}
+
+// startReserved attaches a target found or added while the host runs (a
+// program a cgroup started, a target a reload added) in a tracer the
+// budget reserved, and starts tracing it (h.mu held). The caller takes
+// the reserved tracer from its count, and on an error ends the target's
+// row (endUnattached).
+func (h *host) startReserved(ht *hosted) error {
+	ht.s.budget = h.budget
+	// The reserved tracer's maps hold slotFuncs functions: what the
+	// selection leaves is the room a reload may add into.
+	ht.s.opts.FuncHeadroom = min(ht.s.opts.FuncHeadroom, h.slotFuncs-len(ht.s.fnames()))
+	if err := h.attach(ht); err != nil {
+		return err
+	}
+	ht.p = ht.s.startTracing()
+	h.targets = append(h.targets, ht)
+	return nil
 }
 
 // endUnattached closes the session row of a target whose probes could not

@@ -97,8 +97,8 @@ func (g *growth) prepare(t Target) error {
 // fits refuses a target whose selection a reserved tracer's maps cannot
 // hold.
 func (g *growth) fits(ht *hosted) error {
-	if n := len(ht.s.fnames()); n > g.h.slotFuncs {
-		return fmt.Errorf("%w: %d functions selected, more than the %d a reserved tracer's maps hold", ErrNotInPlace, n, g.h.slotFuncs)
+	if err := g.h.overReserved(ht); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotInPlace, err)
 	}
 	return nil
 }
@@ -161,19 +161,13 @@ func (g *growth) commit() ([]controlled, error) {
 	}
 	g.watches = nil
 	for i, ht := range g.added {
-		ht.s.budget = h.budget
-		// The reserved tracer's maps hold slotFuncs functions: what the
-		// selection leaves is the room a later reload may add into.
-		ht.s.opts.FuncHeadroom = min(ht.s.opts.FuncHeadroom, h.slotFuncs-len(ht.s.fnames()))
-		if err := h.attach(ht); err != nil {
+		if err := h.startReserved(ht); err != nil {
 			h.unclaim(ht.t)
 			h.endUnattached(ht, err)
 			g.added = slices.Clone(g.added[i+1:])
 			g.abortHeld()
 			return run, fmt.Errorf("%s: %w", ht.t, err)
 		}
-		ht.p = ht.s.startTracing()
-		h.targets = append(h.targets, ht)
 		h.reloadSlots--
 		h.watchExit(ht)
 		if j := slices.IndexFunc(run, func(c controlled) bool { return sameTarget(c.t, ht.t) }); j >= 0 {

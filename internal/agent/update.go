@@ -153,16 +153,16 @@ func sameTarget(a, b Target) bool {
 // stop being traced, new ones start, the others keep their probes (a call
 // of a kept function is never missed), and a new sample rate applies to
 // the next calls. A target left out is detached and its session rows
-// ended with ExitRemoved; the others go on. A file or pid target it does
-// not run is attached beside the running ones, with a session row of its
-// own, in a tracer the budget reserved for it (Options.ReloadTargets); the
-// running sessions and their probes are not touched. Removing and adding
-// need a host (an agent started with several targets, a cgroup, or
-// ReloadTargets). It returns ErrNotInPlace (and changes nothing) when one
-// of those is missing, for an added cgroup target, for more added targets
-// than reserved tracers are left, or for a target that would need more
-// new functions than its tracer has room for; the caller then restarts
-// the agent.
+// ended with ExitRemoved; the others go on. A file, pid or cgroup target
+// it does not run is attached beside the running ones, with a session
+// row of its own (a cgroup's: one per Go program its processes run), in
+// tracers the budget reserved for it (Options.ReloadTargets; hostgrow.go);
+// the running sessions and their probes are not touched. Removing and
+// adding need a host (an agent started with several targets, a cgroup,
+// or ReloadTargets). It returns ErrNotInPlace (and changes nothing) when
+// there is none, for added targets that need more tracers than reserved
+// ones are left, or for a target that would need more functions than a
+// tracer has room for; the caller then restarts the agent.
 func (c *Control) Update(targets []Target, opts Options) (took time.Duration, err error) {
 	start := time.Now()
 	if err := checkTargets(targets); err != nil {
