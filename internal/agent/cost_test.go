@@ -484,16 +484,28 @@ func BenchmarkAgentCostSinks(b *testing.B) {
 // machine. It reports each one's mean µs per call and new/old. Skipped
 // without OBS_AGENT_OLD_BIN. With OBS_BENCH_OTLP=gzip or none, both run
 // with the OTLP sink on as well (that --otlp-compression, to an
-// in-process lean receiver, a new one for each run). Figures and how they
-// swing on the shared VM: docs/performance.md, "The agent's CPU per
-// recorded call, outside SQLite".
+// in-process lean receiver, a new one for each run). With
+// OBS_BENCH_RATE=N both trace `load rate N 6 1` instead of the flood: a
+// fixed N calls a second, so that the machine is not saturated and both
+// builds record the same calls. Figures and how they swing on the shared
+// VM: docs/performance.md, "The agent's CPU per recorded call, outside
+// SQLite".
 func BenchmarkAgentCostOldNew(b *testing.B) {
 	testutil.RequireRoot(b)
 	old := os.Getenv("OBS_AGENT_OLD_BIN")
 	if old == "" {
 		b.Skip("set OBS_AGENT_OLD_BIN to an obs-agent binary to compare with")
 	}
-	const secs = 4
+	secs := 4
+	load := []string{"flood", "2", fmt.Sprint(secs), "1"}
+	if r := os.Getenv("OBS_BENCH_RATE"); r != "" {
+		n, err := strconv.Atoi(r)
+		if err != nil || n < 1000 || n > 1_000_000 {
+			b.Fatalf("OBS_BENCH_RATE=%q: want calls a second, 1000 to 1000000", r)
+		}
+		secs = 6
+		load = []string{"rate", r, fmt.Sprint(secs), "1"}
+	}
 	bins := [2]string{old, agentBinary(b)}
 	testutil.BuildProgram(b, testutil.Build{Program: "load"})
 	b.ResetTimer()
@@ -506,7 +518,7 @@ func BenchmarkAgentCostOldNew(b *testing.B) {
 			rcv = otlptest.NewLeanReceiver(b)
 			flags = append(flags, "--otlp-endpoint", rcv.URL(), "--otlp-compression", comp)
 		}
-		c := runAgentBinaryAt(b, bins[which], flags, secs*time.Second, "flood", "2", fmt.Sprint(secs), "1")
+		c := runAgentBinaryAt(b, bins[which], flags, time.Duration(secs)*time.Second, load...)
 		if rcv != nil {
 			rcv.Stop()
 		}
@@ -516,7 +528,7 @@ func BenchmarkAgentCostOldNew(b *testing.B) {
 		}
 		// Per recorded call: a build that falls behind and sheds ok
 		// records in the ring spends less per call made.
-		rate := float64(c.Recorded) / secs
+		rate := float64(c.Recorded) / float64(secs)
 		u := c.SteadyCPUPct / 100 * 1e6 / rate
 		us[which] += u
 		b.Logf("%s: %d calls made, %d recorded (%.0f/s), lost %d, steady agent CPU %.1f%% of a core = %.2f µs per recorded call", []string{"old", "new"}[which], m.calls, c.Recorded, rate, c.Lost, c.SteadyCPUPct, u)

@@ -35,13 +35,22 @@ func newSessionCounts() *sessionCounts {
 func (n *sessionCounts) add(calls []record.Call) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for i := range calls {
-		c := &calls[i]
-		k := sessionFunc{otlp.SessionOf(c.ID), c.Function}
-		n.written[k]++
-		if c.IsError() {
-			n.errs[k]++
+	// One map update per run of records of one session and function
+	// (a flood's batch is a few runs), as the queue's ledger does.
+	for i := 0; i < len(calls); {
+		k := sessionFunc{otlp.SessionOf(calls[i].ID), calls[i].Function}
+		var errs uint64
+		j := i
+		for ; j < len(calls) && otlp.SessionOf(calls[j].ID) == k.session && calls[j].Function == k.function; j++ {
+			if calls[j].IsError() {
+				errs++
+			}
 		}
+		n.written[k] += uint64(j - i)
+		if errs > 0 {
+			n.errs[k] += errs
+		}
+		i = j
 	}
 }
 

@@ -162,7 +162,7 @@ func (k *otlpSink) start() {
 	}()
 }
 
-func (k *otlpSink) Push(c record.Call) { k.res.add(c) }
+func (k *otlpSink) Push(cs []record.Call) { k.res.add(cs...) }
 
 // Close releases every span still waiting for an ancestor (no more
 // records come: the ancestors' records, if any, have arrived) and closes
@@ -432,16 +432,17 @@ func (w *otlpWriter) Classify(err error) queue.Failure {
 // calls whose parent was sampled out.
 type rootResolver struct {
 	hold time.Duration
-	emit func(record.Call)
+	emit func([]record.Call)
 
 	mu      sync.Mutex
-	memo    []memoSlot               // call id → root, see memoIndex
-	waiting map[uint64][]record.Call // by the parent id they wait for
-	order   []heldRef                // FIFO of waits, for expiry
-	nheld   int                      // records in waiting
-	out     []record.Call            // released, to emit after unlocking
-	stack   []record.Call            // resolve's work list
-	heldN   atomic.Int64             // nheld, for /metrics without the lock
+	memo    []memoSlot                    // call id → root, see memoIndex
+	waiting map[uint64][]record.Call      // by the parent id they wait for
+	order   []heldRef                     // FIFO of waits, for expiry
+	nheld   int                           // records in waiting
+	out     []record.Call                 // released, to emit after unlocking
+	spare   atomic.Pointer[[]record.Call] // out's buffer, between callers (takeSpare)
+	stack   []record.Call                 // resolve's work list
+	heldN   atomic.Int64                  // nheld, for /metrics without the lock
 }
 
 // memoSlot is one call's root in the memo; id 0 (no call) is empty.
@@ -465,16 +466,27 @@ type heldRef struct {
 	since  time.Time
 }
 
-func newRootResolver(hold time.Duration, emit func(record.Call)) *rootResolver {
+func newRootResolver(hold time.Duration, emit func([]record.Call)) *rootResolver {
 	return &rootResolver{
 		hold: hold, emit: emit,
 		memo: make([]memoSlot, rootMemo), waiting: map[uint64][]record.Call{},
 	}
 }
 
-// add takes one record; it is emitted now if its root is known.
-func (r *rootResolver) add(c record.Call) {
+// add takes records: each is emitted now if its root is known, else held
+// until it is (or expires). The records emitted, in order, go on to the
+// queue in one Push.
+func (r *rootResolver) add(cs ...record.Call) {
 	r.mu.Lock()
+	r.out = r.takeSpare()
+	for i := range cs {
+		r.take(cs[i])
+	}
+	r.unlockAndEmit()
+}
+
+// take resolves or holds one record. Called with mu held.
+func (r *rootResolver) take(c record.Call) {
 	// The common case, a record whose root is known and that nothing
 	// waits for, is emitted without the release machinery.
 	if _, waited := r.waiting[c.ID]; !waited {
@@ -485,8 +497,7 @@ func (r *rootResolver) add(c record.Call) {
 		if _, provisional := r.lookup(c.ID); ok && !provisional {
 			c.TraceRoot = root
 			r.remember(c.ID, root)
-			r.mu.Unlock()
-			r.emit(c)
+			r.out = append(r.out, c)
 			return
 		}
 	}
@@ -511,13 +522,13 @@ func (r *rootResolver) add(c record.Call) {
 			}
 		}
 	}
-	r.unlockAndEmit()
 }
 
 // expire releases the records held longer than hold (all of them when
 // all is set, at the end of the trace).
 func (r *rootResolver) expire(now time.Time, all bool) {
 	r.mu.Lock()
+	r.out = r.takeSpare()
 	if all {
 		for len(r.order) > 0 {
 			r.releaseOldest(time.Time{}, true)
@@ -529,15 +540,28 @@ func (r *rootResolver) expire(now time.Time, all bool) {
 }
 
 // unlockAndEmit publishes the held count, unlocks, and emits what was
-// released, outside the lock (emit queues the record).
+// released, outside the lock (emit queues the records, and an error
+// record may wait there for a spill); the buffer is then kept for the
+// next caller.
 func (r *rootResolver) unlockAndEmit() {
 	r.heldN.Store(int64(r.nheld))
 	out := r.out
 	r.out = nil
 	r.mu.Unlock()
-	for i := range out {
-		r.emit(out[i])
+	if len(out) > 0 {
+		r.emit(out)
 	}
+	clear(out) // no strings kept alive
+	r.spare.Store(&out)
+}
+
+// takeSpare is the buffer of released records that the last caller left
+// (the readers of two lanes and the expiry ticker take turns), or none.
+func (r *rootResolver) takeSpare() []record.Call {
+	if p := r.spare.Swap(nil); p != nil {
+		return (*p)[:0]
+	}
+	return nil
 }
 
 // releaseOldest releases the waits begun before cutoff (when force, the

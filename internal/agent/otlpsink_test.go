@@ -10,11 +10,13 @@ import (
 // collect is a resolver's emit that keeps each record's root.
 type collect map[uint64]uint64
 
-func (c collect) emit(r record.Call) {
-	if _, dup := c[r.ID]; dup {
-		panic("record emitted twice")
+func (c collect) emit(rs []record.Call) {
+	for _, r := range rs {
+		if _, dup := c[r.ID]; dup {
+			panic("record emitted twice")
+		}
+		c[r.ID] = r.TraceRoot
 	}
-	c[r.ID] = r.TraceRoot
 }
 
 // TestRootResolver: records arrive as calls return (children before their

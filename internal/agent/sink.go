@@ -31,8 +31,9 @@ import (
 type Sink interface {
 	// Name labels the sink in the exit line, logs and /metrics.
 	Name() string
-	// Push hands over one record; it must not block on the destination.
-	Push(c record.Call)
+	// Push hands over records, those a reader took from the ring in one
+	// go; it must not block on the destination, and must not keep cs.
+	Push(cs []record.Call)
 	// Close says no more records come; Wait then returns once every
 	// record was written or counted as lost.
 	Close()
@@ -81,9 +82,9 @@ func sum(m map[string]uint64) uint64 {
 // fanout hands every record to every sink, the store first.
 type fanout []Sink
 
-func (f fanout) Push(c record.Call) {
+func (f fanout) Push(cs []record.Call) {
 	for _, s := range f {
-		s.Push(c)
+		s.Push(cs)
 	}
 }
 
@@ -111,10 +112,10 @@ func (k *queueSink) start() {
 	go func() { k.done <- k.q.Drain(timedWriter{k.w, &k.writes}) }()
 }
 
-func (k *queueSink) Name() string       { return k.name }
-func (k *queueSink) Push(c record.Call) { k.q.Push(c) }
-func (k *queueSink) Close()             { k.q.Close() }
-func (k *queueSink) Wait() error        { return <-k.done }
+func (k *queueSink) Name() string          { return k.name }
+func (k *queueSink) Push(cs []record.Call) { k.q.PushAll(cs) }
+func (k *queueSink) Close()                { k.q.Close() }
+func (k *queueSink) Wait() error           { return <-k.done }
 
 func (k *queueSink) Ledger() Ledger {
 	written, dropped := k.q.Counts()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"math/bits"
+	"slices"
 )
 
 // The live sink's gzip. A general deflate compressor searches every
@@ -22,13 +23,21 @@ import (
 // fixed codes, and no matches within a span), which the benchmark
 // reports (BenchmarkGzip).
 
-// Fixed Huffman codes, bit-reversed for an LSB-first bit writer.
+// The fixed Huffman codes (RFC 1951, 3.2.6), bit-reversed for an
+// LSB-first bit writer, each with its extra bits folded in: an entry's
+// bits are written as one value of n bits.
+type code struct {
+	bits uint32
+	n    uint32
+}
+
 var (
-	fixedLit  [288]struct{ code, n uint32 }
-	fixedDist [30]uint32 // 5 bits each
-	// lengthSym is the length code (257-285) of a match length 3-258,
-	// its extra bits and their count.
-	lengthSym [259]struct{ code, n, extra, nExtra uint32 }
+	// fixedLit is the code of each literal byte, and of end of block
+	// (256).
+	fixedLit [257]code
+	// lengthSym is, for a match length 3-258, its length code (257-285)
+	// followed by the code's extra bits.
+	lengthSym [259]code
 )
 
 // Base lengths and distances of the deflate length and distance codes.
@@ -39,75 +48,107 @@ var (
 	distExtra   = [30]uint32{0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13}
 )
 
-func init() {
-	rev := func(code, n uint32) uint32 { return bits.Reverse32(code) >> (32 - n) }
-	for lit := uint32(0); lit < 288; lit++ {
-		var code, n uint32
-		switch {
-		case lit < 144:
-			code, n = 0x30+lit, 8
-		case lit < 256:
-			code, n = 0x190+lit-144, 9
-		case lit < 280:
-			code, n = lit-256, 7
-		default:
-			code, n = 0xc0+lit-280, 8
-		}
-		fixedLit[lit].code, fixedLit[lit].n = rev(code, n), n
+// rev is code's n bits in reverse order: Huffman codes are packed from
+// their most significant bit, into a stream written LSB first.
+func rev(code, n uint32) uint32 { return bits.Reverse32(code) >> (32 - n) }
+
+// fixedLitCode is the fixed code of literal/length symbol sym (0-287).
+func fixedLitCode(sym uint32) code {
+	switch {
+	case sym < 144:
+		return code{rev(0x30+sym, 8), 8}
+	case sym < 256:
+		return code{rev(0x190+sym-144, 9), 9}
+	case sym < 280:
+		return code{rev(sym-256, 7), 7}
+	default:
+		return code{rev(0xc0+sym-280, 8), 8}
 	}
-	for d := range fixedDist {
-		fixedDist[d] = rev(uint32(d), 5)
+}
+
+func init() {
+	for sym := range fixedLit {
+		fixedLit[sym] = fixedLitCode(uint32(sym))
 	}
 	for i := len(lengthBase) - 1; i >= 0; i-- {
 		for l := lengthBase[i]; l < lengthBase[i]+1<<lengthExtra[i] && l <= 258; l++ {
 			if lengthSym[l].n != 0 {
 				continue // 258 is code 285, not 284 plus 31
 			}
-			sym := fixedLit[257+i]
-			lengthSym[l] = struct{ code, n, extra, nExtra uint32 }{sym.code, sym.n, l - lengthBase[i], lengthExtra[i]}
+			sym := fixedLitCode(257 + uint32(i))
+			lengthSym[l] = code{sym.bits | (l-lengthBase[i])<<sym.n, sym.n + lengthExtra[i]}
 		}
 	}
 }
 
-// distCode is the deflate distance code of d (1-32768) and its extra bits.
-func distCode(d uint32) (code, extra, nExtra uint32) {
-	c := uint32(0)
-	for c+1 < uint32(len(distBase)) && distBase[c+1] <= d {
-		c++
+// distCode is the fixed code of distance d (1-32768), with its extra bits.
+func distCode(d uint32) code {
+	c := d - 1 // the codes of 1-4 have no extra bits
+	if d > 4 {
+		// Two codes per power of two: the top two bits of d-1.
+		top := uint32(bits.Len32(d - 1))
+		c = 2*(top-1) + (d-1)>>(top-2)&1
 	}
-	return c, d - distBase[c], distExtra[c]
+	return code{rev(c, 5) | (d-distBase[c])<<5, 5 + distExtra[c]}
 }
 
-// bitWriter appends bits LSB first, as deflate packs them.
+// bitWriter packs codes LSB first, as deflate does, into out, which is
+// grown beforehand to hold all it will write and 8 bytes more: every
+// write stores the whole accumulator, unaligned, and moves on by the
+// bytes it completed. That keeps the writer's state in registers, and
+// its cost to an add, a store and two shifts, with no branch.
 type bitWriter struct {
-	out  []byte
-	acc  uint64
-	nacc uint
+	out []byte
+	pos int    // bytes of out complete
+	acc uint64 // the bits after them, fewer than 8
+	n   uint
 }
 
-func (w *bitWriter) write(v uint32, n uint32) {
-	w.acc |= uint64(v) << w.nacc
-	w.nacc += uint(n)
-	if w.nacc >= 32 {
-		w.out = binary.LittleEndian.AppendUint32(w.out, uint32(w.acc))
-		w.acc >>= 32
-		w.nacc -= 32
+// put writes the n bits of v. Fewer than 8 bits are pending before
+// (always, after a put), so v may hold up to 56.
+func (w *bitWriter) put(v uint64, n uint32) {
+	w.acc |= v << w.n
+	w.n += uint(n)
+	binary.LittleEndian.PutUint64(w.out[w.pos:], w.acc)
+	w.pos += int(w.n >> 3)
+	w.acc >>= w.n &^ 7
+	w.n &= 7
+}
+
+// literals writes raw as literals, six at a time (six codes of at most
+// 9 bits, after at most 7 pending, fill at most 61), then the rest.
+func (w *bitWriter) literals(raw []byte) {
+	acc, n := w.acc, w.n
+	out, pos := w.out, w.pos
+	for len(raw) > 0 {
+		if len(raw) >= 6 {
+			_ = raw[5]
+			for _, b := range raw[:6] {
+				c := fixedLit[b]
+				acc |= uint64(c.bits) << n
+				n += uint(c.n)
+			}
+			raw = raw[6:]
+		} else {
+			for _, b := range raw {
+				c := fixedLit[b]
+				acc |= uint64(c.bits) << n
+				n += uint(c.n)
+			}
+			raw = nil
+		}
+		binary.LittleEndian.PutUint64(out[pos:], acc)
+		pos += int(n >> 3)
+		acc >>= n &^ 7
+		n &= 7
 	}
+	w.acc, w.n, w.pos = acc, n, pos
 }
 
-// flush writes the last bits, padded to a byte.
-func (w *bitWriter) flush() {
-	for w.nacc > 0 {
-		w.out = append(w.out, byte(w.acc))
-		w.acc >>= 8
-		w.nacc = uint(max(int(w.nacc)-8, 0))
-	}
-}
-
-func (w *bitWriter) literal(b byte) {
-	s := fixedLit[b]
-	w.write(s.code, s.n)
-}
+// maxBytes bounds the bytes appendGzip writes for raw bytes: no code
+// costs more than 9 bits a byte (a literal at most 9; a match of at
+// least minMatch bytes at most 31), plus the block's header and end.
+func maxBytes(raw int) int { return (9*raw+3+7)/8 + 1 }
 
 // minMatch is the shortest run written as a back-reference: three bytes
 // as a match cost about as many bits as three literals.
@@ -116,26 +157,32 @@ const minMatch = 4
 // maxDist is deflate's window.
 const maxDist = 32768
 
-// lengthSeen remembers, by span length (modulo its size), where the last
-// span of that length started.
-type lengthSeen [256]struct{ n, start int }
+// deflateState is what appendGzip keeps between calls, so that it
+// allocates nothing in the steady state.
+type deflateState struct {
+	// seen remembers, by span length (modulo its size), where the last
+	// span of that length started.
+	seen [256]struct{ n, start int }
+	// eq is a span's equality mask: bit x is set when the span's byte x
+	// equals the byte d before it (equalMask).
+	eq []uint64
+}
 
 // appendGzip appends to dst the gzip member of raw, whose spans start at
 // the offsets starts (in order; everything before the first is written
 // as literals).
-func appendGzip(dst, raw []byte, starts []int, seen *lengthSeen) []byte {
+func appendGzip(dst, raw []byte, starts []int, st *deflateState) []byte {
 	// The gzip header: no name, no time, OS unknown (as compress/gzip).
 	dst = append(dst, 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff)
-	w := bitWriter{out: dst}
-	w.write(1|1<<1, 3) // BFINAL, BTYPE 01: fixed Huffman codes
-	*seen = lengthSeen{}
+	w := bitWriter{out: slices.Grow(dst, maxBytes(len(raw))+8), pos: len(dst)}
+	w.out = w.out[:cap(w.out)]
+	w.put(1|1<<1, 3) // BFINAL, BTYPE 01: fixed Huffman codes
+	st.seen = [256]struct{ n, start int }{}
 	head := len(raw)
 	if len(starts) > 0 {
 		head = starts[0]
 	}
-	for i := 0; i < head; i++ {
-		w.literal(raw[i])
-	}
+	w.literals(raw[:head])
 	for k, start := range starts {
 		end := len(raw)
 		if k+1 < len(starts) {
@@ -148,7 +195,7 @@ func appendGzip(dst, raw []byte, starts []int, seen *lengthSeen) []byte {
 		if k > 0 {
 			d = start - starts[k-1]
 		}
-		last := &seen[(end-start)%len(seen)]
+		last := &st.seen[(end-start)%len(st.seen)]
 		if last.n == end-start && start-last.start <= maxDist {
 			d = start - last.start
 		}
@@ -156,60 +203,105 @@ func appendGzip(dst, raw []byte, starts []int, seen *lengthSeen) []byte {
 		if d > maxDist {
 			d = 0
 		}
-		deflateSpan(&w, raw, start, end, d)
+		st.deflateSpan(&w, raw, start, end, d)
 	}
-	w.write(fixedLit[256].code, fixedLit[256].n) // end of block
-	w.flush()
-	dst = w.out
+	w.put(uint64(fixedLit[256].bits), fixedLit[256].n) // end of block
+	dst = w.out[:w.pos+int(w.n+7)/8]
 	dst = binary.LittleEndian.AppendUint32(dst, crc32.ChecksumIEEE(raw))
 	return binary.LittleEndian.AppendUint32(dst, uint32(len(raw)))
 }
 
 // deflateSpan writes raw[start:end] as matches at distance d (0: none)
-// and literals.
-func deflateSpan(w *bitWriter, raw []byte, start, end, d int) {
+// and literals. It first compares the span with the bytes d before it, a
+// word at a time, into an equality mask (equalMask); the runs of at
+// least minMatch equal bytes in it are the matches, and what lies between
+// them the literals. A flood span of 144 bytes is 18 words compared and
+// a dozen runs, where a byte-by-byte search would branch on every byte.
+func (st *deflateState) deflateSpan(w *bitWriter, raw []byte, start, end, d int) {
 	if d == 0 {
-		for i := start; i < end; i++ {
-			w.literal(raw[i])
-		}
+		w.literals(raw[start:end])
 		return
 	}
-	code, extra, nExtra := distCode(uint32(d))
-	for i := start; i < end; {
-		if i+8 <= end {
-			// Where, in the next 8 bytes, can a match of minMatch
-			// begin? Before it, only literals.
-			x := binary.LittleEndian.Uint64(raw[i:]) ^ binary.LittleEndian.Uint64(raw[i-d:])
-			z := zeroBytes(x)
-			q := z & (z >> 8) & (z >> 16) & (z >> 24) // minMatch zero bytes from there
-			m := 5                                    // none begins in the first 5
-			if q != 0 {
-				m = bits.TrailingZeros64(q) / 8
+	span := raw[start:end]
+	eq := st.equalMask(span, raw[start-d:end-d])
+	dc := distCode(uint32(d))
+	lit := 0 // the first byte not yet written
+	for i := 0; i < len(span); {
+		j := nextBit(eq, i, true, len(span))
+		k := nextBit(eq, j, false, len(span))
+		i = k
+		if k-j < minMatch {
+			continue // too short a run: its bytes are literals
+		}
+		w.literals(span[lit:j])
+		w.match(k-j, dc)
+		lit = k
+	}
+	w.literals(span[lit:])
+}
+
+// equalMask sets bit x of the mask it returns (in st.eq) when a[x] ==
+// b[x], for the len(a) bytes of a; the bits past them are 0. For each
+// 8-byte word it finds the bytes equal (zeroBytes of the XOR, their top
+// bits) and gathers those 8 bits into one byte with a multiply.
+func (st *deflateState) equalMask(a, b []byte) []uint64 {
+	n := (len(a) + 63) / 64
+	eq := slices.Grow(st.eq[:0], n)[:n]
+	x := 0
+	for k := range eq {
+		// The bits of one 64-byte block, gathered in a register.
+		var m uint64
+		for sh := 0; sh < 64 && x+8 <= len(a); sh += 8 {
+			z := zeroBytes(binary.LittleEndian.Uint64(a[x:]) ^ binary.LittleEndian.Uint64(b[x:]))
+			m |= ((z >> 7) * 0x0102040810204080 >> 56) << sh
+			x += 8
+		}
+		for ; x < len(a) && x < (k+1)*64; x++ {
+			if a[x] == b[x] {
+				m |= 1 << (x & 63)
 			}
-			for range m {
-				w.literal(raw[i])
-				i++
-			}
-			if m == 5 {
-				continue
-			}
 		}
-		l := matchLen(raw, i, i-d, end)
-		if l < minMatch {
-			w.literal(raw[i])
-			i++
-			continue
+		eq[k] = m
+	}
+	st.eq = eq
+	return eq
+}
+
+// nextBit is the first x >= i, below n, whose bit in mask is set (set
+// true) or clear (false); n when there is none.
+func nextBit(mask []uint64, i int, set bool, n int) int {
+	if i >= n {
+		return n
+	}
+	flip := uint64(0)
+	if !set {
+		flip = ^uint64(0)
+	}
+	k := i >> 6
+	if m := (mask[k] ^ flip) >> (i & 63); m != 0 {
+		return min(i+bits.TrailingZeros64(m), n)
+	}
+	for k++; k < len(mask); k++ {
+		if m := mask[k] ^ flip; m != 0 {
+			return min(k*64+bits.TrailingZeros64(m), n)
 		}
-		s := &lengthSym[l]
-		w.write(s.code, s.n)
-		if s.nExtra > 0 {
-			w.write(s.extra, s.nExtra)
+	}
+	return n
+}
+
+// match writes a back-reference of n bytes (at least minMatch) at the
+// distance whose code is dc: a length code and the distance code, as
+// one value of at most 31 bits, for each piece of at most 258 bytes
+// (deflate's longest), none left shorter than 3.
+func (w *bitWriter) match(n int, dc code) {
+	for n > 0 {
+		l := min(n, 258)
+		if r := n - l; r > 0 && r < 3 {
+			l = n - 3
 		}
-		w.write(fixedDist[code], 5)
-		if nExtra > 0 {
-			w.write(extra, nExtra)
-		}
-		i += l
+		s := lengthSym[l]
+		w.put(uint64(s.bits)|uint64(dc.bits)<<s.n, s.n+dc.n)
+		n -= l
 	}
 }
 
@@ -219,22 +311,4 @@ func zeroBytes(x uint64) uint64 {
 	const low7 = 0x7f7f7f7f7f7f7f7f
 	t := (x & low7) + low7
 	return ^(t | x | low7)
-}
-
-// matchLen is how many bytes from raw[i] equal those from raw[j] (j < i),
-// at most 258 (deflate's longest match) and not past end.
-func matchLen(raw []byte, i, j, end int) int {
-	limit := min(end-i, 258)
-	n := 0
-	for n+8 <= limit {
-		x := binary.LittleEndian.Uint64(raw[i+n:]) ^ binary.LittleEndian.Uint64(raw[j+n:])
-		if x != 0 {
-			return n + bits.TrailingZeros64(x)/8
-		}
-		n += 8
-	}
-	for n < limit && raw[i+n] == raw[j+n] {
-		n++
-	}
-	return n
 }

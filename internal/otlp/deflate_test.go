@@ -93,10 +93,52 @@ func FuzzAppendGzip(f *testing.F) {
 			}
 			starts = append(starts, at)
 		}
-		var seen lengthSeen
-		body := appendGzip(nil, raw, starts, &seen)
+		var st deflateState
+		body := appendGzip(nil, raw, starts, &st)
 		if got := gunzip(t, body); !bytes.Equal(got, raw) {
 			t.Fatalf("decodes to %x, want %x", got, raw)
 		}
 	})
+}
+
+// TestDistCode: the distance code computed for every distance is the one
+// deflate's table of base distances gives it.
+func TestDistCode(t *testing.T) {
+	for d := uint32(1); d <= maxDist; d++ {
+		c := 0
+		for c+1 < len(distBase) && distBase[c+1] <= d {
+			c++
+		}
+		want := code{rev(uint32(c), 5) | (d-distBase[c])<<5, 5 + distExtra[c]}
+		if got := distCode(d); got != want {
+			t.Fatalf("distance %d: code %+v, want %+v (code %d)", d, got, want, c)
+		}
+	}
+}
+
+// TestAppendGzipLongRuns: a span equal to the one before it for longer
+// than deflate's longest match (258 bytes) is written as several matches,
+// none shorter than 3 bytes, for every remainder; it decodes exactly and
+// costs a few bytes, not a literal each.
+func TestAppendGzipLongRuns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{4, 5, 8, 63, 64, 65, 255, 256, 257, 258, 259, 260, 261, 262, 516, 517, 518, 519, 1000} {
+		span := make([]byte, n)
+		for i := range span {
+			span[i] = byte(rng.Uint32())
+		}
+		raw := bytes.Repeat(span, 4)
+		starts := []int{0, n, 2 * n, 3 * n}
+		var st deflateState
+		body := appendGzip(nil, raw, starts, &st)
+		if got := gunzip(t, body); !bytes.Equal(got, raw) {
+			t.Fatalf("%d-byte spans: decode to %d bytes that differ", n, len(got))
+		}
+		// The first span in literals (at most 9 bits a byte), each of the
+		// other three in matches of at most 31 bits per 258 bytes.
+		limit := 10 + 8 + (9*n+7)/8 + 3*4*(n/258+2) + 4
+		if len(body) > limit {
+			t.Errorf("%d-byte spans: %d bytes gzipped, want at most %d", n, len(body), limit)
+		}
+	}
 }

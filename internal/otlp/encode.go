@@ -65,7 +65,7 @@ type Encoder struct {
 	reserve int
 	starts  []int // where each span starts in spans
 	rel     []int // scratch: starts in Bytes's slice
-	seen    lengthSeen
+	deflate deflateState
 	gz      []byte // Gzipped's
 	val     []byte // scratch: one attribute's value
 	n       int
@@ -276,7 +276,7 @@ func (e *Encoder) AppendGzip(dst []byte) []byte {
 	for _, s := range e.starts {
 		e.rel = append(e.rel, s-base)
 	}
-	return appendGzip(dst, raw, e.rel, &e.seen)
+	return appendGzip(dst, raw, e.rel, &e.deflate)
 }
 
 // Gzipped is AppendGzip into a buffer of the encoder's, valid until the

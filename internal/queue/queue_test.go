@@ -170,6 +170,22 @@ func (p *pushed) push(q *Queue, c record.Call) {
 	q.Push(c)
 }
 
+// pushAll is push for a reader's batch, handed over with PushAll.
+func (p *pushed) pushAll(q *Queue, cs []record.Call) {
+	p.mu.Lock()
+	if p.all == nil {
+		p.all, p.err = map[string]uint64{}, map[string]uint64{}
+	}
+	for i := range cs {
+		p.all[cs[i].Function]++
+		if cs[i].IsError() {
+			p.err[cs[i].Function]++
+		}
+	}
+	p.mu.Unlock()
+	q.PushAll(cs)
+}
+
 // checkInvariant asserts, for every function, pushed == recorded + dropped
 // + still in the journal.
 func checkInvariant(t *testing.T, q *Queue, p *pushed) {
@@ -219,13 +235,24 @@ func TestOverload(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Half the producers push a record at a time, half in
+			// batches of 1 to 50 records (PushAll, as a ring reader).
+			var batch []record.Call
 			for i := range perProd {
 				fn := fmt.Sprintf("main.f%d", (g+i)%funcs)
 				st := record.StatusOK
 				if i%100 == 0 {
 					st = record.Status(1 + i/100%3) // error, panic, unfinished
 				}
-				p.push(q, call(fn, st))
+				if g%2 == 0 {
+					p.push(q, call(fn, st))
+					continue
+				}
+				batch = append(batch, call(fn, st))
+				if len(batch) == 1+(g*7+i)%50 || i == perProd-1 {
+					p.pushAll(q, batch)
+					batch = batch[:0]
+				}
 			}
 		}()
 	}
@@ -829,4 +856,62 @@ func BenchmarkPushBacklog(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*burst), "ns/record")
+}
+
+// TestPushAllAsPush: PushAll queues, sheds and counts exactly as Push
+// does each record in turn: the same records written, in the same order,
+// and the same ones shed, with the ok lane bound met part-way through a
+// batch.
+func TestPushAllAsPush(t *testing.T) {
+	var recs []record.Call
+	for i := range 300 {
+		st := record.StatusOK
+		if i%7 == 3 {
+			st = record.StatusError
+		}
+		recs = append(recs, call(fmt.Sprintf("main.f%d", i/40), st))
+	}
+	opts := fastOpts(Options{OKBytes: 150 * 128, ErrBytes: 1 << 20, BatchSize: 64})
+	one, all := New(opts), New(opts)
+	for i := range recs {
+		one.Push(recs[i])
+	}
+	for i := 0; i < len(recs); i += 37 {
+		all.PushAll(recs[i:min(i+37, len(recs))])
+	}
+	var w [2]fakeWriter
+	for k, q := range []*Queue{one, all} {
+		q.Close()
+		if err := q.Drain(&w[k]); err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	}
+	a, b := w[0].snapshot(), w[1].snapshot()
+	if len(a) != len(b) || len(a) == len(recs) {
+		t.Fatalf("Push wrote %d records, PushAll %d, of %d pushed: want the same, with some shed", len(a), len(b), len(recs))
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID {
+			t.Fatalf("record %d: Push wrote call %d, PushAll call %d", i, a[i].ID, b[i].ID)
+		}
+	}
+	rec1, drop1 := one.Counts()
+	rec2, drop2 := all.Counts()
+	if fmt.Sprint(rec1, drop1) != fmt.Sprint(rec2, drop2) {
+		t.Errorf("ledgers differ: Push recorded %v dropped %v; PushAll recorded %v dropped %v", rec1, drop1, rec2, drop2)
+	}
+}
+
+// TestCountRuns: a batch is counted per function whatever its runs.
+func TestCountRuns(t *testing.T) {
+	m := map[string]uint64{"b": 1}
+	var batch []record.Call
+	for _, f := range []string{"a", "a", "b", "a", "c", "c", "c", "a"} {
+		batch = append(batch, record.Call{Function: f})
+	}
+	countRuns(m, batch)
+	countRuns(m, nil)
+	if fmt.Sprint(m) != "map[a:4 b:2 c:3]" {
+		t.Errorf("counted %v, want a:4 b:2 c:3", m)
+	}
 }
