@@ -21,9 +21,7 @@ type LeanSpan struct {
 // process's allocations and garbage collection, on the machine the agent
 // shares, the bottleneck of a flood of a few hundred thousand spans.
 func NewLeanReceiver(t testing.TB) *Receiver {
-	r := newReceiver(t, false)
-	r.lean = map[[8]byte]LeanSpan{}
-	return r
+	return newReceiver(t, false, true)
 }
 
 // Lean returns the spans a lean receiver accepted by span id, and how

@@ -47,14 +47,21 @@ type Receiver struct {
 
 // NewReceiver starts a receiver on a loopback port; it stops at the end
 // of the test.
-func NewReceiver(t testing.TB) *Receiver { return newReceiver(t, false) }
+func NewReceiver(t testing.TB) *Receiver { return newReceiver(t, false, false) }
 
 // NewTLSReceiver starts an https receiver with httptest's certificate
 // (Certificate returns it).
-func NewTLSReceiver(t testing.TB) *Receiver { return newReceiver(t, true) }
+func NewTLSReceiver(t testing.TB) *Receiver { return newReceiver(t, true, false) }
 
-func newReceiver(t testing.TB, useTLS bool) *Receiver {
+// newReceiver starts a receiver; a lean one (NewLeanReceiver) keeps only
+// what LeanSpan holds. Everything its handler reads is set before its
+// server starts: a request comes from another process, through a socket
+// the race detector sees no ordering through.
+func newReceiver(t testing.TB, useTLS, lean bool) *Receiver {
 	r := &Receiver{t: t, tls: useTLS, got: NewSpans(), accepted: make(chan struct{}, 1)}
+	if lean {
+		r.lean = map[[8]byte]LeanSpan{}
+	}
 	r.start(nil)
 	t.Cleanup(r.Stop)
 	return r
