@@ -116,27 +116,18 @@ func (w *bitWriter) put(v uint64, n uint32) {
 }
 
 // literals writes raw as literals, six at a time (six codes of at most
-// 9 bits, after at most 7 pending, fill at most 61), then the rest.
+// 9 bits, after at most 7 pending, fill at most 61) to each store.
 func (w *bitWriter) literals(raw []byte) {
 	acc, n := w.acc, w.n
 	out, pos := w.out, w.pos
 	for len(raw) > 0 {
-		if len(raw) >= 6 {
-			_ = raw[5]
-			for _, b := range raw[:6] {
-				c := fixedLit[b]
-				acc |= uint64(c.bits) << n
-				n += uint(c.n)
-			}
-			raw = raw[6:]
-		} else {
-			for _, b := range raw {
-				c := fixedLit[b]
-				acc |= uint64(c.bits) << n
-				n += uint(c.n)
-			}
-			raw = nil
+		k := min(len(raw), 6)
+		for _, b := range raw[:k] {
+			c := fixedLit[b]
+			acc |= uint64(c.bits) << n
+			n += uint(c.n)
 		}
+		raw = raw[k:]
 		binary.LittleEndian.PutUint64(out[pos:], acc)
 		pos += int(n >> 3)
 		acc >>= n &^ 7
