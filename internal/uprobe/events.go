@@ -6,8 +6,6 @@ import (
 	"os"
 	"time"
 	"unsafe"
-
-	"github.com/cilium/ebpf/ringbuf"
 )
 
 // Event is one record from either ring, decoded.
@@ -41,11 +39,12 @@ const (
 	errTextHdrSize = int(unsafe.Offsetof(obsErrtextEvent{}.Snap))
 )
 
-// Lane is one of the two rings.
+// Lane is one of the two rings. One goroutine reads it; Flush may be
+// called from any.
 type Lane struct {
-	r   *ringbuf.Reader
-	rec ringbuf.Record
+	r   *ring
 	err bool
+	buf []byte // an error record, copied out of the ring
 }
 
 // OK returns the ok lane: calls that returned normally.
@@ -54,35 +53,36 @@ func (t *Tracer) OK() *Lane { return &Lane{r: t.okRing} }
 // Errors returns the error lane: error returns, panics and panic values.
 func (t *Tracer) Errors() *Lane { return &Lane{r: t.errRing, err: true} }
 
-// ErrClosed is returned by Read after the tracer is closed.
-var ErrClosed = errors.New("tracer closed")
-
-// ErrFlushed is returned by Read once a Flush has drained the ring.
-var ErrFlushed = ringbuf.ErrFlushed
-
 // Read blocks until a record arrives, the deadline passes
-// (os.ErrDeadlineExceeded) or the tracer is closed (ErrClosed), and decodes
-// it into ev. Text aliases an internal buffer.
+// (os.ErrDeadlineExceeded), a Flush has drained the ring (ErrFlushed) or
+// the tracer is closed (ErrClosed), and decodes it into ev. Text and
+// Snapshot alias a buffer of the lane's, valid until the next Read.
+//
+// An ok record is decoded where the kernel wrote it; an error record is
+// copied out first, since its text and snapshot outlive the decode.
 func (l *Lane) Read(ev *Event) error {
-	if err := l.r.ReadInto(&l.rec); err != nil {
-		if errors.Is(err, ringbuf.ErrClosed) {
-			return ErrClosed
-		}
+	raw, err := l.r.read()
+	if err != nil {
 		return err
 	}
-	return decode(l.rec.RawSample, l.err, ev)
+	if l.err {
+		l.buf = append(l.buf[:0], raw...)
+		raw = l.buf
+	}
+	return decode(raw, l.err, ev)
 }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded when nothing
 // arrives by t; the zero time means no deadline.
-func (l *Lane) SetDeadline(t time.Time) { l.r.SetDeadline(t) }
+func (l *Lane) SetDeadline(t time.Time) { l.r.setDeadline(t) }
 
-// Pending reports the bytes waiting in the ring.
-func (l *Lane) Pending() int { return l.r.AvailableBytes() }
+// Pending reports the bytes in the ring not read yet. Only the lane's
+// reader may call it.
+func (l *Lane) Pending() int { return l.r.pending() }
 
 // Flush makes a blocked or next Read return everything already in the ring
-// and then os.ErrDeadlineExceeded, instead of waiting.
-func (l *Lane) Flush() { l.r.Flush() }
+// and then ErrFlushed, instead of waiting.
+func (l *Lane) Flush() { l.r.flush() }
 
 func decode(raw []byte, errLane bool, ev *Event) error {
 	if len(raw) < callEventSize {

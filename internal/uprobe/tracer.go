@@ -27,7 +27,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -170,8 +169,8 @@ type Tracer struct {
 	runtimeLinks []link.Link // runtime hooks
 	gen          uint32
 	runtimeSites int
-	okRing       *ringbuf.Reader
-	errRing      *ringbuf.Reader
+	okRing       *ring
+	errRing      *ring
 	// sites is how many probe sites are attached now: written under mu
 	// by every switch, read by anyone (Sites).
 	sites    atomic.Int64
@@ -273,10 +272,10 @@ func Attach(cfg Config) (_ *Tracer, err error) {
 		return nil, err
 	}
 
-	if t.okRing, err = ringbuf.NewReader(t.objs.RingOk); err != nil {
+	if t.okRing, err = newRing(t.objs.RingOk); err != nil {
 		return nil, fmt.Errorf("attach: open ok ring: %w", err)
 	}
-	if t.errRing, err = ringbuf.NewReader(t.objs.RingErr); err != nil {
+	if t.errRing, err = newRing(t.objs.RingErr); err != nil {
 		return nil, fmt.Errorf("attach: open error ring: %w", err)
 	}
 
@@ -655,10 +654,10 @@ func (t *Tracer) Detach() time.Duration {
 func (t *Tracer) Close() error {
 	t.Detach()
 	if t.okRing != nil {
-		t.okRing.Close()
+		t.okRing.close()
 	}
 	if t.errRing != nil {
-		t.errRing.Close()
+		t.errRing.close()
 	}
 	return t.objs.Close()
 }
