@@ -440,7 +440,8 @@ type rootResolver struct {
 	order   []heldRef                     // FIFO of waits, for expiry
 	nheld   int                           // records in waiting
 	out     []record.Call                 // released, to emit after unlocking
-	spare   atomic.Pointer[[]record.Call] // out's buffer, between callers (takeSpare)
+	outBox  *[]record.Call                // where out's buffer is kept between callers
+	spare   atomic.Pointer[[]record.Call] // the box the last caller left (lock)
 	stack   []record.Call                 // resolve's work list
 	heldN   atomic.Int64                  // nheld, for /metrics without the lock
 }
@@ -477,8 +478,7 @@ func newRootResolver(hold time.Duration, emit func([]record.Call)) *rootResolver
 // until it is (or expires). The records emitted, in order, go on to the
 // queue in one Push.
 func (r *rootResolver) add(cs ...record.Call) {
-	r.mu.Lock()
-	r.out = r.takeSpare()
+	r.lock()
 	for i := range cs {
 		r.take(cs[i])
 	}
@@ -527,8 +527,7 @@ func (r *rootResolver) take(c record.Call) {
 // expire releases the records held longer than hold (all of them when
 // all is set, at the end of the trace).
 func (r *rootResolver) expire(now time.Time, all bool) {
-	r.mu.Lock()
-	r.out = r.takeSpare()
+	r.lock()
 	if all {
 		for len(r.order) > 0 {
 			r.releaseOldest(time.Time{}, true)
@@ -545,23 +544,26 @@ func (r *rootResolver) expire(now time.Time, all bool) {
 // next caller.
 func (r *rootResolver) unlockAndEmit() {
 	r.heldN.Store(int64(r.nheld))
-	out := r.out
-	r.out = nil
+	out, box := r.out, r.outBox
+	r.out, r.outBox = nil, nil
 	r.mu.Unlock()
 	if len(out) > 0 {
 		r.emit(out)
 	}
 	clear(out) // no strings kept alive
-	r.spare.Store(&out)
+	*box = out[:0]
+	r.spare.Store(box)
 }
 
-// takeSpare is the buffer of released records that the last caller left
-// (the readers of two lanes and the expiry ticker take turns), or none.
-func (r *rootResolver) takeSpare() []record.Call {
-	if p := r.spare.Swap(nil); p != nil {
-		return (*p)[:0]
+// lock takes mu and, for out, the buffer of released records the last
+// caller left (the readers of two lanes and the expiry ticker take
+// turns); a new one only when another caller still has it.
+func (r *rootResolver) lock() {
+	r.mu.Lock()
+	if r.outBox = r.spare.Swap(nil); r.outBox == nil {
+		r.outBox = new([]record.Call)
 	}
-	return nil
+	r.out = *r.outBox
 }
 
 // releaseOldest releases the waits begun before cutoff (when force, the
