@@ -212,8 +212,10 @@ func (r *ring) setDeadline(t time.Time) {
 }
 
 // flush makes a waiting or next read return what the ring holds and then
-// ErrFlushed. The flag is set before the deadline: a reader that missed
-// the flag set its own deadline before this one, so its wait ends.
+// ErrFlushed. The flag is set before the deadline, and the wait's
+// readiness test reads it: a reader that missed the flag in setDeadline
+// either set its deadline before this one, which then ends its wait, or
+// finds the flag before it parks.
 func (r *ring) flush() {
 	r.flushed.Store(true)
 	r.file.SetReadDeadline(time.Now())
