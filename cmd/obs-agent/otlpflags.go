@@ -26,7 +26,7 @@ func (f *otlpFlags) register(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&f.headers, "otlp-header", nil, "OTLP request header key=value (repeatable; wins over OTEL_EXPORTER_OTLP_HEADERS), e.g. authorization=Bearer xyz")
 	fl.StringVar(&f.caFile, "otlp-ca-file", "", "PEM file of CA certificates trusted besides the system roots for an https OTLP endpoint")
 	fl.StringVar(&f.service, "otlp-service-name", "", "service.name of the spans (default: OTEL_SERVICE_NAME, else the traced binary's name)")
-	fl.StringVar(&f.compress, "otlp-compression", "", "OTLP request compression, gzip or none: none saves the agent about 0.4 µs of CPU a span on a flood, for about 3× the bytes: for a collector on this host or a fast network (default: OTEL_EXPORTER_OTLP_TRACES_COMPRESSION or OTEL_EXPORTER_OTLP_COMPRESSION, else gzip)")
+	fl.StringVar(&f.compress, "otlp-compression", "", "OTLP request compression, gzip or none: none saves the agent about 0.3-0.4 µs of CPU a span on a flood, for about 3× the bytes: for a collector on this host or a fast network (default: OTEL_EXPORTER_OTLP_TRACES_COMPRESSION or OTEL_EXPORTER_OTLP_COMPRESSION, else gzip)")
 }
 
 // check combines the flags with the environment (flags win) and keeps the
